@@ -1,0 +1,142 @@
+//! Per-route connection settings (Go: `event.Config`). Not the server's own options (address,
+//! shards): those live on the builder.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Called with the event name and the panic value when a listener panics.
+pub type RecoverHandler = Arc<dyn Fn(&str, &(dyn Any + Send)) + Send + Sync>;
+
+/// Settings for the connections of one route.
+///
+/// As in the Go helper, a zero field means "use the default", so
+/// `Config { ping_interval: Duration::from_secs(5), ..Config::default() }` and
+/// `Config { ping_interval: Duration::from_secs(5), ..zeroed }` behave the same.
+#[derive(Clone, Default)]
+pub struct Config {
+    /// How often the server pings each connection. Default 1 s.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is torn down with a timeout. Zero: 3 × the ping interval.
+    pub read_idle_timeout: Duration,
+    /// Longest a write may stall, or the send queue stay full, before the connection is torn
+    /// down as a slow consumer. Default 10 s.
+    pub write_timeout: Duration,
+    /// Largest frame or reassembled message accepted; above it the peer gets close 1009.
+    /// Default 1 MiB; `usize::MAX` means no limit.
+    pub max_message_size: usize,
+    /// Messages a connection may hold undelivered before new ones wait. Default 100.
+    pub send_queue_size: usize,
+    /// With `retry_send_timeout`: how long a message waits for room in a full queue
+    /// (`max_send_retry × retry_send_timeout`) before it is dropped. Default 5.
+    pub max_send_retry: u32,
+    /// See `max_send_retry`. Default 20 ms.
+    pub retry_send_timeout: Duration,
+    /// Receives listener panics. `None`: panics are swallowed (and logged at debug level).
+    pub recover_handler: Option<RecoverHandler>,
+}
+
+impl Config {
+    /// Default ping interval.
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+    /// Default write timeout.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default largest message.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+    /// Default send queue length.
+    pub const DEFAULT_SEND_QUEUE_SIZE: usize = 100;
+    /// Default number of retry periods.
+    pub const DEFAULT_MAX_SEND_RETRY: u32 = 5;
+    /// Default retry period.
+    pub const DEFAULT_RETRY_SEND_TIMEOUT: Duration = Duration::from_millis(20);
+
+    /// The same config with every zero field replaced by its default.
+    pub fn effective(&self) -> Config {
+        fn or(d: Duration, default: Duration) -> Duration {
+            if d.is_zero() {
+                default
+            } else {
+                d
+            }
+        }
+        let ping_interval = or(self.ping_interval, Self::DEFAULT_PING_INTERVAL);
+        Config {
+            ping_interval,
+            read_idle_timeout: or(self.read_idle_timeout, ping_interval.saturating_mul(3)),
+            write_timeout: or(self.write_timeout, Self::DEFAULT_WRITE_TIMEOUT),
+            max_message_size: if self.max_message_size == 0 {
+                Self::DEFAULT_MAX_MESSAGE_SIZE
+            } else {
+                self.max_message_size
+            },
+            send_queue_size: if self.send_queue_size == 0 {
+                Self::DEFAULT_SEND_QUEUE_SIZE
+            } else {
+                self.send_queue_size
+            },
+            max_send_retry: if self.max_send_retry == 0 {
+                Self::DEFAULT_MAX_SEND_RETRY
+            } else {
+                self.max_send_retry
+            },
+            retry_send_timeout: or(self.retry_send_timeout, Self::DEFAULT_RETRY_SEND_TIMEOUT),
+            recover_handler: self.recover_handler.clone(),
+        }
+    }
+
+    /// How long a message may wait for room in a full queue: `max_send_retry × retry_send_timeout`.
+    pub fn retry_window(&self) -> Duration {
+        self.retry_send_timeout.saturating_mul(self.max_send_retry)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("ping_interval", &self.ping_interval)
+            .field("read_idle_timeout", &self.read_idle_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("send_queue_size", &self.send_queue_size)
+            .field("max_send_retry", &self.max_send_retry)
+            .field("retry_send_timeout", &self.retry_send_timeout)
+            .field("recover_handler", &self.recover_handler.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_fields_take_the_go_defaults() {
+        let c = Config::default().effective();
+        assert_eq!(c.ping_interval, Duration::from_secs(1));
+        assert_eq!(c.read_idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.send_queue_size, 100);
+        assert_eq!(c.max_send_retry, 5);
+        assert_eq!(c.retry_send_timeout, Duration::from_millis(20));
+        assert_eq!(c.retry_window(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn idle_timeout_follows_a_custom_ping_interval() {
+        let c = Config {
+            ping_interval: Duration::from_millis(200),
+            ..Config::default()
+        }
+        .effective();
+        assert_eq!(c.read_idle_timeout, Duration::from_millis(600));
+        let c = Config {
+            ping_interval: Duration::from_millis(200),
+            read_idle_timeout: Duration::from_secs(9),
+            ..Config::default()
+        }
+        .effective();
+        assert_eq!(c.read_idle_timeout, Duration::from_secs(9));
+    }
+}

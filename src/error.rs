@@ -1,0 +1,86 @@
+//! The one error type of the library. Not a logging facility: errors are values, handed to
+//! callers and to `error` listeners.
+
+use std::io;
+
+/// Everything that can go wrong in corecast.
+///
+/// The variants named in the public API contract (`InvalidConnection`, `UuidDuplication`,
+/// `QueueFull`, `CallbackPanic`, `Timeout`, `MessageTooLarge`, `Io`) are stable; more may be
+/// added, so match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The UUID names no live connection.
+    #[error("no live connection with that UUID")]
+    InvalidConnection,
+    /// `set_uuid` asked for a UUID that another live connection already holds.
+    #[error("UUID already in use by another connection")]
+    UuidDuplication,
+    /// A message waited for room in a full send queue longer than the retry window and was dropped.
+    #[error("send queue full: message dropped")]
+    QueueFull,
+    /// The route callback panicked; the connection was closed.
+    #[error("route callback panicked: {0}")]
+    CallbackPanic(String),
+    /// `close_all` reached its deadline and force-closed the connections left.
+    #[error("deadline passed: connections were force-closed")]
+    Timeout,
+    /// The peer sent a frame or message above `max_message_size` (closed with 1009).
+    #[error("message larger than the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// Nothing was read from the peer for `read_idle_timeout` (not even a pong).
+    #[error("no frame from the peer for {0:?}")]
+    IdleTimeout(std::time::Duration),
+    /// A write made no progress, or the send queue stayed full, for `write_timeout`.
+    #[error("peer not reading: write stalled for {0:?}")]
+    WriteTimeout(std::time::Duration),
+    /// The peer broke RFC 6455 (closed with 1002).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// The peer sent text that is not UTF-8 (closed with 1007).
+    #[error("invalid UTF-8 in a text message or close reason")]
+    InvalidUtf8,
+    /// The peer closed with a code other than 1000 or 1001, or with no code.
+    #[error("peer closed the connection with code {code:?}: {reason}")]
+    PeerClosed {
+        /// The close code the peer sent; `None` for an empty close frame (1005).
+        code: Option<u16>,
+        /// The close reason the peer sent.
+        reason: String,
+    },
+    /// A socket error, including end of stream without a close frame.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A builder or config value that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A shard could not start (io_uring unavailable, memlock limit too low, address in use, ...).
+    #[error("shard {shard} failed to start: {reason}")]
+    Start {
+        /// The shard number.
+        shard: usize,
+        /// What went wrong, with a hint on how to fix it.
+        reason: String,
+    },
+    /// A blocking call was made on a shard thread, where it would stall every connection of that
+    /// shard; use the `async` twin instead.
+    #[error("blocking call on a shard thread: use the async variant")]
+    OnShardThread,
+    /// The server has stopped; the operation had nobody to run on.
+    #[error("the server has stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// True for an idle read timeout, a write timeout and a `close_all` deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout | Error::IdleTimeout(_) | Error::WriteTimeout(_)
+        )
+    }
+}

@@ -1,0 +1,567 @@
+//! The server builder and the `Server` handle: start the shards, route cross-shard work to
+//! their inboxes, drain and stop. Not the per-connection work: that runs on the shards.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::event::{EventPayload, ListenerRegistry};
+use crate::http::{RoutePattern, Router};
+use crate::registry::{ConnId, Registry, ShardId};
+use crate::shard::{self, ShardMsg};
+use crate::ws::frame;
+use crate::{Config, Error, MessageType, Rejection, UpgradeRequest, Websocket};
+
+/// A route's callback (Go: the handler passed to `event.New`).
+pub(crate) type RouteCallback = Arc<dyn Fn(&Websocket) + Send + Sync>;
+/// The `before_upgrade` gate.
+pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync>;
+
+/// A mounted route: its effective config and its callback.
+pub(crate) struct Route {
+    pub(crate) config: Arc<Config>,
+    pub(crate) callback: RouteCallback,
+}
+
+/// Server-wide limits that are not per route.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_handshake_size: usize,
+}
+
+/// The state every shard and every `Server` clone shares. Read-mostly: the hot paths read
+/// atomics and per-bucket locks only.
+pub(crate) struct Shared {
+    pub(crate) routes: Router<Arc<Route>>,
+    pub(crate) gate: Option<Gate>,
+    pub(crate) listeners: ListenerRegistry,
+    pub(crate) registry: Registry,
+    pub(crate) inboxes: Vec<flume::Sender<ShardMsg>>,
+    pub(crate) draining: AtomicBool,
+    /// Live connections per shard.
+    pub(crate) live: Box<[AtomicUsize]>,
+    pub(crate) options: Options,
+}
+
+impl Shared {
+    /// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
+    /// One thread's messages to one shard keep their order either way.
+    pub(crate) fn send_to(self: &Arc<Self>, shard: ShardId, msg: ShardMsg) {
+        if let Some(core) = shard::current(self).filter(|c| c.id == shard) {
+            core.handle(msg);
+        } else if let Some(inbox) = self.inboxes.get(shard.0) {
+            // A send fails only once the shard has stopped; then there is nobody to deliver to.
+            let _ = inbox.send(msg);
+        }
+    }
+
+    /// One message per shard, never one per connection (DESIGN "Performance rules").
+    pub(crate) fn broadcast(self: &Arc<Self>, frame: Bytes, except: Option<ConnId>) {
+        for i in 0..self.inboxes.len() {
+            let except = except.filter(|id| id.shard.0 == i);
+            self.send_to(
+                ShardId(i),
+                ShardMsg::Broadcast {
+                    frame: frame.clone(),
+                    except,
+                },
+            );
+        }
+    }
+}
+
+/// Configures and starts a server. See `Server::builder`.
+pub struct Builder {
+    addr: Result<SocketAddr, Error>,
+    shards: Option<usize>,
+    routes: Vec<(String, Config, RouteCallback)>,
+    gate: Option<Gate>,
+    options: Options,
+}
+
+impl Builder {
+    /// The address to listen on (`"127.0.0.1:0"` or a `SocketAddr`); port 0 picks a free port.
+    /// Default: `127.0.0.1:0`.
+    pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
+        self.addr = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("bind address: {e}")))
+            .and_then(|mut a| {
+                a.next()
+                    .ok_or_else(|| Error::Config("bind address resolves to nothing".into()))
+            });
+        self
+    }
+
+    /// How many shards (pinned executors) to run. Default: the CPUs this process may run on.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// Mounts a route with the default config (Go: `event.New(callback)`).
+    pub fn route(self, pattern: &str, callback: impl Fn(&Websocket) + Send + Sync + 'static) -> Self {
+        self.route_with_config(pattern, Config::default(), callback)
+    }
+
+    /// Mounts a route with its own config (Go: `event.NewWithConfig(callback, cfg)`).
+    pub fn route_with_config(
+        mut self,
+        pattern: &str,
+        config: Config,
+        callback: impl Fn(&Websocket) + Send + Sync + 'static,
+    ) -> Self {
+        self.routes
+            .push((pattern.to_string(), config, Arc::new(callback)));
+        self
+    }
+
+    /// A gate that runs for every upgrade to a matched route, before the 101 response; an
+    /// `Err(Rejection)` refuses the client with that status.
+    pub fn before_upgrade(
+        mut self,
+        gate: impl Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync + 'static,
+    ) -> Self {
+        self.gate = Some(Arc::new(gate));
+        self
+    }
+
+    /// How long a client has to send its whole upgrade request. Default 5 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.options.handshake_timeout = timeout;
+        self
+    }
+
+    /// Largest upgrade request head accepted (431 above it). Default 8 KiB.
+    pub fn max_handshake_size(mut self, bytes: usize) -> Self {
+        self.options.max_handshake_size = bytes;
+        self
+    }
+
+    /// Starts every shard and returns once all are accepting, or with the error that stopped
+    /// one (address in use, memlock limit too low, io_uring unavailable, bad config).
+    pub fn start(self) -> Result<Server, Error> {
+        let addr = self.addr?;
+        let cpus = allowed_cpus();
+        let shards = self.shards.unwrap_or(cpus.len());
+        if shards == 0 || shards > 4096 {
+            return Err(Error::Config(format!(
+                "shards must be between 1 and 4096, got {shards}"
+            )));
+        }
+        if self.options.handshake_timeout.is_zero() || self.options.max_handshake_size < 256 {
+            return Err(Error::Config(
+                "handshake timeout must be above zero and the handshake size at least 256 bytes"
+                    .into(),
+            ));
+        }
+        let mut routes = Router::new();
+        for (pattern, config, callback) in self.routes {
+            let pattern = RoutePattern::parse(&pattern)
+                .map_err(|e| Error::Config(format!("route {pattern:?}: {e}")))?;
+            let config = Arc::new(config.effective());
+            routes.add(pattern, Arc::new(Route { config, callback }));
+        }
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
+        let shared = Arc::new(Shared {
+            routes,
+            gate: self.gate,
+            listeners: ListenerRegistry::default(),
+            registry: Registry::new(shards * 16),
+            inboxes,
+            draining: AtomicBool::new(false),
+            live: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            options: self.options,
+        });
+
+        let mut handles = Vec::with_capacity(shards);
+        let mut local_addr = addr;
+        let mut failure = None;
+        for (i, inbox) in receivers.into_iter().enumerate() {
+            // Shard 0 resolves port 0; the others join it on the same port (SO_REUSEPORT).
+            let cpu = cpus[i % cpus.len()];
+            match spawn_shard(i, cpu, local_addr, Arc::clone(&shared), inbox) {
+                Ok((handle, bound)) => {
+                    handles.push(handle);
+                    local_addr = bound;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let server = Server {
+            inner: Arc::new(Inner {
+                shared,
+                local_addr,
+                handles: Mutex::new(handles),
+            }),
+        };
+        if let Some(e) = failure {
+            server.stop_now();
+            let _ = server.join();
+            return Err(e);
+        }
+        tracing::debug!(%local_addr, shards, "server started");
+        Ok(server)
+    }
+}
+
+/// How long a shard may take to report that it is accepting.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory glommio registers per ring: sockets need little (DESIGN "glommio facts").
+const IO_MEMORY: usize = 64 << 10;
+/// Submission queue depth per ring.
+const RING_DEPTH: usize = 256;
+
+type ShardHandle = glommio::ExecutorJoinHandle<()>;
+
+fn spawn_shard(
+    i: usize,
+    cpu: usize,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    inbox: flume::Receiver<ShardMsg>,
+) -> Result<(ShardHandle, SocketAddr), Error> {
+    let start_error = |reason: String| Error::Start { shard: i, reason };
+    let (ready_tx, ready_rx) = flume::bounded(1);
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("corecast-{i}"))
+        .io_memory(IO_MEMORY)
+        .ring_depth(RING_DEPTH)
+        .spawn(move || async move {
+            let listener = match glommio::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
+                    return;
+                }
+            };
+            match listener.local_addr() {
+                Ok(bound) => {
+                    let _ = ready_tx.send(Ok(bound));
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("no local address: {e}")));
+                    return;
+                }
+            }
+            shard::run(ShardId(i), shared, listener, inbox).await;
+        })
+        .map_err(|e| start_error(with_hint(e.to_string())))?;
+    match ready_rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(bound)) => Ok((handle, bound)),
+        Ok(Err(reason)) => {
+            let _ = handle.join();
+            Err(start_error(reason))
+        }
+        // glommio reports an executor that failed to start only through `join` (DESIGN).
+        Err(flume::RecvTimeoutError::Disconnected) => Err(start_error(with_hint(match handle
+            .join()
+        {
+            Err(e) => e.to_string(),
+            Ok(()) => "executor ended before it was ready".into(),
+        }))),
+        Err(flume::RecvTimeoutError::Timeout) => Err(start_error(format!(
+            "not accepting after {START_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn with_hint(reason: String) -> String {
+    format!(
+        "{reason} (corecast needs io_uring: Linux 5.8 or later, not blocked by seccomp \
+         (Docker: --security-opt seccomp=unconfined) nor by sysctl kernel.io_uring_disabled; \
+         and a memlock limit of at least 512 KiB: `ulimit -l` / LimitMEMLOCK=, or CAP_IPC_LOCK)"
+    )
+}
+
+/// The CPUs this process may run on (taskset, cgroup cpusets), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    handles: Mutex<Vec<ShardHandle>>,
+}
+
+/// A running server. Cheap to clone; `Send + Sync`: hand it to any thread or runtime.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl Server {
+    /// A builder with the defaults: `127.0.0.1:0`, one shard per allowed CPU, no routes.
+    pub fn builder() -> Builder {
+        Builder {
+            addr: Ok(SocketAddr::from(([127, 0, 0, 1], 0))),
+            shards: None,
+            routes: Vec::new(),
+            gate: None,
+            options: Options {
+                handshake_timeout: Duration::from_secs(5),
+                max_handshake_size: 8 << 10,
+            },
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// The address the shards listen on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shared().inboxes.len()
+    }
+
+    /// Adds a server-wide listener for `name`; it applies to every event fired after this
+    /// returns, on every connection.
+    pub fn on(&self, name: &str, listener: impl Fn(&EventPayload) + Send + Sync + 'static) {
+        self.shared().listeners.on(name, Arc::new(listener));
+    }
+
+    /// Removes every server-wide listener of `name`.
+    pub fn off(&self, name: &str) {
+        self.shared().listeners.off(name);
+    }
+
+    /// Sends to one connection. The UUID is checked now (`Error::InvalidConnection` if unknown
+    /// or dead, with no `error` event); delivery happens on the owning shard.
+    pub fn emit_to(&self, uuid: &str, data: impl Into<Bytes>, ty: MessageType) -> Result<(), Error> {
+        let data = data.into();
+        self.emit_framed(uuid, ty.frame(&data))
+    }
+
+    fn emit_framed(&self, uuid: &str, frame: Bytes) -> Result<(), Error> {
+        let id = self
+            .shared()
+            .registry
+            .get(uuid)
+            .ok_or(Error::InvalidConnection)?;
+        self.shared().send_to(id.shard, ShardMsg::Emit { to: id, frame });
+        Ok(())
+    }
+
+    /// Sends to each UUID; unknown ones are skipped.
+    pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let frame = ty.frame(&data);
+        for uuid in uuids {
+            let _ = self.emit_framed(uuid, frame.clone());
+        }
+    }
+
+    /// Sends to every connection on every shard, framed once.
+    pub fn broadcast(&self, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        self.shared().broadcast(ty.frame(&data), None);
+    }
+
+    /// Runs the listeners of `name` once per live connection; nothing goes on the wire.
+    pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
+        let name: Arc<str> = name.into();
+        let data = data.into();
+        for i in 0..self.shard_count() {
+            self.shared().send_to(
+                ShardId(i),
+                ShardMsg::Fire {
+                    name: Arc::clone(&name),
+                    data: data.clone(),
+                },
+            );
+        }
+    }
+
+    /// Closes one connection (1000) after what is queued for it.
+    pub fn close(&self, uuid: &str) -> Result<(), Error> {
+        let id = self
+            .shared()
+            .registry
+            .get(uuid)
+            .ok_or(Error::InvalidConnection)?;
+        self.shared().send_to(
+            id.shard,
+            ShardMsg::Close {
+                to: id,
+                code: 1000,
+                reason: "Connection closed".into(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Refuses new upgrades with 503 from now on; open connections stay.
+    pub fn drain(&self) {
+        self.shared().draining.store(true, Ordering::Release);
+    }
+
+    /// Whether `drain` (or `shutdown`) was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared().draining.load(Ordering::Acquire)
+    }
+
+    /// Live connections on all shards.
+    pub fn connections(&self) -> usize {
+        self.shared()
+            .live
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Live connections per shard.
+    pub fn connections_per_shard(&self) -> Vec<usize> {
+        self.shared()
+            .live
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Closes every connection with `code` and `reason` (sanitised as RFC 6455 §7.4 requires),
+    /// after what is queued for each. Returns once every close frame is written and every
+    /// `close` and `disconnect` listener has run, or `Error::Timeout` after force-closing the
+    /// rest at the deadline. Blocks: on a shard thread it returns `Error::OnShardThread`; use
+    /// `close_all_async` there.
+    pub fn close_all(&self, code: u16, reason: &str, timeout: Duration) -> Result<(), Error> {
+        if shard::on_shard_thread() {
+            return Err(Error::OnShardThread);
+        }
+        let done = self.start_close_all(code, reason, timeout);
+        // The shards force-close at the deadline; the margin covers their last teardowns.
+        let give_up = Instant::now() + timeout + Duration::from_secs(5);
+        let mut forced = false;
+        for _ in 0..self.shard_count() {
+            match done.recv_deadline(give_up) {
+                Ok(f) => forced |= f,
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+                Err(flume::RecvTimeoutError::Timeout) => return Err(Error::Timeout),
+            }
+        }
+        if forced {
+            Err(Error::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `close_all` for async code, shard threads included.
+    pub async fn close_all_async(
+        &self,
+        code: u16,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let done = self.start_close_all(code, reason, timeout);
+        let mut forced = false;
+        for _ in 0..self.shard_count() {
+            match done.recv_async().await {
+                Ok(f) => forced |= f,
+                Err(_) => break,
+            }
+        }
+        if forced {
+            Err(Error::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn start_close_all(&self, code: u16, reason: &str, timeout: Duration) -> flume::Receiver<bool> {
+        let frame = frame::encode_close(code, reason);
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = flume::unbounded();
+        for i in 0..self.shard_count() {
+            self.shared().send_to(
+                ShardId(i),
+                ShardMsg::CloseAll {
+                    frame: frame.clone(),
+                    deadline,
+                    done: tx.clone(),
+                },
+            );
+        }
+        rx
+    }
+
+    /// Drains, stops accepting, closes every connection with 1001 "server shutting down"
+    /// (force-closing after 10 s), then stops the shards. Returns at once; `join` waits.
+    pub fn shutdown(&self) {
+        self.shutdown_within(Duration::from_secs(10));
+    }
+
+    /// `shutdown` with another deadline for the closes.
+    pub fn shutdown_within(&self, timeout: Duration) {
+        self.drain();
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.shard_count() {
+            self.shared()
+                .send_to(ShardId(i), ShardMsg::Stop { deadline });
+        }
+    }
+
+    fn stop_now(&self) {
+        self.shutdown_within(Duration::ZERO);
+    }
+
+    /// Waits until every shard has stopped (after `shutdown`). Blocks: on a shard thread it
+    /// returns `Error::OnShardThread`.
+    pub fn join(&self) -> Result<(), Error> {
+        if shard::on_shard_thread() {
+            return Err(Error::OnShardThread);
+        }
+        let mut handles = self
+            .inner
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut result = Ok(());
+        for (i, h) in handles.drain(..).enumerate() {
+            if let Err(e) = h.join() {
+                result = Err(Error::Start {
+                    shard: i,
+                    reason: format!("shard ended with an error: {e}"),
+                });
+            }
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.inner.local_addr)
+            .field("shards", &self.shard_count())
+            .finish()
+    }
+}

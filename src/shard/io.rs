@@ -1,0 +1,454 @@
+//! The connection task: reads the upgrade, then moves bytes between the socket and the
+//! connection's state until teardown. Not protocol logic: framing, handshake checks and queue
+//! policy live in `ws` and `http`; events and deadlines in `conn`.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use super::conn::{Conn, RequestData, SocketPlan};
+use super::ShardCore;
+use crate::event::{self, EventName};
+use crate::http::{self, HeadParse, UpgradeCheck};
+use crate::server::Route;
+use crate::upgrade::UpgradeRequest;
+use crate::ws::frame::{self, Inbound, OpCode, ProtocolError};
+use crate::ws::queue::MAX_IOVECS;
+use crate::{Error, Websocket};
+
+/// Serves one accepted socket from handshake to close.
+pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
+    let Ok(remote) = stream.peer_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let timeout = core.shared.options.handshake_timeout;
+    let upgrade = future::or(handshake(&core, &mut stream, remote), async {
+        Timer::new(timeout).await;
+        Err(Refusal::quiet("handshake timed out"))
+    })
+    .await;
+    let (route, request, accept, leftover) = match upgrade {
+        Ok(u) => u,
+        Err(refusal) => {
+            tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
+            if let Some(response) = refusal.response {
+                // Best effort, bounded: the client may not be reading.
+                let _ = future::or(
+                    async { stream.write_all(&response).await.ok() },
+                    async {
+                        Timer::new(timeout).await;
+                        None
+                    },
+                )
+                .await;
+            }
+            let _ = stream.shutdown(Shutdown::Both).await;
+            return;
+        }
+    };
+
+    let conn = register(&core, &route, request);
+    conn.send_control(Bytes::from(http::switching_protocols(&accept)));
+    tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
+    // Get the 101 out before the callback runs: it may take a while.
+    let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
+
+    let kws = Websocket::from_conn(Rc::clone(&conn));
+    let callback = Arc::clone(&route.callback);
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(&kws))) {
+        let reason = panic_message(&*panic);
+        tracing::warn!(uuid = &*conn.uuid(), reason, "route callback panicked");
+        conn.fail(Error::CallbackPanic(reason), 1011);
+    } else {
+        conn.fire(EventName::Static(event::CONNECT), Bytes::new(), None);
+    }
+    drop(kws);
+    if !leftover.is_empty() && conn.is_open() {
+        let mut items = Vec::new();
+        let result = conn.decoder.borrow_mut().feed(&leftover, &mut items);
+        dispatch(&conn, &mut items, result);
+    }
+    drop(leftover);
+    run(&conn, &mut stream).await;
+}
+
+/// Registers the connection (UUID map and slab) before the route callback runs, so the
+/// callback can already be reached (BEHAVIOUR "Lifecycle" 2).
+fn register(core: &Rc<ShardCore>, route: &Route, request: RequestData) -> Rc<Conn> {
+    let now = Instant::now();
+    let id = core.next_id();
+    let uuid = loop {
+        let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        // A v4 collision is practically impossible, but a taken UUID is never handed out.
+        if core.shared.registry.insert(Arc::clone(&uuid), id) {
+            break uuid;
+        }
+    };
+    let conn = Rc::new(Conn::new(
+        Rc::clone(core),
+        id,
+        uuid,
+        Arc::clone(&route.config),
+        request,
+        now,
+    ));
+    core.insert(Rc::clone(&conn));
+    core.timers.schedule(&conn, now + conn.config.ping_interval);
+    conn
+}
+
+/// Why an upgrade did not happen, and what to answer, if anything.
+struct Refusal {
+    reason: &'static str,
+    response: Option<Vec<u8>>,
+}
+
+impl Refusal {
+    fn quiet(reason: &'static str) -> Self {
+        Refusal {
+            reason,
+            response: None,
+        }
+    }
+
+    fn status(status: u16, reason: &'static str) -> Self {
+        Refusal {
+            reason,
+            response: Some(http::error_response(status, reason, &[])),
+        }
+    }
+}
+
+type Upgrade = (Arc<Route>, RequestData, String, Vec<u8>);
+
+/// Reads the request head and decides: route, drain check, handshake check, gate.
+async fn handshake(
+    core: &Rc<ShardCore>,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+) -> Result<Upgrade, Refusal> {
+    let limit = core.shared.options.max_handshake_size;
+    let mut buf = vec![0u8; 1024];
+    let mut filled = 0;
+    let (head, consumed) = loop {
+        if filled == buf.len() {
+            if buf.len() >= limit {
+                return Err(Refusal::status(431, "request head too large"));
+            }
+            buf.resize((buf.len() * 2).min(limit), 0);
+        }
+        let n = stream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|_| Refusal::quiet("read failed"))?;
+        if n == 0 {
+            return Err(Refusal::quiet("closed during handshake"));
+        }
+        filled += n;
+        match http::parse_head(&buf[..filled], limit) {
+            Ok(HeadParse::Complete { head, consumed }) => break (head, consumed),
+            Ok(HeadParse::Partial) => {}
+            Err(e) => {
+                return Err(Refusal {
+                    reason: "malformed request",
+                    response: Some(http::error_response(e.status(), &e.to_string(), &[])),
+                })
+            }
+        }
+    };
+    let leftover = buf[consumed..filled].to_vec();
+    drop(buf);
+
+    let Some((route, params)) = core.shared.routes.find(head.path()) else {
+        return Err(Refusal::status(404, "not found"));
+    };
+    let route = Arc::clone(route);
+    let accept = match http::check_upgrade(&head) {
+        UpgradeCheck::Accept(a) => a,
+        UpgradeCheck::NotUpgrade => {
+            return Err(Refusal {
+                reason: "not an upgrade",
+                response: Some(http::error_response(
+                    426,
+                    "upgrade required",
+                    &[("Upgrade", "websocket")],
+                )),
+            })
+        }
+        UpgradeCheck::BadVersion => {
+            return Err(Refusal {
+                reason: "unsupported version",
+                response: Some(http::error_response(
+                    426,
+                    "unsupported websocket version",
+                    &[("Sec-WebSocket-Version", "13")],
+                )),
+            })
+        }
+        UpgradeCheck::Malformed(why) => return Err(Refusal::status(400, why)),
+    };
+    if core.shared.draining.load(Ordering::Acquire) || core.is_stopping() {
+        return Err(Refusal::status(503, "server is draining"));
+    }
+    let mut req = UpgradeRequest {
+        head,
+        params,
+        remote,
+        locals: Default::default(),
+    };
+    if let Some(gate) = &core.shared.gate {
+        match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
+            Ok(Ok(())) => {}
+            Ok(Err(rejection)) => {
+                return Err(Refusal {
+                    reason: "rejected by before_upgrade",
+                    response: Some(rejection.to_response()),
+                })
+            }
+            Err(_) => return Err(Refusal::status(500, "before_upgrade panicked")),
+        }
+    }
+    let request = RequestData {
+        head: req.head,
+        params: req.params,
+        remote,
+        locals: req.locals,
+    };
+    Ok((route, request, accept, leftover))
+}
+
+/// What one wake-up of the connection task found.
+enum Step {
+    /// Bytes arrived and were decoded into the items vector (maybe with an error after them).
+    Input(Result<(), ProtocolError>),
+    /// The peer ended the stream.
+    Eof,
+    /// A read or write failed.
+    Failed(io::Error),
+    /// The state moved on: a server close was written, or the socket plan changed.
+    Changed,
+}
+
+/// Moves bytes until the connection is torn down, then finishes the socket as planned.
+async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
+    let mut items = Vec::new();
+    while !conn.is_gone() {
+        let step = poll_fn(|cx| poll_io(conn, stream, cx, &mut items)).await;
+        match step {
+            Step::Input(result) => dispatch(conn, &mut items, result),
+            Step::Eof => conn.teardown(
+                Some(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the stream without a close frame",
+                ))),
+                SocketPlan::Abort,
+            ),
+            Step::Failed(e) => conn.teardown(Some(Error::Io(e)), SocketPlan::Abort),
+            Step::Changed => {}
+        }
+        glommio::yield_if_needed().await;
+    }
+    drop(items);
+    finish(conn, stream).await;
+}
+
+fn poll_io(
+    conn: &Rc<Conn>,
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    items: &mut Vec<Inbound>,
+) -> Poll<Step> {
+    conn.register_waker(cx.waker());
+    if let Err(e) = flush(conn, stream, cx) {
+        return Poll::Ready(Step::Failed(e));
+    }
+    if conn.is_gone() {
+        return Poll::Ready(Step::Changed);
+    }
+    if conn.is_closing() && conn.out.borrow().is_empty() {
+        conn.close_written();
+        return Poll::Ready(Step::Changed);
+    }
+    let mut scratch = conn.core.scratch.borrow_mut();
+    match Pin::new(&mut *stream).poll_read(cx, &mut scratch) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Step::Eof),
+        Poll::Ready(Ok(n)) => {
+            conn.touch(Instant::now());
+            let result = conn.decoder.borrow_mut().feed(&scratch[..n], items);
+            Poll::Ready(Step::Input(result))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Step::Failed(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Acts on decoded frames in order: events for data, ping and pong; the close handshake.
+fn dispatch(conn: &Rc<Conn>, items: &mut Vec<Inbound>, result: Result<(), ProtocolError>) {
+    for item in items.drain(..) {
+        if !conn.is_open() {
+            // Closing or gone: what the peer sent after that is not delivered.
+            continue;
+        }
+        match item {
+            Inbound::Message { data, .. } => {
+                conn.fire(EventName::Static(event::MESSAGE), data, None);
+            }
+            Inbound::Ping(data) => {
+                conn.send_control(frame::encode(OpCode::Pong, &data));
+                conn.fire(EventName::Static(event::PING), data, None);
+            }
+            Inbound::Pong(data) => conn.fire(EventName::Static(event::PONG), data, None),
+            Inbound::Close { code, reason } => {
+                // Answer with the same code (RFC 6455 §5.5.1); an empty close gets an empty one.
+                let reply = frame::encode_close(code.unwrap_or(1005), "");
+                conn.out.borrow_mut().push_close(reply);
+                let error = match code {
+                    Some(1000 | 1001) => None,
+                    code => Some(Error::PeerClosed { code, reason }),
+                };
+                let deadline = Instant::now() + conn.config.write_timeout;
+                conn.teardown(error, SocketPlan::FlushThenClose(deadline));
+            }
+        }
+    }
+    if let Err(e) = result {
+        if conn.is_open() {
+            let code = e.close_code();
+            let error = match e {
+                ProtocolError::Protocol(why) => Error::Protocol(why),
+                ProtocolError::InvalidUtf8 => Error::InvalidUtf8,
+                ProtocolError::TooLarge { limit } => Error::MessageTooLarge { limit },
+            };
+            conn.fail(error, code);
+        }
+    }
+}
+
+/// Writes as much of the queue as the socket takes, in one vectored write per pass (DESIGN:
+/// sends per flush, not per message). When the socket is full, glommio is asked to wake us.
+fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    loop {
+        let result = {
+            let out = conn.out.borrow();
+            if out.is_empty() {
+                conn.write_progressed();
+                return Ok(());
+            }
+            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+            let n = out.slices(&mut slices);
+            send_vectored(fd, &slices[..n])
+        };
+        match result {
+            Ok(written) => {
+                conn.out.borrow_mut().advance(written);
+                conn.write_progressed();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // glommio's write tries once more and otherwise arms a writability poll that
+                // wakes this task.
+                let polled = {
+                    let out = conn.out.borrow();
+                    let front = out.front().unwrap_or(&[]);
+                    Pin::new(&mut *stream).poll_write(cx, front)
+                };
+                match polled {
+                    Poll::Ready(Ok(written)) => conn.out.borrow_mut().advance(written),
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => {
+                        conn.write_blocked(Instant::now());
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `sendmsg` with every slice at once; never blocks and never raises SIGPIPE.
+fn send_vectored(fd: i32, slices: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    for (v, s) in iov.iter_mut().zip(slices) {
+        v.iov_base = s.as_ptr() as *mut libc::c_void;
+        v.iov_len = s.len();
+    }
+    // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries point at slices that
+    // outlive the call, and the kernel only reads them.
+    let written = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = slices.len().min(MAX_IOVECS) as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if written < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(written as usize)
+    }
+}
+
+/// After teardown: write what is left (the close frame) within the deadline, half-close, and
+/// read until the peer closes too, so it gets our close frame rather than a reset.
+async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
+    let SocketPlan::FlushThenClose(deadline) = conn.plan() else {
+        return;
+    };
+    let wait = deadline.saturating_duration_since(Instant::now());
+    future::or(
+        async {
+            let flushed = poll_fn(|cx| {
+                conn.register_waker(cx.waker());
+                match flush(conn, stream, cx) {
+                    Err(_) => Poll::Ready(false),
+                    Ok(()) if conn.out.borrow().is_empty() => Poll::Ready(true),
+                    Ok(()) if conn.plan() == SocketPlan::Abort => Poll::Ready(false),
+                    Ok(()) => Poll::Pending,
+                }
+            })
+            .await;
+            if flushed {
+                let _ = stream.shutdown(Shutdown::Write).await;
+                let mut sink = [0u8; 512];
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        },
+        async {
+            Timer::new(wait).await;
+        },
+    )
+    .await;
+    let _ = stream.close().await;
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}

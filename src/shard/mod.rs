@@ -1,0 +1,320 @@
+//! A shard: one glommio executor pinned to a CPU, with its acceptor, its slab of connections,
+//! its timer heap and its inbox. Not shared with any other thread: other threads reach it only
+//! through the inbox (`ShardMsg`).
+
+mod conn;
+mod io;
+mod notify;
+mod timers;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::TcpListener;
+use glommio::timer::Timer;
+use slab::Slab;
+
+pub(crate) use conn::Conn;
+pub(crate) use notify::LocalNotify;
+pub(crate) use timers::Timers;
+
+use crate::event::{EventName, ListenerMap, ServerListener};
+use crate::registry::{ConnId, ShardId};
+use crate::server::Shared;
+
+/// Work sent to a shard by other threads (or run inline by the shard's own thread).
+pub(crate) enum ShardMsg {
+    /// A framed message for one connection.
+    Emit { to: ConnId, frame: Bytes },
+    /// A framed message for every connection of the shard, maybe but one.
+    Broadcast { frame: Bytes, except: Option<ConnId> },
+    /// Run the listeners of `name` once per live connection.
+    Fire { name: Arc<str>, data: Bytes },
+    /// Close one connection.
+    Close { to: ConnId, code: u16, reason: String },
+    /// Close every connection; report `true` on `done` if some had to be forced.
+    CloseAll {
+        frame: Bytes,
+        deadline: Instant,
+        done: flume::Sender<bool>,
+    },
+    /// Stop accepting, close everything (1001) by the deadline, then end the executor.
+    Stop { deadline: Instant },
+}
+
+thread_local! {
+    /// The shard this thread runs, if it is a shard thread.
+    static CURRENT: RefCell<Option<Rc<ShardCore>>> = const { RefCell::new(None) };
+}
+
+/// The shard of `shared` that this thread runs, if any.
+pub(crate) fn current(shared: &Arc<Shared>) -> Option<Rc<ShardCore>> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|core| Arc::ptr_eq(&core.shared, shared))
+            .cloned()
+    })
+}
+
+/// Whether this thread runs a shard of any server: blocking here would stall it.
+pub(crate) fn on_shard_thread() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}
+
+pub(crate) struct ShardCore {
+    pub(crate) id: ShardId,
+    pub(crate) shared: Arc<Shared>,
+    conns: RefCell<Slab<Rc<Conn>>>,
+    next_generation: Cell<u64>,
+    pub(crate) timers: Timers,
+    /// One read buffer for every connection of the shard: a connection holds bytes only for
+    /// an incomplete frame, never a buffer of its own while idle.
+    pub(crate) scratch: RefCell<Box<[u8]>>,
+    listeners: RefCell<(u64, Arc<ListenerMap>)>,
+    /// Signalled after every teardown.
+    pub(crate) teardowns: LocalNotify,
+    stopping: Cell<bool>,
+    stop: LocalNotify,
+    stopped: Cell<bool>,
+    finished: LocalNotify,
+}
+
+/// Size of the shared read buffer.
+const SCRATCH: usize = 64 << 10;
+
+impl ShardCore {
+    fn new(id: ShardId, shared: Arc<Shared>) -> Rc<ShardCore> {
+        let listeners = shared.listeners.snapshot();
+        Rc::new(ShardCore {
+            id,
+            shared,
+            conns: RefCell::new(Slab::new()),
+            next_generation: Cell::new(0),
+            timers: Timers::default(),
+            scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
+            listeners: RefCell::new(listeners),
+            teardowns: LocalNotify::default(),
+            stopping: Cell::new(false),
+            stop: LocalNotify::default(),
+            stopped: Cell::new(false),
+            finished: LocalNotify::default(),
+        })
+    }
+
+    /// Server-wide listeners of `name`, from this shard's copy of the registry snapshot.
+    pub(crate) fn server_listeners(&self, name: &str) -> Option<Arc<[ServerListener]>> {
+        let version = self.shared.listeners.version();
+        if self.listeners.borrow().0 != version {
+            *self.listeners.borrow_mut() = self.shared.listeners.snapshot();
+        }
+        self.listeners.borrow().1.get(name).cloned()
+    }
+
+    /// The id the next inserted connection will get (nothing may be inserted in between).
+    pub(crate) fn next_id(&self) -> ConnId {
+        ConnId {
+            shard: self.id,
+            slot: self.conns.borrow().vacant_key(),
+            generation: self.next_generation.get(),
+        }
+    }
+
+    /// Adds a connection made with `next_id()` to the slab.
+    pub(crate) fn insert(&self, conn: Rc<Conn>) {
+        self.next_generation.set(conn.id.generation + 1);
+        let expected = conn.id.slot;
+        let slot = self.conns.borrow_mut().insert(conn);
+        debug_assert_eq!(slot, expected);
+        self.shared.live[self.id.0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self, id: ConnId) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.get(id.slot).is_some_and(|c| c.id == id) {
+            conns.remove(id.slot);
+            self.shared.live[self.id.0].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The live or closing connection at `slot`, if it is still the one of `generation`.
+    pub(crate) fn conn_at(&self, slot: usize, generation: u64) -> Option<Rc<Conn>> {
+        self.conns
+            .borrow()
+            .get(slot)
+            .filter(|c| c.id.generation == generation)
+            .cloned()
+    }
+
+    fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conn_at(id.slot, id.generation)
+    }
+
+    /// Every connection now in the slab (for work that may run listeners, which can change the
+    /// slab while we go).
+    fn snapshot(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().iter().map(|(_, c)| Rc::clone(c)).collect()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Does what a message asks. Runs on the shard thread, from the inbox or inline.
+    pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Emit { to, frame } => {
+                if let Some(c) = self.conn(to) {
+                    // The target may have closed since the sender looked it up; that is not
+                    // an error the sender can still be told about.
+                    let _ = c.send_frame(frame, Instant::now());
+                }
+            }
+            ShardMsg::Broadcast { frame, except } => {
+                let now = Instant::now();
+                // Pushing never runs listeners, so the slab can stay borrowed.
+                for (_, c) in self.conns.borrow().iter() {
+                    if Some(c.id) != except {
+                        let _ = c.send_frame(frame.clone(), now);
+                    }
+                }
+            }
+            ShardMsg::Fire { name, data } => {
+                for c in self.snapshot() {
+                    if c.is_open() {
+                        c.fire(EventName::Shared(Arc::clone(&name)), data.clone(), None);
+                    }
+                }
+            }
+            ShardMsg::Close { to, code, reason } => {
+                if let Some(c) = self.conn(to) {
+                    c.close(code, &reason);
+                }
+            }
+            ShardMsg::CloseAll {
+                frame,
+                deadline,
+                done,
+            } => {
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let forced = core.close_all(frame, deadline).await;
+                    let _ = done.send(forced);
+                })
+                .detach();
+            }
+            ShardMsg::Stop { deadline } => {
+                if self.stopping.replace(true) {
+                    return;
+                }
+                self.stop.notify();
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let frame = crate::ws::frame::encode_close(1001, "server shutting down");
+                    core.close_all(frame, deadline).await;
+                    core.stopped.set(true);
+                    core.finished.notify();
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Closes every connection of the shard; past `deadline` force-closes the rest. Returns
+    /// whether any had to be forced.
+    async fn close_all(self: &Rc<Self>, frame: Bytes, deadline: Instant) -> bool {
+        let targets = self.snapshot();
+        for c in &targets {
+            c.begin_close(frame.clone(), deadline);
+        }
+        loop {
+            if targets.iter().all(|c| c.is_gone()) {
+                return targets.iter().any(|c| c.close_forced());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                for c in &targets {
+                    c.force_close();
+                }
+                continue;
+            }
+            future::or(self.teardowns.wait(), async {
+                Timer::new(deadline - now).await;
+            })
+            .await;
+        }
+    }
+}
+
+/// What a shard thread runs: the acceptor, the timers and the inbox, until told to stop.
+pub(crate) async fn run(
+    id: ShardId,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    inbox: flume::Receiver<ShardMsg>,
+) {
+    let core = ShardCore::new(id, shared);
+    CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
+    let timers = glommio::spawn_local(timers::run(Rc::clone(&core)));
+    let acceptor = glommio::spawn_local(accept(Rc::clone(&core), listener));
+    while !core.stopped.get() {
+        let next = future::or(async { inbox.recv_async().await.ok() }, async {
+            core.finished.wait().await;
+            None
+        })
+        .await;
+        if let Some(msg) = next {
+            core.handle(msg);
+            // Take a burst in one go: the connections it touched flush once, after it.
+            while let Ok(msg) = inbox.try_recv() {
+                core.handle(msg);
+            }
+        } else if inbox.is_disconnected() && !core.stopping.get() {
+            break;
+        }
+    }
+    drop(acceptor);
+    drop(timers);
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// Accepts connections until the shard stops. Errors such as running out of file descriptors
+/// are logged and retried after a short, growing pause: they never end the shard.
+async fn accept(core: Rc<ShardCore>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            core.stop.wait().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        match accepted {
+            Ok(stream) => {
+                backoff = Duration::from_millis(5);
+                glommio::spawn_local(io::serve(Rc::clone(&core), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = core.id.0, error = %e, "accept failed; retrying");
+                future::or(
+                    async {
+                        Timer::new(backoff).await;
+                    },
+                    core.stop.wait(),
+                )
+                .await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+        if core.is_stopping() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The connection handle users hold (Go: `*event.Websocket`). A thin face over the shard's
+//! connection state; not `Send`: it lives on its connection's shard.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::event::{EventName, EventPayload};
+use crate::shard::{Conn, ShardMsg};
+use crate::ws::frame::{self, OpCode};
+use crate::Error;
+
+/// The kind of data frame a message goes out as (RFC 6455 §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// A text frame: the data should be UTF-8.
+    Text,
+    /// A binary frame.
+    Binary,
+}
+
+impl MessageType {
+    /// Frames `data` once; the result can be shared by every recipient.
+    pub(crate) fn frame(self, data: &[u8]) -> Bytes {
+        let op = match self {
+            MessageType::Text => OpCode::Text,
+            MessageType::Binary => OpCode::Binary,
+        };
+        frame::encode(op, data)
+    }
+}
+
+/// A cheap, cloneable handle to one connection.
+#[derive(Clone)]
+pub struct Websocket {
+    conn: Rc<Conn>,
+}
+
+impl Websocket {
+    pub(crate) fn from_conn(conn: Rc<Conn>) -> Self {
+        Websocket { conn }
+    }
+
+    /// The connection's UUID (Go: `GetUUID`).
+    pub fn uuid(&self) -> String {
+        self.conn.uuid().to_string()
+    }
+
+    /// Gives the connection a new UUID. The old one stops resolving at once.
+    ///
+    /// Errors: `UuidDuplication` if another live connection (on any shard) holds it;
+    /// `InvalidConnection` if this connection is closing or gone. Nothing changes on error.
+    pub fn set_uuid(&self, new: impl Into<String>) -> Result<(), Error> {
+        let new: String = new.into();
+        if !self.conn.is_open() {
+            return Err(Error::InvalidConnection);
+        }
+        let old = self.conn.uuid();
+        if *old == *new {
+            return Ok(());
+        }
+        let new: Arc<str> = new.into();
+        let registry = &self.conn.core.shared.registry;
+        match registry.rename(&old, Arc::clone(&new), self.conn.id) {
+            Ok(()) => {
+                self.conn.set_uuid(new);
+                Ok(())
+            }
+            Err(crate::registry::RenameError::Taken) => Err(Error::UuidDuplication),
+            Err(crate::registry::RenameError::NotRegistered) => Err(Error::InvalidConnection),
+        }
+    }
+
+    /// Attaches a typed value to the connection.
+    pub fn set_attribute<V: Any + Send + Sync>(&self, key: impl Into<String>, value: V) {
+        self.conn.set_attribute(key.into(), Arc::new(value));
+    }
+
+    /// A copy of the value under `key`; `None` if missing or of another type.
+    pub fn attribute<V: Clone + 'static>(&self, key: &str) -> Option<V> {
+        self.conn.attributes().get::<V>(key).cloned()
+    }
+
+    /// A route parameter (`:name`, or `*` for the wildcard).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.conn.request.params.get(name)
+    }
+
+    /// A query parameter of the upgrade request, decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.conn.request.head.query(name)
+    }
+
+    /// A header of the upgrade request; the name is matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.conn.request.head.header(name)
+    }
+
+    /// A cookie of the upgrade request.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.conn.request.head.cookie(name)
+    }
+
+    /// The request path, without the query string.
+    pub fn path(&self) -> &str {
+        self.conn.request.head.path()
+    }
+
+    /// A copy of a value the `before_upgrade` gate stored with `set_local`.
+    pub fn local<V: Clone + 'static>(&self, key: &str) -> Option<V> {
+        self.conn.request.locals.get(key)?.downcast_ref::<V>().cloned()
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.request.remote
+    }
+
+    /// Whether the connection is open: not closing, not torn down.
+    pub fn is_alive(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// Queues a message to this connection. On a closed connection it is dropped; on a full
+    /// queue it waits, then `error` fires with `Error::QueueFull` (BEHAVIOUR "Full queue").
+    pub fn emit(&self, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let _ = self.conn.send_frame(ty.frame(&data), Instant::now());
+    }
+
+    /// Sends a message to the connection holding `uuid`, on any shard. On failure returns
+    /// `Error::InvalidConnection` and fires `error` on this connection with the UUID as data.
+    pub fn emit_to(&self, uuid: &str, data: impl Into<Bytes>, ty: MessageType) -> Result<(), Error> {
+        let data = data.into();
+        self.deliver(uuid, ty.frame(&data))
+    }
+
+    /// `emit_to` for each UUID; each failure fires one `error` on this connection.
+    pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let framed = ty.frame(&data);
+        for uuid in uuids {
+            let _ = self.deliver(uuid, framed.clone());
+        }
+    }
+
+    fn deliver(&self, uuid: &str, framed: Bytes) -> Result<(), Error> {
+        let core = &self.conn.core;
+        let delivered = match core.shared.registry.get(uuid) {
+            None => false,
+            Some(id) if id.shard == core.id => core
+                .conn_at(id.slot, id.generation)
+                .is_some_and(|c| c.send_frame(framed, Instant::now()).is_ok()),
+            Some(id) => {
+                core.shared.inboxes[id.shard.0]
+                    .send(ShardMsg::Emit { to: id, frame: framed })
+                    .is_ok()
+            }
+        };
+        if delivered {
+            Ok(())
+        } else {
+            self.conn
+                .fire_error(Error::InvalidConnection, Bytes::copy_from_slice(uuid.as_bytes()));
+            Err(Error::InvalidConnection)
+        }
+    }
+
+    /// Sends a message to every connection on every shard; with `except`, not to this one.
+    /// The message is framed once and the bytes shared by all recipients.
+    pub fn broadcast(&self, data: impl Into<Bytes>, except: bool, ty: MessageType) {
+        let data = data.into();
+        let except = except.then_some(self.conn.id);
+        self.conn.core.shared.broadcast(ty.frame(&data), except);
+    }
+
+    /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).
+    pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
+        self.conn
+            .fire(EventName::Shared(name.into()), data.into(), None);
+    }
+
+    /// Adds a listener for this connection only; dropped when it disconnects.
+    pub fn on(&self, name: &str, listener: impl Fn(&EventPayload) + 'static) {
+        self.conn.on(name, Rc::new(listener));
+    }
+
+    /// Removes every listener of `name` that this connection registered.
+    pub fn off(&self, name: &str) {
+        self.conn.off(name);
+    }
+
+    /// Closes with 1000 "Connection closed" after what is queued; `close` then `disconnect` fire.
+    pub fn close(&self) {
+        self.close_with(1000, "Connection closed");
+    }
+
+    /// Closes with a code and reason (sanitised as for `close_all`).
+    pub fn close_with(&self, code: u16, reason: &str) {
+        self.conn.close(code, reason);
+    }
+}
+
+impl std::fmt::Debug for Websocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Websocket")
+            .field("uuid", &&*self.conn.uuid())
+            .field("alive", &self.conn.is_open())
+            .finish()
+    }
+}

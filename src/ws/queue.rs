@@ -1,0 +1,327 @@
+//! The outbound queue of one connection: framed bytes waiting for the socket, the queue-full
+//! policy and its retry window. Pure bookkeeping; not the socket writes themselves.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// Iovecs handed to one vectored write: enough to drain a burst, small enough for the stack.
+pub const MAX_IOVECS: usize = 64;
+
+/// What happened to a pushed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for writing.
+    Queued,
+    /// The queue is full: the message waits for room until the deadline, then is dropped.
+    Waiting {
+        /// When it is dropped if no room has freed up.
+        deadline: Instant,
+    },
+    /// A close frame is already queued; nothing may follow it (RFC 6455 §5.5.1).
+    Closed,
+}
+
+#[derive(Debug)]
+struct Frame {
+    bytes: Bytes,
+    is_data: bool,
+}
+
+/// Frames for one connection, in emit order.
+///
+/// Data messages count against `capacity`; control frames (ping, pong, close) and the handshake
+/// response never wait and never count, so liveness and closing work on a full queue.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    frames: VecDeque<Frame>,
+    /// Bytes of `frames[0]` already written.
+    offset: usize,
+    data_count: usize,
+    capacity: usize,
+    waiting: VecDeque<(Bytes, Instant)>,
+    full_since: Option<Instant>,
+    closed: bool,
+}
+
+impl OutboundQueue {
+    /// An empty queue holding at most `capacity` undelivered data messages.
+    pub fn new(capacity: usize) -> Self {
+        OutboundQueue {
+            frames: VecDeque::new(),
+            offset: 0,
+            data_count: 0,
+            capacity: capacity.max(1),
+            waiting: VecDeque::new(),
+            full_since: None,
+            closed: false,
+        }
+    }
+
+    /// Queues a framed data message, or lets it wait `window` for room when the queue is full.
+    pub fn push_data(&mut self, frame: Bytes, now: Instant, window: std::time::Duration) -> Push {
+        if self.closed {
+            return Push::Closed;
+        }
+        if self.waiting.is_empty() && self.data_count < self.capacity {
+            self.frames.push_back(Frame {
+                bytes: frame,
+                is_data: true,
+            });
+            self.data_count += 1;
+            return Push::Queued;
+        }
+        let deadline = now + window;
+        self.full_since.get_or_insert(now);
+        self.waiting.push_back((frame, deadline));
+        Push::Waiting { deadline }
+    }
+
+    /// Queues a control frame (ping, pong) or raw bytes (the handshake response) ahead of
+    /// nothing: it goes after what is already queued but never waits for room.
+    pub fn push_control(&mut self, frame: Bytes) -> Push {
+        if self.closed {
+            return Push::Closed;
+        }
+        self.frames.push_back(Frame {
+            bytes: frame,
+            is_data: false,
+        });
+        Push::Queued
+    }
+
+    /// Queues the close frame after everything queued or waiting; nothing is accepted after it.
+    pub fn push_close(&mut self, frame: Bytes) -> Push {
+        if self.closed {
+            return Push::Closed;
+        }
+        while let Some((bytes, _)) = self.waiting.pop_front() {
+            self.frames.push_back(Frame {
+                bytes,
+                is_data: true,
+            });
+            self.data_count += 1;
+        }
+        self.full_since = None;
+        self.frames.push_back(Frame {
+            bytes: frame,
+            is_data: false,
+        });
+        self.closed = true;
+        Push::Queued
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether nothing is left to write.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Undelivered data messages, queued or waiting.
+    pub fn len(&self) -> usize {
+        self.data_count + self.waiting.len()
+    }
+
+    /// Since when messages have been waiting for room, if they are.
+    pub fn full_since(&self) -> Option<Instant> {
+        self.full_since
+    }
+
+    /// The earliest deadline of a waiting message.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.waiting.front().map(|(_, d)| *d)
+    }
+
+    /// Fills `out` with the unwritten bytes, front first, for one vectored write; returns how
+    /// many slices it filled.
+    pub fn slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (i, f) in self.frames.iter().enumerate() {
+            if n == out.len() {
+                break;
+            }
+            let start = if i == 0 { self.offset } else { 0 };
+            out[n] = &f.bytes[start..];
+            n += 1;
+        }
+        n
+    }
+
+    /// The first unwritten slice, if any.
+    pub fn front(&self) -> Option<&[u8]> {
+        self.frames.front().map(|f| &f.bytes[self.offset..])
+    }
+
+    /// Marks `written` bytes as sent, then lets waiting messages in as room frees up.
+    pub fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.bytes.len() - self.offset;
+            if written < left {
+                self.offset += written;
+                return;
+            }
+            written -= left;
+            self.offset = 0;
+            if let Some(f) = self.frames.pop_front() {
+                if f.is_data {
+                    self.data_count -= 1;
+                }
+            }
+        }
+        while self.data_count < self.capacity {
+            let Some((bytes, _)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.frames.push_back(Frame {
+                bytes,
+                is_data: true,
+            });
+            self.data_count += 1;
+        }
+        if self.waiting.is_empty() {
+            self.full_since = None;
+        }
+    }
+
+    /// Removes the waiting messages whose deadline has passed and returns them (framed).
+    pub fn expire(&mut self, now: Instant) -> Vec<Bytes> {
+        let mut dropped = Vec::new();
+        while let Some((_, deadline)) = self.waiting.front() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((bytes, _)) = self.waiting.pop_front() {
+                dropped.push(bytes);
+            }
+        }
+        dropped
+    }
+
+    /// Releases buffers left over from a burst once the queue is empty, so an idle connection
+    /// holds no heap memory here.
+    pub fn compact(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+        if self.waiting.is_empty() && self.waiting.capacity() > 0 {
+            self.waiting = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const W: Duration = Duration::from_millis(100);
+
+    fn written(q: &OutboundQueue) -> Vec<u8> {
+        let mut s: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+        let n = q.slices(&mut s);
+        s[..n].concat()
+    }
+
+    #[test]
+    fn keeps_order_across_partial_writes() {
+        let now = Instant::now();
+        let mut q = OutboundQueue::new(10);
+        q.push_data(Bytes::from_static(b"abc"), now, W);
+        q.push_control(Bytes::from_static(b"P"));
+        q.push_data(Bytes::from_static(b"de"), now, W);
+        assert_eq!(written(&q), b"abcPde");
+        q.advance(2);
+        assert_eq!(written(&q), b"cPde");
+        assert_eq!(q.front(), Some(&b"c"[..]));
+        q.advance(2);
+        assert_eq!(written(&q), b"de");
+        assert_eq!(q.len(), 1);
+        q.advance(2);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn full_queue_waits_then_expires() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(2);
+        assert_eq!(q.push_data(Bytes::from_static(b"1"), t0, W), Push::Queued);
+        assert_eq!(q.push_data(Bytes::from_static(b"2"), t0, W), Push::Queued);
+        assert_eq!(
+            q.push_data(Bytes::from_static(b"3"), t0, W),
+            Push::Waiting { deadline: t0 + W }
+        );
+        // Control frames never wait.
+        assert_eq!(q.push_control(Bytes::from_static(b"P")), Push::Queued);
+        assert_eq!(q.full_since(), Some(t0));
+        assert_eq!(q.len(), 3);
+        assert!(q.expire(t0 + W / 2).is_empty());
+        let dropped = q.expire(t0 + W);
+        assert_eq!(dropped, vec![Bytes::from_static(b"3")]);
+        assert_eq!(q.next_expiry(), None);
+        assert_eq!(written(&q), b"12P");
+    }
+
+    #[test]
+    fn room_lets_waiting_messages_in_order() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(1);
+        q.push_data(Bytes::from_static(b"a"), t0, W);
+        q.push_data(Bytes::from_static(b"b"), t0, W);
+        q.push_data(Bytes::from_static(b"c"), t0, W);
+        assert_eq!(written(&q), b"a");
+        q.advance(1);
+        assert_eq!(written(&q), b"b");
+        assert!(q.full_since().is_some());
+        q.advance(1);
+        assert_eq!(written(&q), b"c");
+        assert_eq!(q.full_since(), None);
+        // A new message after the queue has room again is queued, not waiting.
+        q.advance(1);
+        assert_eq!(q.push_data(Bytes::from_static(b"d"), t0, W), Push::Queued);
+    }
+
+    #[test]
+    fn close_goes_last_and_shuts_the_queue() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(1);
+        q.push_data(Bytes::from_static(b"a"), t0, W);
+        q.push_data(Bytes::from_static(b"b"), t0, W);
+        q.push_close(Bytes::from_static(b"X"));
+        assert_eq!(written(&q), b"abX");
+        assert!(q.is_closed());
+        assert_eq!(q.push_data(Bytes::from_static(b"c"), t0, W), Push::Closed);
+        assert_eq!(q.push_control(Bytes::from_static(b"P")), Push::Closed);
+        assert_eq!(q.push_close(Bytes::from_static(b"Y")), Push::Closed);
+    }
+
+    #[test]
+    fn slices_stop_at_the_iovec_limit() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(1000);
+        for _ in 0..(MAX_IOVECS + 5) {
+            q.push_data(Bytes::from_static(b"x"), t0, W);
+        }
+        let mut s: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+        assert_eq!(q.slices(&mut s), MAX_IOVECS);
+    }
+
+    #[test]
+    fn compact_frees_idle_buffers() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(4);
+        q.push_data(Bytes::from_static(b"x"), t0, W);
+        q.advance(1);
+        q.compact();
+        assert_eq!(q.frames.capacity(), 0);
+        assert!(q.is_empty());
+    }
+}
