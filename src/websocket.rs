@@ -120,6 +120,11 @@ impl Websocket {
         self.conn.request.remote
     }
 
+    /// The shard (0-based) that owns this connection.
+    pub fn shard(&self) -> usize {
+        self.conn.id.shard.0
+    }
+
     /// Whether the connection is open: not closing, not torn down.
     pub fn is_alive(&self) -> bool {
         self.conn.is_open()

@@ -1,0 +1,347 @@
+//! Shared test harness: a server on 127.0.0.1:0 that shuts down on drop, blocking WebSocket
+//! clients whose every read is bounded, and an event recorder to wait on. Not a test itself.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corecast::{Builder, EventPayload, Server};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// Every wait in the tests ends after this, at most.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A started server, shut down and joined when dropped.
+pub struct TestServer {
+    pub server: Server,
+}
+
+impl TestServer {
+    pub fn start(builder: Builder) -> TestServer {
+        let server = builder.bind("127.0.0.1:0").start().expect("server starts");
+        TestServer { server }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn client(&self, path: &str) -> Client {
+        Client::connect(self.addr(), path)
+    }
+
+    /// Waits until the server counts `n` live connections.
+    pub fn wait_connections(&self, n: usize) {
+        wait_until(|| self.server.connections() == n, "connection count");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.shutdown_within(Duration::from_secs(1));
+        let _ = self.server.join();
+    }
+}
+
+/// Polls `cond` until it holds; panics after `WAIT`. For state that has no event to wait on.
+pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let end = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A blocking client; reads time out after `WAIT`.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, path: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let url = format!("ws://{addr}{path}");
+        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("handshake");
+        Client { ws }
+    }
+
+    pub fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).expect("send");
+    }
+
+    pub fn send_binary(&mut self, b: &[u8]) {
+        self.ws.send(Message::binary(b.to_vec())).expect("send");
+    }
+
+    /// The next data message, skipping pings and pongs.
+    pub fn recv(&mut self) -> Message {
+        loop {
+            match self.ws.read().expect("read") {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                m => return m,
+            }
+        }
+    }
+
+    pub fn recv_text(&mut self) -> String {
+        match self.recv() {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code and reason.
+    pub fn recv_close(&mut self) -> (u16, String) {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        }
+    }
+
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.to_string().into(),
+            }))
+            .expect("close");
+    }
+
+    /// Reads until the connection ends; true if it ended (EOF, reset or close).
+    pub fn wait_closed(&mut self) -> bool {
+        loop {
+            match self.ws.read() {
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// A raw socket after a completed handshake, for frames a well-behaved client never sends.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+        RawClient { stream }
+    }
+
+    /// Sends one masked frame (FIN set) with `opcode` and `payload`.
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        self.stream.write_all(&masked_frame(0x80 | opcode, payload)).unwrap();
+    }
+
+    /// Reads one server frame: (first byte, payload).
+    pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        self.stream.read_exact(&mut h).expect("frame header");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).unwrap();
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).unwrap();
+        (h[0], payload)
+    }
+
+    /// Reads frames until a close frame; returns its code.
+    pub fn read_close_code(&mut self) -> u16 {
+        loop {
+            let (b0, p) = self.read_frame();
+            if b0 & 0x0f == 0x8 {
+                return if p.len() >= 2 {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    1005
+                };
+            }
+        }
+    }
+}
+
+/// A client frame: masked with a fixed key, as RFC 6455 §5.3 requires of clients.
+pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// Reads an HTTP response head (up to the blank line).
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends raw bytes and returns the status code of the response.
+pub fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut stream);
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+/// One recorded event.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub name: String,
+    pub uuid: String,
+    pub data: Vec<u8>,
+    pub error: Option<String>,
+    pub is_timeout: bool,
+}
+
+/// Records the events of the names it is given, from every connection.
+pub struct Recorder {
+    rx: Mutex<mpsc::Receiver<Seen>>,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+impl Recorder {
+    pub fn attach(server: &Server, names: &[&str]) -> Arc<Recorder> {
+        let (tx, rx) = mpsc::channel();
+        for name in names {
+            let tx = Mutex::new(tx.clone());
+            server.on(name, move |ep: &EventPayload| {
+                let _ = tx.lock().unwrap().send(Seen::of(ep));
+            });
+        }
+        Arc::new(Recorder {
+            rx: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Waits for an event matching `pred`; returns it. Everything received on the way is kept.
+    pub fn wait(&self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
+        if let Some(s) = self.seen.lock().unwrap().iter().find(|s| pred(s)) {
+            return s.clone();
+        }
+        let end = Instant::now() + WAIT;
+        let rx = self.rx.lock().unwrap();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let s = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            self.seen.lock().unwrap().push(s.clone());
+            if pred(&s) {
+                return s;
+            }
+        }
+    }
+
+    /// Waits for `event` on `uuid`.
+    pub fn wait_event(&self, name: &str, uuid: &str) -> Seen {
+        self.wait(&format!("{name} on {uuid}"), |s| s.name == name && s.uuid == uuid)
+    }
+
+    /// The names of the events seen so far for `uuid`, in order (after draining the channel).
+    pub fn names_for(&self, uuid: &str) -> Vec<String> {
+        let rx = self.rx.lock().unwrap();
+        while let Ok(s) = rx.try_recv() {
+            self.seen.lock().unwrap().push(s);
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uuid == uuid)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+impl Seen {
+    pub fn of(ep: &EventPayload) -> Seen {
+        Seen {
+            name: ep.name().to_string(),
+            uuid: ep.socket_uuid().to_string(),
+            data: ep.data().to_vec(),
+            error: ep.error().map(|e| format!("{e:?}")),
+            is_timeout: ep.error().is_some_and(|e| e.is_timeout()),
+        }
+    }
+}
+
+/// A route callback that sends the connection's UUID to the test, so it can address it.
+pub fn uuid_reporter() -> (
+    impl Fn(&corecast::Websocket) + Send + Sync + 'static,
+    mpsc::Receiver<(String, usize)>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    (
+        move |kws: &corecast::Websocket| {
+            let _ = tx.lock().unwrap().send((kws.uuid(), kws.shard()));
+        },
+        rx,
+    )
+}
+
+/// Receives the next reported UUID, bounded.
+pub fn next_uuid(rx: &mpsc::Receiver<(String, usize)>) -> (String, usize) {
+    rx.recv_timeout(WAIT).expect("route callback ran")
+}
