@@ -236,7 +236,7 @@ fn spawn_shard(
         .io_memory(IO_MEMORY)
         .ring_depth(RING_DEPTH)
         .spawn(move || async move {
-            let listener = match glommio::net::TcpListener::bind(addr) {
+            let listener = match shard::Listener::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));

@@ -255,13 +255,14 @@ impl ShardCore {
 pub(crate) async fn run(
     id: ShardId,
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Listener,
     inbox: flume::Receiver<ShardMsg>,
 ) {
     let core = ShardCore::new(id, shared);
     CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
     let timers = glommio::spawn_local(timers::run(Rc::clone(&core)));
-    let acceptor = glommio::spawn_local(accept(Rc::clone(&core), listener));
+    let listener = Rc::new(listener);
+    let acceptor = glommio::spawn_local(accept(Rc::clone(&core), Rc::clone(&listener)));
     while !core.stopped.get() {
         let next = future::or(async { inbox.recv_async().await.ok() }, async {
             core.finished.wait().await;
@@ -278,6 +279,7 @@ pub(crate) async fn run(
             break;
         }
     }
+    stop_listening(&listener);
     drop(acceptor);
     drop(timers);
     CURRENT.with(|c| c.borrow_mut().take());
@@ -285,15 +287,16 @@ pub(crate) async fn run(
 
 /// Accepts connections until the shard stops. Errors such as running out of file descriptors
 /// are logged and retried after a short, growing pause: they never end the shard.
-async fn accept(core: Rc<ShardCore>, listener: TcpListener) {
+async fn accept(core: Rc<ShardCore>, listener: Rc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
+        let accepted = future::or(async { Some(listener.inner.accept().await) }, async {
             core.stop.wait().await;
             None
         })
         .await;
         let Some(accepted) = accepted else {
+            stop_listening(&listener);
             return;
         };
         match accepted {
@@ -314,7 +317,51 @@ async fn accept(core: Rc<ShardCore>, listener: TcpListener) {
             }
         }
         if core.is_stopping() {
+            stop_listening(&listener);
             return;
         }
+    }
+}
+
+/// Stops the listening socket now. Closing the fd is not enough: an accept still in flight in
+/// io_uring holds the socket open (and listening) until the ring is torn down, which the
+/// kernel finishes later, after the shard thread has gone.
+fn stop_listening(listener: &Listener) {
+    // SAFETY: shutdown on the fd the listener owns, still open; on Linux it ends listening and
+    // fails the pending accept.
+    unsafe {
+        libc::shutdown(listener.fd, libc::SHUT_RDWR);
+    }
+}
+
+/// A listening socket on the shared port, and its fd (glommio's listener does not expose it).
+pub(crate) struct Listener {
+    inner: TcpListener,
+    fd: std::os::fd::RawFd,
+}
+
+/// Listen backlog: bursts of thousands of connects are normal for a fan-out server.
+const BACKLOG: i32 = 4096;
+
+impl Listener {
+    /// Binds with SO_REUSEPORT so every shard accepts on the same port and the kernel spreads
+    /// connections between them.
+    pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<Listener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        let fd = socket.into_raw_fd();
+        // SAFETY: `fd` is a bound, listening TCP socket whose ownership moves to the listener.
+        let inner = unsafe { TcpListener::from_raw_fd(fd) };
+        Ok(Listener { inner, fd })
+    }
+
+    /// The bound address (with the real port after binding port 0).
+    pub(crate) fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr().map_err(std::io::Error::from)
     }
 }
