@@ -34,8 +34,10 @@ pub enum RenameError {
 /// A map split into independently locked buckets, so shards registering and looking up
 /// different UUIDs rarely meet on one lock.
 pub struct Registry {
-    buckets: Box<[Mutex<HashMap<Arc<str>, ConnId>>]>,
+    buckets: Box<[Mutex<Bucket>]>,
 }
+
+type Bucket = HashMap<Arc<str>, ConnId>;
 
 impl Registry {
     /// A registry with `buckets` locks (rounded up to a power of two).
@@ -52,7 +54,7 @@ impl Registry {
         (h.finish() as usize) & (self.buckets.len() - 1)
     }
 
-    fn lock(&self, i: usize) -> MutexGuard<'_, HashMap<Arc<str>, ConnId>> {
+    fn lock(&self, i: usize) -> MutexGuard<'_, Bucket> {
         // A panic while holding the lock leaves the map consistent (every change is one
         // insert or remove), so poisoning is not a reason to fail.
         self.buckets[i].lock().unwrap_or_else(|e| e.into_inner())

@@ -105,7 +105,11 @@ impl Builder {
     }
 
     /// Mounts a route with the default config (Go: `event.New(callback)`).
-    pub fn route(self, pattern: &str, callback: impl Fn(&Websocket) + Send + Sync + 'static) -> Self {
+    pub fn route(
+        self,
+        pattern: &str,
+        callback: impl Fn(&Websocket) + Send + Sync + 'static,
+    ) -> Self {
         self.route_with_config(pattern, Config::default(), callback)
     }
 
@@ -167,7 +171,8 @@ impl Builder {
             let config = Arc::new(config.effective());
             routes.add(pattern, Arc::new(Route { config, callback }));
         }
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
+        let (inboxes, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| flume::unbounded()).unzip();
         let shared = Arc::new(Shared {
             routes,
             gate: self.gate,
@@ -262,12 +267,12 @@ fn spawn_shard(
             Err(start_error(reason))
         }
         // glommio reports an executor that failed to start only through `join` (DESIGN).
-        Err(flume::RecvTimeoutError::Disconnected) => Err(start_error(with_hint(match handle
-            .join()
-        {
-            Err(e) => e.to_string(),
-            Ok(()) => "executor ended before it was ready".into(),
-        }))),
+        Err(flume::RecvTimeoutError::Disconnected) => {
+            Err(start_error(with_hint(match handle.join() {
+                Err(e) => e.to_string(),
+                Ok(()) => "executor ended before it was ready".into(),
+            })))
+        }
         Err(flume::RecvTimeoutError::Timeout) => Err(start_error(format!(
             "not accepting after {START_TIMEOUT:?}"
         ))),
@@ -356,7 +361,12 @@ impl Server {
 
     /// Sends to one connection. The UUID is checked now (`Error::InvalidConnection` if unknown
     /// or dead, with no `error` event); delivery happens on the owning shard.
-    pub fn emit_to(&self, uuid: &str, data: impl Into<Bytes>, ty: MessageType) -> Result<(), Error> {
+    pub fn emit_to(
+        &self,
+        uuid: &str,
+        data: impl Into<Bytes>,
+        ty: MessageType,
+    ) -> Result<(), Error> {
         let data = data.into();
         self.emit_framed(uuid, ty.frame(&data))
     }
@@ -367,7 +377,8 @@ impl Server {
             .registry
             .get(uuid)
             .ok_or(Error::InvalidConnection)?;
-        self.shared().send_to(id.shard, ShardMsg::Emit { to: id, frame });
+        self.shared()
+            .send_to(id.shard, ShardMsg::Emit { to: id, frame });
         Ok(())
     }
 
@@ -539,11 +550,7 @@ impl Server {
         if shard::on_shard_thread() {
             return Err(Error::OnShardThread);
         }
-        let mut handles = self
-            .inner
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = Ok(());
         for (i, h) in handles.drain(..).enumerate() {
             if let Err(e) = h.join() {

@@ -112,7 +112,12 @@ impl Websocket {
 
     /// A copy of a value the `before_upgrade` gate stored with `set_local`.
     pub fn local<V: Clone + 'static>(&self, key: &str) -> Option<V> {
-        self.conn.request.locals.get(key)?.downcast_ref::<V>().cloned()
+        self.conn
+            .request
+            .locals
+            .get(key)?
+            .downcast_ref::<V>()
+            .cloned()
     }
 
     /// The client's address.
@@ -139,7 +144,12 @@ impl Websocket {
 
     /// Sends a message to the connection holding `uuid`, on any shard. On failure returns
     /// `Error::InvalidConnection` and fires `error` on this connection with the UUID as data.
-    pub fn emit_to(&self, uuid: &str, data: impl Into<Bytes>, ty: MessageType) -> Result<(), Error> {
+    pub fn emit_to(
+        &self,
+        uuid: &str,
+        data: impl Into<Bytes>,
+        ty: MessageType,
+    ) -> Result<(), Error> {
         let data = data.into();
         self.deliver(uuid, ty.frame(&data))
     }
@@ -160,17 +170,20 @@ impl Websocket {
             Some(id) if id.shard == core.id => core
                 .conn_at(id.slot, id.generation)
                 .is_some_and(|c| c.send_frame(framed, Instant::now()).is_ok()),
-            Some(id) => {
-                core.shared.inboxes[id.shard.0]
-                    .send(ShardMsg::Emit { to: id, frame: framed })
-                    .is_ok()
-            }
+            Some(id) => core.shared.inboxes[id.shard.0]
+                .send(ShardMsg::Emit {
+                    to: id,
+                    frame: framed,
+                })
+                .is_ok(),
         };
         if delivered {
             Ok(())
         } else {
-            self.conn
-                .fire_error(Error::InvalidConnection, Bytes::copy_from_slice(uuid.as_bytes()));
+            self.conn.fire_error(
+                Error::InvalidConnection,
+                Bytes::copy_from_slice(uuid.as_bytes()),
+            );
             Err(Error::InvalidConnection)
         }
     }

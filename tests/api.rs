@@ -10,7 +10,10 @@ use common::*;
 use corecast::{event, Error, MessageType, Server};
 
 /// Clients until both shards hold one, with their UUIDs and shards.
-fn spread_clients(ts: &TestServer, uuids: &std::sync::mpsc::Receiver<(String, usize)>) -> Vec<(Client, String, usize)> {
+fn spread_clients(
+    ts: &TestServer,
+    uuids: &std::sync::mpsc::Receiver<(String, usize)>,
+) -> Vec<(Client, String, usize)> {
     let mut clients = Vec::new();
     let mut shards = [false; 2];
     for _ in 0..64 {
@@ -45,7 +48,9 @@ fn server_emit_to_reaches_any_shard_and_rejects_unknown() {
     assert!(matches!(err, Err(Error::InvalidConnection)), "{err:?}");
     // Binary stays binary.
     let (c, uuid, _) = &mut clients[0];
-    ts.server.emit_to(uuid, vec![1u8, 2, 3], MessageType::Binary).unwrap();
+    ts.server
+        .emit_to(uuid, vec![1u8, 2, 3], MessageType::Binary)
+        .unwrap();
     assert_eq!(c.recv(), tungstenite::Message::binary(vec![1u8, 2, 3]));
 }
 
@@ -55,7 +60,9 @@ fn server_calls_from_one_thread_arrive_in_order() {
     let mut clients = spread_clients(&ts, &uuids);
     for i in 0..50 {
         for (_, uuid, _) in &clients {
-            ts.server.emit_to(uuid, format!("{i}"), MessageType::Text).unwrap();
+            ts.server
+                .emit_to(uuid, format!("{i}"), MessageType::Text)
+                .unwrap();
         }
         ts.server.broadcast(format!("b{i}"), MessageType::Text);
     }
@@ -102,7 +109,10 @@ fn kws_emit_to_and_list_fire_error_per_failed_target() {
             list.push("missing-2");
             list.push("missing-3");
             kws.emit_to_list(&list, "listed", MessageType::Text);
-            results.lock().unwrap().push((ok, matches!(missing, Err(Error::InvalidConnection))));
+            results
+                .lock()
+                .unwrap()
+                .push((ok, matches!(missing, Err(Error::InvalidConnection))));
         });
     }
     clients[0].0.send_text("go");
@@ -128,7 +138,8 @@ fn broadcast_with_and_without_except() {
     let mut clients = spread_clients(&ts, &uuids);
     ts.server.on(event::MESSAGE, |ep| {
         let except = ep.data().as_ref() == b"except";
-        ep.kws().broadcast(format!("all except={except}"), except, MessageType::Text);
+        ep.kws()
+            .broadcast(format!("all except={except}"), except, MessageType::Text);
     });
     clients[0].0.send_text("except");
     for (c, _, _) in clients.iter_mut().skip(1) {
@@ -154,7 +165,10 @@ fn server_fire_runs_listeners_once_per_connection() {
     let h = Arc::clone(&hits);
     ts.server.on("custom", move |ep| {
         assert_eq!(ep.data().as_ref(), b"payload");
-        *h.lock().unwrap().entry(ep.socket_uuid().to_string()).or_default() += 1;
+        *h.lock()
+            .unwrap()
+            .entry(ep.socket_uuid().to_string())
+            .or_default() += 1;
     });
     let rec = Recorder::attach(&ts.server, &["custom"]);
     ts.server.fire("custom", "payload");
@@ -173,14 +187,20 @@ fn kws_fire_runs_server_and_own_listeners_for_one_connection() {
     let ts = TestServer::start(Server::builder().shards(1).route("/ws", move |kws| {
         let o = Arc::clone(&o);
         kws.on("ping-me", move |ep| {
-            o.lock().unwrap().push(format!("own:{}", String::from_utf8_lossy(ep.data())));
+            o.lock()
+                .unwrap()
+                .push(format!("own:{}", String::from_utf8_lossy(ep.data())));
         });
     }));
     let o = Arc::clone(&order);
     ts.server.on("ping-me", move |ep| {
-        o.lock().unwrap().push(format!("server:{}", String::from_utf8_lossy(ep.data())));
+        o.lock()
+            .unwrap()
+            .push(format!("server:{}", String::from_utf8_lossy(ep.data())));
     });
-    ts.server.on(event::MESSAGE, |ep| ep.kws().fire("ping-me", ep.data().clone()));
+    ts.server.on(event::MESSAGE, |ep| {
+        ep.kws().fire("ping-me", ep.data().clone())
+    });
     let rec = Recorder::attach(&ts.server, &["ping-me"]);
     let mut c = ts.client("/ws");
     c.send_text("x");
@@ -199,7 +219,9 @@ fn set_uuid_detects_collisions_across_shards() {
     ts.server.on(event::MESSAGE, move |ep| {
         let wanted = String::from_utf8_lossy(ep.data()).to_string();
         let res = ep.kws().set_uuid(wanted.clone());
-        r.lock().unwrap().push((wanted, format!("{res:?}"), ep.kws().uuid()));
+        r.lock()
+            .unwrap()
+            .push((wanted, format!("{res:?}"), ep.kws().uuid()));
         ep.kws().emit("done", MessageType::Text);
     });
     let first = clients.iter().position(|c| c.2 == 0).unwrap();
@@ -208,8 +230,13 @@ fn set_uuid_detects_collisions_across_shards() {
     clients[first].0.send_text("alice");
     assert_eq!(clients[first].0.recv_text(), "done");
     // The old UUID stops resolving at once; the new one works.
-    assert!(ts.server.emit_to(&old_first, "x", MessageType::Text).is_err());
-    ts.server.emit_to("alice", "hi alice", MessageType::Text).unwrap();
+    assert!(ts
+        .server
+        .emit_to(&old_first, "x", MessageType::Text)
+        .is_err());
+    ts.server
+        .emit_to("alice", "hi alice", MessageType::Text)
+        .unwrap();
     assert_eq!(clients[first].0.recv_text(), "hi alice");
     // The other shard cannot take it.
     let old_second = clients[second].1.clone();
@@ -219,9 +246,22 @@ fn set_uuid_detects_collisions_across_shards() {
     clients[second].0.send_text(&old_second);
     assert_eq!(clients[second].0.recv_text(), "done");
     let results = results.lock().unwrap();
-    assert_eq!(results[0], ("alice".into(), "Ok(())".into(), "alice".into()));
-    assert_eq!(results[1], ("alice".into(), "Err(UuidDuplication)".into(), old_second.clone()));
-    assert_eq!(results[2], (old_second.clone(), "Ok(())".into(), old_second));
+    assert_eq!(
+        results[0],
+        ("alice".into(), "Ok(())".into(), "alice".into())
+    );
+    assert_eq!(
+        results[1],
+        (
+            "alice".into(),
+            "Err(UuidDuplication)".into(),
+            old_second.clone()
+        )
+    );
+    assert_eq!(
+        results[2],
+        (old_second.clone(), "Ok(())".into(), old_second)
+    );
 }
 
 #[test]
@@ -236,7 +276,10 @@ fn set_uuid_on_a_dead_connection_changes_nothing() {
     c.close(1000, "");
     c.recv_close();
     wait_until(|| result.lock().unwrap().is_some(), "disconnect listener");
-    assert_eq!(result.lock().unwrap().as_deref(), Some("Err(InvalidConnection)"));
+    assert_eq!(
+        result.lock().unwrap().as_deref(),
+        Some("Err(InvalidConnection)")
+    );
     assert!(ts.server.emit_to("ghost", "x", MessageType::Text).is_err());
 }
 
@@ -268,7 +311,8 @@ fn off_removes_server_and_connection_listeners() {
     // Neither listener runs now: prove the message arrived with a listener of another event.
     let rec = Recorder::attach(&ts.server, &[event::PONG]);
     c.send_text("ignored");
-    c.ws.send(tungstenite::Message::Pong(b"p".to_vec().into())).unwrap();
+    c.ws.send(tungstenite::Message::Pong(b"p".to_vec()))
+        .unwrap();
     rec.wait(event::PONG, |s| s.data == b"p");
     assert_eq!(server_hits.load(Ordering::SeqCst), 2);
     assert_eq!(own_hits.load(Ordering::SeqCst), 2);
@@ -279,15 +323,23 @@ fn listener_panics_are_recovered_and_later_listeners_run() {
     let recovered = Arc::new(Mutex::new(Vec::new()));
     let r = Arc::clone(&recovered);
     let cfg = corecast::Config {
-        recover_handler: Some(Arc::new(move |name: &str, panic: &(dyn std::any::Any + Send)| {
-            let msg = panic.downcast_ref::<&str>().copied().unwrap_or("?");
-            r.lock().unwrap().push(format!("{name}:{msg}"));
-        })),
+        recover_handler: Some(Arc::new(
+            move |name: &str, panic: &(dyn std::any::Any + Send)| {
+                let msg = panic.downcast_ref::<&str>().copied().unwrap_or("?");
+                r.lock().unwrap().push(format!("{name}:{msg}"));
+            },
+        )),
         ..Default::default()
     };
-    let ts = TestServer::start(Server::builder().shards(1).route_with_config("/ws", cfg, |_| {}));
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .route_with_config("/ws", cfg, |_| {}),
+    );
     ts.server.on(event::MESSAGE, |_| panic!("first listener"));
-    ts.server.on(event::MESSAGE, |ep| ep.kws().emit("second ran", MessageType::Text));
+    ts.server.on(event::MESSAGE, |ep| {
+        ep.kws().emit("second ran", MessageType::Text)
+    });
     let mut c = ts.client("/ws");
     c.send_text("x");
     assert_eq!(c.recv_text(), "second ran");
@@ -329,7 +381,8 @@ fn attributes_params_query_headers_cookies_and_locals() {
     ))
     .unwrap();
     req.headers_mut().insert("x-user", "ann".parse().unwrap());
-    req.headers_mut().insert("cookie", "a=1; session=\"s3\"".parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", "a=1; session=\"s3\"".parse().unwrap());
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let (_ws, _) = tungstenite::client(req, stream).expect("upgrade");

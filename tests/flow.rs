@@ -18,7 +18,11 @@ fn pings_arrive_and_data_alone_keeps_a_client_alive() {
         ..Config::default()
     };
     let (report, uuids) = uuid_reporter();
-    let ts = TestServer::start(Server::builder().shards(1).route_with_config("/ws", cfg, report));
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .route_with_config("/ws", cfg, report),
+    );
     let rec = Recorder::attach(&ts.server, &[event::MESSAGE, event::DISCONNECT]);
     let mut raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
@@ -33,9 +37,14 @@ fn pings_arrive_and_data_alone_keeps_a_client_alive() {
         assert!(payload.is_empty());
     }
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(1000), "12 pings came in {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1000),
+        "12 pings came in {elapsed:?}"
+    );
     assert_eq!(ts.server.connections(), 1);
-    assert!(!rec.names_for(&uuid).contains(&event::DISCONNECT.to_string()));
+    assert!(!rec
+        .names_for(&uuid)
+        .contains(&event::DISCONNECT.to_string()));
 }
 
 #[test]
@@ -46,7 +55,11 @@ fn slow_consumer_is_dropped_and_others_keep_receiving() {
         ..Config::default()
     };
     let (report, uuids) = uuid_reporter();
-    let ts = TestServer::start(Server::builder().shards(2).route_with_config("/ws", cfg, report));
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(2)
+            .route_with_config("/ws", cfg, report),
+    );
     let rec = Recorder::attach(&ts.server, &[event::ERROR, event::DISCONNECT]);
     let _slow = RawClient::connect(ts.addr(), "/ws"); // never reads
     let (slow, _) = next_uuid(&uuids);
@@ -70,7 +83,9 @@ fn slow_consumer_is_dropped_and_others_keep_receiving() {
             while !stop.load(Ordering::SeqCst) && Instant::now() < end {
                 let _ = server.emit_to(&slow, big.clone(), MessageType::Binary);
                 if i < 200 {
-                    server.emit_to(&fast_uuid, format!("{i}"), MessageType::Text).unwrap();
+                    server
+                        .emit_to(&fast_uuid, format!("{i}"), MessageType::Text)
+                        .unwrap();
                     i += 1;
                     *sent.lock().unwrap() = i;
                 }
@@ -85,7 +100,11 @@ fn slow_consumer_is_dropped_and_others_keep_receiving() {
     let full = rec.wait("QueueFull", |s| {
         s.uuid == slow && s.error.as_deref().is_some_and(|e| e.contains("QueueFull"))
     });
-    assert_eq!(full.data.len(), 256 << 10, "the dropped message is the data");
+    assert_eq!(
+        full.data.len(),
+        256 << 10,
+        "the dropped message is the data"
+    );
     let gone = rec.wait_event(event::DISCONNECT, &slow);
     assert!(gone.is_timeout, "{gone:?}");
     assert!(gone.error.as_deref().unwrap().contains("WriteTimeout"));
@@ -93,7 +112,9 @@ fn slow_consumer_is_dropped_and_others_keep_receiving() {
     pusher.join().unwrap();
     assert_eq!(*sent.lock().unwrap(), 200);
     // The fast client is still served.
-    ts.server.emit_to(&fast_uuid, "still here", MessageType::Text).unwrap();
+    ts.server
+        .emit_to(&fast_uuid, "still here", MessageType::Text)
+        .unwrap();
     assert_eq!(fast.recv_text(), "still here");
 }
 
@@ -169,7 +190,11 @@ fn a_thousand_emits_from_the_route_callback_all_arrive() {
         }
     }
     let dropped = rec.names_for(&uuid).len();
-    assert_eq!(delivered + dropped, 1000, "delivered {delivered}, dropped {dropped}");
+    assert_eq!(
+        delivered + dropped,
+        1000,
+        "delivered {delivered}, dropped {dropped}"
+    );
 }
 
 #[test]
@@ -185,5 +210,8 @@ fn shutdown_sends_1001_and_join_returns() {
     assert!(server.is_draining());
     assert_eq!(c.recv_close(), (1001, "server shutting down".to_string()));
     server.join().expect("shards stop cleanly");
-    assert!(std::net::TcpStream::connect(server.local_addr()).is_err(), "no longer listening");
+    assert!(
+        std::net::TcpStream::connect(server.local_addr()).is_err(),
+        "no longer listening"
+    );
 }

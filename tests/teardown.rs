@@ -15,7 +15,13 @@ const ALL: &[&str] = &[
     event::CLOSE,
 ];
 
-fn setup(config: Config) -> (TestServer, std::sync::Arc<Recorder>, std::sync::mpsc::Receiver<(String, usize)>) {
+fn setup(
+    config: Config,
+) -> (
+    TestServer,
+    std::sync::Arc<Recorder>,
+    std::sync::mpsc::Receiver<(String, usize)>,
+) {
     let (report, uuids) = uuid_reporter();
     let ts = TestServer::start(
         Server::builder()
@@ -57,14 +63,26 @@ fn client_close_with_other_code_or_none_is_an_error() {
     let mut c = ts.client("/ws");
     let (uuid, _) = next_uuid(&uuids);
     c.close(4000, "custom");
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.error.as_deref().unwrap().contains("4000"), "{e:?}");
 
     let mut raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
     raw.send_frame(0x8, b"");
-    assert_eq!(raw.read_close_code(), 1005, "an empty close is answered empty");
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    assert_eq!(
+        raw.read_close_code(),
+        1005,
+        "an empty close is answered empty"
+    );
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.error.as_deref().unwrap().contains("None"), "{e:?}");
 }
 
@@ -75,7 +93,11 @@ fn eof_without_close_is_an_error() {
     let (uuid, _) = next_uuid(&uuids);
     rec.wait_event(event::CONNECT, &uuid);
     drop(raw);
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.error.as_deref().unwrap().contains("Io"), "{e:?}");
 }
 
@@ -90,7 +112,11 @@ fn read_idle_timeout_tears_down_with_a_timeout() {
     // A raw client never answers pings.
     let _raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.is_timeout, "{e:?}");
     assert!(e.error.as_deref().unwrap().contains("IdleTimeout"));
     ts.wait_connections(0);
@@ -107,8 +133,15 @@ fn oversized_message_gets_1009() {
     let (uuid, _) = next_uuid(&uuids);
     raw.send_frame(0x2, &[0u8; 1001]);
     assert_eq!(raw.read_close_code(), 1009);
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
-    assert!(e.error.as_deref().unwrap().contains("MessageTooLarge"), "{e:?}");
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
+    assert!(
+        e.error.as_deref().unwrap().contains("MessageTooLarge"),
+        "{e:?}"
+    );
 
     // Exactly at the limit is fine.
     let mut c = ts.client("/ws");
@@ -126,14 +159,22 @@ fn invalid_frames_get_1002_and_bad_utf8_1007() {
     let (uuid, _) = next_uuid(&uuids);
     raw.stream.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     assert_eq!(raw.read_close_code(), 1002);
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.error.as_deref().unwrap().contains("Protocol"), "{e:?}");
 
     let mut raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
     raw.send_frame(0x1, &[0xff, 0xfe]);
     assert_eq!(raw.read_close_code(), 1007);
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.error.as_deref().unwrap().contains("InvalidUtf8"), "{e:?}");
 }
 
@@ -149,12 +190,15 @@ fn panicking_route_callback_is_cleaned_up() {
     let mut c = ts.client("/boom");
     assert!(c.wait_closed(), "the socket is closed");
     let e = rec.wait(event::ERROR, |s| s.name == event::ERROR);
-    assert!(e.error.as_deref().unwrap().contains("CallbackPanic"), "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap().contains("CallbackPanic"),
+        "{e:?}"
+    );
     assert_eq!(rec.names_for(&e.uuid), [event::DISCONNECT, event::ERROR]);
-    assert!(ts
-        .server
-        .emit_to(&e.uuid, "x", MessageType::Text)
-        .is_err(), "nothing stays registered");
+    assert!(
+        ts.server.emit_to(&e.uuid, "x", MessageType::Text).is_err(),
+        "nothing stays registered"
+    );
     ts.wait_connections(0);
 
     // Later broadcasts reach everyone else at once.
@@ -205,11 +249,16 @@ fn close_all_deadline_force_closes_with_timeout() {
             .emit_to(&uuid, chunk.clone(), MessageType::Binary)
             .unwrap();
     }
-    let result = ts
-        .server
-        .close_all(1000, "bye", Duration::from_millis(300));
-    assert!(matches!(result, Err(corecast::Error::Timeout)), "{result:?}");
-    let e = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
+    let result = ts.server.close_all(1000, "bye", Duration::from_millis(300));
+    assert!(
+        matches!(result, Err(corecast::Error::Timeout)),
+        "{result:?}"
+    );
+    let e = expect_sequence(
+        &rec,
+        &uuid,
+        &[event::CONNECT, event::DISCONNECT, event::ERROR],
+    );
     assert!(e.is_timeout);
     assert_eq!(ts.server.connections(), 0);
 }

@@ -25,6 +25,9 @@ use crate::{Config, Error, Websocket};
 /// A listener registered on one connection.
 pub(crate) type LocalListener = Rc<dyn Fn(&EventPayload)>;
 
+/// This connection's own listeners by event name; allocated on the first `kws.on`.
+type LocalListeners = HashMap<Box<str>, Rc<Vec<LocalListener>>>;
+
 /// Request data, fixed for the connection's whole life (listeners of `disconnect` included).
 pub(crate) struct RequestData {
     pub(crate) head: RequestHead,
@@ -62,7 +65,7 @@ pub(crate) struct Conn {
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestData,
     attributes: RefCell<Attributes>,
-    listeners: RefCell<Option<HashMap<Box<str>, Rc<Vec<LocalListener>>>>>,
+    listeners: RefCell<Option<LocalListeners>>,
     pub(crate) out: RefCell<OutboundQueue>,
     pub(crate) decoder: RefCell<Decoder>,
     phase: Cell<Phase>,
@@ -318,7 +321,10 @@ impl Conn {
     // ---- teardown --------------------------------------------------------------------------
 
     fn unregister(&self) {
-        self.core.shared.registry.remove(&self.uuid.borrow(), self.id);
+        self.core
+            .shared
+            .registry
+            .remove(&self.uuid.borrow(), self.id);
     }
 
     /// The one teardown (BEHAVIOUR "Lifecycle" 6): mark dead, unregister, fire `disconnect`
@@ -436,7 +442,9 @@ impl Conn {
                 [
                     Some(self.next_ping.get()),
                     Some(self.last_inbound.get() + cfg.read_idle_timeout),
-                    self.write_blocked_since.get().map(|s| s + cfg.write_timeout),
+                    self.write_blocked_since
+                        .get()
+                        .map(|s| s + cfg.write_timeout),
                     out.full_since().map(|s| s + cfg.write_timeout),
                     out.next_expiry(),
                 ]

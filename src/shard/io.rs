@@ -47,13 +47,10 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
             tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
             if let Some(response) = refusal.response {
                 // Best effort, bounded: the client may not be reading.
-                let _ = future::or(
-                    async { stream.write_all(&response).await.ok() },
-                    async {
-                        Timer::new(timeout).await;
-                        None
-                    },
-                )
+                let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
+                    Timer::new(timeout).await;
+                    None
+                })
                 .await;
             }
             let _ = stream.shutdown(Shutdown::Both).await;

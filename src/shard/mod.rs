@@ -32,11 +32,18 @@ pub(crate) enum ShardMsg {
     /// A framed message for one connection.
     Emit { to: ConnId, frame: Bytes },
     /// A framed message for every connection of the shard, maybe but one.
-    Broadcast { frame: Bytes, except: Option<ConnId> },
+    Broadcast {
+        frame: Bytes,
+        except: Option<ConnId>,
+    },
     /// Run the listeners of `name` once per live connection.
     Fire { name: Arc<str>, data: Bytes },
     /// Close one connection.
-    Close { to: ConnId, code: u16, reason: String },
+    Close {
+        to: ConnId,
+        code: u16,
+        reason: String,
+    },
     /// Close every connection; report `true` on `done` if some had to be forced.
     CloseAll {
         frame: Bytes,
@@ -158,7 +165,11 @@ impl ShardCore {
     /// Every connection now in the slab (for work that may run listeners, which can change the
     /// slab while we go).
     fn snapshot(&self) -> Vec<Rc<Conn>> {
-        self.conns.borrow().iter().map(|(_, c)| Rc::clone(c)).collect()
+        self.conns
+            .borrow()
+            .iter()
+            .map(|(_, c)| Rc::clone(c))
+            .collect()
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

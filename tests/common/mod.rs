@@ -158,7 +158,9 @@ impl RawClient {
 
     /// Sends one masked frame (FIN set) with `opcode` and `payload`.
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
-        self.stream.write_all(&masked_frame(0x80 | opcode, payload)).unwrap();
+        self.stream
+            .write_all(&masked_frame(0x80 | opcode, payload))
+            .unwrap();
     }
 
     /// Reads one server frame: (first byte, payload).
@@ -295,7 +297,9 @@ impl Recorder {
 
     /// Waits for `event` on `uuid`.
     pub fn wait_event(&self, name: &str, uuid: &str) -> Seen {
-        self.wait(&format!("{name} on {uuid}"), |s| s.name == name && s.uuid == uuid)
+        self.wait(&format!("{name} on {uuid}"), |s| {
+            s.name == name && s.uuid == uuid
+        })
     }
 
     /// The names of the events seen so far for `uuid`, in order (after draining the channel).

@@ -1,0 +1,142 @@
+//! The upgrade path: status codes for bad requests, draining, slow handshakes, start errors.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use corecast::{Error, Server};
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+fn server() -> TestServer {
+    TestServer::start(Server::builder().shards(2).route("/ws/:id", |_| {}))
+}
+
+#[test]
+fn status_codes_for_each_kind_of_request() {
+    let ts = server();
+    let a = ts.addr();
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    assert_eq!(http_status(a, &get("/nope", UPGRADE)), 404);
+    assert_eq!(
+        http_status(a, &get("/ws/1/2", UPGRADE)),
+        404,
+        ":id is one segment"
+    );
+    assert_eq!(
+        http_status(a, &get("/ws/1", "")),
+        426,
+        "plain HTTP to a route"
+    );
+    assert_eq!(
+        http_status(
+            a,
+            &get(
+                "/ws/1",
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            )
+        ),
+        400,
+        "no key"
+    );
+    assert_eq!(
+        http_status(a, &get("/ws/1", &UPGRADE.replace("13", "8"))),
+        426,
+        "unsupported version"
+    );
+    assert_eq!(http_status(a, "NOT HTTP AT ALL\r\n\r\n"), 400);
+    let huge = format!("X-Big: {}\r\n", "a".repeat(9000));
+    assert_eq!(
+        http_status(a, &get("/ws/1", &format!("{UPGRADE}{huge}"))),
+        431
+    );
+    // After all that, the server still serves.
+    let mut c = ts.client("/ws/1");
+    c.send_text("still fine");
+}
+
+#[test]
+fn draining_refuses_new_upgrades_with_503_and_keeps_the_rest() {
+    let ts = server();
+    let mut c = ts.client("/ws/1");
+    ts.wait_connections(1);
+    ts.server.drain();
+    assert!(ts.server.is_draining());
+    let status = http_status(
+        ts.addr(),
+        &format!("GET /ws/2 HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"),
+    );
+    assert_eq!(status, 503);
+    ts.server
+        .broadcast("still here", corecast::MessageType::Text);
+    assert_eq!(c.recv_text(), "still here");
+}
+
+#[test]
+fn a_stalled_handshake_is_dropped_without_hurting_others() {
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .handshake_timeout(Duration::from_millis(200))
+            .route("/ws/:id", |_| {}),
+    );
+    let mut stalled = TcpStream::connect(ts.addr()).unwrap();
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    stalled
+        .write_all(b"GET /ws/1 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Meanwhile another client upgrades and talks.
+    let mut c = ts.client("/ws/2");
+    ts.wait_connections(1);
+    ts.server.broadcast("hi", corecast::MessageType::Text);
+    assert_eq!(c.recv_text(), "hi");
+    // The stalled one is cut off after the timeout: EOF, no response.
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut stalled, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn start_errors_are_clear() {
+    // SO_REUSEPORT lets shards share a port, but not with a plain listener.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = Server::builder()
+        .shards(1)
+        .bind(plain.local_addr().unwrap())
+        .start();
+    assert!(matches!(busy, Err(Error::Start { .. })), "{busy:?}");
+    let msg = busy.unwrap_err().to_string();
+    assert!(msg.contains("cannot listen"), "{msg}");
+
+    let zero = Server::builder().shards(0).start();
+    assert!(matches!(zero, Err(Error::Config(_))), "{zero:?}");
+    let bad = Server::builder().route("no-slash", |_| {}).start();
+    assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
+    let bad = Server::builder().bind("not an address").start();
+    assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
+}
+
+#[test]
+fn blocking_calls_refuse_to_run_on_a_shard_thread() {
+    let ts = TestServer::start(Server::builder().shards(1).route("/ws", |_| {}));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = ts.server.clone();
+    ts.server.on(corecast::event::MESSAGE, move |_| {
+        let r = server.close_all(1000, "", Duration::from_secs(1));
+        let j = server.join();
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send((format!("{r:?}"), format!("{j:?}")));
+    });
+    let mut c = ts.client("/ws");
+    c.send_text("x");
+    let (r, j) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(r, "Err(OnShardThread)");
+    assert_eq!(j, "Err(OnShardThread)");
+}
