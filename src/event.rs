@@ -91,6 +91,7 @@ pub struct EventPayload {
     pub(crate) attributes: Attributes,
     pub(crate) error: Option<Arc<Error>>,
     pub(crate) data: Bytes,
+    pub(crate) binary: bool,
 }
 
 impl EventPayload {
@@ -122,6 +123,15 @@ impl EventPayload {
     /// The payload: the message, ping or pong data, or what `fire` was given.
     pub fn data(&self) -> &Bytes {
         &self.data
+    }
+
+    /// How a `message` arrived: `Binary` for a binary message, `Text` for everything else.
+    pub fn message_type(&self) -> crate::MessageType {
+        if self.binary {
+            crate::MessageType::Binary
+        } else {
+            crate::MessageType::Text
+        }
     }
 }
 

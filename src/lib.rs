@@ -38,12 +38,15 @@
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
 #![deny(missing_docs)]
 
+pub mod api;
 mod config;
 mod error;
 pub mod event;
 pub mod http;
+mod metrics;
 mod registry;
 mod server;
+pub mod service;
 mod shard;
 mod upgrade;
 mod websocket;
@@ -53,6 +56,7 @@ pub use bytes::Bytes;
 pub use config::{Config, RecoverHandler};
 pub use error::Error;
 pub use event::{Attributes, EventPayload};
+pub use metrics::MetricsSnapshot;
 pub use server::{Builder, Server};
 pub use upgrade::{Rejection, UpgradeRequest};
 pub use websocket::{MessageType, Websocket};

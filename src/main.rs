@@ -1,1 +1,195 @@
-fn main() {}
+//! The `corecast` binary: settings, logging, signals; then the library does the work.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use corecast::api::{Api, ApiOptions};
+use corecast::{Rejection, Server, Websocket};
+
+use cli::{ApiListen, Settings};
+
+fn main() -> ExitCode {
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(s: Settings) -> anyhow::Result<()> {
+    let files = raise_fd_limit();
+    // Blocked here, before any thread starts, so every thread inherits the mask and the signals
+    // wait for `sigwait` below.
+    let signals = block_signals();
+
+    let origins = Arc::new(s.origins.clone());
+    let mut builder = Server::builder()
+        .bind(s.listen)
+        .handshake_timeout(s.handshake_timeout)
+        .route_with_config("/ws", s.config.clone(), |_| {})
+        .route_with_config("/ws/:id", s.config.clone(), take_id)
+        .before_upgrade(move |req| {
+            if !origins.is_empty() {
+                if let Some(origin) = req.header("origin") {
+                    if !origins.iter().any(|o| o == origin) {
+                        return Err(Rejection::new(403, "origin not allowed"));
+                    }
+                }
+            }
+            if let Some(id) = req.param("id") {
+                if req.is_uuid_taken(id) {
+                    return Err(Rejection::new(409, "id already in use"));
+                }
+            }
+            Ok(())
+        });
+    if let Some(n) = s.shards {
+        builder = builder.shards(n);
+    }
+    if let Some(n) = s.max_connections {
+        builder = builder.max_connections(n);
+    }
+    let server = builder.start().context("cannot start the server")?;
+    s.mode.install(&server);
+    let api = match s.api_listen {
+        ApiListen::Off => None,
+        ApiListen::On(addr) => {
+            let options = ApiOptions {
+                token: s.api_token.clone(),
+                ..ApiOptions::default()
+            };
+            match Api::start(server.clone(), addr, options) {
+                Ok(api) => Some(api),
+                Err(e) => {
+                    server.shutdown_within(std::time::Duration::ZERO);
+                    let _ = server.join();
+                    return Err(e).context("cannot start the HTTP API");
+                }
+            }
+        }
+    };
+    tracing::info!(
+        listen = %server.local_addr(),
+        shards = server.shard_count(),
+        mode = %s.mode,
+        open_files = files,
+        api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr().to_string()),
+        "corecast serving"
+    );
+
+    // First signal: drain and close everyone with 1001, then exit. A second one: exit now.
+    let (events, next) = mpsc::channel();
+    std::thread::spawn({
+        let events = events.clone();
+        move || loop {
+            let sig = wait_signal(&signals);
+            if events.send(Event::Signal(sig)).is_err() {
+                return;
+            }
+        }
+    });
+    let Ok(Event::Signal(sig)) = next.recv() else {
+        anyhow::bail!("signal thread ended");
+    };
+    tracing::info!(signal = sig, timeout = ?s.shutdown_timeout, "shutting down");
+    server.shutdown_within(s.shutdown_timeout);
+    std::thread::spawn({
+        let server = server.clone();
+        move || {
+            let _ = events.send(Event::Stopped(server.join().map_err(|e| e.to_string())));
+        }
+    });
+    match next.recv() {
+        Ok(Event::Stopped(result)) => {
+            if let Some(api) = api {
+                api.stop();
+            }
+            result.map_err(anyhow::Error::msg)?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(Event::Signal(sig)) => {
+            tracing::warn!(signal = sig, "second signal: exiting now");
+            std::process::exit(130);
+        }
+        Err(_) => anyhow::bail!("shutdown did not report back"),
+    }
+}
+
+enum Event {
+    Signal(i32),
+    Stopped(Result<(), String>),
+}
+
+/// `/ws/:id`: the id becomes the UUID. The gate already refused ids in use; one taken by a
+/// concurrent upgrade in between is closed with 1008 (policy violation).
+fn take_id(kws: &Websocket) {
+    if let Some(id) = kws.param("id").map(str::to_string) {
+        if kws.set_uuid(id).is_err() {
+            kws.close_with(1008, "id already in use");
+        }
+    }
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` holds signals blocked in every thread; sigwait writes the one taken.
+    unsafe {
+        libc::sigwait(set, &mut sig);
+    }
+    sig
+}
+
+/// Raises the open-file soft limit to the hard limit; returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on this process with a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 0;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+        l.rlim_cur
+    }
+}

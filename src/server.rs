@@ -11,6 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::event::{EventPayload, ListenerRegistry};
 use crate::http::{RoutePattern, Router};
+use crate::metrics::{MetricsSnapshot, ShardMetrics};
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::shard::{self, ShardMsg};
 use crate::ws::frame;
@@ -32,6 +33,7 @@ pub(crate) struct Route {
 pub(crate) struct Options {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_handshake_size: usize,
+    pub(crate) max_connections: Option<usize>,
 }
 
 /// The state every shard and every `Server` clone shares. Read-mostly: the hot paths read
@@ -46,9 +48,15 @@ pub(crate) struct Shared {
     /// Live connections per shard.
     pub(crate) live: Box<[AtomicUsize]>,
     pub(crate) options: Options,
+    pub(crate) metrics: Box<[ShardMetrics]>,
 }
 
 impl Shared {
+    /// Live connections on all shards.
+    pub(crate) fn connections(&self) -> usize {
+        self.live.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
     /// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
     /// One thread's messages to one shard keep their order either way.
     pub(crate) fn send_to(self: &Arc<Self>, shard: ShardId, msg: ShardMsg) {
@@ -147,6 +155,13 @@ impl Builder {
         self
     }
 
+    /// Refuses upgrades with 503 while this many connections are open (checked at each
+    /// upgrade, so concurrent upgrades on several shards may pass it by a few).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.options.max_connections = Some(n);
+        self
+    }
+
     /// Starts every shard and returns once all are accepting, or with the error that stopped
     /// one (address in use, memlock limit too low, io_uring unavailable, bad config).
     pub fn start(self) -> Result<Server, Error> {
@@ -182,6 +197,7 @@ impl Builder {
             draining: AtomicBool::new(false),
             live: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             options: self.options,
+            metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
         });
 
         let mut handles = Vec::with_capacity(shards);
@@ -330,6 +346,7 @@ impl Server {
             options: Options {
                 handshake_timeout: Duration::from_secs(5),
                 max_handshake_size: 8 << 10,
+                max_connections: None,
             },
         }
     }
@@ -442,11 +459,22 @@ impl Server {
 
     /// Live connections on all shards.
     pub fn connections(&self) -> usize {
-        self.shared()
-            .live
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .sum()
+        self.shared().connections()
+    }
+
+    /// Whether a live connection holds `uuid`.
+    pub fn is_connected(&self, uuid: &str) -> bool {
+        self.shared().registry.get(uuid).is_some()
+    }
+
+    /// A copy of the traffic counters of every shard.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let live: Vec<u64> = self
+            .connections_per_shard()
+            .into_iter()
+            .map(|n| n as u64)
+            .collect();
+        MetricsSnapshot::collect(&self.shared().metrics, &live)
     }
 
     /// Live connections per shard.

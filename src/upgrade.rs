@@ -16,6 +16,7 @@ pub struct UpgradeRequest {
     pub(crate) params: Params,
     pub(crate) remote: SocketAddr,
     pub(crate) locals: Locals,
+    pub(crate) shared: std::sync::Arc<crate::server::Shared>,
 }
 
 impl UpgradeRequest {
@@ -47,6 +48,17 @@ impl UpgradeRequest {
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// Whether a live connection (on any shard) holds `uuid`: lets a gate refuse an id that
+    /// the route callback would fail to take with `set_uuid`.
+    pub fn is_uuid_taken(&self, uuid: &str) -> bool {
+        self.shared.registry.get(uuid).is_some()
+    }
+
+    /// Live connections on all shards.
+    pub fn connections(&self) -> usize {
+        self.shared.connections()
     }
 
     /// Stores a value for the connection's whole life (`Websocket::local`).

@@ -9,5 +9,5 @@ pub mod response;
 pub mod route;
 
 pub use request::{check_upgrade, parse_head, HeadParse, HttpError, RequestHead, UpgradeCheck};
-pub use response::{error_response, reason_phrase, switching_protocols};
+pub use response::{error_response, reason_phrase, response, switching_protocols};
 pub use route::{Params, PatternError, RoutePattern, Router};

@@ -24,6 +24,22 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
 /// ones written here (RFC 9112 §6.3). A status outside 100..=599 (RFC 9110
 /// §15) is sent as 500.
 pub fn error_response(status: u16, body: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        extra_headers,
+    )
+}
+
+/// A complete response that closes the connection, with any content type: the same rules as
+/// [`error_response`] for the status and the extra headers.
+pub fn response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
     let status = if (100..=599).contains(&status) {
         status
     } else {
@@ -38,11 +54,16 @@ pub fn error_response(status: u16, body: &str, extra_headers: &[(&str, &str)]) -
             head.push_str("\r\n");
         }
     }
-    head.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    if is_safe_value(content_type) {
+        head.push_str("Content-Type: ");
+        head.push_str(content_type);
+        head.push_str("\r\n");
+    }
+    head.push_str("Content-Length: ");
     head.push_str(&body.len().to_string());
     head.push_str("\r\nConnection: close\r\n\r\n");
     let mut out = head.into_bytes();
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(body);
     out
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::ShardCore;
 use crate::event::{self, Attributes, EventName, EventPayload};
 use crate::http::{Params, RequestHead};
+use crate::metrics::DropCause;
 use crate::registry::ConnId;
 use crate::upgrade::Locals;
 use crate::ws::frame::{self, Decoder};
@@ -198,8 +199,10 @@ impl Conn {
     /// Queues an already framed data message. Fails once the connection is closing or gone.
     pub(crate) fn send_frame(&self, frame: Bytes, now: Instant) -> Result<(), Error> {
         if !self.is_open() {
+            self.core.metrics().dropped(DropCause::Closed);
             return Err(Error::InvalidConnection);
         }
+        self.core.metrics().queued();
         let push = self
             .out
             .borrow_mut()
@@ -214,7 +217,10 @@ impl Conn {
                 self.wake();
                 Ok(())
             }
-            Push::Closed => Err(Error::InvalidConnection),
+            Push::Closed => {
+                self.core.metrics().dropped(DropCause::Closed);
+                Err(Error::InvalidConnection)
+            }
         }
     }
 
@@ -253,10 +259,24 @@ impl Conn {
         if self.is_gone() {
             return;
         }
-        self.fire_unchecked(name, data, error);
+        self.fire_unchecked(name, data, error, false);
     }
 
-    fn fire_unchecked(self: &Rc<Self>, name: EventName, data: Bytes, error: Option<Arc<Error>>) {
+    /// Fires `message` for a message that arrived, with its type.
+    pub(crate) fn fire_message(self: &Rc<Self>, data: Bytes, binary: bool) {
+        self.core.metrics().received(data.len());
+        if !self.is_gone() {
+            self.fire_unchecked(EventName::Static(event::MESSAGE), data, None, binary);
+        }
+    }
+
+    fn fire_unchecked(
+        self: &Rc<Self>,
+        name: EventName,
+        data: Bytes,
+        error: Option<Arc<Error>>,
+        binary: bool,
+    ) {
         let shared = self.core.server_listeners(&name);
         let own = self
             .listeners
@@ -273,6 +293,7 @@ impl Conn {
             name,
             error,
             data,
+            binary,
         };
         for l in shared.iter().flat_map(|l| l.iter()) {
             self.guarded(&payload, || l(&payload));
@@ -343,13 +364,20 @@ impl Conn {
             None => tracing::debug!(uuid = &*self.uuid(), "connection closed"),
         }
         let error = error.map(Arc::new);
+        self.core.metrics().torn_down(error.as_deref());
         self.fire_unchecked(
             EventName::Static(event::DISCONNECT),
             Bytes::new(),
             error.clone(),
+            false,
         );
         if let Some(e) = error {
-            self.fire_unchecked(EventName::Static(event::ERROR), Bytes::new(), Some(e));
+            self.fire_unchecked(
+                EventName::Static(event::ERROR),
+                Bytes::new(),
+                Some(e),
+                false,
+            );
         }
         self.listeners.borrow_mut().take();
         self.core.teardowns.notify();
@@ -406,6 +434,7 @@ impl Conn {
                 }
                 let dropped = self.out.borrow_mut().expire(now);
                 for framed in dropped {
+                    self.core.metrics().dropped(DropCause::QueueFull);
                     self.fire_error(Error::QueueFull, payload_of(&framed));
                     if !self.is_open() {
                         return;

@@ -45,7 +45,8 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         Ok(u) => u,
         Err(refusal) => {
             tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
-            if let Some(response) = refusal.response {
+            if let Some((status, response)) = refusal.response {
+                core.metrics().rejected(status);
                 // Best effort, bounded: the client may not be reading.
                 let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
                     Timer::new(timeout).await;
@@ -58,6 +59,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         }
     };
 
+    core.metrics().upgraded();
     let conn = register(&core, &route, request);
     conn.send_control(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
@@ -111,7 +113,8 @@ fn register(core: &Rc<ShardCore>, route: &Route, request: RequestData) -> Rc<Con
 /// Why an upgrade did not happen, and what to answer, if anything.
 struct Refusal {
     reason: &'static str,
-    response: Option<Vec<u8>>,
+    /// The status answered, with the response bytes; none when the client just goes.
+    response: Option<(u16, Vec<u8>)>,
 }
 
 impl Refusal {
@@ -123,9 +126,18 @@ impl Refusal {
     }
 
     fn status(status: u16, reason: &'static str) -> Self {
+        Self::with_headers(status, reason, reason, &[])
+    }
+
+    fn with_headers(
+        status: u16,
+        reason: &'static str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
         Refusal {
             reason,
-            response: Some(http::error_response(status, reason, &[])),
+            response: Some((status, http::error_response(status, body, headers))),
         }
     }
 }
@@ -160,10 +172,13 @@ async fn handshake(
             Ok(HeadParse::Complete { head, consumed }) => break (head, consumed),
             Ok(HeadParse::Partial) => {}
             Err(e) => {
-                return Err(Refusal {
-                    reason: "malformed request",
-                    response: Some(http::error_response(e.status(), &e.to_string(), &[])),
-                })
+                let body = e.to_string();
+                return Err(Refusal::with_headers(
+                    e.status(),
+                    "malformed request",
+                    &body,
+                    &[],
+                ));
             }
         }
     };
@@ -177,35 +192,37 @@ async fn handshake(
     let accept = match http::check_upgrade(&head) {
         UpgradeCheck::Accept(a) => a,
         UpgradeCheck::NotUpgrade => {
-            return Err(Refusal {
-                reason: "not an upgrade",
-                response: Some(http::error_response(
-                    426,
-                    "upgrade required",
-                    &[("Upgrade", "websocket")],
-                )),
-            })
+            return Err(Refusal::with_headers(
+                426,
+                "not an upgrade",
+                "upgrade required",
+                &[("Upgrade", "websocket")],
+            ))
         }
         UpgradeCheck::BadVersion => {
-            return Err(Refusal {
-                reason: "unsupported version",
-                response: Some(http::error_response(
-                    426,
-                    "unsupported websocket version",
-                    &[("Sec-WebSocket-Version", "13")],
-                )),
-            })
+            return Err(Refusal::with_headers(
+                426,
+                "unsupported version",
+                "unsupported websocket version",
+                &[("Sec-WebSocket-Version", "13")],
+            ))
         }
         UpgradeCheck::Malformed(why) => return Err(Refusal::status(400, why)),
     };
     if core.shared.draining.load(Ordering::Acquire) || core.is_stopping() {
         return Err(Refusal::status(503, "server is draining"));
     }
+    if let Some(max) = core.shared.options.max_connections {
+        if core.shared.connections() >= max {
+            return Err(Refusal::status(503, "too many connections"));
+        }
+    }
     let mut req = UpgradeRequest {
         head,
         params,
         remote,
         locals: Default::default(),
+        shared: Arc::clone(&core.shared),
     };
     if let Some(gate) = &core.shared.gate {
         match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
@@ -213,7 +230,7 @@ async fn handshake(
             Ok(Err(rejection)) => {
                 return Err(Refusal {
                     reason: "rejected by before_upgrade",
-                    response: Some(rejection.to_response()),
+                    response: Some((rejection.status(), rejection.to_response())),
                 })
             }
             Err(_) => return Err(Refusal::status(500, "before_upgrade panicked")),
@@ -301,9 +318,7 @@ fn dispatch(conn: &Rc<Conn>, items: &mut Vec<Inbound>, result: Result<(), Protoc
             continue;
         }
         match item {
-            Inbound::Message { data, .. } => {
-                conn.fire(EventName::Static(event::MESSAGE), data, None);
-            }
+            Inbound::Message { data, binary } => conn.fire_message(data, binary),
             Inbound::Ping(data) => {
                 conn.send_control(frame::encode(OpCode::Pong, &data));
                 conn.fire(EventName::Static(event::PING), data, None);
@@ -352,6 +367,7 @@ fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Resul
         };
         match result {
             Ok(written) => {
+                conn.core.metrics().written(written);
                 conn.out.borrow_mut().advance(written);
                 conn.write_progressed();
             }
@@ -365,7 +381,10 @@ fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Resul
                     Pin::new(&mut *stream).poll_write(cx, front)
                 };
                 match polled {
-                    Poll::Ready(Ok(written)) => conn.out.borrow_mut().advance(written),
+                    Poll::Ready(Ok(written)) => {
+                        conn.core.metrics().written(written);
+                        conn.out.borrow_mut().advance(written);
+                    }
                     Poll::Ready(Err(e)) => return Err(e),
                     Poll::Pending => {
                         conn.write_blocked(Instant::now());

@@ -114,6 +114,11 @@ impl ShardCore {
         })
     }
 
+    /// This shard's traffic counters.
+    pub(crate) fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        &self.shared.metrics[self.id.0]
+    }
+
     /// Server-wide listeners of `name`, from this shard's copy of the registry snapshot.
     pub(crate) fn server_listeners(&self, name: &str) -> Option<Arc<[ServerListener]>> {
         let version = self.shared.listeners.version();
@@ -194,6 +199,9 @@ impl ShardCore {
                         let _ = c.send_frame(frame.clone(), now);
                     }
                 }
+                let nanos = now.elapsed().as_nanos();
+                self.metrics()
+                    .fanned_out(u64::try_from(nanos).unwrap_or(u64::MAX));
             }
             ShardMsg::Fire { name, data } => {
                 for c in self.snapshot() {

@@ -1,0 +1,385 @@
+//! The HTTP API that backends push through (broadcast, emit, fire, close), plus `/metrics` and
+//! `/healthz`, served by one small glommio executor of its own. Not a general HTTP server: one
+//! request per connection, bodies by `Content-Length` only.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::http::{self, HeadParse, RequestHead};
+use crate::{Error, MessageType, Server};
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// When set, every `/api/*` request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest request body accepted (413 above it). Default 1 MiB.
+    pub max_body: usize,
+    /// Time a client has to send its request and read the answer. Default 10 s.
+    pub request_timeout: Duration,
+    /// API connections served at once; more are answered 503. Default 256.
+    pub max_clients: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token: None,
+            max_body: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            max_clients: 256,
+        }
+    }
+}
+
+/// A running HTTP API.
+pub struct Api {
+    addr: SocketAddr,
+    stop: flume::Sender<()>,
+    handle: Mutex<Option<glommio::ExecutorJoinHandle<()>>>,
+}
+
+impl Api {
+    /// Starts the API on `addr` (port 0 picks one) for `server`; returns once it is listening.
+    pub fn start(server: Server, addr: SocketAddr, options: ApiOptions) -> Result<Api, Error> {
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let (stop, stop_rx) = flume::bounded::<()>(1);
+        let start_error = |reason: String| Error::Start {
+            shard: usize::MAX,
+            reason: format!("HTTP API: {reason}"),
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("corecast-api")
+            .io_memory(64 << 10)
+            .spawn(move || async move {
+                let listener = match TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+                accept(listener, server, Rc::new(options), stop_rx).await;
+            })
+            .map_err(|e| start_error(e.to_string()))?;
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(addr)) => Ok(Api {
+                addr,
+                stop,
+                handle: Mutex::new(Some(handle)),
+            }),
+            Ok(Err(reason)) => Err(start_error(reason)),
+            Err(_) => Err(start_error(match handle.join() {
+                Err(e) => e.to_string(),
+                Ok(()) => "did not start".into(),
+            })),
+        }
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the API's thread to end.
+    pub fn stop(&self) {
+        let _ = self.stop.try_send(());
+        if let Some(h) = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    server: Server,
+    options: Rc<ApiOptions>,
+    stop: flume::Receiver<()>,
+) {
+    let active = Rc::new(Cell::new(0usize));
+    loop {
+        let next = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop.recv_async().await;
+            None
+        })
+        .await;
+        match next {
+            None => return,
+            Some(Ok(stream)) => {
+                let (server, options, active) =
+                    (server.clone(), Rc::clone(&options), Rc::clone(&active));
+                glommio::spawn_local(async move {
+                    active.set(active.get() + 1);
+                    serve(
+                        &server,
+                        &options,
+                        stream,
+                        active.get() > options.max_clients,
+                    )
+                    .await;
+                    active.set(active.get() - 1);
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "API accept failed; retrying");
+                Timer::new(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads one request and writes its answer, all within the request timeout.
+async fn serve(server: &Server, options: &ApiOptions, mut stream: TcpStream, busy: bool) {
+    let exchange = async {
+        let answer = if busy {
+            json(503, r#"{"error":"too many API clients"}"#)
+        } else {
+            match read_request(&mut stream, options.max_body).await {
+                Ok((head, body)) => answer(server, options, &head, body),
+                Err(Some(response)) => response,
+                Err(None) => return,
+            }
+        };
+        let _ = stream.write_all(&answer).await;
+    };
+    future::or(exchange, async {
+        Timer::new(options.request_timeout).await;
+    })
+    .await;
+    let _ = stream.close().await;
+}
+
+/// The request head and body; `Err(Some)` is the error response, `Err(None)` a client gone.
+async fn read_request(
+    stream: &mut TcpStream,
+    max_body: usize,
+) -> Result<(RequestHead, Vec<u8>), Option<Vec<u8>>> {
+    const MAX_HEAD: usize = 8 << 10;
+    let mut buf = vec![0u8; 2048];
+    let mut filled = 0;
+    let (head, consumed) = loop {
+        if filled == buf.len() {
+            buf.resize((buf.len() * 2).min(MAX_HEAD + 1), 0);
+        }
+        let n = stream.read(&mut buf[filled..]).await.map_err(|_| None)?;
+        if n == 0 {
+            return Err(None);
+        }
+        filled += n;
+        match http::parse_head(&buf[..filled], MAX_HEAD) {
+            Ok(HeadParse::Complete { head, consumed }) => break (head, consumed),
+            Ok(HeadParse::Partial) => {}
+            Err(e) => return Err(Some(error(e.status(), &e.to_string()))),
+        }
+    };
+    if head.header("transfer-encoding").is_some() {
+        return Err(Some(error(411, "send the body with Content-Length")));
+    }
+    let length = match head.header("content-length") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| Some(error(400, "invalid Content-Length")))?,
+    };
+    if length > max_body {
+        return Err(Some(error(413, &format!("body over {max_body} bytes"))));
+    }
+    let mut body = buf[consumed..filled].to_vec();
+    if body.len() > length {
+        body.truncate(length);
+    }
+    let start = body.len();
+    body.resize(length, 0);
+    stream
+        .read_exact(&mut body[start..])
+        .await
+        .map_err(|_| None)?;
+    Ok((head, body))
+}
+
+/// What a request path names, before the method and the token are checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint<'a> {
+    Health,
+    Metrics,
+    Connections,
+    Broadcast,
+    Emit(&'a str),
+    Fire(&'a str),
+    Close(&'a str),
+}
+
+impl Endpoint<'_> {
+    /// The one method each endpoint takes.
+    fn method(&self) -> &'static str {
+        match self {
+            Endpoint::Health | Endpoint::Metrics | Endpoint::Connections => "GET",
+            _ => "POST",
+        }
+    }
+
+    fn needs_token(&self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::Metrics)
+    }
+}
+
+pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
+    let one = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+    };
+    Some(match path {
+        "/healthz" => Endpoint::Health,
+        "/metrics" => Endpoint::Metrics,
+        "/api/connections" => Endpoint::Connections,
+        "/api/broadcast" => Endpoint::Broadcast,
+        _ => {
+            if let Some(u) = one("/api/emit/") {
+                Endpoint::Emit(u)
+            } else if let Some(e) = one("/api/fire/") {
+                Endpoint::Fire(e)
+            } else if let Some(u) = one("/api/close/") {
+                Endpoint::Close(u)
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// `Authorization: Bearer <token>`, compared in time independent of where a guess differs.
+pub(crate) fn token_matches(authorization: Option<&str>, token: &str) -> bool {
+    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, expected) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ expected);
+    }
+    diff == 0
+}
+
+fn answer(server: &Server, options: &ApiOptions, head: &RequestHead, body: Vec<u8>) -> Vec<u8> {
+    let Some(endpoint) = endpoint(head.path()) else {
+        return error(404, "no such endpoint");
+    };
+    if head.method() != endpoint.method() {
+        let allow = endpoint.method();
+        return http::response(
+            405,
+            "application/json",
+            br#"{"error":"method not allowed"}"#,
+            &[("Allow", allow)],
+        );
+    }
+    if endpoint.needs_token() {
+        if let Some(token) = &options.token {
+            if !token_matches(head.header("authorization"), token) {
+                return http::response(
+                    401,
+                    "application/json",
+                    br#"{"error":"missing or wrong bearer token"}"#,
+                    &[("WWW-Authenticate", "Bearer")],
+                );
+            }
+        }
+    }
+    let ty = if head
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/octet-stream"))
+    {
+        MessageType::Binary
+    } else {
+        MessageType::Text
+    };
+    match endpoint {
+        Endpoint::Health => {
+            if server.is_draining() {
+                json(503, r#"{"status":"draining"}"#)
+            } else {
+                json(200, r#"{"status":"serving"}"#)
+            }
+        }
+        Endpoint::Metrics => http::response(
+            200,
+            "text/plain; version=0.0.4",
+            server.metrics().to_prometheus().as_bytes(),
+            &[],
+        ),
+        Endpoint::Connections => {
+            let shards = server.connections_per_shard();
+            let list: Vec<String> = shards.iter().map(|n| n.to_string()).collect();
+            json(
+                200,
+                &format!(
+                    r#"{{"total":{},"shards":[{}]}}"#,
+                    shards.iter().sum::<usize>(),
+                    list.join(",")
+                ),
+            )
+        }
+        Endpoint::Broadcast => {
+            server.broadcast(body, ty);
+            json(200, r#"{"ok":true}"#)
+        }
+        Endpoint::Emit(uuid) => match server.emit_to(uuid, body, ty) {
+            Ok(()) => json(200, r#"{"ok":true}"#),
+            Err(_) => error(404, "unknown connection"),
+        },
+        Endpoint::Fire(name) => {
+            server.fire(name, body);
+            json(200, r#"{"ok":true}"#)
+        }
+        Endpoint::Close(uuid) => match server.close(uuid) {
+            Ok(()) => json(200, r#"{"ok":true}"#),
+            Err(_) => error(404, "unknown connection"),
+        },
+    }
+}
+
+fn json(status: u16, body: &str) -> Vec<u8> {
+    http::response(status, "application/json", body.as_bytes(), &[])
+}
+
+/// A JSON error; `message` is escaped as a JSON string.
+fn error(status: u16, message: &str) -> Vec<u8> {
+    json(status, &serde_json::json!({ "error": message }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_by_path() {
+        assert_eq!(endpoint("/healthz"), Some(Endpoint::Health));
+        assert_eq!(endpoint("/api/emit/abc"), Some(Endpoint::Emit("abc")));
+        assert_eq!(endpoint("/api/fire/tick"), Some(Endpoint::Fire("tick")));
+        assert_eq!(endpoint("/api/close/x"), Some(Endpoint::Close("x")));
+        assert_eq!(endpoint("/api/emit/"), None);
+        assert_eq!(endpoint("/api/emit/a/b"), None);
+        assert_eq!(endpoint("/api/nope"), None);
+        assert_eq!(Endpoint::Broadcast.method(), "POST");
+        assert_eq!(Endpoint::Metrics.method(), "GET");
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert!(token_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(!token_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!token_matches(Some("Bearer s3cretX"), "s3cret"));
+        assert!(!token_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!token_matches(None, "s3cret"));
+    }
+}

@@ -1,0 +1,299 @@
+//! The `corecast` binary's settings: flags, `CORECAST_*` environment variables and an optional
+//! TOML file, merged with flags first, then the environment, then the file. Not the server:
+//! this only decides what to start.
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use corecast::service::Mode;
+use corecast::Config;
+
+use units::{parse_duration, parse_size};
+
+/// Command-line flags; each also reads `CORECAST_<NAME>` from the environment.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "corecast",
+    version,
+    about = "A thread-per-core io_uring WebSocket event server.",
+    long_about = "A thread-per-core io_uring WebSocket event server.\n\n\
+        Clients connect to ws://<listen>/ws or /ws/<id> (the id becomes the connection's UUID). \
+        Backends push through the HTTP API on --api-listen: POST /api/broadcast, \
+        /api/emit/<uuid>, /api/fire/<event>, /api/close/<uuid>; GET /api/connections, \
+        /metrics, /healthz.\n\n\
+        Every flag can also be set with its environment variable or in the --config file \
+        (same names, e.g. ping-interval = \"5s\"); flags win over the environment, which wins \
+        over the file. Durations take ms, s, m or h; sizes take B, KiB, MiB, GiB (or KB, MB, GB)."
+)]
+pub struct Args {
+    /// Address for WebSocket clients [default: 0.0.0.0:8080]
+    #[arg(long, env = "CORECAST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Number of shards (pinned executors) [default: one per allowed CPU]
+    #[arg(long, env = "CORECAST_SHARDS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub shards: Option<u16>,
+    /// What to do with client messages: echo, relay, shootout or push [default: push]
+    #[arg(long, env = "CORECAST_MODE", value_parser = parse_mode)]
+    pub mode: Option<Mode>,
+    /// Address of the HTTP API, or "off" [default: 127.0.0.1:8081]
+    #[arg(long, env = "CORECAST_API_LISTEN", value_name = "ADDR|off", value_parser = parse_api_listen)]
+    pub api_listen: Option<ApiListen>,
+    /// Bearer token every /api/* request must carry [default: none]
+    #[arg(
+        long,
+        env = "CORECAST_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// Comma-separated Origin values allowed to connect [default: any]
+    #[arg(long, env = "CORECAST_ORIGINS", value_name = "LIST")]
+    pub origins: Option<String>,
+    /// Upgrades beyond this many open connections get 503 [default: no limit]
+    #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Time to close every client on SIGINT/SIGTERM [default: 10s]
+    #[arg(long, env = "CORECAST_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Time a client has to complete its upgrade request [default: 5s]
+    #[arg(long, env = "CORECAST_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// How often each client is pinged [default: 1s]
+    #[arg(long, env = "CORECAST_PING_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Silence after which a client is dropped [default: 3 × ping interval]
+    #[arg(long, env = "CORECAST_READ_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub read_idle_timeout: Option<Duration>,
+    /// Longest a write may stall before the client is dropped [default: 10s]
+    #[arg(long, env = "CORECAST_WRITE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// Largest message a client may send; bigger ones get close 1009 [default: 1MiB]
+    #[arg(long, env = "CORECAST_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_message_size: Option<usize>,
+    /// Messages a client may have undelivered before new ones wait [default: 100]
+    #[arg(long, env = "CORECAST_SEND_QUEUE_SIZE", value_name = "N")]
+    pub send_queue_size: Option<usize>,
+    /// Retry periods a message waits for room in a full queue [default: 5]
+    #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N")]
+    pub max_send_retry: Option<u32>,
+    /// Length of one retry period [default: 20ms]
+    #[arg(long, env = "CORECAST_RETRY_SEND_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_send_timeout: Option<Duration>,
+    /// A TOML file with any of these settings
+    #[arg(long, env = "CORECAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where the HTTP API listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiListen {
+    /// No HTTP API.
+    Off,
+    /// On this address.
+    On(SocketAddr),
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+fn parse_api_listen(s: &str) -> Result<ApiListen, String> {
+    if matches!(s, "off" | "none" | "") {
+        return Ok(ApiListen::Off);
+    }
+    s.parse()
+        .map(ApiListen::On)
+        .map_err(|_| format!("invalid address {s:?}: expected IP:PORT or \"off\""))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("invalid address {s:?}: expected IP:PORT"))
+}
+
+fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("invalid number {s:?}"))
+}
+
+fn parse_shards(s: &str) -> Result<u16, String> {
+    match parse_number::<u16>(s)? {
+        0 => Err("invalid shards 0: expected 1 or more".into()),
+        n => Ok(n),
+    }
+}
+
+/// Everything the binary needs, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub shards: Option<usize>,
+    pub mode: Mode,
+    pub api_listen: ApiListen,
+    pub api_token: Option<String>,
+    pub origins: Vec<String>,
+    pub max_connections: Option<usize>,
+    pub shutdown_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub config: Config,
+}
+
+impl Settings {
+    /// Reads flags and environment, then the file they name, and applies defaults.
+    pub fn load() -> Result<Settings, String> {
+        let mut args = Args::parse();
+        if let Some(path) = args.config.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            fill_from_file(&mut args, &text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        }
+        Ok(Settings::from_args(args))
+    }
+
+    fn from_args(a: Args) -> Settings {
+        Settings {
+            listen: a
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            shards: a.shards.map(usize::from),
+            mode: a.mode.unwrap_or(Mode::Push),
+            api_listen: a
+                .api_listen
+                .unwrap_or(ApiListen::On(SocketAddr::from(([127, 0, 0, 1], 8081)))),
+            api_token: a.api_token.filter(|t| !t.is_empty()),
+            origins: a
+                .origins
+                .iter()
+                .flat_map(|o| o.split(','))
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            max_connections: a.max_connections.filter(|n| *n > 0),
+            shutdown_timeout: a.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+            handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
+            // Zero fields take the library's defaults, as in Go.
+            config: Config {
+                ping_interval: a.ping_interval.unwrap_or_default(),
+                read_idle_timeout: a.read_idle_timeout.unwrap_or_default(),
+                write_timeout: a.write_timeout.unwrap_or_default(),
+                max_message_size: a.max_message_size.unwrap_or_default(),
+                send_queue_size: a.send_queue_size.unwrap_or_default(),
+                max_send_retry: a.max_send_retry.unwrap_or_default(),
+                retry_send_timeout: a.retry_send_timeout.unwrap_or_default(),
+                recover_handler: None,
+            },
+        }
+    }
+}
+
+/// Fills every setting still unset (by flag or environment) from the TOML text. Keys are the
+/// flag names, with `-` or `_`; an unknown key is an error, so a typo is not silently ignored.
+fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    for (key, value) in &table {
+        let raw = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{key}: expected a list of strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => return Err(format!("{key}: unsupported value {}", other.type_str())),
+        };
+        let at = |e: String| format!("{key}: {e}");
+        macro_rules! fill {
+            ($field:ident, $parse:expr) => {
+                if args.$field.is_none() {
+                    args.$field = Some($parse(&raw).map_err(at)?);
+                }
+            };
+        }
+        match key.replace('_', "-").as_str() {
+            "listen" => fill!(listen, parse_addr),
+            "shards" => fill!(shards, parse_shards),
+            "mode" => fill!(mode, parse_mode),
+            "api-listen" => fill!(api_listen, parse_api_listen),
+            "api-token" => fill!(api_token, |s: &str| Ok::<_, String>(s.to_string())),
+            "origins" => fill!(origins, |s: &str| Ok::<_, String>(s.to_string())),
+            "max-connections" => fill!(max_connections, parse_number::<usize>),
+            "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
+            "handshake-timeout" => fill!(handshake_timeout, parse_duration),
+            "ping-interval" => fill!(ping_interval, parse_duration),
+            "read-idle-timeout" => fill!(read_idle_timeout, parse_duration),
+            "write-timeout" => fill!(write_timeout, parse_duration),
+            "max-message-size" => fill!(max_message_size, parse_size),
+            "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
+            "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
+            "retry-send-timeout" => fill!(retry_send_timeout, parse_duration),
+            other => return Err(format!("unknown setting {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_only_what_is_unset() {
+        let mut args = Args {
+            ping_interval: Some(Duration::from_secs(2)),
+            ..Args::default()
+        };
+        let text =
+            "listen = \"127.0.0.1:9000\"\nping-interval = \"9s\"\nmax_message_size = \"64KiB\"\n\
+                    shards = 3\norigins = [\"https://a\", \"https://b\"]\nmode = \"relay\"\n";
+        fill_from_file(&mut args, text).unwrap();
+        let s = Settings::from_args(args);
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            s.config.ping_interval,
+            Duration::from_secs(2),
+            "the flag wins"
+        );
+        assert_eq!(s.config.max_message_size, 64 << 10);
+        assert_eq!(s.shards, Some(3));
+        assert_eq!(s.origins, ["https://a", "https://b"]);
+        assert_eq!(s.mode, Mode::Relay);
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let mut args = Args::default();
+        let e = fill_from_file(&mut args, "ping-interval = \"soon\"").unwrap_err();
+        assert!(e.starts_with("ping-interval: invalid duration"), "{e}");
+        let e = fill_from_file(&mut args, "pingg = 1").unwrap_err();
+        assert_eq!(e, "unknown setting \"pingg\"");
+        let e = fill_from_file(&mut args, "shards = 0").unwrap_err();
+        assert!(e.contains("shards 0"), "{e}");
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::from_args(Args::default());
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            s.api_listen,
+            ApiListen::On("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(s.mode, Mode::Push);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert!(s.origins.is_empty());
+    }
+}
