@@ -1,0 +1,489 @@
+//! The real `corecast` binary on free ports: modes, the HTTP API, limits, flags, signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tungstenite::Message;
+
+/// A running binary, killed on drop.
+struct Bin {
+    child: Child,
+    ws: SocketAddr,
+    api: Option<SocketAddr>,
+}
+
+impl Bin {
+    fn start(args: &[&str]) -> Bin {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Bin {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start corecast");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = loop {
+            let line = rx.recv_timeout(WAIT).expect("the serving log line");
+            if line.contains("corecast serving") {
+                break line;
+            }
+        };
+        let field = |name: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+        };
+        Bin {
+            ws: field("listen").expect("listen address in the log"),
+            api: field("api"),
+            child,
+        }
+    }
+
+    fn client(&self, path: &str) -> Client {
+        Client::connect(self.ws, path)
+    }
+
+    fn api(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+        http_request(self.api.expect("api on"), method, path, headers, body)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit; returns its code.
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn uuid_of(bin: &Bin, path: &str) -> (Client, String) {
+    // /ws/<id> makes the id the UUID: the test knows it without asking.
+    let id = path.trim_start_matches("/ws/").to_string();
+    let mut c = bin.client(path);
+    wait_until(
+        || bin.api("POST", &format!("/api/emit/{id}"), &[], b"").0 == 200,
+        "registration",
+    );
+    // The one emit that found it arrives as an empty message.
+    assert_eq!(c.recv_text(), "");
+    (c, id)
+}
+
+#[test]
+fn echo_mode_answers_with_the_same_type() {
+    let bin = Bin::start(&["--mode", "echo"]);
+    let mut c = bin.client("/ws");
+    c.send_text("hello");
+    assert_eq!(c.recv(), Message::text("hello"));
+    c.send_binary(&[1, 2, 3]);
+    assert_eq!(c.recv(), Message::binary(vec![1u8, 2, 3]));
+}
+
+#[test]
+fn relay_mode_reaches_everyone_including_the_sender() {
+    let bin = Bin::start(&["--mode", "relay"]);
+    let (mut a, _) = uuid_of(&bin, "/ws/a");
+    let (mut b, _) = uuid_of(&bin, "/ws/b");
+    a.send_text("to all");
+    assert_eq!(a.recv_text(), "to all");
+    assert_eq!(b.recv_text(), "to all");
+}
+
+#[test]
+fn shootout_mode_speaks_the_shootout_protocol() {
+    let bin = Bin::start(&["--mode", "shootout"]);
+    let (mut a, _) = uuid_of(&bin, "/ws/a");
+    let (mut b, _) = uuid_of(&bin, "/ws/b");
+    let echo = r#"{"type":"echo","payload":{"n":1}}"#;
+    a.send_text(echo);
+    assert_eq!(a.recv_text(), echo);
+    let bc = r#"{"type":"broadcast","payload":{"n":2}}"#;
+    a.send_text(bc);
+    assert_eq!(b.recv_text(), bc);
+    let first = a.recv_text();
+    let second = a.recv_text();
+    assert_eq!(first, bc, "the sender gets the broadcast, then the result");
+    let result: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(result["type"], "broadcastResult");
+    assert_eq!(result["payload"]["n"], 2);
+}
+
+#[test]
+fn push_mode_ignores_clients_and_the_api_sends() {
+    let bin = Bin::start(&["--mode", "push"]);
+    let (mut a, id) = uuid_of(&bin, "/ws/a");
+    a.send_text("ignored");
+    assert_eq!(
+        bin.api("POST", "/api/broadcast", &[], b"news"),
+        (200, r#"{"ok":true}"#.into())
+    );
+    assert_eq!(
+        a.recv(),
+        Message::text("news"),
+        "nothing came back for the client's message"
+    );
+    let (st, _) = bin.api(
+        "POST",
+        "/api/broadcast",
+        &["Content-Type: application/octet-stream"],
+        &[9, 9],
+    );
+    assert_eq!(st, 200);
+    assert_eq!(a.recv(), Message::binary(vec![9u8, 9]));
+    assert_eq!(
+        bin.api("POST", &format!("/api/emit/{id}"), &[], b"just you")
+            .0,
+        200
+    );
+    assert_eq!(a.recv_text(), "just you");
+    assert_eq!(bin.api("POST", "/api/emit/nobody", &[], b"x").0, 404);
+    assert_eq!(bin.api("POST", "/api/fire/tick", &[], b"x").0, 200);
+    let (st, body) = bin.api("GET", "/api/connections", &[], b"");
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["shards"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        bin.api("POST", &format!("/api/close/{id}"), &[], b"").0,
+        200
+    );
+    assert_eq!(a.recv_close().0, 1000);
+    assert_eq!(bin.api("POST", "/api/close/nobody", &[], b"").0, 404);
+    // Wrong method, unknown path, body over the limit, garbage.
+    assert_eq!(bin.api("GET", "/api/broadcast", &[], b"").0, 405);
+    assert_eq!(bin.api("POST", "/api/nothing", &[], b"").0, 404);
+    let big = vec![b'x'; (1 << 20) + 1];
+    assert_eq!(bin.api("POST", "/api/broadcast", &[], &big).0, 413);
+    assert_eq!(
+        http_status(bin.api.unwrap(), "\x01\x02 nonsense\r\n\r\n"),
+        400
+    );
+    assert_eq!(bin.api("GET", "/healthz", &[], b"").0, 200);
+}
+
+#[test]
+fn api_token_is_required_on_api_paths() {
+    let bin = Bin::start(&["--api-token", "s3cret"]);
+    let auth = "Authorization: Bearer s3cret";
+    for (method, path) in [
+        ("POST", "/api/broadcast"),
+        ("POST", "/api/fire/x"),
+        ("GET", "/api/connections"),
+        ("POST", "/api/emit/nobody"),
+        ("POST", "/api/close/nobody"),
+    ] {
+        assert_eq!(
+            bin.api(method, path, &[], b"").0,
+            401,
+            "{path} without token"
+        );
+        assert_eq!(
+            bin.api(method, path, &["Authorization: Bearer wrong"], b"")
+                .0,
+            401
+        );
+        assert_ne!(
+            bin.api(method, path, &[auth], b"").0,
+            401,
+            "{path} with token"
+        );
+    }
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(bin.api("GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(bin.api("GET", "/metrics", &[], b"").0, 200);
+}
+
+#[test]
+fn taken_id_gets_409_and_limits_and_origins_are_enforced() {
+    let bin = Bin::start(&[
+        "--max-connections",
+        "2",
+        "--origins",
+        "https://good.example",
+    ]);
+    let upgrade = |path: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    };
+    let _a = uuid_of(&bin, "/ws/alice");
+    assert_eq!(http_status(bin.ws, &upgrade("/ws/alice", "")), 409);
+    assert_eq!(
+        http_status(bin.ws, &upgrade("/ws", "Origin: https://evil.example\r\n")),
+        403
+    );
+    let _b = Client::connect(bin.ws, "/ws"); // no Origin header: not a browser, allowed
+    wait_until(
+        || {
+            bin.api("GET", "/api/connections", &[], b"")
+                .1
+                .contains("\"total\":2")
+        },
+        "two connections",
+    );
+    assert_eq!(
+        http_status(bin.ws, &upgrade("/ws", "")),
+        503,
+        "past --max-connections"
+    );
+    let (_, metrics) = bin.api("GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains("corecast_upgrade_rejections_total{status=\"409\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("corecast_upgrade_rejections_total{status=\"403\"} 1"));
+    assert!(metrics.contains("corecast_upgrade_rejections_total{status=\"503\"} 1"));
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let bin = Bin::start(&["--mode", "echo"]);
+    let total = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let (_, before) = bin.api("GET", "/metrics", &[], b"");
+    assert_eq!(total(&before, "corecast_messages_in_total"), 0);
+    let mut c = bin.client("/ws");
+    for _ in 0..5 {
+        c.send_text("12345");
+        c.recv_text();
+    }
+    c.close(1000, "");
+    c.recv_close();
+    wait_until(
+        || {
+            total(
+                &bin.api("GET", "/metrics", &[], b"").1,
+                "corecast_teardowns_total{cause=\"clean\"}",
+            ) == 1
+        },
+        "clean teardown counted",
+    );
+    let (_, after) = bin.api("GET", "/metrics", &[], b"");
+    assert_eq!(total(&after, "corecast_messages_in_total"), 5);
+    assert_eq!(total(&after, "corecast_bytes_in_total"), 25);
+    assert_eq!(total(&after, "corecast_messages_out_total"), 5);
+    assert!(total(&after, "corecast_bytes_out_total") > 25);
+    assert_eq!(total(&after, "corecast_upgrades_total"), 1);
+}
+
+#[test]
+fn sigterm_sends_1001_to_everyone_and_exits_0() {
+    let mut bin = Bin::start(&[]);
+    let mut clients: Vec<Client> = (0..10).map(|_| bin.client("/ws")).collect();
+    wait_until(
+        || {
+            bin.api("GET", "/api/connections", &[], b"")
+                .1
+                .contains("\"total\":10")
+        },
+        "ten connections",
+    );
+    bin.signal(libc::SIGTERM);
+    for c in clients.iter_mut() {
+        assert_eq!(c.recv_close(), (1001, "server shutting down".to_string()));
+    }
+    assert_eq!(bin.wait_exit(WAIT), Some(0));
+}
+
+#[test]
+fn draining_reports_503_on_healthz_and_the_deadline_ends_it() {
+    let mut bin = Bin::start(&["--shutdown-timeout", "2s"]);
+    // A client that never reads, with megabytes queued: its close frame cannot go out.
+    let _stuck = RawClient::connect(bin.ws, "/ws/stuck");
+    wait_until(
+        || bin.api("POST", "/api/emit/stuck", &[], b"").0 == 200,
+        "registration",
+    );
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..24 {
+        assert_eq!(bin.api("POST", "/api/emit/stuck", &[], &chunk).0, 200);
+    }
+    bin.signal(libc::SIGTERM);
+    wait_until(
+        || bin.api("GET", "/healthz", &[], b"").0 == 503,
+        "healthz 503 while draining",
+    );
+    assert_eq!(
+        bin.wait_exit(WAIT),
+        Some(0),
+        "exits 0 once the deadline force-closes"
+    );
+}
+
+#[test]
+fn bad_flags_and_config_exit_2_with_one_clear_line() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
+        cmd.args(args).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--ping-interval", "soon"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid duration \"soon\""), "{err}");
+    let (code, err) = run(&["--mode", "chat"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown mode \"chat\""), "{err}");
+    let (code, err) = run(&["--no-such-flag"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&[], &[("CORECAST_MAX_MESSAGE_SIZE", "huge")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid size \"huge\""), "{err}");
+    let dir = std::env::temp_dir().join(format!("corecast-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "write-timeout = \"forever\"\n").unwrap();
+    let (code, err) = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("write-timeout: invalid duration"), "{err}");
+    let (code, err) = run(&["--config", "/nonexistent/corecast.toml"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read config file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn flags_win_over_env_which_wins_over_the_file() {
+    let dir = std::env::temp_dir().join(format!("corecast-prec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "mode = \"push\"\napi-token = \"from-file\"\n").unwrap();
+    // The environment's mode beats the file's; the file's token applies.
+    let bin = Bin::start_with_env(
+        &["--config", file.to_str().unwrap()],
+        &[("CORECAST_MODE", "echo")],
+    );
+    let mut c = bin.client("/ws");
+    c.send_text("e");
+    assert_eq!(c.recv_text(), "e", "echo mode from the environment");
+    assert_eq!(bin.api("GET", "/api/connections", &[], b"").0, 401);
+    assert_eq!(
+        bin.api(
+            "GET",
+            "/api/connections",
+            &["Authorization: Bearer from-file"],
+            b""
+        )
+        .0,
+        200
+    );
+    drop(bin);
+    // A flag beats the environment.
+    let bin = Bin::start_with_env(&["--mode", "push"], &[("CORECAST_MODE", "echo")]);
+    let (mut c, _) = uuid_of(&bin, "/ws/p");
+    c.send_text("e");
+    bin.api("POST", "/api/broadcast", &[], b"from api");
+    assert_eq!(c.recv_text(), "from api", "push mode: no echo came first");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut bin = Bin::start(&["--shutdown-timeout", "60s"]);
+    let _stuck = RawClient::connect(bin.ws, "/ws/stuck");
+    wait_until(
+        || bin.api("POST", "/api/emit/stuck", &[], b"").0 == 200,
+        "registration",
+    );
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..24 {
+        assert_eq!(bin.api("POST", "/api/emit/stuck", &[], &chunk).0, 200);
+    }
+    bin.signal(libc::SIGTERM);
+    wait_until(|| bin.api("GET", "/healthz", &[], b"").0 == 503, "draining");
+    bin.signal(libc::SIGINT);
+    // Well before the 60 s shutdown timeout.
+    assert_eq!(bin.wait_exit(WAIT), Some(130));
+}
