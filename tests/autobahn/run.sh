@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# RFC 6455 conformance: the Autobahn|Testsuite fuzzing client (cases 1-11) against
+# `corecast --mode echo`, compared with tests/autobahn/expected.json.
+#
+#   tests/autobahn/run.sh              run, fail on a non-passing case or a change from expected
+#   UPDATE_EXPECTED=1 tests/autobahn/run.sh    run and rewrite expected.json
+#
+# autobahntestsuite is Python 2 only: python2.7 comes from Debian bullseye (pinned at low
+# priority, so nothing else is taken from it) and its packages install into target/autobahn.
+# Loopback only; bounded by timeouts.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+work=$root/target/autobahn
+mkdir -p "$work"
+
+if ! command -v python2.7 >/dev/null; then
+  echo "autobahn: installing python2.7 from Debian bullseye"
+  echo "deb http://deb.debian.org/debian bullseye main" >/etc/apt/sources.list.d/bullseye-python2.list
+  printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' >/etc/apt/preferences.d/bullseye-python2
+  apt-get update -qq
+  apt-get install -y -qq -t bullseye python2.7 libpython2.7-dev >/dev/null
+fi
+
+site=$work/site
+if [ ! -f "$site/.complete" ]; then
+  echo "autobahn: installing autobahntestsuite for python2.7"
+  rm -rf "$work/wheels" "$work/pip2" "$site"
+  # pip for Python 2, fetched with the Python 3 pip.
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 2.7 \
+    --implementation cp --abi cp27mu --platform manylinux1_x86_64 --platform any \
+    -d "$work/wheels" pip==20.3.4 setuptools==44.1.1 wheel==0.37.1
+  python2.7 "$work/wheels/pip-20.3.4-py2.py3-none-any.whl/pip" install -q --no-index \
+    --find-links "$work/wheels" --target "$work/pip2" pip setuptools wheel
+  # The suite's package omits its requirements: these pins are its requirements.txt.
+  PYTHONPATH=$work/pip2 python2.7 -m pip install -q --no-warn-script-location \
+    --target "$site" -r tests/autobahn/requirements-py2.txt 2>&1 | grep -v DEPRECATION || true
+  PYTHONPATH=$work/pip2 python2.7 -m pip install -q --no-deps --target "$site" \
+    autobahntestsuite==25.10.1 2>&1 | grep -v -e DEPRECATION -e 'already exists' || true
+  touch "$site/.complete"
+fi
+
+cargo build --release --quiet --bin corecast
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Messages up to 16 MiB (cases 9.x); no unsolicited pings while a case runs.
+./target/release/corecast --mode echo --listen "127.0.0.1:$port" --api-listen off \
+  --max-message-size 64MiB --ping-interval 60s --write-timeout 30s 2>"$work/server.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+  sleep 0.1
+done
+
+reports=$work/reports
+rm -rf "$reports"
+cat >"$work/fuzzingclient.json" <<JSON
+{
+  "outdir": "$reports",
+  "servers": [{"agent": "corecast", "url": "ws://127.0.0.1:$port/ws"}],
+  "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "8.*", "9.*", "10.*", "11.*"],
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+echo "autobahn: running cases 1-11 against corecast on 127.0.0.1:$port"
+# zope is a namespace package: the install directory must be a site dir, not just on PYTHONPATH.
+(cd "$work" && timeout 900 python2.7 -c "
+import site, sys
+site.addsitedir('$site')
+sys.argv = ['wstest', '--mode', 'fuzzingclient', '--spec', '$work/fuzzingclient.json']
+from autobahntestsuite import wstest
+wstest.run()
+" >"$work/wstest.log" 2>&1) || { tail -20 "$work/wstest.log"; echo "autobahn: wstest failed"; exit 1; }
+
+kill $server 2>/dev/null || true
+python3 tests/autobahn/check.py "$reports/index.json" tests/autobahn/expected.json
