@@ -165,6 +165,9 @@ pub struct Decoder {
     /// Unmasked payload of the data message being reassembled.
     message_buf: Vec<u8>,
     status: Status,
+    /// True when decoding a client's frames (which must be masked), false for a server's
+    /// (which must not be: RFC 6455 §5.1).
+    masked: bool,
 }
 
 impl Decoder {
@@ -179,6 +182,16 @@ impl Decoder {
             message: None,
             message_buf: Vec::new(),
             status: Status::Open,
+            masked: true,
+        }
+    }
+
+    /// A decoder for the other direction: frames a server sent, which must be unmasked (for
+    /// WebSocket clients such as the load generator).
+    pub fn for_server_frames(max_message_size: usize) -> Self {
+        Decoder {
+            masked: false,
+            ..Decoder::new(max_message_size)
         }
     }
 
@@ -256,7 +269,7 @@ impl Decoder {
             let need = if self.header_len < 2 {
                 2
             } else {
-                client_header_len(self.header[1])
+                header_len(self.header[1], self.masked)
             };
             if self.header_len >= need {
                 break;
@@ -291,9 +304,13 @@ impl Decoder {
         }
         let opcode =
             OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::Protocol("reserved opcode"))?;
-        if b1 & 0x80 == 0 {
+        if b1 & 0x80 == 0 && self.masked {
             // §5.1: a server must close on an unmasked client frame.
             return Err(ProtocolError::Protocol("client frame not masked"));
+        }
+        if b1 & 0x80 != 0 && !self.masked {
+            // §5.1: a client must close on a masked server frame.
+            return Err(ProtocolError::Protocol("server frame masked"));
         }
         let fin = b0 & 0x80 != 0;
         if opcode.is_control() {
@@ -343,6 +360,8 @@ impl Decoder {
             ),
             n => (u64::from(n), [h[2], h[3], h[4], h[5]]),
         };
+        // An unmasked frame is copied as if masked with zeros.
+        let mask = if self.masked { mask } else { [0; 4] };
         if len >> 63 != 0 {
             // §5.2: the most significant bit of a 64-bit length must be 0.
             return Err(ProtocolError::Protocol(
@@ -446,14 +465,14 @@ impl Decoder {
     }
 }
 
-/// Header length of a masked client frame given its second byte (RFC 6455 §5.2).
-fn client_header_len(b1: u8) -> usize {
+/// Header length given its second byte, with or without a masking key (RFC 6455 §5.2).
+fn header_len(b1: u8, masked: bool) -> usize {
     let extended = match b1 & 0x7F {
         126 => 2,
         127 => 8,
         _ => 0,
     };
-    2 + extended + 4
+    2 + extended + if masked { 4 } else { 0 }
 }
 
 /// Appends `chunk` unmasked; `offset` is the payload position of its first byte (RFC 6455 §5.3).
@@ -546,6 +565,20 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     frame.extend_from_slice(header.get(..header_len).unwrap_or_default());
     frame.extend_from_slice(payload);
     Bytes::from(frame)
+}
+
+/// Encodes one client frame (FIN set), masked with `key` as RFC 6455 §5.3 requires of clients.
+pub fn encode_masked(opcode: OpCode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut header = [0u8; 10];
+    let header_len = encode_header(opcode, payload.len(), &mut header);
+    let mut frame = Vec::with_capacity(header_len + 4 + payload.len());
+    frame.extend_from_slice(header.get(..header_len).unwrap_or_default());
+    frame[1] |= 0x80;
+    frame.extend_from_slice(&key);
+    let start = frame.len();
+    frame.extend_from_slice(payload);
+    apply_mask(&mut frame[start..], key, 0);
+    frame
 }
 
 /// Writes only the header of an unmasked FIN frame into `out`, returning its length (2, 4 or 10).
@@ -957,6 +990,43 @@ mod tests {
         b.extend_from_slice(&masked);
         assert_eq!(decode_all(usize::MAX, &a).unwrap(), vec![text("Hello")]);
         assert_eq!(decode_all(usize::MAX, &b).unwrap(), vec![text("Hello")]);
+    }
+
+    #[test]
+    fn server_frames_decode_in_the_client_role() {
+        let mut d = Decoder::for_server_frames(1 << 20);
+        let mut out = Vec::new();
+        let mut input = encode(OpCode::Text, b"Hello").to_vec();
+        input.extend_from_slice(&encode(OpCode::Binary, &[7u8; 300]));
+        d.feed(&input, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Inbound::Message {
+                    binary: false,
+                    data: Bytes::from_static(b"Hello")
+                },
+                Inbound::Message {
+                    binary: true,
+                    data: Bytes::from(vec![7u8; 300])
+                },
+            ]
+        );
+        // A masked frame from a server is a violation (RFC 6455 §5.1).
+        let mut d = Decoder::for_server_frames(1 << 20);
+        let masked = encode_masked(OpCode::Text, b"Hello", KEY);
+        assert_eq!(
+            d.feed(&masked, &mut out),
+            Err(ProtocolError::Protocol("server frame masked"))
+        );
+    }
+
+    #[test]
+    fn encode_masked_is_the_rfc_example() {
+        assert_eq!(
+            encode_masked(OpCode::Text, b"Hello", KEY),
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 
     #[test]
