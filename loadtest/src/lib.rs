@@ -1,0 +1,25 @@
+//! corecast-load: a load generator for WebSocket servers that relay, echo or speak the
+//! websocket-shootout protocol. Every message carries its sender, sequence number and send
+//! time, so every delivery is counted (a lost, duplicated or reordered message fails the run)
+//! and timed (hdrhistogram percentiles).
+//!
+//! | module | what it is |
+//! |---|---|
+//! | `run` | scenarios broadcast, chat, echo, idle: threads, connections, send windows |
+//! | `shootout` | the step-wise websocket-shootout scenario |
+//! | `ws` | a lean WebSocket client connection on glommio |
+//! | `payload` | the stamp each message carries |
+//! | `tally` | per-receiver delivery accounting |
+//! | `procstat` | the server's CPU time and memory from procfs |
+//! | `report` | results as JSON and as a summary |
+
+pub mod payload;
+pub mod procstat;
+pub mod report;
+pub mod run;
+mod shootout;
+pub mod tally;
+pub mod ws;
+
+pub use report::Report;
+pub use run::{run, Options, Scenario};

@@ -1,0 +1,147 @@
+//! `corecast-load`: command line over the load engine. Prints a progress line while it runs,
+//! a summary at the end, and the JSON report with `--json`. Exits 1 when a message was lost,
+//! duplicated or reordered.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use corecast_load::ws::Target;
+use corecast_load::{Options, Scenario};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Which {
+    Broadcast,
+    Chat,
+    Echo,
+    Idle,
+    Shootout,
+}
+
+/// Loads a WebSocket server and counts every delivery.
+#[derive(Parser, Debug)]
+#[command(name = "corecast-load", version)]
+struct Args {
+    /// broadcast: one publisher, everyone receives; chat: everyone publishes to everyone;
+    /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit
+    scenario: Which,
+    /// Server URL, e.g. ws://127.0.0.1:8080/ws
+    #[arg(long)]
+    url: String,
+    /// Connections (shootout: the most to try)
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Broadcast: messages to publish [default: 1000]; chat and echo: per client [default: until --duration]
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Chat, echo, idle: how long to run; broadcast: the most to wait
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Messages a sender may have in flight
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Payload size in bytes
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Generator threads (one glommio executor each)
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Comma-separated CPUs to pin generator threads to
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// The server's pid: report its CPU-µs per delivery and memory per connection
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the report as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line
+    #[arg(long)]
+    quiet: bool,
+    /// Shootout: clients added per step
+    #[arg(long, default_value_t = 1000)]
+    step: usize,
+    /// Shootout: broadcasts timed per step
+    #[arg(long, default_value_t = 20)]
+    sample: usize,
+    /// Shootout: broadcasts in flight while timing
+    #[arg(long, default_value_t = 4)]
+    concurrent: usize,
+    /// Shootout: the broadcast p95 limit
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    limit: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("invalid duration {s:?}: use 500ms, 10s or 2m"))
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let target = match Target::parse(&a.url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("corecast-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenario = match a.scenario {
+        Which::Broadcast => Scenario::Broadcast,
+        Which::Chat => Scenario::Chat,
+        Which::Echo => Scenario::Echo,
+        Which::Idle => Scenario::Idle,
+        Which::Shootout => Scenario::Shootout,
+    };
+    let opts = Options {
+        scenario,
+        target,
+        url: a.url.clone(),
+        clients: a.clients,
+        messages: a.messages,
+        duration: a.duration,
+        in_flight: a.in_flight,
+        size: a.size,
+        threads: a.threads,
+        cpus: a.cpus,
+        server_pid: a.server_pid,
+        progress: !a.quiet,
+        step: a.step,
+        sample: a.sample,
+        concurrent: a.concurrent,
+        limit: a.limit,
+    };
+    let report = match corecast_load::run(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corecast-load: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.summary());
+    if let Some(path) = a.json {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, json + "\n") {
+            eprintln!("corecast-load: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

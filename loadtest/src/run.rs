@@ -1,0 +1,675 @@
+//! The load engine: glommio executors (one per generator thread, pinned when asked), each
+//! holding a share of the connections; a closed-loop send window per sender; every delivery
+//! counted. Not the reporting: it hands its numbers to `report`.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use corecast::ws::frame::Inbound;
+use futures_lite::future;
+use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+use crate::payload::{self, Stamp};
+use crate::procstat;
+use crate::report::{Latency, Report, ServerUsage};
+use crate::tally::Tally;
+use crate::ws::{self, Target, WsConn};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// One publisher, N receivers, the server relays each message to all.
+    Broadcast,
+    /// Every client publishes; the server relays to all (N² deliveries).
+    Chat,
+    /// Every client sends and waits for its echo.
+    Echo,
+    /// Connections opened and held; pings answered.
+    Idle,
+    /// hashrocket websocket-shootout: grow the client count until broadcast p95 passes a limit.
+    Shootout,
+}
+
+impl Scenario {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Broadcast => "broadcast",
+            Scenario::Chat => "chat",
+            Scenario::Echo => "echo",
+            Scenario::Idle => "idle",
+            Scenario::Shootout => "shootout",
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    pub target: Target,
+    pub url: String,
+    /// Connections (for shootout: the most to try).
+    pub clients: usize,
+    /// Broadcast: messages to publish (default 1000). Chat and echo: per client, optional.
+    pub messages: Option<u64>,
+    /// Chat, echo, idle: how long to measure. Broadcast: the most to wait.
+    pub duration: Duration,
+    /// Messages a sender may have in flight.
+    pub in_flight: usize,
+    /// Payload size in bytes.
+    pub size: usize,
+    /// Generator threads.
+    pub threads: usize,
+    /// CPUs to pin generator threads to (round robin); empty: not pinned.
+    pub cpus: Vec<usize>,
+    /// The server's pid, for its CPU time and memory.
+    pub server_pid: Option<u32>,
+    /// Print a progress line to stderr.
+    pub progress: bool,
+    /// Shootout: clients added per step.
+    pub step: usize,
+    /// Shootout: broadcasts measured per step.
+    pub sample: usize,
+    /// Shootout: broadcasts in flight while measuring.
+    pub concurrent: usize,
+    /// Shootout: the p95 limit.
+    pub limit: Duration,
+}
+
+struct Shared {
+    opts: Options,
+    deliveries: AtomicU64,
+    /// Messages sent, per sender slot.
+    sent: Vec<AtomicU64>,
+    /// Broadcast: recipients still to receive each message.
+    remaining: Vec<AtomicU32>,
+    completed: AtomicU64,
+    stop: AtomicBool,
+    done: AtomicBool,
+}
+
+/// Wakes every connection task of a thread when the run ends, without a timer per connection.
+struct DoneSignal {
+    done: std::cell::Cell<bool>,
+    wakers: RefCell<Vec<Option<std::task::Waker>>>,
+}
+
+impl DoneSignal {
+    fn fire(&self) {
+        self.done.set(true);
+        for w in self.wakers.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves once the run has ended; `slot` is the waiting task's own place.
+    async fn wait(&self, slot: usize) {
+        std::future::poll_fn(|cx| {
+            if self.done.get() {
+                return std::task::Poll::Ready(());
+            }
+            if let Some(w) = self.wakers.borrow_mut().get_mut(slot) {
+                *w = Some(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+struct ThreadCtx {
+    done: DoneSignal,
+    shared: Arc<Shared>,
+    latency: RefCell<Histogram<u64>>,
+    whole: RefCell<Histogram<u64>>,
+    completions: (flume::Sender<u64>, flume::Receiver<u64>),
+}
+
+struct ThreadResult {
+    tallies: Vec<Tally>,
+    latency: Histogram<u64>,
+    whole: Histogram<u64>,
+    pings: u64,
+    errors: Vec<String>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs one scenario to its end and reports.
+pub fn run(opts: Options) -> anyhow::Result<Report> {
+    if opts.scenario == Scenario::Shootout {
+        return crate::shootout::run(opts);
+    }
+    if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 {
+        bail!("clients, threads and in-flight must be at least 1");
+    }
+    procstat::raise_fd_limit();
+    let n = opts.clients;
+    let messages = match opts.scenario {
+        Scenario::Broadcast => opts.messages.unwrap_or(1000),
+        _ => opts.messages.unwrap_or(u64::MAX),
+    };
+    let senders = match opts.scenario {
+        Scenario::Broadcast => 1,
+        Scenario::Idle => 0,
+        _ => n,
+    };
+    let shared = Arc::new(Shared {
+        sent: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+        remaining: if opts.scenario == Scenario::Broadcast {
+            (0..messages).map(|_| AtomicU32::new(n as u32)).collect()
+        } else {
+            Vec::new()
+        },
+        opts: opts.clone(),
+        deliveries: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    });
+    let completions = flume::unbounded();
+    let server_rss_before = opts.server_pid.and_then(procstat::rss_kib);
+    let own_rss_before = procstat::rss_kib(std::process::id());
+
+    let (ready_tx, ready_rx) = flume::unbounded();
+    let mut go = Vec::new();
+    let mut handles = Vec::new();
+    let started = Instant::now();
+    for t in 0..opts.threads {
+        let placement = match opts.cpus.get(t % opts.cpus.len().max(1)) {
+            Some(cpu) if !opts.cpus.is_empty() => Placement::Fixed(*cpu),
+            _ => Placement::Unbound,
+        };
+        let (go_tx, go_rx) = flume::bounded::<()>(1);
+        go.push(go_tx);
+        let (shared, ready, completions) =
+            (Arc::clone(&shared), ready_tx.clone(), completions.clone());
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("load-{t}"))
+            .io_memory(64 << 10)
+            .spawn(move || async move { thread_main(t, shared, ready, go_rx, completions, messages).await })
+            .map_err(|e| anyhow::anyhow!("cannot start a generator thread (io_uring and memlock, as for the server): {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut connected = 0;
+    for _ in 0..opts.threads {
+        match ready_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(c)) => connected += c,
+            Ok(Err(e)) => {
+                shared.done.store(true, Ordering::SeqCst);
+                drop(go);
+                for h in handles {
+                    let _ = h.join();
+                }
+                bail!("connecting to {}: {e}", opts.url);
+            }
+            Err(_) => bail!("the generator threads did not connect within 120 s"),
+        }
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    if opts.progress {
+        eprintln!("{} connections in {connect_seconds:.2}s", connected);
+    }
+    let own_rss_after = procstat::rss_kib(std::process::id());
+    if opts.scenario == Scenario::Idle {
+        // Let the server finish registering every connection before reading its memory.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let server_rss_connected = opts.server_pid.and_then(procstat::rss_kib);
+    let cpu_before = opts.server_pid.and_then(procstat::cpu_seconds);
+    let t0 = Instant::now();
+    for g in &go {
+        let _ = g.send(());
+    }
+    wait_for_end(&shared, messages, t0);
+    let window = t0.elapsed();
+    let cpu_after = opts.server_pid.and_then(procstat::cpu_seconds);
+    let server_rss_end = opts.server_pid.and_then(procstat::rss_kib);
+    shared.done.store(true, Ordering::SeqCst);
+    if opts.progress {
+        eprintln!();
+    }
+
+    let mut results = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(r) => results.push(r),
+            Err(e) => bail!("a generator thread failed: {e}"),
+        }
+    }
+    let sent: Vec<u64> = shared
+        .sent
+        .iter()
+        .map(|s| s.load(Ordering::SeqCst))
+        .collect();
+    let total_sent: u64 = sent.iter().sum();
+    let expected = match opts.scenario {
+        Scenario::Broadcast => total_sent * n as u64,
+        Scenario::Chat => total_sent * n as u64,
+        Scenario::Echo => total_sent,
+        _ => 0,
+    };
+    let mut latency = histogram();
+    let mut whole = histogram();
+    let mut faults = Vec::new();
+    let mut fault_count = 0;
+    let mut delivered = 0;
+    let mut pings = 0;
+    for mut r in results {
+        latency.add(&r.latency).ok();
+        whole.add(&r.whole).ok();
+        pings += r.pings;
+        for e in r.errors.drain(..) {
+            fault_count += 1;
+            if faults.len() < 20 {
+                faults.push(e);
+            }
+        }
+        for mut t in r.tallies {
+            if opts.scenario == Scenario::Echo {
+                // One slot: the receiver's own messages.
+                let me = t.receiver();
+                let own = sent.get(me as usize).copied().unwrap_or(0);
+                t.finish(&[own], |_| me);
+            } else {
+                t.finish(&sent, |slot| slot as u32);
+            }
+            delivered += t.delivered;
+            fault_count += t.fault_count;
+            for f in t.faults {
+                if faults.len() < 20 {
+                    faults.push(f.to_string());
+                }
+            }
+        }
+    }
+    if delivered != expected && fault_count == 0 && opts.scenario != Scenario::Idle {
+        fault_count += 1;
+        faults.push(format!("delivered {delivered} of {expected} messages"));
+    }
+    if opts.scenario == Scenario::Idle && connected != n {
+        fault_count += 1;
+        faults.push(format!("only {connected} of {n} connections held"));
+    }
+    let secs = window.as_secs_f64();
+    let server = opts.server_pid.map(|pid| {
+        let cpu = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        };
+        let before = server_rss_before.unwrap_or(0);
+        let after = if opts.scenario == Scenario::Idle {
+            server_rss_connected.unwrap_or(0)
+        } else {
+            server_rss_end.unwrap_or(0)
+        };
+        ServerUsage {
+            pid,
+            cpu_seconds: cpu,
+            cpu_us_per_delivery: (delivered > 0).then(|| cpu * 1e6 / delivered as f64),
+            rss_before_kib: before,
+            rss_after_kib: after,
+            rss_per_connection_bytes: (connected > 0)
+                .then(|| after.saturating_sub(before) as f64 * 1024.0 / connected as f64),
+        }
+    });
+    Ok(Report {
+        scenario: opts.scenario.name().into(),
+        url: opts.url.clone(),
+        clients: n,
+        threads: opts.threads,
+        payload_bytes: opts.size,
+        in_flight: opts.in_flight,
+        connect_seconds,
+        connects_per_second: connected as f64 / connect_seconds.max(1e-9),
+        window_seconds: secs,
+        sent: total_sent,
+        expected_deliveries: expected,
+        deliveries: delivered,
+        deliveries_per_second: delivered as f64 / secs.max(1e-9),
+        round_trips_per_second: (opts.scenario == Scenario::Echo)
+            .then(|| delivered as f64 / secs.max(1e-9)),
+        latency: Latency::of(&latency),
+        broadcast_latency: (opts.scenario == Scenario::Broadcast).then(|| Latency::of(&whole)),
+        pings_answered: pings,
+        client_rss_per_connection_bytes: match (own_rss_before, own_rss_after) {
+            (Some(a), Some(b)) if connected > 0 => {
+                Some(b.saturating_sub(a) as f64 * 1024.0 / connected as f64)
+            }
+            _ => None,
+        },
+        server,
+        shootout_steps: Vec::new(),
+        shootout_max_clients: None,
+        ok: fault_count == 0,
+        fault_count,
+        faults,
+    })
+}
+
+/// Watches the run from the calling thread: progress, stop, drain.
+fn wait_for_end(shared: &Shared, messages: u64, t0: Instant) {
+    let opts = &shared.opts;
+    let mut last_print = Instant::now();
+    let mut stop_at: Option<Instant> = None;
+    let n = opts.clients as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let elapsed = t0.elapsed();
+        let delivered = shared.deliveries.load(Ordering::Relaxed);
+        if opts.progress && last_print.elapsed() >= Duration::from_millis(500) {
+            last_print = Instant::now();
+            let rate = delivered as f64 / elapsed.as_secs_f64().max(1e-9);
+            let extra = if opts.scenario == Scenario::Broadcast {
+                format!(
+                    "  completed {}/{}",
+                    shared.completed.load(Ordering::Relaxed),
+                    messages
+                )
+            } else {
+                String::new()
+            };
+            eprint!(
+                "\r[{}] {:>6.1}s  deliveries {delivered} ({rate:.0}/s){extra}\x1b[K",
+                opts.scenario.name(),
+                elapsed.as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+        match opts.scenario {
+            Scenario::Broadcast => {
+                if shared.completed.load(Ordering::SeqCst) >= messages || elapsed >= opts.duration {
+                    return;
+                }
+            }
+            Scenario::Idle => {
+                if elapsed >= opts.duration {
+                    return;
+                }
+            }
+            _ => {
+                let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::SeqCst)).sum();
+                let all_sent = opts.messages.is_some_and(|m| sent >= m * n);
+                if stop_at.is_none() && (elapsed >= opts.duration || all_sent) {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    stop_at = Some(Instant::now());
+                }
+                if let Some(at) = stop_at {
+                    let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::SeqCst)).sum();
+                    let expected = if opts.scenario == Scenario::Chat {
+                        sent * n
+                    } else {
+                        sent
+                    };
+                    // Drain what is in flight; a server that lost messages ends the wait.
+                    if delivered >= expected || at.elapsed() >= Duration::from_secs(5) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn thread_main(
+    t: usize,
+    shared: Arc<Shared>,
+    ready: flume::Sender<Result<usize, String>>,
+    go: flume::Receiver<()>,
+    completions: (flume::Sender<u64>, flume::Receiver<u64>),
+    messages: u64,
+) -> ThreadResult {
+    let opts = &shared.opts;
+    let mine: Vec<usize> = (0..opts.clients)
+        .filter(|i| i % opts.threads == t)
+        .collect();
+    let mut conns: Vec<(usize, WsConn)> = Vec::with_capacity(mine.len());
+    // Connect in bounded batches so a burst does not overflow the server's accept backlog.
+    for batch in mine.chunks(64) {
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                let target = opts.target.clone();
+                let source = ws::source_for(i, opts.clients, &target.addr);
+                glommio::spawn_local(async move {
+                    (
+                        i,
+                        WsConn::connect(&target, source, Duration::from_secs(10)).await,
+                    )
+                })
+            })
+            .collect();
+        for task in tasks {
+            match task.await {
+                (i, Ok(c)) => conns.push((i, c)),
+                (i, Err(e)) => {
+                    let _ = ready.send(Err(format!("connection {i}: {e}")));
+                    return ThreadResult {
+                        tallies: Vec::new(),
+                        latency: histogram(),
+                        whole: histogram(),
+                        pings: 0,
+                        errors: vec![format!("connection {i}: {e}")],
+                    };
+                }
+            }
+        }
+    }
+    let _ = ready.send(Ok(conns.len()));
+    if go.recv_async().await.is_err() {
+        return ThreadResult {
+            tallies: Vec::new(),
+            latency: histogram(),
+            whole: histogram(),
+            pings: 0,
+            errors: Vec::new(),
+        };
+    }
+    let ctx = Rc::new(ThreadCtx {
+        done: DoneSignal {
+            done: std::cell::Cell::new(false),
+            wakers: RefCell::new(vec![None; conns.len()]),
+        },
+        shared: Arc::clone(&shared),
+        latency: RefCell::new(histogram()),
+        whole: RefCell::new(histogram()),
+        completions,
+    });
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(slot, (i, c))| {
+            glommio::spawn_local(conn_task(i, slot, c, Rc::clone(&ctx), messages))
+        })
+        .collect();
+    // One timer per thread watches for the end of the run.
+    let watcher = {
+        let ctx = Rc::clone(&ctx);
+        glommio::spawn_local(async move {
+            while !ctx.shared.done.load(Ordering::SeqCst) {
+                Timer::new(Duration::from_millis(10)).await;
+            }
+            ctx.done.fire();
+        })
+    };
+    let mut tallies = Vec::new();
+    let mut pings = 0;
+    let mut errors = Vec::new();
+    for task in tasks {
+        let (tally, p, err) = task.await;
+        tallies.push(tally);
+        pings += p;
+        errors.extend(err);
+    }
+    watcher.await;
+    let ctx = Rc::try_unwrap(ctx)
+        .ok()
+        .expect("every connection task has ended");
+    ThreadResult {
+        tallies,
+        latency: ctx.latency.into_inner(),
+        whole: ctx.whole.into_inner(),
+        pings,
+        errors,
+    }
+}
+
+enum Wake {
+    Read(std::io::Result<Option<()>>),
+    Tick,
+}
+
+/// One connection: sends within its window (if it sends), reads and counts everything.
+async fn conn_task(
+    i: usize,
+    slot_in_thread: usize,
+    mut conn: WsConn,
+    ctx: Rc<ThreadCtx>,
+    messages: u64,
+) -> (Tally, u64, Option<String>) {
+    let shared = &ctx.shared;
+    let opts = &shared.opts;
+    let me = i as u32;
+    let (slots, sender_slot) = match opts.scenario {
+        Scenario::Broadcast => (1, Some(0usize)),
+        Scenario::Chat => (opts.clients, Some(i)),
+        Scenario::Echo => (1, Some(i)),
+        _ => (0, None),
+    };
+    let publishes = match opts.scenario {
+        Scenario::Broadcast => i == 0,
+        Scenario::Chat | Scenario::Echo => true,
+        _ => false,
+    };
+    let mut tally = Tally::new(me, slots);
+    let mut seq = 0u64;
+    let mut own_back = 0u64;
+    let mut items = Vec::new();
+    let mut error = None;
+    while !ctx.done.done.get() {
+        if publishes && !shared.stop.load(Ordering::Relaxed) {
+            loop {
+                let acked = if opts.scenario == Scenario::Broadcast {
+                    shared.completed.load(Ordering::SeqCst)
+                } else {
+                    own_back
+                };
+                if seq >= messages || seq - acked.min(seq) >= opts.in_flight as u64 {
+                    break;
+                }
+                let stamp = Stamp {
+                    sender: me,
+                    seq,
+                    sent_ns: payload::now_ns(),
+                };
+                if let Err(e) = conn.send_text(&payload::encode(stamp, opts.size)).await {
+                    error = Some(format!("connection {i}: send failed: {e}"));
+                    break;
+                }
+                if let Some(slot) = sender_slot {
+                    if let Some(s) = shared.sent.get(if opts.scenario == Scenario::Broadcast {
+                        0
+                    } else {
+                        slot
+                    }) {
+                        s.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                seq += 1;
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        let read = async { Wake::Read(conn.read(&mut items).await) };
+        let publisher = publishes && opts.scenario == Scenario::Broadcast;
+        let wake = future::or(read, async {
+            if publisher {
+                // A completed broadcast opens the window.
+                future::or(
+                    async {
+                        let _ = ctx.completions.1.recv_async().await;
+                    },
+                    ctx.done.wait(slot_in_thread),
+                )
+                .await;
+            } else {
+                ctx.done.wait(slot_in_thread).await;
+            }
+            Wake::Tick
+        })
+        .await;
+        match wake {
+            Wake::Tick => {}
+            Wake::Read(Ok(Some(()))) => {}
+            Wake::Read(Ok(None)) => {
+                if !ctx.done.done.get() {
+                    error = Some(format!("connection {i}: closed by the server"));
+                }
+                break;
+            }
+            Wake::Read(Err(e)) => {
+                if !ctx.done.done.get() {
+                    error = Some(format!("connection {i}: {e}"));
+                }
+                break;
+            }
+        }
+        for item in items.drain(..) {
+            let Inbound::Message { data, .. } = item else {
+                continue;
+            };
+            let Some(stamp) = payload::decode(&data) else {
+                tally.unexpected(format!(
+                    "{} bytes that are not a load-test message",
+                    data.len()
+                ));
+                continue;
+            };
+            let slot = match opts.scenario {
+                Scenario::Broadcast if stamp.sender == 0 => 0,
+                Scenario::Chat => stamp.sender as usize,
+                Scenario::Echo if stamp.sender == me => 0,
+                _ => usize::MAX,
+            };
+            let now = payload::now_ns();
+            if tally.receive(slot, stamp.sender, stamp.seq) {
+                let us = now.saturating_sub(stamp.sent_ns) / 1000;
+                ctx.latency.borrow_mut().saturating_record(us.max(1));
+                shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                if opts.scenario == Scenario::Broadcast {
+                    if let Some(r) = shared.remaining.get(stamp.seq as usize) {
+                        if r.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            ctx.whole.borrow_mut().saturating_record(us.max(1));
+                            shared.completed.fetch_add(1, Ordering::SeqCst);
+                            let _ = ctx.completions.0.send(stamp.seq);
+                        }
+                    }
+                }
+            }
+            if stamp.sender == me {
+                own_back += 1;
+            }
+        }
+        if let Err(e) = conn.flush_control().await {
+            error = Some(format!("connection {i}: {e}"));
+            break;
+        }
+    }
+    let pings = conn.pings;
+    conn.close().await;
+    (tally, pings, error)
+}

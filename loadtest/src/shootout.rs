@@ -1,0 +1,280 @@
+//! The hashrocket websocket-shootout scenario: add clients step by step and, at each step, time
+//! broadcasts until every client has one and its sender has the `broadcastResult`; stop when
+//! the 95th percentile passes the limit. Runs on one generator thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use corecast::ws::frame::Inbound;
+use futures_lite::future;
+use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+use crate::payload::{self, ShootoutKind, Stamp};
+use crate::procstat;
+use crate::report::{Latency, Report, ShootoutStep};
+use crate::run::Options;
+use crate::ws::{self, WsConn};
+
+struct Pending {
+    /// Clients yet to receive the broadcast, plus one for the sender's result.
+    remaining: usize,
+    sent_ns: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pending>,
+    rtt: Option<Histogram<u64>>,
+    faults: Vec<String>,
+    fault_count: u64,
+    deliveries: u64,
+}
+
+impl State {
+    fn fault(&mut self, f: String) {
+        self.fault_count += 1;
+        if self.faults.len() < 20 {
+            self.faults.push(f);
+        }
+    }
+
+    /// One arrival for broadcast `seq`; true when it was the last one.
+    fn arrive(&mut self, seq: u64, what: &str, client: usize) -> bool {
+        let Some(p) = self.pending.get_mut(&seq) else {
+            self.fault(format!(
+                "client {client}: {what} for broadcast {seq}, which is not pending (duplicate?)"
+            ));
+            return false;
+        };
+        p.remaining -= 1;
+        self.deliveries += 1;
+        if p.remaining > 0 {
+            return false;
+        }
+        let us = payload::now_ns().saturating_sub(p.sent_ns) / 1000;
+        if let Some(h) = self.rtt.as_mut() {
+            h.saturating_record(us.max(1));
+        }
+        self.pending.remove(&seq);
+        true
+    }
+}
+
+/// Runs the shootout to its limit and reports.
+pub fn run(opts: Options) -> anyhow::Result<Report> {
+    if opts.step == 0 || opts.sample == 0 || opts.concurrent == 0 {
+        bail!("step, sample and concurrent must be at least 1");
+    }
+    procstat::raise_fd_limit();
+    let placement = opts
+        .cpus
+        .first()
+        .map_or(Placement::Unbound, |c| Placement::Fixed(*c));
+    let o = opts.clone();
+    let handle = LocalExecutorBuilder::new(placement)
+        .name("load-shootout")
+        .io_memory(64 << 10)
+        .spawn(move || async move { drive(o).await })
+        .map_err(|e| anyhow::anyhow!("cannot start the generator thread: {e}"))?;
+    handle
+        .join()
+        .map_err(|e| anyhow::anyhow!("generator thread failed: {e}"))?
+}
+
+async fn drive(opts: Options) -> anyhow::Result<Report> {
+    let state = Rc::new(RefCell::new(State::default()));
+    let completed = Rc::new(flume::unbounded::<()>());
+    let mut senders: Vec<flume::Sender<Vec<u8>>> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut steps = Vec::new();
+    let mut max_ok = None;
+    let mut seq = 0u64;
+    let started = Instant::now();
+    let cpu_before = opts.server_pid.and_then(procstat::cpu_seconds);
+    while senders.len() < opts.clients {
+        let target_count = (senders.len() + opts.step).min(opts.clients);
+        while senders.len() < target_count {
+            let i = senders.len();
+            let source = ws::source_for(i, opts.clients, &opts.target.addr);
+            let conn = WsConn::connect(&opts.target, source, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("connecting client {i}"))?;
+            let (tx, rx) = flume::unbounded();
+            senders.push(tx);
+            tasks.push(glommio::spawn_local(client(
+                i,
+                conn,
+                rx,
+                Rc::clone(&state),
+                Rc::clone(&completed),
+            )));
+        }
+        let clients = senders.len();
+        state.borrow_mut().rtt =
+            Some(Histogram::new_with_bounds(1, 120_000_000, 3).expect("bounds"));
+        for k in 0..opts.sample {
+            while state.borrow().pending.len() >= opts.concurrent {
+                wait_completion(&completed, &state).await;
+            }
+            let from = k % clients;
+            let stamp = Stamp {
+                sender: from as u32,
+                seq,
+                sent_ns: payload::now_ns(),
+            };
+            state.borrow_mut().pending.insert(
+                seq,
+                Pending {
+                    remaining: clients + 1,
+                    sent_ns: stamp.sent_ns,
+                },
+            );
+            seq += 1;
+            let _ = senders[from].send(payload::encode_shootout(ShootoutKind::Broadcast, stamp));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state.borrow().pending.is_empty() && Instant::now() < deadline {
+            wait_completion(&completed, &state).await;
+        }
+        let lost: Vec<u64> = state.borrow().pending.keys().copied().collect();
+        for s in lost {
+            state.borrow_mut().fault(format!(
+                "broadcast {s} did not reach every client within 10 s"
+            ));
+        }
+        let rtt = state
+            .borrow_mut()
+            .rtt
+            .take()
+            .map(|h| Latency::of(&h))
+            .unwrap_or_default();
+        if opts.progress {
+            eprintln!(
+                "[shootout] {clients} clients: broadcast rtt p95 {}µs",
+                rtt.p95_us
+            );
+        }
+        let over = Duration::from_micros(rtt.p95_us) > opts.limit;
+        steps.push(ShootoutStep { clients, rtt });
+        if over || state.borrow().fault_count > 0 {
+            break;
+        }
+        max_ok = Some(clients);
+    }
+    let window = started.elapsed().as_secs_f64();
+    let cpu_after = opts.server_pid.and_then(procstat::cpu_seconds);
+    drop(senders);
+    for t in tasks {
+        t.await;
+    }
+    let st = state.borrow();
+    Ok(Report {
+        scenario: "shootout".into(),
+        url: opts.url.clone(),
+        clients: opts.clients,
+        threads: 1,
+        window_seconds: window,
+        sent: seq,
+        deliveries: st.deliveries,
+        deliveries_per_second: st.deliveries as f64 / window.max(1e-9),
+        server: opts.server_pid.map(|pid| crate::report::ServerUsage {
+            pid,
+            cpu_seconds: match (cpu_before, cpu_after) {
+                (Some(a), Some(b)) => b - a,
+                _ => 0.0,
+            },
+            ..Default::default()
+        }),
+        shootout_steps: steps,
+        shootout_max_clients: max_ok,
+        ok: st.fault_count == 0,
+        fault_count: st.fault_count,
+        faults: st.faults.clone(),
+        ..Report::default()
+    })
+}
+
+async fn wait_completion(
+    completed: &(flume::Sender<()>, flume::Receiver<()>),
+    _state: &Rc<RefCell<State>>,
+) {
+    future::or(
+        async {
+            let _ = completed.1.recv_async().await;
+        },
+        async {
+            Timer::new(Duration::from_millis(100)).await;
+        },
+    )
+    .await;
+}
+
+/// One client: sends what the driver hands it, reads and accounts everything it gets.
+async fn client(
+    i: usize,
+    mut conn: WsConn,
+    outbox: flume::Receiver<Vec<u8>>,
+    state: Rc<RefCell<State>>,
+    completed: Rc<(flume::Sender<()>, flume::Receiver<()>)>,
+) {
+    let mut items = Vec::new();
+    enum Wake {
+        Read(std::io::Result<Option<()>>),
+        Send(Option<Vec<u8>>),
+    }
+    loop {
+        let wake = future::or(async { Wake::Read(conn.read(&mut items).await) }, async {
+            Wake::Send(outbox.recv_async().await.ok())
+        })
+        .await;
+        match wake {
+            Wake::Send(Some(msg)) => {
+                if let Err(e) = conn.send_text(&msg).await {
+                    state
+                        .borrow_mut()
+                        .fault(format!("client {i}: send failed: {e}"));
+                    return;
+                }
+            }
+            // The driver is finished with this client.
+            Wake::Send(None) => break,
+            Wake::Read(Ok(Some(()))) => {}
+            Wake::Read(Ok(None)) | Wake::Read(Err(_)) => {
+                state
+                    .borrow_mut()
+                    .fault(format!("client {i}: connection lost"));
+                return;
+            }
+        }
+        for item in items.drain(..) {
+            let Inbound::Message { data, .. } = item else {
+                continue;
+            };
+            let done = match payload::decode_shootout(&data) {
+                Some((ShootoutKind::Broadcast, s)) => {
+                    state.borrow_mut().arrive(s.seq, "broadcast", i)
+                }
+                Some((ShootoutKind::Result, s)) if s.sender as usize == i => {
+                    state.borrow_mut().arrive(s.seq, "broadcastResult", i)
+                }
+                _ => {
+                    state.borrow_mut().fault(format!(
+                        "client {i}: unexpected message of {} bytes",
+                        data.len()
+                    ));
+                    false
+                }
+            };
+            if done {
+                let _ = completed.0.send(());
+            }
+        }
+        let _ = conn.flush_control().await;
+    }
+    conn.close().await;
+}

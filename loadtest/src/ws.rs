@@ -1,0 +1,247 @@
+//! A lean WebSocket client connection on glommio: the opening handshake, masked frames out,
+//! server frames in through corecast's decoder, pongs answered. Not a general client: no TLS,
+//! no extensions.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+use corecast::ws::frame::{self, Decoder, Inbound, OpCode};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+/// Read buffer per connection: small, so a generator can hold many connections.
+pub const READ_BUF: usize = 2048;
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Request path (with query), e.g. `/ws`.
+    pub path: String,
+    /// `Host` header value.
+    pub host: String,
+}
+
+impl Target {
+    /// Parses `ws://host:port/path`.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("invalid URL {url:?}: only ws:// URLs are supported"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        let authority = authority.replace("localhost", "127.0.0.1");
+        let addr: SocketAddr = authority
+            .parse()
+            .map_err(|_| format!("invalid URL {url:?}: expected ws://IP:PORT/path"))?;
+        Ok(Target {
+            addr,
+            path,
+            host: authority,
+        })
+    }
+}
+
+/// One client connection.
+pub struct WsConn {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: Box<[u8]>,
+    mask_state: u32,
+    /// Pongs owed to the server, written by `flush_control`.
+    pending_control: Vec<u8>,
+    /// Pings answered on this connection.
+    pub pings: u64,
+}
+
+impl WsConn {
+    /// Connects (from `source`, to spread past one address's ephemeral ports) and upgrades.
+    pub async fn connect(
+        target: &Target,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> io::Result<WsConn> {
+        let stream = open_socket(target.addr, source, timeout)?;
+        let mut conn = WsConn {
+            stream,
+            decoder: Decoder::for_server_frames(64 << 20),
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            mask_state: 0x9e37_79b9,
+            pending_control: Vec::new(),
+            pings: 0,
+        };
+        conn.handshake(target).await?;
+        Ok(conn)
+    }
+
+    async fn handshake(&mut self, target: &Target) -> io::Result<()> {
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            target.path, target.host
+        );
+        self.stream.write_all(req.as_bytes()).await?;
+        let mut head = Vec::with_capacity(256);
+        loop {
+            let n = self.stream.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during handshake",
+                ));
+            }
+            head.extend_from_slice(&self.buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                if !head.starts_with(b"HTTP/1.1 101") {
+                    let line = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
+                    return Err(io::Error::other(format!("upgrade refused: {line}")));
+                }
+                // Frames sent right after the 101 are already here.
+                let rest = head[end + 4..].to_vec();
+                let mut sink = Vec::new();
+                self.decoder
+                    .feed(&rest, &mut sink)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                if !sink.is_empty() {
+                    return Err(io::Error::other("frames before the test began"));
+                }
+                return Ok(());
+            }
+            if head.len() > 8192 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "handshake response too large",
+                ));
+            }
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift: masks need not be secret here, only present (RFC 6455 §5.3).
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        x.to_ne_bytes()
+    }
+
+    /// Sends one text message.
+    pub async fn send_text(&mut self, payload: &[u8]) -> io::Result<()> {
+        let key = self.next_mask();
+        let frame = frame::encode_masked(OpCode::Text, payload, key);
+        self.stream.write_all(&frame).await
+    }
+
+    /// Reads once and returns the data messages that completed; pings are answered by the
+    /// next `flush_control`. `Ok(None)` means the server closed the connection. Cancel-safe:
+    /// its only wait is the socket read, which takes nothing until it completes.
+    pub async fn read(&mut self, out: &mut Vec<Inbound>) -> io::Result<Option<()>> {
+        let n = self.stream.read(&mut self.buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut items = Vec::new();
+        self.decoder
+            .feed(&self.buf[..n], &mut items)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        for item in items {
+            match item {
+                Inbound::Ping(p) => {
+                    self.pings += 1;
+                    let key = self.next_mask();
+                    let pong = frame::encode_masked(OpCode::Pong, &p, key);
+                    self.pending_control.extend_from_slice(&pong);
+                }
+                Inbound::Close { .. } => return Ok(None),
+                other => out.push(other),
+            }
+        }
+        Ok(Some(()))
+    }
+
+    /// Writes the pongs owed since the last call.
+    pub async fn flush_control(&mut self) -> io::Result<()> {
+        if self.pending_control.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending_control);
+        self.stream.write_all(&pending).await
+    }
+
+    /// Sends a close frame (1000) and shuts the socket.
+    pub async fn close(mut self) {
+        let key = self.next_mask();
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"done");
+        let _ = self
+            .stream
+            .write_all(&frame::encode_masked(OpCode::Close, &payload, key))
+            .await;
+        let _ = self.stream.close().await;
+    }
+}
+
+/// A connected TCP socket, bound to `source` first when given. The connect itself is blocking
+/// (bounded by `timeout`): on loopback it completes at once unless the backlog is full.
+fn open_socket(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    socket.connect_timeout(&SockAddr::from(addr), timeout)?;
+    socket.set_nodelay(true)?;
+    let fd = socket.into_raw_fd();
+    // SAFETY: `fd` is a connected TCP socket whose ownership moves into the glommio stream.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// The source address for connection `i` of `total`: past ~28k connections to one server
+/// address, spread over 127.0.0.x so the ephemeral ports of one address do not run out.
+pub fn source_for(i: usize, total: usize, server: &SocketAddr) -> Option<IpAddr> {
+    if total <= 28_000 || !server.ip().is_loopback() || server.is_ipv6() {
+        return None;
+    }
+    let n = 1 + (i / 25_000) as u8;
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ws_urls() {
+        let t = Target::parse("ws://127.0.0.1:8080/ws?x=1").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.path, "/ws?x=1");
+        assert_eq!(Target::parse("ws://127.0.0.1:9").unwrap().path, "/");
+        assert_eq!(Target::parse("ws://localhost:9/a").unwrap().addr.port(), 9);
+        assert!(Target::parse("wss://x:1/").is_err());
+        assert!(Target::parse("ws://nohost/").is_err());
+    }
+
+    #[test]
+    fn sources_spread_only_when_needed() {
+        let server: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(source_for(5, 1000, &server), None);
+        assert_eq!(
+            source_for(0, 50_000, &server),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            source_for(30_000, 50_000, &server),
+            Some("127.0.0.2".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! The generator's accounting against relays that misbehave on purpose: a server that drops,
+//! duplicates or reorders one message must make the run fail, and an honest one must pass.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use corecast::{event, MessageType, Server};
+use corecast_load::ws::Target;
+use corecast_load::{payload, Options, Report, Scenario};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    Drop,
+    Duplicate,
+    Reorder,
+}
+
+/// A relay built on corecast that mistreats message 5 of every sender.
+fn faulty_relay(fault: Fault) -> Server {
+    let server = Server::builder()
+        .shards(1)
+        .route("/ws", |_| {})
+        .start()
+        .expect("relay starts");
+    let held: Arc<Mutex<Option<Bytes>>> = Arc::default();
+    server.on(event::MESSAGE, move |ep| {
+        let seq = payload::decode(ep.data()).map(|s| s.seq);
+        let relay = |data: Bytes| ep.kws().broadcast(data, false, MessageType::Text);
+        match (fault, seq) {
+            (Fault::Drop, Some(5)) => {}
+            (Fault::Duplicate, Some(5)) => {
+                relay(ep.data().clone());
+                relay(ep.data().clone());
+            }
+            (Fault::Reorder, Some(5)) => *held.lock().unwrap() = Some(ep.data().clone()),
+            (Fault::Reorder, Some(6)) => {
+                relay(ep.data().clone());
+                if let Some(five) = held.lock().unwrap().take() {
+                    relay(five);
+                }
+            }
+            _ => relay(ep.data().clone()),
+        }
+    });
+    server
+}
+
+fn load(server: &Server, scenario: Scenario) -> Report {
+    let url = format!("ws://{}/ws", server.local_addr());
+    let report = corecast_load::run(Options {
+        scenario,
+        target: Target::parse(&url).unwrap(),
+        url,
+        clients: 10,
+        messages: Some(20),
+        duration: Duration::from_secs(3),
+        in_flight: 4,
+        size: 32,
+        threads: 2,
+        cpus: Vec::new(),
+        server_pid: None,
+        progress: false,
+        step: 1,
+        sample: 1,
+        concurrent: 1,
+        limit: Duration::from_secs(1),
+    })
+    .expect("the run completes");
+    server.shutdown_within(Duration::from_secs(1));
+    server.join().unwrap();
+    report
+}
+
+#[test]
+fn an_honest_relay_passes_with_every_delivery_counted() {
+    for scenario in [Scenario::Broadcast, Scenario::Chat] {
+        let r = load(&faulty_relay(Fault::None), scenario);
+        assert!(r.ok, "{}", r.summary());
+        let expected = if scenario == Scenario::Broadcast { 20 * 10 } else { 20 * 10 * 10 };
+        assert_eq!(r.sent * 10, expected);
+        assert_eq!(r.deliveries, expected);
+        assert_eq!(r.expected_deliveries, expected);
+        assert_eq!(r.latency.count, expected);
+    }
+}
+
+#[test]
+fn a_dropped_message_fails_the_run() {
+    let r = load(&faulty_relay(Fault::Drop), Scenario::Broadcast);
+    assert!(!r.ok);
+    assert!(r.faults.iter().any(|f| f.starts_with("missing:") && f.contains("message 5 of sender 0")), "{:?}", r.faults);
+}
+
+#[test]
+fn a_duplicated_message_fails_the_run() {
+    let r = load(&faulty_relay(Fault::Duplicate), Scenario::Chat);
+    assert!(!r.ok);
+    assert!(r.faults.iter().any(|f| f.starts_with("duplicate:") && f.contains("message 5")), "{:?}", r.faults);
+}
+
+#[test]
+fn a_reordered_message_fails_the_run() {
+    let r = load(&faulty_relay(Fault::Reorder), Scenario::Broadcast);
+    assert!(!r.ok);
+    assert!(r.faults.iter().any(|f| f.starts_with("reordered:") && f.contains("message 5 of sender 0")), "{:?}", r.faults);
+    // Reordered, not lost: every message still arrived once.
+    assert_eq!(r.deliveries, r.expected_deliveries);
+}
+
+#[test]
+fn echo_counts_round_trips_and_idle_holds_every_connection() {
+    let server = Server::builder().shards(1).route("/ws", |_| {}).start().unwrap();
+    server.on(event::MESSAGE, |ep| ep.kws().emit(ep.data().clone(), MessageType::Text));
+    let r = load(&server, Scenario::Echo);
+    assert!(r.ok, "{}", r.summary());
+    assert_eq!(r.deliveries, 20 * 10);
+    assert!(r.round_trips_per_second.unwrap() > 0.0);
+
+    let r = load(&faulty_relay(Fault::None), Scenario::Idle);
+    assert!(r.ok, "{}", r.summary());
+    assert_eq!(r.clients, 10);
+    assert!(r.connects_per_second > 0.0);
+}
