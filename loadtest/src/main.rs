@@ -35,7 +35,7 @@ struct Args {
     /// Broadcast: messages to publish [default: 1000]; chat and echo: per client [default: until --duration]
     #[arg(long)]
     messages: Option<u64>,
-    /// Chat, echo, idle: how long to run; broadcast: the most to wait
+    /// How long to run (broadcast: the most to publish for, then in-flight messages drain)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Messages a sender may have in flight

@@ -391,8 +391,20 @@ fn wait_for_end(shared: &Shared, messages: u64, t0: Instant) {
         }
         match opts.scenario {
             Scenario::Broadcast => {
-                if shared.completed.load(Ordering::SeqCst) >= messages || elapsed >= opts.duration {
+                let completed = shared.completed.load(Ordering::SeqCst);
+                if completed >= messages {
                     return;
+                }
+                if stop_at.is_none() && elapsed >= opts.duration {
+                    // Out of time: stop publishing and let what is in flight arrive.
+                    shared.stop.store(true, Ordering::SeqCst);
+                    stop_at = Some(Instant::now());
+                }
+                if let Some(at) = stop_at {
+                    let sent = shared.sent[0].load(Ordering::SeqCst);
+                    if completed >= sent || at.elapsed() >= Duration::from_secs(5) {
+                        return;
+                    }
                 }
             }
             Scenario::Idle => {
