@@ -78,7 +78,11 @@ fn an_honest_relay_passes_with_every_delivery_counted() {
     for scenario in [Scenario::Broadcast, Scenario::Chat] {
         let r = load(&faulty_relay(Fault::None), scenario);
         assert!(r.ok, "{}", r.summary());
-        let expected = if scenario == Scenario::Broadcast { 20 * 10 } else { 20 * 10 * 10 };
+        let expected = if scenario == Scenario::Broadcast {
+            20 * 10
+        } else {
+            20 * 10 * 10
+        };
         assert_eq!(r.sent * 10, expected);
         assert_eq!(r.deliveries, expected);
         assert_eq!(r.expected_deliveries, expected);
@@ -90,29 +94,53 @@ fn an_honest_relay_passes_with_every_delivery_counted() {
 fn a_dropped_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Drop), Scenario::Broadcast);
     assert!(!r.ok);
-    assert!(r.faults.iter().any(|f| f.starts_with("missing:") && f.contains("message 5 of sender 0")), "{:?}", r.faults);
+    assert!(
+        r.faults
+            .iter()
+            .any(|f| f.starts_with("missing:") && f.contains("message 5 of sender 0")),
+        "{:?}",
+        r.faults
+    );
 }
 
 #[test]
 fn a_duplicated_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Duplicate), Scenario::Chat);
     assert!(!r.ok);
-    assert!(r.faults.iter().any(|f| f.starts_with("duplicate:") && f.contains("message 5")), "{:?}", r.faults);
+    assert!(
+        r.faults
+            .iter()
+            .any(|f| f.starts_with("duplicate:") && f.contains("message 5")),
+        "{:?}",
+        r.faults
+    );
 }
 
 #[test]
 fn a_reordered_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Reorder), Scenario::Broadcast);
     assert!(!r.ok);
-    assert!(r.faults.iter().any(|f| f.starts_with("reordered:") && f.contains("message 5 of sender 0")), "{:?}", r.faults);
+    assert!(
+        r.faults
+            .iter()
+            .any(|f| f.starts_with("reordered:") && f.contains("message 5 of sender 0")),
+        "{:?}",
+        r.faults
+    );
     // Reordered, not lost: every message still arrived once.
     assert_eq!(r.deliveries, r.expected_deliveries);
 }
 
 #[test]
 fn echo_counts_round_trips_and_idle_holds_every_connection() {
-    let server = Server::builder().shards(1).route("/ws", |_| {}).start().unwrap();
-    server.on(event::MESSAGE, |ep| ep.kws().emit(ep.data().clone(), MessageType::Text));
+    let server = Server::builder()
+        .shards(1)
+        .route("/ws", |_| {})
+        .start()
+        .unwrap();
+    server.on(event::MESSAGE, |ep| {
+        ep.kws().emit(ep.data().clone(), MessageType::Text)
+    });
     let r = load(&server, Scenario::Echo);
     assert!(r.ok, "{}", r.summary());
     assert_eq!(r.deliveries, 20 * 10);

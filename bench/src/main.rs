@@ -1,0 +1,375 @@
+//! `corecast-bench`: runs every scenario against corecast and its peers in one run on one
+//! machine, server and generator pinned to different CPUs, and writes `bench/results/`:
+//! JSON per scenario, a Markdown table with ratios to corecast, and an SVG chart.
+//! Use `bench/run`, which builds and installs everything first.
+
+mod output;
+mod peers;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use corecast_load::ws::Target;
+use corecast_load::{Options, Scenario};
+use output::{Outcome, ScenarioResult};
+use peers::Peer;
+
+#[derive(Parser, Debug)]
+#[command(name = "corecast-bench")]
+struct Args {
+    /// The long run (about 15 minutes on 2 cores); default is the quick one (under 5 minutes)
+    #[arg(long)]
+    full: bool,
+    /// Comma-separated peers: corecast, bun, node-ws, tokio-tungstenite
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "corecast,bun,node-ws,tokio-tungstenite"
+    )]
+    peers: Vec<String>,
+    /// Comma-separated scenario ids to run (default: all)
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// CPUs for the server under test
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    server_cpus: Vec<usize>,
+    /// CPUs for the load generator (one generator thread each)
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    load_cpus: Vec<usize>,
+    /// Where to write results
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Repository root
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+}
+
+struct Plan {
+    id: &'static str,
+    title: String,
+    metric: &'static str,
+    higher_is_better: bool,
+    mode: &'static str,
+    scenario: Scenario,
+    clients: usize,
+    messages: Option<u64>,
+    duration: Duration,
+    in_flight: usize,
+    step: usize,
+    sample: usize,
+}
+
+fn plans(full: bool) -> Vec<Plan> {
+    let secs = |q: u64, f: u64| Duration::from_secs(if full { f } else { q });
+    let plan = |id,
+                title: &str,
+                metric,
+                higher,
+                mode,
+                scenario,
+                clients,
+                messages,
+                duration,
+                in_flight| Plan {
+        id,
+        title: title.to_string(),
+        metric,
+        higher_is_better: higher,
+        mode,
+        scenario,
+        clients,
+        messages,
+        duration,
+        in_flight,
+        step: 0,
+        sample: 0,
+    };
+    vec![
+        plan(
+            "broadcast-1k",
+            "Broadcast to 1,000 clients, 8 in flight",
+            "deliveries/s",
+            true,
+            "relay",
+            Scenario::Broadcast,
+            1000,
+            Some(if full { 20_000 } else { 3000 }),
+            secs(8, 30),
+            8,
+        ),
+        plan(
+            "broadcast-10k",
+            "Broadcast to 10,000 clients, 8 in flight",
+            "deliveries/s",
+            true,
+            "relay",
+            Scenario::Broadcast,
+            10_000,
+            Some(if full { 2000 } else { 300 }),
+            secs(8, 30),
+            8,
+        ),
+        plan(
+            "chat-100",
+            "Chat, 100 clients all publishing",
+            "deliveries/s",
+            true,
+            "relay",
+            Scenario::Chat,
+            100,
+            None,
+            secs(5, 20),
+            1,
+        ),
+        plan(
+            "chat-300",
+            "Chat, 300 clients all publishing",
+            "deliveries/s",
+            true,
+            "relay",
+            Scenario::Chat,
+            300,
+            None,
+            secs(5, 20),
+            1,
+        ),
+        plan(
+            "echo-50",
+            "Echo, 50 clients, closed loop",
+            "round trips/s",
+            true,
+            "echo",
+            Scenario::Echo,
+            50,
+            None,
+            secs(5, 20),
+            1,
+        ),
+        plan(
+            "idle-10k",
+            "10,000 idle connections: server memory",
+            "server bytes per connection",
+            false,
+            "echo",
+            Scenario::Idle,
+            10_000,
+            None,
+            secs(2, 5),
+            1,
+        ),
+        Plan {
+            step: 2000,
+            sample: if full { 20 } else { 10 },
+            ..plan(
+                "shootout",
+                "websocket-shootout: most clients with broadcast p95 under 500 ms",
+                "clients",
+                true,
+                "shootout",
+                Scenario::Shootout,
+                if full { 18_000 } else { 8000 },
+                None,
+                secs(5, 5),
+                1,
+            )
+        },
+    ]
+}
+
+fn machine(root: &std::path::Path) -> serde_json::Value {
+    let sh = |cmd: &str, args: &[&str]| -> String {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let ws_version = std::fs::read_to_string(root.join("bench/peers/node_modules/ws/package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": sh("uname", &["-r"]),
+        "rustc": sh("rustc", &["-V"]),
+        "bun": sh(&root.join("bench/peers/node_modules/.bin/bun").to_string_lossy(), &["--version"]),
+        "node": sh("node", &["--version"]),
+        "ws": ws_version,
+        "corecast": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn today() -> String {
+    let out = Command::new("date").arg("+%Y-%m-%d").output().ok();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "undated".into())
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let peers: Vec<Peer> = match a.peers.iter().map(|p| Peer::parse(p).ok_or(p)).collect() {
+        Ok(p) => p,
+        Err(bad) => {
+            eprintln!("corecast-bench: unknown peer {bad:?}: use corecast, bun, node-ws or tokio-tungstenite");
+            return ExitCode::from(2);
+        }
+    };
+    for p in &peers {
+        let exe = p.executable(&a.root);
+        if !exe.exists() {
+            eprintln!("corecast-bench: {} is missing ({}); run bench/run, which builds and installs the peers", p.name(), exe.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(&a.out) {
+        eprintln!("corecast-bench: cannot create {}: {e}", a.out.display());
+        return ExitCode::FAILURE;
+    }
+    let machine = machine(&a.root);
+    let date = today();
+    let all = plans(a.full);
+    let selected: Vec<&Plan> = all
+        .iter()
+        .filter(|p| a.only.is_empty() || a.only.iter().any(|o| o == p.id))
+        .collect();
+    eprintln!(
+        "corecast-bench ({} mode): {} scenarios × {} servers; server on CPUs {:?}, generator on {:?}",
+        if a.full { "full, about 15 minutes" } else { "quick, under 5 minutes" },
+        selected.len(),
+        peers.len(),
+        a.server_cpus,
+        a.load_cpus
+    );
+    let started = Instant::now();
+    let mut summary = format!(
+        "## Benchmark results ({date}, {} mode)\n\nMachine: {}\n\n",
+        if a.full { "full" } else { "quick" },
+        machine
+    );
+    let mut port = 19_000u16;
+    for plan in selected {
+        let mut outcomes = Vec::new();
+        for peer in &peers {
+            port += 1;
+            eprintln!(
+                "[{:>5.0}s] {} / {}",
+                started.elapsed().as_secs_f64(),
+                plan.id,
+                peer.name()
+            );
+            let outcome = match peers::start(*peer, &a.root, plan.mode, port, &a.server_cpus) {
+                Err(e) => Outcome {
+                    peer: peer.name().into(),
+                    report: None,
+                    error: Some(format!("{e:#}")),
+                },
+                Ok(server) => {
+                    let url = format!("ws://{}/ws", server.addr);
+                    let opts = Options {
+                        scenario: plan.scenario,
+                        target: Target::parse(&url).expect("a valid URL"),
+                        url,
+                        clients: plan.clients,
+                        messages: plan.messages,
+                        duration: plan.duration,
+                        in_flight: plan.in_flight,
+                        size: 64,
+                        threads: a.load_cpus.len(),
+                        cpus: a.load_cpus.clone(),
+                        server_pid: Some(server.pid()),
+                        progress: false,
+                        step: plan.step,
+                        sample: plan.sample,
+                        concurrent: 4,
+                        limit: Duration::from_millis(500),
+                    };
+                    let result = corecast_load::run(opts);
+                    drop(server);
+                    match result {
+                        Ok(r) => {
+                            let head = output::headline(plan.id, &r)
+                                .map(|v| format!("{v:.0}"))
+                                .unwrap_or_default();
+                            eprintln!(
+                                "         {} {} {}",
+                                head,
+                                plan.metric,
+                                if r.ok { "" } else { "(FAULTS)" }
+                            );
+                            Outcome {
+                                peer: peer.name().into(),
+                                report: Some(r),
+                                error: None,
+                            }
+                        }
+                        Err(e) => Outcome {
+                            peer: peer.name().into(),
+                            report: None,
+                            error: Some(format!("{e:#}")),
+                        },
+                    }
+                }
+            };
+            outcomes.push(outcome);
+            // Let the kernel finish tearing down the last run's sockets.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let res = ScenarioResult {
+            id: plan.id.into(),
+            title: plan.title.clone(),
+            metric: plan.metric.into(),
+            higher_is_better: plan.higher_is_better,
+            machine: machine.clone(),
+            parameters: serde_json::json!({
+                "mode": if a.full { "full" } else { "quick" },
+                "clients": plan.clients, "messages": plan.messages, "duration_s": plan.duration.as_secs_f64(),
+                "in_flight": plan.in_flight, "payload_bytes": 64, "server_cpus": a.server_cpus, "load_cpus": a.load_cpus,
+            }),
+            outcomes,
+        };
+        let base = a.out.join(format!("{date}-{}", plan.id));
+        let md = output::markdown(&res);
+        let written = std::fs::write(
+            base.with_extension("json"),
+            serde_json::to_string_pretty(&res).unwrap_or_default() + "\n",
+        )
+        .and_then(|_| std::fs::write(base.with_extension("md"), &md));
+        if let Err(e) = written {
+            eprintln!("corecast-bench: cannot write results: {e}");
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = output::chart(&res, &base.with_extension("svg")) {
+            eprintln!("corecast-bench: chart for {}: {e:#}", plan.id);
+        }
+        summary += &md;
+        summary += "\n";
+    }
+    let summary_path = a.out.join(format!("{date}-summary.md"));
+    if let Err(e) = std::fs::write(&summary_path, &summary) {
+        eprintln!(
+            "corecast-bench: cannot write {}: {e}",
+            summary_path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{summary}");
+    eprintln!(
+        "done in {:.0}s; results in {}",
+        started.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    ExitCode::SUCCESS
+}
