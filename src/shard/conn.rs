@@ -79,6 +79,10 @@ pub(crate) struct Conn {
     /// Earliest entry this connection has in the shard's timer heap.
     pub(crate) scheduled: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
+    /// The socket, while the connection is open, for the shard's flush pass; -1 otherwise.
+    pub(crate) fd: Cell<i32>,
+    /// Whether it is on the shard's list of connections with something to write.
+    dirty: Cell<bool>,
 }
 
 impl Conn {
@@ -109,6 +113,8 @@ impl Conn {
             close_forced: Cell::new(false),
             scheduled: Cell::new(None),
             waker: RefCell::new(None),
+            fd: Cell::new(-1),
+            dirty: Cell::new(false),
         }
     }
 
@@ -165,6 +171,31 @@ impl Conn {
         }
     }
 
+    /// Something was queued: the shard's flush pass writes it at the end of this tick, in one
+    /// vectored write with whatever else is queued by then, without waking this connection's
+    /// task (DESIGN "Performance rules").
+    fn mark_dirty(self: &Rc<Self>) {
+        if !self.dirty.replace(true) {
+            self.core.mark_dirty(Rc::clone(self));
+        }
+    }
+
+    /// The shard's flush pass: writes what the socket takes now. The connection task takes
+    /// over when the socket is full (to wait for room), on an error, or once the connection is
+    /// closing, since those need the socket itself.
+    pub(crate) fn flush_now(&self) {
+        self.dirty.set(false);
+        let fd = self.fd.get();
+        if fd < 0 || !self.is_open() {
+            self.wake();
+            return;
+        }
+        match super::io::write_queue(self, fd) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => self.wake(),
+        }
+    }
+
     /// Any bytes from the peer prove it is alive (BEHAVIOUR: data, ping or pong).
     pub(crate) fn touch(&self, now: Instant) {
         self.last_inbound.set(now);
@@ -197,7 +228,7 @@ impl Conn {
     // ---- sending --------------------------------------------------------------------------
 
     /// Queues an already framed data message. Fails once the connection is closing or gone.
-    pub(crate) fn send_frame(&self, frame: Bytes, now: Instant) -> Result<(), Error> {
+    pub(crate) fn send_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> Result<(), Error> {
         if !self.is_open() {
             self.core.metrics().dropped(DropCause::Closed);
             return Err(Error::InvalidConnection);
@@ -209,12 +240,12 @@ impl Conn {
             .push_data(frame, now, self.config.retry_window());
         match push {
             Push::Queued => {
-                self.wake();
+                self.mark_dirty();
                 Ok(())
             }
             Push::Waiting { deadline } => {
                 self.core.timers.schedule(self, deadline);
-                self.wake();
+                self.mark_dirty();
                 Ok(())
             }
             Push::Closed => {
@@ -225,9 +256,9 @@ impl Conn {
     }
 
     /// Queues a control frame (ping, pong) or the handshake response.
-    pub(crate) fn send_control(&self, frame: Bytes) {
+    pub(crate) fn send_control(self: &Rc<Self>, frame: Bytes) {
         if self.out.borrow_mut().push_control(frame) == Push::Queued {
-            self.wake();
+            self.mark_dirty();
         }
     }
 

@@ -61,6 +61,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
 
     core.metrics().upgraded();
     let conn = register(&core, &route, request);
+    conn.fd.set(stream.as_raw_fd());
     conn.send_control(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
@@ -351,15 +352,15 @@ fn dispatch(conn: &Rc<Conn>, items: &mut Vec<Inbound>, result: Result<(), Protoc
 }
 
 /// Writes as much of the queue as the socket takes, in one vectored write per pass (DESIGN:
-/// sends per flush, not per message). When the socket is full, glommio is asked to wake us.
-fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
+/// sends per flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the
+/// socket is full. Needs only the fd, so the shard's flush pass can use it too.
+pub(crate) fn write_queue(conn: &Conn, fd: i32) -> io::Result<bool> {
     loop {
         let result = {
             let out = conn.out.borrow();
             if out.is_empty() {
                 conn.write_progressed();
-                return Ok(());
+                return Ok(true);
             }
             let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
             let n = out.slices(&mut slices);
@@ -372,29 +373,35 @@ fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Resul
                 conn.write_progressed();
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // glommio's write tries once more and otherwise arms a writability poll that
-                // wakes this task.
-                let polled = {
-                    let out = conn.out.borrow();
-                    let front = out.front().unwrap_or(&[]);
-                    Pin::new(&mut *stream).poll_write(cx, front)
-                };
-                match polled {
-                    Poll::Ready(Ok(written)) => {
-                        conn.core.metrics().written(written);
-                        conn.out.borrow_mut().advance(written);
-                    }
-                    Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => {
-                        conn.write_blocked(Instant::now());
-                        return Ok(());
-                    }
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `write_queue` from the connection task: when the socket is full, glommio is asked to wake
+/// the task once it has room.
+fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+    while !write_queue(conn, stream.as_raw_fd())? {
+        // glommio's write tries once more and otherwise arms a writability poll.
+        let polled = {
+            let out = conn.out.borrow();
+            let front = out.front().unwrap_or(&[]);
+            Pin::new(&mut *stream).poll_write(cx, front)
+        };
+        match polled {
+            Poll::Ready(Ok(written)) => {
+                conn.core.metrics().written(written);
+                conn.out.borrow_mut().advance(written);
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {
+                conn.write_blocked(Instant::now());
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sendmsg` with every slice at once; never blocks and never raises SIGPIPE.
@@ -425,6 +432,8 @@ fn send_vectored(fd: i32, slices: &[&[u8]]) -> io::Result<usize> {
 /// After teardown: write what is left (the close frame) within the deadline, half-close, and
 /// read until the peer closes too, so it gets our close frame rather than a reset.
 async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
+    // From here on only this task touches the socket.
+    conn.fd.set(-1);
     let SocketPlan::FlushThenClose(deadline) = conn.plan() else {
         return;
     };

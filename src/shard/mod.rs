@@ -86,6 +86,9 @@ pub(crate) struct ShardCore {
     listeners: RefCell<(u64, Arc<ListenerMap>)>,
     /// Signalled after every teardown.
     pub(crate) teardowns: LocalNotify,
+    /// Connections with something queued since the last flush pass.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    flush_wanted: LocalNotify,
     stopping: Cell<bool>,
     stop: LocalNotify,
     stopped: Cell<bool>,
@@ -107,6 +110,8 @@ impl ShardCore {
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             listeners: RefCell::new(listeners),
             teardowns: LocalNotify::default(),
+            dirty: RefCell::new(Vec::new()),
+            flush_wanted: LocalNotify::default(),
             stopping: Cell::new(false),
             stop: LocalNotify::default(),
             stopped: Cell::new(false),
@@ -126,6 +131,16 @@ impl ShardCore {
             *self.listeners.borrow_mut() = self.shared.listeners.snapshot();
         }
         self.listeners.borrow().1.get(name).cloned()
+    }
+
+    /// Puts a connection on the flush list (see `Conn::mark_dirty`).
+    pub(crate) fn mark_dirty(&self, conn: Rc<Conn>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(conn);
+        if dirty.len() == 1 {
+            drop(dirty);
+            self.flush_wanted.notify();
+        }
     }
 
     /// The id the next inserted connection will get (nothing may be inserted in between).
@@ -280,6 +295,7 @@ pub(crate) async fn run(
     let core = ShardCore::new(id, shared);
     CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
     let timers = glommio::spawn_local(timers::run(Rc::clone(&core)));
+    let flusher = glommio::spawn_local(flush_dirty(Rc::clone(&core)));
     let listener = Rc::new(listener);
     let acceptor = glommio::spawn_local(accept(Rc::clone(&core), Rc::clone(&listener)));
     while !core.stopped.get() {
@@ -301,7 +317,24 @@ pub(crate) async fn run(
     stop_listening(&listener);
     drop(acceptor);
     drop(timers);
+    drop(flusher);
     CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// The flush pass: runs after the tasks that queued messages have yielded, so each dirty
+/// connection's whole queue leaves in one write.
+async fn flush_dirty(core: Rc<ShardCore>) {
+    let mut batch = Vec::new();
+    loop {
+        if core.dirty.borrow().is_empty() {
+            core.flush_wanted.wait().await;
+        }
+        std::mem::swap(&mut batch, &mut *core.dirty.borrow_mut());
+        for conn in batch.drain(..) {
+            conn.flush_now();
+        }
+        glommio::yield_if_needed().await;
+    }
 }
 
 /// Accepts connections until the shard stops. Errors such as running out of file descriptors
