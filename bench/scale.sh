@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Shard scaling: corecast (relay mode) with 1, 2, 4, ... shards, each shard count pinned to
+# that many CPUs, loaded by corecast-load on CPUs of its own. For machines with many cores.
+#   bench/scale.sh BIN_DIR OUT_DIR [SHARD_COUNTS] [LOAD_CPUS]
+#   e.g. bench/scale.sh target/release /tmp/scale "1 2 4 8" 8-15
+# Loopback only; every run is bounded by --duration.
+set -euo pipefail
+bin=${1:?binary folder with corecast and corecast-load}
+out=${2:?output folder}
+counts=${3:-"1 2 4 8"}
+load_cpus=${4:-8-15}
+mkdir -p "$out"
+ulimit -l unlimited 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+first=${load_cpus%-*}; last=${load_cpus#*-}
+cpus=$(seq -s, "$first" "$last")
+threads=$((last - first + 1))
+port=19500
+for s in $counts; do
+  port=$((port + 1))
+  taskset -c "0-$((s - 1))" "$bin/corecast" --mode relay --listen "127.0.0.1:$port" --api-listen off \
+    --send-queue-size 1024 --ping-interval 10s 2>"$out/server-$s.log" &
+  pid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  "$bin/corecast-load" broadcast --url "ws://127.0.0.1:$port/ws" --clients 10000 --messages 3000 \
+    --in-flight 16 --duration 20s --threads "$threads" --cpus "$cpus" --server-pid "$pid" \
+    --quiet --json "$out/broadcast-$s.json" | sed "s/^/[$s shards] /"
+  "$bin/corecast-load" chat --url "ws://127.0.0.1:$port/ws" --clients 1000 --duration 8s \
+    --threads "$threads" --cpus "$cpus" --server-pid "$pid" --quiet --json "$out/chat-$s.json" \
+    | sed "s/^/[$s shards] /"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
