@@ -30,9 +30,16 @@
 //! | `websocket` | the `Websocket` handle users hold |
 //! | `event` | event names, `EventPayload`, attributes, the server-wide listener registry |
 //! | `registry` | the UUID → connection map shared by the shards |
+//! | [`limits`] | raising the open-file limit |
+//! | `metrics` | per-shard traffic counters and their Prometheus rendering |
+//! | [`service`] | the standalone server's modes: echo, relay, shootout, push |
+//! | [`api`] | the HTTP API backends push through, `/metrics`, `/healthz` |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
 //! | [`ws`] | RFC 6455 framing and the outbound queue policy (pure) |
 //! | `config`, `error`, `upgrade` | `Config`, `Error`, `UpgradeRequest` / `Rejection` |
+//!
+//! The `corecast` binary (`src/main.rs`, settings in `src/cli/`) only reads settings, sets up
+//! logging and signals, and starts these.
 //!
 //! Listeners run on the shard that owns the connection: a slow listener holds up that whole
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
@@ -43,6 +50,7 @@ mod config;
 mod error;
 pub mod event;
 pub mod http;
+pub mod limits;
 mod metrics;
 mod registry;
 mod server;

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 }
 
 fn run(s: Settings) -> anyhow::Result<()> {
-    let files = raise_fd_limit();
+    let files = corecast::limits::raise_open_files();
     // Blocked here, before any thread starts, so every thread inherits the mask and the signals
     // wait for `sigwait` below.
     let signals = block_signals();
@@ -171,25 +171,4 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
         libc::sigwait(set, &mut sig);
     }
     sig
-}
-
-/// Raises the open-file soft limit to the hard limit; returns the limit in force.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit on this process with a local struct.
-    unsafe {
-        let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 0;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur;
-            }
-        }
-        l.rlim_cur
-    }
 }

@@ -371,11 +371,10 @@ fn sigterm_sends_1001_to_everyone_and_exits_0() {
     assert_eq!(bin.wait_exit(WAIT), Some(0));
 }
 
-#[test]
-fn draining_reports_503_on_healthz_and_the_deadline_ends_it() {
-    let mut bin = Bin::start(&["--shutdown-timeout", "2s"]);
-    // A client that never reads, with megabytes queued: its close frame cannot go out.
-    let _stuck = RawClient::connect(bin.ws, "/ws/stuck");
+/// A client that never reads, with megabytes queued for it: its close frame cannot go out, so
+/// a shutdown has to wait for its deadline.
+fn stuck_client(bin: &Bin) -> RawClient {
+    let stuck = RawClient::connect(bin.ws, "/ws/stuck");
     wait_until(
         || bin.api("POST", "/api/emit/stuck", &[], b"").0 == 200,
         "registration",
@@ -384,6 +383,13 @@ fn draining_reports_503_on_healthz_and_the_deadline_ends_it() {
     for _ in 0..24 {
         assert_eq!(bin.api("POST", "/api/emit/stuck", &[], &chunk).0, 200);
     }
+    stuck
+}
+
+#[test]
+fn draining_reports_503_on_healthz_and_the_deadline_ends_it() {
+    let mut bin = Bin::start(&["--shutdown-timeout", "2s"]);
+    let _stuck = stuck_client(&bin);
     bin.signal(libc::SIGTERM);
     wait_until(
         || bin.api("GET", "/healthz", &[], b"").0 == 503,
@@ -472,15 +478,7 @@ fn flags_win_over_env_which_wins_over_the_file() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut bin = Bin::start(&["--shutdown-timeout", "60s"]);
-    let _stuck = RawClient::connect(bin.ws, "/ws/stuck");
-    wait_until(
-        || bin.api("POST", "/api/emit/stuck", &[], b"").0 == 200,
-        "registration",
-    );
-    let chunk = vec![b'x'; 1 << 20];
-    for _ in 0..24 {
-        assert_eq!(bin.api("POST", "/api/emit/stuck", &[], &chunk).0, 200);
-    }
+    let _stuck = stuck_client(&bin);
     bin.signal(libc::SIGTERM);
     wait_until(|| bin.api("GET", "/healthz", &[], b"").0 == 503, "draining");
     bin.signal(libc::SIGINT);

@@ -148,10 +148,11 @@ pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(90)
-        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..max)?;
+        .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), 0.0..max)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .y_desc(res.metric.as_str())
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),

@@ -24,21 +24,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Raises this process's open-file limit to its hard limit; returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit on this process with a local struct.
-    unsafe {
-        let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 0;
-        }
-        l.rlim_cur = l.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,7 +155,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 {
         bail!("clients, threads and in-flight must be at least 1");
     }
-    procstat::raise_fd_limit();
+    corecast::limits::raise_open_files();
     let n = opts.clients;
     let messages = match opts.scenario {
         Scenario::Broadcast => opts.messages.unwrap_or(1000),

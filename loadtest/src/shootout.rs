@@ -70,7 +70,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.step == 0 || opts.sample == 0 || opts.concurrent == 0 {
         bail!("step, sample and concurrent must be at least 1");
     }
-    procstat::raise_fd_limit();
+    corecast::limits::raise_open_files();
     let placement = opts
         .cpus
         .first()
