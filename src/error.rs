@@ -20,18 +20,15 @@ pub enum Error {
     /// A message waited for room in a full send queue longer than the retry window and was dropped.
     #[error("send queue full: message dropped")]
     QueueFull,
-    /// The route callback panicked; the connection was closed.
-    #[error("route callback panicked: {0}")]
-    CallbackPanic(String),
+    /// The route callback panicked; the connection was closed (the panic message is logged).
+    #[error("route callback panicked")]
+    CallbackPanic,
     /// `close_all` reached its deadline and force-closed the connections left.
     #[error("deadline passed: connections were force-closed")]
     Timeout,
     /// The peer sent a frame or message above `max_message_size` (closed with 1009).
-    #[error("message larger than the limit of {limit} bytes")]
-    MessageTooLarge {
-        /// The configured limit in bytes.
-        limit: usize,
-    },
+    #[error("message larger than max_message_size")]
+    MessageTooLarge,
     /// Nothing was read from the peer for `read_idle_timeout` (not even a pong).
     #[error("no frame from the peer for {0:?}")]
     IdleTimeout(std::time::Duration),

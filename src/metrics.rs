@@ -40,8 +40,8 @@ fn teardown_index(error: Option<&Error>) -> usize {
         Some(Error::IdleTimeout(_)) => 3,
         Some(Error::WriteTimeout(_)) => 4,
         Some(Error::Protocol(_) | Error::InvalidUtf8) => 5,
-        Some(Error::MessageTooLarge { .. }) => 6,
-        Some(Error::CallbackPanic(_)) => 7,
+        Some(Error::MessageTooLarge) => 6,
+        Some(Error::CallbackPanic) => 7,
         Some(Error::Timeout) => 8,
         Some(_) => 9,
     }

@@ -1,7 +1,7 @@
 //! HTTP/1.1 request-head parsing and the WebSocket handshake check.
 //!
 //! Pure functions over bytes already read: not I/O, no sockets, and no
-//! response writing (that is [`super::response`]).
+//! response writing (that is [`mod@super::response`]).
 
 use std::fmt;
 

@@ -72,7 +72,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(&kws))) {
         let reason = panic_message(&*panic);
         tracing::warn!(uuid = &*conn.uuid(), reason, "route callback panicked");
-        conn.fail(Error::CallbackPanic(reason), 1011);
+        conn.fail(Error::CallbackPanic, 1011);
     } else {
         conn.fire(EventName::Static(event::CONNECT), Bytes::new(), None);
     }
@@ -344,7 +344,7 @@ fn dispatch(conn: &Rc<Conn>, items: &mut Vec<Inbound>, result: Result<(), Protoc
             let error = match e {
                 ProtocolError::Protocol(why) => Error::Protocol(why),
                 ProtocolError::InvalidUtf8 => Error::InvalidUtf8,
-                ProtocolError::TooLarge { limit } => Error::MessageTooLarge { limit },
+                ProtocolError::TooLarge { .. } => Error::MessageTooLarge,
             };
             conn.fail(error, code);
         }
