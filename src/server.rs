@@ -506,11 +506,7 @@ impl Server {
                 Err(flume::RecvTimeoutError::Timeout) => return Err(Error::Timeout),
             }
         }
-        if forced {
-            Err(Error::Timeout)
-        } else {
-            Ok(())
-        }
+        close_all_result(forced)
     }
 
     /// `close_all` for async code, shard threads included.
@@ -528,11 +524,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        if forced {
-            Err(Error::Timeout)
-        } else {
-            Ok(())
-        }
+        close_all_result(forced)
     }
 
     fn start_close_all(&self, code: u16, reason: &str, timeout: Duration) -> flume::Receiver<bool> {
@@ -589,6 +581,15 @@ impl Server {
             }
         }
         result
+    }
+}
+
+/// `close_all`'s answer: `Timeout` when some connection had to be force-closed.
+fn close_all_result(forced: bool) -> Result<(), Error> {
+    if forced {
+        Err(Error::Timeout)
+    } else {
+        Ok(())
     }
 }
 

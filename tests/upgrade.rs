@@ -140,3 +140,29 @@ fn blocking_calls_refuse_to_run_on_a_shard_thread() {
     assert_eq!(r, "Err(OnShardThread)");
     assert_eq!(j, "Err(OnShardThread)");
 }
+
+#[test]
+fn close_all_async_works_on_a_shard_thread() {
+    let ts = TestServer::start(Server::builder().shards(2).route("/ws", |_| {}));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = ts.server.clone();
+    ts.server.on(corecast::event::MESSAGE, move |_| {
+        let (server, tx) = (server.clone(), tx.lock().unwrap().clone());
+        glommio::spawn_local(async move {
+            let r = server
+                .close_all_async(1000, "async", Duration::from_secs(5))
+                .await;
+            let _ = tx.send(format!("{r:?}"));
+        })
+        .detach();
+    });
+    let mut a = ts.client("/ws");
+    let mut b = ts.client("/ws");
+    ts.wait_connections(2);
+    a.send_text("close everyone");
+    assert_eq!(a.recv_close(), (1000, "async".to_string()));
+    assert_eq!(b.recv_close(), (1000, "async".to_string()));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "Ok(())");
+    ts.wait_connections(0);
+}

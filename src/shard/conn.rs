@@ -233,17 +233,18 @@ impl Conn {
             self.core.metrics().dropped(DropCause::Closed);
             return Err(Error::InvalidConnection);
         }
-        self.core.metrics().queued();
         let push = self
             .out
             .borrow_mut()
             .push_data(frame, now, self.config.retry_window());
         match push {
             Push::Queued => {
+                self.core.metrics().queued();
                 self.mark_dirty();
                 Ok(())
             }
             Push::Waiting { deadline } => {
+                self.core.metrics().queued();
                 self.core.timers.schedule(self, deadline);
                 self.mark_dirty();
                 Ok(())
