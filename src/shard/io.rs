@@ -452,7 +452,9 @@ async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
             .await;
             if flushed {
                 let _ = stream.shutdown(Shutdown::Write).await;
-                let mut sink = [0u8; 512];
+                // On the heap: a buffer in this future would be carried by every connection's
+                // task, idle ones included.
+                let mut sink = vec![0u8; 512];
                 while let Ok(n) = stream.read(&mut sink).await {
                     if n == 0 {
                         break;
