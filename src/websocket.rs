@@ -115,6 +115,7 @@ impl Websocket {
         self.conn
             .request
             .locals
+            .as_ref()?
             .get(key)?
             .downcast_ref::<V>()
             .cloned()

@@ -34,7 +34,8 @@ pub(crate) struct RequestData {
     pub(crate) head: RequestHead,
     pub(crate) params: Params,
     pub(crate) remote: SocketAddr,
-    pub(crate) locals: Locals,
+    /// Boxed, and only when the gate set any: most connections have none.
+    pub(crate) locals: Option<Box<Locals>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ pub(crate) struct Conn {
     pub(crate) config: Arc<Config>,
     pub(crate) request: RequestData,
     attributes: RefCell<Attributes>,
-    listeners: RefCell<Option<LocalListeners>>,
+    listeners: RefCell<Option<Box<LocalListeners>>>,
     pub(crate) out: RefCell<OutboundQueue>,
     pub(crate) decoder: RefCell<Decoder>,
     phase: Cell<Phase>,
@@ -354,7 +355,7 @@ impl Conn {
     pub(crate) fn on(&self, name: &str, listener: LocalListener) {
         let mut map = self.listeners.borrow_mut();
         let list = map
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(Box::default)
             .entry(name.into())
             .or_default();
         Rc::make_mut(list).push(listener);

@@ -241,7 +241,7 @@ async fn handshake(
         head: req.head,
         params: req.params,
         remote,
-        locals: req.locals,
+        locals: (!req.locals.is_empty()).then(|| Box::new(req.locals)),
     };
     Ok((route, request, accept, leftover))
 }
