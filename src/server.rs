@@ -330,6 +330,10 @@ struct Inner {
 }
 
 /// A running server. Cheap to clone; `Send + Sync`: hand it to any thread or runtime.
+///
+/// The shards run until `shutdown`: dropping every handle does not stop them (a server that
+/// vanished with its last handle would cut its clients off silently). Call `shutdown`, then
+/// `join`.
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
