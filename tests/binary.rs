@@ -485,3 +485,22 @@ fn a_second_signal_exits_at_once() {
     // Well before the 60 s shutdown timeout.
     assert_eq!(bin.wait_exit(WAIT), Some(130));
 }
+
+#[test]
+fn a_memlock_limit_too_low_is_a_clear_start_error() {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -l 64 && exec {} --listen 127.0.0.1:0 --api-listen off --shards 1",
+                env!("CARGO_BIN_EXE_corecast")
+            ),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start the server"), "{err}");
+    assert!(err.contains("memlock"), "{err}");
+}
