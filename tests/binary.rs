@@ -504,3 +504,26 @@ fn a_memlock_limit_too_low_is_a_clear_start_error() {
     assert!(err.contains("cannot start the server"), "{err}");
     assert!(err.contains("memlock"), "{err}");
 }
+
+#[test]
+fn the_api_answers_expect_100_continue() {
+    let bin = Bin::start(&[]);
+    let (mut c, _) = uuid_of(&bin, "/ws/e");
+    let mut s = TcpStream::connect(bin.api.unwrap()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = vec![b'z'; 4096];
+    write!(
+        s,
+        "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&body).unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
+    assert_eq!(c.recv_text(), "z".repeat(4096));
+}
