@@ -8,19 +8,46 @@ use std::fmt;
 /// Most header fields a request head may carry; more is [`HttpError::Malformed`].
 pub const MAX_HEADERS: usize = 64;
 
-/// Name/value pairs, boxed so a head kept per connection holds no spare capacity.
-type Pairs = Box<[(Box<str>, Box<str>)]>;
+/// Where one string lives in a head's text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    len: u32,
+}
 
-/// A parsed HTTP/1.1 request head, kept for the whole life of the connection (memory-lean: boxed strs, boxed slices).
+/// Name/value pairs as spans, boxed so a head kept per connection holds no spare capacity.
+type Pairs = Box<[(Span, Span)]>;
+
+/// A parsed HTTP/1.1 request head, kept for the whole life of the connection. Memory-lean:
+/// every string (method, path, query, decoded query pairs, headers) lives in one text buffer,
+/// so a head costs two or three allocations however many headers it has.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
-    method: Box<str>,
-    path: Box<str>,
-    raw_query: Box<str>,
+    text: Box<str>,
+    method: Span,
+    path: Span,
+    raw_query: Span,
     query: Pairs,
     headers: Pairs,
     /// The `x` of `HTTP/1.x`, needed for the 1.1 rule of RFC 6455 §4.2.1.
     minor_version: u8,
+}
+
+/// Builds the single text buffer of a head.
+#[derive(Default)]
+struct TextBuilder {
+    text: String,
+}
+
+impl TextBuilder {
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Span {
+            start: start as u32,
+            len: s.len() as u32,
+        }
+    }
 }
 
 impl RequestHead {
@@ -39,19 +66,40 @@ impl RequestHead {
         minor_version: u8,
     ) -> RequestHead {
         let (path, raw_query) = split_target(target);
+        let mut b = TextBuilder::default();
+        let method = b.push(method);
+        let path = b.push(path);
+        let raw_query_span = b.push(raw_query);
+        let query = parse_query(raw_query)
+            .map(|(n, v)| (b.push(&n), b.push(&v)))
+            .collect();
+        let headers = headers.map(|(n, v)| (b.push(n), b.push(v))).collect();
         RequestHead {
-            method: method.into(),
-            path: path.into(),
-            raw_query: raw_query.into(),
-            query: parse_query(raw_query),
-            headers: headers.map(|(n, v)| (n.into(), v.into())).collect(),
+            text: b.text.into_boxed_str(),
+            method,
+            path,
+            raw_query: raw_query_span,
+            query,
+            headers,
             minor_version,
         }
     }
 
+    /// The string a span points at (heads are under 4 GiB: parsing limits them to a few KiB).
+    fn get(&self, span: Span) -> &str {
+        let start = span.start as usize;
+        self.text
+            .get(start..start + span.len as usize)
+            .unwrap_or_default()
+    }
+
+    fn pairs<'a>(&'a self, pairs: &'a Pairs) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        pairs.iter().map(|(n, v)| (self.get(*n), self.get(*v)))
+    }
+
     /// The request method, case as sent (methods are case-sensitive, RFC 9110 §9.1).
     pub fn method(&self) -> &str {
-        &self.method
+        self.get(self.method)
     }
 
     /// The target path without `?query` (or fragment), not percent-decoded.
@@ -59,12 +107,12 @@ impl RequestHead {
     /// An absolute-form target (`http://host/p`, RFC 9112 §3.2.2) yields its
     /// path part; an empty path reads as `/`.
     pub fn path(&self) -> &str {
-        &self.path
+        self.get(self.path)
     }
 
     /// The query string as sent, without the `?`; empty when there is none.
     pub fn raw_query(&self) -> &str {
-        &self.raw_query
+        self.get(self.raw_query)
     }
 
     /// The minor HTTP version: 1 for `HTTP/1.1`, 0 for `HTTP/1.0`.
@@ -76,22 +124,18 @@ impl RequestHead {
     /// application/x-www-form-urlencoded (`+` is a space, `%XX` a byte;
     /// invalid escapes are kept literally).
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| **n == *name)
-            .map(|(_, v)| &**v)
+        self.query_pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// All decoded query pairs, in the order sent.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.query.iter().map(|(n, v)| (&**n, &**v))
+        self.pairs(&self.query)
     }
 
     /// The first header called `name` (case-insensitive, RFC 9110 §5.1),
     /// its value trimmed of spaces and tabs (RFC 9110 §5.5).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| trim_ows(v))
     }
@@ -118,13 +162,12 @@ impl RequestHead {
 
     /// All headers as sent: names in their original case, values untrimmed.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.headers.iter().map(|(n, v)| (&**n, &**v))
+        self.pairs(&self.headers)
     }
 
     /// Trimmed values of every header called `name`, in order.
     fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
+        self.headers()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| trim_ows(v))
     }
@@ -172,15 +215,11 @@ fn origin_part(target: &str) -> &str {
 }
 
 /// Decodes a query string into pairs; a piece without `=` has an empty value.
-fn parse_query(query: &str) -> Pairs {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode_form(n), decode_form(v))
-        })
-        .collect()
+fn parse_query(query: &str) -> impl Iterator<Item = (Box<str>, Box<str>)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode_form(n), decode_form(v))
+    })
 }
 
 /// application/x-www-form-urlencoded decoding; bytes that are not UTF-8
