@@ -115,6 +115,13 @@ impl Drop for Running {
     }
 }
 
+/// A port nobody listens on now: the OS picks it for a socket we close at once, so a server
+/// already on the machine is never mistaken for the one under test.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
 /// Starts `peer` in `mode` on `port`, confined to `cpus`, and waits until it accepts.
 pub fn start(
     peer: Peer,
