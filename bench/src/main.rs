@@ -259,18 +259,18 @@ fn main() -> ExitCode {
         if a.full { "full" } else { "quick" },
         machine
     );
-    let mut port = 19_000u16;
     for plan in selected {
         let mut outcomes = Vec::new();
         for peer in &peers {
-            port += 1;
             eprintln!(
                 "[{:>5.0}s] {} / {}",
                 started.elapsed().as_secs_f64(),
                 plan.id,
                 peer.name()
             );
-            let outcome = match peers::start(*peer, &a.root, plan.mode, port, &a.server_cpus) {
+            let started_peer = peers::free_port()
+                .and_then(|port| peers::start(*peer, &a.root, plan.mode, port, &a.server_cpus));
+            let outcome = match started_peer {
                 Err(e) => Outcome {
                     peer: peer.name().into(),
                     report: None,
