@@ -32,11 +32,11 @@ struct Args {
     /// Comma-separated scenario ids to run (default: all)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// CPUs for the server under test
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    /// CPUs for the server under test [default: 0]
+    #[arg(long, value_delimiter = ',')]
     server_cpus: Vec<usize>,
-    /// CPUs for the load generator (one generator thread each)
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// CPUs for the load generator, one generator thread each [default: 1; none on one CPU]
+    #[arg(long, value_delimiter = ',')]
     load_cpus: Vec<usize>,
     /// Where to write results
     #[arg(long, default_value = "bench/results")]
@@ -219,7 +219,15 @@ fn today() -> String {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
+    let mut a = Args::parse();
+    // Server and generator on different CPUs where there are two; on one CPU, share it.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if a.server_cpus.is_empty() {
+        a.server_cpus = vec![0];
+    }
+    if a.load_cpus.is_empty() && cpus >= 2 {
+        a.load_cpus = vec![1];
+    }
     let peers: Vec<Peer> = match a.peers.iter().map(|p| Peer::parse(p).ok_or(p)).collect() {
         Ok(p) => p,
         Err(bad) => {
@@ -287,7 +295,7 @@ fn main() -> ExitCode {
                         duration: plan.duration,
                         in_flight: plan.in_flight,
                         size: 64,
-                        threads: a.load_cpus.len(),
+                        threads: a.load_cpus.len().max(1),
                         cpus: a.load_cpus.clone(),
                         server_pid: Some(server.pid()),
                         progress: false,
