@@ -67,9 +67,6 @@ pub enum Error {
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]
     OnShardThread,
-    /// The server has stopped; the operation had nobody to run on.
-    #[error("the server has stopped")]
-    Stopped,
 }
 
 impl Error {
