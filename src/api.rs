@@ -150,7 +150,18 @@ async fn serve(server: &Server, options: &ApiOptions, mut stream: TcpStream, bus
                 Err(None) => return,
             }
         };
-        let _ = stream.write_all(&answer).await;
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+        // A refused request may leave its body unread; closing on it would reset the
+        // connection and could lose the answer. Half-close, then discard what still comes.
+        let _ = stream.shutdown(std::net::Shutdown::Write).await;
+        let mut sink = vec![0u8; 16 << 10];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
     };
     future::or(exchange, async {
         Timer::new(options.request_timeout).await;
