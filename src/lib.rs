@@ -31,6 +31,7 @@
 //! | `event` | event names, `EventPayload`, attributes, the server-wide listener registry |
 //! | `registry` | the UUID → connection map shared by the shards |
 //! | [`limits`] | raising the open-file limit |
+//! | [`units`] | durations and sizes in human units (`5s`, `64KiB`) for settings |
 //! | `metrics` | per-shard traffic counters and their Prometheus rendering |
 //! | [`service`] | the standalone server's modes: echo, relay, shootout, push |
 //! | [`api`] | the HTTP API backends push through, `/metrics`, `/healthz` |
@@ -56,6 +57,7 @@ mod registry;
 mod server;
 pub mod service;
 mod shard;
+pub mod units;
 mod upgrade;
 mod websocket;
 pub mod ws;

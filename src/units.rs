@@ -1,5 +1,6 @@
-//! Human units on the command line: durations (`500ms`, `5s`, `2m`, `1h`) and sizes (`64KiB`,
-//! `1MiB`, `1000`). Pure parsing; not the flags themselves.
+//! Human units for settings: durations (`500ms`, `5s`, `2m`, `1h`) and sizes (`64KiB`,
+//! `1MiB`, `1000`). Pure parsing; not the flags themselves (the binary and the load
+//! generator share it).
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use corecast::units::parse_duration;
 use corecast_load::ws::Target;
 use corecast_load::{Options, Scenario};
 
@@ -71,23 +72,6 @@ struct Args {
     /// Shootout: the broadcast p95 limit
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     limit: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    num.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(|v| Duration::from_secs_f64(v * scale))
-        .ok_or_else(|| format!("invalid duration {s:?}: use 500ms, 10s or 2m"))
 }
 
 fn main() -> ExitCode {

@@ -2,8 +2,6 @@
 //! TOML file, merged with flags first, then the environment, then the file. Not the server:
 //! this only decides what to start.
 
-pub mod units;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +10,7 @@ use clap::Parser;
 use corecast::service::Mode;
 use corecast::Config;
 
-use units::{parse_duration, parse_size};
+use corecast::units::{parse_duration, parse_size};
 
 /// Command-line flags; each also reads `CORECAST_<NAME>` from the environment.
 #[derive(Parser, Debug, Default)]
