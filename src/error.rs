@@ -3,6 +3,8 @@
 
 use std::io;
 
+use crate::ws::frame::ProtocolError;
+
 /// Everything that can go wrong in corecast.
 ///
 /// The variants named in the public API contract (`InvalidConnection`, `UuidDuplication`,
@@ -35,12 +37,14 @@ pub enum Error {
     /// A write made no progress, or the send queue stayed full, for `write_timeout`.
     #[error("peer not reading: write stalled for {0:?}")]
     WriteTimeout(std::time::Duration),
-    /// The peer broke RFC 6455 (closed with 1002).
-    #[error("protocol error: {0}")]
-    Protocol(&'static str),
-    /// The peer sent text that is not UTF-8 (closed with 1007).
-    #[error("invalid UTF-8 in a text message or close reason")]
-    InvalidUtf8,
+    /// The peer broke RFC 6455: closed with 1002, or 1007 for text that is not UTF-8. (A frame
+    /// or message over the limit is `MessageTooLarge`.)
+    #[error("{0}")]
+    Protocol(ProtocolError),
+    /// The peer kept pinging without reading the pongs (more than
+    /// `ws::session::MAX_UNANSWERED_PINGS` unanswered); its socket was dropped.
+    #[error("peer sent pings faster than it read the pongs")]
+    PingFlood,
     /// The peer closed with a code other than 1000 or 1001, or with no code.
     #[error("peer closed the connection with code {code:?}: {reason}")]
     PeerClosed {
@@ -67,6 +71,15 @@ pub enum Error {
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]
     OnShardThread,
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::TooLarge { .. } => Error::MessageTooLarge,
+            e => Error::Protocol(e),
+        }
+    }
 }
 
 impl Error {

@@ -19,7 +19,7 @@ pub(crate) enum DropCause {
 const DROP_CAUSES: [&str; 2] = ["queue_full", "closed"];
 
 /// Why a connection was torn down (label values of `corecast_teardowns_total`).
-const TEARDOWN_CAUSES: [&str; 10] = [
+const TEARDOWN_CAUSES: [&str; 11] = [
     "clean",
     "peer_error",
     "io",
@@ -29,6 +29,7 @@ const TEARDOWN_CAUSES: [&str; 10] = [
     "too_large",
     "callback_panic",
     "forced",
+    "ping_flood",
     "other",
 ];
 
@@ -39,11 +40,12 @@ fn teardown_index(error: Option<&Error>) -> usize {
         Some(Error::Io(_)) => 2,
         Some(Error::IdleTimeout(_)) => 3,
         Some(Error::WriteTimeout(_)) => 4,
-        Some(Error::Protocol(_) | Error::InvalidUtf8) => 5,
+        Some(Error::Protocol(_)) => 5,
         Some(Error::MessageTooLarge) => 6,
         Some(Error::CallbackPanic) => 7,
         Some(Error::Timeout) => 8,
-        Some(_) => 9,
+        Some(Error::PingFlood) => 9,
+        Some(_) => 10,
     }
 }
 
@@ -60,7 +62,7 @@ pub(crate) struct ShardMetrics {
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
     drops: [AtomicU64; 2],
-    teardowns: [AtomicU64; 10],
+    teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
     rejections: [AtomicU64; 10],
     fanout_nanos: AtomicU64,
     fanouts: AtomicU64,

@@ -1,9 +1,11 @@
-//! One connection's state on its shard: identity, request data, listeners, the outbound queue,
-//! deadlines, and the one teardown. Not the socket: the connection task in `io.rs` owns that and
-//! acts on what this state asks for.
+//! One connection on its shard: identity, request data, listeners, and the glue between its
+//! protocol session (`ws::session`), the shard (registry, timers, flush pass, metrics) and the
+//! socket. Not protocol decisions: the session makes those; not the socket's task, which lives
+//! in `io.rs` and calls in here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -13,14 +15,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::socket::send_vectored;
 use super::ShardCore;
 use crate::event::{self, Attributes, EventName, EventPayload};
 use crate::http::{Params, RequestHead};
 use crate::metrics::DropCause;
 use crate::registry::ConnId;
 use crate::upgrade::Locals;
-use crate::ws::frame::{self, Decoder};
-use crate::ws::queue::{OutboundQueue, Push};
+use crate::ws::frame;
+use crate::ws::queue::{Push, MAX_IOVECS};
+use crate::ws::session::{Event, Session};
 use crate::{Config, Error, Websocket};
 
 /// A listener registered on one connection.
@@ -38,28 +42,6 @@ pub(crate) struct RequestData {
     pub(crate) locals: Option<Box<Locals>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Serving.
-    Open,
-    /// The server queued a close frame; `close` fires once it is written.
-    Closing,
-    /// Torn down: events have fired; only the socket is left to finish.
-    Gone,
-}
-
-/// What the connection task should do with the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SocketPlan {
-    /// Read and write as usual.
-    Serve,
-    /// Write what is queued (a close frame last), then shut the socket down; past the deadline,
-    /// drop it. The connection task keeps this deadline itself.
-    FlushThenClose(Instant),
-    /// Drop the socket now.
-    Abort,
-}
-
 pub(crate) struct Conn {
     pub(crate) core: Rc<ShardCore>,
     pub(crate) id: ConnId,
@@ -68,14 +50,10 @@ pub(crate) struct Conn {
     pub(crate) request: RequestData,
     attributes: RefCell<Attributes>,
     listeners: RefCell<Option<Box<LocalListeners>>>,
-    pub(crate) out: RefCell<OutboundQueue>,
-    pub(crate) decoder: RefCell<Decoder>,
-    phase: Cell<Phase>,
-    plan: Cell<SocketPlan>,
-    last_inbound: Cell<Instant>,
-    next_ping: Cell<Instant>,
-    write_blocked_since: Cell<Option<Instant>>,
-    close_deadline: Cell<Option<Instant>>,
+    /// Borrowed only inside this file's methods, never while a listener runs.
+    session: RefCell<Session>,
+    /// Torn down: events have fired; only the socket is left to finish.
+    gone: Cell<bool>,
     close_forced: Cell<bool>,
     /// Earliest entry this connection has in the shard's timer heap.
     pub(crate) scheduled: Cell<Option<Instant>>,
@@ -98,19 +76,13 @@ impl Conn {
         Conn {
             id,
             uuid: RefCell::new(uuid),
-            out: RefCell::new(OutboundQueue::new(config.send_queue_size)),
-            decoder: RefCell::new(Decoder::new(config.max_message_size)),
-            next_ping: Cell::new(now + config.ping_interval),
-            last_inbound: Cell::new(now),
+            session: RefCell::new(Session::new(Arc::clone(&config), now)),
             config,
             request,
             core,
             attributes: RefCell::default(),
             listeners: RefCell::default(),
-            phase: Cell::new(Phase::Open),
-            plan: Cell::new(SocketPlan::Serve),
-            write_blocked_since: Cell::new(None),
-            close_deadline: Cell::new(None),
+            gone: Cell::new(false),
             close_forced: Cell::new(false),
             scheduled: Cell::new(None),
             waker: RefCell::new(None),
@@ -119,20 +91,13 @@ impl Conn {
         }
     }
 
+    /// Serving: not closing, not torn down.
     pub(crate) fn is_open(&self) -> bool {
-        self.phase.get() == Phase::Open
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.phase.get() == Phase::Closing
+        self.session.borrow().is_open()
     }
 
     pub(crate) fn is_gone(&self) -> bool {
-        self.phase.get() == Phase::Gone
-    }
-
-    pub(crate) fn plan(&self) -> SocketPlan {
-        self.plan.get()
+        self.gone.get()
     }
 
     pub(crate) fn close_forced(&self) -> bool {
@@ -174,7 +139,7 @@ impl Conn {
 
     /// Something was queued: the shard's flush pass writes it at the end of this tick, in one
     /// vectored write with whatever else is queued by then, without waking this connection's
-    /// task (DESIGN "Performance rules").
+    /// task (see the crate doc, "Sending").
     fn mark_dirty(self: &Rc<Self>) {
         if !self.dirty.replace(true) {
             self.core.mark_dirty(Rc::clone(self));
@@ -191,38 +156,118 @@ impl Conn {
             self.wake();
             return;
         }
-        match super::io::write_queue(self, fd) {
+        match self.write_queue(fd) {
             Ok(true) => {}
             Ok(false) | Err(_) => self.wake(),
         }
     }
 
-    /// Any bytes from the peer prove it is alive (BEHAVIOUR: data, ping or pong).
-    pub(crate) fn touch(&self, now: Instant) {
-        self.last_inbound.set(now);
-    }
-
-    /// A write would block: start (or keep) the stall clock.
-    pub(crate) fn write_blocked(&self, now: Instant) {
-        if self.write_blocked_since.get().is_none() {
-            self.write_blocked_since.set(Some(now));
-            self.core
-                .timers
-                .schedule(self, now + self.config.write_timeout);
+    /// Writes as much of the queue as the socket takes, one vectored write per pass (sends per
+    /// flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the socket
+    /// is full. Needs only the fd, so the flush pass and the connection task share it.
+    pub(crate) fn write_queue(&self, fd: i32) -> io::Result<bool> {
+        let now = Instant::now();
+        loop {
+            let result = {
+                let session = self.session.borrow();
+                let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+                let n = session.poll_transmit(&mut slices);
+                if n == 0 {
+                    return Ok(true);
+                }
+                send_vectored(fd, &slices[..n])
+            };
+            match result {
+                Ok(written) => self.wrote(now, written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
     }
 
-    pub(crate) fn write_progressed(&self) {
-        self.write_blocked_since.set(None);
+    /// `written` bytes of the queue went out.
+    pub(crate) fn wrote(&self, now: Instant, written: usize) {
+        self.core.metrics().written(written);
+        self.session.borrow_mut().handle_written(now, written);
     }
 
-    /// The queue is empty: a server-initiated close has gone out, so `close` fires, then the
-    /// teardown.
-    pub(crate) fn close_written(self: &Rc<Self>) {
-        if self.phase.get() == Phase::Closing {
-            self.fire(EventName::Static(event::CLOSE), Bytes::new(), None);
-            let linger = Instant::now() + self.config.write_timeout;
-            self.teardown(None, SocketPlan::FlushThenClose(linger));
+    /// The first unwritten slice, for a write that waits for room.
+    pub(crate) fn with_front<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let session = self.session.borrow();
+        let mut slices: [&[u8]; 1] = [&[]];
+        session.poll_transmit(&mut slices);
+        f(slices[0])
+    }
+
+    /// Whether anything is left to write.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.session.borrow().wants_write()
+    }
+
+    /// A write would block: start (or keep) the stall clock.
+    pub(crate) fn write_blocked(self: &Rc<Self>, now: Instant) {
+        self.session.borrow_mut().handle_write_blocked(now);
+        self.schedule();
+    }
+
+    /// Bytes the peer sent; nothing fires until `drive`.
+    pub(crate) fn received(&self, now: Instant, bytes: &[u8]) {
+        self.session.borrow_mut().handle_read(now, bytes);
+    }
+
+    /// The peer ended the stream.
+    pub(crate) fn handle_eof(self: &Rc<Self>) {
+        self.session.borrow_mut().handle_eof();
+        self.drive();
+    }
+
+    /// A read or write failed.
+    pub(crate) fn handle_io_error(self: &Rc<Self>, error: io::Error) {
+        self.session.borrow_mut().handle_io_error(error);
+        self.drive();
+    }
+
+    /// After teardown: until when to keep writing what is queued (the close frame) before
+    /// closing the socket; `None`: drop it now.
+    pub(crate) fn linger(&self) -> Option<Instant> {
+        self.session.borrow().linger()
+    }
+
+    /// Acts on what the session reports: events for listeners, the one teardown; then makes
+    /// sure queued bytes get written and the timer heap knows the next deadline.
+    pub(crate) fn drive(self: &Rc<Self>) {
+        loop {
+            let event = self.session.borrow_mut().poll_event();
+            let Some(event) = event else { break };
+            match event {
+                Event::Message { data, binary } => self.fire_message(data, binary),
+                Event::Ping(data) => self.fire(EventName::Static(event::PING), data, None),
+                Event::Pong(data) => self.fire(EventName::Static(event::PONG), data, None),
+                Event::Dropped(framed) => {
+                    self.core.metrics().dropped(DropCause::QueueFull);
+                    self.fire_error(Error::QueueFull, payload_of(&framed));
+                }
+                Event::CloseComplete => {
+                    self.fire(EventName::Static(event::CLOSE), Bytes::new(), None)
+                }
+                Event::Closed(error) => self.teardown(error),
+            }
+        }
+        if self.is_gone() {
+            return;
+        }
+        if self.wants_write() {
+            self.mark_dirty();
+        }
+        self.schedule();
+    }
+
+    /// Makes sure the timer heap looks at this connection by the session's next deadline.
+    fn schedule(&self) {
+        let next = self.session.borrow().poll_timeout();
+        if let Some(at) = next {
+            self.core.timers.schedule(self, at);
         }
     }
 
@@ -230,58 +275,72 @@ impl Conn {
 
     /// Queues an already framed data message. Fails once the connection is closing or gone.
     pub(crate) fn send_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> Result<(), Error> {
-        if !self.is_open() {
-            self.core.metrics().dropped(DropCause::Closed);
-            return Err(Error::InvalidConnection);
-        }
-        let push = self
-            .out
-            .borrow_mut()
-            .push_data(frame, now, self.config.retry_window());
+        let push = self.session.borrow_mut().send(now, frame);
         match push {
-            Push::Queued => {
-                self.core.metrics().queued();
-                self.mark_dirty();
-                Ok(())
-            }
-            Push::Waiting { deadline } => {
-                self.core.metrics().queued();
-                self.core.timers.schedule(self, deadline);
-                self.mark_dirty();
-                Ok(())
-            }
+            Push::Queued => {}
+            Push::Waiting { deadline } => self.core.timers.schedule(self, deadline),
             Push::Closed => {
                 self.core.metrics().dropped(DropCause::Closed);
-                Err(Error::InvalidConnection)
+                return Err(Error::InvalidConnection);
             }
         }
+        self.core.metrics().queued();
+        self.mark_dirty();
+        Ok(())
     }
 
-    /// Queues a control frame (ping, pong) or the handshake response.
-    pub(crate) fn send_control(self: &Rc<Self>, frame: Bytes) {
-        if self.out.borrow_mut().push_control(frame) == Push::Queued {
-            self.mark_dirty();
-        }
+    /// Queues the handshake response.
+    pub(crate) fn send_raw(self: &Rc<Self>, bytes: Bytes) {
+        self.session.borrow_mut().send_raw(bytes);
+        self.mark_dirty();
     }
 
     /// Starts a server-initiated close: the queue is flushed, then the close frame, then `close`
-    /// and `disconnect` fire. Past `deadline` the socket is force-closed with `Error::Timeout`.
-    pub(crate) fn begin_close(self: &Rc<Self>, close_frame: Bytes, deadline: Instant) {
+    /// and `disconnect` fire. With a deadline, they fire then even if the peer never reads;
+    /// without one, the caller force-closes.
+    pub(crate) fn begin_close(self: &Rc<Self>, close_frame: Bytes, deadline: Option<Instant>) {
         if !self.is_open() {
             return;
         }
-        self.phase.set(Phase::Closing);
         self.unregister();
-        self.out.borrow_mut().push_close(close_frame);
-        self.close_deadline.set(Some(deadline));
-        self.core.timers.schedule(self, deadline);
+        self.session.borrow_mut().close(close_frame, deadline);
+        self.schedule();
         self.wake();
     }
 
     /// A close the server starts with the connection's own write timeout as its deadline.
     pub(crate) fn close(self: &Rc<Self>, code: u16, reason: &str) {
         let deadline = Instant::now() + self.config.write_timeout;
-        self.begin_close(frame::encode_close(code, reason), deadline);
+        self.begin_close(frame::encode_close(code, reason), Some(deadline));
+    }
+
+    /// Ends the connection after a failure on the server's side: the peer gets `close_code`.
+    pub(crate) fn fail(self: &Rc<Self>, error: Error, close_code: u16) {
+        self.session
+            .borrow_mut()
+            .fail(Instant::now(), error, close_code);
+        self.drive();
+    }
+
+    /// Force-closes at a close deadline.
+    pub(crate) fn force_close(self: &Rc<Self>) {
+        if !self.is_gone() {
+            self.close_forced.set(true);
+            self.session.borrow_mut().force_close(Error::Timeout);
+            self.drive();
+        }
+    }
+
+    /// The timer heap found this connection due at `now`.
+    pub(crate) fn on_timer(self: &Rc<Self>, now: Instant) {
+        if self.scheduled.get().is_some_and(|s| s <= now) {
+            self.scheduled.set(None);
+        }
+        if self.is_gone() {
+            return;
+        }
+        self.session.borrow_mut().handle_timeout(now);
+        self.drive();
     }
 
     // ---- events ----------------------------------------------------------------------------
@@ -381,15 +440,13 @@ impl Conn {
             .remove(&self.uuid.borrow(), self.id);
     }
 
-    /// The one teardown (BEHAVIOUR "Lifecycle" 6): mark dead, unregister, fire `disconnect`
+    /// The one teardown (crate doc, "Lifecycle"): mark dead, unregister, fire `disconnect`
     /// (with the error), then `error` if there was one, then drop this connection's listeners.
-    /// Later calls do nothing.
-    pub(crate) fn teardown(self: &Rc<Self>, error: Option<Error>, plan: SocketPlan) {
-        if self.is_gone() {
+    /// Only the session's `Closed` event leads here, so it runs once.
+    fn teardown(self: &Rc<Self>, error: Option<Error>) {
+        if self.gone.replace(true) {
             return;
         }
-        self.phase.set(Phase::Gone);
-        self.plan.set(plan);
         self.unregister();
         self.core.remove(self.id);
         match &error {
@@ -416,112 +473,7 @@ impl Conn {
         self.core.teardowns.notify();
         self.wake();
     }
-
-    /// Tears down after a protocol failure: the peer gets a close frame with `code` first.
-    pub(crate) fn fail(self: &Rc<Self>, error: Error, close_code: u16) {
-        self.out
-            .borrow_mut()
-            .push_close(frame::encode_close(close_code, ""));
-        let deadline = Instant::now() + self.config.write_timeout;
-        self.teardown(Some(error), SocketPlan::FlushThenClose(deadline));
-    }
-
-    /// Force-closes at a close deadline.
-    pub(crate) fn force_close(self: &Rc<Self>) {
-        if !self.is_gone() {
-            self.close_forced.set(true);
-            self.teardown(Some(Error::Timeout), SocketPlan::Abort);
-        }
-    }
-
-    // ---- timers ----------------------------------------------------------------------------
-
-    /// Runs whatever is due at `now` (pings, idle and write timeouts, expired waiting messages,
-    /// close deadlines), then asks for the next deadline.
-    pub(crate) fn on_timer(self: &Rc<Self>, now: Instant) {
-        if self.scheduled.get().is_some_and(|s| s <= now) {
-            self.scheduled.set(None);
-        }
-        match self.phase.get() {
-            Phase::Open => {
-                let cfg = &self.config;
-                if now >= self.last_inbound.get() + cfg.read_idle_timeout {
-                    self.teardown(
-                        Some(Error::IdleTimeout(cfg.read_idle_timeout)),
-                        SocketPlan::Abort,
-                    );
-                    return;
-                }
-                let stalled = self.write_blocked_since.get();
-                let full = self.out.borrow().full_since();
-                if [stalled, full]
-                    .iter()
-                    .flatten()
-                    .any(|since| now >= *since + cfg.write_timeout)
-                {
-                    self.teardown(
-                        Some(Error::WriteTimeout(cfg.write_timeout)),
-                        SocketPlan::Abort,
-                    );
-                    return;
-                }
-                let dropped = self.out.borrow_mut().expire(now);
-                for framed in dropped {
-                    self.core.metrics().dropped(DropCause::QueueFull);
-                    self.fire_error(Error::QueueFull, payload_of(&framed));
-                    if !self.is_open() {
-                        return;
-                    }
-                }
-                if now >= self.next_ping.get() {
-                    self.next_ping.set(now + cfg.ping_interval);
-                    self.send_control(Bytes::from_static(&PING_FRAME));
-                    let mut out = self.out.borrow_mut();
-                    if out.is_empty() {
-                        out.compact();
-                    }
-                }
-            }
-            Phase::Closing => {
-                if self.close_deadline.get().is_some_and(|d| now >= d) {
-                    self.force_close();
-                    return;
-                }
-            }
-            // The connection task bounds its own last flush.
-            Phase::Gone => return,
-        }
-        if let Some(next) = self.next_deadline() {
-            self.core.timers.schedule(self, next);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        match self.phase.get() {
-            Phase::Open => {
-                let cfg = &self.config;
-                let out = self.out.borrow();
-                [
-                    Some(self.next_ping.get()),
-                    Some(self.last_inbound.get() + cfg.read_idle_timeout),
-                    self.write_blocked_since
-                        .get()
-                        .map(|s| s + cfg.write_timeout),
-                    out.full_since().map(|s| s + cfg.write_timeout),
-                    out.next_expiry(),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-            }
-            Phase::Closing => self.close_deadline.get(),
-            Phase::Gone => None,
-        }
-    }
 }
-
-/// An empty unmasked ping frame (RFC 6455 §5.5.2).
-const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
 /// The payload of a server frame built by `frame::encode` (header skipped, bytes shared).
 pub(crate) fn payload_of(framed: &Bytes) -> Bytes {
@@ -546,10 +498,5 @@ mod tests {
             let framed = frame::encode(OpCode::Binary, &data);
             assert_eq!(payload_of(&framed), Bytes::from(data));
         }
-    }
-
-    #[test]
-    fn ping_frame_matches_the_encoder() {
-        assert_eq!(&PING_FRAME[..], &frame::encode(OpCode::Ping, b"")[..]);
     }
 }

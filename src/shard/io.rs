@@ -1,6 +1,6 @@
 //! The connection task: reads the upgrade, then moves bytes between the socket and the
-//! connection's state until teardown. Not protocol logic: framing, handshake checks and queue
-//! policy live in `ws` and `http`; events and deadlines in `conn`.
+//! connection until teardown. Not protocol logic: framing, the close handshake, deadlines and
+//! queue policy live in `ws::session`, handshake checks in `http`, events in `conn`.
 
 use std::future::poll_fn;
 use std::io;
@@ -19,14 +19,12 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::{Conn, RequestData, SocketPlan};
+use super::conn::{Conn, RequestData};
 use super::ShardCore;
 use crate::event::{self, EventName};
 use crate::http::{self, HeadParse, UpgradeCheck};
 use crate::server::Route;
 use crate::upgrade::UpgradeRequest;
-use crate::ws::frame::{self, Inbound, OpCode, ProtocolError};
-use crate::ws::queue::MAX_IOVECS;
 use crate::{Error, Websocket};
 
 /// Serves one accepted socket from handshake to close.
@@ -62,7 +60,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
     core.metrics().upgraded();
     let conn = register(&core, &route, request);
     conn.fd.set(stream.as_raw_fd());
-    conn.send_control(Bytes::from(http::switching_protocols(&accept)));
+    conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
     let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
@@ -77,10 +75,9 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         conn.fire(EventName::Static(event::CONNECT), Bytes::new(), None);
     }
     drop(kws);
-    if !leftover.is_empty() && conn.is_open() {
-        let mut items = Vec::new();
-        let result = conn.decoder.borrow_mut().feed(&leftover, &mut items);
-        dispatch(&conn, &mut items, result);
+    if !leftover.is_empty() {
+        conn.received(Instant::now(), &leftover);
+        conn.drive();
     }
     drop(leftover);
     run(&conn, &mut stream).await;
@@ -248,152 +245,61 @@ async fn handshake(
 
 /// What one wake-up of the connection task found.
 enum Step {
-    /// Bytes arrived and were decoded into the items vector (maybe with an error after them).
-    Input(Result<(), ProtocolError>),
+    /// Bytes arrived and the session took them.
+    Input,
     /// The peer ended the stream.
     Eof,
     /// A read or write failed.
     Failed(io::Error),
-    /// The state moved on: a server close was written, or the socket plan changed.
+    /// The state moved on (a server close was written, the connection was torn down).
     Changed,
 }
 
-/// Moves bytes until the connection is torn down, then finishes the socket as planned.
+/// Moves bytes until the connection is torn down, then finishes the socket as the session
+/// asks.
 async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
-    let mut items = Vec::new();
     while !conn.is_gone() {
-        let step = poll_fn(|cx| poll_io(conn, stream, cx, &mut items)).await;
+        let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
         match step {
-            Step::Input(result) => dispatch(conn, &mut items, result),
-            Step::Eof => conn.teardown(
-                Some(Error::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "peer closed the stream without a close frame",
-                ))),
-                SocketPlan::Abort,
-            ),
-            Step::Failed(e) => conn.teardown(Some(Error::Io(e)), SocketPlan::Abort),
-            Step::Changed => {}
+            Step::Input | Step::Changed => conn.drive(),
+            Step::Eof => conn.handle_eof(),
+            Step::Failed(e) => conn.handle_io_error(e),
         }
         glommio::yield_if_needed().await;
     }
-    drop(items);
     finish(conn, stream).await;
 }
 
-fn poll_io(
-    conn: &Rc<Conn>,
-    stream: &mut TcpStream,
-    cx: &mut Context<'_>,
-    items: &mut Vec<Inbound>,
-) -> Poll<Step> {
+fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Step> {
     conn.register_waker(cx.waker());
-    if let Err(e) = flush(conn, stream, cx) {
+    let flushed = flush(conn, stream, cx);
+    if let Err(e) = flushed {
         return Poll::Ready(Step::Failed(e));
     }
-    if conn.is_gone() {
-        return Poll::Ready(Step::Changed);
-    }
-    if conn.is_closing() && conn.out.borrow().is_empty() {
-        conn.close_written();
+    if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
         return Poll::Ready(Step::Changed);
     }
     let mut scratch = conn.core.scratch.borrow_mut();
     match Pin::new(&mut *stream).poll_read(cx, &mut scratch) {
         Poll::Ready(Ok(0)) => Poll::Ready(Step::Eof),
         Poll::Ready(Ok(n)) => {
-            conn.touch(Instant::now());
-            let result = conn.decoder.borrow_mut().feed(&scratch[..n], items);
-            Poll::Ready(Step::Input(result))
+            // The session copies what it keeps: the shard's buffer is free again after this.
+            conn.received(Instant::now(), &scratch[..n]);
+            Poll::Ready(Step::Input)
         }
         Poll::Ready(Err(e)) => Poll::Ready(Step::Failed(e)),
         Poll::Pending => Poll::Pending,
     }
 }
 
-/// Acts on decoded frames in order: events for data, ping and pong; the close handshake.
-fn dispatch(conn: &Rc<Conn>, items: &mut Vec<Inbound>, result: Result<(), ProtocolError>) {
-    for item in items.drain(..) {
-        if !conn.is_open() {
-            // Closing or gone: what the peer sent after that is not delivered.
-            continue;
-        }
-        match item {
-            Inbound::Message { data, binary } => conn.fire_message(data, binary),
-            Inbound::Ping(data) => {
-                conn.send_control(frame::encode(OpCode::Pong, &data));
-                conn.fire(EventName::Static(event::PING), data, None);
-            }
-            Inbound::Pong(data) => conn.fire(EventName::Static(event::PONG), data, None),
-            Inbound::Close { code, reason } => {
-                // Answer with the same code (RFC 6455 §5.5.1); an empty close gets an empty one.
-                let reply = frame::encode_close(code.unwrap_or(1005), "");
-                conn.out.borrow_mut().push_close(reply);
-                let error = match code {
-                    Some(1000 | 1001) => None,
-                    code => Some(Error::PeerClosed { code, reason }),
-                };
-                let deadline = Instant::now() + conn.config.write_timeout;
-                conn.teardown(error, SocketPlan::FlushThenClose(deadline));
-            }
-        }
-    }
-    if let Err(e) = result {
-        if conn.is_open() {
-            let code = e.close_code();
-            let error = match e {
-                ProtocolError::Protocol(why) => Error::Protocol(why),
-                ProtocolError::InvalidUtf8 => Error::InvalidUtf8,
-                ProtocolError::TooLarge { .. } => Error::MessageTooLarge,
-            };
-            conn.fail(error, code);
-        }
-    }
-}
-
-/// Writes as much of the queue as the socket takes, in one vectored write per pass (DESIGN:
-/// sends per flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the
-/// socket is full. Needs only the fd, so the shard's flush pass can use it too.
-pub(crate) fn write_queue(conn: &Conn, fd: i32) -> io::Result<bool> {
-    loop {
-        let result = {
-            let out = conn.out.borrow();
-            if out.is_empty() {
-                conn.write_progressed();
-                return Ok(true);
-            }
-            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
-            let n = out.slices(&mut slices);
-            send_vectored(fd, &slices[..n])
-        };
-        match result {
-            Ok(written) => {
-                conn.core.metrics().written(written);
-                conn.out.borrow_mut().advance(written);
-                conn.write_progressed();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `write_queue` from the connection task: when the socket is full, glommio is asked to wake
-/// the task once it has room.
-fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
-    while !write_queue(conn, stream.as_raw_fd())? {
+/// `Conn::write_queue` from the connection task: when the socket is full, glommio is asked to
+/// wake the task once it has room.
+fn flush(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+    while !conn.write_queue(stream.as_raw_fd())? {
         // glommio's write tries once more and otherwise arms a writability poll.
-        let polled = {
-            let out = conn.out.borrow();
-            let front = out.front().unwrap_or(&[]);
-            Pin::new(&mut *stream).poll_write(cx, front)
-        };
+        let polled = conn.with_front(|front| Pin::new(&mut *stream).poll_write(cx, front));
         match polled {
-            Poll::Ready(Ok(written)) => {
-                conn.core.metrics().written(written);
-                conn.out.borrow_mut().advance(written);
-            }
+            Poll::Ready(Ok(written)) => conn.wrote(Instant::now(), written),
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => {
                 conn.write_blocked(Instant::now());
@@ -404,37 +310,12 @@ fn flush(conn: &Conn, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Resul
     Ok(())
 }
 
-/// `sendmsg` with every slice at once; never blocks and never raises SIGPIPE.
-fn send_vectored(fd: i32, slices: &[&[u8]]) -> io::Result<usize> {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_IOVECS];
-    for (v, s) in iov.iter_mut().zip(slices) {
-        v.iov_base = s.as_ptr() as *mut libc::c_void;
-        v.iov_len = s.len();
-    }
-    // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries point at slices that
-    // outlive the call, and the kernel only reads them.
-    let written = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = slices.len().min(MAX_IOVECS) as _;
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
-    if written < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(written as usize)
-    }
-}
-
 /// After teardown: write what is left (the close frame) within the deadline, half-close, and
 /// read until the peer closes too, so it gets our close frame rather than a reset.
 async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
     // From here on only this task touches the socket.
     conn.fd.set(-1);
-    let SocketPlan::FlushThenClose(deadline) = conn.plan() else {
+    let Some(deadline) = conn.linger() else {
         return;
     };
     let wait = deadline.saturating_duration_since(Instant::now());
@@ -444,8 +325,7 @@ async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
                 conn.register_waker(cx.waker());
                 match flush(conn, stream, cx) {
                     Err(_) => Poll::Ready(false),
-                    Ok(()) if conn.out.borrow().is_empty() => Poll::Ready(true),
-                    Ok(()) if conn.plan() == SocketPlan::Abort => Poll::Ready(false),
+                    Ok(()) if !conn.wants_write() => Poll::Ready(true),
                     Ok(()) => Poll::Pending,
                 }
             })

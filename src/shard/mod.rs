@@ -5,6 +5,7 @@
 mod conn;
 mod io;
 mod notify;
+mod socket;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -209,8 +210,9 @@ impl ShardCore {
             ShardMsg::Broadcast { frame, except } => {
                 let now = Instant::now();
                 // Pushing never runs listeners, so the slab can stay borrowed.
+                // A connection already closing is no longer a target (nor an error).
                 for (_, c) in self.conns.borrow().iter() {
-                    if Some(c.id) != except {
+                    if Some(c.id) != except && c.is_open() {
                         let _ = c.send_frame(frame.clone(), now);
                     }
                 }
@@ -264,7 +266,8 @@ impl ShardCore {
     async fn close_all(self: &Rc<Self>, frame: Bytes, deadline: Instant) -> bool {
         let targets = self.snapshot();
         for c in &targets {
-            c.begin_close(frame.clone(), deadline);
+            // No deadline of its own: this loop force-closes at the shard's deadline.
+            c.begin_close(frame.clone(), None);
         }
         loop {
             if targets.iter().all(|c| c.is_gone()) {

@@ -199,7 +199,11 @@ impl Decoder {
     /// form a whole frame is kept inside the decoder. Complete items are pushed to `out` in order.
     /// On a violation, the items decoded before it are still in `out` and the error is returned;
     /// after an error the decoder must not be fed again (it may return the same error).
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Inbound>) -> Result<(), ProtocolError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut impl Extend<Inbound>,
+    ) -> Result<(), ProtocolError> {
         match &self.status {
             Status::Open => {}
             Status::Closed => return Ok(()),
@@ -234,7 +238,7 @@ impl Decoder {
     fn feed_frames(
         &mut self,
         mut input: &[u8],
-        out: &mut Vec<Inbound>,
+        out: &mut impl Extend<Inbound>,
     ) -> Result<(), ProtocolError> {
         loop {
             let mut frame = match self.frame {
@@ -434,14 +438,14 @@ impl Decoder {
     fn finish_frame(
         &mut self,
         frame: FrameState,
-        out: &mut Vec<Inbound>,
+        out: &mut impl Extend<Inbound>,
     ) -> Result<(), ProtocolError> {
         match frame.opcode {
-            OpCode::Ping => out.push(Inbound::Ping(take_bytes(&mut self.control))),
-            OpCode::Pong => out.push(Inbound::Pong(take_bytes(&mut self.control))),
+            OpCode::Ping => out.extend(Some(Inbound::Ping(take_bytes(&mut self.control)))),
+            OpCode::Pong => out.extend(Some(Inbound::Pong(take_bytes(&mut self.control)))),
             OpCode::Close => {
                 let payload = std::mem::take(&mut self.control);
-                out.push(parse_close(&payload)?);
+                out.extend(Some(parse_close(&payload)?));
                 self.status = Status::Closed;
             }
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
@@ -454,10 +458,10 @@ impl Decoder {
                         validate_utf8(&self.message_buf, &mut msg.utf8_valid, true)?;
                     }
                     // Moving the buffer out leaves the idle decoder holding no heap memory.
-                    out.push(Inbound::Message {
+                    out.extend(Some(Inbound::Message {
                         binary: msg.binary,
                         data: take_bytes(&mut self.message_buf),
-                    });
+                    }));
                 }
             }
         }

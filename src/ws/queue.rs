@@ -23,22 +23,39 @@ pub enum Push {
     Closed,
 }
 
+/// Most pongs kept queued at once; past it, a new pong replaces the newest unwritten one
+/// (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping).
+pub const MAX_QUEUED_PONGS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A data message: counts against the capacity.
+    Data,
+    /// A ping, a close frame or the handshake response.
+    Control,
+    /// A pong: counted, so a ping flood cannot grow the queue.
+    Pong,
+}
+
 #[derive(Debug)]
 struct Frame {
     bytes: Bytes,
-    is_data: bool,
+    kind: Kind,
 }
 
 /// Frames for one connection, in emit order.
 ///
 /// Data messages count against `capacity`; control frames (ping, pong, close) and the handshake
-/// response never wait and never count, so liveness and closing work on a full queue.
+/// response never wait and never count, so liveness and closing work on a full queue. Pongs are
+/// bounded by coalescing (`push_pong`).
 #[derive(Debug)]
 pub struct OutboundQueue {
     frames: VecDeque<Frame>,
     /// Bytes of `frames[0]` already written.
     offset: usize,
     data_count: usize,
+    /// Unwritten pongs in `frames`.
+    pongs: usize,
     capacity: usize,
     waiting: VecDeque<(Bytes, Instant)>,
     full_since: Option<Instant>,
@@ -52,6 +69,7 @@ impl OutboundQueue {
             frames: VecDeque::new(),
             offset: 0,
             data_count: 0,
+            pongs: 0,
             capacity: capacity.max(1),
             waiting: VecDeque::new(),
             full_since: None,
@@ -65,11 +83,7 @@ impl OutboundQueue {
             return Push::Closed;
         }
         if self.waiting.is_empty() && self.data_count < self.capacity {
-            self.frames.push_back(Frame {
-                bytes: frame,
-                is_data: true,
-            });
-            self.data_count += 1;
+            self.push(frame, Kind::Data);
             return Push::Queued;
         }
         let deadline = now + window;
@@ -84,11 +98,46 @@ impl OutboundQueue {
         if self.closed {
             return Push::Closed;
         }
-        self.frames.push_back(Frame {
-            bytes: frame,
-            is_data: false,
-        });
+        self.push(frame, Kind::Control);
         Push::Queued
+    }
+
+    /// Queues a pong like a control frame; with `MAX_QUEUED_PONGS` already waiting, it replaces
+    /// the newest one not yet started instead, so pongs never take more than a fixed amount of
+    /// memory. Returns false when it replaced one.
+    pub fn push_pong(&mut self, frame: Bytes) -> bool {
+        if self.closed {
+            return false;
+        }
+        if self.pongs >= MAX_QUEUED_PONGS {
+            let started = self.offset > 0;
+            let newest = self
+                .frames
+                .iter_mut()
+                .enumerate()
+                .rev()
+                .find(|(i, f)| f.kind == Kind::Pong && !(*i == 0 && started));
+            if let Some((_, f)) = newest {
+                f.bytes = frame;
+                return false;
+            }
+        }
+        self.push(frame, Kind::Pong);
+        true
+    }
+
+    /// Unwritten pongs (a partly written one included).
+    pub fn pongs(&self) -> usize {
+        self.pongs
+    }
+
+    fn push(&mut self, bytes: Bytes, kind: Kind) {
+        match kind {
+            Kind::Data => self.data_count += 1,
+            Kind::Pong => self.pongs += 1,
+            Kind::Control => {}
+        }
+        self.frames.push_back(Frame { bytes, kind });
     }
 
     /// Queues the close frame after everything queued or waiting; nothing is accepted after it.
@@ -97,17 +146,10 @@ impl OutboundQueue {
             return Push::Closed;
         }
         while let Some((bytes, _)) = self.waiting.pop_front() {
-            self.frames.push_back(Frame {
-                bytes,
-                is_data: true,
-            });
-            self.data_count += 1;
+            self.push(bytes, Kind::Data);
         }
         self.full_since = None;
-        self.frames.push_back(Frame {
-            bytes: frame,
-            is_data: false,
-        });
+        self.push(frame, Kind::Control);
         self.closed = true;
         Push::Queued
     }
@@ -170,21 +212,17 @@ impl OutboundQueue {
             }
             written -= left;
             self.offset = 0;
-            if let Some(f) = self.frames.pop_front() {
-                if f.is_data {
-                    self.data_count -= 1;
-                }
+            match self.frames.pop_front().map(|f| f.kind) {
+                Some(Kind::Data) => self.data_count -= 1,
+                Some(Kind::Pong) => self.pongs -= 1,
+                _ => {}
             }
         }
         while self.data_count < self.capacity {
             let Some((bytes, _)) = self.waiting.pop_front() else {
                 break;
             };
-            self.frames.push_back(Frame {
-                bytes,
-                is_data: true,
-            });
-            self.data_count += 1;
+            self.push(bytes, Kind::Data);
         }
         if self.waiting.is_empty() {
             self.full_since = None;
@@ -301,6 +339,39 @@ mod tests {
         assert_eq!(q.push_data(Bytes::from_static(b"c"), t0, W), Push::Closed);
         assert_eq!(q.push_control(Bytes::from_static(b"P")), Push::Closed);
         assert_eq!(q.push_close(Bytes::from_static(b"Y")), Push::Closed);
+    }
+
+    #[test]
+    fn pongs_past_the_limit_replace_the_newest_unwritten_one() {
+        let mut q = OutboundQueue::new(4);
+        for i in 0..MAX_QUEUED_PONGS {
+            assert!(q.push_pong(Bytes::from(vec![b'a' + i as u8])));
+        }
+        assert_eq!(q.pongs(), MAX_QUEUED_PONGS);
+        assert!(!q.push_pong(Bytes::from_static(b"Z")));
+        assert!(!q.push_pong(Bytes::from_static(b"Y")));
+        assert_eq!(q.pongs(), MAX_QUEUED_PONGS);
+        let mut expected: Vec<u8> = (0..MAX_QUEUED_PONGS as u8 - 1).map(|i| b'a' + i).collect();
+        expected.push(b'Y');
+        assert_eq!(written(&q), expected);
+        q.advance(expected.len());
+        assert_eq!(q.pongs(), 0);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_started_pong_is_never_rewritten() {
+        let mut q = OutboundQueue::new(4);
+        q.push_pong(Bytes::from_static(b"ab"));
+        for _ in 1..MAX_QUEUED_PONGS {
+            q.push_pong(Bytes::from_static(b"pp"));
+        }
+        q.advance(1);
+        assert!(!q.push_pong(Bytes::from_static(b"n")));
+        let mut expected = b"b".to_vec();
+        expected.extend(b"pp".repeat(MAX_QUEUED_PONGS - 2));
+        expected.push(b'n');
+        assert_eq!(written(&q), expected);
     }
 
     #[test]

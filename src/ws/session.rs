@@ -1,0 +1,368 @@
+//! One WebSocket connection's protocol state, with no socket and no clock: the decoder, the
+//! outbound queue, the close phase and every deadline. Not events, listeners or the registry:
+//! the shard's connection glue turns what a session reports into those.
+//!
+//! A session is driven by inputs that carry the time (`handle_read`, `handle_written`,
+//! `handle_timeout`, `send`, `close`, ...) and read through outputs (`poll_transmit`,
+//! `poll_timeout`, `poll_event`), so every rule here is tested with a virtual clock.
+//!
+//! Inbound frames are acted on lazily, one per `poll_event`: a message's listeners run (and may
+//! queue a reply, or close) before the frame after it is looked at. So an echo of a message is
+//! queued before the answer to a close frame that followed it in the same read, and nothing the
+//! peer sent after the server began to close is delivered.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
+use super::queue::{OutboundQueue, Push};
+use crate::{Config, Error};
+
+/// Pings a peer may send while pongs for earlier ones are still unwritten (it is not reading
+/// them) before it is torn down with `Error::PingFlood`.
+pub const MAX_UNANSWERED_PINGS: usize = 1024;
+
+/// An empty unmasked ping frame (RFC 6455 §5.5.2): the server's keep-alive.
+const PING_FRAME: [u8; 2] = [0x89, 0x00];
+
+/// What a session reports, in the order it happened.
+#[derive(Debug)]
+pub enum Event {
+    /// A complete text or binary message from the peer.
+    Message {
+        /// The payload (text already validated as UTF-8).
+        data: Bytes,
+        /// `true` for binary, `false` for text.
+        binary: bool,
+    },
+    /// The peer pinged; the pong is already queued.
+    Ping(Bytes),
+    /// The peer ponged.
+    Pong(Bytes),
+    /// A data message waited past the retry window for room in the full queue and was dropped;
+    /// carries the frame as it was queued.
+    Dropped(Bytes),
+    /// A close the server started is complete: its close frame went out, the peer went away, or
+    /// the close deadline passed. `Closed` follows.
+    CloseComplete,
+    /// The session is over; the error says why when it was not a clean close. Nothing follows.
+    Closed(Option<Error>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The server queued a close frame; past the deadline (if any) the close completes anyway.
+    Closing {
+        deadline: Option<Instant>,
+    },
+    /// Over: only the queued bytes (a close frame) are left to write, until `linger`.
+    Closed,
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<Config>,
+    decoder: Decoder,
+    out: OutboundQueue,
+    phase: Phase,
+    /// Decoded frames not yet acted on, and the violation that came after them, if any.
+    inbound: VecDeque<Inbound>,
+    violation: Option<ProtocolError>,
+    events: VecDeque<Event>,
+    last_inbound: Instant,
+    next_ping: Instant,
+    write_blocked_since: Option<Instant>,
+    /// Pings received since the queue last held no unwritten pong.
+    unanswered_pings: usize,
+    /// After `Closed`: write what is queued until then, then close; `None`: drop the socket.
+    linger: Option<Instant>,
+}
+
+impl Session {
+    /// A session that starts at `now` with the route's effective config (no zero fields).
+    pub fn new(config: Arc<Config>, now: Instant) -> Session {
+        Session {
+            decoder: Decoder::new(config.max_message_size),
+            out: OutboundQueue::new(config.send_queue_size),
+            phase: Phase::Open,
+            inbound: VecDeque::new(),
+            violation: None,
+            events: VecDeque::new(),
+            last_inbound: now,
+            next_ping: now + config.ping_interval,
+            write_blocked_since: None,
+            unanswered_pings: 0,
+            linger: None,
+            config,
+        }
+    }
+
+    /// The config the session runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serving: not closing, not closed.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Over: `Closed` has been (or is about to be) reported.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    // ---- inputs ------------------------------------------------------------------------------
+
+    /// Bytes read from the peer. Any bytes prove the peer alive (data, ping or pong alike).
+    pub fn handle_read(&mut self, now: Instant, bytes: &[u8]) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.last_inbound = now;
+        if let Err(e) = self.decoder.feed(bytes, &mut self.inbound) {
+            self.violation = Some(e);
+        }
+    }
+
+    /// The peer ended the stream without a close frame.
+    pub fn handle_eof(&mut self) {
+        self.end_by_peer(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "peer closed the stream without a close frame",
+        ));
+    }
+
+    /// A read or write failed.
+    pub fn handle_io_error(&mut self, error: io::Error) {
+        self.end_by_peer(error);
+    }
+
+    fn end_by_peer(&mut self, error: io::Error) {
+        match self.phase {
+            Phase::Open => self.end(Some(Error::Io(error)), None),
+            // The server was closing anyway: the close is complete.
+            Phase::Closing { .. } => self.complete_close(None),
+            Phase::Closed => {}
+        }
+    }
+
+    /// `written` bytes of `poll_transmit`'s slices went out.
+    pub fn handle_written(&mut self, now: Instant, written: usize) {
+        self.out.advance(written);
+        self.write_blocked_since = None;
+        if self.out.pongs() == 0 {
+            self.unanswered_pings = 0;
+        }
+        if matches!(self.phase, Phase::Closing { .. }) && self.out.is_empty() {
+            self.complete_close(Some(now + self.config.write_timeout));
+        }
+    }
+
+    /// The socket took nothing: the peer is not reading. Starts (or keeps) the stall clock.
+    pub fn handle_write_blocked(&mut self, now: Instant) {
+        self.write_blocked_since.get_or_insert(now);
+    }
+
+    /// Runs whatever is due at `now`: the idle and write timeouts, expired waiting messages, the
+    /// keep-alive ping, the close deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Open => {
+                let cfg = Arc::clone(&self.config);
+                if now >= self.last_inbound + cfg.read_idle_timeout {
+                    self.end(Some(Error::IdleTimeout(cfg.read_idle_timeout)), None);
+                    return;
+                }
+                let stalled = [self.write_blocked_since, self.out.full_since()]
+                    .into_iter()
+                    .flatten()
+                    .any(|since| now >= since + cfg.write_timeout);
+                if stalled {
+                    self.end(Some(Error::WriteTimeout(cfg.write_timeout)), None);
+                    return;
+                }
+                for framed in self.out.expire(now) {
+                    self.events.push_back(Event::Dropped(framed));
+                }
+                if now >= self.next_ping {
+                    self.next_ping = now + cfg.ping_interval;
+                    self.out.push_control(Bytes::from_static(&PING_FRAME));
+                }
+                if self.inbound.is_empty() && self.inbound.capacity() > 0 {
+                    // An idle connection holds no heap memory here.
+                    self.inbound = VecDeque::new();
+                }
+            }
+            Phase::Closing {
+                deadline: Some(deadline),
+            } if now >= deadline => self.complete_close(None),
+            Phase::Closing { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Queues a framed data message; on a full queue it waits for room until the retry window
+    /// ends (`Push::Waiting`). `Push::Closed` once the session is closing or closed.
+    pub fn send(&mut self, now: Instant, frame: Bytes) -> Push {
+        if self.phase != Phase::Open {
+            return Push::Closed;
+        }
+        self.out.push_data(frame, now, self.config.retry_window())
+    }
+
+    /// Queues bytes that are not a data message and never wait (the handshake response).
+    pub fn send_raw(&mut self, bytes: Bytes) {
+        if self.phase == Phase::Open {
+            self.out.push_control(bytes);
+        }
+    }
+
+    /// Starts a server-initiated close: what is queued goes first, then `close_frame`. The close
+    /// completes when the frame is written, when the peer goes, or at `deadline` (if any) even
+    /// when the peer never reads it. Does nothing unless open.
+    pub fn close(&mut self, close_frame: Bytes, deadline: Option<Instant>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.phase = Phase::Closing { deadline };
+        self.out.push_close(close_frame);
+        self.drop_inbound();
+    }
+
+    /// Ends the session after a failure of the server's side (a panicking route callback): the
+    /// peer is sent a close frame with `close_code`, then the session is over with `error`.
+    pub fn fail(&mut self, now: Instant, error: Error, close_code: u16) {
+        if self.phase == Phase::Open {
+            self.out.push_close(frame::encode_close(close_code, ""));
+            self.end(Some(error), Some(now + self.config.write_timeout));
+        }
+    }
+
+    /// Ends the session now and drops the socket (a close deadline of the whole shard).
+    pub fn force_close(&mut self, error: Error) {
+        if self.phase != Phase::Closed {
+            self.end(Some(error), None);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------------
+
+    /// Fills `out` with the unwritten bytes, front first, for one vectored write; returns how
+    /// many slices it filled.
+    pub fn poll_transmit<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        self.out.slices(out)
+    }
+
+    /// Whether anything is waiting to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// When `handle_timeout` must next be called; `None` once closed (the linger is the
+    /// caller's, see `linger`).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Open => {
+                let cfg = &self.config;
+                [
+                    Some(self.next_ping),
+                    Some(self.last_inbound + cfg.read_idle_timeout),
+                    self.write_blocked_since.map(|s| s + cfg.write_timeout),
+                    self.out.full_since().map(|s| s + cfg.write_timeout),
+                    self.out.next_expiry(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            }
+            Phase::Closing { deadline } => deadline,
+            Phase::Closed => None,
+        }
+    }
+
+    /// The next thing that happened, acting on the next inbound frame when nothing else is
+    /// pending (see the module doc).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let Some(item) = self.inbound.pop_front() else {
+            let violation = self.violation.take()?;
+            self.out
+                .push_close(frame::encode_close(violation.close_code(), ""));
+            let linger = self.linger_from_now();
+            self.end(Some(violation.into()), linger);
+            return self.events.pop_front();
+        };
+        match item {
+            Inbound::Message { data, binary } => Some(Event::Message { data, binary }),
+            Inbound::Ping(data) => {
+                self.unanswered_pings += 1;
+                if self.unanswered_pings > MAX_UNANSWERED_PINGS {
+                    self.end(Some(Error::PingFlood), None);
+                    return self.events.pop_front();
+                }
+                self.out.push_pong(frame::encode(OpCode::Pong, &data));
+                Some(Event::Ping(data))
+            }
+            Inbound::Pong(data) => Some(Event::Pong(data)),
+            Inbound::Close { code, reason } => {
+                // Answer with the same code (RFC 6455 §5.5.1); an empty close gets an empty one.
+                self.out
+                    .push_close(frame::encode_close(code.unwrap_or(1005), ""));
+                let error = match code {
+                    Some(1000 | 1001) => None,
+                    code => Some(Error::PeerClosed { code, reason }),
+                };
+                let linger = self.linger_from_now();
+                self.end(error, linger);
+                self.events.pop_front()
+            }
+        }
+    }
+
+    /// After `Closed`: until when the caller should keep writing what is queued (then half-close
+    /// and wait for the peer's end); `None` means drop the socket at once.
+    pub fn linger(&self) -> Option<Instant> {
+        self.linger
+    }
+
+    // ---- inside ------------------------------------------------------------------------------
+
+    /// The linger deadline for a close answered at the last input: the last read is the best
+    /// "now" a frame decoded from it has.
+    fn linger_from_now(&self) -> Option<Instant> {
+        Some(self.last_inbound + self.config.write_timeout)
+    }
+
+    fn complete_close(&mut self, linger: Option<Instant>) {
+        self.events.push_back(Event::CloseComplete);
+        self.end(None, linger);
+    }
+
+    fn end(&mut self, error: Option<Error>, linger: Option<Instant>) {
+        self.phase = Phase::Closed;
+        self.linger = linger;
+        self.write_blocked_since = None;
+        self.drop_inbound();
+        self.events.push_back(Event::Closed(error));
+    }
+
+    fn drop_inbound(&mut self) {
+        self.inbound = VecDeque::new();
+        self.violation = None;
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,440 @@
+//! The session's rules driven with a virtual clock: no sockets, no sleeps. Each test moves
+//! `now` by hand and reads what the session wants written, when it wants to be woken, and
+//! what it reports.
+
+use std::time::Duration;
+
+use super::*;
+use crate::ws::queue::MAX_IOVECS;
+
+const KEY: [u8; 4] = [1, 2, 3, 4];
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config {
+            ping_interval: Duration::from_secs(1),
+            read_idle_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(10),
+            send_queue_size: 2,
+            max_send_retry: 5,
+            retry_send_timeout: Duration::from_millis(20),
+            max_message_size: 1024,
+            ..Config::default()
+        }
+        .effective(),
+    )
+}
+
+fn client(op: OpCode, payload: &[u8]) -> Vec<u8> {
+    frame::encode_masked(op, payload, KEY)
+}
+
+fn client_close(code: u16) -> Vec<u8> {
+    client(OpCode::Close, &code.to_be_bytes())
+}
+
+/// Everything the session wants written now, as one byte string.
+fn pending(s: &Session) -> Vec<u8> {
+    let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+    let n = s.poll_transmit(&mut slices);
+    slices[..n].concat()
+}
+
+/// Writes everything pending, as a socket that takes it all would.
+fn write_all(s: &mut Session, now: Instant) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let bytes = pending(s);
+        if bytes.is_empty() {
+            return all;
+        }
+        s.handle_written(now, bytes.len());
+        all.extend(bytes);
+    }
+}
+
+/// The events reported so far, in a form easy to compare.
+fn events(s: &mut Session) -> Vec<String> {
+    std::iter::from_fn(|| s.poll_event())
+        .map(|e| match e {
+            Event::Message { data, binary } => {
+                format!("message {binary} {}", String::from_utf8_lossy(&data))
+            }
+            Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(&d)),
+            Event::Pong(d) => format!("pong {}", String::from_utf8_lossy(&d)),
+            Event::Dropped(f) => format!("dropped {}", f.len()),
+            Event::CloseComplete => "close".into(),
+            Event::Closed(None) => "closed".into(),
+            Event::Closed(Some(e)) => format!("closed: {e:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn pings_every_interval_and_idles_out_after_the_idle_timeout() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    s.handle_timeout(t0 + Duration::from_millis(999));
+    assert!(pending(&s).is_empty(), "no ping before the interval");
+    s.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(pending(&s), [0x89, 0x00]);
+    write_all(&mut s, t0 + Duration::from_secs(1));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    // The peer never answers: torn down once the idle timeout has passed since the start.
+    s.handle_timeout(t0 + Duration::from_secs(2));
+    s.handle_timeout(t0 + Duration::from_millis(2999));
+    assert!(events(&mut s).is_empty());
+    s.handle_timeout(t0 + Duration::from_secs(3));
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+    assert!(s.is_closed());
+    assert_eq!(s.linger(), None, "an idle peer's socket is dropped");
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn any_inbound_frame_proves_liveness() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let t1 = t0 + Duration::from_millis(2500);
+    s.handle_read(t1, &client(OpCode::Pong, b""));
+    assert_eq!(events(&mut s), ["pong "]);
+    s.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(s.is_open(), "a pong at 2.5 s moved the idle deadline");
+    s.handle_timeout(t1 + Duration::from_secs(3));
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+}
+
+#[test]
+fn a_ping_is_answered_with_its_payload_and_reported() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &client(OpCode::Ping, b"hi"));
+    assert_eq!(events(&mut s), ["ping hi"]);
+    assert_eq!(pending(&s), frame::encode(OpCode::Pong, b"hi").to_vec());
+}
+
+#[test]
+fn a_write_stall_past_the_write_timeout_tears_down() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    assert_eq!(s.send(t0, frame::encode(OpCode::Text, b"x")), Push::Queued);
+    s.handle_write_blocked(t0);
+    // Keep the peer alive with pongs so only the stall rule can fire.
+    for secs in 1..10 {
+        let now = t0 + Duration::from_secs(secs);
+        s.handle_read(now, &client(OpCode::Pong, b""));
+        s.handle_timeout(now);
+    }
+    assert_eq!(events(&mut s), vec!["pong "; 9]);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(events(&mut s), ["closed: WriteTimeout(10s)"]);
+}
+
+#[test]
+fn progress_restarts_the_stall_clock() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.send(t0, frame::encode(OpCode::Text, b"abc"));
+    s.handle_write_blocked(t0);
+    s.handle_written(t0 + Duration::from_secs(9), 1);
+    s.handle_write_blocked(t0 + Duration::from_secs(9));
+    s.handle_read(t0 + Duration::from_secs(10), &client(OpCode::Pong, b""));
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(s.is_open());
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+}
+
+#[test]
+fn a_full_queue_drops_after_the_retry_window_and_tears_down_after_the_write_timeout() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let msg = frame::encode(OpCode::Text, b"m");
+    assert_eq!(s.send(t0, msg.clone()), Push::Queued);
+    assert_eq!(s.send(t0, msg.clone()), Push::Queued);
+    let window = Duration::from_millis(100);
+    assert_eq!(
+        s.send(t0, msg.clone()),
+        Push::Waiting {
+            deadline: t0 + window
+        }
+    );
+    assert_eq!(s.poll_timeout(), Some(t0 + window));
+    s.handle_timeout(t0 + window - Duration::from_millis(1));
+    assert!(events(&mut s).is_empty());
+    s.handle_timeout(t0 + window);
+    assert_eq!(events(&mut s), ["dropped 3"]);
+    // Still full: one that waits again keeps the full-since clock from t0.
+    s.handle_read(t0 + Duration::from_secs(2), &client(OpCode::Pong, b""));
+    s.send(t0 + Duration::from_secs(2), msg.clone());
+    for secs in [4, 6, 8] {
+        s.handle_read(t0 + Duration::from_secs(secs), &client(OpCode::Pong, b""));
+    }
+    s.handle_timeout(t0 + Duration::from_secs(9));
+    let mut seen = events(&mut s);
+    seen.retain(|e| e != "pong ");
+    assert_eq!(seen, ["dropped 3"]);
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(events(&mut s), ["closed: WriteTimeout(10s)"]);
+}
+
+#[test]
+fn room_lets_a_waiting_message_in_before_its_deadline() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    for m in [&b"a"[..], b"b", b"c"] {
+        s.send(t0, frame::encode(OpCode::Text, m));
+    }
+    let written = write_all(&mut s, t0 + Duration::from_millis(50));
+    assert_eq!(written, [0x81, 1, b'a', 0x81, 1, b'b', 0x81, 1, b'c']);
+    s.handle_timeout(t0 + Duration::from_millis(100));
+    assert!(events(&mut s).is_empty(), "nothing dropped");
+}
+
+#[test]
+fn a_server_close_sends_the_queue_then_the_close_frame_then_completes() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.send(t0, frame::encode(OpCode::Text, b"last"));
+    s.close(
+        frame::encode_close(1000, "bye"),
+        Some(t0 + Duration::from_secs(10)),
+    );
+    assert!(!s.is_open());
+    assert_eq!(
+        s.send(t0, frame::encode(OpCode::Text, b"late")),
+        Push::Closed
+    );
+    let mut expected = frame::encode(OpCode::Text, b"last").to_vec();
+    expected.extend_from_slice(&frame::encode_close(1000, "bye"));
+    assert_eq!(pending(&s), expected);
+    assert!(
+        events(&mut s).is_empty(),
+        "not complete before the frame is written"
+    );
+    let t1 = t0 + Duration::from_millis(5);
+    write_all(&mut s, t1);
+    assert_eq!(events(&mut s), ["close", "closed"]);
+    assert_eq!(s.linger(), Some(t1 + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_server_close_completes_at_its_deadline_when_the_peer_never_reads() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    for _ in 0..5 {
+        s.send(t0, frame::encode(OpCode::Text, b"x"));
+    }
+    s.handle_write_blocked(t0);
+    let deadline = t0 + Duration::from_secs(10);
+    s.close(frame::encode_close(1000, ""), Some(deadline));
+    assert_eq!(s.poll_timeout(), Some(deadline));
+    s.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(events(&mut s).is_empty());
+    s.handle_timeout(deadline);
+    assert_eq!(events(&mut s), ["close", "closed"]);
+    assert_eq!(s.linger(), None);
+}
+
+#[test]
+fn a_server_close_without_deadline_waits_for_force_close() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.close(frame::encode_close(1001, ""), None);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(events(&mut s).is_empty());
+    s.force_close(Error::Timeout);
+    assert_eq!(events(&mut s), ["closed: Timeout"]);
+}
+
+#[test]
+fn the_peer_going_away_completes_a_server_close() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.close(frame::encode_close(1000, ""), None);
+    s.handle_eof();
+    assert_eq!(events(&mut s), ["close", "closed"]);
+    // The session is over: nothing more, however often it is told.
+    s.handle_eof();
+    s.force_close(Error::Timeout);
+    assert!(events(&mut s).is_empty());
+}
+
+#[test]
+fn eof_while_open_is_an_error() {
+    let mut s = Session::new(config(), Instant::now());
+    s.handle_eof();
+    let seen = events(&mut s);
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].starts_with("closed: Io("), "{seen:?}");
+}
+
+#[test]
+fn the_peers_close_is_answered_with_its_code_after_earlier_replies() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let mut input = client(OpCode::Text, b"hello");
+    input.extend(client_close(1000));
+    s.handle_read(t0, &input);
+    // The message's listener runs first and may queue a reply ahead of the close answer.
+    match s.poll_event() {
+        Some(Event::Message { data, binary }) => {
+            assert_eq!((&data[..], binary), (&b"hello"[..], false));
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert_eq!(
+        s.send(t0, frame::encode(OpCode::Text, b"echo")),
+        Push::Queued
+    );
+    assert_eq!(events(&mut s), ["closed"]);
+    let mut expected = frame::encode(OpCode::Text, b"echo").to_vec();
+    expected.extend_from_slice(&frame::encode_close(1000, ""));
+    assert_eq!(pending(&s), expected);
+    assert_eq!(s.linger(), Some(t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_close_with_another_code_or_none_is_an_error_and_echoed() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &client_close(4000));
+    assert_eq!(
+        events(&mut s),
+        ["closed: PeerClosed { code: Some(4000), reason: \"\" }"]
+    );
+    assert_eq!(pending(&s), frame::encode_close(4000, "").to_vec());
+
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &client(OpCode::Close, b""));
+    assert_eq!(
+        events(&mut s),
+        ["closed: PeerClosed { code: None, reason: \"\" }"]
+    );
+    assert_eq!(
+        pending(&s),
+        [0x88, 0x00],
+        "an empty close is answered with an empty one"
+    );
+}
+
+#[test]
+fn a_violation_comes_after_the_frames_before_it_and_sends_its_close_code() {
+    let t0 = Instant::now();
+    let cases: [(Vec<u8>, u16, &str); 3] = [
+        (vec![0x83, 0x80, 1, 2, 3, 4], 1002, "Protocol(Protocol("),
+        (client(OpCode::Text, &[0xff]), 1007, "Protocol(InvalidUtf8)"),
+        (client(OpCode::Binary, &[0; 2000]), 1009, "MessageTooLarge"),
+    ];
+    for (bad, code, error) in cases {
+        let mut s = Session::new(config(), t0);
+        let mut input = client(OpCode::Text, b"ok");
+        input.extend(bad);
+        s.handle_read(t0, &input);
+        let seen = events(&mut s);
+        assert_eq!(seen[0], "message false ok");
+        assert!(seen[1].starts_with(&format!("closed: {error}")), "{seen:?}");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(pending(&s), frame::encode_close(code, "").to_vec());
+    }
+}
+
+#[test]
+fn nothing_the_peer_sent_after_a_server_close_is_delivered() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let mut input = client(OpCode::Text, b"one");
+    input.extend(client(OpCode::Text, b"two"));
+    input.extend(client(OpCode::Ping, b""));
+    s.handle_read(t0, &input);
+    assert!(matches!(s.poll_event(), Some(Event::Message { .. })));
+    // The first message's listener closes the connection.
+    s.close(frame::encode_close(1000, ""), None);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(
+        pending(&s),
+        frame::encode_close(1000, "").to_vec(),
+        "no pong either"
+    );
+}
+
+#[test]
+fn a_pong_flood_during_a_close_changes_nothing() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.close(
+        frame::encode_close(1000, ""),
+        Some(t0 + Duration::from_secs(10)),
+    );
+    let flood: Vec<u8> = (0..5000).flat_map(|_| client(OpCode::Pong, b"p")).collect();
+    s.handle_read(t0, &flood);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(pending(&s), frame::encode_close(1000, "").to_vec());
+    write_all(&mut s, t0);
+    assert_eq!(events(&mut s), ["close", "closed"]);
+}
+
+#[test]
+fn pongs_to_a_ping_flood_stay_bounded_and_the_flooder_is_torn_down() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let ping = client(OpCode::Ping, b"0123456789");
+    // The peer reads nothing: every pong stays queued.
+    s.handle_write_blocked(t0);
+    for _ in 0..MAX_UNANSWERED_PINGS {
+        s.handle_read(t0, &ping);
+        assert!(matches!(s.poll_event(), Some(Event::Ping(_))));
+    }
+    assert!(s.is_open());
+    let queued = pending(&s).len();
+    assert!(
+        queued <= 12 * crate::ws::queue::MAX_QUEUED_PONGS,
+        "{queued} bytes of pongs"
+    );
+    s.handle_read(t0, &ping);
+    assert_eq!(events(&mut s), ["closed: PingFlood"]);
+    assert_eq!(s.linger(), None);
+}
+
+#[test]
+fn a_peer_that_reads_its_pongs_may_ping_for_ever() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    for _ in 0..3 * MAX_UNANSWERED_PINGS {
+        s.handle_read(t0, &client(OpCode::Ping, b""));
+        assert_eq!(events(&mut s), ["ping "]);
+        assert_eq!(write_all(&mut s, t0), [0x8a, 0x00]);
+    }
+    assert!(s.is_open());
+}
+
+#[test]
+fn ten_pings_in_one_read_get_ten_pongs() {
+    // Autobahn case 2.10 expects a pong per ping when there are few.
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    let input: Vec<u8> = (0..10u8).flat_map(|i| client(OpCode::Ping, &[i])).collect();
+    s.handle_read(t0, &input);
+    assert_eq!(events(&mut s).len(), 10);
+    let expected: Vec<u8> = (0..10u8)
+        .flat_map(|i| frame::encode(OpCode::Pong, &[i]).to_vec())
+        .collect();
+    assert_eq!(pending(&s), expected);
+}
+
+#[test]
+fn a_failed_server_side_sends_its_close_code_and_lingers() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.fail(t0, Error::CallbackPanic, 1011);
+    assert_eq!(events(&mut s), ["closed: CallbackPanic"]);
+    assert_eq!(pending(&s), frame::encode_close(1011, "").to_vec());
+    assert_eq!(s.linger(), Some(t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn the_keepalive_ping_matches_the_encoder() {
+    assert_eq!(&PING_FRAME[..], &frame::encode(OpCode::Ping, b"")[..]);
+}
