@@ -11,10 +11,10 @@ pub type RecoverHandler = Arc<dyn Fn(&str, &(dyn Any + Send)) + Send + Sync>;
 
 /// Settings for the connections of one route.
 ///
-/// As in the Go helper, a zero field means "use the default", so
-/// `Config { ping_interval: Duration::from_secs(5), ..Config::default() }` and
-/// `Config { ping_interval: Duration::from_secs(5), ..zeroed }` behave the same.
-#[derive(Clone, Default)]
+/// `Config::default()` holds the Go helper's defaults. As in Go, a zero field passed in still
+/// means "use the default", so `Config { ping_interval: Duration::from_secs(5),
+/// ..Config::default() }` and the same with every other field zero behave the same.
+#[derive(Clone)]
 pub struct Config {
     /// How often the server pings each connection. Default 1 s.
     pub ping_interval: Duration,
@@ -35,6 +35,24 @@ pub struct Config {
     pub retry_send_timeout: Duration,
     /// Receives listener panics. `None`: panics are swallowed (and logged at debug level).
     pub recover_handler: Option<RecoverHandler>,
+}
+
+impl Default for Config {
+    /// The Go defaults: pings every 1 s, idle after 3 × that (`read_idle_timeout` stays zero so
+    /// it follows a custom ping interval), 10 s write timeout, 1 MiB messages, 100 queued
+    /// messages, 5 retries of 20 ms.
+    fn default() -> Self {
+        Config {
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            read_idle_timeout: Duration::ZERO,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            send_queue_size: Self::DEFAULT_SEND_QUEUE_SIZE,
+            max_send_retry: Self::DEFAULT_MAX_SEND_RETRY,
+            retry_send_timeout: Self::DEFAULT_RETRY_SEND_TIMEOUT,
+            recover_handler: None,
+        }
+    }
 }
 
 impl Config {
@@ -110,9 +128,39 @@ impl fmt::Debug for Config {
 mod tests {
     use super::*;
 
+    fn zeroed() -> Config {
+        Config {
+            ping_interval: Duration::ZERO,
+            read_idle_timeout: Duration::ZERO,
+            write_timeout: Duration::ZERO,
+            max_message_size: 0,
+            send_queue_size: 0,
+            max_send_retry: 0,
+            retry_send_timeout: Duration::ZERO,
+            recover_handler: None,
+        }
+    }
+
+    #[test]
+    fn default_holds_the_go_defaults_in_its_fields() {
+        let c = Config::default();
+        assert_eq!(c.ping_interval, Duration::from_secs(1));
+        assert_eq!(c.read_idle_timeout, Duration::ZERO);
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.send_queue_size, 100);
+        assert_eq!(c.max_send_retry, 5);
+        assert_eq!(c.retry_send_timeout, Duration::from_millis(20));
+        assert!(c.recover_handler.is_none());
+    }
+
     #[test]
     fn zero_fields_take_the_go_defaults() {
-        let c = Config::default().effective();
+        let c = zeroed().effective();
+        assert_eq!(
+            format!("{c:?}"),
+            format!("{:?}", Config::default().effective())
+        );
         assert_eq!(c.ping_interval, Duration::from_secs(1));
         assert_eq!(c.read_idle_timeout, Duration::from_secs(3));
         assert_eq!(c.write_timeout, Duration::from_secs(10));
@@ -128,6 +176,12 @@ mod tests {
         let c = Config {
             ping_interval: Duration::from_millis(200),
             ..Config::default()
+        }
+        .effective();
+        assert_eq!(c.read_idle_timeout, Duration::from_millis(600));
+        let c = Config {
+            ping_interval: Duration::from_millis(200),
+            ..zeroed()
         }
         .effective();
         assert_eq!(c.read_idle_timeout, Duration::from_millis(600));
