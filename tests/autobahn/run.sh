@@ -14,13 +14,21 @@ root=$PWD
 work=$root/target/autobahn
 mkdir -p "$work"
 
-if ! command -v python2.7 >/dev/null; then
+# Debian's interpreter, called by its path: a `python2.7` found on PATH may be a version
+# manager's shim that names an interpreter without one behind it.
+py2=/usr/bin/python2.7
+if ! "$py2" -c pass 2>/dev/null; then
   echo "autobahn: installing python2.7 from Debian bullseye"
   echo "deb http://deb.debian.org/debian bullseye main" >/etc/apt/sources.list.d/bullseye-python2.list
   printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' >/etc/apt/preferences.d/bullseye-python2
   apt-get update -qq
   apt-get install -y -qq -t bullseye python2.7 libpython2.7-dev >/dev/null
+  "$py2" -c pass || { echo "autobahn: $py2 does not run after installing it"; exit 1; }
 fi
+for tool in python3 cargo; do
+  command -v "$tool" >/dev/null && "$tool" --version >/dev/null 2>&1 \
+    || { echo "autobahn: $tool is missing or does not run"; exit 1; }
+done
 
 site=$work/site
 if [ ! -f "$site/.complete" ]; then
@@ -30,12 +38,12 @@ if [ ! -f "$site/.complete" ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 2.7 \
     --implementation cp --abi cp27mu --platform manylinux1_x86_64 --platform any \
     -d "$work/wheels" pip==20.3.4 setuptools==44.1.1 wheel==0.37.1
-  python2.7 "$work/wheels/pip-20.3.4-py2.py3-none-any.whl/pip" install -q --no-index \
+  "$py2" "$work/wheels/pip-20.3.4-py2.py3-none-any.whl/pip" install -q --no-index \
     --find-links "$work/wheels" --target "$work/pip2" pip setuptools wheel
   # The suite's package omits its requirements: these pins are its requirements.txt.
-  PYTHONPATH=$work/pip2 python2.7 -m pip install -q --no-warn-script-location \
+  PYTHONPATH=$work/pip2 "$py2" -m pip install -q --no-warn-script-location \
     --target "$site" -r tests/autobahn/requirements-py2.txt 2>&1 | grep -v DEPRECATION || true
-  PYTHONPATH=$work/pip2 python2.7 -m pip install -q --no-deps --target "$site" \
+  PYTHONPATH=$work/pip2 "$py2" -m pip install -q --no-deps --target "$site" \
     autobahntestsuite==25.10.1 2>&1 | grep -v -e DEPRECATION -e 'already exists' || true
   touch "$site/.complete"
 fi
@@ -65,7 +73,7 @@ cat >"$work/fuzzingclient.json" <<JSON
 JSON
 echo "autobahn: running cases 1-11 against corecast on 127.0.0.1:$port"
 # zope is a namespace package: the install directory must be a site dir, not just on PYTHONPATH.
-(cd "$work" && timeout 900 python2.7 -c "
+(cd "$work" && timeout 900 "$py2" -c "
 import site, sys
 site.addsitedir('$site')
 sys.argv = ['wstest', '--mode', 'fuzzingclient', '--spec', '$work/fuzzingclient.json']
