@@ -27,8 +27,14 @@ use crate::server::Route;
 use crate::upgrade::UpgradeRequest;
 use crate::{Error, Websocket};
 
-/// Serves one accepted socket from handshake to close.
-pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
+/// Serves one accepted socket from handshake to close, or until the shard ends (by then every
+/// connection has been closed and its events have fired: only the socket is left to drop).
+pub(crate) async fn serve(core: Rc<ShardCore>, stream: TcpStream) {
+    let _hold = core.hold_socket();
+    future::or(serve_socket(&core, stream), core.halted()).await;
+}
+
+async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
     let Ok(remote) = stream.peer_addr() else {
         return;
     };

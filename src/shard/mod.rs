@@ -94,6 +94,25 @@ pub(crate) struct ShardCore {
     stop: LocalNotify,
     stopped: Cell<bool>,
     finished: LocalNotify,
+    /// Connection tasks still holding a socket, and a signal each time one lets go.
+    sockets: Cell<usize>,
+    socket_closed: LocalNotify,
+    /// Set when the shard ends, after its closes: every connection task drops its socket.
+    halting: Cell<bool>,
+    halt: LocalNotify,
+}
+
+/// Longest a stopping shard waits for its connection tasks to drop their sockets.
+const HALT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection task's socket, counted while it lives (see `ShardCore::hold_socket`).
+pub(crate) struct SocketHold<'a>(&'a ShardCore);
+
+impl Drop for SocketHold<'_> {
+    fn drop(&mut self) {
+        self.0.sockets.set(self.0.sockets.get() - 1);
+        self.0.socket_closed.notify();
+    }
 }
 
 /// Size of the shared read buffer.
@@ -117,6 +136,10 @@ impl ShardCore {
             stop: LocalNotify::default(),
             stopped: Cell::new(false),
             finished: LocalNotify::default(),
+            sockets: Cell::new(0),
+            socket_closed: LocalNotify::default(),
+            halting: Cell::new(false),
+            halt: LocalNotify::default(),
         })
     }
 
@@ -195,6 +218,42 @@ impl ShardCore {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.get()
+    }
+
+    /// Counts a connection task's socket until the guard drops.
+    pub(crate) fn hold_socket(&self) -> SocketHold<'_> {
+        self.sockets.set(self.sockets.get() + 1);
+        SocketHold(self)
+    }
+
+    /// Resolves once the shard ends (at once if it has).
+    pub(crate) async fn halted(&self) {
+        if !self.halting.get() {
+            self.halt.wait().await;
+        }
+    }
+
+    /// Tells every connection task to drop its socket and waits until they have, for at most
+    /// `HALT_TIMEOUT`: a shard leaves no descriptor open behind it.
+    async fn halt_sockets(&self) {
+        self.halting.set(true);
+        self.halt.notify();
+        let give_up = Instant::now() + HALT_TIMEOUT;
+        while self.sockets.get() > 0 {
+            let now = Instant::now();
+            if now >= give_up {
+                tracing::warn!(
+                    shard = self.id.0,
+                    left = self.sockets.get(),
+                    "sockets still open at exit"
+                );
+                return;
+            }
+            future::or(self.socket_closed.wait(), async {
+                Timer::new(give_up - now).await;
+            })
+            .await;
+        }
     }
 
     /// Does what a message asks. Runs on the shard thread, from the inbox or inline.
@@ -319,6 +378,7 @@ pub(crate) async fn run(
     }
     stop_listening(&listener);
     drop(acceptor);
+    core.halt_sockets().await;
     drop(timers);
     drop(flusher);
     CURRENT.with(|c| c.borrow_mut().take());

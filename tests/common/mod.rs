@@ -144,7 +144,20 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
-        let mut stream = TcpStream::connect(addr).expect("tcp connect");
+        Self::upgrade(TcpStream::connect(addr).expect("tcp connect"), addr, path)
+    }
+
+    /// Connects with a small, fixed receive buffer: what the client does not read backs up
+    /// into the server's queue quickly.
+    pub fn connect_small_window(addr: SocketAddr, path: &str) -> RawClient {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("tcp connect");
+        Self::upgrade(socket.into(), addr, path)
+    }
+
+    fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawClient {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
