@@ -25,28 +25,27 @@
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle, cross-shard routing of work |
 //! | `shard` | one pinned glommio executor: acceptor, slab of connections, timer heap, inbox |
-//! | `shard::conn` | one connection's state: events, queue, deadlines, the one teardown |
-//! | `shard::io` | the connection task: handshake, vectored writes, reads into a shared buffer |
+//! | `shard::conn` | one connection's glue: events, listeners, registry, timers, the one teardown |
+//! | `shard::io` | the connection task: handshake, then bytes between the socket and the session |
+//! | `shard::socket` | the one raw socket call: a vectored, non-blocking `sendmsg` |
 //! | `websocket` | the `Websocket` handle users hold |
 //! | `event` | event names, `EventPayload`, attributes, the server-wide listener registry |
 //! | `registry` | the UUID → connection map shared by the shards |
 //! | [`limits`] | raising the open-file limit |
 //! | [`units`] | durations and sizes in human units (`5s`, `64KiB`) for settings |
 //! | `metrics` | per-shard traffic counters and their Prometheus rendering |
-//! | [`service`] | the standalone server's modes: echo, relay, shootout, push |
-//! | [`api`] | the HTTP API backends push through, `/metrics`, `/healthz` |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
-//! | [`ws`] | RFC 6455 framing and the outbound queue policy (pure) |
+//! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
 //! | `config`, `error`, `upgrade` | `Config`, `Error`, `UpgradeRequest` / `Rejection` |
 //!
-//! The `corecast` binary (`src/main.rs`, settings in `src/cli/`) only reads settings, sets up
-//! logging and signals, and starts these.
+//! The `corecast` binary is its own package (`bin/`, `corecast-bin`): settings, the modes, the
+//! HTTP API, logging and signals, on top of this library's public API. Its dependencies (clap,
+//! anyhow, toml, tracing-subscriber) are not this library's.
 //!
 //! Listeners run on the shard that owns the connection: a slow listener holds up that whole
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
 #![deny(missing_docs)]
 
-pub mod api;
 mod config;
 mod error;
 pub mod event;
@@ -55,7 +54,6 @@ pub mod limits;
 mod metrics;
 mod registry;
 mod server;
-pub mod service;
 mod shard;
 pub mod units;
 mod upgrade;

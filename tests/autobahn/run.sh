@@ -48,7 +48,7 @@ if [ ! -f "$site/.complete" ]; then
   touch "$site/.complete"
 fi
 
-cargo build --release --quiet --bin corecast
+cargo build --release --quiet -p corecast-bin
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Messages up to 16 MiB (cases 9.x); no unsolicited pings while a case runs.
 ./target/release/corecast --mode echo --listen "127.0.0.1:$port" --api-listen off \

@@ -1,5 +1,6 @@
 //! The real `corecast` binary on free ports: modes, the HTTP API, limits, flags, signals.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

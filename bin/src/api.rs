@@ -13,8 +13,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::http::{self, HeadParse, RequestHead};
-use crate::{Error, MessageType, Server};
+use corecast::http::{self, HeadParse, RequestHead};
+use corecast::{MessageType, Server};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -48,14 +48,12 @@ pub struct Api {
 }
 
 impl Api {
-    /// Starts the API on `addr` (port 0 picks one) for `server`; returns once it is listening.
-    pub fn start(server: Server, addr: SocketAddr, options: ApiOptions) -> Result<Api, Error> {
+    /// Starts the API on `addr` (port 0 picks one) for `server`; returns once it is listening,
+    /// or with why it could not.
+    pub fn start(server: Server, addr: SocketAddr, options: ApiOptions) -> anyhow::Result<Api> {
         let (ready_tx, ready_rx) = flume::bounded(1);
         let (stop, stop_rx) = flume::bounded::<()>(1);
-        let start_error = |reason: String| Error::Start {
-            shard: usize::MAX,
-            reason: format!("HTTP API: {reason}"),
-        };
+        let start_error = |reason: String| anyhow::anyhow!("HTTP API: {reason}");
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("corecast-api")
             .io_memory(64 << 10)

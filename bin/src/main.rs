@@ -1,13 +1,15 @@
 //! The `corecast` binary: settings, logging, signals; then the library does the work.
 
+mod api;
 mod cli;
+mod service;
 
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use corecast::api::{Api, ApiOptions};
+use api::{Api, ApiOptions};
 use corecast::{Rejection, Server, Websocket};
 
 use cli::{ApiListen, Settings};

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::service::Mode;
 use clap::Parser;
-use corecast::service::Mode;
 use corecast::Config;
 
 use corecast::units::{parse_duration, parse_size};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{event, EventPayload, MessageType, Server};
+use corecast::{event, EventPayload, MessageType, Server};
 
 /// How client messages are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
