@@ -68,7 +68,7 @@ impl Shared {
         }
     }
 
-    /// One message per shard, never one per connection (DESIGN "Performance rules").
+    /// One message per shard, never one per connection (docs/architecture.md, "Performance rules").
     pub(crate) fn broadcast(self: &Arc<Self>, frame: Bytes, except: Option<ConnId>) {
         for i in 0..self.inboxes.len() {
             let except = except.filter(|id| id.shard.0 == i);
@@ -236,7 +236,7 @@ impl Builder {
 
 /// How long a shard may take to report that it is accepting.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Memory glommio registers per ring: sockets need little (DESIGN "glommio facts").
+/// Memory glommio registers per ring: sockets need little (docs/architecture.md, "glommio facts").
 const IO_MEMORY: usize = 64 << 10;
 /// Submission queue depth per ring.
 const RING_DEPTH: usize = 256;
@@ -282,7 +282,7 @@ fn spawn_shard(
             let _ = handle.join();
             Err(start_error(reason))
         }
-        // glommio reports an executor that failed to start only through `join` (DESIGN).
+        // glommio reports an executor that failed to start only through `join` (docs/architecture.md).
         Err(flume::RecvTimeoutError::Disconnected) => {
             Err(start_error(with_hint(match handle.join() {
                 Err(e) => e.to_string(),

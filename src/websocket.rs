@@ -137,7 +137,7 @@ impl Websocket {
     }
 
     /// Queues a message to this connection. On a closed connection it is dropped; on a full
-    /// queue it waits, then `error` fires with `Error::QueueFull` (BEHAVIOUR "Full queue").
+    /// queue it waits, then `error` fires with `Error::QueueFull` (docs/behaviour.md, "Sending").
     pub fn emit(&self, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         let _ = self.conn.send_frame(ty.frame(&data), Instant::now());

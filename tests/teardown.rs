@@ -1,4 +1,4 @@
-//! Every row of BEHAVIOUR.md's teardown table: which events fire, in which order, once.
+//! Every row of the teardown table in docs/behaviour.md: which events fire, in which order, once.
 
 mod common;
 

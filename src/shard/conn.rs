@@ -139,7 +139,7 @@ impl Conn {
 
     /// Something was queued: the shard's flush pass writes it at the end of this tick, in one
     /// vectored write with whatever else is queued by then, without waking this connection's
-    /// task (see the crate doc, "Sending").
+    /// task (docs/architecture.md, "Performance rules").
     fn mark_dirty(self: &Rc<Self>) {
         if !self.dirty.replace(true) {
             self.core.mark_dirty(Rc::clone(self));
@@ -440,7 +440,7 @@ impl Conn {
             .remove(&self.uuid.borrow(), self.id);
     }
 
-    /// The one teardown (crate doc, "Lifecycle"): mark dead, unregister, fire `disconnect`
+    /// The one teardown (docs/behaviour.md, "Lifecycle" 6): mark dead, unregister, fire `disconnect`
     /// (with the error), then `error` if there was one, then drop this connection's listeners.
     /// Only the session's `Closed` event leads here, so it runs once.
     fn teardown(self: &Rc<Self>, error: Option<Error>) {

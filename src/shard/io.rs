@@ -90,7 +90,7 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
 }
 
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
-/// callback can already be reached (BEHAVIOUR "Lifecycle" 2).
+/// callback can already be reached (docs/behaviour.md, "Lifecycle" 2).
 fn register(core: &Rc<ShardCore>, route: &Route, request: RequestData) -> Rc<Conn> {
     let now = Instant::now();
     let id = core.next_id();
