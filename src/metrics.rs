@@ -133,14 +133,14 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
-    pub(crate) fn collect(shards: &[ShardMetrics], live: &[u64]) -> MetricsSnapshot {
+    pub(crate) fn collect(shards: &[&ShardMetrics], live: &[u64]) -> MetricsSnapshot {
         let load = |f: fn(&ShardMetrics) -> &AtomicU64| -> Vec<u64> {
             shards
                 .iter()
                 .map(|s| f(s).load(Ordering::Relaxed))
                 .collect()
         };
-        let sum = |f: &dyn Fn(&ShardMetrics) -> u64| shards.iter().map(f).sum::<u64>();
+        let sum = |f: &dyn Fn(&ShardMetrics) -> u64| shards.iter().map(|s| f(s)).sum::<u64>();
         MetricsSnapshot {
             connections: live.to_vec(),
             upgrades: load(|s| &s.upgrades),
@@ -285,6 +285,7 @@ mod tests {
         shards[0].rejected(503);
         shards[0].rejected(418);
         shards[1].fanned_out(2_000_000);
+        let shards: Vec<&ShardMetrics> = shards.iter().collect();
         let m = MetricsSnapshot::collect(&shards, &[3, 4]);
         assert_eq!(m.bytes_in, vec![5, 7]);
         assert_eq!(m.drops[0], ("queue_full", 1));

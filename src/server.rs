@@ -43,18 +43,42 @@ pub(crate) struct Shared {
     pub(crate) gate: Option<Gate>,
     pub(crate) listeners: ListenerRegistry,
     pub(crate) registry: Registry,
-    pub(crate) inboxes: Vec<flume::Sender<ShardMsg>>,
+    /// What other threads know of each shard, by shard id.
+    pub(crate) shards: Box<[ShardLink]>,
     pub(crate) draining: AtomicBool,
-    /// Live connections per shard.
-    pub(crate) live: Box<[AtomicUsize]>,
     pub(crate) options: Options,
-    pub(crate) metrics: Box<[ShardMetrics]>,
+}
+
+/// One shard as the rest of the server sees it: its inbox, its live connection count and its
+/// traffic counters.
+pub(crate) struct ShardLink {
+    pub(crate) inbox: flume::Sender<ShardMsg>,
+    pub(crate) live: AtomicUsize,
+    pub(crate) metrics: ShardMetrics,
 }
 
 impl Shared {
     /// Live connections on all shards.
     pub(crate) fn connections(&self) -> usize {
-        self.live.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.live.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Posts `msg` to `shard`'s inbox; false once that shard has stopped (or never existed).
+    pub(crate) fn post(&self, shard: ShardId, msg: ShardMsg) -> bool {
+        self.shards
+            .get(shard.0)
+            .is_some_and(|s| s.inbox.send(msg).is_ok())
+    }
+
+    /// Hands every shard the message `msg` makes for it: one message per shard, never one per
+    /// connection (docs/architecture.md, "Performance rules").
+    pub(crate) fn each_shard(self: &Arc<Self>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
+        for i in 0..self.shards.len() {
+            self.send_to(ShardId(i), msg(ShardId(i)));
+        }
     }
 
     /// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
@@ -62,24 +86,18 @@ impl Shared {
     pub(crate) fn send_to(self: &Arc<Self>, shard: ShardId, msg: ShardMsg) {
         if let Some(core) = shard::current(self).filter(|c| c.id == shard) {
             core.handle(msg);
-        } else if let Some(inbox) = self.inboxes.get(shard.0) {
+        } else {
             // A send fails only once the shard has stopped; then there is nobody to deliver to.
-            let _ = inbox.send(msg);
+            self.post(shard, msg);
         }
     }
 
-    /// One message per shard, never one per connection (docs/architecture.md, "Performance rules").
+    /// A framed message for every connection of every shard, maybe but one.
     pub(crate) fn broadcast(self: &Arc<Self>, frame: Bytes, except: Option<ConnId>) {
-        for i in 0..self.inboxes.len() {
-            let except = except.filter(|id| id.shard.0 == i);
-            self.send_to(
-                ShardId(i),
-                ShardMsg::Broadcast {
-                    frame: frame.clone(),
-                    except,
-                },
-            );
-        }
+        self.each_shard(|shard| ShardMsg::Broadcast {
+            frame: frame.clone(),
+            except: except.filter(|id| id.shard == shard),
+        });
     }
 }
 
@@ -186,18 +204,25 @@ impl Builder {
             let config = Arc::new(config.effective());
             routes.add(pattern, Arc::new(Route { config, callback }));
         }
-        let (inboxes, receivers): (Vec<_>, Vec<_>) =
-            (0..shards).map(|_| flume::unbounded()).unzip();
+        let (links, receivers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (inbox, receiver) = flume::unbounded();
+                let link = ShardLink {
+                    inbox,
+                    live: AtomicUsize::new(0),
+                    metrics: ShardMetrics::default(),
+                };
+                (link, receiver)
+            })
+            .unzip();
         let shared = Arc::new(Shared {
             routes,
             gate: self.gate,
             listeners: ListenerRegistry::default(),
             registry: Registry::new(shards * 16),
-            inboxes,
+            shards: links.into(),
             draining: AtomicBool::new(false),
-            live: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             options: self.options,
-            metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
         });
 
         let mut handles = Vec::with_capacity(shards);
@@ -366,7 +391,7 @@ impl Server {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shared().inboxes.len()
+        self.shared().shards.len()
     }
 
     /// Adds a server-wide listener for `name`; it applies to every event fired after this
@@ -422,15 +447,10 @@ impl Server {
     pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
         let name: Arc<str> = name.into();
         let data = data.into();
-        for i in 0..self.shard_count() {
-            self.shared().send_to(
-                ShardId(i),
-                ShardMsg::Fire {
-                    name: Arc::clone(&name),
-                    data: data.clone(),
-                },
-            );
-        }
+        self.shared().each_shard(|_| ShardMsg::Fire {
+            name: Arc::clone(&name),
+            data: data.clone(),
+        });
     }
 
     /// Closes one connection (1000) after what is queued for it.
@@ -478,15 +498,16 @@ impl Server {
             .into_iter()
             .map(|n| n as u64)
             .collect();
-        MetricsSnapshot::collect(&self.shared().metrics, &live)
+        let shards: Vec<&ShardMetrics> = self.shared().shards.iter().map(|s| &s.metrics).collect();
+        MetricsSnapshot::collect(&shards, &live)
     }
 
     /// Live connections per shard.
     pub fn connections_per_shard(&self) -> Vec<usize> {
         self.shared()
-            .live
+            .shards
             .iter()
-            .map(|n| n.load(Ordering::Relaxed))
+            .map(|s| s.live.load(Ordering::Relaxed))
             .collect()
     }
 
@@ -535,16 +556,11 @@ impl Server {
         let frame = frame::encode_close(code, reason);
         let deadline = Instant::now() + timeout;
         let (tx, rx) = flume::unbounded();
-        for i in 0..self.shard_count() {
-            self.shared().send_to(
-                ShardId(i),
-                ShardMsg::CloseAll {
-                    frame: frame.clone(),
-                    deadline,
-                    done: tx.clone(),
-                },
-            );
-        }
+        self.shared().each_shard(|_| ShardMsg::CloseAll {
+            frame: frame.clone(),
+            deadline,
+            done: tx.clone(),
+        });
         rx
     }
 
@@ -558,10 +574,7 @@ impl Server {
     pub fn shutdown_within(&self, timeout: Duration) {
         self.drain();
         let deadline = Instant::now() + timeout;
-        for i in 0..self.shard_count() {
-            self.shared()
-                .send_to(ShardId(i), ShardMsg::Stop { deadline });
-        }
+        self.shared().each_shard(|_| ShardMsg::Stop { deadline });
     }
 
     fn stop_now(&self) {

@@ -171,12 +171,13 @@ impl Websocket {
             Some(id) if id.shard == core.id => core
                 .conn_at(id.slot, id.generation)
                 .is_some_and(|c| c.send_frame(framed, Instant::now()).is_ok()),
-            Some(id) => core.shared.inboxes[id.shard.0]
-                .send(ShardMsg::Emit {
+            Some(id) => core.shared.post(
+                id.shard,
+                ShardMsg::Emit {
                     to: id,
                     frame: framed,
-                })
-                .is_ok(),
+                },
+            ),
         };
         if delivered {
             Ok(())

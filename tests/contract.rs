@@ -42,11 +42,10 @@ fn stuck_config() -> Config {
 
 /// A one-shard server with `/ws` (reports its UUIDs on the first channel) and `/stuck` (stuffed
 /// connections, reported on the second).
-fn with_stuck_route() -> (
-    TestServer,
-    mpsc::Receiver<(String, usize)>,
-    mpsc::Receiver<(String, usize)>,
-) {
+/// Where a route's callback reports the UUID and shard of each new connection.
+type Uuids = mpsc::Receiver<(String, usize)>;
+
+fn with_stuck_route() -> (TestServer, Uuids, Uuids) {
     let (report, uuids) = uuid_reporter();
     let (report_stuck, stuck) = uuid_reporter();
     let ts = TestServer::start(

@@ -40,7 +40,7 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
     };
     let _ = stream.set_nodelay(true);
     let timeout = core.shared.options.handshake_timeout;
-    let upgrade = future::or(handshake(&core, &mut stream, remote), async {
+    let upgrade = future::or(handshake(core, &mut stream, remote), async {
         Timer::new(timeout).await;
         Err(Refusal::quiet("handshake timed out"))
     })
@@ -64,7 +64,7 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
     };
 
     core.metrics().upgraded();
-    let conn = register(&core, &route, request);
+    let conn = register(core, &route, request);
     conn.fd.set(stream.as_raw_fd());
     conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");

@@ -145,7 +145,7 @@ impl ShardCore {
 
     /// This shard's traffic counters.
     pub(crate) fn metrics(&self) -> &crate::metrics::ShardMetrics {
-        &self.shared.metrics[self.id.0]
+        &self.shared.shards[self.id.0].metrics
     }
 
     /// Server-wide listeners of `name`, from this shard's copy of the registry snapshot.
@@ -182,14 +182,18 @@ impl ShardCore {
         let expected = conn.id.slot;
         let slot = self.conns.borrow_mut().insert(conn);
         debug_assert_eq!(slot, expected);
-        self.shared.live[self.id.0].fetch_add(1, Ordering::Relaxed);
+        self.shared.shards[self.id.0]
+            .live
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, id: ConnId) {
         let mut conns = self.conns.borrow_mut();
         if conns.get(id.slot).is_some_and(|c| c.id == id) {
             conns.remove(id.slot);
-            self.shared.live[self.id.0].fetch_sub(1, Ordering::Relaxed);
+            self.shared.shards[self.id.0]
+                .live
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
