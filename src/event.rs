@@ -1,14 +1,11 @@
-//! Event names, the payload handed to listeners, attributes, and the server-wide listener
-//! registry. Not the firing logic: that lives with the connection on its shard.
+//! Event names, attributes, and the server-wide listener registry. Not the payload a listener
+//! receives (`EventPayload`, beside the connection it describes in `shard::conn`) nor the
+//! firing, which runs with the connection on its shard.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-use bytes::Bytes;
-
-use crate::{Error, Websocket};
 
 /// A complete text or binary message arrived; `data` is its payload.
 pub const MESSAGE: &str = "message";
@@ -42,8 +39,8 @@ impl std::ops::Deref for EventName {
     }
 }
 
-/// A server-wide listener: runs on whichever shard owns the connection.
-pub(crate) type ServerListener = Arc<dyn Fn(&EventPayload) + Send + Sync>;
+/// A server-wide listener of payloads `P`: runs on whichever shard owns the connection.
+pub(crate) type ServerListener<P> = Arc<dyn Fn(&P) + Send + Sync>;
 
 /// Typed values attached to a connection. Cloning is cheap: the map is shared until written.
 #[derive(Clone, Default)]
@@ -83,85 +80,32 @@ impl std::fmt::Debug for Attributes {
     }
 }
 
-/// What a listener receives (Go: `*event.EventPayload`).
-pub struct EventPayload {
-    pub(crate) kws: Websocket,
-    pub(crate) name: EventName,
-    pub(crate) uuid: Arc<str>,
-    pub(crate) attributes: Attributes,
-    pub(crate) error: Option<Arc<Error>>,
-    pub(crate) data: Bytes,
-    pub(crate) binary: bool,
-}
-
-impl EventPayload {
-    /// The connection the event is about.
-    pub fn kws(&self) -> &Websocket {
-        &self.kws
-    }
-
-    /// The event name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The connection's UUID when the event fired.
-    pub fn socket_uuid(&self) -> &str {
-        &self.uuid
-    }
-
-    /// The connection's attributes when the event fired.
-    pub fn socket_attributes(&self) -> &Attributes {
-        &self.attributes
-    }
-
-    /// The error, for `error` and for `disconnect` after a failure.
-    pub fn error(&self) -> Option<&Error> {
-        self.error.as_deref()
-    }
-
-    /// The payload: the message, ping or pong data, or what `fire` was given.
-    pub fn data(&self) -> &Bytes {
-        &self.data
-    }
-
-    /// How a `message` arrived: `Binary` for a binary message, `Text` for everything else.
-    pub fn message_type(&self) -> crate::MessageType {
-        if self.binary {
-            crate::MessageType::Binary
-        } else {
-            crate::MessageType::Text
-        }
-    }
-}
-
-impl std::fmt::Debug for EventPayload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventPayload")
-            .field("name", &&*self.name)
-            .field("uuid", &self.uuid)
-            .field("error", &self.error)
-            .field("data_len", &self.data.len())
-            .finish()
-    }
-}
-
 /// Listeners by event name, as one immutable snapshot.
-pub(crate) type ListenerMap = HashMap<Box<str>, Arc<[ServerListener]>>;
+pub(crate) type ListenerMap<P> = HashMap<Box<str>, Arc<[ServerListener<P>]>>;
 
 /// Server-wide listeners, copy-on-write: writers replace the snapshot and bump a version; shards
 /// keep their own copy of the snapshot and re-read it only when the version moved, so firing an
 /// event takes no lock.
-#[derive(Default)]
-pub(crate) struct ListenerRegistry {
+///
+/// Generic over the payload type so that this file needs nothing of the connection's.
+pub(crate) struct ListenerRegistry<P> {
     version: AtomicU64,
-    map: RwLock<Arc<ListenerMap>>,
+    map: RwLock<Arc<ListenerMap<P>>>,
 }
 
-impl ListenerRegistry {
-    pub(crate) fn on(&self, name: &str, listener: ServerListener) {
+impl<P> Default for ListenerRegistry<P> {
+    fn default() -> Self {
+        ListenerRegistry {
+            version: AtomicU64::new(0),
+            map: RwLock::new(Arc::new(HashMap::new())),
+        }
+    }
+}
+
+impl<P> ListenerRegistry<P> {
+    pub(crate) fn on(&self, name: &str, listener: ServerListener<P>) {
         self.update(|map| {
-            let mut list: Vec<ServerListener> =
+            let mut list: Vec<ServerListener<P>> =
                 map.get(name).map(|l| l.to_vec()).unwrap_or_default();
             list.push(listener);
             map.insert(name.into(), list.into());
@@ -174,9 +118,9 @@ impl ListenerRegistry {
         });
     }
 
-    fn update(&self, change: impl FnOnce(&mut ListenerMap)) {
+    fn update(&self, change: impl FnOnce(&mut ListenerMap<P>)) {
         let mut guard = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = ListenerMap::clone(&guard);
+        let mut next: ListenerMap<P> = (**guard).clone();
         change(&mut next);
         *guard = Arc::new(next);
         // Bumped while the write lock is held, so a reader that sees the new version also
@@ -188,7 +132,7 @@ impl ListenerRegistry {
         self.version.load(Ordering::Acquire)
     }
 
-    pub(crate) fn snapshot(&self) -> (u64, Arc<ListenerMap>) {
+    pub(crate) fn snapshot(&self) -> (u64, Arc<ListenerMap<P>>) {
         let guard = self.map.read().unwrap_or_else(|e| e.into_inner());
         (self.version(), Arc::clone(&guard))
     }
@@ -214,7 +158,7 @@ mod tests {
 
     #[test]
     fn registry_versions_move_on_every_change() {
-        let r = ListenerRegistry::default();
+        let r = ListenerRegistry::<u32>::default();
         let v0 = r.version();
         r.on("message", Arc::new(|_| {}));
         r.on("message", Arc::new(|_| {}));

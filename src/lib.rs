@@ -21,22 +21,24 @@
 //!
 //! # Map of the crate
 //!
+//! Top to bottom; each file imports only files below it (`docs/architecture.md`).
+//!
 //! | module | what it is |
 //! |---|---|
-//! | `server` | `Server::builder()`, the `Server` handle, cross-shard routing of work |
-//! | `shard` | one pinned glommio executor: acceptor, slab of connections, timer heap, inbox |
-//! | `shard::conn` | one connection's glue: events, listeners, registry, timers, the one teardown |
+//! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
+//! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, timers, flush pass) |
 //! | `shard::io` | the connection task: handshake, then bytes between the socket and the session |
-//! | `shard::socket` | the one raw socket call: a vectored, non-blocking `sendmsg` |
-//! | `websocket` | the `Websocket` handle users hold |
-//! | `event` | event names, `EventPayload`, attributes, the server-wide listener registry |
-//! | `registry` | the UUID → connection map shared by the shards |
-//! | [`limits`] | raising the open-file limit |
-//! | [`units`] | durations and sizes in human units (`5s`, `64KiB`) for settings |
-//! | `metrics` | per-shard traffic counters and their Prometheus rendering |
-//! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
+//! | `websocket` | the methods of the `Websocket` handle users hold |
+//! | `shard::state` | one shard's state and lifecycle, and what each inbox message does |
+//! | `shard::mesh` | what every shard shares: routes, gate, listeners, UUID registry, links |
+//! | `shard::conn` | the connections: their glue, the slab and shared services, `Websocket` and `EventPayload` |
+//! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
+//! | `shard::link` | what other threads hold of a shard: inbox, live count, counters |
+//! | `shard::{timers, notify, socket}` | the timer heap, a wake-up signal, the one raw `sendmsg` |
 //! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
-//! | `config`, `error`, `upgrade` | `Config`, `Error`, `UpgradeRequest` / `Rejection` |
+//! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
+//! | [`event`], `registry`, `metrics` | event names and listener registry, the UUID map, per-shard counters |
+//! | `config`, `error`, [`units`], [`limits`] | `Config`, `Error`, human units, the open-file limit |
 //!
 //! The `corecast` binary is its own package (`bin/`, `corecast-bin`): settings, the modes, the
 //! HTTP API, logging and signals, on top of this library's public API. Its dependencies (clap,
@@ -63,8 +65,9 @@ pub mod ws;
 pub use bytes::Bytes;
 pub use config::{Config, RecoverHandler};
 pub use error::Error;
-pub use event::{Attributes, EventPayload};
+pub use event::Attributes;
 pub use metrics::MetricsSnapshot;
 pub use server::{Builder, Server};
+pub use shard::conn::{EventPayload, Websocket};
 pub use upgrade::{Rejection, UpgradeRequest};
-pub use websocket::{MessageType, Websocket};
+pub use ws::frame::MessageType;

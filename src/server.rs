@@ -2,104 +2,25 @@
 //! their inboxes, drain and stop. Not the per-connection work: that runs on the shards.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::event::{EventPayload, ListenerRegistry};
+use crate::event::ListenerRegistry;
 use crate::http::{RoutePattern, Router};
 use crate::metrics::{MetricsSnapshot, ShardMetrics};
-use crate::registry::{ConnId, Registry, ShardId};
-use crate::shard::{self, ShardMsg};
-use crate::ws::frame;
-use crate::{Config, Error, MessageType, Rejection, UpgradeRequest, Websocket};
-
-/// A route's callback (Go: the handler passed to `event.New`).
-pub(crate) type RouteCallback = Arc<dyn Fn(&Websocket) + Send + Sync>;
-/// The `before_upgrade` gate.
-pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync>;
-
-/// A mounted route: its effective config and its callback.
-pub(crate) struct Route {
-    pub(crate) config: Arc<Config>,
-    pub(crate) callback: RouteCallback,
-}
-
-/// Server-wide limits that are not per route.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_handshake_size: usize,
-    pub(crate) max_connections: Option<usize>,
-}
-
-/// The state every shard and every `Server` clone shares. Read-mostly: the hot paths read
-/// atomics and per-bucket locks only.
-pub(crate) struct Shared {
-    pub(crate) routes: Router<Arc<Route>>,
-    pub(crate) gate: Option<Gate>,
-    pub(crate) listeners: ListenerRegistry,
-    pub(crate) registry: Registry,
-    /// What other threads know of each shard, by shard id.
-    pub(crate) shards: Box<[ShardLink]>,
-    pub(crate) draining: AtomicBool,
-    pub(crate) options: Options,
-}
-
-/// One shard as the rest of the server sees it: its inbox, its live connection count and its
-/// traffic counters.
-pub(crate) struct ShardLink {
-    pub(crate) inbox: flume::Sender<ShardMsg>,
-    pub(crate) live: AtomicUsize,
-    pub(crate) metrics: ShardMetrics,
-}
-
-impl Shared {
-    /// Live connections on all shards.
-    pub(crate) fn connections(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.live.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Posts `msg` to `shard`'s inbox; false once that shard has stopped (or never existed).
-    pub(crate) fn post(&self, shard: ShardId, msg: ShardMsg) -> bool {
-        self.shards
-            .get(shard.0)
-            .is_some_and(|s| s.inbox.send(msg).is_ok())
-    }
-
-    /// Hands every shard the message `msg` makes for it: one message per shard, never one per
-    /// connection (docs/architecture.md, "Performance rules").
-    pub(crate) fn each_shard(self: &Arc<Self>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
-        for i in 0..self.shards.len() {
-            self.send_to(ShardId(i), msg(ShardId(i)));
-        }
-    }
-
-    /// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
-    /// One thread's messages to one shard keep their order either way.
-    pub(crate) fn send_to(self: &Arc<Self>, shard: ShardId, msg: ShardMsg) {
-        if let Some(core) = shard::current(self).filter(|c| c.id == shard) {
-            core.handle(msg);
-        } else {
-            // A send fails only once the shard has stopped; then there is nobody to deliver to.
-            self.post(shard, msg);
-        }
-    }
-
-    /// A framed message for every connection of every shard, maybe but one.
-    pub(crate) fn broadcast(self: &Arc<Self>, frame: Bytes, except: Option<ConnId>) {
-        self.each_shard(|shard| ShardMsg::Broadcast {
-            frame: frame.clone(),
-            except: except.filter(|id| id.shard == shard),
-        });
-    }
-}
+use crate::registry::{Registry, ShardId};
+use crate::shard::conn::{EventPayload, Websocket};
+use crate::shard::link::{ShardLinks, ShardMsg};
+use crate::shard::mesh::{Gate, Options, Route, RouteCallback, Shared};
+use crate::shard::state::{each_shard, on_shard_thread, send_to};
+use crate::shard::{self, Listener};
+use crate::upgrade::{Rejection, UpgradeRequest};
+use crate::ws::frame::{self, MessageType};
+use crate::{Config, Error};
 
 /// Configures and starts a server. See `Server::builder`.
 pub struct Builder {
@@ -204,23 +125,13 @@ impl Builder {
             let config = Arc::new(config.effective());
             routes.add(pattern, Arc::new(Route { config, callback }));
         }
-        let (links, receivers): (Vec<_>, Vec<_>) = (0..shards)
-            .map(|_| {
-                let (inbox, receiver) = flume::unbounded();
-                let link = ShardLink {
-                    inbox,
-                    live: AtomicUsize::new(0),
-                    metrics: ShardMetrics::default(),
-                };
-                (link, receiver)
-            })
-            .unzip();
+        let (links, receivers) = ShardLinks::new(shards);
         let shared = Arc::new(Shared {
             routes,
             gate: self.gate,
-            listeners: ListenerRegistry::default(),
-            registry: Registry::new(shards * 16),
-            shards: links.into(),
+            listeners: Arc::new(ListenerRegistry::default()),
+            registry: Arc::new(Registry::new(shards * 16)),
+            links: Arc::new(links),
             draining: AtomicBool::new(false),
             options: self.options,
         });
@@ -282,7 +193,7 @@ fn spawn_shard(
         .io_memory(IO_MEMORY)
         .ring_depth(RING_DEPTH)
         .spawn(move || async move {
-            let listener = match shard::Listener::bind(addr) {
+            let listener = match Listener::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
@@ -384,6 +295,10 @@ impl Server {
         &self.inner.shared
     }
 
+    fn links(&self) -> &Arc<ShardLinks> {
+        &self.shared().links
+    }
+
     /// The address the shards listen on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
@@ -391,7 +306,7 @@ impl Server {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shared().shards.len()
+        self.links().len()
     }
 
     /// Adds a server-wide listener for `name`; it applies to every event fired after this
@@ -423,8 +338,7 @@ impl Server {
             .registry
             .get(uuid)
             .ok_or(Error::InvalidConnection)?;
-        self.shared()
-            .send_to(id.shard, ShardMsg::Emit { to: id, frame });
+        send_to(self.links(), id.shard, ShardMsg::Emit { to: id, frame });
         Ok(())
     }
 
@@ -440,14 +354,18 @@ impl Server {
     /// Sends to every connection on every shard, framed once.
     pub fn broadcast(&self, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        self.shared().broadcast(ty.frame(&data), None);
+        let frame = ty.frame(&data);
+        each_shard(self.links(), |_| ShardMsg::Broadcast {
+            frame: frame.clone(),
+            except: None,
+        });
     }
 
     /// Runs the listeners of `name` once per live connection; nothing goes on the wire.
     pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
         let name: Arc<str> = name.into();
         let data = data.into();
-        self.shared().each_shard(|_| ShardMsg::Fire {
+        each_shard(self.links(), |_| ShardMsg::Fire {
             name: Arc::clone(&name),
             data: data.clone(),
         });
@@ -460,7 +378,8 @@ impl Server {
             .registry
             .get(uuid)
             .ok_or(Error::InvalidConnection)?;
-        self.shared().send_to(
+        send_to(
+            self.links(),
             id.shard,
             ShardMsg::Close {
                 to: id,
@@ -483,7 +402,7 @@ impl Server {
 
     /// Live connections on all shards.
     pub fn connections(&self) -> usize {
-        self.shared().connections()
+        self.links().connections()
     }
 
     /// Whether a live connection holds `uuid`.
@@ -498,14 +417,13 @@ impl Server {
             .into_iter()
             .map(|n| n as u64)
             .collect();
-        let shards: Vec<&ShardMetrics> = self.shared().shards.iter().map(|s| &s.metrics).collect();
+        let shards: Vec<&ShardMetrics> = self.links().iter().map(|s| &s.metrics).collect();
         MetricsSnapshot::collect(&shards, &live)
     }
 
     /// Live connections per shard.
     pub fn connections_per_shard(&self) -> Vec<usize> {
-        self.shared()
-            .shards
+        self.links()
             .iter()
             .map(|s| s.live.load(Ordering::Relaxed))
             .collect()
@@ -517,7 +435,7 @@ impl Server {
     /// rest at the deadline. Blocks: on a shard thread it returns `Error::OnShardThread`; use
     /// `close_all_async` there.
     pub fn close_all(&self, code: u16, reason: &str, timeout: Duration) -> Result<(), Error> {
-        if shard::on_shard_thread() {
+        if on_shard_thread() {
             return Err(Error::OnShardThread);
         }
         let done = self.start_close_all(code, reason, timeout);
@@ -556,7 +474,7 @@ impl Server {
         let frame = frame::encode_close(code, reason);
         let deadline = Instant::now() + timeout;
         let (tx, rx) = flume::unbounded();
-        self.shared().each_shard(|_| ShardMsg::CloseAll {
+        each_shard(self.links(), |_| ShardMsg::CloseAll {
             frame: frame.clone(),
             deadline,
             done: tx.clone(),
@@ -574,7 +492,7 @@ impl Server {
     pub fn shutdown_within(&self, timeout: Duration) {
         self.drain();
         let deadline = Instant::now() + timeout;
-        self.shared().each_shard(|_| ShardMsg::Stop { deadline });
+        each_shard(self.links(), |_| ShardMsg::Stop { deadline });
     }
 
     fn stop_now(&self) {
@@ -584,7 +502,7 @@ impl Server {
     /// Waits until every shard has stopped (after `shutdown`). Blocks: on a shard thread it
     /// returns `Error::OnShardThread`.
     pub fn join(&self) -> Result<(), Error> {
-        if shard::on_shard_thread() {
+        if on_shard_thread() {
             return Err(Error::OnShardThread);
         }
         let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());

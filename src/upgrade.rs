@@ -5,7 +5,11 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use crate::http::{Params, RequestHead};
+use crate::registry::Registry;
+use crate::shard::link::ShardLinks;
 
 /// Values a gate hands to the connection (read back with `Websocket::local`).
 pub(crate) type Locals = HashMap<String, Box<dyn Any>>;
@@ -16,7 +20,8 @@ pub struct UpgradeRequest {
     pub(crate) params: Params,
     pub(crate) remote: SocketAddr,
     pub(crate) locals: Locals,
-    pub(crate) shared: std::sync::Arc<crate::server::Shared>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) links: Arc<ShardLinks>,
 }
 
 impl UpgradeRequest {
@@ -53,12 +58,12 @@ impl UpgradeRequest {
     /// Whether a live connection (on any shard) holds `uuid`: lets a gate refuse an id that
     /// the route callback would fail to take with `set_uuid`.
     pub fn is_uuid_taken(&self, uuid: &str) -> bool {
-        self.shared.registry.get(uuid).is_some()
+        self.registry.get(uuid).is_some()
     }
 
     /// Live connections on all shards.
     pub fn connections(&self) -> usize {
-        self.shared.connections()
+        self.links.connections()
     }
 
     /// Stores a value for the connection's whole life (`Websocket::local`).

@@ -1,5 +1,6 @@
-//! The connection handle users hold (Go: `*event.Websocket`). A thin face over the shard's
-//! connection state; not `Send`: it lives on its connection's shard.
+//! What users can do with a connection: the methods of `Websocket` (Go: `*event.Websocket`).
+//! A thin face over the shard's connection glue; the type itself is defined beside that glue
+//! in `shard::conn`, and it is not `Send`: it lives on its connection's shard.
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -9,42 +10,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::event::{EventName, EventPayload};
-use crate::shard::{Conn, ShardMsg};
-use crate::ws::frame::{self, OpCode};
+use crate::event::EventName;
+use crate::registry::RenameError;
+use crate::shard::conn::{EventPayload, Websocket};
+use crate::shard::link::ShardMsg;
+use crate::shard::state;
+use crate::ws::frame::MessageType;
 use crate::Error;
 
-/// The kind of data frame a message goes out as (RFC 6455 §5.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageType {
-    /// A text frame: the data should be UTF-8.
-    Text,
-    /// A binary frame.
-    Binary,
-}
-
-impl MessageType {
-    /// Frames `data` once; the result can be shared by every recipient.
-    pub(crate) fn frame(self, data: &[u8]) -> Bytes {
-        let op = match self {
-            MessageType::Text => OpCode::Text,
-            MessageType::Binary => OpCode::Binary,
-        };
-        frame::encode(op, data)
-    }
-}
-
-/// A cheap, cloneable handle to one connection.
-#[derive(Clone)]
-pub struct Websocket {
-    conn: Rc<Conn>,
-}
-
 impl Websocket {
-    pub(crate) fn from_conn(conn: Rc<Conn>) -> Self {
-        Websocket { conn }
-    }
-
     /// The connection's UUID (Go: `GetUUID`).
     pub fn uuid(&self) -> String {
         self.conn.uuid().to_string()
@@ -64,14 +38,14 @@ impl Websocket {
             return Ok(());
         }
         let new: Arc<str> = new.into();
-        let registry = &self.conn.core.shared.registry;
+        let registry = &self.conn.conns.registry;
         match registry.rename(&old, Arc::clone(&new), self.conn.id) {
             Ok(()) => {
                 self.conn.set_uuid(new);
                 Ok(())
             }
-            Err(crate::registry::RenameError::Taken) => Err(Error::UuidDuplication),
-            Err(crate::registry::RenameError::NotRegistered) => Err(Error::InvalidConnection),
+            Err(RenameError::Taken) => Err(Error::UuidDuplication),
+            Err(RenameError::NotRegistered) => Err(Error::InvalidConnection),
         }
     }
 
@@ -165,13 +139,13 @@ impl Websocket {
     }
 
     fn deliver(&self, uuid: &str, framed: Bytes) -> Result<(), Error> {
-        let core = &self.conn.core;
-        let delivered = match core.shared.registry.get(uuid) {
+        let conns = &self.conn.conns;
+        let delivered = match conns.registry.get(uuid) {
             None => false,
-            Some(id) if id.shard == core.id => core
-                .conn_at(id.slot, id.generation)
+            Some(id) if id.shard == conns.id => conns
+                .get(id)
                 .is_some_and(|c| c.send_frame(framed, Instant::now()).is_ok()),
-            Some(id) => core.shared.post(
+            Some(id) => conns.links.post(
                 id.shard,
                 ShardMsg::Emit {
                     to: id,
@@ -195,7 +169,11 @@ impl Websocket {
     pub fn broadcast(&self, data: impl Into<Bytes>, except: bool, ty: MessageType) {
         let data = data.into();
         let except = except.then_some(self.conn.id);
-        self.conn.core.shared.broadcast(ty.frame(&data), except);
+        let framed = ty.frame(&data);
+        state::each_shard(&self.conn.conns.links, |shard| ShardMsg::Broadcast {
+            frame: framed.clone(),
+            except: except.filter(|id| id.shard == shard),
+        });
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

@@ -1,7 +1,9 @@
-//! One connection on its shard: identity, request data, listeners, and the glue between its
-//! protocol session (`ws::session`), the shard (registry, timers, flush pass, metrics) and the
-//! socket. Not protocol decisions: the session makes those; not the socket's task, which lives
-//! in `io.rs` and calls in here.
+//! The shard's connections: each one's glue (`Conn`) between its protocol session
+//! (`ws::session`), its listeners and the shard; the slab and the services they share
+//! (`Connections`: timer heap, flush list, read buffer, listener cache); and the types users see
+//! of a connection, `Websocket` and `EventPayload` (their methods live in `websocket.rs`). Not
+//! protocol decisions, which the session makes, nor the socket, which the connection task in
+//! `io.rs` owns and drives through here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -9,23 +11,250 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
+use slab::Slab;
 
+use super::link::ShardLinks;
+use super::notify::LocalNotify;
 use super::socket::send_vectored;
-use super::ShardCore;
-use crate::event::{self, Attributes, EventName, EventPayload};
+use super::timers::Timers;
+use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, ServerListener};
 use crate::http::{Params, RequestHead};
-use crate::metrics::DropCause;
-use crate::registry::ConnId;
+use crate::metrics::{DropCause, ShardMetrics};
+use crate::registry::{ConnId, Registry, ShardId};
 use crate::upgrade::Locals;
-use crate::ws::frame;
+use crate::ws::frame::{self, MessageType};
 use crate::ws::queue::{Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
-use crate::{Config, Error, Websocket};
+use crate::{Config, Error};
+
+/// A cheap, cloneable handle to one connection (Go: `*event.Websocket`); its methods are in
+/// `websocket.rs`. Not `Send`: it lives on its connection's shard.
+#[derive(Clone)]
+pub struct Websocket {
+    pub(crate) conn: Rc<Conn>,
+}
+
+impl Websocket {
+    pub(crate) fn from_conn(conn: Rc<Conn>) -> Self {
+        Websocket { conn }
+    }
+}
+
+/// What a listener receives (Go: `*event.EventPayload`).
+pub struct EventPayload {
+    pub(crate) kws: Websocket,
+    pub(crate) name: EventName,
+    pub(crate) uuid: Arc<str>,
+    pub(crate) attributes: Attributes,
+    pub(crate) error: Option<Arc<Error>>,
+    pub(crate) data: Bytes,
+    pub(crate) binary: bool,
+}
+
+impl EventPayload {
+    /// The connection the event is about.
+    pub fn kws(&self) -> &Websocket {
+        &self.kws
+    }
+
+    /// The event name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connection's UUID when the event fired.
+    pub fn socket_uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// The connection's attributes when the event fired.
+    pub fn socket_attributes(&self) -> &Attributes {
+        &self.attributes
+    }
+
+    /// The error, for `error` and for `disconnect` after a failure.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_deref()
+    }
+
+    /// The payload: the message, ping or pong data, or what `fire` was given.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// How a `message` arrived: `Binary` for a binary message, `Text` for everything else.
+    pub fn message_type(&self) -> MessageType {
+        if self.binary {
+            MessageType::Binary
+        } else {
+            MessageType::Text
+        }
+    }
+}
+
+impl std::fmt::Debug for EventPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPayload")
+            .field("name", &&*self.name)
+            .field("uuid", &self.uuid)
+            .field("error", &self.error)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Size of the shard's read buffer.
+const SCRATCH: usize = 64 << 10;
+
+/// A shard's connections and what they share. Lives on the shard's thread only.
+pub(crate) struct Connections {
+    pub(crate) id: ShardId,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) links: Arc<ShardLinks>,
+    listeners: Arc<ListenerRegistry<EventPayload>>,
+    /// This shard's copy of the server-wide listeners, re-read when their version moves.
+    listener_cache: RefCell<(u64, Arc<ListenerMap<EventPayload>>)>,
+    slab: RefCell<Slab<Rc<Conn>>>,
+    next_generation: Cell<u64>,
+    pub(crate) timers: Timers,
+    /// One read buffer for every connection of the shard: a connection holds bytes only for
+    /// an incomplete frame, never a buffer of its own while idle.
+    pub(crate) scratch: RefCell<Box<[u8]>>,
+    /// Signalled after every teardown.
+    pub(crate) teardowns: LocalNotify,
+    /// Connections with something queued since the last flush pass.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    flush_wanted: LocalNotify,
+}
+
+impl Connections {
+    pub(crate) fn new(
+        id: ShardId,
+        registry: Arc<Registry>,
+        links: Arc<ShardLinks>,
+        listeners: Arc<ListenerRegistry<EventPayload>>,
+    ) -> Connections {
+        let cache = listeners.snapshot();
+        Connections {
+            id,
+            registry,
+            links,
+            listeners,
+            listener_cache: RefCell::new(cache),
+            slab: RefCell::new(Slab::new()),
+            next_generation: Cell::new(0),
+            timers: Timers::default(),
+            scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
+            teardowns: LocalNotify::default(),
+            dirty: RefCell::new(Vec::new()),
+            flush_wanted: LocalNotify::default(),
+        }
+    }
+
+    /// This shard's traffic counters.
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.links.get(self.id).metrics
+    }
+
+    /// Server-wide listeners of `name`, from this shard's copy of the registry snapshot.
+    fn server_listeners(&self, name: &str) -> Option<Arc<[ServerListener<EventPayload>]>> {
+        let version = self.listeners.version();
+        if self.listener_cache.borrow().0 != version {
+            *self.listener_cache.borrow_mut() = self.listeners.snapshot();
+        }
+        self.listener_cache.borrow().1.get(name).cloned()
+    }
+
+    /// Puts a connection on the flush list (see `Conn::mark_dirty`).
+    fn mark_dirty(&self, conn: Rc<Conn>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(conn);
+        if dirty.len() == 1 {
+            drop(dirty);
+            self.flush_wanted.notify();
+        }
+    }
+
+    /// The flush pass: writes every dirty connection's queue, then waits for more. Runs as one
+    /// task per shard, after the tasks that queued messages have yielded, so each dirty
+    /// connection's whole queue leaves in one write.
+    pub(crate) async fn flush_dirty(&self) {
+        let mut batch = Vec::new();
+        loop {
+            if self.dirty.borrow().is_empty() {
+                self.flush_wanted.wait().await;
+            }
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            for conn in batch.drain(..) {
+                conn.flush_now();
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// The id the next inserted connection will get (nothing may be inserted in between).
+    pub(crate) fn next_id(&self) -> ConnId {
+        ConnId {
+            shard: self.id,
+            slot: self.slab.borrow().vacant_key(),
+            generation: self.next_generation.get(),
+        }
+    }
+
+    /// Adds a connection made with `next_id()` to the slab.
+    pub(crate) fn insert(&self, conn: Rc<Conn>) {
+        self.next_generation.set(conn.id.generation + 1);
+        let expected = conn.id.slot;
+        let slot = self.slab.borrow_mut().insert(conn);
+        debug_assert_eq!(slot, expected);
+        self.links.get(self.id).live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, id: ConnId) {
+        let mut slab = self.slab.borrow_mut();
+        if slab.get(id.slot).is_some_and(|c| c.id == id) {
+            slab.remove(id.slot);
+            self.links.get(self.id).live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The live or closing connection with this id, if it is still there.
+    pub(crate) fn get(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conn_at(id.slot, id.generation)
+    }
+
+    /// The connection at `slot`, if it is still the one of `generation`.
+    pub(crate) fn conn_at(&self, slot: usize, generation: u64) -> Option<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .get(slot)
+            .filter(|c| c.id.generation == generation)
+            .cloned()
+    }
+
+    /// Every connection now in the slab (for work that may run listeners, which can change the
+    /// slab while it goes).
+    pub(crate) fn snapshot(&self) -> Vec<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .iter()
+            .map(|(_, c)| Rc::clone(c))
+            .collect()
+    }
+
+    /// Runs `f` on every connection without copying the list; `f` must not run listeners.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Rc<Conn>)) {
+        for (_, c) in self.slab.borrow().iter() {
+            f(c);
+        }
+    }
+}
 
 /// A listener registered on one connection.
 pub(crate) type LocalListener = Rc<dyn Fn(&EventPayload)>;
@@ -43,7 +272,7 @@ pub(crate) struct RequestData {
 }
 
 pub(crate) struct Conn {
-    pub(crate) core: Rc<ShardCore>,
+    pub(crate) conns: Rc<Connections>,
     pub(crate) id: ConnId,
     pub(crate) uuid: RefCell<Arc<str>>,
     pub(crate) config: Arc<Config>,
@@ -66,7 +295,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        core: Rc<ShardCore>,
+        conns: Rc<Connections>,
         id: ConnId,
         uuid: Arc<str>,
         config: Arc<Config>,
@@ -79,7 +308,7 @@ impl Conn {
             session: RefCell::new(Session::new(Arc::clone(&config), now)),
             config,
             request,
-            core,
+            conns,
             attributes: RefCell::default(),
             listeners: RefCell::default(),
             gone: Cell::new(false),
@@ -142,7 +371,7 @@ impl Conn {
     /// task (docs/architecture.md, "Performance rules").
     fn mark_dirty(self: &Rc<Self>) {
         if !self.dirty.replace(true) {
-            self.core.mark_dirty(Rc::clone(self));
+            self.conns.mark_dirty(Rc::clone(self));
         }
     }
 
@@ -188,7 +417,7 @@ impl Conn {
 
     /// `written` bytes of the queue went out.
     pub(crate) fn wrote(&self, now: Instant, written: usize) {
-        self.core.metrics().written(written);
+        self.conns.metrics().written(written);
         self.session.borrow_mut().handle_written(now, written);
     }
 
@@ -245,7 +474,7 @@ impl Conn {
                 Event::Ping(data) => self.fire(EventName::Static(event::PING), data, None),
                 Event::Pong(data) => self.fire(EventName::Static(event::PONG), data, None),
                 Event::Dropped(framed) => {
-                    self.core.metrics().dropped(DropCause::QueueFull);
+                    self.conns.metrics().dropped(DropCause::QueueFull);
                     self.fire_error(Error::QueueFull, payload_of(&framed));
                 }
                 Event::CloseComplete => {
@@ -267,7 +496,7 @@ impl Conn {
     fn schedule(&self) {
         let next = self.session.borrow().poll_timeout();
         if let Some(at) = next {
-            self.core.timers.schedule(self, at);
+            self.conns.timers.schedule(&self.scheduled, self.id, at);
         }
     }
 
@@ -278,13 +507,17 @@ impl Conn {
         let push = self.session.borrow_mut().send(now, frame);
         match push {
             Push::Queued => {}
-            Push::Waiting { deadline } => self.core.timers.schedule(self, deadline),
+            Push::Waiting { deadline } => {
+                self.conns
+                    .timers
+                    .schedule(&self.scheduled, self.id, deadline)
+            }
             Push::Closed => {
-                self.core.metrics().dropped(DropCause::Closed);
+                self.conns.metrics().dropped(DropCause::Closed);
                 return Err(Error::InvalidConnection);
             }
         }
-        self.core.metrics().queued();
+        self.conns.metrics().queued();
         self.mark_dirty();
         Ok(())
     }
@@ -356,7 +589,7 @@ impl Conn {
 
     /// Fires `message` for a message that arrived, with its type.
     pub(crate) fn fire_message(self: &Rc<Self>, data: Bytes, binary: bool) {
-        self.core.metrics().received(data.len());
+        self.conns.metrics().received(data.len());
         if !self.is_gone() {
             self.fire_unchecked(EventName::Static(event::MESSAGE), data, None, binary);
         }
@@ -369,7 +602,7 @@ impl Conn {
         error: Option<Arc<Error>>,
         binary: bool,
     ) {
-        let shared = self.core.server_listeners(&name);
+        let shared = self.conns.server_listeners(&name);
         let own = self
             .listeners
             .borrow()
@@ -434,10 +667,7 @@ impl Conn {
     // ---- teardown --------------------------------------------------------------------------
 
     fn unregister(&self) {
-        self.core
-            .shared
-            .registry
-            .remove(&self.uuid.borrow(), self.id);
+        self.conns.registry.remove(&self.uuid.borrow(), self.id);
     }
 
     /// The one teardown (docs/behaviour.md, "Lifecycle" 6): mark dead, unregister, fire `disconnect`
@@ -448,13 +678,13 @@ impl Conn {
             return;
         }
         self.unregister();
-        self.core.remove(self.id);
+        self.conns.remove(self.id);
         match &error {
             Some(e) => tracing::debug!(uuid = &*self.uuid(), error = %e, "connection closed"),
             None => tracing::debug!(uuid = &*self.uuid(), "connection closed"),
         }
         let error = error.map(Arc::new);
-        self.core.metrics().torn_down(error.as_deref());
+        self.conns.metrics().torn_down(error.as_deref());
         self.fire_unchecked(
             EventName::Static(event::DISCONNECT),
             Bytes::new(),
@@ -470,7 +700,7 @@ impl Conn {
             );
         }
         self.listeners.borrow_mut().take();
-        self.core.teardowns.notify();
+        self.conns.teardowns.notify();
         self.wake();
     }
 }

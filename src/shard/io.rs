@@ -19,13 +19,13 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::{Conn, RequestData};
-use super::ShardCore;
+use super::conn::{Conn, Connections, RequestData, Websocket};
+use super::mesh::Route;
+use super::state::ShardCore;
 use crate::event::{self, EventName};
 use crate::http::{self, HeadParse, UpgradeCheck};
-use crate::server::Route;
 use crate::upgrade::UpgradeRequest;
-use crate::{Error, Websocket};
+use crate::Error;
 
 /// Serves one accepted socket from handshake to close, or until the shard ends (by then every
 /// connection has been closed and its events have fired: only the socket is left to drop).
@@ -50,7 +50,7 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
         Err(refusal) => {
             tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
             if let Some((status, response)) = refusal.response {
-                core.metrics().rejected(status);
+                core.conns.metrics().rejected(status);
                 // Best effort, bounded: the client may not be reading.
                 let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
                     Timer::new(timeout).await;
@@ -63,8 +63,8 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
         }
     };
 
-    core.metrics().upgraded();
-    let conn = register(core, &route, request);
+    core.conns.metrics().upgraded();
+    let conn = register(&core.conns, &route, request);
     conn.fd.set(stream.as_raw_fd());
     conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
@@ -91,26 +91,26 @@ async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
 
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
 /// callback can already be reached (docs/behaviour.md, "Lifecycle" 2).
-fn register(core: &Rc<ShardCore>, route: &Route, request: RequestData) -> Rc<Conn> {
+fn register(conns: &Rc<Connections>, route: &Route, request: RequestData) -> Rc<Conn> {
     let now = Instant::now();
-    let id = core.next_id();
+    let id = conns.next_id();
     let uuid = loop {
         let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         // A v4 collision is practically impossible, but a taken UUID is never handed out.
-        if core.shared.registry.insert(Arc::clone(&uuid), id) {
+        if conns.registry.insert(Arc::clone(&uuid), id) {
             break uuid;
         }
     };
     let conn = Rc::new(Conn::new(
-        Rc::clone(core),
+        Rc::clone(conns),
         id,
         uuid,
         Arc::clone(&route.config),
         request,
         now,
     ));
-    core.insert(Rc::clone(&conn));
-    core.timers.schedule(&conn, now + conn.config.ping_interval);
+    conns.insert(Rc::clone(&conn));
+    conn.drive();
     conn
 }
 
@@ -217,7 +217,7 @@ async fn handshake(
         return Err(Refusal::status(503, "server is draining"));
     }
     if let Some(max) = core.shared.options.max_connections {
-        if core.shared.connections() >= max {
+        if core.shared.links.connections() >= max {
             return Err(Refusal::status(503, "too many connections"));
         }
     }
@@ -226,7 +226,8 @@ async fn handshake(
         params,
         remote,
         locals: Default::default(),
-        shared: Arc::clone(&core.shared),
+        registry: Arc::clone(&core.shared.registry),
+        links: Arc::clone(&core.shared.links),
     };
     if let Some(gate) = &core.shared.gate {
         match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
@@ -285,7 +286,7 @@ fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Pol
     if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
         return Poll::Ready(Step::Changed);
     }
-    let mut scratch = conn.core.scratch.borrow_mut();
+    let mut scratch = conn.conns.scratch.borrow_mut();
     match Pin::new(&mut *stream).poll_read(cx, &mut scratch) {
         Poll::Ready(Ok(0)) => Poll::Ready(Step::Eof),
         Poll::Ready(Ok(n)) => {

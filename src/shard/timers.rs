@@ -1,18 +1,16 @@
 //! The shard's one timer facility: a heap of (deadline, connection) entries and the task that
 //! serves them. Not a timer per connection: an idle connection costs one heap entry.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::future;
 use glommio::timer::Timer;
 
-use super::conn::Conn;
 use super::notify::LocalNotify;
-use super::ShardCore;
+use crate::registry::ConnId;
 
 /// Entries may be stale (a connection that moved its deadline or went away): each is checked
 /// against the connection when it comes due, which costs less than removing it from the heap.
@@ -23,15 +21,16 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    /// Makes sure `conn` is looked at no later than `at`.
-    pub(crate) fn schedule(&self, conn: &Conn, at: Instant) {
-        if conn.scheduled.get().is_some_and(|s| s <= at) {
+    /// Makes sure connection `id` is looked at no later than `at`. `scheduled` is the
+    /// connection's own record of its earliest entry, so a later deadline adds nothing.
+    pub(crate) fn schedule(&self, scheduled: &Cell<Option<Instant>>, id: ConnId, at: Instant) {
+        if scheduled.get().is_some_and(|s| s <= at) {
             return;
         }
-        conn.scheduled.set(Some(at));
+        scheduled.set(Some(at));
         let mut heap = self.heap.borrow_mut();
         let wake_driver = heap.peek().map_or(true, |Reverse((first, ..))| at < *first);
-        heap.push(Reverse((at, conn.id.slot, conn.id.generation)));
+        heap.push(Reverse((at, id.slot, id.generation)));
         drop(heap);
         if wake_driver {
             self.earlier.notify();
@@ -52,35 +51,28 @@ impl Timers {
             due.push((slot, generation));
         }
     }
-}
 
-/// Serves the heap until the shard stops.
-pub(crate) async fn run(core: Rc<ShardCore>) {
-    let mut due = Vec::new();
-    loop {
-        match core.timers.next() {
-            None => core.timers.earlier.wait().await,
-            Some(at) => {
-                let now = Instant::now();
-                if at > now {
+    /// Waits until the earliest entry is due (or an earlier one is added), then moves the due
+    /// entries, as (slot, generation), into `due`.
+    pub(crate) async fn next_due(&self, due: &mut Vec<(usize, u64)>) {
+        loop {
+            match self.next() {
+                None => self.earlier.wait().await,
+                Some(at) => {
+                    let now = Instant::now();
+                    if at <= now {
+                        self.pop_due(now, due);
+                        return;
+                    }
                     future::or(
                         async {
                             Timer::new(at - now).await;
                         },
-                        core.timers.earlier.wait(),
+                        self.earlier.wait(),
                     )
                     .await;
-                    continue;
                 }
             }
         }
-        let now = Instant::now();
-        core.timers.pop_due(now, &mut due);
-        for (slot, generation) in due.drain(..) {
-            if let Some(conn) = core.conn_at(slot, generation) {
-                conn.on_timer(now);
-            }
-        }
-        glommio::yield_if_needed().await;
     }
 }

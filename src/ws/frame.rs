@@ -62,6 +62,26 @@ impl OpCode {
     }
 }
 
+/// The kind of data frame a message goes out as (RFC 6455 §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// A text frame: the data should be UTF-8.
+    Text,
+    /// A binary frame.
+    Binary,
+}
+
+impl MessageType {
+    /// Frames `data` once; the result can be shared by every recipient.
+    pub(crate) fn frame(self, data: &[u8]) -> Bytes {
+        let op = match self {
+            MessageType::Text => OpCode::Text,
+            MessageType::Binary => OpCode::Binary,
+        };
+        encode(op, data)
+    }
+}
+
 /// One complete inbound item decoded from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {

@@ -1,0 +1,44 @@
+//! The state every shard and every `Server` clone shares: routes, the gate, the server-wide
+//! listeners, the UUID registry, the shard links, the drain flag and the limits. Read-mostly:
+//! the hot paths read atomics and per-bucket locks only. Not any one shard's state.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conn::{EventPayload, Websocket};
+use super::link::ShardLinks;
+use crate::event::ListenerRegistry;
+use crate::http::Router;
+use crate::registry::Registry;
+use crate::upgrade::{Rejection, UpgradeRequest};
+use crate::Config;
+
+/// A route's callback (Go: the handler passed to `event.New`).
+pub(crate) type RouteCallback = Arc<dyn Fn(&Websocket) + Send + Sync>;
+/// The `before_upgrade` gate.
+pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync>;
+
+/// A mounted route: its effective config and its callback.
+pub(crate) struct Route {
+    pub(crate) config: Arc<Config>,
+    pub(crate) callback: RouteCallback,
+}
+
+/// Server-wide limits that are not per route.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_handshake_size: usize,
+    pub(crate) max_connections: Option<usize>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) routes: Router<Arc<Route>>,
+    pub(crate) gate: Option<Gate>,
+    pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) links: Arc<ShardLinks>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) options: Options,
+}

@@ -1,0 +1,263 @@
+//! One shard's state as its thread sees it: its connections, the server's shared state, and
+//! its own lifecycle (stopping, the sockets still held, the final halt); what each inbox
+//! message does; and how any thread hands work to a shard. Not the tasks that run on the
+//! shard (`mod.rs`, `io.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::timer::Timer;
+
+use super::conn::Connections;
+use super::link::{ShardLinks, ShardMsg};
+use super::mesh::Shared;
+use super::notify::LocalNotify;
+use crate::event::EventName;
+use crate::registry::ShardId;
+
+thread_local! {
+    /// The shard this thread runs, if it is a shard thread.
+    static CURRENT: RefCell<Option<Rc<ShardCore>>> = const { RefCell::new(None) };
+}
+
+/// Whether this thread runs a shard of any server: blocking here would stall it.
+pub(crate) fn on_shard_thread() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}
+
+/// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
+/// One thread's messages to one shard keep their order either way.
+pub(crate) fn send_to(links: &Arc<ShardLinks>, shard: ShardId, msg: ShardMsg) {
+    let here = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|core| core.id() == shard && Arc::ptr_eq(&core.conns.links, links))
+            .cloned()
+    });
+    match here {
+        Some(core) => core.handle(msg),
+        // A send fails only once the shard has stopped; then there is nobody to deliver to.
+        None => {
+            links.post(shard, msg);
+        }
+    }
+}
+
+/// Hands every shard the message `msg` makes for it: one message per shard, never one per
+/// connection (docs/architecture.md, "Performance rules").
+pub(crate) fn each_shard(links: &Arc<ShardLinks>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
+    for i in 0..links.len() {
+        send_to(links, ShardId(i), msg(ShardId(i)));
+    }
+}
+
+pub(crate) struct ShardCore {
+    pub(crate) conns: Rc<Connections>,
+    pub(crate) shared: Arc<Shared>,
+    stopping: Cell<bool>,
+    /// Signalled once, when the shard starts to stop (the acceptor listens for it).
+    pub(crate) stop: LocalNotify,
+    stopped: Cell<bool>,
+    finished: LocalNotify,
+    /// Connection tasks still holding a socket, and a signal each time one lets go.
+    sockets: Cell<usize>,
+    socket_closed: LocalNotify,
+    /// Set when the shard ends, after its closes: every connection task drops its socket.
+    halting: Cell<bool>,
+    halt: LocalNotify,
+}
+
+/// Longest a stopping shard waits for its connection tasks to drop their sockets.
+const HALT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection task's socket, counted while it lives (see `ShardCore::hold_socket`).
+pub(crate) struct SocketHold<'a>(&'a ShardCore);
+
+impl Drop for SocketHold<'_> {
+    fn drop(&mut self) {
+        self.0.sockets.set(self.0.sockets.get() - 1);
+        self.0.socket_closed.notify();
+    }
+}
+
+impl ShardCore {
+    /// The shard `id` of `shared`, made the current shard of this thread.
+    pub(crate) fn install(id: ShardId, shared: Arc<Shared>) -> Rc<ShardCore> {
+        let conns = Connections::new(
+            id,
+            Arc::clone(&shared.registry),
+            Arc::clone(&shared.links),
+            Arc::clone(&shared.listeners),
+        );
+        let core = Rc::new(ShardCore {
+            conns: Rc::new(conns),
+            shared,
+            stopping: Cell::new(false),
+            stop: LocalNotify::default(),
+            stopped: Cell::new(false),
+            finished: LocalNotify::default(),
+            sockets: Cell::new(0),
+            socket_closed: LocalNotify::default(),
+            halting: Cell::new(false),
+            halt: LocalNotify::default(),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
+        core
+    }
+
+    /// Ends this thread's part: it runs no shard any more.
+    pub(crate) fn uninstall(&self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+
+    pub(crate) fn id(&self) -> ShardId {
+        self.conns.id
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Whether the shard has closed everything and its main loop should end.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Resolves when the shard has closed everything after a stop.
+    pub(crate) async fn finished(&self) {
+        if !self.stopped.get() {
+            self.finished.wait().await;
+        }
+    }
+
+    /// Counts a connection task's socket until the guard drops.
+    pub(crate) fn hold_socket(&self) -> SocketHold<'_> {
+        self.sockets.set(self.sockets.get() + 1);
+        SocketHold(self)
+    }
+
+    /// Resolves once the shard ends (at once if it has).
+    pub(crate) async fn halted(&self) {
+        if !self.halting.get() {
+            self.halt.wait().await;
+        }
+    }
+
+    /// Tells every connection task to drop its socket and waits until they have, for at most
+    /// `HALT_TIMEOUT`: a shard leaves no descriptor open behind it.
+    pub(crate) async fn halt_sockets(&self) {
+        self.halting.set(true);
+        self.halt.notify();
+        let give_up = Instant::now() + HALT_TIMEOUT;
+        while self.sockets.get() > 0 {
+            let now = Instant::now();
+            if now >= give_up {
+                tracing::warn!(
+                    shard = self.id().0,
+                    left = self.sockets.get(),
+                    "sockets still open at exit"
+                );
+                return;
+            }
+            future::or(self.socket_closed.wait(), async {
+                Timer::new(give_up - now).await;
+            })
+            .await;
+        }
+    }
+
+    /// Does what a message asks. Runs on the shard thread, from the inbox or inline.
+    pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Emit { to, frame } => {
+                if let Some(c) = self.conns.get(to) {
+                    // The target may have closed since the sender looked it up; that is not
+                    // an error the sender can still be told about.
+                    let _ = c.send_frame(frame, Instant::now());
+                }
+            }
+            ShardMsg::Broadcast { frame, except } => {
+                let now = Instant::now();
+                // Pushing never runs listeners, so the slab can stay borrowed. A connection
+                // already closing is no longer a target (nor an error).
+                self.conns.for_each(|c| {
+                    if Some(c.id) != except && c.is_open() {
+                        let _ = c.send_frame(frame.clone(), now);
+                    }
+                });
+                let nanos = now.elapsed().as_nanos();
+                self.conns
+                    .metrics()
+                    .fanned_out(u64::try_from(nanos).unwrap_or(u64::MAX));
+            }
+            ShardMsg::Fire { name, data } => {
+                for c in self.conns.snapshot() {
+                    if c.is_open() {
+                        c.fire(EventName::Shared(Arc::clone(&name)), data.clone(), None);
+                    }
+                }
+            }
+            ShardMsg::Close { to, code, reason } => {
+                if let Some(c) = self.conns.get(to) {
+                    c.close(code, &reason);
+                }
+            }
+            ShardMsg::CloseAll {
+                frame,
+                deadline,
+                done,
+            } => {
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let forced = core.close_all(frame, deadline).await;
+                    let _ = done.send(forced);
+                })
+                .detach();
+            }
+            ShardMsg::Stop { deadline } => {
+                if self.stopping.replace(true) {
+                    return;
+                }
+                self.stop.notify();
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let frame = crate::ws::frame::encode_close(1001, "server shutting down");
+                    core.close_all(frame, deadline).await;
+                    core.stopped.set(true);
+                    core.finished.notify();
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Closes every connection of the shard; past `deadline` force-closes the rest. Returns
+    /// whether any had to be forced.
+    async fn close_all(self: &Rc<Self>, frame: Bytes, deadline: Instant) -> bool {
+        let targets = self.conns.snapshot();
+        for c in &targets {
+            // No deadline of its own: this loop force-closes at the shard's deadline.
+            c.begin_close(frame.clone(), None);
+        }
+        loop {
+            if targets.iter().all(|c| c.is_gone()) {
+                return targets.iter().any(|c| c.close_forced());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                for c in &targets {
+                    c.force_close();
+                }
+                continue;
+            }
+            future::or(self.conns.teardowns.wait(), async {
+                Timer::new(deadline - now).await;
+            })
+            .await;
+        }
+    }
+}
