@@ -67,6 +67,9 @@ pub enum Error {
         /// What went wrong, with a hint on how to fix it.
         reason: String,
     },
+    /// An executor (a glommio thread) could not start; see `runtime::spawn_ready`.
+    #[error("executor failed to start: {0}")]
+    Executor(String),
     /// A blocking call was made on a shard thread, where it would stall every connection of that
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]

@@ -38,6 +38,7 @@
 //! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
 //! | [`event`], `registry`, `metrics` | event names and listener registry, the UUID map, per-shard counters |
+//! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
 //! | `config`, `error`, [`units`], [`limits`] | `Config`, `Error`, human units, the open-file limit |
 //!
 //! The `corecast` binary is its own package (`bin/`, `corecast-bin`): settings, the modes, the
@@ -55,6 +56,7 @@ pub mod http;
 pub mod limits;
 mod metrics;
 mod registry;
+pub mod runtime;
 mod server;
 mod shard;
 pub mod units;

@@ -13,6 +13,7 @@ use crate::event::ListenerRegistry;
 use crate::http::{RoutePattern, Router};
 use crate::metrics::{MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
+use crate::runtime;
 use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg};
 use crate::shard::mesh::{Gate, Options, Route, RouteCallback, Shared};
@@ -186,49 +187,26 @@ fn spawn_shard(
     shared: Arc<Shared>,
     inbox: flume::Receiver<ShardMsg>,
 ) -> Result<(ShardHandle, SocketAddr), Error> {
-    let start_error = |reason: String| Error::Start { shard: i, reason };
-    let (ready_tx, ready_rx) = flume::bounded(1);
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+    let start_error = move |reason: String| Error::Start { shard: i, reason };
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("corecast-{i}"))
         .io_memory(IO_MEMORY)
-        .ring_depth(RING_DEPTH)
-        .spawn(move || async move {
-            let listener = match Listener::bind(addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
-                    return;
-                }
-            };
-            match listener.local_addr() {
-                Ok(bound) => {
-                    let _ = ready_tx.send(Ok(bound));
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("no local address: {e}")));
-                    return;
-                }
+        .ring_depth(RING_DEPTH);
+    let started = runtime::spawn_ready(builder, START_TIMEOUT, move |ready| async move {
+        let bound = Listener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+        match bound {
+            Ok((local, listener)) => {
+                ready.ok(local);
+                shard::run(ShardId(i), shared, listener, inbox).await;
             }
-            shard::run(ShardId(i), shared, listener, inbox).await;
-        })
-        .map_err(|e| start_error(with_hint(e.to_string())))?;
-    match ready_rx.recv_timeout(START_TIMEOUT) {
-        Ok(Ok(bound)) => Ok((handle, bound)),
-        Ok(Err(reason)) => {
-            let _ = handle.join();
-            Err(start_error(reason))
+            Err(e) => ready.fail(start_error(format!("cannot listen on {addr}: {e}"))),
         }
-        // glommio reports an executor that failed to start only through `join` (docs/architecture.md).
-        Err(flume::RecvTimeoutError::Disconnected) => {
-            Err(start_error(with_hint(match handle.join() {
-                Err(e) => e.to_string(),
-                Ok(()) => "executor ended before it was ready".into(),
-            })))
-        }
-        Err(flume::RecvTimeoutError::Timeout) => Err(start_error(format!(
-            "not accepting after {START_TIMEOUT:?}"
-        ))),
-    }
+    });
+    started.map_err(|e| match e {
+        // The executor itself did not start: most often io_uring or the memlock limit.
+        Error::Executor(reason) => start_error(with_hint(reason)),
+        other => other,
+    })
 }
 
 fn with_hint(reason: String) -> String {

@@ -13,8 +13,9 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use corecast::http::{self, HeadParse, RequestHead};
-use corecast::{MessageType, Server};
+use corecast::http::{self, RequestHead};
+use corecast::runtime::{self, HeadError};
+use corecast::{Error, MessageType, Server};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -51,36 +52,29 @@ impl Api {
     /// Starts the API on `addr` (port 0 picks one) for `server`; returns once it is listening,
     /// or with why it could not.
     pub fn start(server: Server, addr: SocketAddr, options: ApiOptions) -> anyhow::Result<Api> {
-        let (ready_tx, ready_rx) = flume::bounded(1);
         let (stop, stop_rx) = flume::bounded::<()>(1);
-        let start_error = |reason: String| anyhow::anyhow!("HTTP API: {reason}");
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        let builder = LocalExecutorBuilder::new(Placement::Unbound)
             .name("corecast-api")
-            .io_memory(64 << 10)
-            .spawn(move || async move {
-                let listener = match TcpListener::bind(addr) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
-                        return;
+            .io_memory(64 << 10);
+        let (handle, addr) =
+            runtime::spawn_ready(builder, Duration::from_secs(10), move |ready| async move {
+                let bound = TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+                match bound {
+                    Ok((local, listener)) => {
+                        ready.ok(local);
+                        accept(listener, server, Rc::new(options), stop_rx).await;
                     }
-                };
-                let _ = ready_tx.send(listener.local_addr().map_err(|e| e.to_string()));
-                accept(listener, server, Rc::new(options), stop_rx).await;
+                    Err(e) => ready.fail(Error::Io(std::io::Error::other(format!(
+                        "cannot listen on {addr}: {e}"
+                    )))),
+                }
             })
-            .map_err(|e| start_error(e.to_string()))?;
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(addr)) => Ok(Api {
-                addr,
-                stop,
-                handle: Mutex::new(Some(handle)),
-            }),
-            Ok(Err(reason)) => Err(start_error(reason)),
-            Err(_) => Err(start_error(match handle.join() {
-                Err(e) => e.to_string(),
-                Ok(()) => "did not start".into(),
-            })),
-        }
+            .map_err(|e| anyhow::anyhow!("HTTP API: {e}"))?;
+        Ok(Api {
+            addr,
+            stop,
+            handle: Mutex::new(Some(handle)),
+        })
     }
 
     /// The address the API listens on.
@@ -152,14 +146,8 @@ async fn serve(server: &Server, options: &ApiOptions, mut stream: TcpStream, bus
             return;
         }
         // A refused request may leave its body unread; closing on it would reset the
-        // connection and could lose the answer. Half-close, then discard what still comes.
-        let _ = stream.shutdown(std::net::Shutdown::Write).await;
-        let mut sink = vec![0u8; 16 << 10];
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
+        // connection and could lose the answer.
+        runtime::drain_and_close(&mut stream).await;
     };
     future::or(exchange, async {
         Timer::new(options.request_timeout).await;
@@ -174,22 +162,10 @@ async fn read_request(
     max_body: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<Vec<u8>>> {
     const MAX_HEAD: usize = 8 << 10;
-    let mut buf = vec![0u8; 2048];
-    let mut filled = 0;
-    let (head, consumed) = loop {
-        if filled == buf.len() {
-            buf.resize((buf.len() * 2).min(MAX_HEAD + 1), 0);
-        }
-        let n = stream.read(&mut buf[filled..]).await.map_err(|_| None)?;
-        if n == 0 {
-            return Err(None);
-        }
-        filled += n;
-        match http::parse_head(&buf[..filled], MAX_HEAD) {
-            Ok(HeadParse::Complete { head, consumed }) => break (head, consumed),
-            Ok(HeadParse::Partial) => {}
-            Err(e) => return Err(Some(error(e.status(), &e.to_string()))),
-        }
+    let (head, mut body) = match runtime::read_head(stream, MAX_HEAD).await {
+        Ok(read) => read,
+        Err(HeadError::Gone) => return Err(None),
+        Err(HeadError::Http(e)) => return Err(Some(error(e.status(), &e.to_string()))),
     };
     if head.header("transfer-encoding").is_some() {
         return Err(Some(error(411, "send the body with Content-Length")));
@@ -203,7 +179,6 @@ async fn read_request(
     if length > max_body {
         return Err(Some(error(413, &format!("body over {max_body} bytes"))));
     }
-    let mut body = buf[consumed..filled].to_vec();
     if body.len() > length {
         body.truncate(length);
     }

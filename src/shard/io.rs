@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -23,7 +23,8 @@ use super::conn::{Conn, Connections, RequestData, Websocket};
 use super::mesh::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
-use crate::http::{self, HeadParse, UpgradeCheck};
+use crate::http::{self, UpgradeCheck};
+use crate::runtime::{self, HeadError};
 use crate::upgrade::UpgradeRequest;
 use crate::Error;
 
@@ -155,39 +156,23 @@ async fn handshake(
     remote: SocketAddr,
 ) -> Result<Upgrade, Refusal> {
     let limit = core.shared.options.max_handshake_size;
-    let mut buf = vec![0u8; 1024];
-    let mut filled = 0;
-    let (head, consumed) = loop {
-        if filled == buf.len() {
-            if buf.len() >= limit {
-                return Err(Refusal::status(431, "request head too large"));
-            }
-            buf.resize((buf.len() * 2).min(limit), 0);
-        }
-        let n = stream
-            .read(&mut buf[filled..])
-            .await
-            .map_err(|_| Refusal::quiet("read failed"))?;
-        if n == 0 {
-            return Err(Refusal::quiet("closed during handshake"));
-        }
-        filled += n;
-        match http::parse_head(&buf[..filled], limit) {
-            Ok(HeadParse::Complete { head, consumed }) => break (head, consumed),
-            Ok(HeadParse::Partial) => {}
-            Err(e) => {
-                let body = e.to_string();
-                return Err(Refusal::with_headers(
-                    e.status(),
-                    "malformed request",
-                    &body,
-                    &[],
-                ));
-            }
+    let (head, leftover) = match runtime::read_head(stream, limit).await {
+        Ok(read) => read,
+        Err(HeadError::Gone) => return Err(Refusal::quiet("closed during handshake")),
+        Err(HeadError::Http(e)) => {
+            let reason = if e.status() == 431 {
+                "request head too large"
+            } else {
+                "malformed request"
+            };
+            return Err(Refusal::with_headers(
+                e.status(),
+                reason,
+                &e.to_string(),
+                &[],
+            ));
         }
     };
-    let leftover = buf[consumed..filled].to_vec();
-    drop(buf);
 
     let Some((route, params)) = core.shared.routes.find(head.path()) else {
         return Err(Refusal::status(404, "not found"));
@@ -338,15 +323,7 @@ async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
             })
             .await;
             if flushed {
-                let _ = stream.shutdown(Shutdown::Write).await;
-                // On the heap: a buffer in this future would be carried by every connection's
-                // task, idle ones included.
-                let mut sink = vec![0u8; 512];
-                while let Ok(n) = stream.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
+                runtime::drain_and_close(stream).await;
             }
         },
         async {
