@@ -275,7 +275,6 @@ pub(crate) struct Conn {
     pub(crate) conns: Rc<Connections>,
     pub(crate) id: ConnId,
     pub(crate) uuid: RefCell<Arc<str>>,
-    pub(crate) config: Arc<Config>,
     pub(crate) request: RequestData,
     attributes: RefCell<Attributes>,
     listeners: RefCell<Option<Box<LocalListeners>>>,
@@ -305,8 +304,7 @@ impl Conn {
         Conn {
             id,
             uuid: RefCell::new(uuid),
-            session: RefCell::new(Session::new(Arc::clone(&config), now)),
-            config,
+            session: RefCell::new(Session::new(config, now)),
             request,
             conns,
             attributes: RefCell::default(),
@@ -543,7 +541,7 @@ impl Conn {
 
     /// A close the server starts with the connection's own write timeout as its deadline.
     pub(crate) fn close(self: &Rc<Self>, code: u16, reason: &str) {
-        let deadline = Instant::now() + self.config.write_timeout;
+        let deadline = Instant::now() + self.session.borrow().config().write_timeout;
         self.begin_close(frame::encode_close(code, reason), Some(deadline));
     }
 
@@ -631,9 +629,10 @@ impl Conn {
     /// Runs one listener; a panic goes to the recover handler and the next listener still runs.
     fn guarded(&self, payload: &EventPayload, f: impl FnOnce()) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
-            match &self.config.recover_handler {
+            // The session is never borrowed while a listener runs.
+            let handler = self.session.borrow().config().recover_handler.clone();
+            match handler {
                 Some(h) => {
-                    let h = Arc::clone(h);
                     let name = payload.name();
                     if catch_unwind(AssertUnwindSafe(|| h(name, &*panic))).is_err() {
                         tracing::warn!(event = name, "recover handler panicked");

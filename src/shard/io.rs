@@ -28,20 +28,16 @@ use crate::runtime::{self, HeadError};
 use crate::upgrade::UpgradeRequest;
 use crate::Error;
 
-/// Serves one accepted socket from handshake to close, or until the shard ends (by then every
-/// connection has been closed and its events have fired: only the socket is left to drop).
-pub(crate) async fn serve(core: Rc<ShardCore>, stream: TcpStream) {
-    let _hold = core.hold_socket();
-    future::or(serve_socket(&core, stream), core.halted()).await;
-}
-
-async fn serve_socket(core: &Rc<ShardCore>, mut stream: TcpStream) {
+/// Serves one accepted socket from handshake to close. The shard knows the socket while this
+/// runs: when it halts it shuts the socket down, which ends whatever this task waits on.
+pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
+    let _hold = core.hold_socket(stream.as_raw_fd());
     let Ok(remote) = stream.peer_addr() else {
         return;
     };
     let _ = stream.set_nodelay(true);
     let timeout = core.shared.options.handshake_timeout;
-    let upgrade = future::or(handshake(core, &mut stream, remote), async {
+    let upgrade = future::or(handshake(&core, &mut stream, remote), async {
         Timer::new(timeout).await;
         Err(Refusal::quiet("handshake timed out"))
     })

@@ -8,9 +8,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::RawFd;
+
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::timer::Timer;
+use slab::Slab;
 
 use super::conn::Connections;
 use super::link::{ShardLinks, ShardMsg};
@@ -63,24 +66,25 @@ pub(crate) struct ShardCore {
     pub(crate) stop: LocalNotify,
     stopped: Cell<bool>,
     finished: LocalNotify,
-    /// Connection tasks still holding a socket, and a signal each time one lets go.
-    sockets: Cell<usize>,
+    /// The sockets of the connection tasks still running, and a signal each time one ends.
+    sockets: RefCell<Slab<RawFd>>,
     socket_closed: LocalNotify,
-    /// Set when the shard ends, after its closes: every connection task drops its socket.
-    halting: Cell<bool>,
-    halt: LocalNotify,
 }
 
 /// Longest a stopping shard waits for its connection tasks to drop their sockets.
 const HALT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A connection task's socket, counted while it lives (see `ShardCore::hold_socket`).
-pub(crate) struct SocketHold<'a>(&'a ShardCore);
+/// A connection task's socket, known to the shard while the task runs (see
+/// `ShardCore::hold_socket`).
+pub(crate) struct SocketHold<'a> {
+    core: &'a ShardCore,
+    key: usize,
+}
 
 impl Drop for SocketHold<'_> {
     fn drop(&mut self) {
-        self.0.sockets.set(self.0.sockets.get() - 1);
-        self.0.socket_closed.notify();
+        self.core.sockets.borrow_mut().remove(self.key);
+        self.core.socket_closed.notify();
     }
 }
 
@@ -100,10 +104,8 @@ impl ShardCore {
             stop: LocalNotify::default(),
             stopped: Cell::new(false),
             finished: LocalNotify::default(),
-            sockets: Cell::new(0),
+            sockets: RefCell::new(Slab::new()),
             socket_closed: LocalNotify::default(),
-            halting: Cell::new(false),
-            halt: LocalNotify::default(),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
         core
@@ -134,31 +136,31 @@ impl ShardCore {
         }
     }
 
-    /// Counts a connection task's socket until the guard drops.
-    pub(crate) fn hold_socket(&self) -> SocketHold<'_> {
-        self.sockets.set(self.sockets.get() + 1);
-        SocketHold(self)
+    /// Makes the task's socket known to the shard until the guard drops.
+    pub(crate) fn hold_socket(&self, fd: RawFd) -> SocketHold<'_> {
+        let key = self.sockets.borrow_mut().insert(fd);
+        SocketHold { core: self, key }
     }
 
-    /// Resolves once the shard ends (at once if it has).
-    pub(crate) async fn halted(&self) {
-        if !self.halting.get() {
-            self.halt.wait().await;
-        }
-    }
-
-    /// Tells every connection task to drop its socket and waits until they have, for at most
-    /// `HALT_TIMEOUT`: a shard leaves no descriptor open behind it.
+    /// Shuts down every socket a connection task still holds, so the task's reads and writes
+    /// end and it drops the socket, then waits until all have, for at most `HALT_TIMEOUT`: a
+    /// stopping shard leaves no descriptor open behind it. Runs after the shard's closes: only
+    /// lingering closes and unfinished handshakes are left by then.
     pub(crate) async fn halt_sockets(&self) {
-        self.halting.set(true);
-        self.halt.notify();
+        for (_, &fd) in self.sockets.borrow().iter() {
+            // SAFETY: the fd belongs to a live connection task (its guard is in the slab), so
+            // it is open; shutdown only ends the stream's traffic.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
         let give_up = Instant::now() + HALT_TIMEOUT;
-        while self.sockets.get() > 0 {
+        while !self.sockets.borrow().is_empty() {
             let now = Instant::now();
             if now >= give_up {
                 tracing::warn!(
                     shard = self.id().0,
-                    left = self.sockets.get(),
+                    left = self.sockets.borrow().len(),
                     "sockets still open at exit"
                 );
                 return;

@@ -43,6 +43,61 @@ struct Frame {
     kind: Kind,
 }
 
+/// Frames in order, the first one held inline: most connections have at most one frame queued
+/// at a time (a ping, a reply), and then hold no heap buffer for it.
+#[derive(Debug, Default)]
+struct Frames {
+    first: Option<Frame>,
+    /// Empty whenever `first` is.
+    rest: VecDeque<Frame>,
+}
+
+impl Frames {
+    fn push_back(&mut self, frame: Frame) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Frame> {
+        let front = self.first.take();
+        self.first = self.rest.pop_front();
+        front
+    }
+
+    fn front(&self) -> Option<&Frame> {
+        self.first.as_ref()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.first.is_some() as usize + self.rest.len()
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Frame> {
+        match i {
+            0 => self.first.as_mut(),
+            i => self.rest.get_mut(i - 1),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Frame> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Drops the spill buffer once nothing is in it.
+    fn compact(&mut self) {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
 /// Frames for one connection, in emit order.
 ///
 /// Data messages count against `capacity`; control frames (ping, pong, close) and the handshake
@@ -50,13 +105,14 @@ struct Frame {
 /// bounded by coalescing (`push_pong`).
 #[derive(Debug)]
 pub struct OutboundQueue {
-    frames: VecDeque<Frame>,
+    frames: Frames,
     /// Bytes of `frames[0]` already written.
     offset: usize,
-    data_count: usize,
+    /// Counters kept narrow: this struct is in every connection.
+    data_count: u32,
     /// Unwritten pongs in `frames`.
-    pongs: usize,
-    capacity: usize,
+    pongs: u32,
+    capacity: u32,
     waiting: VecDeque<(Bytes, Instant)>,
     full_since: Option<Instant>,
     closed: bool,
@@ -66,11 +122,11 @@ impl OutboundQueue {
     /// An empty queue holding at most `capacity` undelivered data messages.
     pub fn new(capacity: usize) -> Self {
         OutboundQueue {
-            frames: VecDeque::new(),
+            frames: Frames::default(),
             offset: 0,
             data_count: 0,
             pongs: 0,
-            capacity: capacity.max(1),
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
             waiting: VecDeque::new(),
             full_since: None,
             closed: false,
@@ -109,17 +165,14 @@ impl OutboundQueue {
         if self.closed {
             return false;
         }
-        if self.pongs >= MAX_QUEUED_PONGS {
-            let started = self.offset > 0;
-            let newest = self
-                .frames
-                .iter_mut()
-                .enumerate()
-                .rev()
-                .find(|(i, f)| f.kind == Kind::Pong && !(*i == 0 && started));
-            if let Some((_, f)) = newest {
-                f.bytes = frame;
-                return false;
+        if self.pongs as usize >= MAX_QUEUED_PONGS {
+            // The newest pong not yet started: a partly written front frame stays as it is.
+            let first_free = (self.offset > 0) as usize;
+            for i in (first_free..self.frames.len()).rev() {
+                if let Some(f) = self.frames.get_mut(i).filter(|f| f.kind == Kind::Pong) {
+                    f.bytes = frame;
+                    return false;
+                }
             }
         }
         self.push(frame, Kind::Pong);
@@ -128,7 +181,7 @@ impl OutboundQueue {
 
     /// Unwritten pongs (a partly written one included).
     pub fn pongs(&self) -> usize {
-        self.pongs
+        self.pongs as usize
     }
 
     fn push(&mut self, bytes: Bytes, kind: Kind) {
@@ -166,7 +219,7 @@ impl OutboundQueue {
 
     /// Undelivered data messages, queued or waiting.
     pub fn len(&self) -> usize {
-        self.data_count + self.waiting.len()
+        self.data_count as usize + self.waiting.len()
     }
 
     /// Since when messages have been waiting for room, if they are.
@@ -243,12 +296,10 @@ impl OutboundQueue {
         dropped
     }
 
-    /// Releases buffers left over from a burst once the queue is empty, so an idle connection
-    /// holds no heap memory here.
+    /// Releases buffers left over from a burst once they are empty, so an idle connection holds
+    /// no heap memory here (one queued frame is held inline).
     pub fn compact(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
-        }
+        self.frames.compact();
         if self.waiting.is_empty() && self.waiting.capacity() > 0 {
             self.waiting = VecDeque::new();
         }
@@ -392,7 +443,16 @@ mod tests {
         q.push_data(Bytes::from_static(b"x"), t0, W);
         q.advance(1);
         q.compact();
-        assert_eq!(q.frames.capacity(), 0);
+        assert_eq!(q.frames.rest.capacity(), 0);
         assert!(q.is_empty());
+        // A burst spills past the inline frame; once written, compact frees the spill.
+        for _ in 0..3 {
+            q.push_data(Bytes::from_static(b"y"), t0, W);
+        }
+        assert!(q.frames.rest.capacity() > 0);
+        assert_eq!(written(&q), b"yyy");
+        q.advance(3);
+        q.compact();
+        assert_eq!(q.frames.rest.capacity(), 0);
     }
 }

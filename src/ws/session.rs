@@ -60,8 +60,31 @@ enum Phase {
     Closing {
         deadline: Option<Instant>,
     },
-    /// Over: only the queued bytes (a close frame) are left to write, until `linger`.
-    Closed,
+    /// Over: only the queued bytes (a close frame) are left to write, until `linger`; with no
+    /// linger the socket is dropped at once.
+    Closed {
+        linger: Option<Instant>,
+    },
+}
+
+/// What is waiting to be reported, in order.
+#[derive(Debug)]
+enum Pending {
+    /// A decoded frame, acted on when it is polled.
+    Frame(Inbound),
+    /// The peer broke the protocol after the frames before it.
+    Violation(ProtocolError),
+    /// Already decided: reported as it is.
+    Report(Event),
+}
+
+/// Lets the decoder append frames to the pending list.
+struct Frames<'a>(&'a mut VecDeque<Pending>);
+
+impl Extend<Inbound> for Frames<'_> {
+    fn extend<I: IntoIterator<Item = Inbound>>(&mut self, items: I) {
+        self.0.extend(items.into_iter().map(Pending::Frame));
+    }
 }
 
 /// The protocol state of one connection.
@@ -71,17 +94,14 @@ pub struct Session {
     decoder: Decoder,
     out: OutboundQueue,
     phase: Phase,
-    /// Decoded frames not yet acted on, and the violation that came after them, if any.
-    inbound: VecDeque<Inbound>,
-    violation: Option<ProtocolError>,
-    events: VecDeque<Event>,
+    /// Decoded frames not yet acted on, and events not yet reported. Empty, and holding no
+    /// heap memory, between inputs.
+    pending: VecDeque<Pending>,
     last_inbound: Instant,
     next_ping: Instant,
     write_blocked_since: Option<Instant>,
     /// Pings received since the queue last held no unwritten pong.
-    unanswered_pings: usize,
-    /// After `Closed`: write what is queued until then, then close; `None`: drop the socket.
-    linger: Option<Instant>,
+    unanswered_pings: u32,
 }
 
 impl Session {
@@ -91,14 +111,11 @@ impl Session {
             decoder: Decoder::new(config.max_message_size),
             out: OutboundQueue::new(config.send_queue_size),
             phase: Phase::Open,
-            inbound: VecDeque::new(),
-            violation: None,
-            events: VecDeque::new(),
+            pending: VecDeque::new(),
             last_inbound: now,
             next_ping: now + config.ping_interval,
             write_blocked_since: None,
             unanswered_pings: 0,
-            linger: None,
             config,
         }
     }
@@ -115,7 +132,7 @@ impl Session {
 
     /// Over: `Closed` has been (or is about to be) reported.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.phase, Phase::Closed { .. })
     }
 
     // ---- inputs ------------------------------------------------------------------------------
@@ -126,8 +143,8 @@ impl Session {
             return;
         }
         self.last_inbound = now;
-        if let Err(e) = self.decoder.feed(bytes, &mut self.inbound) {
-            self.violation = Some(e);
+        if let Err(e) = self.decoder.feed(bytes, &mut Frames(&mut self.pending)) {
+            self.pending.push_back(Pending::Violation(e));
         }
     }
 
@@ -149,7 +166,7 @@ impl Session {
             Phase::Open => self.end(Some(Error::Io(error)), None),
             // The server was closing anyway: the close is complete.
             Phase::Closing { .. } => self.complete_close(None),
-            Phase::Closed => {}
+            Phase::Closed { .. } => {}
         }
     }
 
@@ -189,21 +206,19 @@ impl Session {
                     return;
                 }
                 for framed in self.out.expire(now) {
-                    self.events.push_back(Event::Dropped(framed));
+                    self.report(Event::Dropped(framed));
                 }
                 if now >= self.next_ping {
                     self.next_ping = now + cfg.ping_interval;
+                    // Once per ping interval: an idle connection gives back what a burst left.
+                    self.out.compact();
                     self.out.push_control(Bytes::from_static(&PING_FRAME));
-                }
-                if self.inbound.is_empty() && self.inbound.capacity() > 0 {
-                    // An idle connection holds no heap memory here.
-                    self.inbound = VecDeque::new();
                 }
             }
             Phase::Closing {
                 deadline: Some(deadline),
             } if now >= deadline => self.complete_close(None),
-            Phase::Closing { .. } | Phase::Closed => {}
+            Phase::Closing { .. } | Phase::Closed { .. } => {}
         }
     }
 
@@ -246,7 +261,7 @@ impl Session {
 
     /// Ends the session now and drops the socket (a close deadline of the whole shard).
     pub fn force_close(&mut self, error: Error) {
-        if self.phase != Phase::Closed {
+        if !self.is_closed() {
             self.end(Some(error), None);
         }
     }
@@ -282,34 +297,61 @@ impl Session {
                 .min()
             }
             Phase::Closing { deadline } => deadline,
-            Phase::Closed => None,
+            Phase::Closed { .. } => None,
         }
     }
 
     /// The next thing that happened, acting on the next inbound frame when nothing else is
     /// pending (see the module doc).
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(event) = self.events.pop_front() {
-            return Some(event);
+        loop {
+            let Some(next) = self.pending.pop_front() else {
+                if self.pending.capacity() > 0 {
+                    // Nothing left: an idle connection holds no heap memory here.
+                    self.pending = VecDeque::new();
+                }
+                return None;
+            };
+            let event = match next {
+                Pending::Report(event) => return Some(event),
+                // What the peer sent after the server began to close is not delivered.
+                Pending::Frame(_) | Pending::Violation(_) if self.phase != Phase::Open => None,
+                Pending::Frame(frame) => self.act_on(frame),
+                Pending::Violation(violation) => {
+                    self.out
+                        .push_close(frame::encode_close(violation.close_code(), ""));
+                    let linger = self.linger_from_now();
+                    self.end(Some(violation.into()), linger);
+                    None
+                }
+            };
+            if event.is_some() {
+                return event;
+            }
         }
-        if self.phase != Phase::Open {
-            return None;
+    }
+
+    /// After `Closed`: until when the caller should keep writing what is queued (then half-close
+    /// and wait for the peer's end); `None` means drop the socket at once.
+    pub fn linger(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Closed { linger } => linger,
+            _ => None,
         }
-        let Some(item) = self.inbound.pop_front() else {
-            let violation = self.violation.take()?;
-            self.out
-                .push_close(frame::encode_close(violation.close_code(), ""));
-            let linger = self.linger_from_now();
-            self.end(Some(violation.into()), linger);
-            return self.events.pop_front();
-        };
-        match item {
+    }
+
+    // ---- inside ------------------------------------------------------------------------------
+
+    /// What an inbound frame means now; `None` when it ended the session (its `Closed` is
+    /// pending then).
+    fn act_on(&mut self, frame: Inbound) -> Option<Event> {
+        match frame {
             Inbound::Message { data, binary } => Some(Event::Message { data, binary }),
             Inbound::Ping(data) => {
                 self.unanswered_pings += 1;
-                if self.unanswered_pings > MAX_UNANSWERED_PINGS {
+                if self.unanswered_pings as usize > MAX_UNANSWERED_PINGS {
                     self.end(Some(Error::PingFlood), None);
-                    return self.events.pop_front();
+                    return None;
                 }
                 self.out.push_pong(frame::encode(OpCode::Pong, &data));
                 Some(Event::Ping(data))
@@ -325,18 +367,14 @@ impl Session {
                 };
                 let linger = self.linger_from_now();
                 self.end(error, linger);
-                self.events.pop_front()
+                None
             }
         }
     }
 
-    /// After `Closed`: until when the caller should keep writing what is queued (then half-close
-    /// and wait for the peer's end); `None` means drop the socket at once.
-    pub fn linger(&self) -> Option<Instant> {
-        self.linger
+    fn report(&mut self, event: Event) {
+        self.pending.push_back(Pending::Report(event));
     }
-
-    // ---- inside ------------------------------------------------------------------------------
 
     /// The linger deadline for a close answered at the last input: the last read is the best
     /// "now" a frame decoded from it has.
@@ -345,21 +383,21 @@ impl Session {
     }
 
     fn complete_close(&mut self, linger: Option<Instant>) {
-        self.events.push_back(Event::CloseComplete);
+        self.report(Event::CloseComplete);
         self.end(None, linger);
     }
 
+    /// Over: what the peer sent and is not yet acted on is dropped, and `Closed` is reported
+    /// after whatever was reported before.
     fn end(&mut self, error: Option<Error>, linger: Option<Instant>) {
-        self.phase = Phase::Closed;
-        self.linger = linger;
+        self.phase = Phase::Closed { linger };
         self.write_blocked_since = None;
         self.drop_inbound();
-        self.events.push_back(Event::Closed(error));
+        self.report(Event::Closed(error));
     }
 
     fn drop_inbound(&mut self) {
-        self.inbound = VecDeque::new();
-        self.violation = None;
+        self.pending.retain(|p| matches!(p, Pending::Report(_)));
     }
 }
 
