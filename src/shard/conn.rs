@@ -191,8 +191,10 @@ impl Connections {
                 self.flush_wanted.wait().await;
             }
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            // One clock read for the whole pass.
+            let now = Instant::now();
             for conn in batch.drain(..) {
-                conn.flush_now();
+                conn.flush_now(now);
             }
             glommio::yield_if_needed().await;
         }
@@ -376,14 +378,14 @@ impl Conn {
     /// The shard's flush pass: writes what the socket takes now. The connection task takes
     /// over when the socket is full (to wait for room), on an error, or once the connection is
     /// closing, since those need the socket itself.
-    pub(crate) fn flush_now(&self) {
+    pub(crate) fn flush_now(&self, now: Instant) {
         self.dirty.set(false);
         let fd = self.fd.get();
         if fd < 0 || !self.is_open() {
             self.wake();
             return;
         }
-        match self.write_queue(fd) {
+        match self.write_queue(fd, now) {
             Ok(true) => {}
             Ok(false) | Err(_) => self.wake(),
         }
@@ -392,16 +394,16 @@ impl Conn {
     /// Writes as much of the queue as the socket takes, one vectored write per pass (sends per
     /// flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the socket
     /// is full. Needs only the fd, so the flush pass and the connection task share it.
-    pub(crate) fn write_queue(&self, fd: i32) -> io::Result<bool> {
-        let now = Instant::now();
+    pub(crate) fn write_queue(&self, fd: i32, now: Instant) -> io::Result<bool> {
         loop {
             let result = {
                 let session = self.session.borrow();
-                let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
-                let n = session.poll_transmit(&mut slices);
-                if n == 0 {
+                // Checked first: the slice array below costs a kilobyte of stores.
+                if !session.wants_write() {
                     return Ok(true);
                 }
+                let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+                let n = session.poll_transmit(&mut slices);
                 send_vectored(fd, &slices[..n])
             };
             match result {
@@ -500,8 +502,20 @@ impl Conn {
 
     // ---- sending --------------------------------------------------------------------------
 
-    /// Queues an already framed data message. Fails once the connection is closing or gone.
+    /// Queues an already framed data message. Fails once the connection is closing or gone,
+    /// and counts the drop.
     pub(crate) fn send_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> Result<(), Error> {
+        if self.offer_frame(frame, now) {
+            Ok(())
+        } else {
+            self.conns.metrics().dropped(DropCause::Closed);
+            Err(Error::InvalidConnection)
+        }
+    }
+
+    /// Queues an already framed data message if the connection is open; false (and nothing
+    /// counted) if not: a broadcast's way to skip connections that are no longer targets.
+    pub(crate) fn offer_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> bool {
         let push = self.session.borrow_mut().send(now, frame);
         match push {
             Push::Queued => {}
@@ -510,14 +524,11 @@ impl Conn {
                     .timers
                     .schedule(&self.scheduled, self.id, deadline)
             }
-            Push::Closed => {
-                self.conns.metrics().dropped(DropCause::Closed);
-                return Err(Error::InvalidConnection);
-            }
+            Push::Closed => return false,
         }
         self.conns.metrics().queued();
         self.mark_dirty();
-        Ok(())
+        true
     }
 
     /// Queues the handshake response.

@@ -283,7 +283,7 @@ fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Pol
 /// `Conn::write_queue` from the connection task: when the socket is full, glommio is asked to
 /// wake the task once it has room.
 fn flush(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
-    while !conn.write_queue(stream.as_raw_fd())? {
+    while !conn.write_queue(stream.as_raw_fd(), Instant::now())? {
         // glommio's write tries once more and otherwise arms a writability poll.
         let polled = conn.with_front(|front| Pin::new(&mut *stream).poll_write(cx, front));
         match polled {

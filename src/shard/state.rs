@@ -187,8 +187,8 @@ impl ShardCore {
                 // Pushing never runs listeners, so the slab can stay borrowed. A connection
                 // already closing is no longer a target (nor an error).
                 self.conns.for_each(|c| {
-                    if Some(c.id) != except && c.is_open() {
-                        let _ = c.send_frame(frame.clone(), now);
+                    if Some(c.id) != except {
+                        c.offer_frame(frame.clone(), now);
                     }
                 });
                 let nanos = now.elapsed().as_nanos();
