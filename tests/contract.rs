@@ -105,11 +105,7 @@ fn close_twice_fires_close_and_disconnect_once_and_the_connection_is_dead_at_onc
         !alive.recv_timeout(WAIT).unwrap(),
         "is_alive() after close()"
     );
-    rec.wait_event(event::DISCONNECT, &uuid);
-    assert_eq!(
-        rec.names_for(&uuid),
-        [event::CONNECT, event::CLOSE, event::DISCONNECT]
-    );
+    rec.expect_sequence(&uuid, &[event::CONNECT, event::CLOSE, event::DISCONNECT]);
 }
 
 #[test]
@@ -129,12 +125,8 @@ fn a_close_fires_close_then_disconnect_even_when_the_peer_never_reads() {
     let (uuid, _) = next_uuid(&uuids);
     rec.wait_event(event::CONNECT, &uuid);
     ts.server.close(&uuid).expect("close a live connection");
-    let d = rec.wait_event(event::DISCONNECT, &uuid);
+    let d = rec.expect_sequence(&uuid, &[event::CONNECT, event::CLOSE, event::DISCONNECT]);
     assert_eq!(d.error, None, "a server close ends cleanly");
-    assert_eq!(
-        rec.names_for(&uuid),
-        [event::CONNECT, event::CLOSE, event::DISCONNECT]
-    );
     ts.wait_connections(0);
 }
 
@@ -187,15 +179,11 @@ fn a_broadcast_skips_a_closing_connection_and_reports_no_error() {
     wait_until(|| !ts.server.is_connected(&b_uuid), "b closing");
     a.send_text("go");
     assert_eq!(a.recv_text(), "done");
-    rec.wait_event(event::DISCONNECT, &b_uuid);
+    rec.expect_sequence(&b_uuid, &[event::CONNECT, event::CLOSE, event::DISCONNECT]);
     assert_eq!(
         rec.names_for(&a_uuid),
         [event::CONNECT],
         "no error on the sender"
-    );
-    assert_eq!(
-        rec.names_for(&b_uuid),
-        [event::CONNECT, event::CLOSE, event::DISCONNECT]
     );
 }
 

@@ -32,15 +32,6 @@ fn setup(
     (ts, rec, uuids)
 }
 
-/// Waits for the disconnect (and error, if expected) and checks the exact sequence.
-fn expect_sequence(rec: &Recorder, uuid: &str, expected: &[&str]) -> Seen {
-    let last = expected.last().unwrap();
-    let seen = rec.wait_event(last, uuid);
-    let names = rec.names_for(uuid);
-    assert_eq!(names, expected, "events for {uuid}");
-    seen
-}
-
 #[test]
 fn client_close_1000_and_1001_are_clean() {
     let (ts, rec, uuids) = setup(Config::default());
@@ -51,7 +42,7 @@ fn client_close_1000_and_1001_are_clean() {
         c.close(code, "bye");
         // The server answers the close with the same code (RFC 6455 §5.5.1).
         assert_eq!(c.recv_close().0, code);
-        let d = expect_sequence(&rec, &uuid, &[event::CONNECT, event::DISCONNECT]);
+        let d = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT]);
         assert!(d.error.is_none());
     }
     ts.wait_connections(0);
@@ -63,11 +54,7 @@ fn client_close_with_other_code_or_none_is_an_error() {
     let mut c = ts.client("/ws");
     let (uuid, _) = next_uuid(&uuids);
     c.close(4000, "custom");
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.error.as_deref().unwrap().contains("4000"), "{e:?}");
 
     let mut raw = RawClient::connect(ts.addr(), "/ws");
@@ -78,11 +65,7 @@ fn client_close_with_other_code_or_none_is_an_error() {
         1005,
         "an empty close is answered empty"
     );
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.error.as_deref().unwrap().contains("None"), "{e:?}");
 }
 
@@ -93,11 +76,7 @@ fn eof_without_close_is_an_error() {
     let (uuid, _) = next_uuid(&uuids);
     rec.wait_event(event::CONNECT, &uuid);
     drop(raw);
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.error.as_deref().unwrap().contains("Io"), "{e:?}");
 }
 
@@ -112,11 +91,7 @@ fn read_idle_timeout_tears_down_with_a_timeout() {
     // A raw client never answers pings.
     let _raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.is_timeout, "{e:?}");
     assert!(e.error.as_deref().unwrap().contains("IdleTimeout"));
     ts.wait_connections(0);
@@ -133,11 +108,7 @@ fn oversized_message_gets_1009() {
     let (uuid, _) = next_uuid(&uuids);
     raw.send_frame(0x2, &[0u8; 1001]);
     assert_eq!(raw.read_close_code(), 1009);
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(
         e.error.as_deref().unwrap().contains("MessageTooLarge"),
         "{e:?}"
@@ -159,22 +130,14 @@ fn invalid_frames_get_1002_and_bad_utf8_1007() {
     let (uuid, _) = next_uuid(&uuids);
     raw.stream.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     assert_eq!(raw.read_close_code(), 1002);
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.error.as_deref().unwrap().contains("Protocol"), "{e:?}");
 
     let mut raw = RawClient::connect(ts.addr(), "/ws");
     let (uuid, _) = next_uuid(&uuids);
     raw.send_frame(0x1, &[0xff, 0xfe]);
     assert_eq!(raw.read_close_code(), 1007);
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.error.as_deref().unwrap().contains("InvalidUtf8"), "{e:?}");
 }
 
@@ -254,11 +217,7 @@ fn close_all_deadline_force_closes_with_timeout() {
         matches!(result, Err(corecast::Error::Timeout)),
         "{result:?}"
     );
-    let e = expect_sequence(
-        &rec,
-        &uuid,
-        &[event::CONNECT, event::DISCONNECT, event::ERROR],
-    );
+    let e = rec.expect_sequence(&uuid, &[event::CONNECT, event::DISCONNECT, event::ERROR]);
     assert!(e.is_timeout);
     assert_eq!(ts.server.connections(), 0);
 }

@@ -315,6 +315,15 @@ impl Recorder {
         })
     }
 
+    /// Waits for the last of `expected` on `uuid`, then checks that exactly `expected` were
+    /// seen for it, in that order; returns the last.
+    pub fn expect_sequence(&self, uuid: &str, expected: &[&str]) -> Seen {
+        let last = expected.last().expect("a non-empty sequence");
+        let seen = self.wait_event(last, uuid);
+        assert_eq!(self.names_for(uuid), expected, "events for {uuid}");
+        seen
+    }
+
     /// The names of the events seen so far for `uuid`, in order (after draining the channel).
     pub fn names_for(&self, uuid: &str) -> Vec<String> {
         let rx = self.rx.lock().unwrap();
