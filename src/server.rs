@@ -17,6 +17,7 @@ use crate::runtime;
 use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg};
 use crate::shard::mesh::{Gate, Options, Route, RouteCallback, Shared};
+use crate::shard::readiness::Readiness;
 use crate::shard::state::{each_shard, on_shard_thread, send_to};
 use crate::shard::{self, Listener};
 use crate::upgrade::{Rejection, UpgradeRequest};
@@ -194,12 +195,16 @@ fn spawn_shard(
         .ring_depth(RING_DEPTH);
     let started = runtime::spawn_ready(builder, START_TIMEOUT, move |ready| async move {
         let bound = Listener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
-        match bound {
-            Ok((local, listener)) => {
+        let (local, listener) = match bound {
+            Ok(bound) => bound,
+            Err(e) => return ready.fail(start_error(format!("cannot listen on {addr}: {e}"))),
+        };
+        match Readiness::new() {
+            Ok(readiness) => {
                 ready.ok(local);
-                shard::run(ShardId(i), shared, listener, inbox).await;
+                shard::run(ShardId(i), shared, listener, readiness, inbox).await;
             }
-            Err(e) => ready.fail(start_error(format!("cannot listen on {addr}: {e}"))),
+            Err(e) => ready.fail(start_error(format!("cannot create an epoll set: {e}"))),
         }
     });
     started.map_err(|e| match e {

@@ -21,7 +21,8 @@ use slab::Slab;
 
 use super::link::ShardLinks;
 use super::notify::LocalNotify;
-use super::socket::send_vectored;
+use super::readiness::{self, Readiness};
+use super::socket::{recv, send_vectored};
 use super::timers::Timers;
 use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, ServerListener};
 use crate::http::{Params, RequestHead};
@@ -126,6 +127,8 @@ pub(crate) struct Connections {
     /// One read buffer for every connection of the shard: a connection holds bytes only for
     /// an incomplete frame, never a buffer of its own while idle.
     pub(crate) scratch: RefCell<Box<[u8]>>,
+    /// Reports which open connections have bytes to read.
+    pub(crate) readiness: Readiness,
     /// Signalled after every teardown.
     pub(crate) teardowns: LocalNotify,
     /// Connections with something queued since the last flush pass.
@@ -139,6 +142,7 @@ impl Connections {
         registry: Arc<Registry>,
         links: Arc<ShardLinks>,
         listeners: Arc<ListenerRegistry<EventPayload>>,
+        readiness: Readiness,
     ) -> Connections {
         let cache = listeners.snapshot();
         Connections {
@@ -151,6 +155,7 @@ impl Connections {
             next_generation: Cell::new(0),
             timers: Timers::default(),
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
+            readiness,
             teardowns: LocalNotify::default(),
             dirty: RefCell::new(Vec::new()),
             flush_wanted: LocalNotify::default(),
@@ -229,6 +234,15 @@ impl Connections {
     /// The live or closing connection with this id, if it is still there.
     pub(crate) fn get(&self, id: ConnId) -> Option<Rc<Conn>> {
         self.conn_at(id.slot, id.generation)
+    }
+
+    /// The connection a readiness key names, if it is still there.
+    pub(crate) fn by_key(&self, key: u64) -> Option<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .get(readiness::slot_of(key))
+            .filter(|c| readiness::key_of(c.id) == key)
+            .cloned()
     }
 
     /// The connection at `slot`, if it is still the one of `generation`.
@@ -438,6 +452,43 @@ impl Conn {
     pub(crate) fn write_blocked(self: &Rc<Self>, now: Instant) {
         self.session.borrow_mut().handle_write_blocked(now);
         self.schedule();
+    }
+
+    /// From now on the shard's readiness set reads this connection (see `read_ready`).
+    pub(crate) fn watch(&self) -> io::Result<()> {
+        self.conns
+            .readiness
+            .watch(self.fd.get(), readiness::key_of(self.id))
+    }
+
+    /// The socket has bytes (or the peer closed): one `recv` into the shard's buffer, then the
+    /// session acts on them. More bytes left are reported again (level-triggered).
+    pub(crate) fn read_ready(self: &Rc<Self>) {
+        let fd = self.fd.get();
+        if fd < 0 || self.is_gone() {
+            return;
+        }
+        let read = {
+            let mut scratch = self.conns.scratch.borrow_mut();
+            match recv(fd, &mut scratch) {
+                Ok(n) if n > 0 => {
+                    // The session copies what it keeps: the buffer is free again after this.
+                    self.received(Instant::now(), &scratch[..n]);
+                    Ok(n)
+                }
+                other => other,
+            }
+        };
+        match read {
+            Ok(0) => self.handle_eof(),
+            Ok(_) => self.drive(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => self.handle_io_error(e),
+        }
     }
 
     /// Bytes the peer sent; nothing fires until `drive`.
@@ -686,6 +737,11 @@ impl Conn {
     fn teardown(self: &Rc<Self>, error: Option<Error>) {
         if self.gone.replace(true) {
             return;
+        }
+        // Nothing is read for it any more; the connection task finishes the socket.
+        let fd = self.fd.get();
+        if fd >= 0 {
+            self.conns.readiness.unwatch(fd);
         }
         self.unregister();
         self.conns.remove(self.id);

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -83,6 +83,11 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         conn.drive();
     }
     drop(leftover);
+    if !conn.is_gone() {
+        if let Err(e) = conn.watch() {
+            conn.handle_io_error(e);
+        }
+    }
     run(&conn, &mut stream).await;
 }
 
@@ -233,24 +238,20 @@ async fn handshake(
 
 /// What one wake-up of the connection task found.
 enum Step {
-    /// Bytes arrived and the session took them.
-    Input,
-    /// The peer ended the stream.
-    Eof,
-    /// A read or write failed.
+    /// A write failed.
     Failed(io::Error),
     /// The state moved on (a server close was written, the connection was torn down).
     Changed,
 }
 
-/// Moves bytes until the connection is torn down, then finishes the socket as the session
-/// asks.
+/// Until the connection is torn down: writes what the flush pass could not (waiting for room)
+/// and a server close; reads come from the shard's readiness set (`Conn::read_ready`). Then
+/// finishes the socket as the session asks.
 async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
     while !conn.is_gone() {
         let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
         match step {
-            Step::Input | Step::Changed => conn.drive(),
-            Step::Eof => conn.handle_eof(),
+            Step::Changed => conn.drive(),
             Step::Failed(e) => conn.handle_io_error(e),
         }
         glommio::yield_if_needed().await;
@@ -260,24 +261,14 @@ async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
 
 fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Step> {
     conn.register_waker(cx.waker());
-    let flushed = flush(conn, stream, cx);
-    if let Err(e) = flushed {
+    if let Err(e) = flush(conn, stream, cx) {
         return Poll::Ready(Step::Failed(e));
     }
     if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
         return Poll::Ready(Step::Changed);
     }
-    let mut scratch = conn.conns.scratch.borrow_mut();
-    match Pin::new(&mut *stream).poll_read(cx, &mut scratch) {
-        Poll::Ready(Ok(0)) => Poll::Ready(Step::Eof),
-        Poll::Ready(Ok(n)) => {
-            // The session copies what it keeps: the shard's buffer is free again after this.
-            conn.received(Instant::now(), &scratch[..n]);
-            Poll::Ready(Step::Input)
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Step::Failed(e)),
-        Poll::Pending => Poll::Pending,
-    }
+    // Woken by `Conn::wake`: something to write, a close, or the teardown.
+    Poll::Pending
 }
 
 /// `Conn::write_queue` from the connection task: when the socket is full, glommio is asked to

@@ -12,13 +12,15 @@
 //! | `mesh.rs` | the state all shards share: routes, gate, listeners, registry, links |
 //! | `conn.rs` | the connections: glue, the slab and the services they share |
 //! | `link.rs` | what other threads hold of a shard: inbox, live count, counters |
-//! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg` |
+//! | `readiness.rs` | the epoll set that reports which open connections have bytes |
+//! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg`/`recv` |
 
 pub(crate) mod conn;
 mod io;
 pub(crate) mod link;
 pub(crate) mod mesh;
 mod notify;
+pub(crate) mod readiness;
 mod socket;
 pub(crate) mod state;
 mod timers;
@@ -33,6 +35,7 @@ use glommio::timer::Timer;
 
 use self::link::ShardMsg;
 use self::mesh::Shared;
+use self::readiness::Readiness;
 use self::state::ShardCore;
 use crate::registry::ShardId;
 
@@ -42,9 +45,11 @@ pub(crate) async fn run(
     id: ShardId,
     shared: Arc<Shared>,
     listener: Listener,
+    readiness: Readiness,
     inbox: flume::Receiver<ShardMsg>,
 ) {
-    let core = ShardCore::install(id, shared);
+    let core = ShardCore::install(id, shared, readiness);
+    let reader = glommio::spawn_local(serve_readiness(Rc::clone(&core)));
     let timers = glommio::spawn_local(serve_timers(Rc::clone(&core)));
     let flusher = glommio::spawn_local({
         let conns = Rc::clone(&core.conns);
@@ -73,7 +78,33 @@ pub(crate) async fn run(
     core.halt_sockets().await;
     drop(timers);
     drop(flusher);
+    drop(reader);
     core.uninstall();
+}
+
+/// Reads every open connection that has bytes, one `recv` each, as the readiness set reports
+/// them; then lets the flush pass write the replies before looking again, and sleeps on the set
+/// (one poll for the whole shard) when nothing is ready.
+async fn serve_readiness(core: Rc<ShardCore>) {
+    let mut keys = [0u64; readiness::BATCH];
+    loop {
+        let n = core.conns.readiness.ready(&mut keys);
+        if n == 0 {
+            if let Err(e) = core.conns.readiness.wait().await {
+                // Out of descriptors for the duplicate: look again after a pause.
+                tracing::warn!(shard = core.id().0, error = %e, "readiness wait failed");
+                Timer::new(Duration::from_millis(5)).await;
+            }
+            continue;
+        }
+        for &key in &keys[..n] {
+            if let Some(conn) = core.conns.by_key(key) {
+                conn.read_ready();
+            }
+        }
+        // Behind the other ready tasks: the flush pass sends this round's replies in one go.
+        future::yield_now().await;
+    }
 }
 
 /// Serves the timer heap until the shard stops: each due connection runs its deadlines.

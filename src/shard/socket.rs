@@ -1,5 +1,5 @@
-//! The one raw socket call the shard makes itself: a vectored, non-blocking send. Not the
-//! reads or the waiting for room: glommio's stream does those.
+//! The raw socket calls the shard makes itself: a vectored, non-blocking send and a
+//! non-blocking receive. Not the waiting: the readiness set and glommio's stream do that.
 
 use std::io;
 
@@ -28,5 +28,16 @@ pub(crate) fn send_vectored(fd: i32, slices: &[&[u8]]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(written as usize)
+    }
+}
+
+/// `recv` without blocking into `buf`: `Ok(0)` when the peer has closed.
+pub(crate) fn recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }

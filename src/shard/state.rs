@@ -19,6 +19,7 @@ use super::conn::Connections;
 use super::link::{ShardLinks, ShardMsg};
 use super::mesh::Shared;
 use super::notify::LocalNotify;
+use super::readiness::Readiness;
 use crate::event::EventName;
 use crate::registry::ShardId;
 
@@ -90,12 +91,13 @@ impl Drop for SocketHold<'_> {
 
 impl ShardCore {
     /// The shard `id` of `shared`, made the current shard of this thread.
-    pub(crate) fn install(id: ShardId, shared: Arc<Shared>) -> Rc<ShardCore> {
+    pub(crate) fn install(id: ShardId, shared: Arc<Shared>, readiness: Readiness) -> Rc<ShardCore> {
         let conns = Connections::new(
             id,
             Arc::clone(&shared.registry),
             Arc::clone(&shared.links),
             Arc::clone(&shared.listeners),
+            readiness,
         );
         let core = Rc::new(ShardCore {
             conns: Rc::new(conns),
