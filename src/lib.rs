@@ -27,7 +27,7 @@
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
 //! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, timers, flush pass) |
-//! | `shard::io` | the handshake task: the upgrade, then the socket goes to the connection |
+//! | `shard::io` | the connection task: handshake, then bytes between the socket and the session |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
 //! | `shard::state` | one shard's state and lifecycle, and what each inbox message does |
 //! | `shard::mesh` | what every shard shares: routes, gate, listeners, UUID registry, links |

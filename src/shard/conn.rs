@@ -1,9 +1,9 @@
 //! The shard's connections: each one's glue (`Conn`) between its protocol session
-//! (`ws::session`), its socket, its listeners and the shard; the slab and the services they
-//! share (`Connections`: readiness set, timer heap, flush list, read buffer, listener cache);
-//! and the types users see of a connection, `Websocket` and `EventPayload` (their methods live
-//! in `websocket.rs`). Not protocol decisions, which the session makes, nor the handshake
-//! (`io.rs`), after which the connection owns its socket.
+//! (`ws::session`), its listeners and the shard; the slab and the services they share
+//! (`Connections`: timer heap, flush list, read buffer, listener cache); and the types users see
+//! of a connection, `Websocket` and `EventPayload` (their methods live in `websocket.rs`). Not
+//! protocol decisions, which the session makes, nor the socket, which the connection task in
+//! `io.rs` owns and drives through here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,8 +22,7 @@ use slab::Slab;
 use super::link::ShardLinks;
 use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
-use super::socket::{self, recv, send_vectored};
-use super::sockets::TaskSockets;
+use super::socket::{recv, send_vectored};
 use super::timers::Timers;
 use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, ServerListener};
 use crate::http::{Params, RequestHead};
@@ -127,10 +127,8 @@ pub(crate) struct Connections {
     /// One read buffer for every connection of the shard: a connection holds bytes only for
     /// an incomplete frame, never a buffer of its own while idle.
     pub(crate) scratch: RefCell<Box<[u8]>>,
-    /// Reports which open connections have bytes to read or room to write.
+    /// Reports which open connections have bytes to read.
     pub(crate) readiness: Readiness,
-    /// The sockets of the shard's short-lived tasks (handshakes, lingering closes).
-    pub(crate) task_sockets: Rc<TaskSockets>,
     /// Signalled after every teardown.
     pub(crate) teardowns: LocalNotify,
     /// Connections with something queued since the last flush pass.
@@ -158,7 +156,6 @@ impl Connections {
             timers: Timers::default(),
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             readiness,
-            task_sockets: Rc::default(),
             teardowns: LocalNotify::default(),
             dirty: RefCell::new(Vec::new()),
             flush_wanted: LocalNotify::default(),
@@ -304,10 +301,9 @@ pub(crate) struct Conn {
     close_forced: Cell<bool>,
     /// Earliest entry this connection has in the shard's timer heap.
     pub(crate) scheduled: Cell<Option<Instant>>,
-    /// The socket, owned by the connection until its teardown; -1 after.
+    waker: RefCell<Option<Waker>>,
+    /// The socket, while the connection is open, for the shard's flush pass; -1 otherwise.
     pub(crate) fd: Cell<i32>,
-    /// Whether the readiness set reports room to write (the socket was full).
-    want_out: Cell<bool>,
     /// Whether it is on the shard's list of connections with something to write.
     dirty: Cell<bool>,
 }
@@ -332,8 +328,8 @@ impl Conn {
             gone: Cell::new(false),
             close_forced: Cell::new(false),
             scheduled: Cell::new(None),
+            waker: RefCell::new(None),
             fd: Cell::new(-1),
-            want_out: Cell::new(false),
             dirty: Cell::new(false),
         }
     }
@@ -367,48 +363,51 @@ impl Conn {
         self.attributes.borrow_mut().insert(key, value);
     }
 
-    // ---- the socket ------------------------------------------------------------------------
+    // ---- the connection task's side ------------------------------------------------------
+
+    /// Remembers the task to wake when there is something to write or decide.
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        let mut w = self.waker.borrow_mut();
+        match &*w {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *w = Some(waker.clone()),
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Some(w) = &*self.waker.borrow() {
+            w.wake_by_ref();
+        }
+    }
 
     /// Something was queued: the shard's flush pass writes it at the end of this tick, in one
-    /// vectored write with whatever else is queued by then (docs/architecture.md, "Performance
-    /// rules").
+    /// vectored write with whatever else is queued by then, without waking this connection's
+    /// task (docs/architecture.md, "Performance rules").
     fn mark_dirty(self: &Rc<Self>) {
         if !self.dirty.replace(true) {
             self.conns.mark_dirty(Rc::clone(self));
         }
     }
 
-    /// Writes what the socket takes now (from the flush pass, or when the readiness set reports
-    /// room); when the socket is full, asks the readiness set to report room and starts the
-    /// stall clock. Then acts on what the session reports (a server close completes here).
-    pub(crate) fn flush_now(self: &Rc<Self>, now: Instant) {
+    /// The shard's flush pass: writes what the socket takes now. The connection task takes
+    /// over when the socket is full (to wait for room), on an error, or once the connection is
+    /// closing, since those need the socket itself.
+    pub(crate) fn flush_now(&self, now: Instant) {
         self.dirty.set(false);
         let fd = self.fd.get();
-        if fd < 0 {
+        if fd < 0 || !self.is_open() {
+            self.wake();
             return;
         }
         match self.write_queue(fd, now) {
-            Ok(drained) => {
-                let want_room = !drained;
-                if want_room {
-                    self.session.borrow_mut().handle_write_blocked(now);
-                }
-                if self.want_out.get() != want_room {
-                    let key = readiness::key_of(self.id);
-                    match self.conns.readiness.want_write(fd, key, want_room) {
-                        Ok(()) => self.want_out.set(want_room),
-                        Err(e) => self.session.borrow_mut().handle_io_error(e),
-                    }
-                }
-            }
-            Err(e) => self.session.borrow_mut().handle_io_error(e),
+            Ok(true) => {}
+            Ok(false) | Err(_) => self.wake(),
         }
-        self.drive();
     }
 
     /// Writes as much of the queue as the socket takes, one vectored write per pass (sends per
     /// flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the socket
-    /// is full.
+    /// is full. Needs only the fd, so the flush pass and the connection task share it.
     pub(crate) fn write_queue(&self, fd: i32, now: Instant) -> io::Result<bool> {
         loop {
             let result = {
@@ -436,9 +435,23 @@ impl Conn {
         self.session.borrow_mut().handle_written(now, written);
     }
 
+    /// The first unwritten slice, for a write that waits for room.
+    pub(crate) fn with_front<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let session = self.session.borrow();
+        let mut slices: [&[u8]; 1] = [&[]];
+        session.poll_transmit(&mut slices);
+        f(slices[0])
+    }
+
     /// Whether anything is left to write.
     pub(crate) fn wants_write(&self) -> bool {
         self.session.borrow().wants_write()
+    }
+
+    /// A write would block: start (or keep) the stall clock.
+    pub(crate) fn write_blocked(self: &Rc<Self>, now: Instant) {
+        self.session.borrow_mut().handle_write_blocked(now);
+        self.schedule();
     }
 
     /// From now on the shard's readiness set reads this connection (see `read_ready`).
@@ -495,6 +508,12 @@ impl Conn {
         self.drive();
     }
 
+    /// After teardown: until when to keep writing what is queued (the close frame) before
+    /// closing the socket; `None`: drop it now.
+    pub(crate) fn linger(&self) -> Option<Instant> {
+        self.session.borrow().linger()
+    }
+
     /// Acts on what the session reports: events for listeners, the one teardown; then makes
     /// sure queued bytes get written and the timer heap knows the next deadline.
     pub(crate) fn drive(self: &Rc<Self>) {
@@ -518,8 +537,7 @@ impl Conn {
         if self.is_gone() {
             return;
         }
-        // A full socket is written when the readiness set reports room, not on every pass.
-        if self.wants_write() && !self.want_out.get() {
+        if self.wants_write() {
             self.mark_dirty();
         }
         self.schedule();
@@ -580,7 +598,7 @@ impl Conn {
         self.unregister();
         self.session.borrow_mut().close(close_frame, deadline);
         self.schedule();
-        self.mark_dirty();
+        self.wake();
     }
 
     /// A close the server starts with the connection's own write timeout as its deadline.
@@ -709,25 +727,6 @@ impl Conn {
 
     // ---- teardown --------------------------------------------------------------------------
 
-    /// Lets go of the socket: nothing is read or written for the connection any more. With a
-    /// linger (a close frame to deliver) a short task finishes it; otherwise it closes now.
-    fn release_socket(&self) {
-        let fd = self.fd.replace(-1);
-        if fd < 0 {
-            return;
-        }
-        self.conns.readiness.unwatch(fd);
-        let mut session = self.session.borrow_mut();
-        match session.linger() {
-            Some(deadline) => {
-                let unwritten = session.take_transmit();
-                let hold = self.conns.task_sockets.hold(fd);
-                glommio::spawn_local(socket::linger(fd, unwritten, deadline, hold)).detach();
-            }
-            None => socket::close(fd),
-        }
-    }
-
     fn unregister(&self) {
         self.conns.registry.remove(&self.uuid.borrow(), self.id);
     }
@@ -739,7 +738,11 @@ impl Conn {
         if self.gone.replace(true) {
             return;
         }
-        self.release_socket();
+        // Nothing is read for it any more; the connection task finishes the socket.
+        let fd = self.fd.get();
+        if fd >= 0 {
+            self.conns.readiness.unwatch(fd);
+        }
         self.unregister();
         self.conns.remove(self.id);
         match &error {
@@ -764,6 +767,7 @@ impl Conn {
         }
         self.listeners.borrow_mut().take();
         self.conns.teardowns.notify();
+        self.wake();
     }
 }
 

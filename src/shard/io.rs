@@ -1,19 +1,21 @@
-//! The handshake task: reads the upgrade request, answers it, and hands the socket to the
-//! connection, which the shard's readiness set and flush pass serve from then on. Not protocol
-//! logic: handshake checks live in `http`, framing, deadlines and queue policy in
-//! `ws::session`, events in `conn`.
+//! The connection task: reads the upgrade, then moves bytes between the socket and the
+//! connection until teardown. Not protocol logic: framing, the close handshake, deadlines and
+//! queue policy live in `ws::session`, handshake checks in `http`, events in `conn`.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -26,11 +28,10 @@ use crate::runtime::{self, HeadError};
 use crate::upgrade::UpgradeRequest;
 use crate::Error;
 
-/// Serves one accepted socket up to the upgrade, then hands it to the connection and ends: an
-/// open connection has no task of its own. The shard knows the socket while this runs: when it
-/// halts it shuts the socket down, which ends whatever this task waits on.
+/// Serves one accepted socket from handshake to close. The shard knows the socket while this
+/// runs: when it halts it shuts the socket down, which ends whatever this task waits on.
 pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
-    let _hold = core.conns.task_sockets.hold(stream.as_raw_fd());
+    let _hold = core.hold_socket(stream.as_raw_fd());
     let Ok(remote) = stream.peer_addr() else {
         return;
     };
@@ -59,29 +60,13 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         }
     };
 
-    // The connection owns the socket from here on, outside glommio's stream (which would
-    // keep a read poll armed on it): a duplicate descriptor, and the stream closes its own.
-    // SAFETY: plain syscall on an open descriptor; the result is checked.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    drop(stream);
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        tracing::warn!(%remote, error = %e, "cannot take over the socket; dropping the client");
-        return;
-    }
     core.conns.metrics().upgraded();
     let conn = register(&core.conns, &route, request);
-    conn.fd.set(fd);
-    // Nothing below awaits: the readiness set reports this socket only after the callback
-    // and the bytes read with the request head have been handled.
-    if let Err(e) = conn.watch() {
-        conn.handle_io_error(e);
-        return;
-    }
+    conn.fd.set(stream.as_raw_fd());
     conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
-    conn.flush_now(Instant::now());
+    let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
 
     let kws = Websocket::from_conn(Rc::clone(&conn));
     let callback = Arc::clone(&route.callback);
@@ -97,6 +82,13 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
         conn.received(Instant::now(), &leftover);
         conn.drive();
     }
+    drop(leftover);
+    if !conn.is_gone() {
+        if let Err(e) = conn.watch() {
+            conn.handle_io_error(e);
+        }
+    }
+    run(&conn, &mut stream).await;
 }
 
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
@@ -242,6 +234,91 @@ async fn handshake(
         locals: (!req.locals.is_empty()).then(|| Box::new(req.locals)),
     };
     Ok((route, request, accept, leftover))
+}
+
+/// What one wake-up of the connection task found.
+enum Step {
+    /// A write failed.
+    Failed(io::Error),
+    /// The state moved on (a server close was written, the connection was torn down).
+    Changed,
+}
+
+/// Until the connection is torn down: writes what the flush pass could not (waiting for room)
+/// and a server close; reads come from the shard's readiness set (`Conn::read_ready`). Then
+/// finishes the socket as the session asks.
+async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
+    while !conn.is_gone() {
+        let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
+        match step {
+            Step::Changed => conn.drive(),
+            Step::Failed(e) => conn.handle_io_error(e),
+        }
+        glommio::yield_if_needed().await;
+    }
+    finish(conn, stream).await;
+}
+
+fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Step> {
+    conn.register_waker(cx.waker());
+    if let Err(e) = flush(conn, stream, cx) {
+        return Poll::Ready(Step::Failed(e));
+    }
+    if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
+        return Poll::Ready(Step::Changed);
+    }
+    // Woken by `Conn::wake`: something to write, a close, or the teardown.
+    Poll::Pending
+}
+
+/// `Conn::write_queue` from the connection task: when the socket is full, glommio is asked to
+/// wake the task once it has room.
+fn flush(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+    while !conn.write_queue(stream.as_raw_fd(), Instant::now())? {
+        // glommio's write tries once more and otherwise arms a writability poll.
+        let polled = conn.with_front(|front| Pin::new(&mut *stream).poll_write(cx, front));
+        match polled {
+            Poll::Ready(Ok(written)) => conn.wrote(Instant::now(), written),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {
+                conn.write_blocked(Instant::now());
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After teardown: write what is left (the close frame) within the deadline, half-close, and
+/// read until the peer closes too, so it gets our close frame rather than a reset.
+async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
+    // From here on only this task touches the socket.
+    conn.fd.set(-1);
+    let Some(deadline) = conn.linger() else {
+        return;
+    };
+    let wait = deadline.saturating_duration_since(Instant::now());
+    future::or(
+        async {
+            let flushed = poll_fn(|cx| {
+                conn.register_waker(cx.waker());
+                match flush(conn, stream, cx) {
+                    Err(_) => Poll::Ready(false),
+                    Ok(()) if !conn.wants_write() => Poll::Ready(true),
+                    Ok(()) => Poll::Pending,
+                }
+            })
+            .await;
+            if flushed {
+                runtime::drain_and_close(stream).await;
+            }
+        },
+        async {
+            Timer::new(wait).await;
+        },
+    )
+    .await;
+    let _ = stream.close().await;
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

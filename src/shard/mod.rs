@@ -6,16 +6,14 @@
 //!
 //! | file | what it is |
 //! |---|---|
-//! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, reader, timer driver, flush pass |
-//! | `io.rs` | the handshake task: the upgrade, then the socket goes to the connection |
+//! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, timer driver, flush pass |
+//! | `io.rs` | the connection task: handshake, then bytes between socket and session |
 //! | `state.rs` | the shard's state and lifecycle; what each inbox message does |
 //! | `mesh.rs` | the state all shards share: routes, gate, listeners, registry, links |
 //! | `conn.rs` | the connections: glue, the slab and the services they share |
 //! | `link.rs` | what other threads hold of a shard: inbox, live count, counters |
 //! | `readiness.rs` | the epoll set that reports which open connections have bytes |
-//! | `socket.rs` | the raw calls on an open connection's socket, and the linger of a closed one |
-//! | `sockets.rs` | the sockets that short-lived tasks (handshakes, lingers) hold |
-//! | `timers.rs`, `notify.rs` | the timer heap, a wake-up signal |
+//! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg`/`recv` |
 
 pub(crate) mod conn;
 mod io;
@@ -24,7 +22,6 @@ pub(crate) mod mesh;
 mod notify;
 pub(crate) mod readiness;
 mod socket;
-mod sockets;
 pub(crate) mod state;
 mod timers;
 
@@ -85,13 +82,13 @@ pub(crate) async fn run(
     core.uninstall();
 }
 
-/// Serves what the readiness set reports: room to write (the queue that waited is written),
-/// bytes to read (one `recv` each); then lets the flush pass write the replies before looking
-/// again, and sleeps on the set (one poll for the whole shard) when nothing is ready.
+/// Reads every open connection that has bytes, one `recv` each, as the readiness set reports
+/// them; then lets the flush pass write the replies before looking again, and sleeps on the set
+/// (one poll for the whole shard) when nothing is ready.
 async fn serve_readiness(core: Rc<ShardCore>) {
-    let mut ready = [readiness::Ready::default(); readiness::BATCH];
+    let mut keys = [0u64; readiness::BATCH];
     loop {
-        let n = core.conns.readiness.ready(&mut ready);
+        let n = core.conns.readiness.ready(&mut keys);
         if n == 0 {
             if let Err(e) = core.conns.readiness.wait().await {
                 // Out of descriptors for the duplicate: look again after a pause.
@@ -100,15 +97,8 @@ async fn serve_readiness(core: Rc<ShardCore>) {
             }
             continue;
         }
-        let now = Instant::now();
-        for r in &ready[..n] {
-            let Some(conn) = core.conns.by_key(r.key) else {
-                continue;
-            };
-            if r.writable {
-                conn.flush_now(now);
-            }
-            if r.readable {
+        for &key in &keys[..n] {
+            if let Some(conn) = core.conns.by_key(key) {
                 conn.read_ready();
             }
         }

@@ -1,8 +1,7 @@
 //! The shard's one readiness source for its open connections: an epoll set, drained without
-//! blocking and slept on through a single glommio poll when empty. It reports sockets with
-//! bytes to read and, for a connection whose socket was full, room to write. Not the reads and
-//! writes themselves (the connection glue does those) nor the handshake, which still reads
-//! through glommio's own stream.
+//! blocking and slept on through a single glommio poll when empty. Not the reads and writes
+//! themselves (the connection glue does those) nor the handshake, which still reads through
+//! glommio's own stream.
 //!
 //! Why: glommio's stream read arms a fresh one-shot io_uring poll (an allocation, a submission,
 //! a completion and a task wake-up) after every read that does not fill the buffer, i.e. after
@@ -20,18 +19,6 @@ use crate::registry::ConnId;
 
 /// Events taken from the set in one go.
 pub(crate) const BATCH: usize = 256;
-
-/// What a report says about a socket.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Ready {
-    pub(crate) key: u64,
-    /// Bytes to read, or the peer closed or failed (a read finds out which).
-    pub(crate) readable: bool,
-    /// Room to write again.
-    pub(crate) writable: bool,
-}
-
-const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
 
 pub(crate) struct Readiness {
     epoll: OwnedFd,
@@ -64,24 +51,13 @@ impl Readiness {
     /// Reports `fd` as ready while it has bytes to read or the peer has closed
     /// (level-triggered: one `recv` per report, the next report if more is left).
     pub(crate) fn watch(&self, fd: RawFd, key: u64) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_ADD, fd, key, READ)
-    }
-
-    /// Also reports room to write on `fd` (its socket was full), or stops doing so. Room is
-    /// reported for as long as there is some, so this is turned off once the queue is empty.
-    pub(crate) fn want_write(&self, fd: RawFd, key: u64, on: bool) -> io::Result<()> {
-        let events = if on {
-            READ | libc::EPOLLOUT as u32
-        } else {
-            READ
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: key,
         };
-        self.control(libc::EPOLL_CTL_MOD, fd, key, events)
-    }
-
-    fn control(&self, op: i32, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: key };
         // SAFETY: both descriptors are open; the kernel copies `event`.
-        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -97,22 +73,16 @@ impl Readiness {
         }
     }
 
-    /// Takes the sockets ready now, without waiting; returns how many it wrote.
-    pub(crate) fn ready(&self, out: &mut [Ready; BATCH]) -> usize {
+    /// Takes the keys of the sockets ready now, without waiting; returns how many it wrote.
+    pub(crate) fn ready(&self, keys: &mut [u64; BATCH]) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
         // SAFETY: `events` has room for BATCH entries; a zero timeout never blocks.
         let n = unsafe {
             libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
         };
         let n = usize::try_from(n).unwrap_or(0);
-        let failed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
-        for (ready, event) in out.iter_mut().zip(&events[..n]) {
-            let flags = event.events;
-            *ready = Ready {
-                key: event.u64,
-                readable: flags & (READ | failed) != 0,
-                writable: flags & libc::EPOLLOUT as u32 != 0,
-            };
+        for (key, event) in keys.iter_mut().zip(&events[..n]) {
+            *key = event.u64;
         }
         n
     }

@@ -1,16 +1,8 @@
-//! The raw socket calls the shard makes for its open connections (a vectored, non-blocking
-//! send; a non-blocking receive) and the last act of a closed one (the linger). Not the
-//! waiting: the readiness set does that.
+//! The raw socket calls the shard makes itself: a vectored, non-blocking send and a
+//! non-blocking receive. Not the waiting: the readiness set and glommio's stream do that.
 
 use std::io;
-use std::os::fd::RawFd;
-use std::time::Instant;
 
-use futures_lite::future;
-use glommio::timer::Timer;
-
-use super::sockets::Hold;
-use crate::runtime;
 use crate::ws::queue::MAX_IOVECS;
 
 /// `sendmsg` with every slice at once (at most `MAX_IOVECS`); never blocks and never raises
@@ -47,38 +39,5 @@ pub(crate) fn recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
-    }
-}
-
-/// Ends a torn-down connection's socket: writes what it still had queued (its close frame)
-/// by `deadline`, then half-closes and reads until the peer closes too, so the peer reads that
-/// frame rather than a reset; past the deadline the socket is just closed. Runs as its own
-/// task, which only closing connections have.
-pub(crate) async fn linger(fd: RawFd, unwritten: Vec<u8>, deadline: Instant, hold: Hold) {
-    use futures_lite::AsyncWriteExt;
-    use std::os::fd::FromRawFd;
-    // SAFETY: the connection handed over `fd` and no longer uses it: the stream owns it now.
-    let mut stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
-    let wait = deadline.saturating_duration_since(Instant::now());
-    future::or(
-        async {
-            if stream.write_all(&unwritten).await.is_ok() {
-                runtime::drain_and_close(&mut stream).await;
-            }
-        },
-        async {
-            Timer::new(wait).await;
-        },
-    )
-    .await;
-    let _ = stream.close().await;
-    drop(hold);
-}
-
-/// Closes `fd` now.
-pub(crate) fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and does not use it afterwards.
-    unsafe {
-        libc::close(fd);
     }
 }

@@ -6,11 +6,14 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::os::fd::RawFd;
 
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::timer::Timer;
+use slab::Slab;
 
 use super::conn::Connections;
 use super::link::{ShardLinks, ShardMsg};
@@ -64,6 +67,26 @@ pub(crate) struct ShardCore {
     pub(crate) stop: LocalNotify,
     stopped: Cell<bool>,
     finished: LocalNotify,
+    /// The sockets of the connection tasks still running, and a signal each time one ends.
+    sockets: RefCell<Slab<RawFd>>,
+    socket_closed: LocalNotify,
+}
+
+/// Longest a stopping shard waits for its connection tasks to drop their sockets.
+const HALT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection task's socket, known to the shard while the task runs (see
+/// `ShardCore::hold_socket`).
+pub(crate) struct SocketHold<'a> {
+    core: &'a ShardCore,
+    key: usize,
+}
+
+impl Drop for SocketHold<'_> {
+    fn drop(&mut self) {
+        self.core.sockets.borrow_mut().remove(self.key);
+        self.core.socket_closed.notify();
+    }
 }
 
 impl ShardCore {
@@ -83,6 +106,8 @@ impl ShardCore {
             stop: LocalNotify::default(),
             stopped: Cell::new(false),
             finished: LocalNotify::default(),
+            sockets: RefCell::new(Slab::new()),
+            socket_closed: LocalNotify::default(),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
         core
@@ -113,9 +138,40 @@ impl ShardCore {
         }
     }
 
-    /// Shuts down what the shard's tasks still hold and waits for them (see `TaskSockets`).
+    /// Makes the task's socket known to the shard until the guard drops.
+    pub(crate) fn hold_socket(&self, fd: RawFd) -> SocketHold<'_> {
+        let key = self.sockets.borrow_mut().insert(fd);
+        SocketHold { core: self, key }
+    }
+
+    /// Shuts down every socket a connection task still holds, so the task's reads and writes
+    /// end and it drops the socket, then waits until all have, for at most `HALT_TIMEOUT`: a
+    /// stopping shard leaves no descriptor open behind it. Runs after the shard's closes: only
+    /// lingering closes and unfinished handshakes are left by then.
     pub(crate) async fn halt_sockets(&self) {
-        self.conns.task_sockets.halt(self.id().0).await;
+        for (_, &fd) in self.sockets.borrow().iter() {
+            // SAFETY: the fd belongs to a live connection task (its guard is in the slab), so
+            // it is open; shutdown only ends the stream's traffic.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+        let give_up = Instant::now() + HALT_TIMEOUT;
+        while !self.sockets.borrow().is_empty() {
+            let now = Instant::now();
+            if now >= give_up {
+                tracing::warn!(
+                    shard = self.id().0,
+                    left = self.sockets.borrow().len(),
+                    "sockets still open at exit"
+                );
+                return;
+            }
+            future::or(self.socket_closed.wait(), async {
+                Timer::new(give_up - now).await;
+            })
+            .await;
+        }
     }
 
     /// Does what a message asks. Runs on the shard thread, from the inbox or inline.

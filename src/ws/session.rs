@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
-use super::queue::{OutboundQueue, Push, MAX_IOVECS};
+use super::queue::{OutboundQueue, Push};
 use crate::{Config, Error};
 
 /// Pings a peer may send while pongs for earlier ones are still unwritten (it is not reading
@@ -272,24 +272,6 @@ impl Session {
     /// many slices it filled.
     pub fn poll_transmit<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
         self.out.slices(out)
-    }
-
-    /// Everything still unwritten, in order, taken out of the queue: for a caller that finishes
-    /// a closed session's socket on its own.
-    pub fn take_transmit(&mut self) -> Vec<u8> {
-        let mut unwritten = Vec::new();
-        loop {
-            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
-            let n = self.out.slices(&mut slices);
-            if n == 0 {
-                return unwritten;
-            }
-            let before = unwritten.len();
-            for s in &slices[..n] {
-                unwritten.extend_from_slice(s);
-            }
-            self.out.advance(unwritten.len() - before);
-        }
     }
 
     /// Whether anything is waiting to be written.
