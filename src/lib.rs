@@ -27,7 +27,8 @@
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
 //! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, timers, flush pass) |
-//! | `shard::io` | the connection task: handshake, then bytes between the socket and the session |
+//! | `shard::io` | the connection task: handshake, writes that wait for room, the final linger |
+//! | `shard::readiness` | one epoll set per shard: which open connections have bytes to read |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
 //! | `shard::state` | one shard's state and lifecycle, and what each inbox message does |
 //! | `shard::mesh` | what every shard shares: routes, gate, listeners, UUID registry, links |

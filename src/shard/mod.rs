@@ -7,7 +7,7 @@
 //! | file | what it is |
 //! |---|---|
 //! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, timer driver, flush pass |
-//! | `io.rs` | the connection task: handshake, then bytes between socket and session |
+//! | `io.rs` | the connection task: handshake, writes that wait for room, the final linger |
 //! | `state.rs` | the shard's state and lifecycle; what each inbox message does |
 //! | `mesh.rs` | the state all shards share: routes, gate, listeners, registry, links |
 //! | `conn.rs` | the connections: glue, the slab and the services they share |
