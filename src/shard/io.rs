@@ -1,6 +1,8 @@
-//! The connection task: reads the upgrade, then moves bytes between the socket and the
-//! connection until teardown. Not protocol logic: framing, the close handshake, deadlines and
-//! queue policy live in `ws::session`, handshake checks in `http`, events in `conn`.
+//! The connection task: reads the upgrade, answers it, then writes what the flush pass could
+//! not (waiting for room) until teardown, and finishes the socket. Reads of an open connection
+//! come from the shard's readiness set. Not protocol logic: framing, the close handshake,
+//! deadlines and queue policy live in `ws::session`, handshake checks in `http`, events in
+//! `conn`.
 
 use std::future::poll_fn;
 use std::io;
