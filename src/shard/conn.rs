@@ -1,9 +1,9 @@
 //! The shard's connections: each one's glue (`Conn`) between its protocol session
-//! (`ws::session`), its listeners and the shard; the slab and the services they share
-//! (`Connections`: timer heap, flush list, read buffer, listener cache); and the types users see
-//! of a connection, `Websocket` and `EventPayload` (their methods live in `websocket.rs`). Not
-//! protocol decisions, which the session makes, nor the socket, which the connection task in
-//! `io.rs` owns and drives through here.
+//! (`ws::session`), its socket's reads and writes, its listeners and the shard; the slab and
+//! the services they share (`Connections`: readiness set, timer heap, flush list, read buffer,
+//! listener cache); and the types users see of a connection, `Websocket` and `EventPayload`
+//! (their methods live in `websocket.rs`). Not protocol decisions, which the session makes,
+//! nor the connection task in `io.rs`, which owns the socket and waits for room to write.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -302,7 +302,8 @@ pub(crate) struct Conn {
     /// Earliest entry this connection has in the shard's timer heap.
     pub(crate) scheduled: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
-    /// The socket, while the connection is open, for the shard's flush pass; -1 otherwise.
+    /// The socket, until the connection task finishes it, for the readiness set's reads and
+    /// the flush pass's writes; -1 after.
     pub(crate) fd: Cell<i32>,
     /// Whether it is on the shard's list of connections with something to write.
     dirty: Cell<bool>,
