@@ -4,7 +4,7 @@
 //! deadlines and queue policy live in `ws::session`, handshake checks in `http`, events in
 //! `conn`.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -32,10 +32,26 @@ use crate::Error;
 
 /// Serves one accepted socket from handshake to close. The shard knows the socket while this
 /// runs: when it halts it shuts the socket down, which ends whatever this task waits on.
-pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
-    let _hold = core.hold_socket(stream.as_raw_fd());
+pub(crate) fn serve(core: Rc<ShardCore>, stream: TcpStream) -> impl Future<Output = ()> {
+    let fd = stream.as_raw_fd();
+    // Boxed here, outside the task's own state, so it is freed once the connection is open:
+    // an idle connection's task carries only what `run` needs, not the handshake's futures
+    // nor a moved-from copy of the stream (docs/architecture.md, "Memory per idle connection").
+    let opening = Box::pin(open(Rc::clone(&core), stream));
+    async move {
+        let _hold = core.hold_socket(fd);
+        let Some((conn, mut stream)) = opening.await else {
+            return;
+        };
+        run(&conn, &mut stream).await;
+    }
+}
+
+/// The handshake, the registration and the route callback: an open connection and its
+/// socket, or `None` when the upgrade was refused or the client went.
+async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, TcpStream)> {
     let Ok(remote) = stream.peer_addr() else {
-        return;
+        return None;
     };
     let _ = stream.set_nodelay(true);
     let timeout = core.shared.options.handshake_timeout;
@@ -58,7 +74,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
                 .await;
             }
             let _ = stream.shutdown(Shutdown::Both).await;
-            return;
+            return None;
         }
     };
 
@@ -90,7 +106,7 @@ pub(crate) async fn serve(core: Rc<ShardCore>, mut stream: TcpStream) {
             conn.handle_io_error(e);
         }
     }
-    run(&conn, &mut stream).await;
+    Some((conn, stream))
 }
 
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
@@ -258,7 +274,8 @@ async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
         }
         glommio::yield_if_needed().await;
     }
-    finish(conn, stream).await;
+    // Boxed for the same reason as the handshake: only a closing connection needs it.
+    Box::pin(finish(conn, stream)).await;
 }
 
 fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Step> {
