@@ -33,6 +33,9 @@ pub struct Config {
     pub max_send_retry: u32,
     /// See `max_send_retry`. Default 20 ms.
     pub retry_send_timeout: Duration,
+    /// Topics one connection may subscribe to at once; past it `subscribe` fails with
+    /// `Error::TooManyTopics`, so one client cannot grow the server's memory. Default 1,000.
+    pub max_topics: usize,
     /// Receives listener panics. `None`: panics are swallowed (and logged at debug level).
     pub recover_handler: Option<RecoverHandler>,
 }
@@ -40,7 +43,7 @@ pub struct Config {
 impl Default for Config {
     /// The Go defaults: pings every 1 s, idle after 3 × that (`read_idle_timeout` stays zero so
     /// it follows a custom ping interval), 10 s write timeout, 1 MiB messages, 100 queued
-    /// messages, 5 retries of 20 ms.
+    /// messages, 5 retries of 20 ms; and 1,000 topics per connection.
     fn default() -> Self {
         Config {
             ping_interval: Self::DEFAULT_PING_INTERVAL,
@@ -50,6 +53,7 @@ impl Default for Config {
             send_queue_size: Self::DEFAULT_SEND_QUEUE_SIZE,
             max_send_retry: Self::DEFAULT_MAX_SEND_RETRY,
             retry_send_timeout: Self::DEFAULT_RETRY_SEND_TIMEOUT,
+            max_topics: Self::DEFAULT_MAX_TOPICS,
             recover_handler: None,
         }
     }
@@ -68,6 +72,8 @@ impl Config {
     pub const DEFAULT_MAX_SEND_RETRY: u32 = 5;
     /// Default retry period.
     pub const DEFAULT_RETRY_SEND_TIMEOUT: Duration = Duration::from_millis(20);
+    /// Default subscriptions per connection.
+    pub const DEFAULT_MAX_TOPICS: usize = 1_000;
 
     /// The same config with every zero field replaced by its default.
     pub fn effective(&self) -> Config {
@@ -99,6 +105,11 @@ impl Config {
                 self.max_send_retry
             },
             retry_send_timeout: or(self.retry_send_timeout, Self::DEFAULT_RETRY_SEND_TIMEOUT),
+            max_topics: if self.max_topics == 0 {
+                Self::DEFAULT_MAX_TOPICS
+            } else {
+                self.max_topics
+            },
             recover_handler: self.recover_handler.clone(),
         }
     }
@@ -119,6 +130,7 @@ impl fmt::Debug for Config {
             .field("send_queue_size", &self.send_queue_size)
             .field("max_send_retry", &self.max_send_retry)
             .field("retry_send_timeout", &self.retry_send_timeout)
+            .field("max_topics", &self.max_topics)
             .field("recover_handler", &self.recover_handler.is_some())
             .finish()
     }
@@ -137,6 +149,7 @@ mod tests {
             send_queue_size: 0,
             max_send_retry: 0,
             retry_send_timeout: Duration::ZERO,
+            max_topics: 0,
             recover_handler: None,
         }
     }
@@ -151,6 +164,7 @@ mod tests {
         assert_eq!(c.send_queue_size, 100);
         assert_eq!(c.max_send_retry, 5);
         assert_eq!(c.retry_send_timeout, Duration::from_millis(20));
+        assert_eq!(c.max_topics, 1_000);
         assert!(c.recover_handler.is_none());
     }
 
@@ -169,6 +183,7 @@ mod tests {
         assert_eq!(c.max_send_retry, 5);
         assert_eq!(c.retry_send_timeout, Duration::from_millis(20));
         assert_eq!(c.retry_window(), Duration::from_millis(100));
+        assert_eq!(c.max_topics, 1_000);
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub enum Error {
     /// An executor (a glommio thread) could not start; see `runtime::spawn_ready`.
     #[error("executor failed to start: {0}")]
     Executor(String),
+    /// A topic name that is empty or longer than `topics::MAX_TOPIC_LEN` (256) bytes.
+    #[error("invalid topic name: empty or over 256 bytes")]
+    InvalidTopic,
+    /// The connection already holds `Config::max_topics` subscriptions.
+    #[error("too many topics: the connection is at its subscription limit")]
+    TooManyTopics,
     /// A blocking call was made on a shard thread, where it would stall every connection of that
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]

@@ -38,6 +38,7 @@
 //! | `shard::{timers, notify, socket}` | the timer heap, a wake-up signal, the one raw `sendmsg` |
 //! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
+//! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
 //! | [`event`], `registry`, `metrics` | event names and listener registry, the UUID map, per-shard counters |
 //! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
 //! | `config`, `error`, [`units`], [`limits`] | `Config`, `Error`, human units, the open-file limit |
@@ -60,6 +61,7 @@ mod registry;
 pub mod runtime;
 mod server;
 mod shard;
+pub mod topics;
 pub mod units;
 mod upgrade;
 mod websocket;

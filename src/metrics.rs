@@ -66,6 +66,10 @@ pub(crate) struct ShardMetrics {
     rejections: [AtomicU64; 10],
     fanout_nanos: AtomicU64,
     fanouts: AtomicU64,
+    publishes: AtomicU64,
+    publish_deliveries: AtomicU64,
+    publish_nanos: AtomicU64,
+    subscriptions: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -103,6 +107,18 @@ impl ShardMetrics {
         add(&self.fanout_nanos, nanos);
         add(&self.fanouts, 1);
     }
+    /// One publish reached this shard and was queued for `deliveries` subscribers.
+    pub(crate) fn published(&self, deliveries: u64, nanos: u64) {
+        add(&self.publishes, 1);
+        add(&self.publish_deliveries, deliveries);
+        add(&self.publish_nanos, nanos);
+    }
+    pub(crate) fn subscribed(&self, n: u64) {
+        add(&self.subscriptions, n);
+    }
+    pub(crate) fn unsubscribed(&self, n: u64) {
+        self.subscriptions.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 /// A copy of every shard's counters at one moment.
@@ -130,6 +146,14 @@ pub struct MetricsSnapshot {
     pub fanout_nanos: u64,
     /// Number of per-shard broadcast fan-outs measured.
     pub fanouts: u64,
+    /// Publishes handled per shard (one per publish that reached a shard with subscribers).
+    pub publishes: Vec<u64>,
+    /// Messages queued for topic subscribers per shard.
+    pub publish_deliveries: Vec<u64>,
+    /// Time spent queueing publishes to subscribers, in nanoseconds, summed over shards.
+    pub publish_nanos: u64,
+    /// Subscriptions held per shard.
+    pub subscriptions: Vec<u64>,
 }
 
 impl MetricsSnapshot {
@@ -172,6 +196,10 @@ impl MetricsSnapshot {
                 .collect(),
             fanout_nanos: sum(&|s| s.fanout_nanos.load(Ordering::Relaxed)),
             fanouts: sum(&|s| s.fanouts.load(Ordering::Relaxed)),
+            publishes: load(|s| &s.publishes),
+            publish_deliveries: load(|s| &s.publish_deliveries),
+            publish_nanos: sum(&|s| s.publish_nanos.load(Ordering::Relaxed)),
+            subscriptions: load(|s| &s.subscriptions),
         }
     }
 
@@ -266,6 +294,41 @@ impl MetricsSnapshot {
             self.fanout_nanos as f64 / 1e9,
             self.fanouts
         );
+        per_shard(
+            &mut out,
+            "corecast_subscriptions",
+            "gauge",
+            "Topic subscriptions held.",
+            &self.subscriptions,
+        );
+        per_shard(
+            &mut out,
+            "corecast_publishes_total",
+            "counter",
+            "Publishes that reached a shard with subscribers.",
+            &self.publishes,
+        );
+        per_shard(
+            &mut out,
+            "corecast_publish_deliveries_total",
+            "counter",
+            "Messages queued for topic subscribers.",
+            &self.publish_deliveries,
+        );
+        let publishes: u64 = self.publishes.iter().sum();
+        let _ = writeln!(
+            out,
+            "# HELP corecast_publish_fanout_seconds Time to queue one publish on one shard's subscribers.\n\
+             # TYPE corecast_publish_fanout_seconds summary\n\
+             corecast_publish_fanout_seconds_sum {}\n\
+             corecast_publish_fanout_seconds_count {publishes}\n\
+             # HELP corecast_publish_recipients Subscribers one publish reached on one shard.\n\
+             # TYPE corecast_publish_recipients summary\n\
+             corecast_publish_recipients_sum {}\n\
+             corecast_publish_recipients_count {publishes}",
+            self.publish_nanos as f64 / 1e9,
+            self.publish_deliveries.iter().sum::<u64>(),
+        );
         out
     }
 }
@@ -285,6 +348,10 @@ mod tests {
         shards[0].rejected(503);
         shards[0].rejected(418);
         shards[1].fanned_out(2_000_000);
+        shards[0].subscribed(3);
+        shards[0].unsubscribed(1);
+        shards[1].published(40, 1_000);
+        shards[1].published(2, 1_000);
         let shards: Vec<&ShardMetrics> = shards.iter().collect();
         let m = MetricsSnapshot::collect(&shards, &[3, 4]);
         assert_eq!(m.bytes_in, vec![5, 7]);
@@ -301,5 +368,11 @@ mod tests {
         assert!(text.contains("corecast_upgrade_rejections_total{status=\"other\"} 1\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_sum 0.002\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_count 1"));
+        assert_eq!(m.subscriptions, vec![2, 0]);
+        assert!(text.contains("corecast_subscriptions{shard=\"0\"} 2\n"));
+        assert!(text.contains("corecast_publishes_total{shard=\"1\"} 2\n"));
+        assert!(text.contains("corecast_publish_deliveries_total{shard=\"1\"} 42\n"));
+        assert!(text.contains("corecast_publish_recipients_sum 42\n"));
+        assert!(text.contains("corecast_publish_recipients_count 2"));
     }
 }

@@ -31,6 +31,13 @@ pub enum RenameError {
     NotRegistered,
 }
 
+/// Which of `buckets` (a power of two) locks guards `key`, for maps split by key.
+pub(crate) fn bucket_index(key: &str, buckets: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) & (buckets - 1)
+}
+
 /// A map split into independently locked buckets, so shards registering and looking up
 /// different UUIDs rarely meet on one lock.
 pub struct Registry {
@@ -49,9 +56,7 @@ impl Registry {
     }
 
     fn index(&self, uuid: &str) -> usize {
-        let mut h = DefaultHasher::new();
-        uuid.hash(&mut h);
-        (h.finish() as usize) & (self.buckets.len() - 1)
+        bucket_index(uuid, self.buckets.len())
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Bucket> {

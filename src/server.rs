@@ -18,8 +18,9 @@ use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg};
 use crate::shard::mesh::{Gate, Options, Route, RouteCallback, Shared};
 use crate::shard::readiness::Readiness;
-use crate::shard::state::{each_shard, on_shard_thread, send_to};
+use crate::shard::state::{self, each_shard, on_shard_thread, send_to};
 use crate::shard::{self, Listener};
+use crate::topics::{self, TopicTable};
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::ws::frame::{self, MessageType};
 use crate::{Config, Error};
@@ -133,6 +134,7 @@ impl Builder {
             gate: self.gate,
             listeners: Arc::new(ListenerRegistry::default()),
             registry: Arc::new(Registry::new(shards * 16)),
+            topics: Arc::new(TopicTable::new(shards, shards * 16)),
             links: Arc::new(links),
             draining: AtomicBool::new(false),
             options: self.options,
@@ -386,6 +388,91 @@ impl Server {
     /// Live connections on all shards.
     pub fn connections(&self) -> usize {
         self.links().connections()
+    }
+
+    /// Sends to every subscriber of `topic` on every shard, framed once; only shards that hold
+    /// a subscriber get the message. A topic nobody subscribes to (or an invalid name) reaches
+    /// nobody, and that is not an error.
+    pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let shared = self.shared();
+        state::publish(&shared.topics, &shared.links, topic, &ty.frame(&data), None);
+    }
+
+    /// Subscribers of `topic` on this server, all shards.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shared().topics.count(topic)
+    }
+
+    /// Every topic with a subscriber on this server, with its subscriber count, by name.
+    pub fn topics(&self) -> Vec<(String, usize)> {
+        self.shared().topics.list()
+    }
+
+    /// Subscribes the connection holding `uuid` to `topic`, on its shard (for backends, as the
+    /// binary's `POST /api/subscriptions/{uuid}/{topic}`): `Ok(false)` if it already was.
+    /// `Error::InvalidConnection` for an unknown UUID, `InvalidTopic` / `TooManyTopics` as for
+    /// `kws.subscribe`. Blocks until the shard answered; refused on a shard thread.
+    pub fn subscribe(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
+        if on_shard_thread() {
+            return Err(Error::OnShardThread);
+        }
+        self.ask_subscription(uuid, topic, true)?
+            .recv()
+            .unwrap_or(Err(Error::InvalidConnection))
+    }
+
+    /// `subscribe` for async code, shard threads included.
+    pub async fn subscribe_async(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
+        self.ask_subscription(uuid, topic, true)?
+            .recv_async()
+            .await
+            .unwrap_or(Err(Error::InvalidConnection))
+    }
+
+    /// Unsubscribes the connection holding `uuid` from `topic`: `Ok(false)` if it was not
+    /// subscribed, `Error::InvalidConnection` for an unknown UUID. Refused on a shard thread.
+    pub fn unsubscribe(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
+        if on_shard_thread() {
+            return Err(Error::OnShardThread);
+        }
+        self.ask_subscription(uuid, topic, false)?
+            .recv()
+            .unwrap_or(Err(Error::InvalidConnection))
+    }
+
+    /// `unsubscribe` for async code, shard threads included.
+    pub async fn unsubscribe_async(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
+        self.ask_subscription(uuid, topic, false)?
+            .recv_async()
+            .await
+            .unwrap_or(Err(Error::InvalidConnection))
+    }
+
+    fn ask_subscription(
+        &self,
+        uuid: &str,
+        topic: &str,
+        subscribe: bool,
+    ) -> Result<flume::Receiver<Result<bool, Error>>, Error> {
+        topics::check_name(topic)?;
+        let id = self
+            .shared()
+            .registry
+            .get(uuid)
+            .ok_or(Error::InvalidConnection)?;
+        let (done, answer) = flume::bounded(1);
+        send_to(
+            self.links(),
+            id.shard,
+            ShardMsg::Subscription {
+                to: id,
+                topic: topic.into(),
+                subscribe,
+                done,
+            },
+        );
+        Ok(answer)
     }
 
     /// Whether a live connection holds `uuid`.

@@ -176,6 +176,44 @@ impl Websocket {
         });
     }
 
+    /// Subscribes this connection to `topic`: `Ok(false)` if it already was. A publish called
+    /// after this returns, on any thread, reaches it. `Error::InvalidTopic` for an empty name
+    /// or one over 256 bytes, `Error::TooManyTopics` past `Config::max_topics`,
+    /// `Error::InvalidConnection` once the connection is gone. Subscriptions end with it.
+    pub fn subscribe(&self, topic: impl Into<String>) -> Result<bool, Error> {
+        self.conn.subscribe(&topic.into())
+    }
+
+    /// Unsubscribes this connection from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        self.conn.unsubscribe(topic)
+    }
+
+    /// Whether this connection is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.conn.is_subscribed(topic)
+    }
+
+    /// This connection's topics, in the order it subscribed.
+    pub fn topics(&self) -> Vec<String> {
+        self.conn.topics()
+    }
+
+    /// Sends to every subscriber of `topic`, on every shard, except this connection (as
+    /// uWebSockets' `ws.publish`). Framed once; a publish never blocks the caller.
+    pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let conns = &self.conn.conns;
+        let frame = ty.frame(&data);
+        state::publish(
+            &conns.topic_table,
+            &conns.links,
+            topic,
+            &frame,
+            Some(self.conn.id),
+        );
+    }
+
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).
     pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
         self.conn

@@ -65,6 +65,12 @@ fn the_contract_compiles_and_runs() {
         kws.fire("custom", "payload");
         kws.on("custom", |_ep: &EventPayload| {});
         kws.off("custom");
+        let _: Result<bool, Error> = kws.subscribe("topic");
+        let _: Result<bool, Error> = kws.subscribe(String::from("topic"));
+        let _: bool = kws.unsubscribe("topic");
+        let _: bool = kws.is_subscribed("topic");
+        let _: Vec<String> = kws.topics();
+        kws.publish("topic", data.clone(), MessageType::Text);
         kws.emit(data, MessageType::Text);
     });
     server.off("unused");
@@ -73,6 +79,9 @@ fn the_contract_compiles_and_runs() {
     server.emit_to_list(&["a", "b"], String::from("x"), MessageType::Text);
     server.broadcast(vec![1u8, 2], MessageType::Binary);
     server.fire("custom", bytes::Bytes::from_static(b"x"));
+    server.publish("topic", "x", MessageType::Text);
+    let _: usize = server.subscriber_count("topic");
+    let _: Vec<(String, usize)> = server.topics();
     assert_eq!(server.connections(), 0);
 
     let mut c = common::Client::connect(addr, "/ws/7");
@@ -96,6 +105,8 @@ fn the_contract_compiles_and_runs() {
         Error::Timeout,
         Error::MessageTooLarge,
         Error::Io(std::io::Error::other("x")),
+        Error::InvalidTopic,
+        Error::TooManyTopics,
     ] {
         let timeout: bool = e.is_timeout();
         assert_eq!(timeout, matches!(e, Error::Timeout));
@@ -111,5 +122,6 @@ fn the_contract_compiles_and_runs() {
         cfg.max_send_retry,
         cfg.retry_send_timeout,
     );
+    let _: usize = cfg.max_topics;
     let _: Option<corecast::RecoverHandler> = cfg.recover_handler;
 }

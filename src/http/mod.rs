@@ -8,6 +8,8 @@ pub mod request;
 pub mod response;
 pub mod route;
 
-pub use request::{check_upgrade, parse_head, HeadParse, HttpError, RequestHead, UpgradeCheck};
+pub use request::{
+    check_upgrade, decode_segment, parse_head, HeadParse, HttpError, RequestHead, UpgradeCheck,
+};
 pub use response::{error_response, reason_phrase, response, switching_protocols};
 pub use route::{Params, PatternError, RoutePattern, Router};

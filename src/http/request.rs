@@ -228,12 +228,25 @@ fn decode_form(s: &str) -> Box<str> {
     if !s.bytes().any(|b| b == b'+' || b == b'%') {
         return s.into();
     }
+    decode(s, true)
+}
+
+/// Percent-decoding of one path segment (RFC 3986 §2.1; `+` stays `+`), for names carried in
+/// a path such as a topic. Bytes that are not UTF-8 become U+FFFD.
+pub fn decode_segment(s: &str) -> Box<str> {
+    if !s.contains('%') {
+        return s.into();
+    }
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> Box<str> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hi = bytes.get(i + 1).and_then(|&c| hex_value(c));
                 let lo = bytes.get(i + 2).and_then(|&c| hex_value(c));

@@ -28,6 +28,7 @@ use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, S
 use crate::http::{Params, RequestHead};
 use crate::metrics::{DropCause, ShardMetrics};
 use crate::registry::{ConnId, Registry, ShardId};
+use crate::topics::{TopicIndex, TopicTable};
 use crate::upgrade::Locals;
 use crate::ws::frame::{self, MessageType};
 use crate::ws::queue::{Push, MAX_IOVECS};
@@ -134,6 +135,10 @@ pub(crate) struct Connections {
     /// Connections with something queued since the last flush pass.
     dirty: RefCell<Vec<Rc<Conn>>>,
     flush_wanted: LocalNotify,
+    /// This shard's subscriptions, by slab slot.
+    pub(crate) topics: RefCell<TopicIndex>,
+    /// Which shards hold subscribers of each topic, shared by all shards.
+    pub(crate) topic_table: Arc<TopicTable>,
 }
 
 impl Connections {
@@ -142,6 +147,7 @@ impl Connections {
         registry: Arc<Registry>,
         links: Arc<ShardLinks>,
         listeners: Arc<ListenerRegistry<EventPayload>>,
+        topic_table: Arc<TopicTable>,
         readiness: Readiness,
     ) -> Connections {
         let cache = listeners.snapshot();
@@ -159,6 +165,8 @@ impl Connections {
             teardowns: LocalNotify::default(),
             dirty: RefCell::new(Vec::new()),
             flush_wanted: LocalNotify::default(),
+            topics: RefCell::default(),
+            topic_table,
         }
     }
 
@@ -264,6 +272,23 @@ impl Connections {
             .collect()
     }
 
+    /// Queues `frame` for every open subscriber of `topic` on this shard but `except`: walks
+    /// the topic's members only, never the slab. Pushing runs no listener, so neither the
+    /// index nor the slab changes while it goes.
+    pub(crate) fn publish(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+        let now = Instant::now();
+        let index = self.topics.borrow();
+        let slab = self.slab.borrow();
+        let mut delivered = 0u64;
+        for slot in index.members(topic) {
+            if let Some(c) = slab.get(slot).filter(|c| Some(c.id) != except) {
+                delivered += u64::from(c.offer_frame(frame.clone(), now));
+            }
+        }
+        let nanos = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics().published(delivered, nanos);
+    }
+
     /// Runs `f` on every connection without copying the list; `f` must not run listeners.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Rc<Conn>)) {
         for (_, c) in self.slab.borrow().iter() {
@@ -362,6 +387,70 @@ impl Conn {
 
     pub(crate) fn set_attribute(&self, key: String, value: Arc<dyn std::any::Any + Send + Sync>) {
         self.attributes.borrow_mut().insert(key, value);
+    }
+
+    // ---- topics ---------------------------------------------------------------------------
+
+    /// Subscribes to `topic`: `Ok(false)` if it already was. The server-wide table learns of
+    /// it before this returns, so a publish called afterwards on any thread reaches it.
+    pub(crate) fn subscribe(&self, topic: &str) -> Result<bool, Error> {
+        if self.is_gone() {
+            // A torn-down connection would never leave the index again.
+            return Err(Error::InvalidConnection);
+        }
+        let limit = self.session.borrow().config().max_topics;
+        let added = self
+            .conns
+            .topics
+            .borrow_mut()
+            .subscribe(self.id.slot, topic, limit)?;
+        let Some(name) = added else {
+            return Ok(false);
+        };
+        self.conns.topic_table.add(&name, self.conns.id);
+        self.conns.metrics().subscribed(1);
+        Ok(true)
+    }
+
+    /// Unsubscribes from `topic`: false if it was not subscribed.
+    pub(crate) fn unsubscribe(&self, topic: &str) -> bool {
+        let left = self
+            .conns
+            .topics
+            .borrow_mut()
+            .unsubscribe(self.id.slot, topic);
+        if left {
+            self.conns.topic_table.remove(topic, self.conns.id, 1);
+            self.conns.metrics().unsubscribed(1);
+        }
+        left
+    }
+
+    pub(crate) fn is_subscribed(&self, topic: &str) -> bool {
+        self.conns
+            .topics
+            .borrow()
+            .is_subscribed(self.id.slot, topic)
+    }
+
+    /// This connection's topics, in the order it subscribed.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let index = self.conns.topics.borrow();
+        index
+            .topics_of(self.id.slot)
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// Drops every subscription, at teardown: before `disconnect` fires, and before the slot
+    /// can be reused.
+    fn unsubscribe_all(&self) {
+        let topics = self.conns.topics.borrow_mut().remove_member(self.id.slot);
+        for topic in &topics {
+            self.conns.topic_table.remove(topic, self.conns.id, 1);
+        }
+        self.conns.metrics().unsubscribed(topics.len() as u64);
     }
 
     // ---- the connection task's side ------------------------------------------------------
@@ -745,6 +834,7 @@ impl Conn {
             self.conns.readiness.unwatch(fd);
         }
         self.unregister();
+        self.unsubscribe_all();
         self.conns.remove(self.id);
         match &error {
             Some(e) => tracing::debug!(uuid = &*self.uuid(), error = %e, "connection closed"),

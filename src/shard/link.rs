@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, ShardId};
+use crate::Error;
 
 /// Work sent to a shard by other threads (or run inline by the shard's own thread).
 pub(crate) enum ShardMsg {
@@ -19,6 +20,19 @@ pub(crate) enum ShardMsg {
     Broadcast {
         frame: Bytes,
         except: Option<ConnId>,
+    },
+    /// A framed message for the shard's subscribers of `topic`, maybe but one.
+    Publish {
+        topic: Arc<str>,
+        frame: Bytes,
+        except: Option<ConnId>,
+    },
+    /// Subscribe (or unsubscribe) one connection, and answer on `done`.
+    Subscription {
+        to: ConnId,
+        topic: Box<str>,
+        subscribe: bool,
+        done: flume::Sender<Result<bool, Error>>,
     },
     /// Run the listeners of `name` once per live connection.
     Fire { name: Arc<str>, data: Bytes },

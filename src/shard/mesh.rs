@@ -1,5 +1,5 @@
 //! The state every shard and every `Server` clone shares: routes, the gate, the server-wide
-//! listeners, the UUID registry, the shard links, the drain flag and the limits. Read-mostly:
+//! listeners, the UUID registry, the topic table, the shard links, the drain flag and the limits. Read-mostly:
 //! the hot paths read atomics and per-bucket locks only. Not any one shard's state.
 
 use std::sync::atomic::AtomicBool;
@@ -11,6 +11,7 @@ use super::link::ShardLinks;
 use crate::event::ListenerRegistry;
 use crate::http::Router;
 use crate::registry::Registry;
+use crate::topics::TopicTable;
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::Config;
 
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) gate: Option<Gate>,
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) topics: Arc<TopicTable>,
     pub(crate) links: Arc<ShardLinks>,
     pub(crate) draining: AtomicBool,
     pub(crate) options: Options,

@@ -21,7 +21,8 @@ use super::mesh::Shared;
 use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use crate::event::EventName;
-use crate::registry::ShardId;
+use crate::registry::{ConnId, ShardId};
+use crate::topics::TopicTable;
 
 thread_local! {
     /// The shard this thread runs, if it is a shard thread.
@@ -48,6 +49,30 @@ pub(crate) fn send_to(links: &Arc<ShardLinks>, shard: ShardId, msg: ShardMsg) {
         None => {
             links.post(shard, msg);
         }
+    }
+}
+
+/// Hands a framed message for `topic` to each shard that holds a subscriber of it: one
+/// message per such shard, none to the others.
+pub(crate) fn publish(
+    table: &TopicTable,
+    links: &Arc<ShardLinks>,
+    topic: &str,
+    frame: &Bytes,
+    except: Option<ConnId>,
+) {
+    let shards = table.shards_with(topic);
+    if shards.is_empty() {
+        return;
+    }
+    let topic: Arc<str> = topic.into();
+    for shard in shards {
+        let msg = ShardMsg::Publish {
+            topic: Arc::clone(&topic),
+            frame: frame.clone(),
+            except: except.filter(|id| id.shard == shard),
+        };
+        send_to(links, shard, msg);
     }
 }
 
@@ -97,6 +122,7 @@ impl ShardCore {
             Arc::clone(&shared.registry),
             Arc::clone(&shared.links),
             Arc::clone(&shared.listeners),
+            Arc::clone(&shared.topics),
             readiness,
         );
         let core = Rc::new(ShardCore {
@@ -197,6 +223,24 @@ impl ShardCore {
                 self.conns
                     .metrics()
                     .fanned_out(u64::try_from(nanos).unwrap_or(u64::MAX));
+            }
+            ShardMsg::Publish {
+                topic,
+                frame,
+                except,
+            } => self.conns.publish(&topic, &frame, except),
+            ShardMsg::Subscription {
+                to,
+                topic,
+                subscribe,
+                done,
+            } => {
+                let answer = match self.conns.get(to) {
+                    None => Err(crate::Error::InvalidConnection),
+                    Some(c) if subscribe => c.subscribe(&topic),
+                    Some(c) => Ok(c.unsubscribe(&topic)),
+                };
+                let _ = done.send(answer);
             }
             ShardMsg::Fire { name, data } => {
                 for c in self.conns.snapshot() {

@@ -1,0 +1,225 @@
+//! Topics: the rule for a topic's name, one shard's subscription index, and the server-wide
+//! table of which shards hold subscribers of each topic. Not delivery: a publish is framed by
+//! the caller and handed to each shard in the table (`shard::state`), which walks its index.
+//!
+//! Why two structures: the index is one shard's own (no locks; a publish walks only the
+//! topic's members, never the slab), while the table is what any thread reads to decide which
+//! shards a publish must wake. A subscribe updates both before it returns, so a publish called
+//! after it, from any thread, reaches the new subscriber (docs/behaviour.md, "Topics").
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::registry::{bucket_index, ShardId};
+use crate::Error;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// Whether `topic` may be subscribed to: non-empty and at most `MAX_TOPIC_LEN` bytes (a
+/// `&str` is UTF-8 already).
+pub fn check_name(topic: &str) -> Result<(), Error> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(Error::InvalidTopic);
+    }
+    Ok(())
+}
+
+/// One shard's subscriptions. Members are the slab slots of live connections: a connection
+/// leaves the index (`remove_member`) before its slot can be reused. No I/O, no clock.
+#[derive(Debug, Default)]
+pub struct TopicIndex {
+    members: HashMap<Arc<str>, HashSet<usize>>,
+    /// Each member's topics, in the order it subscribed; the names are shared with `members`.
+    by_member: HashMap<usize, Vec<Arc<str>>>,
+}
+
+impl TopicIndex {
+    /// Subscribes `member` to `topic`, unless it already holds `limit` other topics. The
+    /// topic's shared name when it was added; `None` when it was subscribed already.
+    pub fn subscribe(
+        &mut self,
+        member: usize,
+        topic: &str,
+        limit: usize,
+    ) -> Result<Option<Arc<str>>, Error> {
+        check_name(topic)?;
+        let name = match self.members.get_key_value(topic) {
+            Some((_, set)) if set.contains(&member) => return Ok(None),
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(topic),
+        };
+        if self.by_member.get(&member).map_or(0, Vec::len) >= limit {
+            return Err(Error::TooManyTopics);
+        }
+        self.members
+            .entry(Arc::clone(&name))
+            .or_default()
+            .insert(member);
+        self.by_member
+            .entry(member)
+            .or_default()
+            .push(Arc::clone(&name));
+        Ok(Some(name))
+    }
+
+    /// Unsubscribes `member` from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&mut self, member: usize, topic: &str) -> bool {
+        let Entry::Occupied(mut mine) = self.by_member.entry(member) else {
+            return false;
+        };
+        let Some(at) = mine.get().iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        mine.get_mut().remove(at);
+        if mine.get().is_empty() {
+            mine.remove();
+        }
+        self.leave(member, topic);
+        true
+    }
+
+    /// Takes `member` out of `topic`'s set, dropping the set when it empties.
+    fn leave(&mut self, member: usize, topic: &str) {
+        if let Some(set) = self.members.get_mut(topic) {
+            set.remove(&member);
+            if set.is_empty() {
+                self.members.remove(topic);
+            }
+        }
+    }
+
+    /// Removes every subscription of `member`; returns the topics it left.
+    pub fn remove_member(&mut self, member: usize) -> Vec<Arc<str>> {
+        let topics = self.by_member.remove(&member).unwrap_or_default();
+        for topic in &topics {
+            self.leave(member, topic);
+        }
+        topics
+    }
+
+    /// Whether `member` is subscribed to `topic`.
+    pub fn is_subscribed(&self, member: usize, topic: &str) -> bool {
+        self.members.get(topic).is_some_and(|s| s.contains(&member))
+    }
+
+    /// `member`'s topics, in the order it subscribed.
+    pub fn topics_of(&self, member: usize) -> &[Arc<str>] {
+        self.by_member.get(&member).map_or(&[], Vec::as_slice)
+    }
+
+    /// The members subscribed to `topic` on this shard.
+    pub fn members(&self, topic: &str) -> impl Iterator<Item = usize> + '_ {
+        self.members.get(topic).into_iter().flatten().copied()
+    }
+
+    /// How many members `topic` has on this shard.
+    pub fn count(&self, topic: &str) -> usize {
+        self.members.get(topic).map_or(0, HashSet::len)
+    }
+}
+
+/// Subscribers per shard of every topic with at least one, shared by all shards and every
+/// `Server` clone. Split into independently locked buckets by topic, so publishes to different
+/// topics rarely meet on one lock; a publish takes a read lock, a subscribe a write lock.
+pub struct TopicTable {
+    shards: usize,
+    buckets: Box<[RwLock<Bucket>]>,
+}
+
+type Bucket = HashMap<Arc<str>, Box<[u32]>>;
+
+impl TopicTable {
+    /// A table for `shards` shards, with `buckets` locks (rounded up to a power of two).
+    pub fn new(shards: usize, buckets: usize) -> TopicTable {
+        let n = buckets.max(1).next_power_of_two();
+        TopicTable {
+            shards,
+            buckets: (0..n).map(|_| RwLock::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn bucket(&self, topic: &str) -> &RwLock<Bucket> {
+        &self.buckets[bucket_index(topic, self.buckets.len())]
+    }
+
+    // Every change is one counter move under the lock, so a poisoned lock still guards a
+    // consistent map.
+    fn read(&self, topic: &str) -> RwLockReadGuard<'_, Bucket> {
+        self.bucket(topic).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, topic: &str) -> RwLockWriteGuard<'_, Bucket> {
+        self.bucket(topic)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more subscriber of `topic` on `shard`.
+    pub fn add(&self, topic: &Arc<str>, shard: ShardId) {
+        let mut bucket = self.write(topic);
+        let counts = bucket
+            .entry(Arc::clone(topic))
+            .or_insert_with(|| vec![0; self.shards].into_boxed_slice());
+        counts[shard.0] += 1;
+    }
+
+    /// `n` fewer subscribers of `topic` on `shard`; the topic goes when none is left anywhere.
+    pub fn remove(&self, topic: &str, shard: ShardId, n: u32) {
+        let mut bucket = self.write(topic);
+        let Some(counts) = bucket.get_mut(topic) else {
+            return;
+        };
+        counts[shard.0] = counts[shard.0].saturating_sub(n);
+        if counts.iter().all(|&c| c == 0) {
+            bucket.remove(topic);
+        }
+    }
+
+    /// The shards that hold a subscriber of `topic`. Collected, so that no lock is held while
+    /// the caller hands them the message (a shard may run it inline).
+    pub fn shards_with(&self, topic: &str) -> Vec<ShardId> {
+        self.read(topic).get(topic).map_or_else(Vec::new, |counts| {
+            (0..counts.len())
+                .filter(|&i| counts[i] > 0)
+                .map(ShardId)
+                .collect()
+        })
+    }
+
+    /// Subscribers of `topic` on every shard.
+    pub fn count(&self, topic: &str) -> usize {
+        self.read(topic)
+            .get(topic)
+            .map_or(0, |c| c.iter().map(|&n| n as usize).sum())
+    }
+
+    /// Subscribers of `topic` on `shard`.
+    pub fn count_on(&self, topic: &str, shard: ShardId) -> usize {
+        self.read(topic)
+            .get(topic)
+            .map_or(0, |c| c[shard.0] as usize)
+    }
+
+    /// Every topic with a subscriber, with its count, sorted by name.
+    pub fn list(&self) -> Vec<(String, usize)> {
+        let mut all: Vec<(String, usize)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| {
+                let bucket = b.read().unwrap_or_else(|e| e.into_inner());
+                bucket
+                    .iter()
+                    .map(|(t, c)| (t.to_string(), c.iter().map(|&n| n as usize).sum()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+#[cfg(test)]
+#[path = "topics_tests.rs"]
+mod tests;
