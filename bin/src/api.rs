@@ -1,4 +1,5 @@
-//! The HTTP API that backends push through (broadcast, emit, fire, close), plus `/metrics` and
+//! The HTTP API that backends push through (broadcast, emit, fire, close, publish, server-side
+//! subscriptions), plus `/metrics` and
 //! `/healthz`, served by one small glommio executor of its own. Not a general HTTP server: one
 //! request per connection, bodies by `Content-Length` only.
 
@@ -137,7 +138,7 @@ async fn serve(server: &Server, options: &ApiOptions, mut stream: TcpStream, bus
             json(503, r#"{"error":"too many API clients"}"#)
         } else {
             match read_request(&mut stream, options.max_body).await {
-                Ok((head, body)) => answer(server, options, &head, body),
+                Ok((head, body)) => answer(server, options, &head, body).await,
                 Err(Some(response)) => response,
                 Err(None) => return,
             }
@@ -212,13 +213,21 @@ pub(crate) enum Endpoint<'a> {
     Emit(&'a str),
     Fire(&'a str),
     Close(&'a str),
+    Topics,
+    /// `/api/publish/{topic}`, the topic still percent-encoded.
+    Publish(&'a str),
+    /// `/api/subscriptions/{uuid}/{topic}`: POST subscribes, DELETE unsubscribes.
+    Subscription(&'a str, &'a str),
 }
 
 impl Endpoint<'_> {
-    /// The one method each endpoint takes.
-    fn method(&self) -> &'static str {
+    /// The methods each endpoint takes, as an `Allow` header lists them.
+    fn methods(&self) -> &'static str {
         match self {
-            Endpoint::Health | Endpoint::Metrics | Endpoint::Connections => "GET",
+            Endpoint::Health | Endpoint::Metrics | Endpoint::Connections | Endpoint::Topics => {
+                "GET"
+            }
+            Endpoint::Subscription(..) => "POST, DELETE",
             _ => "POST",
         }
     }
@@ -238,6 +247,7 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
         "/metrics" => Endpoint::Metrics,
         "/api/connections" => Endpoint::Connections,
         "/api/broadcast" => Endpoint::Broadcast,
+        "/api/topics" => Endpoint::Topics,
         _ => {
             if let Some(u) = one("/api/emit/") {
                 Endpoint::Emit(u)
@@ -245,6 +255,14 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
                 Endpoint::Fire(e)
             } else if let Some(u) = one("/api/close/") {
                 Endpoint::Close(u)
+            } else if let Some(t) = one("/api/publish/") {
+                Endpoint::Publish(t)
+            } else if let Some((u, t)) = path
+                .strip_prefix("/api/subscriptions/")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(u, t)| !u.is_empty() && !t.is_empty() && !t.contains('/'))
+            {
+                Endpoint::Subscription(u, t)
             } else {
                 return None;
             }
@@ -265,12 +283,17 @@ pub(crate) fn token_matches(authorization: Option<&str>, token: &str) -> bool {
     diff == 0
 }
 
-fn answer(server: &Server, options: &ApiOptions, head: &RequestHead, body: Vec<u8>) -> Vec<u8> {
+async fn answer(
+    server: &Server,
+    options: &ApiOptions,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Vec<u8> {
     let Some(endpoint) = endpoint(head.path()) else {
         return error(404, "no such endpoint");
     };
-    if head.method() != endpoint.method() {
-        let allow = endpoint.method();
+    let allow = endpoint.methods();
+    if !allow.split(", ").any(|m| m == head.method()) {
         return http::response(
             405,
             "application/json",
@@ -340,6 +363,37 @@ fn answer(server: &Server, options: &ApiOptions, head: &RequestHead, body: Vec<u
             Ok(()) => json(200, r#"{"ok":true}"#),
             Err(_) => error(404, "unknown connection"),
         },
+        Endpoint::Topics => {
+            let topics = server.topics();
+            let list: Vec<serde_json::Value> = topics
+                .iter()
+                .map(|(name, n)| serde_json::json!({ "topic": name, "subscribers": n }))
+                .collect();
+            json(200, &serde_json::json!({ "topics": list }).to_string())
+        }
+        Endpoint::Publish(topic) => {
+            let topic = http::decode_segment(topic);
+            if let Err(e) = corecast::topics::check_name(&topic) {
+                return error(400, &e.to_string());
+            }
+            server.publish(&topic, body, ty);
+            let n = server.subscriber_count(&topic);
+            json(200, &format!(r#"{{"ok":true,"subscribers":{n}}}"#))
+        }
+        Endpoint::Subscription(uuid, topic) => {
+            let topic = http::decode_segment(topic);
+            let changed = if head.method() == "POST" {
+                server.subscribe_async(uuid, &topic).await
+            } else {
+                server.unsubscribe_async(uuid, &topic).await
+            };
+            match changed {
+                Ok(changed) => json(200, &format!(r#"{{"ok":true,"changed":{changed}}}"#)),
+                Err(Error::InvalidConnection) => error(404, "unknown connection"),
+                Err(e @ Error::TooManyTopics) => error(409, &e.to_string()),
+                Err(e) => error(400, &e.to_string()),
+            }
+        }
     }
 }
 
@@ -365,8 +419,22 @@ mod tests {
         assert_eq!(endpoint("/api/emit/"), None);
         assert_eq!(endpoint("/api/emit/a/b"), None);
         assert_eq!(endpoint("/api/nope"), None);
-        assert_eq!(Endpoint::Broadcast.method(), "POST");
-        assert_eq!(Endpoint::Metrics.method(), "GET");
+        assert_eq!(endpoint("/api/topics"), Some(Endpoint::Topics));
+        assert_eq!(
+            endpoint("/api/publish/a%2Fb"),
+            Some(Endpoint::Publish("a%2Fb"))
+        );
+        assert_eq!(endpoint("/api/publish/a/b"), None);
+        assert_eq!(
+            endpoint("/api/subscriptions/u1/scores"),
+            Some(Endpoint::Subscription("u1", "scores"))
+        );
+        assert_eq!(endpoint("/api/subscriptions/u1/"), None);
+        assert_eq!(endpoint("/api/subscriptions//t"), None);
+        assert_eq!(endpoint("/api/subscriptions/u1/t/x"), None);
+        assert_eq!(Endpoint::Broadcast.methods(), "POST");
+        assert_eq!(Endpoint::Metrics.methods(), "GET");
+        assert_eq!(Endpoint::Subscription("u", "t").methods(), "POST, DELETE");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use corecast::units::{parse_duration, parse_size};
     long_about = "A thread-per-core io_uring WebSocket event server.\n\n\
         Clients connect to ws://<listen>/ws or /ws/<id> (the id becomes the connection's UUID). \
         Backends push through the HTTP API on --api-listen: POST /api/broadcast, \
-        /api/emit/<uuid>, /api/fire/<event>, /api/close/<uuid>; GET /api/connections, \
+        /api/emit/<uuid>, /api/fire/<event>, /api/close/<uuid>, /api/publish/<topic>, \
+        POST and DELETE /api/subscriptions/<uuid>/<topic>; GET /api/connections, /api/topics, \
         /metrics, /healthz.\n\n\
         Every flag can also be set with its environment variable or in the --config file \
         (same names, e.g. ping-interval = \"5s\"); flags win over the environment, which wins \
@@ -34,7 +35,7 @@ pub struct Args {
     /// Number of shards (pinned executors) [default: one per allowed CPU]
     #[arg(long, env = "CORECAST_SHARDS", value_parser = clap::value_parser!(u16).range(1..))]
     pub shards: Option<u16>,
-    /// What to do with client messages: echo, relay, shootout or push [default: push]
+    /// What to do with client messages: echo, relay, shootout, pubsub or push [default: push]
     #[arg(long, env = "CORECAST_MODE", value_parser = parse_mode)]
     pub mode: Option<Mode>,
     /// Address of the HTTP API, or "off" [default: 127.0.0.1:8081]
@@ -75,6 +76,9 @@ pub struct Args {
     /// Messages a client may have undelivered before new ones wait [default: 100]
     #[arg(long, env = "CORECAST_SEND_QUEUE_SIZE", value_name = "N")]
     pub send_queue_size: Option<usize>,
+    /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
+    #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
     /// Retry periods a message waits for room in a full queue [default: 5]
     #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N")]
     pub max_send_retry: Option<u32>,
@@ -184,6 +188,7 @@ impl Settings {
                 send_queue_size: a.send_queue_size.unwrap_or_default(),
                 max_send_retry: a.max_send_retry.unwrap_or_default(),
                 retry_send_timeout: a.retry_send_timeout.unwrap_or_default(),
+                max_topics: a.max_topics.unwrap_or_default(),
                 recover_handler: None,
             },
         }
@@ -236,6 +241,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "write-timeout" => fill!(write_timeout, parse_duration),
             "max-message-size" => fill!(max_message_size, parse_size),
             "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
+            "max-topics" => fill!(max_topics, parse_number::<usize>),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
             "retry-send-timeout" => fill!(retry_send_timeout, parse_duration),
             other => return Err(format!("unknown setting {other:?}")),

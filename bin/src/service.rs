@@ -1,10 +1,10 @@
 //! What the standalone server does with client messages: the `--mode` behaviours (echo, relay,
-//! shootout, push), as listeners on a `Server`. Not the transport, and not the HTTP API.
+//! shootout, pubsub, push), as listeners on a `Server`. Not the transport, and not the HTTP API.
 
 use std::fmt;
 use std::str::FromStr;
 
-use corecast::{event, EventPayload, MessageType, Server};
+use corecast::{event, EventPayload, MessageType, Server, Websocket};
 
 /// How client messages are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,13 +15,22 @@ pub enum Mode {
     Relay,
     /// The hashrocket websocket-shootout JSON protocol.
     Shootout,
+    /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}`, `{"unsubscribe":..}` and
+    /// `{"publish":..,"data":..}` text frames (see `pubsub_request`).
+    Pubsub,
     /// Ignore client messages: only the server's API sends.
     Push,
 }
 
 impl Mode {
     /// Every mode, in the order `--help` lists them.
-    pub const ALL: [Mode; 4] = [Mode::Echo, Mode::Relay, Mode::Shootout, Mode::Push];
+    pub const ALL: [Mode; 5] = [
+        Mode::Echo,
+        Mode::Relay,
+        Mode::Shootout,
+        Mode::Pubsub,
+        Mode::Push,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -29,6 +38,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Relay => "relay",
             Mode::Shootout => "shootout",
+            Mode::Pubsub => "pubsub",
             Mode::Push => "push",
         }
     }
@@ -44,6 +54,10 @@ impl Mode {
                     .broadcast(ep.data().clone(), false, ep.message_type());
             }),
             Mode::Shootout => server.on(event::MESSAGE, shootout),
+            Mode::Pubsub => {
+                server.on(event::CONNECT, subscribe_from_query);
+                server.on(event::MESSAGE, pubsub);
+            }
             Mode::Push => {}
         }
     }
@@ -61,7 +75,9 @@ impl FromStr for Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown mode {s:?}: expected echo, relay, shootout or push"))
+            .ok_or_else(|| {
+                format!("unknown mode {s:?}: expected echo, relay, shootout, pubsub or push")
+            })
     }
 }
 
@@ -107,6 +123,100 @@ fn shootout(ep: &EventPayload) {
     }
 }
 
+/// What a pubsub client frame asks for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum PubsubRequest {
+    Subscribe(String),
+    Unsubscribe(String),
+    /// Publish `data` to the topic's other subscribers: a JSON string goes out as its text, any
+    /// other JSON value as its JSON text.
+    Publish {
+        topic: String,
+        data: String,
+    },
+}
+
+/// Reads one pubsub client frame; the error is the message of the error frame sent back.
+pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
+    let Ok(serde_json::Value::Object(mut msg)) = serde_json::from_slice(data) else {
+        return Err("expected a JSON object".into());
+    };
+    let mut topic = |key: &str| match msg.remove(key) {
+        Some(serde_json::Value::String(t)) => Ok(Some(t)),
+        Some(_) => Err(format!("\"{key}\" must be a string")),
+        None => Ok(None),
+    };
+    if let Some(t) = topic("subscribe")? {
+        return Ok(PubsubRequest::Subscribe(t));
+    }
+    if let Some(t) = topic("unsubscribe")? {
+        return Ok(PubsubRequest::Unsubscribe(t));
+    }
+    if let Some(t) = topic("publish")? {
+        let data = match msg.remove("data") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(v) => v.to_string(),
+            None => return Err("\"publish\" needs \"data\"".into()),
+        };
+        return Ok(PubsubRequest::Publish { topic: t, data });
+    }
+    Err("expected \"subscribe\", \"unsubscribe\" or \"publish\"".into())
+}
+
+/// A JSON text frame: `{"<key>":"<topic>"}`, plus `"error"` when there is one.
+fn pubsub_reply(key: &str, topic: &str, error: Option<&str>) -> String {
+    let mut reply = serde_json::Map::new();
+    reply.insert(key.into(), topic.into());
+    if let Some(e) = error {
+        reply.insert("error".into(), e.into());
+    }
+    serde_json::Value::Object(reply).to_string()
+}
+
+/// Subscribes to `topic` and says so, or says why not.
+fn subscribe_and_answer(kws: &Websocket, topic: &str) {
+    let reply = match kws.subscribe(topic) {
+        Ok(_) => pubsub_reply("subscribed", topic, None),
+        Err(e) => pubsub_reply("subscribe", topic, Some(&e.to_string())),
+    };
+    kws.emit(reply, MessageType::Text);
+}
+
+/// `?topics=a,b` on the upgrade: one subscription per name, each answered like a frame's.
+fn subscribe_from_query(ep: &EventPayload) {
+    let kws = ep.kws();
+    if let Some(list) = kws.query("topics") {
+        for topic in list.split(',').filter(|t| !t.is_empty()) {
+            subscribe_and_answer(kws, topic);
+        }
+    }
+}
+
+fn pubsub(ep: &EventPayload) {
+    let kws = ep.kws();
+    let request = if ep.message_type() == MessageType::Text {
+        pubsub_request(ep.data())
+    } else {
+        Err("expected a JSON text frame".into())
+    };
+    match request {
+        Ok(PubsubRequest::Subscribe(topic)) => subscribe_and_answer(kws, &topic),
+        Ok(PubsubRequest::Unsubscribe(topic)) => {
+            let was = kws.unsubscribe(&topic);
+            let error = (!was).then_some("not subscribed");
+            kws.emit(
+                pubsub_reply("unsubscribed", &topic, error),
+                MessageType::Text,
+            );
+        }
+        Ok(PubsubRequest::Publish { topic, data }) => kws.publish(&topic, data, MessageType::Text),
+        Err(e) => kws.emit(
+            serde_json::json!({ "error": e }).to_string(),
+            MessageType::Text,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +230,47 @@ mod tests {
             .parse::<Mode>()
             .unwrap_err()
             .contains("unknown mode \"chat\""));
+    }
+
+    #[test]
+    fn pubsub_frames() {
+        use PubsubRequest::*;
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"a"}"#),
+            Ok(Subscribe("a".into()))
+        );
+        assert_eq!(
+            pubsub_request(br#"{"unsubscribe":"b"}"#),
+            Ok(Unsubscribe("b".into()))
+        );
+        assert_eq!(
+            pubsub_request(br#"{"publish":"a","data":"hi"}"#),
+            Ok(Publish {
+                topic: "a".into(),
+                data: "hi".into()
+            })
+        );
+        assert_eq!(
+            pubsub_request(br#"{"publish":"a","data":{"x":[1,2]}}"#),
+            Ok(Publish {
+                topic: "a".into(),
+                data: r#"{"x":[1,2]}"#.into()
+            })
+        );
+        assert!(pubsub_request(br#"{"publish":"a"}"#)
+            .unwrap_err()
+            .contains("data"));
+        assert!(pubsub_request(br#"{"subscribe":3}"#)
+            .unwrap_err()
+            .contains("string"));
+        assert!(pubsub_request(b"{").unwrap_err().contains("JSON object"));
+        assert!(pubsub_request(br#"{"other":1}"#)
+            .unwrap_err()
+            .contains("expected"));
+        assert_eq!(
+            pubsub_reply("subscribe", "a\"b", Some("too many topics")),
+            r#"{"error":"too many topics","subscribe":"a\"b"}"#
+        );
     }
 
     #[test]

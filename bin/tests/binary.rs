@@ -242,6 +242,135 @@ fn push_mode_ignores_clients_and_the_api_sends() {
     assert_eq!(bin.api("GET", "/healthz", &[], b"").0, 200);
 }
 
+/// The next text message that is not a pubsub acknowledgement, parsed as JSON.
+fn recv_json(c: &mut Client) -> serde_json::Value {
+    serde_json::from_str(&c.recv_text()).expect("a JSON frame")
+}
+
+#[test]
+fn pubsub_mode_speaks_its_protocol() {
+    let bin = Bin::start(&["--mode", "pubsub", "--max-topics", "2"]);
+    let mut a = bin.client("/ws?topics=scores,news");
+    assert_eq!(
+        recv_json(&mut a),
+        serde_json::json!({ "subscribed": "scores" })
+    );
+    assert_eq!(
+        recv_json(&mut a),
+        serde_json::json!({ "subscribed": "news" })
+    );
+    let mut b = bin.client("/ws");
+    b.send_text(r#"{"subscribe":"scores"}"#);
+    assert_eq!(
+        recv_json(&mut b),
+        serde_json::json!({ "subscribed": "scores" })
+    );
+
+    // A publish reaches the topic's other subscribers, never the sender; a string goes out
+    // as its text, any other value as JSON.
+    b.send_text(r#"{"publish":"scores","data":"1-0"}"#);
+    assert_eq!(a.recv_text(), "1-0");
+    a.send_text(r#"{"publish":"scores","data":{"home":2}}"#);
+    assert_eq!(b.recv_text(), r#"{"home":2}"#);
+    a.send_text(r#"{"publish":"news","data":"only a"}"#);
+
+    // Bad frames get an error frame and the connection stays open.
+    for bad in [
+        "not json",
+        r#"{"subscribe":7}"#,
+        r#"{"publish":"scores"}"#,
+        r#"{"nothing":1}"#,
+    ] {
+        b.send_text(bad);
+        let reply = recv_json(&mut b);
+        assert!(reply["error"].is_string(), "{bad} -> {reply}");
+    }
+    b.send_binary(b"\x01");
+    assert!(recv_json(&mut b)["error"].is_string());
+    let long = "x".repeat(300);
+    b.send_text(&format!(r#"{{"subscribe":"{long}"}}"#));
+    assert!(recv_json(&mut b)["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid topic"));
+    b.send_text(r#"{"subscribe":"t2"}"#);
+    recv_json(&mut b);
+    b.send_text(r#"{"subscribe":"t3"}"#);
+    let over = recv_json(&mut b);
+    assert_eq!(over["subscribe"], "t3");
+    assert!(over["error"].as_str().unwrap().contains("too many topics"));
+    b.send_text(r#"{"unsubscribe":"scores"}"#);
+    assert_eq!(
+        recv_json(&mut b),
+        serde_json::json!({ "unsubscribed": "scores" })
+    );
+    b.send_text(r#"{"unsubscribe":"scores"}"#);
+    assert_eq!(recv_json(&mut b)["error"], "not subscribed");
+
+    // The HTTP API: publish (text and binary), topics, server-side subscriptions.
+    let (status, body) = bin.api("POST", "/api/publish/scores", &[], b"from api");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"ok":true,"subscribers":1}"#)
+    );
+    assert_eq!(a.recv_text(), "from api");
+    let octets = "Content-Type: application/octet-stream";
+    assert_eq!(
+        bin.api("POST", "/api/publish/scores", &[octets], b"\x02").0,
+        200
+    );
+    assert_eq!(a.recv(), Message::binary(vec![2u8]));
+    let (status, body) = bin.api("GET", "/api/topics", &[], b"");
+    assert_eq!(status, 200);
+    let topics: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        topics,
+        serde_json::json!({ "topics": [
+            { "topic": "news", "subscribers": 1 },
+            { "topic": "scores", "subscribers": 1 },
+            { "topic": "t2", "subscribers": 1 },
+        ] })
+    );
+    let (mut c, id) = uuid_of(&bin, "/ws/watcher");
+    let path = format!("/api/subscriptions/{id}/weather%2Feu");
+    assert_eq!(
+        bin.api("POST", &path, &[], b"").1,
+        r#"{"ok":true,"changed":true}"#
+    );
+    assert_eq!(
+        bin.api("POST", &path, &[], b"").1,
+        r#"{"ok":true,"changed":false}"#
+    );
+    bin.api("POST", "/api/publish/weather%2Feu", &[], b"rain");
+    assert_eq!(c.recv_text(), "rain");
+    assert_eq!(
+        bin.api("DELETE", &path, &[], b"").1,
+        r#"{"ok":true,"changed":true}"#
+    );
+    assert_eq!(
+        bin.api("POST", "/api/subscriptions/nobody/t", &[], b"").0,
+        404
+    );
+    assert_eq!(
+        bin.api("GET", "/api/subscriptions/nobody/t", &[], b"").0,
+        405
+    );
+    assert_eq!(
+        bin.api("POST", &format!("/api/publish/{long}"), &[], b"").0,
+        400
+    );
+    let (_, metrics) = bin.api("GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains("corecast_publish_recipients_count"),
+        "{metrics}"
+    );
+
+    // A only gets what was published to it: its next message is a fresh marker.
+    bin.api("POST", "/api/broadcast", &[], b"end");
+    assert_eq!(a.recv_text(), "end");
+    assert_eq!(b.recv_text(), "end");
+}
+
 #[test]
 fn api_token_is_required_on_api_paths() {
     let bin = Bin::start(&["--api-token", "s3cret"]);
@@ -252,6 +381,10 @@ fn api_token_is_required_on_api_paths() {
         ("GET", "/api/connections"),
         ("POST", "/api/emit/nobody"),
         ("POST", "/api/close/nobody"),
+        ("POST", "/api/publish/t"),
+        ("GET", "/api/topics"),
+        ("POST", "/api/subscriptions/nobody/t"),
+        ("DELETE", "/api/subscriptions/nobody/t"),
     ] {
         assert_eq!(
             bin.api(method, path, &[], b"").0,
