@@ -11,6 +11,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use slab::Slab;
+
 use crate::registry::{bucket_index, ShardId};
 use crate::Error;
 
@@ -28,11 +30,27 @@ pub fn check_name(topic: &str) -> Result<(), Error> {
 
 /// One shard's subscriptions. Members are the slab slots of live connections: a connection
 /// leaves the index (`remove_member`) before its slot can be reused. No I/O, no clock.
+///
+/// Kept small, since a fan-out server holds millions of subscriptions: a topic's name is
+/// stored once, and both directions hold 4-byte ids (a member's topic list is sized exactly).
 #[derive(Debug, Default)]
 pub struct TopicIndex {
-    members: HashMap<Arc<str>, HashSet<usize>>,
-    /// Each member's topics, in the order it subscribed; the names are shared with `members`.
-    by_member: HashMap<usize, Vec<Arc<str>>>,
+    ids: HashMap<Arc<str>, u32>,
+    topics: Slab<Topic>,
+    /// Each member's topic ids, in the order it subscribed.
+    by_member: HashMap<u32, Box<[u32]>>,
+}
+
+#[derive(Debug)]
+struct Topic {
+    name: Arc<str>,
+    members: HashSet<u32>,
+}
+
+/// A slab slot as a member id. Slots count live connections, far below 2^32; a larger one
+/// would be a broken slab, not input.
+fn member_id(slot: usize) -> u32 {
+    u32::try_from(slot).expect("slab slot fits in 32 bits")
 }
 
 impl TopicIndex {
@@ -45,78 +63,113 @@ impl TopicIndex {
         limit: usize,
     ) -> Result<Option<Arc<str>>, Error> {
         check_name(topic)?;
-        let name = match self.members.get_key_value(topic) {
-            Some((_, set)) if set.contains(&member) => return Ok(None),
-            Some((name, _)) => Arc::clone(name),
-            None => Arc::from(topic),
-        };
-        if self.by_member.get(&member).map_or(0, Vec::len) >= limit {
+        let member = member_id(member);
+        let existing = self.ids.get(topic).copied();
+        if let Some(id) = existing {
+            if self.topics[id as usize].members.contains(&member) {
+                return Ok(None);
+            }
+        }
+        let mine = self.by_member.get(&member).map_or(&[][..], |t| &t[..]);
+        if mine.len() >= limit {
             return Err(Error::TooManyTopics);
         }
-        self.members
-            .entry(Arc::clone(&name))
-            .or_default()
-            .insert(member);
-        self.by_member
-            .entry(member)
-            .or_default()
-            .push(Arc::clone(&name));
-        Ok(Some(name))
+        let id = existing.unwrap_or_else(|| {
+            let name: Arc<str> = Arc::from(topic);
+            let id = self.topics.insert(Topic {
+                name: Arc::clone(&name),
+                members: HashSet::new(),
+            });
+            let id = u32::try_from(id).expect("fewer than 2^32 topics on a shard");
+            self.ids.insert(name, id);
+            id
+        });
+        let grown: Box<[u32]> = mine.iter().copied().chain([id]).collect();
+        self.by_member.insert(member, grown);
+        let t = &mut self.topics[id as usize];
+        t.members.insert(member);
+        Ok(Some(Arc::clone(&t.name)))
     }
 
     /// Unsubscribes `member` from `topic`; false if it was not subscribed.
     pub fn unsubscribe(&mut self, member: usize, topic: &str) -> bool {
+        let member = member_id(member);
+        let Some(&id) = self.ids.get(topic) else {
+            return false;
+        };
         let Entry::Occupied(mut mine) = self.by_member.entry(member) else {
             return false;
         };
-        let Some(at) = mine.get().iter().position(|t| &**t == topic) else {
+        if !mine.get().contains(&id) {
             return false;
-        };
-        mine.get_mut().remove(at);
-        if mine.get().is_empty() {
-            mine.remove();
         }
-        self.leave(member, topic);
+        let rest: Box<[u32]> = mine.get().iter().copied().filter(|&t| t != id).collect();
+        if rest.is_empty() {
+            mine.remove();
+        } else {
+            mine.insert(rest);
+        }
+        self.leave(member, id);
         true
     }
 
-    /// Takes `member` out of `topic`'s set, dropping the set when it empties.
-    fn leave(&mut self, member: usize, topic: &str) {
-        if let Some(set) = self.members.get_mut(topic) {
-            set.remove(&member);
-            if set.is_empty() {
-                self.members.remove(topic);
-            }
+    /// Takes `member` out of topic `id`, dropping the topic when it empties.
+    fn leave(&mut self, member: u32, id: u32) {
+        let t = &mut self.topics[id as usize];
+        t.members.remove(&member);
+        if t.members.is_empty() {
+            let t = self.topics.remove(id as usize);
+            self.ids.remove(&t.name);
         }
     }
 
     /// Removes every subscription of `member`; returns the topics it left.
     pub fn remove_member(&mut self, member: usize) -> Vec<Arc<str>> {
-        let topics = self.by_member.remove(&member).unwrap_or_default();
-        for topic in &topics {
-            self.leave(member, topic);
-        }
-        topics
+        let member = member_id(member);
+        let ids = self.by_member.remove(&member).unwrap_or_default();
+        ids.iter()
+            .map(|&id| {
+                let name = Arc::clone(&self.topics[id as usize].name);
+                self.leave(member, id);
+                name
+            })
+            .collect()
+    }
+
+    fn topic(&self, name: &str) -> Option<&Topic> {
+        self.ids.get(name).map(|&id| &self.topics[id as usize])
     }
 
     /// Whether `member` is subscribed to `topic`.
     pub fn is_subscribed(&self, member: usize, topic: &str) -> bool {
-        self.members.get(topic).is_some_and(|s| s.contains(&member))
+        self.topic(topic)
+            .is_some_and(|t| t.members.contains(&member_id(member)))
     }
 
     /// `member`'s topics, in the order it subscribed.
-    pub fn topics_of(&self, member: usize) -> &[Arc<str>] {
-        self.by_member.get(&member).map_or(&[], Vec::as_slice)
+    pub fn topics_of(&self, member: usize) -> impl Iterator<Item = &Arc<str>> + '_ {
+        let ids = self.by_member.get(&member_id(member));
+        ids.into_iter()
+            .flat_map(|ids| ids.iter())
+            .map(|&id| &self.topics[id as usize].name)
     }
 
     /// The members subscribed to `topic` on this shard.
     pub fn members(&self, topic: &str) -> impl Iterator<Item = usize> + '_ {
-        self.members.get(topic).into_iter().flatten().copied()
+        self.topic(topic)
+            .into_iter()
+            .flat_map(|t| t.members.iter())
+            .map(|&m| m as usize)
     }
 
     /// How many members `topic` has on this shard.
     pub fn count(&self, topic: &str) -> usize {
-        self.members.get(topic).map_or(0, HashSet::len)
+        self.topic(topic).map_or(0, |t| t.members.len())
+    }
+
+    /// Whether nothing is subscribed at all.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.topics.is_empty() && self.by_member.is_empty()
     }
 }
 

@@ -1,5 +1,8 @@
 // Bun.serve WebSocket peer (uWebSockets inside) for the corecast benchmarks.
-// Usage: bun bun-server.js <relay|echo|shootout> <port>. Binds 127.0.0.1 only.
+// Usage: bun bun-server.js <relay|echo|shootout|pubsub> <port>. Binds 127.0.0.1 only.
+// pubsub speaks corecast's protocol: `?topics=a,b` at upgrade (each acknowledged with
+// {"subscribed":"a"}), then {"subscribe":t}, {"unsubscribe":t}, {"publish":t,"data":d}; a
+// publish reaches the topic's other subscribers through uWebSockets' own pub/sub.
 const mode = process.argv[2] || "relay";
 const port = Number(process.argv[3] || 9200);
 
@@ -7,7 +10,11 @@ const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
   fetch(req, server) {
-    if (server.upgrade(req)) return;
+    const topics =
+      mode === "pubsub"
+        ? (new URL(req.url).searchParams.get("topics") || "").split(",").filter((t) => t)
+        : [];
+    if (server.upgrade(req, { data: { topics } })) return;
     return new Response("upgrade required", { status: 426 });
   },
   websocket: {
@@ -15,7 +22,14 @@ const server = Bun.serve({
     idleTimeout: 240,
     perMessageDeflate: false,
     open(ws) {
-      ws.subscribe("all");
+      if (mode === "pubsub") {
+        for (const t of ws.data.topics) {
+          ws.subscribe(t);
+          ws.send(JSON.stringify({ subscribed: t }));
+        }
+      } else {
+        ws.subscribe("all");
+      }
     },
     message(ws, msg) {
       if (mode === "echo") {
@@ -30,6 +44,25 @@ const server = Bun.serve({
         } else if (m.type === "broadcast") {
           server.publish("all", msg);
           ws.send(JSON.stringify({ type: "broadcastResult", payload: m.payload }));
+        }
+      } else if (mode === "pubsub") {
+        let m;
+        try {
+          m = JSON.parse(msg);
+        } catch {
+          ws.send(JSON.stringify({ error: "expected a JSON object" }));
+          return;
+        }
+        if (typeof m.subscribe === "string") {
+          ws.subscribe(m.subscribe);
+          ws.send(JSON.stringify({ subscribed: m.subscribe }));
+        } else if (typeof m.unsubscribe === "string") {
+          ws.unsubscribe(m.unsubscribe);
+          ws.send(JSON.stringify({ unsubscribed: m.unsubscribe }));
+        } else if (typeof m.publish === "string") {
+          ws.publish(m.publish, typeof m.data === "string" ? m.data : JSON.stringify(m.data));
+        } else {
+          ws.send(JSON.stringify({ error: "expected subscribe, unsubscribe or publish" }));
         }
       }
     },

@@ -1,5 +1,6 @@
 // Node `ws` peer for the corecast benchmarks.
-// Usage: node node-ws-server.js <relay|echo|shootout> <port>. Binds 127.0.0.1 only.
+// Usage: node node-ws-server.js <relay|echo|shootout|pubsub> <port>. Binds 127.0.0.1 only.
+// pubsub speaks corecast's protocol (see bun-server.js) with a set of sockets per topic.
 const { WebSocketServer, WebSocket } = require("ws");
 const mode = process.argv[2] || "relay";
 const port = Number(process.argv[3] || 9201);
@@ -18,7 +19,57 @@ function toAll(data, isBinary) {
   }
 }
 
-wss.on("connection", (ws) => {
+const topics = new Map(); // topic -> Set of sockets
+
+function subscribe(ws, t) {
+  let set = topics.get(t);
+  if (!set) topics.set(t, (set = new Set()));
+  set.add(ws);
+  ws.topics.add(t);
+  ws.send(JSON.stringify({ subscribed: t }));
+}
+
+function unsubscribe(ws, t) {
+  const set = topics.get(t);
+  if (set) {
+    set.delete(ws);
+    if (set.size === 0) topics.delete(t);
+  }
+  ws.topics.delete(t);
+}
+
+function pubsub(ws, data) {
+  let m;
+  try {
+    m = JSON.parse(data.toString());
+  } catch {
+    ws.send(JSON.stringify({ error: "expected a JSON object" }));
+    return;
+  }
+  if (typeof m.subscribe === "string") {
+    subscribe(ws, m.subscribe);
+  } else if (typeof m.unsubscribe === "string") {
+    unsubscribe(ws, m.unsubscribe);
+    ws.send(JSON.stringify({ unsubscribed: m.unsubscribe }));
+  } else if (typeof m.publish === "string") {
+    const out = typeof m.data === "string" ? m.data : JSON.stringify(m.data);
+    for (const c of topics.get(m.publish) || []) {
+      if (c !== ws && c.readyState === WebSocket.OPEN) c.send(out);
+    }
+  } else {
+    ws.send(JSON.stringify({ error: "expected subscribe, unsubscribe or publish" }));
+  }
+}
+
+wss.on("connection", (ws, req) => {
+  ws.topics = new Set();
+  if (mode === "pubsub") {
+    const list = new URL(req.url, "http://x").searchParams.get("topics") || "";
+    for (const t of list.split(",").filter((t) => t)) subscribe(ws, t);
+    ws.on("close", () => {
+      for (const t of [...ws.topics]) unsubscribe(ws, t);
+    });
+  }
   ws.on("message", (data, isBinary) => {
     if (mode === "echo") {
       ws.send(data, { binary: isBinary });
@@ -32,6 +83,8 @@ wss.on("connection", (ws) => {
         toAll(data, false);
         ws.send(JSON.stringify({ type: "broadcastResult", payload: m.payload }));
       }
+    } else if (mode === "pubsub") {
+      pubsub(ws, data);
     }
   });
 });

@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use corecast_load::topics::TopicPlan;
 use corecast_load::ws::Target;
 use corecast_load::{Options, Scenario};
 use output::{Outcome, ScenarioResult};
@@ -19,7 +20,7 @@ use peers::Peer;
 #[derive(Parser, Debug)]
 #[command(name = "corecast-bench")]
 struct Args {
-    /// The long run (about 15 minutes on 2 cores); default is the quick one (under 5 minutes)
+    /// The long run (about 20 minutes on 2 cores); default is the quick one (about 5 minutes)
     #[arg(long)]
     full: bool,
     /// Comma-separated peers: corecast, bun, node-ws, tokio-tungstenite
@@ -59,6 +60,8 @@ struct Plan {
     in_flight: usize,
     step: usize,
     sample: usize,
+    /// Topics scenarios: the plan; unused elsewhere.
+    topics: TopicPlan,
 }
 
 fn plans(full: bool) -> Vec<Plan> {
@@ -85,8 +88,14 @@ fn plans(full: bool) -> Vec<Plan> {
         in_flight,
         step: 0,
         sample: 0,
+        topics: TopicPlan {
+            topics: 0,
+            per_client: 0,
+            publishers: 0,
+            publish_topics: 0,
+        },
     };
-    vec![
+    let mut all = vec![
         plan(
             "broadcast-1k",
             "Broadcast to 1,000 clients, 8 in flight",
@@ -160,6 +169,78 @@ fn plans(full: bool) -> Vec<Plan> {
             1,
         ),
         Plan {
+            topics: TopicPlan {
+                topics: 100,
+                per_client: 1,
+                publishers: 4,
+                publish_topics: 0,
+            },
+            ..plan(
+                "topics-10k",
+                "Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight",
+                "deliveries/s",
+                true,
+                "pubsub",
+                Scenario::Topics,
+                10_000,
+                None,
+                secs(8, 30),
+                8,
+            )
+        },
+        Plan {
+            topics: TopicPlan {
+                topics: 100,
+                per_client: 1,
+                publishers: 1,
+                publish_topics: 1,
+            },
+            ..plan(
+                "topic-hot",
+                "One topic of 100 subscribers among 10,000 clients, 8 in flight",
+                "deliveries/s",
+                true,
+                "pubsub",
+                Scenario::Topics,
+                10_000,
+                None,
+                secs(6, 20),
+                8,
+            )
+        },
+        plan(
+            "broadcast-100",
+            "Broadcast to 100 clients, 8 in flight",
+            "deliveries/s",
+            true,
+            "relay",
+            Scenario::Broadcast,
+            100,
+            Some(if full { 200_000 } else { 40_000 }),
+            secs(6, 20),
+            8,
+        ),
+        Plan {
+            topics: TopicPlan {
+                topics: 1000,
+                per_client: 10,
+                publishers: 0,
+                publish_topics: 0,
+            },
+            ..plan(
+                "subs-100k",
+                "100,000 subscriptions (10,000 clients × 10 of 1,000 topics): server memory",
+                "server bytes per connection",
+                false,
+                "pubsub",
+                Scenario::Topics,
+                10_000,
+                None,
+                secs(2, 5),
+                1,
+            )
+        },
+        Plan {
             step: 2000,
             sample: if full { 20 } else { 10 },
             ..plan(
@@ -175,7 +256,38 @@ fn plans(full: bool) -> Vec<Plan> {
                 1,
             )
         },
-    ]
+    ];
+    if full {
+        // Ten topics per client: each publish still reaches 1,000 subscribers of 10,000.
+        let at = all
+            .iter()
+            .position(|p| p.id == "topics-10k")
+            .map_or(all.len(), |i| i + 1);
+        all.insert(
+            at,
+            Plan {
+                topics: TopicPlan {
+                    topics: 1000,
+                    per_client: 10,
+                    publishers: 4,
+                    publish_topics: 0,
+                },
+                ..plan(
+                    "topics-10k-x10",
+                    "Topics: 10,000 clients on 10 of 1,000 topics each, 4 publishers × 8 in flight",
+                    "deliveries/s",
+                    true,
+                    "pubsub",
+                    Scenario::Topics,
+                    10_000,
+                    None,
+                    secs(8, 30),
+                    8,
+                )
+            },
+        );
+    }
+    all
 }
 
 fn machine(root: &std::path::Path) -> serde_json::Value {
@@ -255,7 +367,7 @@ fn main() -> ExitCode {
         .collect();
     eprintln!(
         "corecast-bench ({} mode): {} scenarios × {} servers; server on CPUs {:?}, generator on {:?}",
-        if a.full { "full, about 15 minutes" } else { "quick, under 5 minutes" },
+        if a.full { "full, about 20 minutes" } else { "quick, about 5 minutes" },
         selected.len(),
         peers.len(),
         a.server_cpus,
@@ -267,6 +379,7 @@ fn main() -> ExitCode {
         if a.full { "full" } else { "quick" },
         machine
     );
+    let mut results: Vec<ScenarioResult> = Vec::new();
     for plan in selected {
         let mut outcomes = Vec::new();
         for peer in &peers {
@@ -303,6 +416,7 @@ fn main() -> ExitCode {
                         sample: plan.sample,
                         concurrent: 4,
                         limit: Duration::from_millis(500),
+                        topics: plan.topics,
                     };
                     let result = corecast_load::run(opts);
                     drop(server);
@@ -345,6 +459,8 @@ fn main() -> ExitCode {
                 "mode": if a.full { "full" } else { "quick" },
                 "clients": plan.clients, "messages": plan.messages, "duration_s": plan.duration.as_secs_f64(),
                 "in_flight": plan.in_flight, "payload_bytes": 64, "server_cpus": a.server_cpus, "load_cpus": a.load_cpus,
+                "topics": plan.topics.topics, "topics_per_client": plan.topics.per_client,
+                "publishers": plan.topics.publishers, "publish_topics": plan.topics.publish_topics,
             }),
             outcomes,
         };
@@ -364,6 +480,17 @@ fn main() -> ExitCode {
         }
         summary += &md;
         summary += "\n";
+        results.push(res);
+    }
+    let by_id = |id: &str| results.iter().find(|r| r.id == id);
+    if let (Some(idle), Some(subs)) = (by_id("idle-10k"), by_id("subs-100k")) {
+        let md = output::subscription_memory(idle, subs);
+        summary += &md;
+        summary += "\n";
+        if let Err(e) = std::fs::write(a.out.join(format!("{date}-subscription-memory.md")), &md) {
+            eprintln!("corecast-bench: cannot write results: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let summary_path = a.out.join(format!("{date}-summary.md"));
     if let Err(e) = std::fs::write(&summary_path, &summary) {

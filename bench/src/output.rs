@@ -33,7 +33,7 @@ pub struct ScenarioResult {
 pub fn headline(id: &str, r: &Report) -> Option<f64> {
     if id.starts_with("echo") {
         r.round_trips_per_second
-    } else if id.starts_with("idle") {
+    } else if id.starts_with("idle") || id.starts_with("subs") {
         r.server.as_ref()?.rss_per_connection_bytes
     } else if id.starts_with("shootout") {
         r.shootout_max_clients.map(|c| c as f64)
@@ -130,6 +130,48 @@ pub fn markdown(res: &ScenarioResult) -> String {
             "Lower is better."
         }
     );
+    md
+}
+
+/// Memory per subscription, per server: the `subs` run's server bytes per connection less the
+/// `idle` run's, times connections, over subscriptions. Both runs hold the same number of
+/// connections, so what is left is what the subscriptions cost.
+pub fn subscription_memory(idle: &ScenarioResult, subs: &ScenarioResult) -> String {
+    fn per_conn<'a>(res: &'a ScenarioResult, peer: &str) -> Option<(f64, &'a Report)> {
+        res.outcomes
+            .iter()
+            .find(|o| o.peer == peer)
+            .and_then(|o| o.report.as_ref())
+            .and_then(|r| Some((r.server.as_ref()?.rss_per_connection_bytes?, r)))
+    }
+    let mut md = String::from(
+        "### Server memory per subscription
+
+         | server | bytes per subscription | corecast ÷ server |
+|---|---:|---:|
+",
+    );
+    let cost = |peer: &str| -> Option<f64> {
+        let (base, _) = per_conn(idle, peer)?;
+        let (with, r) = per_conn(subs, peer)?;
+        let subscriptions = r.subscriptions? as f64;
+        Some((with - base) * r.clients as f64 / subscriptions.max(1.0))
+    };
+    let ours = cost("corecast");
+    for o in &subs.outcomes {
+        let Some(c) = cost(&o.peer) else {
+            let _ = writeln!(md, "| {} | – | – |", o.peer);
+            continue;
+        };
+        let ratio = match ours {
+            Some(b) if b > 0.0 && c > 0.0 => format!("{:.2}×", c / b),
+            _ => "–".into(),
+        };
+        let _ = writeln!(md, "| {} | {} | {} |", o.peer, fmt_num(c), ratio);
+    }
+    md += "
+Lower is better. Ratios above 1 favour corecast.
+";
     md
 }
 

@@ -165,12 +165,12 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
 
 /// A JSON text frame: `{"<key>":"<topic>"}`, plus `"error"` when there is one.
 fn pubsub_reply(key: &str, topic: &str, error: Option<&str>) -> String {
-    let mut reply = serde_json::Map::new();
-    reply.insert(key.into(), topic.into());
-    if let Some(e) = error {
-        reply.insert("error".into(), e.into());
+    // Written directly: one of these goes out per subscription, often thousands at once.
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    match error {
+        None => format!(r#"{{"{key}":{}}}"#, quoted(topic)),
+        Some(e) => format!(r#"{{"error":{},"{key}":{}}}"#, quoted(e), quoted(topic)),
     }
-    serde_json::Value::Object(reply).to_string()
 }
 
 /// Subscribes to `topic` and says so, or says why not.

@@ -5,8 +5,9 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | `run` | scenarios broadcast, chat, echo, idle: threads, connections, send windows |
+//! | `run` | scenarios broadcast, chat, echo, idle, topics: threads, connections, send windows |
 //! | `shootout` | the step-wise websocket-shootout scenario |
+//! | `topics` | the topics scenario's plan: who joins what, where each publish goes |
 //! | `ws` | a lean WebSocket client connection on glommio |
 //! | `payload` | the stamp each message carries |
 //! | `tally` | per-receiver delivery accounting |
@@ -19,6 +20,7 @@ pub mod report;
 pub mod run;
 mod shootout;
 pub mod tally;
+pub mod topics;
 pub mod ws;
 
 pub use report::Report;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use corecast::units::parse_duration;
+use corecast_load::topics::TopicPlan;
 use corecast_load::ws::Target;
 use corecast_load::{Options, Scenario};
 
@@ -18,6 +19,7 @@ enum Which {
     Echo,
     Idle,
     Shootout,
+    Topics,
 }
 
 /// Loads a WebSocket server and counts every delivery.
@@ -25,15 +27,17 @@ enum Which {
 #[command(name = "corecast-load", version)]
 struct Args {
     /// broadcast: one publisher, everyone receives; chat: everyone publishes to everyone;
-    /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit
+    /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit;
+    /// topics: subscribers on topics, publishers cycling through them (pubsub protocol)
     scenario: Which,
     /// Server URL, e.g. ws://127.0.0.1:8080/ws
     #[arg(long)]
     url: String,
-    /// Connections (shootout: the most to try)
+    /// Connections (shootout: the most to try; topics: subscribers, publishers come on top)
     #[arg(long, default_value_t = 100)]
     clients: usize,
-    /// Broadcast: messages to publish [default: 1000]; chat and echo: per client [default: until --duration]
+    /// Broadcast: messages to publish [default: 1000]; chat and echo: per client, topics: per
+    /// publisher [default: until --duration]
     #[arg(long)]
     messages: Option<u64>,
     /// How long to run (broadcast: the most to publish for, then in-flight messages drain)
@@ -72,6 +76,18 @@ struct Args {
     /// Shootout: the broadcast p95 limit
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     limit: Duration,
+    /// Topics: topics in all
+    #[arg(long, default_value_t = 100)]
+    topics: usize,
+    /// Topics: topics each subscriber joins
+    #[arg(long, default_value_t = 1)]
+    per_client: usize,
+    /// Topics: publishing connections; 0 holds the subscriptions only (for memory)
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Topics: publishers cycle through only the first N topics [default: all]
+    #[arg(long, default_value_t = 0)]
+    publish_topics: usize,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +105,7 @@ fn main() -> ExitCode {
         Which::Echo => Scenario::Echo,
         Which::Idle => Scenario::Idle,
         Which::Shootout => Scenario::Shootout,
+        Which::Topics => Scenario::Topics,
     };
     let opts = Options {
         scenario,
@@ -107,6 +124,12 @@ fn main() -> ExitCode {
         sample: a.sample,
         concurrent: a.concurrent,
         limit: a.limit,
+        topics: TopicPlan {
+            topics: a.topics,
+            per_client: a.per_client,
+            publishers: a.publishers,
+            publish_topics: a.publish_topics,
+        },
     };
     let report = match corecast_load::run(opts) {
         Ok(r) => r,

@@ -80,6 +80,8 @@ pub struct Report {
     pub shootout_steps: Vec<ShootoutStep>,
     /// Shootout: the most clients whose broadcast p95 stayed under the limit.
     pub shootout_max_clients: Option<usize>,
+    /// Topics: subscriptions held (subscribers × topics each).
+    pub subscriptions: Option<u64>,
     pub fault_count: u64,
     pub faults: Vec<String>,
     pub ok: bool,

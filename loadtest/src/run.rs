@@ -20,6 +20,7 @@ use crate::payload::{self, Stamp};
 use crate::procstat;
 use crate::report::{Latency, Report, ServerUsage};
 use crate::tally::Tally;
+use crate::topics::{self, TopicPlan};
 use crate::ws::{self, Target, WsConn};
 
 /// What to measure.
@@ -35,6 +36,9 @@ pub enum Scenario {
     Idle,
     /// hashrocket websocket-shootout: grow the client count until broadcast p95 passes a limit.
     Shootout,
+    /// Subscribers on topics, publishers cycling through the topics (the pubsub protocol);
+    /// with no publishers, connections and subscriptions held (for memory).
+    Topics,
 }
 
 impl Scenario {
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Echo => "echo",
             Scenario::Idle => "idle",
             Scenario::Shootout => "shootout",
+            Scenario::Topics => "topics",
         }
     }
 }
@@ -82,16 +87,27 @@ pub struct Options {
     pub concurrent: usize,
     /// Shootout: the p95 limit.
     pub limit: Duration,
+    /// Topics: the plan (topics, per client, publishers).
+    pub topics: TopicPlan,
 }
+
+/// Messages one topics publisher may send at most (bounds the completion counters).
+const TOPIC_MESSAGES: u64 = 200_000;
 
 struct Shared {
     opts: Options,
     deliveries: AtomicU64,
     /// Messages sent, per sender slot.
     sent: Vec<AtomicU64>,
-    /// Broadcast: recipients still to receive each message.
+    /// Broadcast: recipients still to receive each message. Topics: the same per publisher,
+    /// `messages` counters each.
     remaining: Vec<AtomicU32>,
     completed: AtomicU64,
+    /// Topics: messages fully delivered per publisher, and a wake-up for each publisher.
+    completed_by: Vec<AtomicU64>,
+    wakes: Vec<(flume::Sender<()>, flume::Receiver<()>)>,
+    /// Topics: subscribers per topic.
+    subscribers: Vec<u32>,
     stop: AtomicBool,
     done: AtomicBool,
 }
@@ -157,22 +173,43 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     }
     corecast::limits::raise_open_files();
     let n = opts.clients;
+    let plan = opts.topics;
+    let topics = opts.scenario == Scenario::Topics;
+    if topics {
+        plan.check().map_err(anyhow::Error::msg)?;
+    }
     let messages = match opts.scenario {
         Scenario::Broadcast => opts.messages.unwrap_or(1000),
+        Scenario::Topics => opts.messages.unwrap_or(TOPIC_MESSAGES).min(TOPIC_MESSAGES),
         _ => opts.messages.unwrap_or(u64::MAX),
     };
     let senders = match opts.scenario {
         Scenario::Broadcast => 1,
         Scenario::Idle => 0,
+        Scenario::Topics => plan.slots(),
         _ => n,
+    };
+    let subscribers = if topics {
+        plan.subscriber_counts(n)
+    } else {
+        Vec::new()
+    };
+    let remaining = match opts.scenario {
+        Scenario::Broadcast => (0..messages).map(|_| AtomicU32::new(n as u32)).collect(),
+        Scenario::Topics => (0..plan.publishers)
+            .flat_map(|p| {
+                let subscribers = &subscribers;
+                (0..messages).map(move |g| AtomicU32::new(subscribers[plan.publish(p, g).topic]))
+            })
+            .collect(),
+        _ => Vec::new(),
     };
     let shared = Arc::new(Shared {
         sent: (0..senders).map(|_| AtomicU64::new(0)).collect(),
-        remaining: if opts.scenario == Scenario::Broadcast {
-            (0..messages).map(|_| AtomicU32::new(n as u32)).collect()
-        } else {
-            Vec::new()
-        },
+        remaining,
+        completed_by: (0..plan.publishers).map(|_| AtomicU64::new(0)).collect(),
+        wakes: (0..plan.publishers).map(|_| flume::unbounded()).collect(),
+        subscribers,
         opts: opts.clone(),
         deliveries: AtomicU64::new(0),
         completed: AtomicU64::new(0),
@@ -224,7 +261,8 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         eprintln!("{} connections in {connect_seconds:.2}s", connected);
     }
     let own_rss_after = procstat::rss_kib(std::process::id());
-    if opts.scenario == Scenario::Idle {
+    let holding = opts.scenario == Scenario::Idle || (topics && plan.publishers == 0);
+    if holding {
         // Let the server finish registering every connection before reading its memory.
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -260,6 +298,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         Scenario::Broadcast => total_sent * n as u64,
         Scenario::Chat => total_sent * n as u64,
         Scenario::Echo => total_sent,
+        Scenario::Topics => topic_deliveries(&shared, &sent),
         _ => 0,
     };
     let mut latency = histogram();
@@ -284,6 +323,25 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
                 let me = t.receiver();
                 let own = sent.get(me as usize).copied().unwrap_or(0);
                 t.finish(&[own], |_| me);
+            } else if topics {
+                // Only the streams of the receiver's own topics are owed to it.
+                let me = t.receiver() as usize;
+                let mine: Vec<usize> = if me < n {
+                    plan.subscriptions(me).collect()
+                } else {
+                    Vec::new()
+                };
+                let owed: Vec<u64> = (0..sent.len())
+                    .map(|slot| {
+                        let topic = slot % plan.topics;
+                        if mine.contains(&topic) {
+                            sent[slot]
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                t.finish(&owed, |slot| slot as u32);
             } else {
                 t.finish(&sent, |slot| slot as u32);
             }
@@ -296,13 +354,14 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             }
         }
     }
-    if delivered != expected && fault_count == 0 && opts.scenario != Scenario::Idle {
+    if delivered != expected && fault_count == 0 && !holding {
         fault_count += 1;
         faults.push(format!("delivered {delivered} of {expected} messages"));
     }
-    if opts.scenario == Scenario::Idle && connected != n {
+    let total = n + if topics { plan.publishers } else { 0 };
+    if connected != total && (holding || topics) {
         fault_count += 1;
-        faults.push(format!("only {connected} of {n} connections held"));
+        faults.push(format!("only {connected} of {total} connections held"));
     }
     let secs = window.as_secs_f64();
     let server = opts.server_pid.map(|pid| {
@@ -311,7 +370,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             _ => 0.0,
         };
         let before = server_rss_before.unwrap_or(0);
-        let after = if opts.scenario == Scenario::Idle {
+        let after = if holding {
             server_rss_connected.unwrap_or(0)
         } else {
             server_rss_end.unwrap_or(0)
@@ -354,10 +413,20 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         server,
         shootout_steps: Vec::new(),
         shootout_max_clients: None,
+        subscriptions: topics.then_some((n * plan.per_client) as u64),
         ok: fault_count == 0,
         fault_count,
         faults,
     })
+}
+
+/// Topics: deliveries owed for what was sent, every stream times its topic's subscribers.
+fn topic_deliveries(shared: &Shared, sent: &[u64]) -> u64 {
+    let topics = shared.opts.topics.topics;
+    sent.iter()
+        .enumerate()
+        .map(|(slot, &s)| s * u64::from(shared.subscribers[slot % topics]))
+        .sum()
 }
 
 /// Watches the run from the calling thread: progress, stop, drain.
@@ -412,6 +481,29 @@ fn wait_for_end(shared: &Shared, messages: u64, t0: Instant) {
                     return;
                 }
             }
+            Scenario::Topics if opts.topics.publishers == 0 => {
+                if elapsed >= opts.duration {
+                    return;
+                }
+            }
+            Scenario::Topics => {
+                let sent: Vec<u64> = shared
+                    .sent
+                    .iter()
+                    .map(|s| s.load(Ordering::SeqCst))
+                    .collect();
+                let all_sent = sent.iter().sum::<u64>() >= messages * opts.topics.publishers as u64;
+                if stop_at.is_none() && (elapsed >= opts.duration || all_sent) {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    stop_at = Some(Instant::now());
+                }
+                if let Some(at) = stop_at {
+                    let expected = topic_deliveries(shared, &sent);
+                    if delivered >= expected || at.elapsed() >= Duration::from_secs(5) {
+                        return;
+                    }
+                }
+            }
             _ => {
                 let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::SeqCst)).sum();
                 let all_sent = opts.messages.is_some_and(|m| sent >= m * n);
@@ -445,22 +537,32 @@ async fn thread_main(
     messages: u64,
 ) -> ThreadResult {
     let opts = &shared.opts;
-    let mine: Vec<usize> = (0..opts.clients)
-        .filter(|i| i % opts.threads == t)
-        .collect();
+    let topics = opts.scenario == Scenario::Topics;
+    let total = opts.clients + if topics { opts.topics.publishers } else { 0 };
+    let mine: Vec<usize> = (0..total).filter(|i| i % opts.threads == t).collect();
     let mut conns: Vec<(usize, WsConn)> = Vec::with_capacity(mine.len());
     // Connect in bounded batches so a burst does not overflow the server's accept backlog.
     for batch in mine.chunks(64) {
         let tasks: Vec<_> = batch
             .iter()
             .map(|&i| {
-                let target = opts.target.clone();
-                let source = ws::source_for(i, opts.clients, &target.addr);
+                let mut target = opts.target.clone();
+                let source = ws::source_for(i, total, &target.addr);
+                // Topics: subscribers join theirs at upgrade, and wait for every acknowledgement.
+                let acks = if topics && i < opts.clients {
+                    let sep = if target.path.contains('?') { '&' } else { '?' };
+                    target.path = format!("{}{sep}{}", target.path, opts.topics.query(i));
+                    opts.topics.per_client
+                } else {
+                    0
+                };
                 glommio::spawn_local(async move {
-                    (
-                        i,
-                        WsConn::connect(&target, source, Duration::from_secs(10)).await,
-                    )
+                    let timeout = Duration::from_secs(10);
+                    let connected = match WsConn::connect(&target, source, timeout).await {
+                        Ok(mut c) => await_acks(&mut c, acks, timeout).await.map(|()| c),
+                        Err(e) => Err(e),
+                    };
+                    (i, connected)
                 })
             })
             .collect();
@@ -539,6 +641,38 @@ async fn thread_main(
     }
 }
 
+/// Reads until `n` subscription acknowledgements came; anything else is an error.
+async fn await_acks(conn: &mut WsConn, n: usize, timeout: Duration) -> std::io::Result<()> {
+    let mut items = Vec::new();
+    let mut acks = 0;
+    let reading = async {
+        while acks < n {
+            if conn.read(&mut items).await?.is_none() {
+                return Err(std::io::Error::other("closed before subscribing"));
+            }
+            for item in items.drain(..) {
+                match item {
+                    Inbound::Message { data, .. } if topics::is_ack(&data) => acks += 1,
+                    Inbound::Message { data, .. } => {
+                        let text =
+                            String::from_utf8_lossy(&data[..data.len().min(120)]).into_owned();
+                        return Err(std::io::Error::other(format!("subscribe refused: {text}")));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    };
+    future::or(reading, async {
+        Timer::new(timeout).await;
+        Err(std::io::Error::other(
+            "no subscription acknowledgement within 10 s",
+        ))
+    })
+    .await
+}
+
 enum Wake {
     Read(std::io::Result<Option<()>>),
     Tick,
@@ -559,12 +693,22 @@ async fn conn_task(
         Scenario::Broadcast => (1, Some(0usize)),
         Scenario::Chat => (opts.clients, Some(i)),
         Scenario::Echo => (1, Some(i)),
+        Scenario::Topics => (opts.topics.slots(), None),
         _ => (0, None),
     };
     let publishes = match opts.scenario {
         Scenario::Broadcast => i == 0,
         Scenario::Chat | Scenario::Echo => true,
+        Scenario::Topics => i >= opts.clients,
         _ => false,
+    };
+    let plan = opts.topics;
+    // Topics: this publisher's number, and the topics this subscriber joined.
+    let publisher = i.checked_sub(opts.clients).filter(|_| publishes);
+    let my_topics: Vec<usize> = if opts.scenario == Scenario::Topics && i < opts.clients {
+        plan.subscriptions(i).collect()
+    } else {
+        Vec::new()
     };
     let mut tally = Tally::new(me, slots);
     let mut seq = 0u64;
@@ -574,13 +718,32 @@ async fn conn_task(
     while !ctx.done.done.get() {
         if publishes && !shared.stop.load(Ordering::Relaxed) {
             loop {
-                let acked = if opts.scenario == Scenario::Broadcast {
-                    shared.completed.load(Ordering::SeqCst)
-                } else {
-                    own_back
+                let acked = match (opts.scenario, publisher) {
+                    (Scenario::Broadcast, _) => shared.completed.load(Ordering::SeqCst),
+                    (Scenario::Topics, Some(p)) => shared.completed_by[p].load(Ordering::SeqCst),
+                    _ => own_back,
                 };
                 if seq >= messages || seq - acked.min(seq) >= opts.in_flight as u64 {
                     break;
+                }
+                if let (Scenario::Topics, Some(p)) = (opts.scenario, publisher) {
+                    let m = plan.publish(p, seq);
+                    let stamp = Stamp {
+                        sender: m.slot as u32,
+                        seq: m.seq,
+                        sent_ns: payload::now_ns(),
+                    };
+                    let frame = topics::publish_frame(m.topic, &payload::encode(stamp, opts.size));
+                    if let Err(e) = conn.send_text(&frame).await {
+                        error = Some(format!("connection {i}: send failed: {e}"));
+                        break;
+                    }
+                    shared.sent[m.slot].fetch_add(1, Ordering::SeqCst);
+                    if shared.subscribers[m.topic] == 0 {
+                        shared.completed_by[p].fetch_add(1, Ordering::SeqCst);
+                    }
+                    seq += 1;
+                    continue;
                 }
                 let stamp = Stamp {
                     sender: me,
@@ -607,13 +770,22 @@ async fn conn_task(
             }
         }
         let read = async { Wake::Read(conn.read(&mut items).await) };
-        let publisher = publishes && opts.scenario == Scenario::Broadcast;
+        let broadcaster = publishes && opts.scenario == Scenario::Broadcast;
         let wake = future::or(read, async {
-            if publisher {
+            if broadcaster {
                 // A completed broadcast opens the window.
                 future::or(
                     async {
                         let _ = ctx.completions.1.recv_async().await;
+                    },
+                    ctx.done.wait(slot_in_thread),
+                )
+                .await;
+            } else if let Some(p) = publisher.filter(|_| opts.scenario == Scenario::Topics) {
+                // So does a fully delivered publish of this publisher.
+                future::or(
+                    async {
+                        let _ = shared.wakes[p].1.recv_async().await;
                     },
                     ctx.done.wait(slot_in_thread),
                 )
@@ -655,6 +827,10 @@ async fn conn_task(
                 Scenario::Broadcast if stamp.sender == 0 => 0,
                 Scenario::Chat => stamp.sender as usize,
                 Scenario::Echo if stamp.sender == me => 0,
+                // A stream of a topic this receiver never joined is not owed to it.
+                Scenario::Topics if my_topics.contains(&(stamp.sender as usize % plan.topics)) => {
+                    stamp.sender as usize
+                }
                 _ => usize::MAX,
             };
             let now = payload::now_ns();
@@ -669,6 +845,14 @@ async fn conn_task(
                             shared.completed.fetch_add(1, Ordering::SeqCst);
                             let _ = ctx.completions.0.send(stamp.seq);
                         }
+                    }
+                } else if opts.scenario == Scenario::Topics {
+                    let (p, g) = plan.origin(slot, stamp.seq);
+                    let counter = shared.remaining.get(p * messages as usize + g as usize);
+                    if counter.is_some_and(|r| r.fetch_sub(1, Ordering::SeqCst) == 1) {
+                        ctx.whole.borrow_mut().saturating_record(us.max(1));
+                        shared.completed_by[p].fetch_add(1, Ordering::SeqCst);
+                        let _ = shared.wakes[p].0.send(());
                     }
                 }
             }

@@ -192,6 +192,7 @@ async fn drive(opts: Options) -> anyhow::Result<Report> {
         }),
         shootout_steps: steps,
         shootout_max_clients: max_ok,
+        subscriptions: None,
         ok: st.fault_count == 0,
         fault_count: st.fault_count,
         faults: st.faults.clone(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corecast::{event, MessageType, Server};
+use corecast_load::topics::TopicPlan;
 use corecast_load::ws::Target;
 use corecast_load::{payload, Options, Report, Scenario};
 
@@ -47,6 +48,61 @@ fn faulty_relay(fault: Fault) -> Server {
     server
 }
 
+/// A pubsub server on corecast speaking the binary's protocol (`?topics=`, acknowledgements,
+/// `{"publish":..,"data":..}`); with `leak`, message 3 of every stream also goes to everyone.
+fn pubsub_server(leak: bool) -> Server {
+    let server = Server::builder()
+        .shards(2)
+        .route("/ws", |kws| {
+            let topics = kws.query("topics").unwrap_or("").to_string();
+            for t in topics.split(',').filter(|t| !t.is_empty()) {
+                kws.subscribe(t).expect("subscribes");
+                kws.emit(format!(r#"{{"subscribed":"{t}"}}"#), MessageType::Text);
+            }
+        })
+        .start()
+        .expect("pubsub server starts");
+    server.on(event::MESSAGE, move |ep| {
+        let v: serde_json::Value = serde_json::from_slice(ep.data()).expect("a publish frame");
+        let (topic, data) = (v["publish"].as_str().unwrap(), v["data"].as_str().unwrap());
+        let data = Bytes::copy_from_slice(data.as_bytes());
+        if leak && payload::decode(&data).is_some_and(|s| s.seq == 3) {
+            ep.kws().broadcast(data, true, MessageType::Text);
+        } else {
+            ep.kws().publish(topic, data, MessageType::Text);
+        }
+    });
+    server
+}
+
+fn topics_plan() -> TopicPlan {
+    TopicPlan {
+        topics: 4,
+        per_client: 2,
+        publishers: 2,
+        publish_topics: 0,
+    }
+}
+
+#[test]
+fn topics_count_exactly_the_subscribers_and_a_leak_fails() {
+    let r = load(&pubsub_server(false), Scenario::Topics);
+    assert!(r.ok, "{}", r.summary());
+    // 2 publishers × 20 messages, each to the 5 of 10 subscribers on its topic.
+    assert_eq!(r.sent, 2 * 20);
+    assert_eq!(r.expected_deliveries, 2 * 20 * 5);
+    assert_eq!(r.deliveries, r.expected_deliveries);
+    assert_eq!(r.subscriptions, Some(20));
+
+    let r = load(&pubsub_server(true), Scenario::Topics);
+    assert!(!r.ok);
+    assert!(
+        r.faults.iter().any(|f| f.starts_with("unexpected message")),
+        "{:?}",
+        r.faults
+    );
+}
+
 fn load(server: &Server, scenario: Scenario) -> Report {
     let url = format!("ws://{}/ws", server.local_addr());
     let report = corecast_load::run(Options {
@@ -66,6 +122,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         sample: 1,
         concurrent: 1,
         limit: Duration::from_secs(1),
+        topics: topics_plan(),
     })
     .expect("the run completes");
     server.shutdown_within(Duration::from_secs(1));

@@ -3,6 +3,7 @@
 //! Pure functions over bytes already read: not I/O, no sockets, and no
 //! response writing (that is [`mod@super::response`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Most header fields a request head may carry; more is [`HttpError::Malformed`].
@@ -70,8 +71,17 @@ impl RequestHead {
         let method = b.push(method);
         let path = b.push(path);
         let raw_query_span = b.push(raw_query);
-        let query = parse_query(raw_query)
-            .map(|(n, v)| (b.push(&n), b.push(&v)))
+        // A name or value that needs no decoding points into the raw query rather than being
+        // stored twice (a subscriber's `?topics=...` is kept for the connection's whole life).
+        let mut decoded = |piece: &str, at: usize| match decode_form(piece) {
+            Cow::Borrowed(same) => Span {
+                start: raw_query_span.start + at as u32,
+                len: same.len() as u32,
+            },
+            Cow::Owned(other) => b.push(&other),
+        };
+        let query = query_pieces(raw_query)
+            .map(|((n, n_at), (v, v_at))| (decoded(n, n_at), decoded(v, v_at)))
             .collect();
         let headers = headers.map(|(n, v)| (b.push(n), b.push(v))).collect();
         RequestHead {
@@ -214,21 +224,33 @@ fn origin_part(target: &str) -> &str {
     }
 }
 
-/// Decodes a query string into pairs; a piece without `=` has an empty value.
-fn parse_query(query: &str) -> impl Iterator<Item = (Box<str>, Box<str>)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+/// Splits a query string into raw (name, value) pieces, each with its byte offset in `query`;
+/// a piece without `=` has an empty value.
+fn query_pieces(query: &str) -> impl Iterator<Item = ((&str, usize), (&str, usize))> + '_ {
+    let mut at = 0;
+    query.split('&').filter_map(move |p| {
+        let start = at;
+        at += p.len() + 1;
+        if p.is_empty() {
+            return None;
+        }
         let (n, v) = p.split_once('=').unwrap_or((p, ""));
-        (decode_form(n), decode_form(v))
+        let v_at = if v.is_empty() {
+            start + p.len()
+        } else {
+            start + n.len() + 1
+        };
+        Some(((n, start), (v, v_at)))
     })
 }
 
 /// application/x-www-form-urlencoded decoding; bytes that are not UTF-8
-/// become U+FFFD rather than failing the whole request.
-fn decode_form(s: &str) -> Box<str> {
+/// become U+FFFD rather than failing the whole request. Borrowed when nothing changes.
+fn decode_form(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'+' || b == b'%') {
-        return s.into();
+        return Cow::Borrowed(s);
     }
-    decode(s, true)
+    Cow::Owned(decode(s, true).into())
 }
 
 /// Percent-decoding of one path segment (RFC 3986 §2.1; `+` stays `+`), for names carried in
@@ -579,6 +601,11 @@ mod tests {
         assert_eq!(h.query("d"), None);
         let pairs: Vec<_> = h.query_pairs().collect();
         assert_eq!(pairs, [("a", "1"), ("b", "x y"), ("c", "A%zz"), ("a", "2")]);
+        // Pieces that need no decoding point into the raw query: nothing is stored twice.
+        let plain = RequestHead::new("GET", "/ws?topics=t1,t2&x=1&flag", &[]);
+        assert_eq!(&*plain.text, "GET/wstopics=t1,t2&x=1&flag");
+        let pairs: Vec<_> = plain.query_pairs().collect();
+        assert_eq!(pairs, [("topics", "t1,t2"), ("x", "1"), ("flag", "")]);
     }
 
     #[test]

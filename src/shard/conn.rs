@@ -438,7 +438,6 @@ impl Conn {
         let index = self.conns.topics.borrow();
         index
             .topics_of(self.id.slot)
-            .iter()
             .map(|t| t.to_string())
             .collect()
     }
