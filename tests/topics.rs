@@ -291,3 +291,67 @@ fn server_side_subscriptions_by_uuid() {
     c.send_text("go");
     assert!(refused.recv_timeout(WAIT).expect("listener ran"));
 }
+
+#[test]
+fn a_subscriber_that_never_reads_gets_the_queue_policy_and_others_are_served() {
+    let cfg = Config {
+        send_queue_size: 8,
+        write_timeout: std::time::Duration::from_millis(800),
+        ..Config::default()
+    };
+    let (report, uuids) = uuid_reporter();
+    let ts = TestServer::start(Server::builder().shards(2).route_with_config(
+        "/ws",
+        cfg,
+        move |kws| {
+            kws.subscribe("feed").expect("subscribes");
+            report(kws);
+        },
+    ));
+    let rec = Recorder::attach(&ts.server, &[event::ERROR, event::DISCONNECT]);
+    let _stuck = RawClient::connect_small_window(ts.addr(), "/ws"); // never reads
+    let (stuck, _) = next_uuid(&uuids);
+    let mut fast = ts.client("/ws");
+    next_uuid(&uuids);
+    // Big messages fill the stuck client's socket and queue; publishing never blocks.
+    let big = vec![b'p'; 64 << 10];
+    for i in 0..60 {
+        ts.server.publish("feed", big.clone(), MessageType::Binary);
+        assert_eq!(fast.recv(), Message::binary(big.clone()), "message {i}");
+    }
+    let full = rec.wait("QueueFull on the stuck subscriber", |s| {
+        s.uuid == stuck && s.error.as_deref().is_some_and(|e| e.contains("QueueFull"))
+    });
+    assert_eq!(full.data.len(), 64 << 10, "the dropped message is the data");
+    let gone = rec.wait_event(event::DISCONNECT, &stuck);
+    assert!(gone.is_timeout, "{gone:?}");
+    wait_until(
+        || ts.server.subscriber_count("feed") == 1,
+        "the stuck one left",
+    );
+    ts.server.publish("feed", "after", MessageType::Text);
+    assert_eq!(fast.recv_text(), "after");
+}
+
+#[test]
+fn churn_leaves_no_subscription_behind() {
+    let (route, uuids) = subscribe_from_query();
+    let ts = TestServer::start(Server::builder().shards(2).route("/ws", route));
+    for round in 0..20 {
+        let mut batch: Vec<Client> = (0..10)
+            .map(|i| ts.client(&format!("/ws?t=a,r{round},c{i}")))
+            .collect();
+        for _ in 0..10 {
+            next_uuid(&uuids);
+        }
+        assert_eq!(ts.server.subscriber_count("a"), 10);
+        for c in &mut batch {
+            c.close(1000, "bye");
+        }
+        wait_until(
+            || ts.server.connections() == 0 && ts.server.topics().is_empty(),
+            "every subscription gone",
+        );
+    }
+    assert_eq!(ts.server.metrics().subscriptions.iter().sum::<u64>(), 0);
+}
