@@ -76,6 +76,9 @@ pub enum Error {
     /// The connection already holds `Config::max_topics` subscriptions.
     #[error("too many topics: the connection is at its subscription limit")]
     TooManyTopics,
+    /// Cluster mode: NATS could not be reached, or a cross-node request failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A blocking call was made on a shard thread, where it would stall every connection of that
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]

@@ -26,6 +26,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
+//! | `nats` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats |
 //! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, timers, flush pass) |
 //! | `shard::io` | the connection task: handshake, writes that wait for room, the final linger |
 //! | `shard::readiness` | one epoll set per shard: which open connections have bytes to read |
@@ -38,6 +39,7 @@
 //! | `shard::{timers, notify, socket}` | the timer heap, a wake-up signal, the one raw `sendmsg` |
 //! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
+//! | [`cluster`] | cluster mode's config and view; what shards hand the NATS link (`handle`) and what travels (`wire`) |
 //! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
 //! | [`event`], `registry`, `metrics` | event names and listener registry, the UUID map, per-shard counters |
 //! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
@@ -51,12 +53,15 @@
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
 #![deny(missing_docs)]
 
+pub mod cluster;
 mod config;
 mod error;
 pub mod event;
 pub mod http;
 pub mod limits;
 mod metrics;
+#[cfg(feature = "cluster")]
+mod nats;
 mod registry;
 pub mod runtime;
 mod server;
@@ -68,10 +73,11 @@ mod websocket;
 pub mod ws;
 
 pub use bytes::Bytes;
+pub use cluster::{ClusterConfig, ClusterView, NodeInfo};
 pub use config::{Config, RecoverHandler};
 pub use error::Error;
 pub use event::Attributes;
-pub use metrics::MetricsSnapshot;
+pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
 pub use shard::conn::{EventPayload, Websocket};
 pub use upgrade::{Rejection, UpgradeRequest};

@@ -154,6 +154,25 @@ pub struct MetricsSnapshot {
     pub publish_nanos: u64,
     /// Subscriptions held per shard.
     pub subscriptions: Vec<u64>,
+    /// Cluster mode: the NATS link's counters; `None` without cluster mode.
+    pub cluster: Option<ClusterMetrics>,
+}
+
+/// The NATS link's counters (cluster mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Cross-node messages published.
+    pub messages_out: u64,
+    /// Cross-node messages received.
+    pub messages_in: u64,
+    /// Cross-node messages dropped: not sent (NATS down, link behind) or lost by NATS.
+    pub dropped: u64,
+    /// The last measured round trip to the NATS server.
+    pub nats_rtt: std::time::Duration,
+    /// Nodes in this node's view, itself included.
+    pub nodes: usize,
+    /// Whether the link to NATS is up.
+    pub connected: bool,
 }
 
 impl MetricsSnapshot {
@@ -200,6 +219,7 @@ impl MetricsSnapshot {
             publish_deliveries: load(|s| &s.publish_deliveries),
             publish_nanos: sum(&|s| s.publish_nanos.load(Ordering::Relaxed)),
             subscriptions: load(|s| &s.subscriptions),
+            cluster: None,
         }
     }
 
@@ -329,6 +349,35 @@ impl MetricsSnapshot {
             self.publish_nanos as f64 / 1e9,
             self.publish_deliveries.iter().sum::<u64>(),
         );
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                out,
+                "# HELP corecast_cluster_messages_out_total Cross-node messages published to NATS.\n\
+                 # TYPE corecast_cluster_messages_out_total counter\n\
+                 corecast_cluster_messages_out_total {}\n\
+                 # HELP corecast_cluster_messages_in_total Cross-node messages received from NATS.\n\
+                 # TYPE corecast_cluster_messages_in_total counter\n\
+                 corecast_cluster_messages_in_total {}\n\
+                 # HELP corecast_cluster_messages_dropped_total Cross-node messages not sent or lost.\n\
+                 # TYPE corecast_cluster_messages_dropped_total counter\n\
+                 corecast_cluster_messages_dropped_total {}\n\
+                 # HELP corecast_cluster_nats_rtt_seconds Last round trip to the NATS server.\n\
+                 # TYPE corecast_cluster_nats_rtt_seconds gauge\n\
+                 corecast_cluster_nats_rtt_seconds {}\n\
+                 # HELP corecast_cluster_nodes Nodes in this node's view, itself included.\n\
+                 # TYPE corecast_cluster_nodes gauge\n\
+                 corecast_cluster_nodes {}\n\
+                 # HELP corecast_cluster_connected Whether the link to NATS is up.\n\
+                 # TYPE corecast_cluster_connected gauge\n\
+                 corecast_cluster_connected {}",
+                c.messages_out,
+                c.messages_in,
+                c.dropped,
+                c.nats_rtt.as_secs_f64(),
+                c.nodes,
+                u8::from(c.connected)
+            );
+        }
         out
     }
 }

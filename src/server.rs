@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::cluster::handle::{ClusterHandle, Work};
+use crate::cluster::wire::Op;
+use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
 use crate::http::{RoutePattern, Router};
-use crate::metrics::{MetricsSnapshot, ShardMetrics};
+use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
 use crate::runtime;
 use crate::shard::conn::{EventPayload, Websocket};
@@ -32,6 +35,7 @@ pub struct Builder {
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
     options: Options,
+    cluster: Option<ClusterConfig>,
 }
 
 impl Builder {
@@ -104,6 +108,15 @@ impl Builder {
         self
     }
 
+    /// Makes this server a node of a cluster over NATS: broadcasts, publishes, fires, emits
+    /// and closes reach every node, and `set_uuid` is unique across nodes. `start()` fails
+    /// with an error naming the URL when NATS cannot be reached (unless
+    /// `ClusterConfig::start_without_nats`). See the README's "Cluster mode".
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Starts every shard and returns once all are accepting, or with the error that stopped
     /// one (address in use, memlock limit too low, io_uring unavailable, bad config).
     pub fn start(self) -> Result<Server, Error> {
@@ -129,7 +142,17 @@ impl Builder {
             routes.add(pattern, Arc::new(Route { config, callback }));
         }
         let (links, receivers) = ShardLinks::new(shards);
+        let cluster = match &self.cluster {
+            Some(cfg) => {
+                let (name, node) = cfg.checked()?;
+                let (handle, inbox) =
+                    ClusterHandle::new(name, node, cfg.heartbeat, cfg.claim_timeout);
+                Some((cfg, handle, inbox))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
             gate: self.gate,
             listeners: Arc::new(ListenerRegistry::default()),
@@ -139,6 +162,13 @@ impl Builder {
             draining: AtomicBool::new(false),
             options: self.options,
         });
+        // NATS first: a node that cannot join its cluster does not start serving alone.
+        let link = match cluster {
+            Some((cfg, handle, inbox)) => {
+                Some(Link::start(cfg, Arc::clone(&shared), handle, inbox)?)
+            }
+            None => None,
+        };
 
         let mut handles = Vec::with_capacity(shards);
         let mut local_addr = addr;
@@ -162,6 +192,7 @@ impl Builder {
                 shared,
                 local_addr,
                 handles: Mutex::new(handles),
+                link: Mutex::new(link),
             }),
         };
         if let Some(e) = failure {
@@ -248,6 +279,30 @@ struct Inner {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     handles: Mutex<Vec<ShardHandle>>,
+    link: Mutex<Option<Link>>,
+}
+
+/// This node's NATS link, where the library is built with cluster mode.
+#[cfg(feature = "cluster")]
+use crate::nats::NatsLink as Link;
+
+#[cfg(not(feature = "cluster"))]
+struct Link;
+
+#[cfg(not(feature = "cluster"))]
+impl Link {
+    fn start(
+        _: &ClusterConfig,
+        _: Arc<Shared>,
+        _: Arc<ClusterHandle>,
+        _: crate::cluster::handle::LinkInbox,
+    ) -> Result<Link, Error> {
+        Err(Error::Config(
+            "this build of corecast has no cluster mode (the \"cluster\" feature is off)".into(),
+        ))
+    }
+
+    fn stop(&mut self) {}
 }
 
 /// A running server. Cheap to clone; `Send + Sync`: hand it to any thread or runtime.
@@ -268,6 +323,7 @@ impl Server {
             shards: None,
             routes: Vec::new(),
             gate: None,
+            cluster: None,
             options: Options {
                 handshake_timeout: Duration::from_secs(5),
                 max_handshake_size: 8 << 10,
@@ -317,62 +373,85 @@ impl Server {
         self.emit_framed(uuid, ty.frame(&data))
     }
 
+    /// In cluster mode a UUID this node does not hold goes to the other nodes, and the answer
+    /// is `Ok`: this node cannot know without waiting whether another holds it.
     fn emit_framed(&self, uuid: &str, frame: Bytes) -> Result<(), Error> {
-        let id = self
-            .shared()
-            .registry
-            .get(uuid)
-            .ok_or(Error::InvalidConnection)?;
-        send_to(self.links(), id.shard, ShardMsg::Emit { to: id, frame });
+        if state::emit(self.shared(), uuid, frame.clone()) {
+            return Ok(());
+        }
+        let cluster = self.cluster_link().ok_or(Error::InvalidConnection)?;
+        cluster.send(Work::Op(Op::Emit {
+            uuids: vec![uuid.to_string()],
+            frame,
+        }));
         Ok(())
     }
 
-    /// Sends to each UUID; unknown ones are skipped.
+    /// Sends to each UUID; unknown ones are skipped. In cluster mode the UUIDs this node does
+    /// not hold go to the other nodes in one message.
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         let frame = ty.frame(&data);
-        for uuid in uuids {
-            let _ = self.emit_framed(uuid, frame.clone());
+        let elsewhere: Vec<String> = uuids
+            .iter()
+            .filter(|uuid| !state::emit(self.shared(), uuid, frame.clone()))
+            .map(|uuid| uuid.to_string())
+            .collect();
+        if let Some(cluster) = self.cluster_link().filter(|_| !elsewhere.is_empty()) {
+            cluster.send(Work::Op(Op::Emit {
+                uuids: elsewhere,
+                frame,
+            }));
         }
     }
 
-    /// Sends to every connection on every shard, framed once.
+    /// Sends to every connection on every shard (and node), framed once.
     pub fn broadcast(&self, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         let frame = ty.frame(&data);
-        each_shard(self.links(), |_| ShardMsg::Broadcast {
-            frame: frame.clone(),
-            except: None,
-        });
+        state::broadcast(self.links(), &frame, None);
+        if let Some(cluster) = self.cluster_link() {
+            cluster.send(Work::Op(Op::Broadcast { frame }));
+        }
     }
 
-    /// Runs the listeners of `name` once per live connection; nothing goes on the wire.
+    /// Runs the listeners of `name` once per live connection, on every node; nothing goes on
+    /// the wire.
     pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
-        let name: Arc<str> = name.into();
         let data = data.into();
-        each_shard(self.links(), |_| ShardMsg::Fire {
-            name: Arc::clone(&name),
-            data: data.clone(),
-        });
+        state::fire(self.links(), &name.into(), &data);
+        if let Some(cluster) = self.cluster_link() {
+            cluster.send(Work::Op(Op::Fire {
+                name: name.to_string(),
+                data,
+            }));
+        }
     }
 
-    /// Closes one connection (1000) after what is queued for it.
+    /// Closes one connection (1000) after what is queued for it. In cluster mode a UUID this
+    /// node does not hold is closed wherever it is, and the answer is `Ok`.
     pub fn close(&self, uuid: &str) -> Result<(), Error> {
-        let id = self
-            .shared()
-            .registry
-            .get(uuid)
-            .ok_or(Error::InvalidConnection)?;
-        send_to(
-            self.links(),
-            id.shard,
-            ShardMsg::Close {
-                to: id,
-                code: 1000,
-                reason: "Connection closed".into(),
-            },
-        );
+        let (code, reason) = (1000, "Connection closed");
+        if state::close(self.shared(), uuid, code, reason) {
+            return Ok(());
+        }
+        let cluster = self.cluster_link().ok_or(Error::InvalidConnection)?;
+        cluster.send(Work::Op(Op::Close {
+            uuid: uuid.to_string(),
+            code,
+            reason: reason.to_string(),
+        }));
         Ok(())
+    }
+
+    fn cluster_link(&self) -> Option<&Arc<ClusterHandle>> {
+        self.shared().cluster.as_ref()
+    }
+
+    /// The cluster as this node sees it (nodes, their connections, heartbeats, the NATS link);
+    /// `None` without cluster mode.
+    pub fn cluster(&self) -> Option<ClusterView> {
+        self.cluster_link().map(|c| c.view(self.connections()))
     }
 
     /// Refuses new upgrades with 503 from now on; open connections stay.
@@ -396,7 +475,17 @@ impl Server {
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         let shared = self.shared();
-        state::publish(&shared.topics, &shared.links, topic, &ty.frame(&data), None);
+        let frame = ty.frame(&data);
+        state::publish(&shared.topics, &shared.links, topic, &frame, None);
+        if let Some(cluster) = self
+            .cluster_link()
+            .filter(|_| topics::check_name(topic).is_ok())
+        {
+            cluster.send(Work::Publish {
+                topic: topic.into(),
+                frame,
+            });
+        }
     }
 
     /// Subscribers of `topic` on this server, all shards.
@@ -488,7 +577,19 @@ impl Server {
             .map(|n| n as u64)
             .collect();
         let shards: Vec<&ShardMetrics> = self.links().iter().map(|s| &s.metrics).collect();
-        MetricsSnapshot::collect(&shards, &live)
+        let mut snapshot = MetricsSnapshot::collect(&shards, &live);
+        snapshot.cluster = self.cluster_link().map(|c| {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            ClusterMetrics {
+                messages_out: load(&c.stats.out),
+                messages_in: load(&c.stats.received),
+                dropped: load(&c.stats.dropped),
+                nats_rtt: Duration::from_nanos(load(&c.stats.rtt_nanos)),
+                nodes: c.view(0).nodes.len(),
+                connected: c.stats.connected.load(Ordering::Acquire),
+            }
+        });
+        snapshot
     }
 
     /// Live connections per shard.
@@ -584,6 +685,16 @@ impl Server {
                     reason: format!("shard ended with an error: {e}"),
                 });
             }
+        }
+        // The link goes last: the shards' final closes may still have released UUID claims.
+        let link = self
+            .inner
+            .link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut link) = link {
+            link.stop();
         }
         result
     }

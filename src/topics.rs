@@ -209,25 +209,31 @@ impl TopicTable {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One more subscriber of `topic` on `shard`.
-    pub fn add(&self, topic: &Arc<str>, shard: ShardId) {
+    /// One more subscriber of `topic` on `shard`; true when it is the topic's first anywhere.
+    pub fn add(&self, topic: &Arc<str>, shard: ShardId) -> bool {
         let mut bucket = self.write(topic);
-        let counts = bucket
-            .entry(Arc::clone(topic))
-            .or_insert_with(|| vec![0; self.shards].into_boxed_slice());
+        let mut first = false;
+        let counts = bucket.entry(Arc::clone(topic)).or_insert_with(|| {
+            first = true;
+            vec![0; self.shards].into_boxed_slice()
+        });
         counts[shard.0] += 1;
+        first
     }
 
-    /// `n` fewer subscribers of `topic` on `shard`; the topic goes when none is left anywhere.
-    pub fn remove(&self, topic: &str, shard: ShardId, n: u32) {
+    /// `n` fewer subscribers of `topic` on `shard`; the topic goes when none is left anywhere,
+    /// and then this returns true.
+    pub fn remove(&self, topic: &str, shard: ShardId, n: u32) -> bool {
         let mut bucket = self.write(topic);
         let Some(counts) = bucket.get_mut(topic) else {
-            return;
+            return false;
         };
         counts[shard.0] = counts[shard.0].saturating_sub(n);
         if counts.iter().all(|&c| c == 0) {
             bucket.remove(topic);
+            return true;
         }
+        false
     }
 
     /// The shards that hold a subscriber of `topic`. Collected, so that no lock is held while

@@ -84,16 +84,19 @@ fn removing_a_member_leaves_nothing_behind() {
 fn the_table_counts_per_shard_and_forgets_empty_topics() {
     let table = TopicTable::new(3, 4);
     let a: Arc<str> = "a".into();
-    table.add(&a, ShardId(0));
-    table.add(&a, ShardId(2));
-    table.add(&a, ShardId(2));
+    assert!(table.add(&a, ShardId(0)), "the first subscriber anywhere");
+    assert!(!table.add(&a, ShardId(2)));
+    assert!(!table.add(&a, ShardId(2)));
     assert_eq!(table.shards_with("a"), vec![ShardId(0), ShardId(2)]);
     assert_eq!(table.count("a"), 3);
     assert_eq!(table.count_on("a", ShardId(2)), 2);
-    table.remove("a", ShardId(2), 2);
+    assert!(!table.remove("a", ShardId(2), 2));
     assert_eq!(table.shards_with("a"), vec![ShardId(0)]);
     assert_eq!(table.list(), vec![("a".to_string(), 1)]);
-    table.remove("a", ShardId(0), 1);
+    assert!(
+        table.remove("a", ShardId(0), 1),
+        "the last subscriber anywhere"
+    );
     assert!(table.shards_with("a").is_empty());
     assert!(table.list().is_empty());
     // Removing what is not there changes nothing.

@@ -22,6 +22,8 @@ pub struct UpgradeRequest {
     pub(crate) locals: Locals,
     pub(crate) registry: Arc<Registry>,
     pub(crate) links: Arc<ShardLinks>,
+    /// The UUID the gate asked the connection to have, if any.
+    pub(crate) uuid: Option<String>,
 }
 
 impl UpgradeRequest {
@@ -53,6 +55,14 @@ impl UpgradeRequest {
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// Names the connection: it is registered with this UUID instead of a random one, before
+    /// the route callback runs. If another connection holds it the client gets 409. In
+    /// cluster mode the name is claimed across every node during the upgrade, without
+    /// holding up the shard (a claim that times out gets 503).
+    pub fn set_uuid(&mut self, uuid: impl Into<String>) {
+        self.uuid = Some(uuid.into());
     }
 
     /// Whether a live connection (on any shard) holds `uuid`: lets a gate refuse an id that

@@ -10,11 +10,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::cluster::handle::Work;
+use crate::cluster::wire::Op;
 use crate::event::EventName;
 use crate::registry::RenameError;
 use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::link::ShardMsg;
 use crate::shard::state;
+use crate::topics::check_name;
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -26,8 +29,10 @@ impl Websocket {
 
     /// Gives the connection a new UUID. The old one stops resolving at once.
     ///
-    /// Errors: `UuidDuplication` if another live connection (on any shard) holds it;
-    /// `InvalidConnection` if this connection is closing or gone. Nothing changes on error.
+    /// Errors: `UuidDuplication` if another live connection (on any shard, and in cluster mode
+    /// on any node) holds it; `InvalidConnection` if this connection is closing or gone. In
+    /// cluster mode this waits for the cluster-wide claim, one NATS round trip, at most the
+    /// claim timeout (`Error::Timeout` past it). Nothing changes on error.
     pub fn set_uuid(&self, new: impl Into<String>) -> Result<(), Error> {
         let new: String = new.into();
         if !self.conn.is_open() {
@@ -38,14 +43,32 @@ impl Websocket {
             return Ok(());
         }
         let new: Arc<str> = new.into();
-        let registry = &self.conn.conns.registry;
-        match registry.rename(&old, Arc::clone(&new), self.conn.id) {
+        let conns = &self.conn.conns;
+        if conns.registry.get(&new).is_some() {
+            return Err(Error::UuidDuplication);
+        }
+        let claim = match &conns.cluster {
+            Some(cluster) => Some(cluster.claim_blocking(&new)?),
+            None => None,
+        };
+        match conns.registry.rename(&old, Arc::clone(&new), self.conn.id) {
             Ok(()) => {
-                self.conn.set_uuid(new);
+                self.conn.release_claim(&old);
+                self.conn.set_uuid(Arc::clone(&new));
+                if let Some(revision) = claim {
+                    self.conn.set_claim(revision);
+                }
                 Ok(())
             }
-            Err(RenameError::Taken) => Err(Error::UuidDuplication),
-            Err(RenameError::NotRegistered) => Err(Error::InvalidConnection),
+            Err(e) => {
+                if let (Some(cluster), Some(revision)) = (&conns.cluster, claim) {
+                    cluster.release(&new, revision);
+                }
+                Err(match e {
+                    RenameError::Taken => Error::UuidDuplication,
+                    RenameError::NotRegistered => Error::InvalidConnection,
+                })
+            }
         }
     }
 
@@ -119,6 +142,7 @@ impl Websocket {
 
     /// Sends a message to the connection holding `uuid`, on any shard. On failure returns
     /// `Error::InvalidConnection` and fires `error` on this connection with the UUID as data.
+    /// In cluster mode a UUID this node does not hold goes to the other nodes (and is `Ok`).
     pub fn emit_to(
         &self,
         uuid: &str,
@@ -129,18 +153,52 @@ impl Websocket {
         self.deliver(uuid, ty.frame(&data))
     }
 
-    /// `emit_to` for each UUID; each failure fires one `error` on this connection.
+    /// `emit_to` for each UUID; each failure fires one `error` on this connection. In cluster
+    /// mode the UUIDs this node does not hold go to the other nodes in one message.
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         let framed = ty.frame(&data);
+        let mut elsewhere = Vec::new();
         for uuid in uuids {
-            let _ = self.deliver(uuid, framed.clone());
+            let _ = self.deliver_here(uuid, framed.clone(), &mut elsewhere);
         }
+        self.forward(elsewhere, framed);
     }
 
     fn deliver(&self, uuid: &str, framed: Bytes) -> Result<(), Error> {
+        let mut elsewhere = Vec::new();
+        let result = self.deliver_here(uuid, framed.clone(), &mut elsewhere);
+        self.forward(elsewhere, framed);
+        result
+    }
+
+    /// Hands the UUIDs no connection of this node holds to the other nodes, in one message.
+    fn forward(&self, uuids: Vec<String>, frame: Bytes) {
+        if let Some(cluster) = self
+            .conn
+            .conns
+            .cluster
+            .as_ref()
+            .filter(|_| !uuids.is_empty())
+        {
+            cluster.send(Work::Op(Op::Emit { uuids, frame }));
+        }
+    }
+
+    /// Delivers to `uuid` on this node; in cluster mode a UUID held on no shard here goes on
+    /// `elsewhere` instead of failing.
+    fn deliver_here(
+        &self,
+        uuid: &str,
+        framed: Bytes,
+        elsewhere: &mut Vec<String>,
+    ) -> Result<(), Error> {
         let conns = &self.conn.conns;
         let delivered = match conns.registry.get(uuid) {
+            None if conns.cluster.is_some() => {
+                elsewhere.push(uuid.to_string());
+                true
+            }
             None => false,
             Some(id) if id.shard == conns.id => conns
                 .get(id)
@@ -170,10 +228,10 @@ impl Websocket {
         let data = data.into();
         let except = except.then_some(self.conn.id);
         let framed = ty.frame(&data);
-        state::each_shard(&self.conn.conns.links, |shard| ShardMsg::Broadcast {
-            frame: framed.clone(),
-            except: except.filter(|id| id.shard == shard),
-        });
+        state::broadcast(&self.conn.conns.links, &framed, except);
+        if let Some(cluster) = &self.conn.conns.cluster {
+            cluster.send(Work::Op(Op::Broadcast { frame: framed }));
+        }
     }
 
     /// Subscribes this connection to `topic`: `Ok(false)` if it already was. A publish called
@@ -212,6 +270,12 @@ impl Websocket {
             &frame,
             Some(self.conn.id),
         );
+        if let Some(cluster) = conns.cluster.as_ref().filter(|_| check_name(topic).is_ok()) {
+            cluster.send(Work::Publish {
+                topic: topic.into(),
+                frame,
+            });
+        }
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

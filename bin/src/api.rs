@@ -209,6 +209,7 @@ pub(crate) enum Endpoint<'a> {
     Health,
     Metrics,
     Connections,
+    Cluster,
     Broadcast,
     Emit(&'a str),
     Fire(&'a str),
@@ -224,9 +225,11 @@ impl Endpoint<'_> {
     /// The methods each endpoint takes, as an `Allow` header lists them.
     fn methods(&self) -> &'static str {
         match self {
-            Endpoint::Health | Endpoint::Metrics | Endpoint::Connections | Endpoint::Topics => {
-                "GET"
-            }
+            Endpoint::Health
+            | Endpoint::Metrics
+            | Endpoint::Connections
+            | Endpoint::Topics
+            | Endpoint::Cluster => "GET",
             Endpoint::Subscription(..) => "POST, DELETE",
             _ => "POST",
         }
@@ -248,6 +251,7 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
         "/api/connections" => Endpoint::Connections,
         "/api/broadcast" => Endpoint::Broadcast,
         "/api/topics" => Endpoint::Topics,
+        "/api/cluster" => Endpoint::Cluster,
         _ => {
             if let Some(u) = one("/api/emit/") {
                 Endpoint::Emit(u)
@@ -363,6 +367,30 @@ async fn answer(
             Ok(()) => json(200, r#"{"ok":true}"#),
             Err(_) => error(404, "unknown connection"),
         },
+        Endpoint::Cluster => match server.cluster() {
+            None => error(404, "cluster mode is off"),
+            Some(view) => {
+                let nodes: Vec<serde_json::Value> = view
+                    .nodes()
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "id": n.id,
+                            "connections": n.connections,
+                            "last_heartbeat_ms": n.last_heartbeat.as_millis() as u64,
+                            "this_node": n.this_node,
+                        })
+                    })
+                    .collect();
+                let body = serde_json::json!({
+                    "cluster": view.name(),
+                    "nats_connected": view.is_connected(),
+                    "connections": view.connections(),
+                    "nodes": nodes,
+                });
+                json(200, &body.to_string())
+            }
+        },
         Endpoint::Topics => {
             let topics = server.topics();
             let list: Vec<serde_json::Value> = topics
@@ -420,6 +448,7 @@ mod tests {
         assert_eq!(endpoint("/api/emit/a/b"), None);
         assert_eq!(endpoint("/api/nope"), None);
         assert_eq!(endpoint("/api/topics"), Some(Endpoint::Topics));
+        assert_eq!(endpoint("/api/cluster"), Some(Endpoint::Cluster));
         assert_eq!(
             endpoint("/api/publish/a%2Fb"),
             Some(Endpoint::Publish("a%2Fb"))

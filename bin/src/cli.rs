@@ -85,6 +85,15 @@ pub struct Args {
     /// Length of one retry period [default: 20ms]
     #[arg(long, env = "CORECAST_RETRY_SEND_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub retry_send_timeout: Option<Duration>,
+    /// Cluster mode: the NATS server nodes share, e.g. nats://127.0.0.1:4222 [default: off]
+    #[arg(long, env = "CORECAST_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Cluster mode: the cluster's name (NATS subject prefix) [default: corecast]
+    #[arg(long, env = "CORECAST_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Cluster mode: this node's id [default: host name and port]
+    #[arg(long, env = "CORECAST_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
     /// A TOML file with any of these settings
     #[arg(long, env = "CORECAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -143,6 +152,16 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub handshake_timeout: Duration,
     pub config: Config,
+    /// Cluster mode: the NATS URL, the cluster's name, this node's id.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster mode's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub url: String,
+    pub name: String,
+    pub node_id: String,
 }
 
 impl Settings {
@@ -159,10 +178,28 @@ impl Settings {
     }
 
     fn from_args(a: Args) -> Settings {
+        let listen = a
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let cluster = a
+            .cluster
+            .filter(|url| !url.is_empty())
+            .map(|url| ClusterSettings {
+                url,
+                name: a.cluster_name.unwrap_or_else(|| "corecast".into()),
+                // Port 0 is picked at start, so the process id tells such nodes apart.
+                node_id: a.node_id.unwrap_or_else(|| match listen.port() {
+                    0 => format!(
+                        "{}-pid{}",
+                        corecast::cluster::host_name(),
+                        std::process::id()
+                    ),
+                    port => format!("{}-{port}", corecast::cluster::host_name()),
+                }),
+            });
         Settings {
-            listen: a
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            listen,
+            cluster,
             shards: a.shards.map(usize::from),
             mode: a.mode.unwrap_or(Mode::Push),
             api_listen: a
@@ -244,6 +281,9 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "max-topics" => fill!(max_topics, parse_number::<usize>),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
             "retry-send-timeout" => fill!(retry_send_timeout, parse_duration),
+            "cluster" => fill!(cluster, |s: &str| Ok::<_, String>(s.to_string())),
+            "cluster-name" => fill!(cluster_name, |s: &str| Ok::<_, String>(s.to_string())),
+            "node-id" => fill!(node_id, |s: &str| Ok::<_, String>(s.to_string())),
             other => return Err(format!("unknown setting {other:?}")),
         }
     }

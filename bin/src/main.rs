@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use api::{Api, ApiOptions};
-use corecast::{Rejection, Server, Websocket};
+use corecast::{ClusterConfig, Rejection, Server};
 
 use cli::{ApiListen, Settings};
 
@@ -50,7 +50,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
         .bind(s.listen)
         .handshake_timeout(s.handshake_timeout)
         .route_with_config("/ws", s.config.clone(), |_| {})
-        .route_with_config("/ws/:id", s.config.clone(), take_id)
+        .route_with_config("/ws/:id", s.config.clone(), |_| {})
         .before_upgrade(move |req| {
             if !origins.is_empty() {
                 if let Some(origin) = req.header("origin") {
@@ -59,13 +59,20 @@ fn run(s: Settings) -> anyhow::Result<()> {
                     }
                 }
             }
-            if let Some(id) = req.param("id") {
-                if req.is_uuid_taken(id) {
-                    return Err(Rejection::new(409, "id already in use"));
-                }
+            // The id becomes the UUID during the upgrade (409 if taken; in cluster mode
+            // claimed on every node without holding up the shard).
+            if let Some(id) = req.param("id").map(str::to_string) {
+                req.set_uuid(id);
             }
             Ok(())
         });
+    if let Some(c) = &s.cluster {
+        builder = builder.cluster(
+            ClusterConfig::nats(&c.url)
+                .name(&c.name)
+                .node_id(&c.node_id),
+        );
+    }
     if let Some(n) = s.shards {
         builder = builder.shards(n);
     }
@@ -96,6 +103,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
         shards = server.shard_count(),
         mode = %s.mode,
         open_files = files,
+        cluster = %s.cluster.as_ref().map_or("off".to_string(), |c| format!("{}/{}", c.name, c.node_id)),
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr().to_string()),
         "corecast serving"
     );
@@ -146,14 +154,6 @@ enum Event {
 
 /// `/ws/:id`: the id becomes the UUID. The gate already refused ids in use; one taken by a
 /// concurrent upgrade in between is closed with 1008 (policy violation).
-fn take_id(kws: &Websocket) {
-    if let Some(id) = kws.param("id").map(str::to_string) {
-        if kws.set_uuid(id).is_err() {
-            kws.close_with(1008, "id already in use");
-        }
-    }
-}
-
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread only.
     unsafe {

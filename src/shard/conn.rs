@@ -24,6 +24,7 @@ use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
 use super::socket::{recv, send_vectored};
 use super::timers::Timers;
+use crate::cluster::handle::ClusterHandle;
 use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, ServerListener};
 use crate::http::{Params, RequestHead};
 use crate::metrics::{DropCause, ShardMetrics};
@@ -139,6 +140,8 @@ pub(crate) struct Connections {
     pub(crate) topics: RefCell<TopicIndex>,
     /// Which shards hold subscribers of each topic, shared by all shards.
     pub(crate) topic_table: Arc<TopicTable>,
+    /// This node's NATS link, in cluster mode.
+    pub(crate) cluster: Option<Arc<ClusterHandle>>,
 }
 
 impl Connections {
@@ -148,6 +151,7 @@ impl Connections {
         links: Arc<ShardLinks>,
         listeners: Arc<ListenerRegistry<EventPayload>>,
         topic_table: Arc<TopicTable>,
+        cluster: Option<Arc<ClusterHandle>>,
         readiness: Readiness,
     ) -> Connections {
         let cache = listeners.snapshot();
@@ -167,6 +171,7 @@ impl Connections {
             flush_wanted: LocalNotify::default(),
             topics: RefCell::default(),
             topic_table,
+            cluster,
         }
     }
 
@@ -289,6 +294,21 @@ impl Connections {
         self.metrics().published(delivered, nanos);
     }
 
+    /// One subscriber of `topic` on this shard left.
+    fn leave_topic(&self, topic: &Arc<str>) {
+        if self.topic_table.remove(topic, self.id, 1) {
+            self.interest_changed(topic);
+        }
+    }
+
+    /// A topic gained its first subscriber on this node, or lost its last: in cluster mode
+    /// the NATS link takes or lets go of the topic's subject.
+    fn interest_changed(&self, topic: &Arc<str>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.interest(topic);
+        }
+    }
+
     /// Runs `f` on every connection without copying the list; `f` must not run listeners.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Rc<Conn>)) {
         for (_, c) in self.slab.borrow().iter() {
@@ -332,6 +352,8 @@ pub(crate) struct Conn {
     pub(crate) fd: Cell<i32>,
     /// Whether it is on the shard's list of connections with something to write.
     dirty: Cell<bool>,
+    /// Cluster mode: the revision of this connection's claim on its UUID, 0 for none.
+    claim: Cell<u64>,
 }
 
 impl Conn {
@@ -353,6 +375,7 @@ impl Conn {
             listeners: RefCell::default(),
             gone: Cell::new(false),
             close_forced: Cell::new(false),
+            claim: Cell::new(0),
             scheduled: Cell::new(None),
             waker: RefCell::new(None),
             fd: Cell::new(-1),
@@ -407,7 +430,9 @@ impl Conn {
         let Some(name) = added else {
             return Ok(false);
         };
-        self.conns.topic_table.add(&name, self.conns.id);
+        if self.conns.topic_table.add(&name, self.conns.id) {
+            self.conns.interest_changed(&name);
+        }
         self.conns.metrics().subscribed(1);
         Ok(true)
     }
@@ -420,7 +445,7 @@ impl Conn {
             .borrow_mut()
             .unsubscribe(self.id.slot, topic);
         if left {
-            self.conns.topic_table.remove(topic, self.conns.id, 1);
+            self.conns.leave_topic(&topic.into());
             self.conns.metrics().unsubscribed(1);
         }
         left
@@ -447,7 +472,7 @@ impl Conn {
     fn unsubscribe_all(&self) {
         let topics = self.conns.topics.borrow_mut().remove_member(self.id.slot);
         for topic in &topics {
-            self.conns.topic_table.remove(topic, self.conns.id, 1);
+            self.conns.leave_topic(topic);
         }
         self.conns.metrics().unsubscribed(topics.len() as u64);
     }
@@ -817,7 +842,22 @@ impl Conn {
     // ---- teardown --------------------------------------------------------------------------
 
     fn unregister(&self) {
-        self.conns.registry.remove(&self.uuid.borrow(), self.id);
+        let uuid = self.uuid();
+        self.conns.registry.remove(&uuid, self.id);
+        self.release_claim(&uuid);
+    }
+
+    /// Remembers the cluster-wide claim (its revision) on the UUID this connection now holds.
+    pub(crate) fn set_claim(&self, revision: u64) {
+        self.claim.set(revision);
+    }
+
+    /// Gives up the cluster-wide claim on `uuid`, if this connection holds one.
+    pub(crate) fn release_claim(&self, uuid: &str) {
+        let revision = self.claim.replace(0);
+        if let Some(cluster) = self.conns.cluster.as_ref().filter(|_| revision != 0) {
+            cluster.release(uuid, revision);
+        }
     }
 
     /// The one teardown (docs/behaviour.md, "Lifecycle" 6): mark dead, unregister, fire `disconnect`

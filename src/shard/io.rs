@@ -60,26 +60,16 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
         Err(Refusal::quiet("handshake timed out"))
     })
     .await;
-    let (route, request, accept, leftover) = match upgrade {
+    let (route, request, accept, leftover, name) = match upgrade {
         Ok(u) => u,
-        Err(refusal) => {
-            tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
-            if let Some((status, response)) = refusal.response {
-                core.conns.metrics().rejected(status);
-                // Best effort, bounded: the client may not be reading.
-                let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
-                    Timer::new(timeout).await;
-                    None
-                })
-                .await;
-            }
-            let _ = stream.shutdown(Shutdown::Both).await;
-            return None;
-        }
+        Err(refusal) => return refuse(&core, stream, remote, refusal).await,
     };
-
+    let Some(conn) = register(&core.conns, &route, request, name) else {
+        // Another connection took the name between the check and now.
+        let refusal = Refusal::status(409, "id already in use");
+        return refuse(&core, stream, remote, refusal).await;
+    };
     core.conns.metrics().upgraded();
-    let conn = register(&core.conns, &route, request);
     conn.fd.set(stream.as_raw_fd());
     conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
@@ -109,17 +99,60 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
     Some((conn, stream))
 }
 
+/// Answers a refused upgrade (if it has an answer) and closes the socket.
+async fn refuse(
+    core: &ShardCore,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    refusal: Refusal,
+) -> Option<(Rc<Conn>, TcpStream)> {
+    tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
+    if let Some((status, response)) = refusal.response {
+        core.conns.metrics().rejected(status);
+        // Best effort, bounded: the client may not be reading.
+        let timeout = core.shared.options.handshake_timeout;
+        let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
+            Timer::new(timeout).await;
+            None
+        })
+        .await;
+    }
+    let _ = stream.shutdown(Shutdown::Both).await;
+    None
+}
+
+/// The name the gate gave the connection, and its cluster-wide claim's revision.
+type Name = Option<(Arc<str>, Option<u64>)>;
+
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
-/// callback can already be reached (docs/behaviour.md, "Lifecycle" 2).
-fn register(conns: &Rc<Connections>, route: &Route, request: RequestData) -> Rc<Conn> {
+/// callback can already be reached (docs/behaviour.md, "Lifecycle" 2): under the name the
+/// gate gave it, or a random v4 UUID. `None` if another connection took the name meanwhile
+/// (its claim is released).
+fn register(
+    conns: &Rc<Connections>,
+    route: &Route,
+    request: RequestData,
+    name: Name,
+) -> Option<Rc<Conn>> {
     let now = Instant::now();
     let id = conns.next_id();
-    let uuid = loop {
-        let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-        // A v4 collision is practically impossible, but a taken UUID is never handed out.
-        if conns.registry.insert(Arc::clone(&uuid), id) {
-            break uuid;
+    let (uuid, claim) = match name {
+        Some((uuid, claim)) => {
+            if !conns.registry.insert(Arc::clone(&uuid), id) {
+                if let (Some(cluster), Some(revision)) = (&conns.cluster, claim) {
+                    cluster.release(&uuid, revision);
+                }
+                return None;
+            }
+            (uuid, claim)
         }
+        None => loop {
+            let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+            // A v4 collision is practically impossible, but a taken UUID is never handed out.
+            if conns.registry.insert(Arc::clone(&uuid), id) {
+                break (uuid, None);
+            }
+        },
     };
     let conn = Rc::new(Conn::new(
         Rc::clone(conns),
@@ -129,9 +162,12 @@ fn register(conns: &Rc<Connections>, route: &Route, request: RequestData) -> Rc<
         request,
         now,
     ));
+    if let Some(revision) = claim {
+        conn.set_claim(revision);
+    }
     conns.insert(Rc::clone(&conn));
     conn.drive();
-    conn
+    Some(conn)
 }
 
 /// Why an upgrade did not happen, and what to answer, if anything.
@@ -166,7 +202,7 @@ impl Refusal {
     }
 }
 
-type Upgrade = (Arc<Route>, RequestData, String, Vec<u8>);
+type Upgrade = (Arc<Route>, RequestData, String, Vec<u8>, Name);
 
 /// Reads the request head and decides: route, drain check, handshake check, gate.
 async fn handshake(
@@ -232,6 +268,7 @@ async fn handshake(
         locals: Default::default(),
         registry: Arc::clone(&core.shared.registry),
         links: Arc::clone(&core.shared.links),
+        uuid: None,
     };
     if let Some(gate) = &core.shared.gate {
         match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
@@ -245,13 +282,37 @@ async fn handshake(
             Err(_) => return Err(Refusal::status(500, "before_upgrade panicked")),
         }
     }
+    let name = match req.uuid.take() {
+        Some(name) => Some(claim_name(core, name.into()).await?),
+        None => None,
+    };
     let request = RequestData {
         head: req.head,
         params: req.params,
         remote,
         locals: (!req.locals.is_empty()).then(|| Box::new(req.locals)),
     };
-    Ok((route, request, accept, leftover))
+    Ok((route, request, accept, leftover, name))
+}
+
+/// Checks the name a gate gave the connection and, in cluster mode, claims it across the
+/// cluster: this task waits for NATS, the shard does not.
+async fn claim_name(core: &ShardCore, name: Arc<str>) -> Result<(Arc<str>, Option<u64>), Refusal> {
+    let taken = || Refusal::status(409, "id already in use");
+    if core.shared.registry.get(&name).is_some() {
+        return Err(taken());
+    }
+    let Some(cluster) = &core.shared.cluster else {
+        return Ok((name, None));
+    };
+    match cluster.claim(&name).await {
+        Ok(revision) => Ok((name, Some(revision))),
+        Err(Error::UuidDuplication) => Err(taken()),
+        Err(e) => {
+            tracing::warn!(uuid = &*name, error = %e, "cluster claim failed");
+            Err(Refusal::status(503, "cluster claim failed"))
+        }
+    }
 }
 
 /// What one wake-up of the connection task found.

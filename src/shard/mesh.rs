@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::conn::{EventPayload, Websocket};
 use super::link::ShardLinks;
+use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
 use crate::http::Router;
 use crate::registry::Registry;
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) topics: Arc<TopicTable>,
+    /// This node's NATS link, in cluster mode.
+    pub(crate) cluster: Option<Arc<ClusterHandle>>,
     pub(crate) links: Arc<ShardLinks>,
     pub(crate) draining: AtomicBool,
     pub(crate) options: Options,

@@ -76,6 +76,45 @@ pub(crate) fn publish(
     }
 }
 
+/// Queues `frame` for every connection on every shard (maybe but `except`).
+pub(crate) fn broadcast(links: &Arc<ShardLinks>, frame: &Bytes, except: Option<ConnId>) {
+    each_shard(links, |shard| ShardMsg::Broadcast {
+        frame: frame.clone(),
+        except: except.filter(|id| id.shard == shard),
+    });
+}
+
+/// Runs the listeners of `name` once per live connection on every shard.
+pub(crate) fn fire(links: &Arc<ShardLinks>, name: &Arc<str>, data: &Bytes) {
+    each_shard(links, |_| ShardMsg::Fire {
+        name: Arc::clone(name),
+        data: data.clone(),
+    });
+}
+
+/// Queues `frame` for the connection of this node that holds `uuid`; false if none does.
+pub(crate) fn emit(shared: &Shared, uuid: &str, frame: Bytes) -> bool {
+    let Some(to) = shared.registry.get(uuid) else {
+        return false;
+    };
+    send_to(&shared.links, to.shard, ShardMsg::Emit { to, frame });
+    true
+}
+
+/// Closes the connection of this node that holds `uuid`; false if none does.
+pub(crate) fn close(shared: &Shared, uuid: &str, code: u16, reason: &str) -> bool {
+    let Some(to) = shared.registry.get(uuid) else {
+        return false;
+    };
+    let reason = reason.to_string();
+    send_to(
+        &shared.links,
+        to.shard,
+        ShardMsg::Close { to, code, reason },
+    );
+    true
+}
+
 /// Hands every shard the message `msg` makes for it: one message per shard, never one per
 /// connection (docs/architecture.md, "Performance rules").
 pub(crate) fn each_shard(links: &Arc<ShardLinks>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
@@ -123,6 +162,7 @@ impl ShardCore {
             Arc::clone(&shared.links),
             Arc::clone(&shared.listeners),
             Arc::clone(&shared.topics),
+            shared.cluster.clone(),
             readiness,
         );
         let core = Rc::new(ShardCore {

@@ -80,11 +80,15 @@ impl Client {
         self.ws.send(Message::binary(b.to_vec())).expect("send");
     }
 
-    /// The next data message, skipping pings and pongs.
+    /// The next data message, skipping pings and pongs; panics after `WAIT` in all (pings
+    /// arriving meanwhile do not extend it).
     pub fn recv(&mut self) -> Message {
+        let end = Instant::now() + WAIT;
         loop {
             match self.ws.read().expect("read") {
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) => {
+                    assert!(Instant::now() < end, "no data message within {WAIT:?}");
+                }
                 m => return m,
             }
         }
@@ -370,4 +374,70 @@ pub fn uuid_reporter() -> (
 /// Receives the next reported UUID, bounded.
 pub fn next_uuid(rx: &mpsc::Receiver<(String, usize)>) -> (String, usize) {
     rx.recv_timeout(WAIT).expect("route callback ran")
+}
+
+/// A `nats-server` with JetStream on a free loopback port, killed (and its store removed) on
+/// drop. Cluster tests need it installed (`apt-get install nats-server`; `.ci/run` does).
+pub struct Nats {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("corecast-nats-{}-{port}", std::process::id()));
+        let mut nats = Nats {
+            child: None,
+            port,
+            dir,
+        };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server on its port again and waits until it accepts.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs (apt-get install nats-server)");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_until(|| TcpStream::connect(addr).is_ok(), "nats-server accepting");
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

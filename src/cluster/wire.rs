@@ -1,0 +1,308 @@
+//! What travels between nodes: NATS subjects, key-value keys, and message bodies. Pure
+//! encoding, tested byte for byte; not the NATS client.
+//!
+//! Every cross-node operation is one NATS message. Node-wide work (broadcast, fire, emit to
+//! UUIDs, close) shares one subject, so one node's operations arrive everywhere in the order
+//! it sent them; each topic has a subject of its own, taken only by nodes with subscribers.
+//! Messages carry server frames already encoded: a receiving node queues the same bytes for
+//! every local recipient.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Subjects and keys of one cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Subjects {
+    prefix: String,
+    name: String,
+}
+
+impl Subjects {
+    pub(crate) fn new(cluster: &str) -> Subjects {
+        Subjects {
+            prefix: format!("corecast.{cluster}"),
+            name: cluster.to_string(),
+        }
+    }
+
+    /// Node-wide operations.
+    pub(crate) fn all(&self) -> String {
+        format!("{}.all", self.prefix)
+    }
+
+    /// Heartbeats.
+    pub(crate) fn heartbeat(&self) -> String {
+        format!("{}.hb", self.prefix)
+    }
+
+    /// A topic's publishes. Topic names are any UTF-8, so the subject carries them in hex.
+    pub(crate) fn topic(&self, topic: &str) -> String {
+        format!("{}.t.{}", self.prefix, hex(topic.as_bytes()))
+    }
+
+    /// The key-value bucket of UUID claims.
+    pub(crate) fn bucket(&self) -> String {
+        format!("corecast_{}_uuids", self.name)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// A UUID's key in the claims bucket (keys allow only a few characters; hex fits all).
+pub(crate) fn claim_key(uuid: &str) -> String {
+    hex(uuid.as_bytes())
+}
+
+/// A claim's value: the holder and when it claimed (ms since the Unix epoch), so a claim
+/// younger than the heartbeat timeout counts as live even before its node has been heard.
+pub(crate) fn claim_value(node: &str, unix_ms: u64) -> Bytes {
+    Bytes::from(format!("{node} {unix_ms}"))
+}
+
+pub(crate) fn parse_claim(value: &[u8]) -> Option<(&str, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (node, ms) = text.rsplit_once(' ')?;
+    Some((node, ms.parse().ok()?))
+}
+
+/// A node-wide operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A framed message for every connection.
+    Broadcast { frame: Bytes },
+    /// Run the listeners of `name` once per connection.
+    Fire { name: String, data: Bytes },
+    /// A framed message for the connections holding these UUIDs, wherever they are.
+    Emit { uuids: Vec<String>, frame: Bytes },
+    /// Close the connection holding `uuid`.
+    Close {
+        uuid: String,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Why a body could not be read: another version's message, or a damaged one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+const BROADCAST: u8 = 1;
+const FIRE: u8 = 2;
+const EMIT: u8 = 3;
+const CLOSE: u8 = 4;
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.put_u16(len);
+    out.put_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+impl Op {
+    /// `kind` byte, then the fields: strings as u16 length + UTF-8, counts as u32, the frame
+    /// or data last, to the end of the body.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Op::Broadcast { frame } => {
+                out.put_u8(BROADCAST);
+                out.put_slice(frame);
+            }
+            Op::Fire { name, data } => {
+                out.put_u8(FIRE);
+                put_str(&mut out, name);
+                out.put_slice(data);
+            }
+            Op::Emit { uuids, frame } => {
+                out.put_u8(EMIT);
+                out.put_u32(uuids.len() as u32);
+                for u in uuids {
+                    put_str(&mut out, u);
+                }
+                out.put_slice(frame);
+            }
+            Op::Close { uuid, code, reason } => {
+                out.put_u8(CLOSE);
+                put_str(&mut out, uuid);
+                out.put_u16(*code);
+                out.put_slice(reason.as_bytes());
+            }
+        }
+        out.freeze()
+    }
+
+    pub(crate) fn decode(body: &Bytes) -> Result<Op, Malformed> {
+        let mut r = Reader { body, at: 1 };
+        match body.first() {
+            Some(&BROADCAST) => Ok(Op::Broadcast { frame: r.rest() }),
+            Some(&FIRE) => Ok(Op::Fire {
+                name: r.string()?,
+                data: r.rest(),
+            }),
+            Some(&EMIT) => {
+                let n = r.u32()?;
+                // Each UUID takes at least its two length bytes: a count beyond that is damage.
+                if n as usize > body.len() / 2 {
+                    return Err(Malformed);
+                }
+                let uuids = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+                Ok(Op::Emit {
+                    uuids,
+                    frame: r.rest(),
+                })
+            }
+            Some(&CLOSE) => Ok(Op::Close {
+                uuid: r.string()?,
+                code: r.u16()?,
+                reason: String::from_utf8(r.rest().to_vec()).map_err(|_| Malformed)?,
+            }),
+            _ => Err(Malformed),
+        }
+    }
+}
+
+struct Reader<'a> {
+    body: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Malformed> {
+        let end = self.at.checked_add(n).ok_or(Malformed)?;
+        let bytes = self.body.get(self.at..end).ok_or(Malformed)?;
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn string(&mut self) -> Result<String, Malformed> {
+        let n = usize::from(self.u16()?);
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Malformed)
+    }
+
+    fn rest(&mut self) -> Bytes {
+        self.body.slice(self.at.min(self.body.len())..)
+    }
+}
+
+/// A heartbeat: the node's live connections, then its id.
+pub(crate) fn encode_heartbeat(node: &str, connections: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + node.len());
+    out.put_u64(connections);
+    out.put_slice(node.as_bytes());
+    out.freeze()
+}
+
+pub(crate) fn decode_heartbeat(body: &[u8]) -> Result<(String, u64), Malformed> {
+    let (count, node) = body.split_at_checked(8).ok_or(Malformed)?;
+    let count = u64::from_be_bytes(count.try_into().map_err(|_| Malformed)?);
+    let node = std::str::from_utf8(node).map_err(|_| Malformed)?;
+    if node.is_empty() {
+        return Err(Malformed);
+    }
+    Ok((node.to_string(), count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_keys() {
+        let s = Subjects::new("prod");
+        assert_eq!(s.all(), "corecast.prod.all");
+        assert_eq!(s.heartbeat(), "corecast.prod.hb");
+        // Dots, spaces and any UTF-8 in a topic cannot break the subject.
+        assert_eq!(s.topic("a.b c"), "corecast.prod.t.612e622063");
+        assert_eq!(s.topic("é"), "corecast.prod.t.c3a9");
+        assert_eq!(s.bucket(), "corecast_prod_uuids");
+        assert_eq!(claim_key("user-7"), "757365722d37");
+        assert_eq!(&claim_value("node-a", 42)[..], b"node-a 42");
+        assert_eq!(parse_claim(b"node-a 42"), Some(("node-a", 42)));
+        assert_eq!(parse_claim(b"node-a"), None);
+        assert_eq!(parse_claim(b"node-a x"), None);
+    }
+
+    #[test]
+    fn ops_round_trip_byte_for_byte() {
+        let frame = Bytes::from_static(b"\x81\x02hi");
+        let cases = [
+            (
+                Op::Broadcast {
+                    frame: frame.clone(),
+                },
+                b"\x01\x81\x02hi".to_vec(),
+            ),
+            (
+                Op::Fire {
+                    name: "tick".into(),
+                    data: Bytes::from_static(b"d"),
+                },
+                b"\x02\x00\x04tickd".to_vec(),
+            ),
+            (
+                Op::Emit {
+                    uuids: vec!["a".into(), "bc".into()],
+                    frame: frame.clone(),
+                },
+                b"\x03\x00\x00\x00\x02\x00\x01a\x00\x02bc\x81\x02hi".to_vec(),
+            ),
+            (
+                Op::Close {
+                    uuid: "u".into(),
+                    code: 1000,
+                    reason: "bye".into(),
+                },
+                b"\x04\x00\x01u\x03\xe8bye".to_vec(),
+            ),
+        ];
+        for (op, bytes) in cases {
+            let encoded = op.encode();
+            assert_eq!(&encoded[..], &bytes[..], "{op:?}");
+            assert_eq!(Op::decode(&encoded), Ok(op));
+        }
+    }
+
+    #[test]
+    fn damaged_bodies_are_refused() {
+        for bad in [
+            &b""[..],
+            b"\x09",
+            b"\x02\x00\x09ti",
+            b"\x03\xff\xff\xff\xff",
+            b"\x03\x00\x00\x00\x01\x00\x05ab",
+            b"\x04\x00\x01u\x03",
+            b"\x04\x00\x01u\x03\xe8\xff",
+        ] {
+            assert_eq!(
+                Op::decode(&Bytes::copy_from_slice(bad)),
+                Err(Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn heartbeats() {
+        let hb = encode_heartbeat("n1", 7);
+        assert_eq!(&hb[..], b"\x00\x00\x00\x00\x00\x00\x00\x07n1");
+        assert_eq!(decode_heartbeat(&hb), Ok(("n1".to_string(), 7)));
+        assert_eq!(decode_heartbeat(b"\x00\x00"), Err(Malformed));
+        assert_eq!(decode_heartbeat(&[0; 8]), Err(Malformed));
+    }
+}

@@ -1,0 +1,488 @@
+//! The NATS link: one thread per node running a small tokio runtime for the async-nats client.
+//! It publishes the cross-node work shards hand it (in order), holds a topic's subject while
+//! the node has subscribers of it, hands what other nodes send to the local shards (through
+//! their inboxes, as any thread would), answers UUID claims from a JetStream key-value bucket,
+//! and sends and hears heartbeats. Shards never wait on it. Not the wire format
+//! (`cluster::wire`) nor what shards hold of it (`cluster::handle`).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::connection::State;
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store};
+use async_nats::{Client, ConnectOptions, Event, Subscriber};
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle as Task;
+
+use crate::cluster::handle::{ClusterHandle, Control, LinkInbox, Work};
+use crate::cluster::wire::{self, Op, Subjects};
+use crate::cluster::ClusterConfig;
+use crate::shard::mesh::Shared;
+use crate::shard::state;
+use crate::Error;
+
+/// The running link of one node.
+pub(crate) struct NatsLink {
+    handle: Arc<ClusterHandle>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NatsLink {
+    /// Starts the link and waits until it has reached NATS (or, with `start_without_nats`,
+    /// until it is trying to).
+    pub(crate) fn start(
+        config: &ClusterConfig,
+        shared: Arc<Shared>,
+        handle: Arc<ClusterHandle>,
+        inbox: LinkInbox,
+    ) -> Result<NatsLink, Error> {
+        spawn(config, shared, handle, inbox)
+    }
+
+    /// Ends the link and waits for its thread.
+    pub(crate) fn stop(&mut self) {
+        self.handle.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(
+    config: &ClusterConfig,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+    inbox: LinkInbox,
+) -> Result<NatsLink, Error> {
+    let (ready, started) = flume::bounded(1);
+    let (cfg, link) = (config.clone(), Arc::clone(&handle));
+    let thread = std::thread::Builder::new()
+        .name("corecast-nats".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => rt.block_on(run(cfg, shared, link, inbox, ready)),
+                Err(e) => {
+                    let _ = ready.send(Err(Error::Cluster(format!(
+                        "cannot start the NATS link: {e}"
+                    ))));
+                }
+            }
+        })
+        .map_err(|e| Error::Cluster(format!("cannot start the NATS link thread: {e}")))?;
+    let mut link = NatsLink {
+        handle,
+        thread: Some(thread),
+    };
+    match started.recv_timeout(config.connect_timeout + Duration::from_secs(2)) {
+        Ok(Ok(())) => Ok(link),
+        Ok(Err(e)) => {
+            link.stop();
+            Err(e)
+        }
+        Err(_) => {
+            link.stop();
+            Err(unreachable(&config.url, "no answer in time"))
+        }
+    }
+}
+
+fn unreachable(url: &str, why: impl std::fmt::Display) -> Error {
+    Error::Cluster(format!("cannot reach NATS at {url}: {why}"))
+}
+
+async fn run(
+    cfg: ClusterConfig,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+    inbox: LinkInbox,
+    ready: flume::Sender<Result<(), Error>>,
+) {
+    let subjects = Subjects::new(&handle.name);
+    let events = Arc::clone(&handle);
+    let mut options = ConnectOptions::new()
+        // A node never hears its own messages: it delivered them locally already.
+        .no_echo()
+        .name(format!("corecast {}", handle.node_id))
+        .connection_timeout(cfg.connect_timeout)
+        .max_reconnects(None)
+        // Back within a second of NATS coming back, rather than async-nats' longer backoff.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * attempts as u64).min(1000))
+        })
+        .event_callback(move |event| {
+            let handle = Arc::clone(&events);
+            async move { on_event(&handle, event) }
+        });
+    if cfg.start_without_nats {
+        options = options.retry_on_initial_connect();
+    }
+    let client = match tokio::time::timeout(cfg.connect_timeout, options.connect(&cfg.url)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(unreachable(&cfg.url, e)));
+            return;
+        }
+        Err(_) => {
+            let _ = ready.send(Err(unreachable(
+                &cfg.url,
+                format!("no connection within {:?}", cfg.connect_timeout),
+            )));
+            return;
+        }
+    };
+    if client.connection_state() == State::Connected {
+        handle.stats.connected.store(true, Ordering::Release);
+    }
+    // The node-wide subject and the heartbeats are held for the node's whole life; async-nats
+    // takes every subscription again after a reconnect.
+    let subscribed = async {
+        let all = client.subscribe(subjects.all()).await?;
+        let beats = client.subscribe(subjects.heartbeat()).await?;
+        Ok::<_, async_nats::SubscribeError>((all, beats))
+    };
+    let (all, beats) = match subscribed.await {
+        Ok(subs) => subs,
+        Err(e) => {
+            let _ = ready.send(Err(unreachable(&cfg.url, e)));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    tracing::info!(node = %handle.node_id, cluster = %handle.name, url = %cfg.url, "cluster link up");
+
+    let tasks = [
+        tokio::spawn(receive_ops(all, Arc::clone(&shared), Arc::clone(&handle))),
+        tokio::spawn(receive_heartbeats(beats, Arc::clone(&handle))),
+        tokio::spawn(send_heartbeats(
+            client.clone(),
+            subjects.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&handle),
+        )),
+        tokio::spawn(publish_work(
+            client.clone(),
+            subjects.clone(),
+            inbox.work,
+            Arc::clone(&handle),
+        )),
+    ];
+    let claims = Claims {
+        client: client.clone(),
+        bucket: subjects.bucket(),
+        store: Arc::new(OnceCell::new()),
+        handle: Arc::clone(&handle),
+        shared: Arc::clone(&shared),
+    };
+    control_loop(
+        &client,
+        &subjects,
+        &shared,
+        &handle,
+        inbox.control,
+        cfg.interest_grace,
+        claims,
+    )
+    .await;
+    for task in tasks {
+        task.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    handle.stats.connected.store(false, Ordering::Release);
+}
+
+fn on_event(handle: &ClusterHandle, event: Event) {
+    match event {
+        Event::Connected => {
+            handle.stats.connected.store(true, Ordering::Release);
+            tracing::info!(node = %handle.node_id, "NATS connected");
+        }
+        Event::Disconnected => {
+            handle.stats.connected.store(false, Ordering::Release);
+            tracing::warn!(node = %handle.node_id, "NATS disconnected; reconnecting");
+        }
+        Event::SlowConsumer(_) => handle.dropped(1, "NATS dropped messages to this slow node"),
+        other => tracing::warn!(node = %handle.node_id, event = %other, "NATS"),
+    }
+}
+
+/// Publishes cross-node work in the order shards handed it over.
+async fn publish_work(
+    client: Client,
+    subjects: Subjects,
+    work: flume::Receiver<Work>,
+    handle: Arc<ClusterHandle>,
+) {
+    let all = subjects.all();
+    while let Ok(item) = work.recv_async().await {
+        let (subject, body) = match item {
+            Work::Op(op) => (all.clone(), op.encode()),
+            Work::Publish { topic, frame } => (subjects.topic(&topic), frame),
+        };
+        match client.publish(subject, body).await {
+            Ok(()) => {
+                handle.stats.out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => handle.dropped(1, "publishing to NATS failed"),
+        }
+    }
+}
+
+/// Node-wide operations from other nodes, done on this node's shards.
+async fn receive_ops(mut sub: Subscriber, shared: Arc<Shared>, handle: Arc<ClusterHandle>) {
+    while let Some(msg) = sub.next().await {
+        handle.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Ok(op) = Op::decode(&msg.payload) else {
+            handle.dropped(1, "a cross-node message could not be read");
+            continue;
+        };
+        match op {
+            Op::Broadcast { frame } => state::broadcast(&shared.links, &frame, None),
+            Op::Fire { name, data } => state::fire(&shared.links, &name.into(), &data),
+            Op::Emit { uuids, frame } => {
+                for uuid in &uuids {
+                    state::emit(&shared, uuid, frame.clone());
+                }
+            }
+            Op::Close { uuid, code, reason } => {
+                state::close(&shared, &uuid, code, &reason);
+            }
+        }
+    }
+}
+
+/// One topic's publishes from other nodes, handed to the local shards with subscribers.
+async fn receive_topic(
+    mut sub: Subscriber,
+    topic: Arc<str>,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+) {
+    while let Some(msg) = sub.next().await {
+        handle.stats.received.fetch_add(1, Ordering::Relaxed);
+        state::publish(&shared.topics, &shared.links, &topic, &msg.payload, None);
+    }
+}
+
+async fn receive_heartbeats(mut sub: Subscriber, handle: Arc<ClusterHandle>) {
+    while let Some(msg) = sub.next().await {
+        if let Ok((node, connections)) = wire::decode_heartbeat(&msg.payload) {
+            handle.heard(node, usize::try_from(connections).unwrap_or(usize::MAX));
+        }
+    }
+}
+
+/// Every heartbeat period: this node's connection count out, the NATS round trip measured
+/// (a flush waits for the server's answer), silent nodes dropped from the view.
+async fn send_heartbeats(
+    client: Client,
+    subjects: Subjects,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+) {
+    let subject = subjects.heartbeat();
+    let mut every = tokio::time::interval(handle.heartbeat);
+    loop {
+        every.tick().await;
+        handle.prune();
+        if !handle.stats.connected.load(Ordering::Acquire) {
+            continue;
+        }
+        let body = wire::encode_heartbeat(&handle.node_id, shared.links.connections() as u64);
+        let sent = Instant::now();
+        if client.publish(subject.clone(), body).await.is_err() {
+            continue;
+        }
+        if let Ok(Ok(())) = tokio::time::timeout(handle.heartbeat, client.flush()).await {
+            let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            handle.stats.rtt_nanos.store(rtt, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A topic subject this node holds: the task reading it, and since when the node has had no
+/// subscriber of it (it lets go after the grace period, so churn is not NATS traffic).
+struct Held {
+    reader: Task<()>,
+    idle_since: Option<Instant>,
+}
+
+async fn control_loop(
+    client: &Client,
+    subjects: &Subjects,
+    shared: &Arc<Shared>,
+    handle: &Arc<ClusterHandle>,
+    control: flume::Receiver<Control>,
+    grace: Duration,
+    claims: Claims,
+) {
+    let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+    let mut tick = tokio::time::interval((grace / 4).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            command = control.recv_async() => match command {
+                Ok(Control::Interest(topic)) => {
+                    // The table, not the message, says whether there is interest now: two
+                    // shards' changes may arrive in either order.
+                    let wanted = shared.topics.count(&topic) > 0;
+                    match (wanted, held.get_mut(&topic)) {
+                        (true, Some(h)) => h.idle_since = None,
+                        (true, None) => match client.subscribe(subjects.topic(&topic)).await {
+                            Ok(sub) => {
+                                let reader = tokio::spawn(receive_topic(
+                                    sub,
+                                    Arc::clone(&topic),
+                                    Arc::clone(shared),
+                                    Arc::clone(handle),
+                                ));
+                                held.insert(topic, Held { reader, idle_since: None });
+                            }
+                            Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot take a topic's NATS subject"),
+                        },
+                        (false, Some(h)) => {
+                            h.idle_since.get_or_insert_with(Instant::now);
+                        }
+                        (false, None) => {}
+                    }
+                }
+                Ok(Control::Claim { uuid, reply }) => {
+                    let claims = claims.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(claims.claim(&uuid).await);
+                    });
+                }
+                Ok(Control::Release { uuid, revision }) => {
+                    let claims = claims.clone();
+                    tokio::spawn(async move { claims.release(&uuid, revision).await });
+                }
+                Ok(Control::Stop) | Err(_) => break,
+            },
+            _ = tick.tick() => {
+                held.retain(|topic, h| {
+                    if shared.topics.count(topic) > 0 {
+                        h.idle_since = None;
+                        return true;
+                    }
+                    let keep = h.idle_since.map_or(true, |t| t.elapsed() < grace);
+                    if !keep {
+                        // Dropping the subscriber unsubscribes.
+                        h.reader.abort();
+                    }
+                    keep
+                });
+            }
+        }
+    }
+    for h in held.into_values() {
+        h.reader.abort();
+    }
+}
+
+/// UUID claims in the cluster's key-value bucket: key = the UUID, value = holder and time.
+#[derive(Clone)]
+struct Claims {
+    client: Client,
+    bucket: String,
+    store: Arc<OnceCell<Store>>,
+    handle: Arc<ClusterHandle>,
+    shared: Arc<Shared>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Claims {
+    /// The claims bucket, made on first use. The bucket's stream is created directly, with
+    /// the settings a key-value bucket has (one value per key, no overwrite of a newer one):
+    /// async-nats' own bucket creation first asks for account details in a form the
+    /// nats-server 2.9 that Debian ships does not give.
+    async fn store(&self) -> Result<&Store, Error> {
+        use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+        self.store
+            .get_or_try_init(|| async {
+                let failed = |e: &dyn std::fmt::Display| {
+                    Error::Cluster(format!(
+                        "cannot open the UUID claims bucket (is JetStream on? nats-server -js): {e}"
+                    ))
+                };
+                let js = async_nats::jetstream::new(self.client.clone());
+                js.get_or_create_stream(Config {
+                    name: format!("KV_{}", self.bucket),
+                    subjects: vec![format!("$KV.{}.>", self.bucket)],
+                    max_messages_per_subject: 1,
+                    discard: DiscardPolicy::New,
+                    storage: StorageType::Memory,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&e))?;
+                js.get_key_value(self.bucket.as_str())
+                    .await
+                    .map_err(|e| failed(&e))
+            })
+            .await
+    }
+
+    /// Claims `uuid` for this node. Exactly one of concurrent claims wins: a new key is an
+    /// atomic create; a key held by a node that is gone (no heartbeat within the node
+    /// timeout, and the claim older than that) is taken over with a compare-and-set.
+    async fn claim(&self, uuid: &str) -> Result<u64, Error> {
+        let store = self.store().await?;
+        let key = wire::claim_key(uuid);
+        let value = wire::claim_value(&self.handle.node_id, unix_ms());
+        let failed = |e: &dyn std::fmt::Display| Error::Cluster(format!("UUID claim failed: {e}"));
+        match store.create(&key, value.clone()).await {
+            Ok(revision) => return Ok(revision),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed(&e)),
+        }
+        let entry = store.entry(key.as_str()).await.map_err(|e| failed(&e))?;
+        let Some(entry) = entry else {
+            return Err(Error::UuidDuplication);
+        };
+        if entry.operation == Operation::Put && self.held_elsewhere(uuid, &entry.value) {
+            return Err(Error::UuidDuplication);
+        }
+        store
+            .update(&key, value, entry.revision)
+            .await
+            .map_err(|_| Error::UuidDuplication)
+    }
+
+    /// Whether a claim's holder still counts: a live node other than this one, or this node
+    /// with a live connection holding it, or a claim too young to judge.
+    fn held_elsewhere(&self, uuid: &str, value: &Bytes) -> bool {
+        let Some((node, at)) = wire::parse_claim(value) else {
+            return false;
+        };
+        let young = unix_ms().saturating_sub(at) < self.handle.node_timeout().as_millis() as u64;
+        if node == &*self.handle.node_id {
+            return self.shared.registry.get(uuid).is_some();
+        }
+        young || self.handle.is_live(node)
+    }
+
+    async fn release(&self, uuid: &str, revision: u64) {
+        let Ok(store) = self.store().await else {
+            return;
+        };
+        let key = wire::claim_key(uuid);
+        // Only our own claim: if another node took the key over, its revision differs.
+        if let Err(e) = store.delete_expect_revision(&key, Some(revision)).await {
+            tracing::debug!(uuid, error = %e, "UUID claim not released");
+        }
+    }
+}
