@@ -661,3 +661,100 @@ fn the_api_answers_expect_100_continue() {
     assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
     assert_eq!(c.recv_text(), "z".repeat(4096));
 }
+
+#[test]
+fn cluster_unreachable_nats_exits_1_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "off",
+            "--shards",
+            "1",
+        ])
+        .args(["--cluster", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(&url), "{err}");
+}
+
+/// The cluster view of a node, from its API.
+fn cluster_nodes(bin: &Bin) -> Vec<String> {
+    let (status, body) = bin.api("GET", "/api/cluster", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_killed_node_leaves_the_view_and_frees_its_ids_while_the_others_serve() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let cluster = [
+        "--cluster",
+        &url,
+        "--cluster-name",
+        "killtest",
+        "--mode",
+        "relay",
+    ];
+    let a = Bin::start(&[&cluster[..], &["--node-id", "a"]].concat());
+    let mut b = Bin::start(&[&cluster[..], &["--node-id", "b"]].concat());
+    wait_until(
+        || cluster_nodes(&a) == ["a", "b"] && cluster_nodes(&b) == ["a", "b"],
+        "both nodes in both views",
+    );
+    // bob is on b; a refuses the same id while b lives.
+    let _bob = b.client("/ws/bob");
+    let upgrade_bob = "GET /ws/bob HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(
+        http_status(a.ws, upgrade_bob),
+        409,
+        "bob's claim holds on a"
+    );
+    let mut alice = a.client("/ws/alice");
+    let (_, api) = a.api("GET", "/api/cluster", &[], b"");
+    assert!(api.contains(r#""nats_connected":true"#), "{api}");
+
+    b.signal(libc::SIGKILL);
+    wait_until(|| b.child.try_wait().unwrap().is_some(), "b gone");
+    // a keeps serving its own clients.
+    alice.send_text("still here");
+    assert_eq!(alice.recv_text(), "still here");
+    // Three missed heartbeats (3 s) and b is out of a's view; bob can connect to a then.
+    wait_until(|| cluster_nodes(&a) == ["a"], "b dropped from a's view");
+    let mut bob = None;
+    wait_until(
+        || match std::net::TcpStream::connect(a.ws).map(|s| {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            tungstenite::client(format!("ws://{}/ws/bob", a.ws), s)
+        }) {
+            Ok(Ok((ws, _))) => {
+                bob = Some(ws);
+                true
+            }
+            _ => false,
+        },
+        "bob free again on a",
+    );
+    assert!(bob.is_some());
+}
