@@ -262,23 +262,12 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
     let mut second = None;
     wait_until(
         || {
-            let attempt = std::net::TcpStream::connect(b.addr()).and_then(|s| {
-                s.set_read_timeout(Some(WAIT))?;
-                tungstenite::client(format!("ws://{}/ws?name=alice", b.addr()), s)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            });
-            match attempt {
-                Ok((ws, _)) => {
-                    second = Some(ws);
-                    true
-                }
-                Err(_) => false,
-            }
+            second = try_client(b.addr(), "/ws?name=alice");
+            second.is_some()
         },
         "alice free again after her connection went",
     );
     assert_eq!(next_uuid(&ub).0, "alice");
-    drop(second);
 }
 
 #[test]

@@ -62,6 +62,9 @@ struct Plan {
     sample: usize,
     /// Topics scenarios: the plan; unused elsewhere.
     topics: TopicPlan,
+    /// A cluster scenario: run against single-node corecast and a two-node cluster (the
+    /// clients split evenly) instead of the peers.
+    cluster: bool,
 }
 
 fn plans(full: bool) -> Vec<Plan> {
@@ -94,6 +97,7 @@ fn plans(full: bool) -> Vec<Plan> {
             publishers: 0,
             publish_topics: 0,
         },
+        cluster: false,
     };
     let mut all = vec![
         plan(
@@ -241,6 +245,21 @@ fn plans(full: bool) -> Vec<Plan> {
             )
         },
         Plan {
+            cluster: true,
+            ..plan(
+                "cluster-broadcast",
+                "Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight",
+                "deliveries/s",
+                true,
+                "relay",
+                Scenario::Broadcast,
+                1000,
+                Some(if full { 20_000 } else { 3000 }),
+                secs(8, 30),
+                8,
+            )
+        },
+        Plan {
             step: 2000,
             sample: if full { 20 } else { 10 },
             ..plan(
@@ -382,15 +401,27 @@ fn main() -> ExitCode {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for plan in selected {
         let mut outcomes = Vec::new();
-        for peer in &peers {
+        let plan_peers: Vec<Peer> = if plan.cluster {
+            if peers.contains(&Peer::Corecast) {
+                vec![Peer::Corecast, Peer::CorecastCluster]
+            } else {
+                Vec::new()
+            }
+        } else {
+            peers
+                .iter()
+                .copied()
+                .filter(|p| *p != Peer::CorecastCluster)
+                .collect()
+        };
+        for peer in &plan_peers {
             eprintln!(
                 "[{:>5.0}s] {} / {}",
                 started.elapsed().as_secs_f64(),
                 plan.id,
                 peer.name()
             );
-            let started_peer = peers::free_port()
-                .and_then(|port| peers::start(*peer, &a.root, plan.mode, port, &a.server_cpus));
+            let started_peer = peers::start(*peer, &a.root, plan.mode, &a.server_cpus);
             let outcome = match started_peer {
                 Err(e) => Outcome {
                     peer: peer.name().into(),
@@ -398,10 +429,18 @@ fn main() -> ExitCode {
                     error: Some(format!("{e:#}")),
                 },
                 Ok(server) => {
-                    let url = format!("ws://{}/ws", server.addr);
+                    let urls: Vec<String> = server
+                        .addrs
+                        .iter()
+                        .map(|a| format!("ws://{a}/ws"))
+                        .collect();
+                    let url = urls.join(",");
                     let opts = Options {
                         scenario: plan.scenario,
-                        target: Target::parse(&url).expect("a valid URL"),
+                        targets: urls
+                            .iter()
+                            .map(|u| Target::parse(u).expect("a valid URL"))
+                            .collect(),
                         url,
                         clients: plan.clients,
                         messages: plan.messages,
@@ -410,7 +449,7 @@ fn main() -> ExitCode {
                         size: 64,
                         threads: a.load_cpus.len().max(1),
                         cpus: a.load_cpus.clone(),
-                        server_pid: Some(server.pid()),
+                        server_pids: server.pids(),
                         progress: false,
                         step: plan.step,
                         sample: plan.sample,

@@ -1,5 +1,6 @@
 //! The servers under test: how to start each one in a mode on a port, pinned to given CPUs,
-//! and how to stop it. Not the measuring.
+//! and how to stop it; a cluster peer is several processes (its nodes and their broker).
+//! Not the measuring.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -16,10 +17,18 @@ pub enum Peer {
     Bun,
     NodeWs,
     Tokio,
+    /// Two corecast nodes in cluster mode and the nats-server between them.
+    CorecastCluster,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 4] = [Peer::Corecast, Peer::Bun, Peer::NodeWs, Peer::Tokio];
+    pub const ALL: [Peer; 5] = [
+        Peer::Corecast,
+        Peer::Bun,
+        Peer::NodeWs,
+        Peer::Tokio,
+        Peer::CorecastCluster,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -27,6 +36,7 @@ impl Peer {
             Peer::Bun => "bun",
             Peer::NodeWs => "node-ws",
             Peer::Tokio => "tokio-tungstenite",
+            Peer::CorecastCluster => "corecast-2-nodes",
         }
     }
 
@@ -41,7 +51,7 @@ impl Peer {
     fn command(self, root: &Path, mode: &str, port: u16) -> Command {
         let peers = root.join("bench/peers");
         let mut c = match self {
-            Peer::Corecast => {
+            Peer::Corecast | Peer::CorecastCluster => {
                 let mut c = Command::new(root.join("target/release/corecast"));
                 c.args([
                     "--mode",
@@ -89,6 +99,7 @@ impl Peer {
     pub fn executable(self, root: &Path) -> PathBuf {
         match self {
             Peer::Corecast => root.join("target/release/corecast"),
+            Peer::CorecastCluster => PathBuf::from("/usr/sbin/nats-server"),
             Peer::Bun => root.join("bench/peers/node_modules/.bin/bun"),
             Peer::NodeWs => root.join("bench/peers/node_modules/ws/package.json"),
             Peer::Tokio => root.join("bench/peers/tokio-relay/target/release/tokio-relay"),
@@ -96,22 +107,26 @@ impl Peer {
     }
 }
 
-/// A running server, killed on drop.
+/// A running server, killed on drop: one process, or a cluster's nodes and broker.
 pub struct Running {
-    child: Child,
-    pub addr: SocketAddr,
+    children: Vec<Child>,
+    /// Where clients connect: one address per node.
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Every process of the server, for its CPU time and memory.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -122,15 +137,48 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Starts `peer` in `mode` on `port`, confined to `cpus`, and waits until it accepts.
-pub fn start(
+/// Starts `peer` in `mode`, confined to `cpus`, and waits until it accepts.
+pub fn start(peer: Peer, root: &Path, mode: &str, cpus: &[usize]) -> anyhow::Result<Running> {
+    if peer != Peer::CorecastCluster {
+        let port = free_port()?;
+        let (child, addr) = start_one(peer, peer.command(root, mode, port), port, cpus)?;
+        return Ok(Running {
+            children: vec![child],
+            addrs: vec![addr],
+        });
+    }
+    // nats-server first, then two nodes joined through it.
+    let mut running = Running {
+        children: Vec::new(),
+        addrs: Vec::new(),
+    };
+    let nats_port = free_port()?;
+    let mut nats = Command::new("nats-server");
+    nats.args(["-a", "127.0.0.1", "-p", &nats_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (child, _) = start_one(peer, nats, nats_port, cpus)?;
+    running.children.push(child);
+    for node in ["a", "b"] {
+        let port = free_port()?;
+        let mut cmd = peer.command(root, mode, port);
+        cmd.args(["--cluster", &format!("nats://127.0.0.1:{nats_port}")])
+            .args(["--cluster-name", "bench", "--node-id", node]);
+        let (child, addr) = start_one(peer, cmd, port, cpus)?;
+        running.children.push(child);
+        running.addrs.push(addr);
+    }
+    Ok(running)
+}
+
+/// Starts one process of a peer, confined to `cpus`, and waits until `port` accepts.
+fn start_one(
     peer: Peer,
-    root: &Path,
-    mode: &str,
+    mut cmd: Command,
     port: u16,
     cpus: &[usize],
-) -> anyhow::Result<Running> {
-    let mut cmd = peer.command(root, mode, port);
+) -> anyhow::Result<(Child, SocketAddr)> {
     let cpus = cpus.to_vec();
     // SAFETY: between fork and exec only async-signal-safe calls: sched_setaffinity on a
     // stack-built set.
@@ -146,20 +194,21 @@ pub fn start(
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", peer.name()))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut running = Running { child, addr };
     let end = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(addr).is_err() {
-        if let Some(status) = running.child.try_wait()? {
+        if let Some(status) = child.try_wait()? {
             bail!("{} exited at start: {status}", peer.name());
         }
         if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
             bail!("{} is not accepting on {addr} after 15 s", peer.name());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(running)
+    Ok((child, addr))
 }

@@ -30,7 +30,8 @@ struct Args {
     /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit;
     /// topics: subscribers on topics, publishers cycling through them (pubsub protocol)
     scenario: Which,
-    /// Server URL, e.g. ws://127.0.0.1:8080/ws
+    /// Server URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
+    /// over a cluster's nodes (connection i goes to URL i mod n; the first publishes)
     #[arg(long)]
     url: String,
     /// Connections (shootout: the most to try; topics: subscribers, publishers come on top)
@@ -55,9 +56,10 @@ struct Args {
     /// Comma-separated CPUs to pin generator threads to
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
-    /// The server's pid: report its CPU-µs per delivery and memory per connection
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's pid (comma-separated: all of a cluster's processes): report its CPU-µs
+    /// per delivery and memory per connection, summed
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Write the report as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
@@ -92,7 +94,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let target = match Target::parse(&a.url) {
+    let targets = match a
+        .url
+        .split(',')
+        .map(Target::parse)
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("corecast-load: {e}");
@@ -109,7 +116,7 @@ fn main() -> ExitCode {
     };
     let opts = Options {
         scenario,
-        target,
+        targets,
         url: a.url.clone(),
         clients: a.clients,
         messages: a.messages,
@@ -118,7 +125,7 @@ fn main() -> ExitCode {
         size: a.size,
         threads: a.threads,
         cpus: a.cpus,
-        server_pid: a.server_pid,
+        server_pids: a.server_pid,
         progress: !a.quiet,
         step: a.step,
         sample: a.sample,

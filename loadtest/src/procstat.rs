@@ -1,8 +1,18 @@
-//! A process's CPU time and resident memory, read from procfs. Not sampling: two reads around
-//! a measured window.
+//! The CPU time and resident memory of the processes that make up a server (one, or a
+//! cluster's nodes and its broker), read from procfs. Not sampling: two reads around a
+//! measured window.
 
-/// CPU seconds (user + system) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds (user + system) the processes have used so far, summed; `None` if any is gone.
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&pid| cpu_seconds_of(pid)).sum()
+}
+
+/// Resident memory of the processes in KiB, summed; `None` if any is gone.
+pub fn rss_kib(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&pid| rss_kib_of(pid)).sum()
+}
+
+fn cpu_seconds_of(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields resume after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -15,8 +25,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
-/// Resident memory in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+fn rss_kib_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -31,8 +40,10 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        assert!(cpu_seconds(me).is_some());
-        assert!(rss_kib(me).unwrap() > 0);
-        assert_eq!(cpu_seconds(u32::MAX), None);
+        assert!(cpu_seconds(&[me]).is_some());
+        let one = rss_kib(&[me]).unwrap();
+        assert!(one > 0);
+        assert!(rss_kib(&[me, me]).unwrap() >= 2 * one - 64);
+        assert_eq!(cpu_seconds(&[me, u32::MAX]), None);
     }
 }

@@ -37,7 +37,7 @@ impl Latency {
 /// The server's resource use over the measured window.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ServerUsage {
-    pub pid: u32,
+    pub pids: Vec<u32>,
     pub cpu_seconds: f64,
     pub cpu_us_per_delivery: Option<f64>,
     pub rss_before_kib: u64,

@@ -59,7 +59,8 @@ impl Scenario {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub scenario: Scenario,
-    pub target: Target,
+    /// Where to connect: connection `i` goes to `targets[i % len]` (several for a cluster).
+    pub targets: Vec<Target>,
     pub url: String,
     /// Connections (for shootout: the most to try).
     pub clients: usize,
@@ -75,8 +76,8 @@ pub struct Options {
     pub threads: usize,
     /// CPUs to pin generator threads to (round robin); empty: not pinned.
     pub cpus: Vec<usize>,
-    /// The server's pid, for its CPU time and memory.
-    pub server_pid: Option<u32>,
+    /// The server's processes (a cluster's nodes and broker too), for CPU time and memory.
+    pub server_pids: Vec<u32>,
     /// Print a progress line to stderr.
     pub progress: bool,
     /// Shootout: clients added per step.
@@ -168,7 +169,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.scenario == Scenario::Shootout {
         return crate::shootout::run(opts);
     }
-    if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 {
+    if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 || opts.targets.is_empty() {
         bail!("clients, threads and in-flight must be at least 1");
     }
     corecast::limits::raise_open_files();
@@ -217,8 +218,8 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         done: AtomicBool::new(false),
     });
     let completions = flume::unbounded();
-    let server_rss_before = opts.server_pid.and_then(procstat::rss_kib);
-    let own_rss_before = procstat::rss_kib(std::process::id());
+    let server_rss_before = procstat::rss_kib(&opts.server_pids);
+    let own_rss_before = procstat::rss_kib(&[std::process::id()]);
 
     let (ready_tx, ready_rx) = flume::unbounded();
     let mut go = Vec::new();
@@ -260,22 +261,22 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.progress {
         eprintln!("{} connections in {connect_seconds:.2}s", connected);
     }
-    let own_rss_after = procstat::rss_kib(std::process::id());
+    let own_rss_after = procstat::rss_kib(&[std::process::id()]);
     let holding = opts.scenario == Scenario::Idle || (topics && plan.publishers == 0);
     if holding {
         // Let the server finish registering every connection before reading its memory.
         std::thread::sleep(Duration::from_secs(1));
     }
-    let server_rss_connected = opts.server_pid.and_then(procstat::rss_kib);
-    let cpu_before = opts.server_pid.and_then(procstat::cpu_seconds);
+    let server_rss_connected = procstat::rss_kib(&opts.server_pids);
+    let cpu_before = procstat::cpu_seconds(&opts.server_pids);
     let t0 = Instant::now();
     for g in &go {
         let _ = g.send(());
     }
     wait_for_end(&shared, messages, t0);
     let window = t0.elapsed();
-    let cpu_after = opts.server_pid.and_then(procstat::cpu_seconds);
-    let server_rss_end = opts.server_pid.and_then(procstat::rss_kib);
+    let cpu_after = procstat::cpu_seconds(&opts.server_pids);
+    let server_rss_end = procstat::rss_kib(&opts.server_pids);
     shared.done.store(true, Ordering::SeqCst);
     if opts.progress {
         eprintln!();
@@ -364,7 +365,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         faults.push(format!("only {connected} of {total} connections held"));
     }
     let secs = window.as_secs_f64();
-    let server = opts.server_pid.map(|pid| {
+    let server = (!opts.server_pids.is_empty()).then(|| {
         let cpu = match (cpu_before, cpu_after) {
             (Some(a), Some(b)) => b - a,
             _ => 0.0,
@@ -376,7 +377,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             server_rss_end.unwrap_or(0)
         };
         ServerUsage {
-            pid,
+            pids: opts.server_pids.clone(),
             cpu_seconds: cpu,
             cpu_us_per_delivery: (delivered > 0).then(|| cpu * 1e6 / delivered as f64),
             rss_before_kib: before,
@@ -546,7 +547,7 @@ async fn thread_main(
         let tasks: Vec<_> = batch
             .iter()
             .map(|&i| {
-                let mut target = opts.target.clone();
+                let mut target = opts.targets[i % opts.targets.len()].clone();
                 let source = ws::source_for(i, total, &target.addr);
                 // Topics: subscribers join theirs at upgrade, and wait for every acknowledgement.
                 let acks = if topics && i < opts.clients {

@@ -95,13 +95,13 @@ async fn drive(opts: Options) -> anyhow::Result<Report> {
     let mut max_ok = None;
     let mut seq = 0u64;
     let started = Instant::now();
-    let cpu_before = opts.server_pid.and_then(procstat::cpu_seconds);
+    let cpu_before = procstat::cpu_seconds(&opts.server_pids);
     while senders.len() < opts.clients {
         let target_count = (senders.len() + opts.step).min(opts.clients);
         while senders.len() < target_count {
             let i = senders.len();
-            let source = ws::source_for(i, opts.clients, &opts.target.addr);
-            let conn = WsConn::connect(&opts.target, source, Duration::from_secs(10))
+            let source = ws::source_for(i, opts.clients, &opts.targets[0].addr);
+            let conn = WsConn::connect(&opts.targets[0], source, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("connecting client {i}"))?;
             let (tx, rx) = flume::unbounded();
@@ -167,7 +167,7 @@ async fn drive(opts: Options) -> anyhow::Result<Report> {
         max_ok = Some(clients);
     }
     let window = started.elapsed().as_secs_f64();
-    let cpu_after = opts.server_pid.and_then(procstat::cpu_seconds);
+    let cpu_after = procstat::cpu_seconds(&opts.server_pids);
     drop(senders);
     for t in tasks {
         t.await;
@@ -182,8 +182,8 @@ async fn drive(opts: Options) -> anyhow::Result<Report> {
         sent: seq,
         deliveries: st.deliveries,
         deliveries_per_second: st.deliveries as f64 / window.max(1e-9),
-        server: opts.server_pid.map(|pid| crate::report::ServerUsage {
-            pid,
+        server: (!opts.server_pids.is_empty()).then(|| crate::report::ServerUsage {
+            pids: opts.server_pids.clone(),
             cpu_seconds: match (cpu_before, cpu_after) {
                 (Some(a), Some(b)) => b - a,
                 _ => 0.0,

@@ -107,7 +107,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
     let url = format!("ws://{}/ws", server.local_addr());
     let report = corecast_load::run(Options {
         scenario,
-        target: Target::parse(&url).unwrap(),
+        targets: vec![Target::parse(&url).unwrap()],
         url,
         clients: 10,
         messages: Some(20),
@@ -116,7 +116,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         size: 32,
         threads: 2,
         cpus: Vec::new(),
-        server_pid: None,
+        server_pids: Vec::new(),
         progress: false,
         step: 1,
         sample: 1,

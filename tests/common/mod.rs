@@ -57,6 +57,17 @@ pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// One attempt to upgrade at `path`: the client, or `None` if refused (for waits that retry
+/// until a server accepts).
+pub fn try_client(addr: SocketAddr, path: &str) -> Option<Client> {
+    let stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let url = format!("ws://{addr}{path}");
+    tungstenite::client(url.as_str(), stream)
+        .ok()
+        .map(|(ws, _)| Client { ws })
+}
+
 /// A blocking client; reads time out after `WAIT`.
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
