@@ -403,16 +403,12 @@ fn main() -> ExitCode {
         let mut outcomes = Vec::new();
         let plan_peers: Vec<Peer> = if plan.cluster {
             if peers.contains(&Peer::Corecast) {
-                vec![Peer::Corecast, Peer::CorecastCluster]
+                vec![Peer::Corecast, Peer::CorecastCluster, Peer::SocketIoRedis]
             } else {
                 Vec::new()
             }
         } else {
-            peers
-                .iter()
-                .copied()
-                .filter(|p| *p != Peer::CorecastCluster)
-                .collect()
+            peers.iter().copied().filter(|p| !p.is_cluster()).collect()
         };
         for peer in &plan_peers {
             eprintln!(
@@ -432,7 +428,7 @@ fn main() -> ExitCode {
                     let urls: Vec<String> = server
                         .addrs
                         .iter()
-                        .map(|a| format!("ws://{a}/ws"))
+                        .map(|a| format!("ws://{a}{}", peer.path()))
                         .collect();
                     let url = urls.join(",");
                     let opts = Options {
@@ -456,6 +452,7 @@ fn main() -> ExitCode {
                         concurrent: 4,
                         limit: Duration::from_millis(500),
                         topics: plan.topics,
+                        socket_io: *peer == Peer::SocketIoRedis,
                     };
                     let result = corecast_load::run(opts);
                     drop(server);

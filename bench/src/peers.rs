@@ -19,16 +19,32 @@ pub enum Peer {
     Tokio,
     /// Two corecast nodes in cluster mode and the nats-server between them.
     CorecastCluster,
+    /// Two Socket.IO nodes with the Redis adapter and the redis-server between them.
+    SocketIoRedis,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 6] = [
         Peer::Corecast,
         Peer::Bun,
         Peer::NodeWs,
         Peer::Tokio,
         Peer::CorecastCluster,
+        Peer::SocketIoRedis,
     ];
+
+    /// A multi-node peer, run only in cluster scenarios.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Peer::CorecastCluster | Peer::SocketIoRedis)
+    }
+
+    /// The path clients upgrade at.
+    pub fn path(self) -> &'static str {
+        match self {
+            Peer::SocketIoRedis => "/socket.io/?EIO=4&transport=websocket",
+            _ => "/ws",
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,6 +53,7 @@ impl Peer {
             Peer::NodeWs => "node-ws",
             Peer::Tokio => "tokio-tungstenite",
             Peer::CorecastCluster => "corecast-2-nodes",
+            Peer::SocketIoRedis => "socket.io-redis-2-nodes",
         }
     }
 
@@ -83,6 +100,12 @@ impl Peer {
                     .args([mode, &port.to_string()]);
                 c
             }
+            Peer::SocketIoRedis => {
+                let mut c = Command::new("node");
+                c.arg(peers.join("socketio-server.js"))
+                    .args([mode, &port.to_string()]);
+                c
+            }
             Peer::Tokio => {
                 let mut c = Command::new(peers.join("tokio-relay/target/release/tokio-relay"));
                 c.args([mode, &port.to_string()]);
@@ -100,6 +123,7 @@ impl Peer {
         match self {
             Peer::Corecast => root.join("target/release/corecast"),
             Peer::CorecastCluster => PathBuf::from("/usr/sbin/nats-server"),
+            Peer::SocketIoRedis => root.join("bench/peers/node_modules/socket.io/package.json"),
             Peer::Bun => root.join("bench/peers/node_modules/.bin/bun"),
             Peer::NodeWs => root.join("bench/peers/node_modules/ws/package.json"),
             Peer::Tokio => root.join("bench/peers/tokio-relay/target/release/tokio-relay"),
@@ -139,7 +163,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `peer` in `mode`, confined to `cpus`, and waits until it accepts.
 pub fn start(peer: Peer, root: &Path, mode: &str, cpus: &[usize]) -> anyhow::Result<Running> {
-    if peer != Peer::CorecastCluster {
+    if !peer.is_cluster() {
         let port = free_port()?;
         let (child, addr) = start_one(peer, peer.command(root, mode, port), port, cpus)?;
         return Ok(Running {
@@ -147,24 +171,38 @@ pub fn start(peer: Peer, root: &Path, mode: &str, cpus: &[usize]) -> anyhow::Res
             addrs: vec![addr],
         });
     }
-    // nats-server first, then two nodes joined through it.
+    // The broker first (nats-server or redis-server), then two nodes joined through it.
     let mut running = Running {
         children: Vec::new(),
         addrs: Vec::new(),
     };
-    let nats_port = free_port()?;
-    let mut nats = Command::new("nats-server");
-    nats.args(["-a", "127.0.0.1", "-p", &nats_port.to_string()])
+    let broker_port = free_port()?;
+    let port_arg = broker_port.to_string();
+    let mut broker = if peer == Peer::CorecastCluster {
+        let mut c = Command::new("nats-server");
+        c.args(["-a", "127.0.0.1", "-p", &port_arg]);
+        c
+    } else {
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"]);
+        c
+    };
+    broker
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let (child, _) = start_one(peer, nats, nats_port, cpus)?;
+    let (child, _) = start_one(peer, broker, broker_port, cpus)?;
     running.children.push(child);
     for node in ["a", "b"] {
         let port = free_port()?;
         let mut cmd = peer.command(root, mode, port);
-        cmd.args(["--cluster", &format!("nats://127.0.0.1:{nats_port}")])
-            .args(["--cluster-name", "bench", "--node-id", node]);
+        if peer == Peer::CorecastCluster {
+            cmd.args(["--cluster", &format!("nats://127.0.0.1:{broker_port}")])
+                .args(["--cluster-name", "bench", "--node-id", node]);
+        } else {
+            cmd.arg(&port_arg);
+        }
         let (child, addr) = start_one(peer, cmd, port, cpus)?;
         running.children.push(child);
         running.addrs.push(addr);

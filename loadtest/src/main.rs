@@ -87,6 +87,9 @@ struct Args {
     /// Topics: publishing connections; 0 holds the subscriptions only (for memory)
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Speak Socket.IO (Engine.IO v4 over WebSocket): messages travel as `m` events
+    #[arg(long)]
+    socket_io: bool,
     /// Topics: publishers cycle through only the first N topics [default: all]
     #[arg(long, default_value_t = 0)]
     publish_topics: usize,
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
             publishers: a.publishers,
             publish_topics: a.publish_topics,
         },
+        socket_io: a.socket_io,
     };
     let report = match corecast_load::run(opts) {
         Ok(r) => r,

@@ -90,6 +90,8 @@ pub struct Options {
     pub limit: Duration,
     /// Topics: the plan (topics, per client, publishers).
     pub topics: TopicPlan,
+    /// Speak Socket.IO (Engine.IO v4) over the WebSocket: messages are `m` events.
+    pub socket_io: bool,
 }
 
 /// Messages one topics publisher may send at most (bounds the completion counters).
@@ -540,6 +542,7 @@ async fn thread_main(
     let opts = &shared.opts;
     let topics = opts.scenario == Scenario::Topics;
     let total = opts.clients + if topics { opts.topics.publishers } else { 0 };
+    let socket_io = opts.socket_io;
     let mine: Vec<usize> = (0..total).filter(|i| i % opts.threads == t).collect();
     let mut conns: Vec<(usize, WsConn)> = Vec::with_capacity(mine.len());
     // Connect in bounded batches so a burst does not overflow the server's accept backlog.
@@ -559,10 +562,18 @@ async fn thread_main(
                 };
                 glommio::spawn_local(async move {
                     let timeout = Duration::from_secs(10);
-                    let connected = match WsConn::connect(&target, source, timeout).await {
-                        Ok(mut c) => await_acks(&mut c, acks, timeout).await.map(|()| c),
-                        Err(e) => Err(e),
-                    };
+                    let connected = async {
+                        let mut c = WsConn::connect(&target, source, timeout).await?;
+                        if socket_io {
+                            let joined = future::or(c.join_socket_io(), async {
+                                Timer::new(timeout).await;
+                                Err(std::io::Error::other("no Socket.IO connect within 10 s"))
+                            });
+                            joined.await?;
+                        }
+                        await_acks(&mut c, acks, timeout).await.map(|()| c)
+                    }
+                    .await;
                     (i, connected)
                 })
             })

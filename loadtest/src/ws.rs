@@ -1,6 +1,7 @@
 //! A lean WebSocket client connection on glommio: the opening handshake, masked frames out,
-//! server frames in through corecast's decoder, pongs answered. Not a general client: no TLS,
-//! no extensions.
+//! server frames in through corecast's decoder, pongs answered; optionally Socket.IO's framing
+//! on top (Engine.IO v4 over WebSocket), to load a Socket.IO server with the same stamps. Not
+//! a general client: no TLS, no extensions.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,6 +14,10 @@ use glommio::net::TcpStream;
 
 /// Read buffer per connection: small, so a generator can hold many connections.
 pub const READ_BUF: usize = 2048;
+
+/// A Socket.IO event `m` with a string argument, before and after the string.
+const SIO_EVENT: &[u8] = br#"42["m",""#;
+const SIO_END: &[u8] = br#""]"#;
 
 /// Where to connect.
 #[derive(Debug, Clone)]
@@ -57,6 +62,8 @@ pub struct WsConn {
     pending_control: Vec<u8>,
     /// Messages that came with the handshake response, handed out by the first `read`.
     early: Vec<Inbound>,
+    /// Speaking Socket.IO: messages travel as `42["m","<payload>"]` events.
+    socket_io: bool,
     /// Pings answered on this connection.
     pub pings: u64,
 }
@@ -76,6 +83,7 @@ impl WsConn {
             mask_state: 0x9e37_79b9,
             pending_control: Vec::new(),
             early: Vec::new(),
+            socket_io: false,
             pings: 0,
         };
         conn.handshake(target).await?;
@@ -131,11 +139,48 @@ impl WsConn {
         x.to_ne_bytes()
     }
 
-    /// Sends one text message.
+    /// Sends one text message (as a Socket.IO `m` event when speaking Socket.IO: the payload
+    /// must then need no JSON escaping, which stamps do not).
     pub async fn send_text(&mut self, payload: &[u8]) -> io::Result<()> {
         let key = self.next_mask();
-        let frame = frame::encode_masked(OpCode::Text, payload, key);
+        let frame = if self.socket_io {
+            let mut event = Vec::with_capacity(payload.len() + SIO_EVENT.len() + 2);
+            event.extend_from_slice(SIO_EVENT);
+            event.extend_from_slice(payload);
+            event.extend_from_slice(SIO_END);
+            frame::encode_masked(OpCode::Text, &event, key)
+        } else {
+            frame::encode_masked(OpCode::Text, payload, key)
+        };
         self.stream.write_all(&frame).await
+    }
+
+    /// Joins the Socket.IO default namespace (Engine.IO v4): waits for the open packet (`0`),
+    /// sends the namespace connect (`40`), waits for its answer (`40`). From then on messages
+    /// are `m` events and Engine.IO pings (`2`) are answered (`3`).
+    pub async fn join_socket_io(&mut self) -> io::Result<()> {
+        let mut items = Vec::new();
+        let mut stage = 0;
+        while stage < 2 {
+            if self.read(&mut items).await?.is_none() {
+                return Err(io::Error::other("closed while joining Socket.IO"));
+            }
+            for item in items.drain(..) {
+                let Inbound::Message { data, .. } = item else {
+                    continue;
+                };
+                match (stage, data.first()) {
+                    (0, Some(b'0')) => {
+                        self.send_text(b"40").await?;
+                        stage = 1;
+                    }
+                    (1, _) if data.starts_with(b"40") => stage = 2,
+                    _ => {}
+                }
+            }
+        }
+        self.socket_io = true;
+        Ok(())
     }
 
     /// Reads once and returns the data messages that completed; pings are answered by the
@@ -172,6 +217,25 @@ impl WsConn {
                     self.pending_control.extend_from_slice(&pong);
                 }
                 Inbound::Close { .. } => return Ok(None),
+                Inbound::Message { data, .. } if self.socket_io && &data[..] == b"2" => {
+                    self.pings += 1;
+                    let key = self.next_mask();
+                    let pong = frame::encode_masked(OpCode::Text, b"3", key);
+                    self.pending_control.extend_from_slice(&pong);
+                }
+                Inbound::Message { data, binary } if self.socket_io => {
+                    // An `m` event's payload, or the message as it came (not a stamp, so
+                    // counted as unexpected).
+                    let inner = data
+                        .strip_prefix(SIO_EVENT)
+                        .and_then(|rest| rest.strip_suffix(SIO_END))
+                        .map(|p| data.slice_ref(p))
+                        .unwrap_or(data);
+                    out.push(Inbound::Message {
+                        binary,
+                        data: inner,
+                    });
+                }
                 other => out.push(other),
             }
         }

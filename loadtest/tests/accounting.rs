@@ -123,6 +123,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         concurrent: 1,
         limit: Duration::from_secs(1),
         topics: topics_plan(),
+        socket_io: false,
     })
     .expect("the run completes");
     server.shutdown_within(Duration::from_secs(1));
