@@ -503,36 +503,37 @@ impl Server {
     /// `Error::InvalidConnection` for an unknown UUID, `InvalidTopic` / `TooManyTopics` as for
     /// `kws.subscribe`. Blocks until the shard answered; refused on a shard thread.
     pub fn subscribe(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
-        if on_shard_thread() {
-            return Err(Error::OnShardThread);
-        }
-        self.ask_subscription(uuid, topic, true)?
-            .recv()
-            .unwrap_or(Err(Error::InvalidConnection))
+        self.subscription_blocking(uuid, topic, true)
     }
 
     /// `subscribe` for async code, shard threads included.
     pub async fn subscribe_async(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
-        self.ask_subscription(uuid, topic, true)?
-            .recv_async()
-            .await
-            .unwrap_or(Err(Error::InvalidConnection))
+        self.subscription_async(uuid, topic, true).await
     }
 
     /// Unsubscribes the connection holding `uuid` from `topic`: `Ok(false)` if it was not
     /// subscribed, `Error::InvalidConnection` for an unknown UUID. Refused on a shard thread.
     pub fn unsubscribe(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
-        if on_shard_thread() {
-            return Err(Error::OnShardThread);
-        }
-        self.ask_subscription(uuid, topic, false)?
-            .recv()
-            .unwrap_or(Err(Error::InvalidConnection))
+        self.subscription_blocking(uuid, topic, false)
     }
 
     /// `unsubscribe` for async code, shard threads included.
     pub async fn unsubscribe_async(&self, uuid: &str, topic: &str) -> Result<bool, Error> {
-        self.ask_subscription(uuid, topic, false)?
+        self.subscription_async(uuid, topic, false).await
+    }
+
+    fn subscription_blocking(&self, uuid: &str, topic: &str, on: bool) -> Result<bool, Error> {
+        if on_shard_thread() {
+            return Err(Error::OnShardThread);
+        }
+        // The shard drops the answer only when it stops: the connection is gone with it.
+        self.ask_subscription(uuid, topic, on)?
+            .recv()
+            .unwrap_or(Err(Error::InvalidConnection))
+    }
+
+    async fn subscription_async(&self, uuid: &str, topic: &str, on: bool) -> Result<bool, Error> {
+        self.ask_subscription(uuid, topic, on)?
             .recv_async()
             .await
             .unwrap_or(Err(Error::InvalidConnection))

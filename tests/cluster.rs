@@ -272,11 +272,7 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
 
 #[test]
 fn nats_unreachable_at_start_is_a_clear_error_unless_asked_to_start_anyway() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let started = Server::builder()
         .shards(1)

@@ -664,11 +664,7 @@ fn the_api_answers_expect_100_continue() {
 
 #[test]
 fn cluster_unreachable_nats_exits_1_with_one_line() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
         .args([

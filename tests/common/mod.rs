@@ -395,12 +395,15 @@ pub struct Nats {
     dir: std::path::PathBuf,
 }
 
+/// A loopback port nobody listens on now (for servers the tests start but do not bind).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 impl Nats {
     pub fn start() -> Nats {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("corecast-nats-{}-{port}", std::process::id()));
         let mut nats = Nats {
             child: None,
