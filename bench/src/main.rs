@@ -528,7 +528,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let summary_path = a.out.join(format!("{date}-summary.md"));
+    // A run of some scenarios (--only) does not replace the day's summary of all of them.
+    let summary_name = if a.only.is_empty() {
+        format!("{date}-summary.md")
+    } else {
+        format!("{date}-summary-{}.md", a.only.join("-"))
+    };
+    let summary_path = a.out.join(summary_name);
     if let Err(e) = std::fs::write(&summary_path, &summary) {
         eprintln!(
             "corecast-bench: cannot write {}: {e}",
