@@ -416,22 +416,28 @@ impl Claims {
                     ))
                 };
                 let js = async_nats::jetstream::new(self.client.clone());
-                js.get_or_create_stream(Config {
-                    name: format!("KV_{}", self.bucket),
-                    subjects: vec![format!("$KV.{}.>", self.bucket)],
-                    max_messages_per_subject: 1,
-                    discard: DiscardPolicy::New,
-                    storage: StorageType::Memory,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed(&e))?;
-                js.get_key_value(self.bucket.as_str())
-                    .await
-                    .map_err(|e| failed(&e))
+                // Two nodes may create it at once; the loser's "overlaps with an existing
+                // stream" is fine as long as the bucket is there afterwards.
+                let created = js
+                    .get_or_create_stream(Config {
+                        name: format!("KV_{}", self.bucket),
+                        subjects: vec![format!("$KV.{}.>", self.bucket)],
+                        max_messages_per_subject: 1,
+                        discard: DiscardPolicy::New,
+                        storage: StorageType::Memory,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        ..Default::default()
+                    })
+                    .await;
+                match js.get_key_value(self.bucket.as_str()).await {
+                    Ok(store) => Ok(store),
+                    Err(e) => Err(match created {
+                        Err(create) => failed(&create),
+                        Ok(_) => failed(&e),
+                    }),
+                }
             })
             .await
     }
