@@ -385,6 +385,9 @@ async fn control_loop(
     }
 }
 
+/// Seconds a release keeps trying while NATS is away.
+const RELEASE_TRIES: u32 = 300;
+
 /// UUID claims in the cluster's key-value bucket: key = the UUID, value = holder and time.
 #[derive(Clone)]
 struct Claims {
@@ -424,7 +427,9 @@ impl Claims {
                         subjects: vec![format!("$KV.{}.>", self.bucket)],
                         max_messages_per_subject: 1,
                         discard: DiscardPolicy::New,
-                        storage: StorageType::Memory,
+                        // On disk where the server keeps its store, so claims outlive a
+                        // restart of NATS while their connections stay open.
+                        storage: StorageType::File,
                         allow_rollup: true,
                         deny_delete: true,
                         allow_direct: true,
@@ -481,14 +486,26 @@ impl Claims {
         young || self.handle.is_live(node)
     }
 
+    /// Deletes the claim, retrying while NATS is away (for up to `RELEASE_TRIES` seconds):
+    /// a claim left behind would refuse the name on other nodes while this node lives.
     async fn release(&self, uuid: &str, revision: u64) {
-        let Ok(store) = self.store().await else {
-            return;
-        };
         let key = wire::claim_key(uuid);
-        // Only our own claim: if another node took the key over, its revision differs.
-        if let Err(e) = store.delete_expect_revision(&key, Some(revision)).await {
-            tracing::debug!(uuid, error = %e, "UUID claim not released");
+        for _ in 0..RELEASE_TRIES {
+            if self.handle.stats.connected.load(Ordering::Acquire) {
+                if let Ok(store) = self.store().await {
+                    // Only our own claim: a key another node took over has another revision.
+                    match store.delete_expect_revision(&key, Some(revision)).await {
+                        Ok(()) => return,
+                        Err(e) if self.handle.stats.connected.load(Ordering::Acquire) => {
+                            tracing::debug!(uuid, error = %e, "UUID claim not ours any more");
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        tracing::warn!(uuid, "UUID claim not released: NATS stayed away");
     }
 }

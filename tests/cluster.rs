@@ -317,6 +317,11 @@ fn nats_lost_and_back_local_traffic_goes_on_and_cross_node_resumes() {
     next_uuid(&ua);
     let mut cb = b.client("/ws");
     next_uuid(&ub);
+    // Two named clients on a: ed stays through the outage, dora leaves during it.
+    let _ed = a.client("/ws?name=ed");
+    assert_eq!(next_uuid(&ua).0, "ed");
+    let mut dora = a.client("/ws?name=dora");
+    assert_eq!(next_uuid(&ua).0, "dora");
 
     nats.kill();
     wait_until(
@@ -327,6 +332,8 @@ fn nats_lost_and_back_local_traffic_goes_on_and_cross_node_resumes() {
     a.server.broadcast("while down", MessageType::Text);
     assert_eq!(ca.recv_text(), "while down", "local delivery is untouched");
     assert!(a.server.metrics().cluster.unwrap().dropped > dropped);
+    dora.close(1000, "bye");
+    assert!(dora.wait_closed());
 
     nats.restart();
     wait_until(
@@ -350,6 +357,26 @@ fn nats_lost_and_back_local_traffic_goes_on_and_cross_node_resumes() {
     let _ = tx.send(());
     sender.join().unwrap();
     assert!(matches!(ca.recv(), Message::Text(t) if t.as_str() == "after"));
+
+    // Claims outlived the restart: ed is still refused on b. Dora's release waited for NATS
+    // and went through: b can take her name.
+    let upgrade = |name: &str| {
+        format!(
+            "GET /ws?name={name} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    assert_eq!(http_status(b.addr(), &upgrade("ed")), 409);
+    let mut dora_on_b = None;
+    wait_until(
+        || {
+            dora_on_b = try_client(b.addr(), "/ws?name=dora");
+            dora_on_b.is_some()
+        },
+        "dora's name released after NATS came back",
+    );
+    assert_eq!(next_uuid(&ub).0, "dora");
 }
 
 #[test]
