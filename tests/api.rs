@@ -397,10 +397,5 @@ fn attributes_params_query_headers_cookies_and_locals() {
     assert_eq!(got.6, None);
     assert_eq!(got.7.as_deref(), Some("s3"));
     // The gate's rejection reaches the client as its status.
-    let status = http_status(
-        addr,
-        "GET /room/blue/x?deny=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
-    assert_eq!(status, 401);
+    assert_eq!(upgrade_status(addr, "/room/blue/x?deny=1"), 401);
 }

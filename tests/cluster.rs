@@ -251,20 +251,12 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
     // it once the first connection has gone.
     let mut alice = a.client("/ws?name=alice");
     assert_eq!(next_uuid(&ua).0, "alice");
-    let status = http_status(
-        b.addr(),
-        "GET /ws?name=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
-    assert_eq!(status, 409);
+    assert_eq!(upgrade_status(b.addr(), "/ws?name=alice"), 409);
     alice.close(1000, "bye");
     assert!(alice.wait_closed());
-    let mut second = None;
-    wait_until(
-        || {
-            second = try_client(b.addr(), "/ws?name=alice");
-            second.is_some()
-        },
+    let _second = client_when_accepted(
+        b.addr(),
+        "/ws?name=alice",
         "alice free again after her connection went",
     );
     assert_eq!(next_uuid(&ub).0, "alice");
@@ -360,20 +352,10 @@ fn nats_lost_and_back_local_traffic_goes_on_and_cross_node_resumes() {
 
     // Claims outlived the restart: ed is still refused on b. Dora's release waited for NATS
     // and went through: b can take her name.
-    let upgrade = |name: &str| {
-        format!(
-            "GET /ws?name={name} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-    };
-    assert_eq!(http_status(b.addr(), &upgrade("ed")), 409);
-    let mut dora_on_b = None;
-    wait_until(
-        || {
-            dora_on_b = try_client(b.addr(), "/ws?name=dora");
-            dora_on_b.is_some()
-        },
+    assert_eq!(upgrade_status(b.addr(), "/ws?name=ed"), 409);
+    let _dora_on_b = client_when_accepted(
+        b.addr(),
+        "/ws?name=dora",
         "dora's name released after NATS came back",
     );
     assert_eq!(next_uuid(&ub).0, "dora");

@@ -719,11 +719,8 @@ fn a_killed_node_leaves_the_view_and_frees_its_ids_while_the_others_serve() {
     );
     // bob is on b; a refuses the same id while b lives.
     let _bob = b.client("/ws/bob");
-    let upgrade_bob = "GET /ws/bob HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-                       Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                       Sec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(
-        http_status(a.ws, upgrade_bob),
+        upgrade_status(a.ws, "/ws/bob"),
         409,
         "bob's claim holds on a"
     );
@@ -738,12 +735,5 @@ fn a_killed_node_leaves_the_view_and_frees_its_ids_while_the_others_serve() {
     assert_eq!(alice.recv_text(), "still here");
     // Three missed heartbeats (3 s) and b is out of a's view; bob can connect to a then.
     wait_until(|| cluster_nodes(&a) == ["a"], "b dropped from a's view");
-    let mut bob = None;
-    wait_until(
-        || {
-            bob = try_client(a.ws, "/ws/bob");
-            bob.is_some()
-        },
-        "bob free again on a",
-    );
+    client_when_accepted(a.ws, "/ws/bob", "bob free again on a");
 }

@@ -57,9 +57,30 @@ pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     }
 }
 
-/// One attempt to upgrade at `path`: the client, or `None` if refused (for waits that retry
-/// until a server accepts).
-pub fn try_client(addr: SocketAddr, path: &str) -> Option<Client> {
+/// The status a well-formed upgrade request to `path` gets (101 when accepted).
+pub fn upgrade_status(addr: SocketAddr, path: &str) -> u16 {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    http_status(addr, &req)
+}
+
+/// Upgrades at `path` once the server accepts it, retrying until then (bounded by `WAIT`).
+pub fn client_when_accepted(addr: SocketAddr, path: &str, what: &str) -> Client {
+    let mut client = None;
+    wait_until(
+        || {
+            client = try_client(addr, path);
+            client.is_some()
+        },
+        what,
+    );
+    client.expect("accepted")
+}
+
+/// One attempt to upgrade at `path`: the client, or `None` if refused.
+fn try_client(addr: SocketAddr, path: &str) -> Option<Client> {
     let stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(WAIT)).ok()?;
     let url = format!("ws://{addr}{path}");
