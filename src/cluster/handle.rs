@@ -128,8 +128,8 @@ impl ClusterHandle {
     }
 
     /// A topic's local interest may have changed; the link reads the topic table to see.
-    pub(crate) fn interest(&self, topic: &Arc<str>) {
-        let _ = self.control.send(Control::Interest(Arc::clone(topic)));
+    pub(crate) fn interest(&self, topic: &str) {
+        let _ = self.control.send(Control::Interest(topic.into()));
     }
 
     fn ask_claim(&self, uuid: &str) -> flume::Receiver<Result<u64, Error>> {

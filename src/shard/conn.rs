@@ -295,7 +295,7 @@ impl Connections {
     }
 
     /// One subscriber of `topic` on this shard left.
-    fn leave_topic(&self, topic: &Arc<str>) {
+    fn leave_topic(&self, topic: &str) {
         if self.topic_table.remove(topic, self.id, 1) {
             self.interest_changed(topic);
         }
@@ -303,7 +303,7 @@ impl Connections {
 
     /// A topic gained its first subscriber on this node, or lost its last: in cluster mode
     /// the NATS link takes or lets go of the topic's subject.
-    fn interest_changed(&self, topic: &Arc<str>) {
+    fn interest_changed(&self, topic: &str) {
         if let Some(cluster) = &self.cluster {
             cluster.interest(topic);
         }
@@ -445,7 +445,7 @@ impl Conn {
             .borrow_mut()
             .unsubscribe(self.id.slot, topic);
         if left {
-            self.conns.leave_topic(&topic.into());
+            self.conns.leave_topic(topic);
             self.conns.metrics().unsubscribed(1);
         }
         left
