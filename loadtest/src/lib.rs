@@ -11,14 +11,16 @@
 //! | `ws` | a lean WebSocket client connection on glommio |
 //! | `payload` | the stamp each message carries |
 //! | `tally` | per-receiver delivery accounting |
-//! | `procstat` | the server's CPU time and memory from procfs |
+//! | `procstat` | the server's CPU time, memory and open files from procfs |
 //! | `report` | results as JSON and as a summary |
+//! | `siege` | the `corecast-siege` binary's attacks and soak against the real server |
 
 pub mod payload;
 pub mod procstat;
 pub mod report;
 pub mod run;
 mod shootout;
+pub mod siege;
 pub mod tally;
 pub mod topics;
 pub mod ws;

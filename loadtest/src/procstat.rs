@@ -1,4 +1,4 @@
-//! The CPU time and resident memory of the processes that make up a server (one, or a
+//! The CPU time, resident memory and open files of the processes that make up a server (one, or a
 //! cluster's nodes and its broker), read from procfs. Not sampling: two reads around a
 //! measured window.
 
@@ -10,6 +10,11 @@ pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
 /// Resident memory of the processes in KiB, summed; `None` if any is gone.
 pub fn rss_kib(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|&pid| rss_kib_of(pid)).sum()
+}
+
+/// Open file descriptors of one process; `None` if it is gone.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 fn cpu_seconds_of(pid: u32) -> Option<f64> {
@@ -45,5 +50,10 @@ mod tests {
         assert!(one > 0);
         assert!(rss_kib(&[me, me]).unwrap() >= 2 * one - 64);
         assert_eq!(cpu_seconds(&[me, u32::MAX]), None);
+        // Other tests open and close files meanwhile, so only a floor is certain.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(open_fds(me).unwrap() >= 1);
+        assert_eq!(open_fds(u32::MAX), None);
+        drop(file);
     }
 }

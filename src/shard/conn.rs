@@ -112,8 +112,8 @@ impl std::fmt::Debug for EventPayload {
     }
 }
 
-/// Size of the shard's read buffer.
-const SCRATCH: usize = 64 << 10;
+/// Size of the shard's read buffer: the most one `recv` takes.
+pub(crate) const SCRATCH: usize = 64 << 10;
 
 /// A shard's connections and what they share. Lives on the shard's thread only.
 pub(crate) struct Connections {
@@ -575,16 +575,18 @@ impl Conn {
             .watch(self.fd.get(), readiness::key_of(self.id))
     }
 
-    /// The socket has bytes (or the peer closed): one `recv` into the shard's buffer, then the
-    /// session acts on them. More bytes left are reported again (level-triggered).
-    pub(crate) fn read_ready(self: &Rc<Self>) {
+    /// The socket has bytes (or the peer closed): one `recv` of at most `max` bytes into the
+    /// shard's buffer, then the session acts on them. More bytes left are reported again
+    /// (level-triggered).
+    pub(crate) fn read_ready(self: &Rc<Self>, max: usize) {
         let fd = self.fd.get();
         if fd < 0 || self.is_gone() {
             return;
         }
         let read = {
             let mut scratch = self.conns.scratch.borrow_mut();
-            match recv(fd, &mut scratch) {
+            let len = max.clamp(1, scratch.len());
+            match recv(fd, &mut scratch[..len]) {
                 Ok(n) if n > 0 => {
                     // The session copies what it keeps: the buffer is free again after this.
                     self.received(Instant::now(), &scratch[..n]);

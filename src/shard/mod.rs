@@ -82,6 +82,15 @@ pub(crate) async fn run(
     core.uninstall();
 }
 
+/// Bytes one round of reads takes from all ready connections together, shared out evenly.
+/// A client flooding the shard (say 100,000 one-byte fragments) then gets only its share of
+/// a round, the round stays short, and everyone else's replies go out after it: fairness
+/// costs a few more `recv`s only while many connections have bytes at once.
+const ROUND_BYTES: usize = 16 << 10;
+
+/// The least one ready connection may read in a round: a whole small message in one `recv`.
+const MIN_READ: usize = 4 << 10;
+
 /// Reads every open connection that has bytes, one `recv` each, as the readiness set reports
 /// them; then lets the flush pass write the replies before looking again, and sleeps on the set
 /// (one poll for the whole shard) when nothing is ready.
@@ -97,9 +106,10 @@ async fn serve_readiness(core: Rc<ShardCore>) {
             }
             continue;
         }
+        let share = (ROUND_BYTES / n).clamp(MIN_READ, conn::SCRATCH);
         for &key in &keys[..n] {
             if let Some(conn) = core.conns.by_key(key) {
-                conn.read_ready();
+                conn.read_ready(share);
             }
         }
         // Behind the other ready tasks: the flush pass sends this round's replies in one go.

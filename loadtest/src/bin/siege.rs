@@ -1,0 +1,115 @@
+//! `corecast-siege`: runs the attack suite (or the soak) against the real `corecast` binary
+//! and writes the results as Markdown and JSON. Exits 1 when a goal was missed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use corecast::units::parse_duration;
+use corecast_load::siege::{self, attacks, server};
+use server::{Cpus, Limits};
+
+#[derive(Parser)]
+#[command(
+    name = "corecast-siege",
+    about = "Attacks and a soak against the corecast binary, with figures"
+)]
+struct Args {
+    /// The server binary (default: `corecast` beside this program).
+    #[arg(long, global = true, value_name = "PATH")]
+    server: Option<PathBuf>,
+    /// Write the results to PREFIX.md and PREFIX.json.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the attacks, each against a fresh server, while a healthy client measures.
+    Attacks {
+        /// Only these attacks (comma-separated names).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        only: Vec<String>,
+        /// How long the healthy client measures before each attack.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        baseline: Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let binary = match args.server {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program has no folder")?
+            .join("corecast"),
+    };
+    if !binary.is_file() {
+        bail!("no server binary at {} (build it: cargo build --release -p corecast-bin, or pass --server)", binary.display());
+    }
+    match args.command {
+        Command::Attacks { only, baseline } => {
+            for name in &only {
+                if !attacks::ALL.iter().any(|a| a.name == name) {
+                    let names: Vec<_> = attacks::ALL.iter().map(|a| a.name).collect();
+                    bail!("no attack {name:?}; the attacks are {}", names.join(", "));
+                }
+            }
+            let chosen: Vec<_> = attacks::ALL
+                .iter()
+                .filter(|a| only.is_empty() || only.iter().any(|n| n == a.name))
+                .collect();
+            let cpus = Cpus::split();
+            server::pin_current_thread(&cpus.attackers)?;
+            eprintln!(
+                "server and healthy client on CPUs {:?}, attackers on {:?}",
+                cpus.server, cpus.attackers
+            );
+            let mut results = Vec::new();
+            for (i, attack) in chosen.iter().enumerate() {
+                eprintln!(
+                    "[{}/{}] {}: {}",
+                    i + 1,
+                    chosen.len(),
+                    attack.name,
+                    attack.what
+                );
+                let result = siege::run_attack(&binary, attack, baseline, &cpus)?;
+                let verdict = if result.passed() {
+                    "pass".into()
+                } else {
+                    format!("FAIL: {}", result.failures.join("; "))
+                };
+                eprintln!(
+                    "      {}; healthy p99 {} → {} µs, lost {}; fds {} → {} → {}; {verdict}",
+                    result.answers,
+                    result.healthy_baseline_p99_us,
+                    result.healthy_during_p99_us,
+                    result.healthy_lost,
+                    result.fds_before,
+                    result.fds_peak,
+                    result.fds_after
+                );
+                results.push(result);
+            }
+            let table = siege::markdown(&results, &Limits::SIEGE, &cpus);
+            println!("{table}");
+            if let Some(prefix) = &args.out {
+                std::fs::write(prefix.with_extension("md"), &table)?;
+                std::fs::write(
+                    prefix.with_extension("json"),
+                    serde_json::to_string_pretty(&results)?,
+                )?;
+            }
+            let failed = results.iter().filter(|r| !r.passed()).count();
+            if failed > 0 {
+                bail!("{failed} of {} attacks missed a goal", results.len());
+            }
+            Ok(())
+        }
+    }
+}
