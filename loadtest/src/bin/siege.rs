@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use corecast::units::parse_duration;
-use corecast_load::siege::{self, attacks, server};
+use corecast_load::siege::{self, attacks, server, soak};
 use server::{Cpus, Limits};
+use soak::SoakOptions;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,33 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         baseline: Duration,
     },
+    /// A long mixed run (idle, churn, a topic feed, slow consumers), sampled into CSV and SVG.
+    Soak {
+        /// How long to run.
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        duration: Duration,
+        /// How often to sample the server.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        sample: Duration,
+        /// Idle connections held all along.
+        #[arg(long, default_value_t = 1000)]
+        idle: usize,
+        /// Subscribers checking every delivery.
+        #[arg(long, default_value_t = 20)]
+        subscribers: usize,
+        /// Publishes per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Bytes per published message.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// Connect/subscribe/close cycles per second.
+        #[arg(long, default_value_t = 20)]
+        churn_rate: u32,
+        /// Subscribers who never read.
+        #[arg(long, default_value_t = 5)]
+        slow: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +79,63 @@ fn main() -> anyhow::Result<()> {
     if !binary.is_file() {
         bail!("no server binary at {} (build it: cargo build --release -p corecast-bin, or pass --server)", binary.display());
     }
+    let cpus = Cpus::split();
+    server::pin_current_thread(&cpus.attackers)?;
+    eprintln!(
+        "server on CPUs {:?}, load on {:?}",
+        cpus.server, cpus.attackers
+    );
     match args.command {
+        Command::Soak {
+            duration,
+            sample,
+            idle,
+            subscribers,
+            rate,
+            size,
+            churn_rate,
+            slow,
+        } => {
+            anyhow::ensure!(
+                sample >= Duration::from_secs(1),
+                "--sample must be at least 1s"
+            );
+            anyhow::ensure!(
+                duration >= sample * 3,
+                "--duration must be at least three samples"
+            );
+            anyhow::ensure!(
+                subscribers > 0 && rate > 0,
+                "--subscribers and --rate must be above zero"
+            );
+            let opts = SoakOptions {
+                duration,
+                sample,
+                idle,
+                subscribers,
+                rate,
+                size,
+                churn_rate,
+                slow,
+            };
+            let report = soak::run(&binary, &opts, &cpus, |line| eprintln!("{line}"))?;
+            let table = soak::markdown(&report);
+            println!("{table}");
+            if let Some(prefix) = &args.out {
+                std::fs::write(prefix.with_extension("md"), &table)?;
+                std::fs::write(
+                    prefix.with_extension("json"),
+                    serde_json::to_string_pretty(&report)?,
+                )?;
+                std::fs::write(prefix.with_extension("csv"), soak::csv(&report.samples))?;
+                let title = format!("corecast soak, {:.0} minutes", report.duration_s / 60.0);
+                soak::plot(&report.samples, &prefix.with_extension("svg"), &title)?;
+            }
+            if !report.failures.is_empty() {
+                bail!("the soak failed: {}", report.failures.join("; "));
+            }
+            Ok(())
+        }
         Command::Attacks { only, baseline } => {
             for name in &only {
                 if !attacks::ALL.iter().any(|a| a.name == name) {

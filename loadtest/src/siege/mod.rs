@@ -15,6 +15,7 @@ pub mod attacks;
 pub mod client;
 pub mod healthy;
 pub mod server;
+pub mod soak;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use attacks::{Attack, Target};
-use healthy::Probe;
+use healthy::{Probe, Route};
 use server::{Cpus, Limits, ServerProcess};
 
 /// Phases of one attack run, as the healthy client counts them.
@@ -52,6 +53,8 @@ pub struct AttackResult {
     pub healthy_during_max_us: u64,
     pub healthy_sent: u64,
     pub healthy_lost: u64,
+    /// Healthy messages that arrived out of order or twice.
+    pub healthy_disorder: u64,
     pub healthy_broken: Option<String>,
     pub rss_kib_before: u64,
     pub rss_kib_peak: u64,
@@ -152,7 +155,12 @@ pub fn run_attack(
     let mode = if attack.relay { "relay" } else { "echo" };
     let mut server = ServerProcess::start(binary, mode, &limits, &cpus.server)?;
     warm_up(&server)?;
-    let probe = Probe::start(server.addr, attack.relay, 3, &cpus.server)?;
+    let route = if attack.relay {
+        Route::Relay
+    } else {
+        Route::Echo
+    };
+    let probe = Probe::start(server.addr, route, healthy::PERIOD, 3, &cpus.server)?;
     std::thread::sleep(baseline);
     let (rss_before, fds_before) = (server.rss_kib(), server.fds());
 
@@ -186,7 +194,7 @@ pub fn run_attack(
     std::thread::sleep(Duration::from_secs(1));
     let (rss_after, fds_after) = (server.rss_kib(), server.fds());
     let (rss_peak, fds_peak) = peaks.finish();
-    let (phases, broken) = probe.finish(Duration::from_secs(3));
+    let (phases, broken, disorder) = probe.finish(Duration::from_secs(3));
     let server_alive = server.alive();
 
     let q = |phase: usize, quantile: f64| phases[phase].latency_us.value_at_quantile(quantile);
@@ -208,6 +216,7 @@ pub fn run_attack(
         healthy_during_max_us: phases[DURING].latency_us.max(),
         healthy_sent: phases.iter().map(|p| p.sent).sum(),
         healthy_lost: lost,
+        healthy_disorder: disorder,
         healthy_broken: broken,
         rss_kib_before: rss_before,
         rss_kib_peak: rss_peak,
@@ -243,6 +252,12 @@ fn judge(r: &AttackResult) -> Vec<String> {
         failures.push(format!(
             "the healthy client lost {} messages",
             r.healthy_lost
+        ));
+    }
+    if r.healthy_disorder > 0 {
+        failures.push(format!(
+            "{} healthy messages out of order or twice",
+            r.healthy_disorder
         ));
     }
     if r.healthy_during_p99_us > 2 * r.healthy_baseline_p99_us {

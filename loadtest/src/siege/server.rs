@@ -34,6 +34,15 @@ impl Limits {
         max_message_size: 64 * 1024,
     };
 
+    /// The binary's own defaults (what the soak runs with).
+    pub const DEFAULTS: Limits = Limits {
+        handshake_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_secs(1),
+        read_idle_timeout: Duration::from_secs(3),
+        write_timeout: Duration::from_secs(10),
+        max_message_size: 1 << 20,
+    };
+
     /// The longest any connection may outlive its attacker's last byte under these limits.
     pub fn teardown_bound(&self) -> Duration {
         self.handshake_timeout
