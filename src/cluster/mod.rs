@@ -2,6 +2,8 @@
 //! cluster). Several nodes act as one server by carrying cross-node work over NATS; what a
 //! shard hands to the NATS link is `handle`, what travels is `wire`. Not the link itself: that
 //! is `crate::nats`, one thread per node.
+// Built without the `cluster` feature there is no NATS link to read what shards hand it.
+#![cfg_attr(not(feature = "cluster"), allow(dead_code))]
 
 pub(crate) mod handle;
 pub(crate) mod wire;
