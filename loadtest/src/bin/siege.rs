@@ -43,32 +43,7 @@ enum Command {
         latency_advisory: bool,
     },
     /// A long mixed run (idle, churn, a topic feed, slow consumers), sampled into CSV and SVG.
-    Soak {
-        /// How long to run.
-        #[arg(long, default_value = "30m", value_parser = parse_duration)]
-        duration: Duration,
-        /// How often to sample the server.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        sample: Duration,
-        /// Idle connections held all along.
-        #[arg(long, default_value_t = 1000)]
-        idle: usize,
-        /// Subscribers checking every delivery.
-        #[arg(long, default_value_t = 20)]
-        subscribers: usize,
-        /// Publishes per second.
-        #[arg(long, default_value_t = 100)]
-        rate: u32,
-        /// Bytes per published message.
-        #[arg(long, default_value_t = 512)]
-        size: usize,
-        /// Connect/subscribe/close cycles per second.
-        #[arg(long, default_value_t = 20)]
-        churn_rate: u32,
-        /// Subscribers who never read.
-        #[arg(long, default_value_t = 5)]
-        slow: usize,
-    },
+    Soak(SoakOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,38 +65,7 @@ fn main() -> anyhow::Result<()> {
         cpus.server, cpus.attackers
     );
     match args.command {
-        Command::Soak {
-            duration,
-            sample,
-            idle,
-            subscribers,
-            rate,
-            size,
-            churn_rate,
-            slow,
-        } => {
-            anyhow::ensure!(
-                sample >= Duration::from_secs(1),
-                "--sample must be at least 1s"
-            );
-            anyhow::ensure!(
-                duration >= sample * 3,
-                "--duration must be at least three samples"
-            );
-            anyhow::ensure!(
-                subscribers > 0 && rate > 0,
-                "--subscribers and --rate must be above zero"
-            );
-            let opts = SoakOptions {
-                duration,
-                sample,
-                idle,
-                subscribers,
-                rate,
-                size,
-                churn_rate,
-                slow,
-            };
+        Command::Soak(opts) => {
             let report = soak::run(&binary, &opts, &cpus, |line| eprintln!("{line}"))?;
             let table = soak::markdown(&report);
             println!("{table}");

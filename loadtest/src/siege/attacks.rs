@@ -391,15 +391,20 @@ fn send_unread(conn: &mut Conn, burst: &[u8], every: Duration, bound: Duration, 
     seen.add(format!("{answer} ({ending})"), torn_down);
 }
 
-fn ping_flood(target: &Target) -> Seen {
-    let burst = client::frame(0x9, &[0x70; 125]).repeat(10);
+/// `clients` attackers with small windows that send `burst` every `every` and never read.
+fn never_reading(target: &Target, clients: usize, burst: &[u8], every: Duration) -> Seen {
     let bound = target.limits.write_timeout * 4 + BOUND;
-    spread(10, 10, |_, seen| {
+    spread(clients, clients, |_, seen| {
         let Some(mut conn) = open_small_window(target, seen) else {
             return;
         };
-        send_unread(&mut conn, &burst, Duration::from_millis(1), bound, seen);
+        send_unread(&mut conn, burst, every, bound, seen);
     })
+}
+
+fn ping_flood(target: &Target) -> Seen {
+    let pings = client::frame(0x9, &[0x70; 125]).repeat(10);
+    never_reading(target, 10, &pings, Duration::from_millis(1))
 }
 
 fn garbage(target: &Target) -> Seen {
@@ -459,16 +464,10 @@ fn churn(target: &Target) -> Seen {
 }
 
 fn slow_consumers(target: &Target) -> Seen {
-    // Relayed to everyone: each message reaches every attacker's small window.
+    // Relayed to everyone, so it reaches every attacker's small window; and talking all
+    // along means only the stalled writes can end them, not idleness.
     let message = client::frame(0x2, &[0x5a; 1024]);
-    let bound = target.limits.write_timeout * 4 + BOUND;
-    spread(20, 20, |_, seen| {
-        let Some(mut conn) = open_small_window(target, seen) else {
-            return;
-        };
-        // Talking all along, so only the stalled writes can end it (not idleness).
-        send_unread(&mut conn, &message, Duration::from_millis(50), bound, seen);
-    })
+    never_reading(target, 20, &message, Duration::from_millis(50))
 }
 
 fn half_open(target: &Target) -> Seen {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use corecast::units::parse_duration;
 use corecast::ws::frame::Inbound;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -20,24 +21,58 @@ use super::client::{self, Conn, Ending};
 use super::healthy::{Probe, Route};
 use super::server::{Cpus, Limits, ServerProcess};
 
-/// What the soak runs.
-#[derive(Debug, Clone)]
+/// What the soak runs (also its command-line flags).
+#[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct SoakOptions {
+    /// How long to run.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
     pub duration: Duration,
     /// How often the server is sampled.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
     pub sample: Duration,
     /// Connections held open all along, answering pings and nothing else.
+    #[arg(long, default_value_t = 1000)]
     pub idle: usize,
     /// Subscribers of the feed topic who check every delivery.
+    #[arg(long, default_value_t = 20)]
     pub subscribers: usize,
     /// Publishes per second to the feed topic.
+    #[arg(long, default_value_t = 100)]
     pub rate: u32,
     /// Bytes per published message.
+    #[arg(long, default_value_t = 512)]
     pub size: usize,
     /// Connect/subscribe/close cycles per second.
+    #[arg(long, default_value_t = 20)]
     pub churn_rate: u32,
     /// Subscribers with a 4 KiB window who never read, each replaced when torn down.
+    #[arg(long, default_value_t = 5)]
     pub slow: usize,
+}
+
+impl SoakOptions {
+    /// Refuses options that cannot make a run.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.sample >= Duration::from_secs(1),
+            "--sample must be at least 1s"
+        );
+        anyhow::ensure!(
+            self.duration >= self.sample * 3,
+            "--duration must be at least three samples"
+        );
+        anyhow::ensure!(
+            self.subscribers > 0 && self.rate > 0,
+            "--subscribers and --rate must be above zero"
+        );
+        Ok(())
+    }
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// The topic the soak publishes to.
@@ -67,13 +102,8 @@ pub struct Sample {
 /// The run's samples and verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakReport {
+    pub options: SoakOptions,
     pub duration_s: f64,
-    pub idle: usize,
-    pub subscribers: usize,
-    pub rate: u32,
-    pub size: usize,
-    pub churn_rate: u32,
-    pub slow: usize,
     pub published: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -121,6 +151,7 @@ pub fn run(
     cpus: &Cpus,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<SoakReport> {
+    opts.check()?;
     let limits = Limits::DEFAULTS;
     let mut server = ServerProcess::start(binary, "pubsub", &limits, &cpus.server)?;
     let addr = server.addr;
@@ -202,13 +233,8 @@ pub fn run(
 
     let lost = phases.iter().map(|p| p.lost()).sum();
     let mut report = SoakReport {
+        options: opts.clone(),
         duration_s: start.elapsed().as_secs_f64(),
-        idle: opts.idle,
-        subscribers: opts.subscribers,
-        rate: opts.rate,
-        size: opts.size,
-        churn_rate: opts.churn_rate,
-        slow: opts.slow,
         published: phases.iter().map(|p| p.sent).sum(),
         delivered: phases.iter().map(|p| p.received).sum(),
         lost,
@@ -501,12 +527,12 @@ pub fn markdown(r: &SoakReport) -> String {
          | subscriber p99, first third → last third | {} µs → {} µs |\n\
          | result | {} |\n",
         r.duration_s / 60.0,
-        r.idle,
-        r.subscribers,
-        r.rate,
-        r.size,
-        r.churn_rate,
-        r.slow,
+        r.options.idle,
+        r.options.subscribers,
+        r.options.rate,
+        r.options.size,
+        r.options.churn_rate,
+        r.options.slow,
         r.samples.first().map_or(0.0, |s| s.t_s),
         r.published,
         r.delivered,
@@ -558,13 +584,17 @@ mod tests {
             slow_torn_down: 0,
         };
         let mut r = SoakReport {
+            options: SoakOptions {
+                duration: Duration::from_secs(100),
+                sample: Duration::from_secs(5),
+                idle: 0,
+                subscribers: 1,
+                rate: 1,
+                size: 64,
+                churn_rate: 1,
+                slow: 0,
+            },
             duration_s: 100.0,
-            idle: 0,
-            subscribers: 1,
-            rate: 1,
-            size: 64,
-            churn_rate: 1,
-            slow: 0,
             published: 10,
             delivered: 10,
             lost: 0,
