@@ -38,6 +38,11 @@ pub struct Config {
     pub max_topics: usize,
     /// Receives listener panics. `None`: panics are swallowed (and logged at debug level).
     pub recover_handler: Option<RecoverHandler>,
+    /// The subprotocols this route speaks, most preferred first. A client offering some of
+    /// them (`Sec-WebSocket-Protocol`) gets the first of this list that it offered; a client
+    /// offering none of them is accepted without one (RFC 6455 §4.2.2). Each must be an HTTP
+    /// token. Default: none.
+    pub subprotocols: Vec<String>,
 }
 
 impl Default for Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             retry_send_timeout: Self::DEFAULT_RETRY_SEND_TIMEOUT,
             max_topics: Self::DEFAULT_MAX_TOPICS,
             recover_handler: None,
+            subprotocols: Vec::new(),
         }
     }
 }
@@ -111,6 +117,7 @@ impl Config {
                 self.max_topics
             },
             recover_handler: self.recover_handler.clone(),
+            subprotocols: self.subprotocols.clone(),
         }
     }
 
@@ -132,6 +139,7 @@ impl fmt::Debug for Config {
             .field("retry_send_timeout", &self.retry_send_timeout)
             .field("max_topics", &self.max_topics)
             .field("recover_handler", &self.recover_handler.is_some())
+            .field("subprotocols", &self.subprotocols)
             .finish()
     }
 }
@@ -151,6 +159,7 @@ mod tests {
             retry_send_timeout: Duration::ZERO,
             max_topics: 0,
             recover_handler: None,
+            subprotocols: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::cluster::handle::{ClusterHandle, Work};
 use crate::cluster::wire::Op;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
-use crate::http::{RoutePattern, Router};
+use crate::http::{self, RoutePattern, Router};
 use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
 use crate::runtime;
@@ -136,10 +136,27 @@ impl Builder {
         }
         let mut routes = Router::new();
         for (pattern, config, callback) in self.routes {
+            if let Some(bad) = config.subprotocols.iter().find(|p| !http::is_token(p)) {
+                return Err(Error::Config(format!(
+                    "route {pattern:?}: subprotocol {bad:?} is not an HTTP token"
+                )));
+            }
             let pattern = RoutePattern::parse(&pattern)
                 .map_err(|e| Error::Config(format!("route {pattern:?}: {e}")))?;
+            let subprotocols = config
+                .subprotocols
+                .iter()
+                .map(|p| Arc::from(p.as_str()))
+                .collect();
             let config = Arc::new(config.effective());
-            routes.add(pattern, Arc::new(Route { config, callback }));
+            routes.add(
+                pattern,
+                Arc::new(Route {
+                    config,
+                    callback,
+                    subprotocols,
+                }),
+            );
         }
         let (links, receivers) = ShardLinks::new(shards);
         let cluster = match &self.cluster {

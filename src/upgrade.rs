@@ -24,9 +24,23 @@ pub struct UpgradeRequest {
     pub(crate) links: Arc<ShardLinks>,
     /// The UUID the gate asked the connection to have, if any.
     pub(crate) uuid: Option<String>,
+    /// The subprotocol the 101 will name: the route's first choice among those offered.
+    pub(crate) protocol: Option<Arc<str>>,
 }
 
 impl UpgradeRequest {
+    /// The subprotocols the client offered (`Sec-WebSocket-Protocol`), in its order. A gate
+    /// may refuse a client for what it offers.
+    pub fn offered_protocols(&self) -> Vec<&str> {
+        crate::http::offered_protocols(&self.head).collect()
+    }
+
+    /// The subprotocol the connection will have if the gate lets it in: the route's first
+    /// choice among those offered, or `None`.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
     /// The request path, without the query string.
     pub fn path(&self) -> &str {
         self.head.path()

@@ -97,6 +97,12 @@ impl Websocket {
         self.conn.request.head.header(name)
     }
 
+    /// The subprotocol agreed at the upgrade (`Sec-WebSocket-Protocol`), if the route lists
+    /// any and the client offered one of them.
+    pub fn protocol(&self) -> Option<&str> {
+        self.conn.request.protocol.as_deref()
+    }
+
     /// A cookie of the upgrade request.
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.conn.request.head.cookie(name)

@@ -16,11 +16,13 @@ fn the_contract_compiles_and_runs() {
         .shards(2)
         .route("/ws/:id", |kws: &Websocket| {
             kws.set_attribute("user_id", kws.param("id").unwrap_or("").to_string());
+            let _: Option<&str> = kws.protocol();
         })
         .route_with_config(
             "/feed",
             Config {
                 ping_interval: Duration::from_secs(5),
+                subprotocols: vec!["chat".to_string()],
                 ..Config::default()
             },
             |_kws: &Websocket| {},
@@ -32,6 +34,8 @@ fn the_contract_compiles_and_runs() {
                 req.header("host"),
                 req.cookie("c"),
                 req.remote_addr(),
+                req.offered_protocols(),
+                req.protocol(),
             );
             req.set_local("k", 1u8);
             Ok(())

@@ -166,3 +166,121 @@ fn close_all_async_works_on_a_shard_thread() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), "Ok(())");
     ts.wait_connections(0);
 }
+
+/// Upgrades to `/chat` offering `offer` (one `Sec-WebSocket-Protocol` header, the names
+/// comma-separated); the protocol the 101 names, if any. Raw, because a client library may
+/// refuse a 101 that names no protocol, which RFC 6455 §4.2.2 allows.
+fn offer(addr: std::net::SocketAddr, offer: Option<&str>) -> Option<String> {
+    let header = offer.map_or(String::new(), |o| {
+        format!("Sec-WebSocket-Protocol: {o}\r\n")
+    });
+    let mut stream = TcpStream::connect(addr).expect("tcp connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let request = format!("GET /chat HTTP/1.1\r\nHost: x\r\n{UPGRADE}{header}\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Protocol: "))
+        .map(String::from)
+}
+
+#[test]
+fn a_route_answers_its_first_choice_among_the_offered_subprotocols() {
+    let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+    let tx = std::sync::Mutex::new(tx);
+    let config = corecast::Config {
+        subprotocols: vec!["chat.v2".into(), "chat".into()],
+        ..corecast::Config::default()
+    };
+    let ts = TestServer::start(
+        Server::builder().route_with_config("/chat", config, move |kws| {
+            let _ = tx.lock().unwrap().send(kws.protocol().map(String::from));
+        }),
+    );
+    let seen = || rx.recv_timeout(WAIT).expect("the route callback ran");
+    // The server's order decides, not the client's.
+    assert_eq!(
+        offer(ts.addr(), Some("chat, chat.v2")).as_deref(),
+        Some("chat.v2")
+    );
+    assert_eq!(seen().as_deref(), Some("chat.v2"));
+    assert_eq!(
+        offer(ts.addr(), Some("mqtt, chat")).as_deref(),
+        Some("chat")
+    );
+    assert_eq!(seen().as_deref(), Some("chat"));
+    // Offering none of ours, or nothing: accepted, and no protocol is named.
+    assert_eq!(offer(ts.addr(), Some("mqtt, Chat")), None);
+    assert_eq!(seen(), None);
+    assert_eq!(offer(ts.addr(), None), None);
+    assert_eq!(seen(), None);
+}
+
+#[test]
+fn a_gate_reads_the_offer_and_may_refuse_it() {
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<String>, Option<String>)>();
+    let tx = std::sync::Mutex::new(tx);
+    let config = corecast::Config {
+        subprotocols: vec!["chat".into()],
+        ..corecast::Config::default()
+    };
+    let builder = Server::builder()
+        .route_with_config("/chat", config, |_| {})
+        .before_upgrade(move |req| {
+            let offered: Vec<String> = req
+                .offered_protocols()
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let refuse = offered.iter().any(|p| p == "legacy");
+            let _ = tx
+                .lock()
+                .unwrap()
+                .send((offered, req.protocol().map(String::from)));
+            if refuse {
+                return Err(corecast::Rejection::new(
+                    400,
+                    "legacy clients are not served",
+                ));
+            }
+            Ok(())
+        });
+    let ts = TestServer::start(builder);
+    assert_eq!(offer(ts.addr(), Some("x, chat")).as_deref(), Some("chat"));
+    let (offered, chosen) = rx.recv_timeout(WAIT).expect("the gate ran");
+    assert_eq!(
+        (offered, chosen.as_deref()),
+        (vec!["x".to_string(), "chat".into()], Some("chat"))
+    );
+
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: x\r\n{UPGRADE}Sec-WebSocket-Protocol: legacy\r\n\
+         Sec-WebSocket-Protocol: chat\r\n\r\n"
+    );
+    assert_eq!(http_status(ts.addr(), &request), 400);
+    let (offered, chosen) = rx.recv_timeout(WAIT).expect("the gate ran");
+    assert_eq!(
+        (offered, chosen.as_deref()),
+        (vec!["legacy".to_string(), "chat".into()], Some("chat"))
+    );
+}
+
+#[test]
+fn a_subprotocol_that_is_not_a_token_is_a_start_error() {
+    let config = corecast::Config {
+        subprotocols: vec!["chat v2".into()],
+        ..corecast::Config::default()
+    };
+    let result = Server::builder()
+        .bind("127.0.0.1:0")
+        .route_with_config("/chat", config, |_| {})
+        .start();
+    match result {
+        Err(Error::Config(why)) => {
+            assert!(why.contains("\"chat v2\" is not an HTTP token"), "{why}")
+        }
+        Err(other) => panic!("expected a config error, got {other}"),
+        Ok(_) => panic!("a bad subprotocol name started"),
+    }
+}

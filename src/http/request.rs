@@ -392,6 +392,33 @@ pub enum UpgradeCheck {
     Malformed(&'static str),
 }
 
+/// The subprotocols a client offers, in its order: every `Sec-WebSocket-Protocol` value, split
+/// at commas (RFC 6455 §4.1, §11.3.4).
+pub fn offered_protocols(head: &RequestHead) -> impl Iterator<Item = &str> {
+    head.header_values("sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .map(trim_ows)
+        .filter(|p| !p.is_empty())
+}
+
+/// The subprotocol to answer with: the first of `ours` (the server's order of preference)
+/// that the client offered, compared exactly (RFC 6455 §4.2.2 step 5.4: the server selects
+/// one of the client's values or none).
+pub fn select_protocol<'a, S: AsRef<str>>(ours: &'a [S], head: &RequestHead) -> Option<&'a S> {
+    if ours.is_empty() {
+        return None;
+    }
+    ours.iter()
+        .find(|p| offered_protocols(head).any(|o| o == p.as_ref()))
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2), as a subprotocol name must be.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Checks a head against the opening-handshake rules of RFC 6455 §4.2.1.
 ///
 /// Order: `Upgrade`, method, HTTP version, `Connection`, version, key. The
@@ -788,5 +815,36 @@ mod tests {
             "malformed request: x"
         );
         assert_eq!(HttpError::TooLarge.to_string(), "request head too large");
+    }
+
+    #[test]
+    fn the_server_picks_its_own_first_choice_among_the_offered_subprotocols() {
+        let head = |offers: &[&str]| {
+            let headers: Vec<(&str, &str)> = offers
+                .iter()
+                .map(|o| ("Sec-WebSocket-Protocol", *o))
+                .collect();
+            RequestHead::new("GET", "/ws", &headers)
+        };
+        let ours = ["chat.v2", "chat"];
+        let offered = head(&["chat, chat.v2", " x "]);
+        assert_eq!(
+            offered_protocols(&offered).collect::<Vec<_>>(),
+            ["chat", "chat.v2", "x"]
+        );
+        assert_eq!(select_protocol(&ours, &offered), Some(&"chat.v2"));
+        assert_eq!(select_protocol(&ours, &head(&["chat"])), Some(&"chat"));
+        // Exact match only, and nothing when nothing matches or nothing is offered.
+        assert_eq!(select_protocol(&ours, &head(&["Chat"])), None);
+        assert_eq!(select_protocol(&ours, &head(&[])), None);
+        assert_eq!(select_protocol::<&str>(&[], &offered), None);
+    }
+
+    #[test]
+    fn subprotocol_names_are_tokens() {
+        assert!(is_token("chat.v2") && is_token("mqtt") && is_token("a_b-c~1"));
+        for bad in ["", "a b", "a,b", "a;b", "é", "a\r\n"] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
     }
 }

@@ -2,16 +2,25 @@
 //!
 //! Builds byte vectors only: not I/O; the caller writes them to the socket.
 
-/// The 101 response completing the handshake (RFC 6455 §4.2.2): "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n" exactly.
+/// The 101 response completing the handshake (RFC 6455 §4.2.2): "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n" exactly, with "Sec-WebSocket-Protocol: {protocol}\r\n" before the blank line when a subprotocol was selected.
 ///
 /// CR and LF are removed from `accept` (a real accept key never has them),
 /// so a bad argument cannot split the response.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+pub fn switching_protocols(accept: &str, protocol: Option<&str>) -> Vec<u8> {
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-    let mut out = Vec::with_capacity(HEAD.len() + accept.len() + 4);
+    const PROTOCOL: &[u8] = b"\r\nSec-WebSocket-Protocol: ";
+    let protocol = protocol.unwrap_or_default();
+    let mut out =
+        Vec::with_capacity(HEAD.len() + accept.len() + PROTOCOL.len() + protocol.len() + 4);
+    let push =
+        |out: &mut Vec<u8>, s: &str| out.extend(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
     out.extend_from_slice(HEAD);
-    out.extend(accept.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
+    push(&mut out, accept);
+    if !protocol.is_empty() {
+        out.extend_from_slice(PROTOCOL);
+        push(&mut out, protocol);
+    }
     out.extend_from_slice(b"\r\n\r\n");
     out
 }
@@ -126,7 +135,7 @@ mod tests {
         let accept = tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
-            switching_protocols(&accept),
+            switching_protocols(&accept, None),
             b"HTTP/1.1 101 Switching Protocols\r\n\
               Upgrade: websocket\r\n\
               Connection: Upgrade\r\n\
@@ -135,9 +144,23 @@ mod tests {
     }
 
     #[test]
+    fn switching_protocols_names_the_selected_subprotocol() {
+        assert_eq!(
+            switching_protocols("abc=", Some("chat.v2")),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\
+              Sec-WebSocket-Protocol: chat.v2\r\n\r\n"
+        );
+        assert_eq!(
+            switching_protocols("abc=", Some("")),
+            switching_protocols("abc=", None)
+        );
+    }
+
+    #[test]
     fn switching_protocols_strips_line_breaks() {
         assert_eq!(
-            switching_protocols("a\r\nX: y"),
+            switching_protocols("a\r\nX: y", None),
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
               Connection: Upgrade\r\nSec-WebSocket-Accept: aX: y\r\n\r\n"
         );

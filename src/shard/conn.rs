@@ -330,6 +330,8 @@ pub(crate) struct RequestData {
     pub(crate) remote: SocketAddr,
     /// Boxed, and only when the gate set any: most connections have none.
     pub(crate) locals: Option<Box<Locals>>,
+    /// The subprotocol the 101 named, shared with the route.
+    pub(crate) protocol: Option<Arc<str>>,
 }
 
 pub(crate) struct Conn {

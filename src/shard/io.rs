@@ -71,7 +71,8 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
     };
     core.conns.metrics().upgraded();
     conn.fd.set(stream.as_raw_fd());
-    conn.send_raw(Bytes::from(http::switching_protocols(&accept)));
+    let protocol = conn.request.protocol.as_deref();
+    conn.send_raw(Bytes::from(http::switching_protocols(&accept, protocol)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
     let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
@@ -261,7 +262,9 @@ async fn handshake(
             return Err(Refusal::status(503, "too many connections"));
         }
     }
+    let protocol = http::select_protocol(&route.subprotocols, &head).cloned();
     let mut req = UpgradeRequest {
+        protocol,
         head,
         params,
         remote,
@@ -291,6 +294,7 @@ async fn handshake(
         params: req.params,
         remote,
         locals: (!req.locals.is_empty()).then(|| Box::new(req.locals)),
+        protocol: req.protocol,
     };
     Ok((route, request, accept, leftover, name))
 }

@@ -25,6 +25,9 @@ pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> 
 pub(crate) struct Route {
     pub(crate) config: Arc<Config>,
     pub(crate) callback: RouteCallback,
+    /// `config.subprotocols`, shared: the selected one is kept by each connection without a
+    /// copy.
+    pub(crate) subprotocols: Box<[Arc<str>]>,
 }
 
 /// Server-wide limits that are not per route.
