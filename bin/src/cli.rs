@@ -52,6 +52,10 @@ pub struct Args {
     /// Comma-separated Origin values allowed to connect [default: any]
     #[arg(long, env = "CORECAST_ORIGINS", value_name = "LIST")]
     pub origins: Option<String>,
+    /// Comma-separated subprotocols the routes speak, most preferred first; a client offering
+    /// one gets the first of these it offered [default: none]
+    #[arg(long, env = "CORECAST_SUBPROTOCOLS", value_name = "LIST", value_parser = parse_subprotocols)]
+    pub subprotocols: Option<String>,
     /// Upgrades beyond this many open connections get 503 [default: no limit]
     #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -132,6 +136,28 @@ fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("invalid number {s:?}"))
 }
 
+/// The items of a comma-separated flag, trimmed, empty ones dropped.
+fn list(flag: &Option<String>) -> Vec<String> {
+    flag.iter()
+        .flat_map(|o| o.split(','))
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+fn parse_subprotocols(s: &str) -> Result<String, String> {
+    match s
+        .split(',')
+        .map(str::trim)
+        .find(|p| !p.is_empty() && !corecast::http::is_token(p))
+    {
+        Some(bad) => Err(format!(
+            "invalid subprotocol {bad:?}: expected an HTTP token such as chat.v2"
+        )),
+        None => Ok(s.to_string()),
+    }
+}
+
 fn parse_shards(s: &str) -> Result<u16, String> {
     match parse_number::<u16>(s)? {
         0 => Err("invalid shards 0: expected 1 or more".into()),
@@ -206,13 +232,7 @@ impl Settings {
                 .api_listen
                 .unwrap_or(ApiListen::On(SocketAddr::from(([127, 0, 0, 1], 8081)))),
             api_token: a.api_token.filter(|t| !t.is_empty()),
-            origins: a
-                .origins
-                .iter()
-                .flat_map(|o| o.split(','))
-                .map(|o| o.trim().to_string())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             shutdown_timeout: a.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
@@ -227,6 +247,7 @@ impl Settings {
                 retry_send_timeout: a.retry_send_timeout.unwrap_or_default(),
                 max_topics: a.max_topics.unwrap_or_default(),
                 recover_handler: None,
+                subprotocols: list(&a.subprotocols),
             },
         }
     }
@@ -270,6 +291,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "api-listen" => fill!(api_listen, parse_api_listen),
             "api-token" => fill!(api_token, |s: &str| Ok::<_, String>(s.to_string())),
             "origins" => fill!(origins, |s: &str| Ok::<_, String>(s.to_string())),
+            "subprotocols" => fill!(subprotocols, parse_subprotocols),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),
@@ -302,7 +324,8 @@ mod tests {
         };
         let text =
             "listen = \"127.0.0.1:9000\"\nping-interval = \"9s\"\nmax_message_size = \"64KiB\"\n\
-                    shards = 3\norigins = [\"https://a\", \"https://b\"]\nmode = \"relay\"\n";
+                    shards = 3\norigins = [\"https://a\", \"https://b\"]\nmode = \"relay\"\n\
+                    subprotocols = [\"chat.v2\", \"chat\"]\n";
         fill_from_file(&mut args, text).unwrap();
         let s = Settings::from_args(args);
         assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
@@ -315,6 +338,7 @@ mod tests {
         assert_eq!(s.shards, Some(3));
         assert_eq!(s.origins, ["https://a", "https://b"]);
         assert_eq!(s.mode, Mode::Relay);
+        assert_eq!(s.config.subprotocols, ["chat.v2", "chat"]);
     }
 
     #[test]
@@ -326,6 +350,11 @@ mod tests {
         assert_eq!(e, "unknown setting \"pingg\"");
         let e = fill_from_file(&mut args, "shards = 0").unwrap_err();
         assert!(e.contains("shards 0"), "{e}");
+        let e = fill_from_file(&mut args, "subprotocols = \"chat, a b\"").unwrap_err();
+        assert_eq!(
+            e,
+            "subprotocols: invalid subprotocol \"a b\": expected an HTTP token such as chat.v2"
+        );
     }
 
     #[test]
@@ -339,5 +368,6 @@ mod tests {
         assert_eq!(s.mode, Mode::Push);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
         assert!(s.origins.is_empty());
+        assert!(s.config.subprotocols.is_empty());
     }
 }

@@ -408,6 +408,24 @@ fn api_token_is_required_on_api_paths() {
 }
 
 #[test]
+fn subprotocols_are_negotiated_with_a_real_client() {
+    use tungstenite::client::IntoClientRequest;
+    let bin = Bin::start(&["--subprotocols", "chat.v2,chat", "--mode", "echo"]);
+    let mut request = format!("ws://{}/ws", bin.ws).into_client_request().unwrap();
+    let offer = "chat,chat.v2".parse().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", offer);
+    let stream = std::net::TcpStream::connect(bin.ws).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, response) = tungstenite::client(request, stream).expect("upgrade");
+    let chosen = response.headers().get("sec-websocket-protocol").unwrap();
+    assert_eq!(chosen, "chat.v2", "the server's first choice");
+    ws.send(tungstenite::Message::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hi"));
+}
+
+#[test]
 fn taken_id_gets_409_and_limits_and_origins_are_enforced() {
     let bin = Bin::start(&[
         "--max-connections",
@@ -558,6 +576,9 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
     assert!(err.contains("unknown mode \"chat\""), "{err}");
     let (code, err) = run(&["--no-such-flag"], &[]);
     assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["--subprotocols", "chat,json v1"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid subprotocol \"json v1\""), "{err}");
     let (code, err) = run(&[], &[("CORECAST_MAX_MESSAGE_SIZE", "huge")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid size \"huge\""), "{err}");

@@ -144,10 +144,16 @@ impl ServerProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let cpus = cpus.to_vec();
         let mut command = Command::new(binary);
-        // SAFETY: the closure only makes one system call (sched_setaffinity), which is
+        // SAFETY: the closure only makes system calls (prctl, sched_setaffinity), which are
         // async-signal-safe, and allocates nothing.
         unsafe {
-            command.pre_exec(move || pin_current_thread(&cpus));
+            command.pre_exec(move || {
+                // The server goes with the siege, even when the siege is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                pin_current_thread(&cpus)
+            });
         }
         let child = command
             .args([
