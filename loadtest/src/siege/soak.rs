@@ -50,6 +50,10 @@ pub struct SoakOptions {
     /// Subscribers with a 4 KiB window who never read, each replaced when torn down.
     #[arg(long, default_value_t = 5)]
     pub slow: usize,
+    /// Report whether the p99 stayed stable but do not fail on it (for shared, noisy
+    /// machines); every other goal still counts.
+    #[arg(long)]
+    pub latency_advisory: bool,
 }
 
 impl SoakOptions {
@@ -120,6 +124,8 @@ pub struct SoakReport {
     pub p99_early_us: u64,
     pub p99_late_us: u64,
     pub failures: Vec<String>,
+    /// Goals reported but not counted (`--latency-advisory`).
+    pub notes: Vec<String>,
     pub samples: Vec<Sample>,
 }
 
@@ -250,6 +256,7 @@ pub fn run(
         p99_early_us: 0,
         p99_late_us: 0,
         failures: Vec::new(),
+        notes: Vec::new(),
         samples,
     };
     judge(&mut report, alive, broken);
@@ -338,10 +345,15 @@ fn judge(r: &mut SoakReport, alive: bool, broken: Option<String>) {
                 .collect(),
         );
         if r.p99_late_us > 2 * r.p99_early_us + 500 {
-            f.push(format!(
+            let why = format!(
                 "p99 rose from {} µs to {} µs over the run",
                 r.p99_early_us, r.p99_late_us
-            ));
+            );
+            if r.options.latency_advisory {
+                r.notes.push(why);
+            } else {
+                r.failures.push(why);
+            }
         }
     }
 }
@@ -499,10 +511,10 @@ pub fn plot(samples: &[Sample], path: &Path, title: &str) -> anyhow::Result<()> 
 
 /// The report as a Markdown summary.
 pub fn markdown(r: &SoakReport) -> String {
-    let verdict = if r.failures.is_empty() {
-        "pass".to_string()
-    } else {
-        format!("**fail**: {}", r.failures.join("; "))
+    let verdict = match (r.failures.is_empty(), r.notes.is_empty()) {
+        (true, true) => "pass".to_string(),
+        (true, false) => format!("pass (not counted: {})", r.notes.join("; ")),
+        (false, _) => format!("**fail**: {}", r.failures.join("; ")),
     };
     let first = r.samples.get(r.samples.len() / 5);
     let last = r.samples.last();
@@ -593,6 +605,7 @@ mod tests {
                 size: 64,
                 churn_rate: 1,
                 slow: 0,
+                latency_advisory: false,
             },
             duration_s: 100.0,
             published: 10,
@@ -610,6 +623,7 @@ mod tests {
             p99_early_us: 0,
             p99_late_us: 0,
             failures: Vec::new(),
+            notes: Vec::new(),
             samples: (0..20).map(|t| sample(t as f64, 10_000, 300)).collect(),
         };
         let mut flat = r.clone();
@@ -627,5 +641,16 @@ mod tests {
         assert!(all.contains("RSS grew"), "{all}");
         assert!(all.contains("p99 rose"), "{all}");
         assert_eq!(r.failures.len(), 3, "{all}");
+
+        // Advisory latency: reported, not counted.
+        r.options.latency_advisory = true;
+        r.failures.clear();
+        judge(&mut r, true, None);
+        assert_eq!(r.failures.len(), 2, "{:?}", r.failures);
+        assert!(
+            r.notes.iter().any(|n| n.contains("p99 rose")),
+            "{:?}",
+            r.notes
+        );
     }
 }
