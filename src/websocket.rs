@@ -100,7 +100,7 @@ impl Websocket {
     /// The subprotocol agreed at the upgrade (`Sec-WebSocket-Protocol`), if the route lists
     /// any and the client offered one of them.
     pub fn protocol(&self) -> Option<&str> {
-        self.conn.request.protocol.as_deref()
+        self.conn.request.protocol()
     }
 
     /// A cookie of the upgrade request.
@@ -117,8 +117,9 @@ impl Websocket {
     pub fn local<V: Clone + 'static>(&self, key: &str) -> Option<V> {
         self.conn
             .request
-            .locals
+            .extras
             .as_ref()?
+            .locals
             .get(key)?
             .downcast_ref::<V>()
             .cloned()

@@ -328,10 +328,22 @@ pub(crate) struct RequestData {
     pub(crate) head: RequestHead,
     pub(crate) params: Params,
     pub(crate) remote: SocketAddr,
-    /// Boxed, and only when the gate set any: most connections have none.
-    pub(crate) locals: Option<Box<Locals>>,
+    /// Boxed, and only when there is any: most connections have neither.
+    pub(crate) extras: Option<Box<RequestExtras>>,
+}
+
+/// What only some upgrades carry.
+pub(crate) struct RequestExtras {
+    /// Values the gate set.
+    pub(crate) locals: Locals,
     /// The subprotocol the 101 named, shared with the route.
     pub(crate) protocol: Option<Arc<str>>,
+}
+
+impl RequestData {
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.extras.as_ref()?.protocol.as_deref()
+    }
 }
 
 pub(crate) struct Conn {

@@ -21,7 +21,7 @@ use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::{Conn, Connections, RequestData, Websocket};
+use super::conn::{Conn, Connections, RequestData, RequestExtras, Websocket};
 use super::mesh::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
@@ -71,7 +71,7 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
     };
     core.conns.metrics().upgraded();
     conn.fd.set(stream.as_raw_fd());
-    let protocol = conn.request.protocol.as_deref();
+    let protocol = conn.request.protocol();
     conn.send_raw(Bytes::from(http::switching_protocols(&accept, protocol)));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
@@ -293,8 +293,12 @@ async fn handshake(
         head: req.head,
         params: req.params,
         remote,
-        locals: (!req.locals.is_empty()).then(|| Box::new(req.locals)),
-        protocol: req.protocol,
+        extras: (!req.locals.is_empty() || req.protocol.is_some()).then(|| {
+            Box::new(RequestExtras {
+                locals: req.locals,
+                protocol: req.protocol,
+            })
+        }),
     };
     Ok((route, request, accept, leftover, name))
 }
