@@ -1,7 +1,7 @@
 //! `corecast-siege`: runs the attack suite (or the soak) against the real `corecast` binary
 //! and writes the results as Markdown and JSON. Exits 1 when a goal was missed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -67,14 +67,8 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Command::Soak(opts) => {
             let report = soak::run(&binary, &opts, &cpus, |line| eprintln!("{line}"))?;
-            let table = soak::markdown(&report);
-            println!("{table}");
+            publish(args.out.as_deref(), &soak::markdown(&report), &report)?;
             if let Some(prefix) = &args.out {
-                std::fs::write(prefix.with_extension("md"), &table)?;
-                std::fs::write(
-                    prefix.with_extension("json"),
-                    serde_json::to_string_pretty(&report)?,
-                )?;
                 std::fs::write(prefix.with_extension("csv"), soak::csv(&report.samples))?;
                 let title = format!("corecast soak, {:.0} minutes", report.duration_s / 60.0);
                 soak::plot(&report.samples, &prefix.with_extension("svg"), &title)?;
@@ -127,14 +121,7 @@ fn main() -> anyhow::Result<()> {
                 results.push(result);
             }
             let table = siege::markdown(&results, &Limits::SIEGE, &cpus);
-            println!("{table}");
-            if let Some(prefix) = &args.out {
-                std::fs::write(prefix.with_extension("md"), &table)?;
-                std::fs::write(
-                    prefix.with_extension("json"),
-                    serde_json::to_string_pretty(&results)?,
-                )?;
-            }
+            publish(args.out.as_deref(), &table, &results)?;
             let failed = results.iter().filter(|r| !r.passed()).count();
             if failed > 0 {
                 bail!("{failed} of {} attacks missed a goal", results.len());
@@ -142,4 +129,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints the Markdown table and, with `--out PREFIX`, writes it to PREFIX.md and the full
+/// results to PREFIX.json.
+fn publish(out: Option<&Path>, table: &str, results: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{table}");
+    if let Some(prefix) = out {
+        std::fs::write(prefix.with_extension("md"), table)?;
+        std::fs::write(
+            prefix.with_extension("json"),
+            serde_json::to_string_pretty(results)?,
+        )?;
+    }
+    Ok(())
 }
