@@ -73,8 +73,8 @@ fn main() -> anyhow::Result<()> {
                 let title = format!("corecast soak, {:.0} minutes", report.duration_s / 60.0);
                 soak::plot(&report.samples, &prefix.with_extension("svg"), &title)?;
             }
-            if !report.failures.is_empty() {
-                bail!("the soak failed: {}", report.failures.join("; "));
+            if !report.judgement.failures.is_empty() {
+                bail!("the soak failed: {}", report.judgement.failures.join("; "));
             }
             Ok(())
         }
@@ -103,11 +103,7 @@ fn main() -> anyhow::Result<()> {
                     attack.what
                 );
                 let result = siege::run_attack(&binary, attack, baseline, &cpus, latency_advisory)?;
-                let verdict = if result.passed() {
-                    "pass".into()
-                } else {
-                    format!("FAIL: {}", result.failures.join("; "))
-                };
+                let verdict = siege::verdict(&result.failures, &result.notes);
                 eprintln!(
                     "      {}; healthy p99 {} → {} µs, lost {}; fds {} → {} → {}; {verdict}",
                     result.answers,

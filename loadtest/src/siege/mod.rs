@@ -245,6 +245,15 @@ pub fn run_attack(
     Ok(result)
 }
 
+/// A result's last cell: "pass", "pass (not counted: …)" or "**fail**: …".
+pub fn verdict(failures: &[String], notes: &[String]) -> String {
+    match (failures.is_empty(), notes.is_empty()) {
+        (true, true) => "pass".to_string(),
+        (true, false) => format!("pass (not counted: {})", notes.join("; ")),
+        (false, _) => format!("**fail**: {}", failures.join("; ")),
+    }
+}
+
 /// How the latency goal's failure begins (so `--latency-advisory` can set it aside).
 const LATENCY_GOAL: &str = "healthy p99";
 
@@ -321,11 +330,7 @@ pub fn markdown(results: &[AttackResult], limits: &Limits, cpus: &Cpus) -> Strin
         let back = r
             .fds_back_after_s
             .map_or("never".into(), |s| format!("{s:.1} s"));
-        let verdict = match (r.passed(), r.notes.is_empty()) {
-            (true, true) => "pass".to_string(),
-            (true, false) => format!("pass (not counted: {})", r.notes.join("; ")),
-            (false, _) => format!("**fail**: {}", r.failures.join("; ")),
-        };
+        let verdict = verdict(&r.failures, &r.notes);
         out.push_str(&format!(
             "| {} | {}: {} | {} / {} / {} | {} / {} / {} | {} | {:.0}% | {} / {} / {} | {} / {} / {} | {} | {} |\n",
             r.attack,

@@ -118,6 +118,14 @@ pub struct SoakReport {
     pub churn_failures: u64,
     pub slow_torn_down: u64,
     pub slow_overdue: u64,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+    pub samples: Vec<Sample>,
+}
+
+/// What `judge` found: the trends it measured and each goal missed, in words.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Judgement {
     /// Growth over the run after warm-up, from a least-squares line through the samples.
     pub rss_trend_kib: f64,
     pub fds_trend: f64,
@@ -126,7 +134,6 @@ pub struct SoakReport {
     pub failures: Vec<String>,
     /// Goals reported but not counted (`--latency-advisory`).
     pub notes: Vec<String>,
-    pub samples: Vec<Sample>,
 }
 
 /// Counters the load threads share with the sampler.
@@ -251,15 +258,10 @@ pub fn run(
         churn_failures: Counters::get(&counters.churn_failures),
         slow_torn_down: Counters::get(&counters.slow_torn_down),
         slow_overdue: Counters::get(&counters.slow_overdue),
-        rss_trend_kib: 0.0,
-        fds_trend: 0.0,
-        p99_early_us: 0,
-        p99_late_us: 0,
-        failures: Vec::new(),
-        notes: Vec::new(),
+        judgement: Judgement::default(),
         samples,
     };
-    judge(&mut report, alive, broken);
+    report.judgement = judge(&report, alive, broken);
     Ok(report)
 }
 
@@ -289,8 +291,9 @@ fn median(mut v: Vec<u64>) -> u64 {
 /// slow consumer answered as documented; after a warm-up of the first fifth, RSS grows less
 /// than max(5%, 1 MiB) and open files less than max(2%, 10) over the run, and the median
 /// per-sample p99 of the last third is at most 2× that of the first third (+0.5 ms).
-fn judge(r: &mut SoakReport, alive: bool, broken: Option<String>) {
-    let f = &mut r.failures;
+fn judge(r: &SoakReport, alive: bool, broken: Option<String>) -> Judgement {
+    let mut j = Judgement::default();
+    let f = &mut j.failures;
     if !alive {
         f.push("the server died".into());
     }
@@ -326,36 +329,35 @@ fn judge(r: &mut SoakReport, alive: bool, broken: Option<String>) {
     let settled: Vec<&Sample> = r.samples.iter().skip(r.samples.len() / 5).collect();
     let rss: Vec<(f64, f64)> = settled.iter().map(|s| (s.t_s, s.rss_kib as f64)).collect();
     let fds: Vec<(f64, f64)> = settled.iter().map(|s| (s.t_s, s.fds as f64)).collect();
-    r.rss_trend_kib = trend(&rss);
-    r.fds_trend = trend(&fds);
+    j.rss_trend_kib = trend(&rss);
+    j.fds_trend = trend(&fds);
     let mean = |v: &[(f64, f64)]| v.iter().map(|p| p.1).sum::<f64>() / v.len().max(1) as f64;
-    if r.rss_trend_kib > (mean(&rss) * 0.05).max(1024.0) {
-        f.push(format!("RSS grew {:.0} KiB after warm-up", r.rss_trend_kib));
+    if j.rss_trend_kib > (mean(&rss) * 0.05).max(1024.0) {
+        let why = format!("RSS grew {:.0} KiB after warm-up", j.rss_trend_kib);
+        j.failures.push(why);
     }
-    if r.fds_trend > (mean(&fds) * 0.02).max(10.0) {
-        f.push(format!("open files grew {:.0} after warm-up", r.fds_trend));
+    if j.fds_trend > (mean(&fds) * 0.02).max(10.0) {
+        let why = format!("open files grew {:.0} after warm-up", j.fds_trend);
+        j.failures.push(why);
     }
     let third = settled.len() / 3;
     if third > 0 {
-        r.p99_early_us = median(settled[..third].iter().map(|s| s.p99_us).collect());
-        r.p99_late_us = median(
-            settled[settled.len() - third..]
-                .iter()
-                .map(|s| s.p99_us)
-                .collect(),
-        );
-        if r.p99_late_us > 2 * r.p99_early_us + 500 {
+        let p99s = |part: &[&Sample]| median(part.iter().map(|s| s.p99_us).collect());
+        j.p99_early_us = p99s(&settled[..third]);
+        j.p99_late_us = p99s(&settled[settled.len() - third..]);
+        if j.p99_late_us > 2 * j.p99_early_us + 500 {
             let why = format!(
                 "p99 rose from {} µs to {} µs over the run",
-                r.p99_early_us, r.p99_late_us
+                j.p99_early_us, j.p99_late_us
             );
             if r.options.latency_advisory {
-                r.notes.push(why);
+                j.notes.push(why);
             } else {
-                r.failures.push(why);
+                j.failures.push(why);
             }
         }
     }
+    j
 }
 
 /// Idle clients: open `n`, then answer pings until the end; anything else is counted.
@@ -511,11 +513,8 @@ pub fn plot(samples: &[Sample], path: &Path, title: &str) -> anyhow::Result<()> 
 
 /// The report as a Markdown summary.
 pub fn markdown(r: &SoakReport) -> String {
-    let verdict = match (r.failures.is_empty(), r.notes.is_empty()) {
-        (true, true) => "pass".to_string(),
-        (true, false) => format!("pass (not counted: {})", r.notes.join("; ")),
-        (false, _) => format!("**fail**: {}", r.failures.join("; ")),
-    };
+    let j = &r.judgement;
+    let verdict = super::verdict(&j.failures, &j.notes);
     let first = r.samples.get(r.samples.len() / 5);
     let last = r.samples.last();
     let span = |f: fn(&Sample) -> String| match (first, last) {
@@ -556,11 +555,11 @@ pub fn markdown(r: &SoakReport) -> String {
         r.slow_torn_down,
         r.slow_overdue,
         span(|s| s.rss_kib.to_string()),
-        r.rss_trend_kib,
+        j.rss_trend_kib,
         span(|s| s.fds.to_string()),
-        r.fds_trend,
-        r.p99_early_us,
-        r.p99_late_us,
+        j.fds_trend,
+        j.p99_early_us,
+        j.p99_late_us,
         verdict
     )
 }
@@ -618,16 +617,10 @@ mod tests {
             churn_failures: 0,
             slow_torn_down: 0,
             slow_overdue: 0,
-            rss_trend_kib: 0.0,
-            fds_trend: 0.0,
-            p99_early_us: 0,
-            p99_late_us: 0,
-            failures: Vec::new(),
-            notes: Vec::new(),
+            judgement: Judgement::default(),
             samples: (0..20).map(|t| sample(t as f64, 10_000, 300)).collect(),
         };
-        let mut flat = r.clone();
-        judge(&mut flat, true, None);
+        let flat = judge(&r, true, None);
         assert!(flat.failures.is_empty(), "{:?}", flat.failures);
 
         // Memory climbing 1 MiB a sample, latency ten times higher in the second half, one loss.
@@ -635,22 +628,21 @@ mod tests {
             .map(|t| sample(t as f64, 10_000 + 1024 * t, if t < 10 { 300 } else { 3000 }))
             .collect();
         r.lost = 1;
-        judge(&mut r, true, None);
-        let all = r.failures.join("; ");
+        let j = judge(&r, true, None);
+        let all = j.failures.join("; ");
         assert!(all.contains("1 deliveries lost"), "{all}");
         assert!(all.contains("RSS grew"), "{all}");
         assert!(all.contains("p99 rose"), "{all}");
-        assert_eq!(r.failures.len(), 3, "{all}");
+        assert_eq!(j.failures.len(), 3, "{all}");
 
         // Advisory latency: reported, not counted.
         r.options.latency_advisory = true;
-        r.failures.clear();
-        judge(&mut r, true, None);
-        assert_eq!(r.failures.len(), 2, "{:?}", r.failures);
+        let j = judge(&r, true, None);
+        assert_eq!(j.failures.len(), 2, "{:?}", j.failures);
         assert!(
-            r.notes.iter().any(|n| n.contains("p99 rose")),
+            j.notes.iter().any(|n| n.contains("p99 rose")),
             "{:?}",
-            r.notes
+            j.notes
         );
     }
 }
