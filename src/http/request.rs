@@ -182,12 +182,18 @@ impl RequestHead {
             .map(|(_, v)| trim_ows(v))
     }
 
-    /// Whether any header called `name` lists `token` in its comma-separated
-    /// value, case-insensitively (repeated fields combine, RFC 9110 §5.3).
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    /// The items of every header called `name` read as a comma-separated list, trimmed, empty
+    /// ones skipped (repeated fields combine, RFC 9110 §5.3 and §5.6.1).
+    fn list_items<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.header_values(name)
             .flat_map(|v| v.split(','))
-            .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+            .map(trim_ows)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether any header called `name` lists `token`, case-insensitively.
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.list_items(name).any(|t| t.eq_ignore_ascii_case(token))
     }
 }
 
@@ -395,10 +401,7 @@ pub enum UpgradeCheck {
 /// The subprotocols a client offers, in its order: every `Sec-WebSocket-Protocol` value, split
 /// at commas (RFC 6455 §4.1, §11.3.4).
 pub fn offered_protocols(head: &RequestHead) -> impl Iterator<Item = &str> {
-    head.header_values("sec-websocket-protocol")
-        .flat_map(|v| v.split(','))
-        .map(trim_ows)
-        .filter(|p| !p.is_empty())
+    head.list_items("sec-websocket-protocol")
 }
 
 /// The subprotocol to answer with: the first of `ours` (the server's order of preference)
