@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::ws::deflate::Deflate;
+
 /// Called with the event name and the panic value when a listener panics.
 pub type RecoverHandler = Arc<dyn Fn(&str, &(dyn Any + Send)) + Send + Sync>;
 
@@ -43,6 +45,9 @@ pub struct Config {
     /// offering none of them is accepted without one (RFC 6455 §4.2.2). Each must be an HTTP
     /// token. Default: none.
     pub subprotocols: Vec<String>,
+    /// permessage-deflate (RFC 7692) for this route: `Some` offers it to clients that ask, with
+    /// these settings. Default `None`: messages go out as they are.
+    pub deflate: Option<Deflate>,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             max_topics: Self::DEFAULT_MAX_TOPICS,
             recover_handler: None,
             subprotocols: Vec::new(),
+            deflate: None,
         }
     }
 }
@@ -118,6 +124,7 @@ impl Config {
             },
             recover_handler: self.recover_handler.clone(),
             subprotocols: self.subprotocols.clone(),
+            deflate: self.deflate,
         }
     }
 
@@ -140,6 +147,7 @@ impl fmt::Debug for Config {
             .field("max_topics", &self.max_topics)
             .field("recover_handler", &self.recover_handler.is_some())
             .field("subprotocols", &self.subprotocols)
+            .field("deflate", &self.deflate)
             .finish()
     }
 }
@@ -160,6 +168,7 @@ mod tests {
             max_topics: 0,
             recover_handler: None,
             subprotocols: Vec::new(),
+            deflate: None,
         }
     }
 

@@ -74,7 +74,7 @@ pub mod ws;
 
 pub use bytes::Bytes;
 pub use cluster::{ClusterConfig, ClusterView, NodeInfo};
-pub use config::{Config, RecoverHandler};
+pub use config::{Config, Deflate, RecoverHandler};
 pub use error::Error;
 pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};

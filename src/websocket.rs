@@ -125,6 +125,12 @@ impl Websocket {
             .cloned()
     }
 
+    /// Whether permessage-deflate is in use on this connection (the route offers it and the
+    /// client asked for it): what it is sent goes out compressed when that pays.
+    pub fn deflate(&self) -> bool {
+        self.conn.request.deflate.is_some()
+    }
+
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.request.remote

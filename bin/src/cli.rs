@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::service::Mode;
 use clap::Parser;
-use corecast::Config;
+use corecast::{Config, Deflate};
 
 use corecast::units::{parse_duration, parse_size};
 
@@ -56,6 +56,15 @@ pub struct Args {
     /// one gets the first of these it offered [default: none]
     #[arg(long, env = "CORECAST_SUBPROTOCOLS", value_name = "LIST", value_parser = parse_subprotocols)]
     pub subprotocols: Option<String>,
+    /// permessage-deflate for clients that offer it: on or off [default: on]
+    #[arg(long, env = "CORECAST_DEFLATE", value_name = "on|off", value_parser = parse_switch)]
+    pub deflate: Option<bool>,
+    /// Compression level, 0 (fastest) to 9 (smallest) [default: 1]
+    #[arg(long, env = "CORECAST_DEFLATE_LEVEL", value_name = "N", value_parser = parse_level)]
+    pub deflate_level: Option<u32>,
+    /// Messages shorter than this go out uncompressed [default: 128B]
+    #[arg(long, env = "CORECAST_DEFLATE_MIN_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub deflate_min_size: Option<usize>,
     /// Upgrades beyond this many open connections get 503 [default: no limit]
     #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -158,6 +167,23 @@ fn parse_subprotocols(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
+}
+
+fn parse_level(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(level @ 0..=9) => Ok(level),
+        _ => Err(format!(
+            "expected a compression level from 0 to 9, got {s:?}"
+        )),
+    }
+}
+
 fn parse_shards(s: &str) -> Result<u16, String> {
     match parse_number::<u16>(s)? {
         0 => Err("invalid shards 0: expected 1 or more".into()),
@@ -248,6 +274,10 @@ impl Settings {
                 max_topics: a.max_topics.unwrap_or_default(),
                 recover_handler: None,
                 subprotocols: list(&a.subprotocols),
+                deflate: a.deflate.unwrap_or(true).then(|| Deflate {
+                    level: a.deflate_level.unwrap_or(Deflate::DEFAULT_LEVEL),
+                    min_size: a.deflate_min_size.unwrap_or(Deflate::DEFAULT_MIN_SIZE),
+                }),
             },
         }
     }
@@ -292,6 +322,9 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "api-token" => fill!(api_token, |s: &str| Ok::<_, String>(s.to_string())),
             "origins" => fill!(origins, |s: &str| Ok::<_, String>(s.to_string())),
             "subprotocols" => fill!(subprotocols, parse_subprotocols),
+            "deflate" => fill!(deflate, parse_switch),
+            "deflate-level" => fill!(deflate_level, parse_level),
+            "deflate-min-size" => fill!(deflate_min_size, parse_size),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),
@@ -325,7 +358,7 @@ mod tests {
         let text =
             "listen = \"127.0.0.1:9000\"\nping-interval = \"9s\"\nmax_message_size = \"64KiB\"\n\
                     shards = 3\norigins = [\"https://a\", \"https://b\"]\nmode = \"relay\"\n\
-                    subprotocols = [\"chat.v2\", \"chat\"]\n";
+                    subprotocols = [\"chat.v2\", \"chat\"]\ndeflate-min-size = \"1KiB\"\n";
         fill_from_file(&mut args, text).unwrap();
         let s = Settings::from_args(args);
         assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
@@ -339,6 +372,16 @@ mod tests {
         assert_eq!(s.origins, ["https://a", "https://b"]);
         assert_eq!(s.mode, Mode::Relay);
         assert_eq!(s.config.subprotocols, ["chat.v2", "chat"]);
+        assert_eq!(
+            s.config.deflate,
+            Some(Deflate {
+                level: 1,
+                min_size: 1024
+            })
+        );
+        let mut args = Args::default();
+        fill_from_file(&mut args, "deflate = false\ndeflate-level = 9").unwrap();
+        assert_eq!(Settings::from_args(args).config.deflate, None);
     }
 
     #[test]
@@ -355,6 +398,13 @@ mod tests {
             e,
             "subprotocols: invalid subprotocol \"a b\": expected an HTTP token such as chat.v2"
         );
+        let e = fill_from_file(&mut args, "deflate = \"maybe\"").unwrap_err();
+        assert_eq!(e, "deflate: expected on or off, got \"maybe\"");
+        let e = fill_from_file(&mut args, "deflate-level = 10").unwrap_err();
+        assert_eq!(
+            e,
+            "deflate-level: expected a compression level from 0 to 9, got \"10\""
+        );
     }
 
     #[test]
@@ -369,5 +419,6 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
         assert!(s.origins.is_empty());
         assert!(s.config.subprotocols.is_empty());
+        assert_eq!(s.config.deflate, Some(Deflate::default()));
     }
 }

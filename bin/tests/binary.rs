@@ -426,6 +426,33 @@ fn subprotocols_are_negotiated_with_a_real_client() {
 }
 
 #[test]
+fn deflate_is_on_by_default_and_the_flags_set_it() {
+    const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let bin = Bin::start(&["--mode", "echo"]);
+    let (mut c, head) = RawClient::connect_with(bin.ws, "/ws", OFFER);
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"),
+        "{head}"
+    );
+    let json = br#"{"id":7,"symbol":"BTC-USD","side":"buy","price":97000.5}"#.repeat(8);
+    c.send_frame(0x1, &json);
+    let (b0, payload) = c.read_frame();
+    assert_eq!(b0, 0xC1, "compressed: FIN, RSV1, text");
+    assert_eq!(
+        corecast::ws::deflate::inflate(&payload, usize::MAX).unwrap(),
+        json
+    );
+    // A higher threshold leaves the same message plain; `off` declines the offer.
+    let bin = Bin::start(&["--mode", "echo", "--deflate-min-size", "1KiB"]);
+    let (mut c, _) = RawClient::connect_with(bin.ws, "/ws", OFFER);
+    c.send_frame(0x1, &json);
+    assert_eq!(c.read_frame(), (0x81, json.clone()));
+    let bin = Bin::start(&["--mode", "echo", "--deflate", "off"]);
+    let (_, head) = RawClient::connect_with(bin.ws, "/ws", OFFER);
+    assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
+}
+
+#[test]
 fn taken_id_gets_409_and_limits_and_origins_are_enforced() {
     let bin = Bin::start(&[
         "--max-connections",
@@ -579,6 +606,12 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
     let (code, err) = run(&["--subprotocols", "chat,json v1"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid subprotocol \"json v1\""), "{err}");
+    let (code, err) = run(&["--deflate", "maybe"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("expected on or off, got \"maybe\""), "{err}");
+    let (code, err) = run(&[], &[("CORECAST_DEFLATE_LEVEL", "11")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("compression level from 0 to 9"), "{err}");
     let (code, err) = run(&[], &[("CORECAST_MAX_MESSAGE_SIZE", "huge")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid size \"huge\""), "{err}");

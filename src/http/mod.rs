@@ -9,8 +9,8 @@ pub mod response;
 pub mod route;
 
 pub use request::{
-    check_upgrade, decode_segment, is_token, offered_protocols, parse_head, select_protocol,
-    HeadParse, HttpError, RequestHead, UpgradeCheck,
+    check_upgrade, decode_segment, is_token, offered_extensions, offered_protocols, parse_head,
+    select_protocol, HeadParse, HttpError, RequestHead, UpgradeCheck,
 };
 pub use response::{error_response, reason_phrase, response, switching_protocols};
 pub use route::{Params, PatternError, RoutePattern, Router};

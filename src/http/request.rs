@@ -186,7 +186,7 @@ impl RequestHead {
     /// ones skipped (repeated fields combine, RFC 9110 §5.3 and §5.6.1).
     fn list_items<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.header_values(name)
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| split_unquoted(v, b','))
             .map(trim_ows)
             .filter(|t| !t.is_empty())
     }
@@ -195,6 +195,29 @@ impl RequestHead {
     fn has_token(&self, name: &str, token: &str) -> bool {
         self.list_items(name).any(|t| t.eq_ignore_ascii_case(token))
     }
+}
+
+/// Splits `s` at each `sep` that is not inside a quoted string (RFC 9110 §5.6.4).
+pub fn split_unquoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, b) in s.bytes().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                _ if b == sep && !quoted => {
+                    rest = s.get(i + 1..);
+                    return s.get(..i);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(s)
+    })
 }
 
 /// Optional whitespace is only SP and HTAB (RFC 9110 §5.6.3).
@@ -402,6 +425,13 @@ pub enum UpgradeCheck {
 /// at commas (RFC 6455 §4.1, §11.3.4).
 pub fn offered_protocols(head: &RequestHead) -> impl Iterator<Item = &str> {
     head.list_items("sec-websocket-protocol")
+}
+
+/// The extensions a client offers, in its order of preference: every `Sec-WebSocket-Extensions`
+/// value, split at commas outside quoted strings (RFC 6455 §9.1). Each item is one offer:
+/// a name with its `;`-separated parameters.
+pub fn offered_extensions(head: &RequestHead) -> impl Iterator<Item = &str> {
+    head.list_items("sec-websocket-extensions")
 }
 
 /// The subprotocol to answer with: the first of `ours` (the server's order of preference)
@@ -818,6 +848,27 @@ mod tests {
             "malformed request: x"
         );
         assert_eq!(HttpError::TooLarge.to_string(), "request head too large");
+    }
+
+    #[test]
+    fn lists_split_outside_quotes_only() {
+        let items: Vec<&str> = split_unquoted("a, b=\"x,y\\\"z\", c", b',').collect();
+        assert_eq!(items, ["a", " b=\"x,y\\\"z\"", " c"]);
+        let items: Vec<&str> = split_unquoted("", b',').collect();
+        assert_eq!(items, [""]);
+        let head = RequestHead::new(
+            "GET",
+            "/",
+            &[
+                (
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; x=\"1,2\", foo",
+                ),
+                ("sec-websocket-extensions", "bar"),
+            ],
+        );
+        let offers: Vec<&str> = offered_extensions(&head).collect();
+        assert_eq!(offers, ["permessage-deflate; x=\"1,2\"", "foo", "bar"]);
     }
 
     #[test]

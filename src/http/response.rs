@@ -2,26 +2,36 @@
 //!
 //! Builds byte vectors only: not I/O; the caller writes them to the socket.
 
-/// The 101 response completing the handshake (RFC 6455 §4.2.2): "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n" exactly, with "Sec-WebSocket-Protocol: {protocol}\r\n" before the blank line when a subprotocol was selected.
+/// The 101 response completing the handshake (RFC 6455 §4.2.2): "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n" exactly, with "Sec-WebSocket-Protocol: {protocol}\r\n" when a subprotocol was selected and then "Sec-WebSocket-Extensions: {extensions}\r\n" when an extension was agreed, before the blank line.
 ///
-/// CR and LF are removed from `accept` (a real accept key never has them),
+/// CR and LF are removed from every argument (a real accept key never has them),
 /// so a bad argument cannot split the response.
-pub fn switching_protocols(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+pub fn switching_protocols(
+    accept: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-        Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-    const PROTOCOL: &[u8] = b"\r\nSec-WebSocket-Protocol: ";
-    let protocol = protocol.unwrap_or_default();
-    let mut out =
-        Vec::with_capacity(HEAD.len() + accept.len() + PROTOCOL.len() + protocol.len() + 4);
-    let push =
-        |out: &mut Vec<u8>, s: &str| out.extend(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
+        Connection: Upgrade\r\n";
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(HEAD);
-    push(&mut out, accept);
-    if !protocol.is_empty() {
-        out.extend_from_slice(PROTOCOL);
-        push(&mut out, protocol);
+    let fields = [
+        ("Sec-WebSocket-Accept", Some(accept)),
+        ("Sec-WebSocket-Protocol", protocol.filter(|p| !p.is_empty())),
+        (
+            "Sec-WebSocket-Extensions",
+            extensions.filter(|e| !e.is_empty()),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -135,7 +145,7 @@ mod tests {
         let accept = tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
-            switching_protocols(&accept, None),
+            switching_protocols(&accept, None, None),
             b"HTTP/1.1 101 Switching Protocols\r\n\
               Upgrade: websocket\r\n\
               Connection: Upgrade\r\n\
@@ -146,23 +156,35 @@ mod tests {
     #[test]
     fn switching_protocols_names_the_selected_subprotocol() {
         assert_eq!(
-            switching_protocols("abc=", Some("chat.v2")),
+            switching_protocols("abc=", Some("chat.v2"), None),
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
               Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\
               Sec-WebSocket-Protocol: chat.v2\r\n\r\n"
         );
         assert_eq!(
-            switching_protocols("abc=", Some("")),
-            switching_protocols("abc=", None)
+            switching_protocols("abc=", Some(""), Some("")),
+            switching_protocols("abc=", None, None)
         );
     }
 
     #[test]
     fn switching_protocols_strips_line_breaks() {
         assert_eq!(
-            switching_protocols("a\r\nX: y", None),
+            switching_protocols("a\r\nX: y", None, Some("x\r\ny")),
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Accept: aX: y\r\n\r\n"
+              Connection: Upgrade\r\nSec-WebSocket-Accept: aX: y\r\n\
+              Sec-WebSocket-Extensions: xy\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn switching_protocols_names_the_agreed_extension_after_the_subprotocol() {
+        assert_eq!(
+            switching_protocols("abc=", Some("chat"), Some("permessage-deflate")),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\
+              Sec-WebSocket-Protocol: chat\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
         );
     }
 

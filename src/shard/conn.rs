@@ -31,6 +31,7 @@ use crate::metrics::{DropCause, ShardMetrics};
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::topics::{TopicIndex, TopicTable};
 use crate::upgrade::Locals;
+use crate::ws::deflate::{self, Agreement};
 use crate::ws::frame::{self, MessageType};
 use crate::ws::queue::{Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
@@ -330,6 +331,8 @@ pub(crate) struct RequestData {
     pub(crate) remote: SocketAddr,
     /// Boxed, and only when there is any: most connections have neither.
     pub(crate) extras: Option<Box<RequestExtras>>,
+    /// permessage-deflate, when the route offers it and the client asked for it.
+    pub(crate) deflate: Option<Agreement>,
 }
 
 /// What only some upgrades carry.
@@ -379,10 +382,14 @@ impl Conn {
         request: RequestData,
         now: Instant,
     ) -> Conn {
+        let mut session = Session::new(config, now);
+        if let Some(agreement) = request.deflate {
+            session.accept_deflate(agreement);
+        }
         Conn {
             id,
             uuid: RefCell::new(uuid),
-            session: RefCell::new(Session::new(config, now)),
+            session: RefCell::new(session),
             request,
             conns,
             attributes: RefCell::default(),
@@ -917,7 +924,8 @@ impl Conn {
     }
 }
 
-/// The payload of a server frame built by `frame::encode` (header skipped, bytes shared).
+/// The payload of a server frame built by `frame::encode` (header skipped, bytes shared), or
+/// of one that `deflate::compress_frame` compressed (RSV1 set: inflated again).
 pub(crate) fn payload_of(framed: &Bytes) -> Bytes {
     let header = match framed.get(1).map(|b| b & 0x7f) {
         Some(126) => 4,
@@ -925,7 +933,14 @@ pub(crate) fn payload_of(framed: &Bytes) -> Bytes {
         Some(_) => 2,
         None => return Bytes::new(),
     };
-    framed.slice(header.min(framed.len())..)
+    let payload = framed.slice(header.min(framed.len())..);
+    if framed.first().is_some_and(|b0| b0 & 0x40 != 0) {
+        // The server's own compressed bytes: they inflate, or the payload is reported as is.
+        if let Ok(plain) = deflate::inflate(&payload, usize::MAX) {
+            return Bytes::from(plain);
+        }
+    }
+    payload
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::event::{self, EventName};
 use crate::http::{self, UpgradeCheck};
 use crate::runtime::{self, HeadError};
 use crate::upgrade::UpgradeRequest;
+use crate::ws::deflate;
 use crate::Error;
 
 /// Serves one accepted socket from handshake to close. The shard knows the socket while this
@@ -72,7 +73,12 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
     core.conns.metrics().upgraded();
     conn.fd.set(stream.as_raw_fd());
     let protocol = conn.request.protocol();
-    conn.send_raw(Bytes::from(http::switching_protocols(&accept, protocol)));
+    let extensions = conn.request.deflate.map(|a| a.response());
+    conn.send_raw(Bytes::from(http::switching_protocols(
+        &accept,
+        protocol,
+        extensions.as_deref(),
+    )));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
     let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
@@ -289,7 +295,12 @@ async fn handshake(
         Some(name) => Some(claim_name(core, name.into()).await?),
         None => None,
     };
+    let deflate = route
+        .config
+        .deflate
+        .and_then(|_| deflate::negotiate(http::offered_extensions(&req.head)));
     let request = RequestData {
+        deflate,
         head: req.head,
         params: req.params,
         remote,

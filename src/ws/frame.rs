@@ -1,8 +1,11 @@
 //! RFC 6455 framing: an incremental decoder for client-to-server frames, an encoder for
 //! unmasked server frames, and the close-code rules. Pure: no I/O and no opening handshake.
+//! With permessage-deflate agreed, the decoder accepts RSV1 and inflates (`deflate.rs`).
 
 use bytes::Bytes;
 use std::fmt;
+
+use super::deflate;
 
 /// Largest client frame header: 2 fixed bytes, 8 extended-length bytes, 4 mask bytes (RFC 6455 §5.2).
 const MAX_CLIENT_HEADER: usize = 14;
@@ -159,6 +162,8 @@ struct FrameState {
 #[derive(Debug, Clone, Copy)]
 struct MessageState {
     binary: bool,
+    /// RSV1 was set on its first frame: the payload is deflated (RFC 7692 §6).
+    compressed: bool,
     /// Length of the prefix of the message buffer known to be valid UTF-8 (text only).
     utf8_valid: usize,
 }
@@ -188,6 +193,8 @@ pub struct Decoder {
     /// True when decoding a client's frames (which must be masked), false for a server's
     /// (which must not be: RFC 6455 §5.1).
     masked: bool,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 impl Decoder {
@@ -203,6 +210,7 @@ impl Decoder {
             message_buf: Vec::new(),
             status: Status::Open,
             masked: true,
+            deflate: false,
         }
     }
 
@@ -213,6 +221,13 @@ impl Decoder {
             masked: false,
             ..Decoder::new(max_message_size)
         }
+    }
+
+    /// Accepts compressed messages from now on (permessage-deflate was agreed, RFC 7692):
+    /// a data message whose first frame has RSV1 set is inflated, and `max_message_size`
+    /// then bounds both its compressed and its inflated size.
+    pub fn accept_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// Feeds bytes read from the socket. Every byte of `input` is consumed: whatever does not yet
@@ -322,12 +337,14 @@ impl Decoder {
     /// Checks what the first two header bytes alone decide (RFC 6455 §5.2, §5.4, §5.5).
     fn check_first_bytes(&self) -> Result<(), ProtocolError> {
         let [b0, b1, ..] = self.header;
-        if b0 & 0x70 != 0 {
-            // §5.2: RSV1-3 must be 0 unless an extension defines them; none is negotiated.
-            return Err(ProtocolError::Protocol("reserved bits set"));
-        }
         let opcode =
             OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::Protocol("reserved opcode"))?;
+        // §5.2: RSV1-3 must be 0 unless an extension defines them. permessage-deflate defines
+        // RSV1, on the first frame of a data message only (RFC 7692 §6, §6.1).
+        let rsv1_allowed = self.deflate && matches!(opcode, OpCode::Text | OpCode::Binary);
+        if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_allowed) {
+            return Err(ProtocolError::Protocol("reserved bits set"));
+        }
         if b1 & 0x80 == 0 && self.masked {
             // §5.1: a server must close on an unmasked client frame.
             return Err(ProtocolError::Protocol("client frame not masked"));
@@ -410,6 +427,7 @@ impl Decoder {
             if opcode != OpCode::Continuation {
                 self.message = Some(MessageState {
                     binary: opcode == OpCode::Binary,
+                    compressed: h[0] & 0x40 != 0,
                     utf8_valid: 0,
                 });
             }
@@ -445,7 +463,7 @@ impl Decoder {
         };
         append_unmasked(buf, chunk, frame.mask, frame.done);
         frame.done += take;
-        if let Some(msg) = self.message.as_mut().filter(|m| !m.binary) {
+        if let Some(msg) = self.message.as_mut().filter(|m| !m.binary && !m.compressed) {
             if !frame.opcode.is_control() {
                 // §8.1: fail fast on invalid text; an incomplete tail may finish later.
                 validate_utf8(&self.message_buf, &mut msg.utf8_valid, false)?;
@@ -473,6 +491,10 @@ impl Decoder {
                     return Ok(());
                 }
                 if let Some(mut msg) = self.message.take() {
+                    if msg.compressed {
+                        let compressed = std::mem::take(&mut self.message_buf);
+                        self.message_buf = deflate::inflate(&compressed, self.max_message_size)?;
+                    }
                     if !msg.binary {
                         // §5.6: a text message must end on a whole character.
                         validate_utf8(&self.message_buf, &mut msg.utf8_valid, true)?;

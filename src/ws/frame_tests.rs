@@ -408,6 +408,131 @@ fn violation_reserved_bits() {
     }
 }
 
+// ---- permessage-deflate (RFC 7692) ----
+
+/// A decoder with permessage-deflate agreed.
+fn decode_deflated(max: usize, input: &[u8]) -> Result<Vec<Inbound>, ProtocolError> {
+    let mut d = Decoder::new(max);
+    d.accept_deflate();
+    let mut out = Vec::new();
+    d.feed(input, &mut out)?;
+    Ok(out)
+}
+
+/// RFC 7692 §7.2.3.1: "Hello" compressed, trailing 00 00 ff ff removed.
+const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+#[test]
+fn deflate_rfc7692_single_frame_hello() {
+    // §7.2.3.1's frame, masked as a client sends it: 0xc1 = FIN, RSV1, text.
+    let frame = client_frame(0xc1, &HELLO_DEFLATED, KEY);
+    assert_eq!(decode_deflated(100, &frame), Ok(vec![text("Hello")]));
+    // Byte by byte too.
+    let mut d = Decoder::new(100);
+    d.accept_deflate();
+    let mut out = Vec::new();
+    for b in &frame {
+        d.feed(std::slice::from_ref(b), &mut out).unwrap();
+    }
+    assert_eq!(out, [text("Hello")]);
+}
+
+#[test]
+fn deflate_rfc7692_fragmented_hello() {
+    // §7.2.3.1: the compressed bytes split over two frames; RSV1 only on the first.
+    let mut input = client_frame(0x41, &HELLO_DEFLATED[..3], KEY);
+    input.extend(client_frame(0x80, &HELLO_DEFLATED[3..], KEY));
+    assert_eq!(decode_deflated(100, &input), Ok(vec![text("Hello")]));
+}
+
+#[test]
+fn deflate_uncompressed_messages_still_pass() {
+    let mut input = client_frame(0x81, b"plain", KEY);
+    input.extend(client_frame(0xc2, &HELLO_DEFLATED, KEY));
+    assert_eq!(
+        decode_deflated(100, &input),
+        Ok(vec![
+            text("plain"),
+            Inbound::Message {
+                binary: true,
+                data: Bytes::from_static(b"Hello")
+            }
+        ])
+    );
+}
+
+#[test]
+fn deflate_rsv1_only_where_the_extension_puts_it() {
+    // Not agreed: RSV1 is still a violation.
+    assert_eq!(
+        protocol_err(&client_frame(0xc1, &HELLO_DEFLATED, KEY)),
+        "reserved bits set"
+    );
+    let violation = |input: &[u8]| match decode_deflated(100, input) {
+        Err(ProtocolError::Protocol(what)) => what,
+        other => panic!("expected a protocol error, got {other:?}"),
+    };
+    // §6.1: never on a continuation frame or a control frame; RSV2 and RSV3 stay reserved.
+    let mut input = client_frame(0x01, b"He", KEY);
+    input.extend(client_frame(0xc0, b"llo", KEY));
+    assert_eq!(violation(&input), "reserved bits set");
+    assert_eq!(
+        violation(&client_frame(0xc9, b"", KEY)),
+        "reserved bits set"
+    );
+    assert_eq!(
+        violation(&client_frame(0xa1, b"x", KEY)),
+        "reserved bits set"
+    );
+    assert_eq!(
+        violation(&client_frame(0x91, b"x", KEY)),
+        "reserved bits set"
+    );
+}
+
+#[test]
+fn deflate_text_is_validated_after_inflating() {
+    let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+    let mut bad = Vec::with_capacity(64);
+    c.compress_vec(b"ok \xff", &mut bad, flate2::FlushCompress::Sync)
+        .unwrap();
+    bad.truncate(bad.len() - 4);
+    let frame = client_frame(0xc1, &bad, KEY);
+    assert_eq!(
+        decode_deflated(100, &frame),
+        Err(ProtocolError::InvalidUtf8)
+    );
+    // The same bytes as a binary message are fine.
+    let frame = client_frame(0xc2, &bad, KEY);
+    assert!(decode_deflated(100, &frame).is_ok());
+}
+
+#[test]
+fn deflate_bomb_gets_1009_at_the_inflated_size() {
+    let mut c = flate2::Compress::new(flate2::Compression::new(9), false);
+    let mut bomb = Vec::with_capacity(64 << 10);
+    c.compress_vec(&vec![b'a'; 1 << 20], &mut bomb, flate2::FlushCompress::Sync)
+        .unwrap();
+    bomb.truncate(bomb.len() - 4);
+    assert!(bomb.len() < 2048, "{}", bomb.len());
+    let frame = client_frame(0xc1, &bomb, KEY);
+    let err = decode_deflated(64 << 10, &frame).unwrap_err();
+    assert_eq!(err, ProtocolError::TooLarge { limit: 64 << 10 });
+    assert_eq!(err.close_code(), 1009);
+    match decode_deflated(1 << 20, &frame).unwrap().as_slice() {
+        [Inbound::Message { data, .. }] => assert_eq!(data.len(), 1 << 20),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn deflate_corrupt_data_is_1002() {
+    let frame = client_frame(0xc2, &[0xff, 0xff, 0xff], KEY);
+    let err = decode_deflated(100, &frame).unwrap_err();
+    assert_eq!(err, ProtocolError::Protocol("invalid compressed data"));
+    assert_eq!(err.close_code(), 1002);
+}
+
 #[test]
 fn violation_reserved_opcodes() {
     for op in (0x3u8..=0x7).chain(0xB..=0xF) {

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::deflate::{self, Agreement};
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
 use super::queue::{OutboundQueue, Push};
 use crate::{Config, Error};
@@ -102,6 +103,8 @@ pub struct Session {
     write_blocked_since: Option<Instant>,
     /// Pings received since the queue last held no unwritten pong.
     unanswered_pings: u32,
+    /// permessage-deflate: the window the client allows the server, in bits; 0 when not agreed.
+    deflate_window: u8,
 }
 
 impl Session {
@@ -116,8 +119,16 @@ impl Session {
             next_ping: now + config.ping_interval,
             write_blocked_since: None,
             unanswered_pings: 0,
+            deflate_window: 0,
             config,
         }
+    }
+
+    /// permessage-deflate was agreed in the handshake (RFC 7692): compressed messages are
+    /// accepted, and data messages are sent compressed as the route's `Config::deflate` says.
+    pub fn accept_deflate(&mut self, agreement: Agreement) {
+        self.decoder.accept_deflate();
+        self.deflate_window = agreement.window_bits();
     }
 
     /// The config the session runs with.
@@ -223,11 +234,17 @@ impl Session {
     }
 
     /// Queues a framed data message; on a full queue it waits for room until the retry window
-    /// ends (`Push::Waiting`). `Push::Closed` once the session is closing or closed.
+    /// ends (`Push::Waiting`). `Push::Closed` once the session is closing or closed. With
+    /// permessage-deflate it goes out compressed when that pays; the compressed frame of the
+    /// same `frame` is shared with every other connection of this thread.
     pub fn send(&mut self, now: Instant, frame: Bytes) -> Push {
         if self.phase != Phase::Open {
             return Push::Closed;
         }
+        let frame = match (&self.config.deflate, self.deflate_window) {
+            (Some(settings), window @ 1..) => deflate::compress_frame(&frame, settings, window),
+            _ => frame,
+        };
         self.out.push_data(frame, now, self.config.retry_window())
     }
 

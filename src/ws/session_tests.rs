@@ -438,3 +438,46 @@ fn a_failed_server_side_sends_its_close_code_and_lingers() {
 fn the_keepalive_ping_matches_the_encoder() {
     assert_eq!(&PING_FRAME[..], &frame::encode(OpCode::Ping, b"")[..]);
 }
+
+#[test]
+fn with_deflate_agreed_data_goes_out_compressed_and_compressed_data_comes_in() {
+    let t0 = Instant::now();
+    let cfg = Arc::new(
+        Config {
+            deflate: Some(crate::Deflate::default()),
+            ..(*config()).clone()
+        }
+        .effective(),
+    );
+    let json: Vec<u8> = br#"{"id":1,"symbol":"ETH-USD","side":"buy","price":3100.25},"#
+        .repeat(12)
+        .into_iter()
+        .take(600)
+        .collect();
+    let plain = frame::MessageType::Text.frame(&json);
+
+    // The route offers it, but this client did not ask: the frame goes out as it is.
+    let mut s = Session::new(Arc::clone(&cfg), t0);
+    assert_eq!(s.send(t0, plain.clone()), Push::Queued);
+    assert_eq!(write_all(&mut s, t0), plain);
+
+    let mut s = Session::new(cfg, t0);
+    s.accept_deflate(deflate::negotiate(["permessage-deflate"]).unwrap());
+    assert_eq!(s.send(t0, plain.clone()), Push::Queued);
+    let out = write_all(&mut s, t0);
+    assert_eq!(out[0], 0xC1, "FIN, RSV1, text");
+    assert!(out.len() < plain.len() / 2, "{}", out.len());
+    assert_eq!(deflate::inflate(&out[2..], 1024).unwrap(), json);
+    // Under the threshold: plain.
+    assert_eq!(
+        s.send(t0, frame::MessageType::Text.frame(b"hi")),
+        Push::Queued
+    );
+    assert_eq!(write_all(&mut s, t0), [0x81, 2, b'h', b'i']);
+
+    // §7.2.3.1's "Hello", compressed by the client.
+    let mut hello = client(OpCode::Text, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    hello[0] |= 0x40;
+    s.handle_read(t0, &hello);
+    assert_eq!(events(&mut s), ["message false Hello"]);
+}

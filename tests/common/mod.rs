@@ -180,7 +180,17 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
-        Self::upgrade(TcpStream::connect(addr).expect("tcp connect"), addr, path)
+        Self::connect_with(addr, path, "").0
+    }
+
+    /// Connects with extra request header lines (each ending in CRLF); returns the 101's head.
+    pub fn connect_with(addr: SocketAddr, path: &str, headers: &str) -> (RawClient, String) {
+        Self::upgrade(
+            TcpStream::connect(addr).expect("tcp connect"),
+            addr,
+            path,
+            headers,
+        )
     }
 
     /// Connects with a small, fixed receive buffer: what the client does not read backs up
@@ -190,19 +200,25 @@ impl RawClient {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         socket.connect(&addr.into()).expect("tcp connect");
-        Self::upgrade(socket.into(), addr, path)
+        Self::upgrade(socket.into(), addr, path, "").0
     }
 
-    fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawClient {
+    fn upgrade(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &str,
+    ) -> (RawClient, String) {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             {headers}\r\n"
         );
         stream.write_all(req.as_bytes()).unwrap();
         let head = read_head(&mut stream);
         assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        RawClient { stream }
+        (RawClient { stream }, head)
     }
 
     /// Sends one masked frame (FIN set) with `opcode` and `payload`.
