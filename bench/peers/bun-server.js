@@ -3,7 +3,9 @@
 // pubsub speaks corecast's protocol: `?topics=a,b` at upgrade (each acknowledged with
 // {"subscribed":"a"}), then {"subscribe":t}, {"unsubscribe":t}, {"publish":t,"data":d}; a
 // publish reaches the topic's other subscribers through uWebSockets' own pub/sub.
+// DEFLATE=1: permessage-deflate with uWebSockets' shared compressor and decompressor.
 const mode = process.argv[2] || "relay";
+const deflate = process.env.DEFLATE === "1";
 const port = Number(process.argv[3] || 9200);
 
 const server = Bun.serve({
@@ -20,7 +22,7 @@ const server = Bun.serve({
   websocket: {
     maxPayloadLength: 16 * 1024 * 1024,
     idleTimeout: 240,
-    perMessageDeflate: false,
+    perMessageDeflate: deflate ? { compress: "shared", decompress: "shared" } : false,
     open(ws) {
       if (mode === "pubsub") {
         for (const t of ws.data.topics) {

@@ -2,13 +2,16 @@
 // Usage: node node-ws-server.js <relay|echo|shootout|pubsub> <port>. Binds 127.0.0.1 only.
 // pubsub speaks corecast's protocol (see bun-server.js) with a set of sockets per topic.
 const { WebSocketServer, WebSocket } = require("ws");
+// DEFLATE=1: permessage-deflate at zlib level 1 (corecast's default level), messages of
+// 128 bytes and more (corecast's default threshold).
 const mode = process.argv[2] || "relay";
+const deflate = process.env.DEFLATE === "1";
 const port = Number(process.argv[3] || 9201);
 
 const wss = new WebSocketServer({
   host: "127.0.0.1",
   port,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate ? { zlibDeflateOptions: { level: 1 }, threshold: 128 } : false,
   maxPayload: 16 * 1024 * 1024,
   clientTracking: true,
 });

@@ -65,6 +65,11 @@ struct Plan {
     /// A cluster scenario: run against single-node corecast and a two-node cluster (the
     /// clients split evenly) instead of the peers.
     cluster: bool,
+    /// Clients offer permessage-deflate and messages are JSON; peers that cannot compress
+    /// (tokio-tungstenite) sit it out.
+    deflate: bool,
+    /// Payload bytes per message.
+    size: usize,
 }
 
 fn plans(full: bool) -> Vec<Plan> {
@@ -98,6 +103,8 @@ fn plans(full: bool) -> Vec<Plan> {
             publish_topics: 0,
         },
         cluster: false,
+        deflate: false,
+        size: 64,
     };
     let mut all = vec![
         plan(
@@ -242,6 +249,22 @@ fn plans(full: bool) -> Vec<Plan> {
                 None,
                 secs(2, 5),
                 1,
+            )
+        },
+        Plan {
+            deflate: true,
+            size: 1024,
+            ..plan(
+                "broadcast-deflate",
+                "Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight",
+                "deliveries/s",
+                true,
+                "relay",
+                Scenario::Broadcast,
+                1000,
+                Some(if full { 20_000 } else { 3000 }),
+                secs(8, 30),
+                8,
             )
         },
         Plan {
@@ -408,7 +431,11 @@ fn main() -> ExitCode {
                 Vec::new()
             }
         } else {
-            peers.iter().copied().filter(|p| !p.is_cluster()).collect()
+            peers
+                .iter()
+                .copied()
+                .filter(|p| !p.is_cluster() && (!plan.deflate || p.has_deflate()))
+                .collect()
         };
         for peer in &plan_peers {
             eprintln!(
@@ -417,7 +444,8 @@ fn main() -> ExitCode {
                 plan.id,
                 peer.name()
             );
-            let started_peer = peers::start(*peer, &a.root, plan.mode, &a.server_cpus);
+            let started_peer =
+                peers::start(*peer, &a.root, plan.mode, plan.deflate, &a.server_cpus);
             let outcome = match started_peer {
                 Err(e) => Outcome {
                     peer: peer.name().into(),
@@ -435,14 +463,17 @@ fn main() -> ExitCode {
                         scenario: plan.scenario,
                         targets: urls
                             .iter()
-                            .map(|u| Target::parse(u).expect("a valid URL"))
+                            .map(|u| Target {
+                                deflate: plan.deflate,
+                                ..Target::parse(u).expect("a valid URL")
+                            })
                             .collect(),
                         url,
                         clients: plan.clients,
                         messages: plan.messages,
                         duration: plan.duration,
                         in_flight: plan.in_flight,
-                        size: 64,
+                        size: plan.size,
                         threads: a.load_cpus.len().max(1),
                         cpus: a.load_cpus.clone(),
                         server_pids: server.pids(),
@@ -453,6 +484,7 @@ fn main() -> ExitCode {
                         limit: Duration::from_millis(500),
                         topics: plan.topics,
                         socket_io: *peer == Peer::SocketIoRedis,
+                        deflate: plan.deflate,
                     };
                     let result = corecast_load::run(opts);
                     drop(server);

@@ -39,6 +39,11 @@ impl Peer {
     }
 
     /// The path clients upgrade at.
+    /// Whether it speaks permessage-deflate (tungstenite does not).
+    pub fn has_deflate(self) -> bool {
+        self != Peer::Tokio
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             Peer::SocketIoRedis => "/socket.io/?EIO=4&transport=websocket",
@@ -161,11 +166,25 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Starts `peer` in `mode`, confined to `cpus`, and waits until it accepts.
-pub fn start(peer: Peer, root: &Path, mode: &str, cpus: &[usize]) -> anyhow::Result<Running> {
+/// Starts `peer` in `mode`, confined to `cpus`, and waits until it accepts. With `deflate`,
+/// it offers permessage-deflate (corecast does by default; the JavaScript peers read
+/// `DEFLATE=1`); without, corecast is started with it off, as the peers are.
+pub fn start(
+    peer: Peer,
+    root: &Path,
+    mode: &str,
+    deflate: bool,
+    cpus: &[usize],
+) -> anyhow::Result<Running> {
     if !peer.is_cluster() {
         let port = free_port()?;
-        let (child, addr) = start_one(peer, peer.command(root, mode, port), port, cpus)?;
+        let mut cmd = peer.command(root, mode, port);
+        if peer == Peer::Corecast {
+            cmd.args(["--deflate", if deflate { "on" } else { "off" }]);
+        } else if deflate {
+            cmd.env("DEFLATE", "1");
+        }
+        let (child, addr) = start_one(peer, cmd, port, cpus)?;
         return Ok(Running {
             children: vec![child],
             addrs: vec![addr],

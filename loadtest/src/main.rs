@@ -90,6 +90,10 @@ struct Args {
     /// Speak Socket.IO (Engine.IO v4 over WebSocket): messages travel as `m` events
     #[arg(long)]
     socket_io: bool,
+    /// Offer permessage-deflate as browsers do (the run fails if the server declines), inflate
+    /// what arrives, and pad messages with JSON records instead of `x`
+    #[arg(long)]
+    deflate: bool,
     /// Topics: publishers cycle through only the first N topics [default: all]
     #[arg(long, default_value_t = 0)]
     publish_topics: usize,
@@ -100,7 +104,12 @@ fn main() -> ExitCode {
     let targets = match a
         .url
         .split(',')
-        .map(Target::parse)
+        .map(|url| {
+            Target::parse(url).map(|t| Target {
+                deflate: a.deflate,
+                ..t
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(t) => t,
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
             publish_topics: a.publish_topics,
         },
         socket_io: a.socket_io,
+        deflate: a.deflate,
     };
     let report = match corecast_load::run(opts) {
         Ok(r) => r,

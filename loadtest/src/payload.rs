@@ -22,6 +22,51 @@ pub fn encode(stamp: Stamp, size: usize) -> Vec<u8> {
     out
 }
 
+/// `encode` padded with JSON records instead of `x`: text that compresses like a real feed
+/// (about 3:1 at zlib level 1), for the compression scenarios. Still valid for `decode`.
+pub fn encode_json(stamp: Stamp, size: usize) -> Vec<u8> {
+    let mut out = format!("cc:{}:{}:{}:", stamp.sender, stamp.seq, stamp.sent_ns).into_bytes();
+    let filler = json_filler();
+    let need = size.saturating_sub(out.len());
+    // Start where the sequence number says, so consecutive messages differ.
+    let start = (stamp.seq as usize * 61) % (filler.len() / 2);
+    out.extend_from_slice(&filler[start..][..need.min(filler.len() - start)]);
+    out.resize(size.max(out.len()), b' ');
+    out
+}
+
+/// 64 KiB of trade-like JSON records with varied numbers, made once.
+fn json_filler() -> &'static [u8] {
+    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        let mut x = 0x2545_f491u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut s = String::with_capacity(70_000);
+        let sides = ["buy", "sell"];
+        let symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "XRP-USD", "DOT-USD"];
+        while s.len() < 64 << 10 {
+            let (a, b, c) = (next(), next(), next());
+            s.push_str(&format!(
+                "{{\"id\":{},\"symbol\":\"{}\",\"side\":\"{}\",\"price\":{}.{:02},\"qty\":{}.{:03},\"ts\":{}}},",
+                a % 10_000_000,
+                symbols[(b % 6) as usize],
+                sides[(b >> 8) as usize % 2],
+                20_000 + c % 50_000,
+                c % 100,
+                b % 50,
+                a % 1000,
+                1_764_000_000_000u64 + u64::from(c % 1_000_000)
+            ));
+        }
+        s.into_bytes()
+    })
+}
+
 /// Reads a stamp written by `encode`; `None` for anything else.
 pub fn decode(data: &[u8]) -> Option<Stamp> {
     let rest = data.strip_prefix(b"cc:")?;
@@ -115,6 +160,20 @@ mod tests {
         assert_eq!(decode(&m), Some(S));
         // Shorter than the header: no padding, still whole.
         assert_eq!(decode(&encode(S, 0)), Some(S));
+    }
+
+    #[test]
+    fn json_padding_keeps_the_size_and_the_stamp() {
+        for size in [0, 64, 1024, 100_000] {
+            let m = encode_json(S, size);
+            assert_eq!(m.len(), size.max(encode(S, 0).len()), "{size}");
+            assert_eq!(decode(&m), Some(S));
+        }
+        let m = encode_json(S, 1024);
+        assert!(m.starts_with(b"cc:7:42:123456789:"));
+        assert!(m.windows(9).any(|w| w == b"\"symbol\":"));
+        let next = encode_json(Stamp { seq: 43, ..S }, 1024);
+        assert_ne!(m[20..], next[20..], "consecutive messages differ");
     }
 
     #[test]

@@ -92,6 +92,19 @@ pub struct Options {
     pub topics: TopicPlan,
     /// Speak Socket.IO (Engine.IO v4) over the WebSocket: messages are `m` events.
     pub socket_io: bool,
+    /// The targets offer permessage-deflate: messages are padded with JSON records.
+    pub deflate: bool,
+}
+
+impl Options {
+    /// The message a sender sends for `stamp`: `size` bytes, padded as the scenario says.
+    fn payload(&self, stamp: Stamp) -> Vec<u8> {
+        if self.deflate {
+            payload::encode_json(stamp, self.size)
+        } else {
+            payload::encode(stamp, self.size)
+        }
+    }
 }
 
 /// Messages one topics publisher may send at most (bounds the completion counters).
@@ -745,7 +758,7 @@ async fn conn_task(
                         seq: m.seq,
                         sent_ns: payload::now_ns(),
                     };
-                    let frame = topics::publish_frame(m.topic, &payload::encode(stamp, opts.size));
+                    let frame = topics::publish_frame(m.topic, &opts.payload(stamp));
                     if let Err(e) = conn.send_text(&frame).await {
                         error = Some(format!("connection {i}: send failed: {e}"));
                         break;
@@ -762,7 +775,7 @@ async fn conn_task(
                     seq,
                     sent_ns: payload::now_ns(),
                 };
-                if let Err(e) = conn.send_text(&payload::encode(stamp, opts.size)).await {
+                if let Err(e) = conn.send_text(&opts.payload(stamp)).await {
                     error = Some(format!("connection {i}: send failed: {e}"));
                     break;
                 }

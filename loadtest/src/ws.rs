@@ -1,7 +1,8 @@
 //! A lean WebSocket client connection on glommio: the opening handshake, masked frames out,
 //! server frames in through corecast's decoder, pongs answered; optionally Socket.IO's framing
-//! on top (Engine.IO v4 over WebSocket), to load a Socket.IO server with the same stamps. Not
-//! a general client: no TLS, no extensions.
+//! on top (Engine.IO v4 over WebSocket), to load a Socket.IO server with the same stamps; and
+//! optionally permessage-deflate, inflating what the server compressed as a browser would. Not
+//! a general client: no TLS, and it sends uncompressed.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +29,8 @@ pub struct Target {
     pub path: String,
     /// `Host` header value.
     pub host: String,
+    /// Offer permessage-deflate (as browsers do), and fail the upgrade if the server declines.
+    pub deflate: bool,
 }
 
 impl Target {
@@ -48,8 +51,20 @@ impl Target {
             addr,
             path,
             host: authority,
+            deflate: false,
         })
     }
+}
+
+/// Whether a 101's head agrees to permessage-deflate without server context takeover.
+fn agreed_deflate(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                && value.trim_start().starts_with("permessage-deflate")
+                && value.contains("server_no_context_takeover")
+        })
+    })
 }
 
 /// One client connection.
@@ -91,9 +106,18 @@ impl WsConn {
     }
 
     async fn handshake(&mut self, target: &Target) -> io::Result<()> {
+        let extensions = if target.deflate {
+            // What browsers offer, and no context takeover by the server: this client inflates
+            // every message on its own (as corecast's decoder does).
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             {extensions}\r\n",
             target.path, target.host
         );
         self.stream.write_all(req.as_bytes()).await?;
@@ -111,6 +135,15 @@ impl WsConn {
                 if !head.starts_with(b"HTTP/1.1 101") {
                     let line = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
                     return Err(io::Error::other(format!("upgrade refused: {line}")));
+                }
+                if target.deflate {
+                    if !agreed_deflate(&head[..end]) {
+                        return Err(io::Error::other(
+                            "the server did not agree to permessage-deflate with \
+                             server_no_context_takeover",
+                        ));
+                    }
+                    self.decoder.accept_deflate();
                 }
                 // Frames sent right after the 101 (a pubsub server's acknowledgements) are
                 // already here: the first `read` hands them out.
@@ -296,6 +329,16 @@ pub fn source_for(i: usize, total: usize, server: &SocketAddr) -> Option<IpAddr>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deflate_counts_as_agreed_only_without_server_context_takeover() {
+        let head = |ext: &str| format!("HTTP/1.1 101 Switching Protocols\r\n{ext}\r\n");
+        let ok = head("sec-websocket-extensions: permessage-deflate; server_no_context_takeover");
+        assert!(agreed_deflate(ok.as_bytes()));
+        let takeover = head("Sec-WebSocket-Extensions: permessage-deflate");
+        assert!(!agreed_deflate(takeover.as_bytes()));
+        assert!(!agreed_deflate(head("Upgrade: websocket").as_bytes()));
+    }
 
     #[test]
     fn parses_ws_urls() {
