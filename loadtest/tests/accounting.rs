@@ -124,6 +124,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         limit: Duration::from_secs(1),
         topics: topics_plan(),
         socket_io: false,
+        deflate: false,
     })
     .expect("the run completes");
     server.shutdown_within(Duration::from_secs(1));

@@ -1,6 +1,7 @@
-//! permessage-deflate (RFC 7692): reading a client's offer, and the compressor and inflater
-//! that all connections of a thread share. Pure: no I/O; not the framing (`frame.rs` sets and
-//! checks RSV1) and not the choice of who gets compressed frames (the session's).
+//! permessage-deflate (RFC 7692): reading a client's offer, and the compressor that all
+//! connections of a thread share. Pure: no I/O; not the framing (`frame.rs` checks RSV1),
+//! not inflating (`inflate.rs`) and not the choice of who gets compressed frames (the
+//! session's).
 //!
 //! The server always answers with both `server_no_context_takeover` and
 //! `client_no_context_takeover` (RFC 7692 §7.1.1.1 and §7.1.1.2 let it add either unasked).
@@ -14,17 +15,17 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 
-use super::frame::{encode_header, OpCode, ProtocolError};
+use super::frame::{encode_header, OpCode};
+pub use super::inflate::{inflate, InflateError};
 use crate::http::request::split_unquoted;
 
 /// The extension's name in `Sec-WebSocket-Extensions` (RFC 7692 §7).
 const EXTENSION: &str = "permessage-deflate";
 
-/// What a sync flush ends with, and what a compressed message leaves out (RFC 7692 §7.2.1);
-/// the receiver appends it again before inflating (§7.2.2).
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// What a sync flush ends with, and what a compressed message leaves out (RFC 7692 §7.2.1).
+const TAIL: [u8; 4] = super::inflate::TAIL;
 
 /// The smallest LZ77 window the compressor can keep to. A client that asks for 8 bits
 /// (`server_max_window_bits=8`) is still accepted: the server then sends it uncompressed
@@ -180,8 +181,6 @@ struct Compressors {
 
 thread_local! {
     static COMPRESSORS: RefCell<Compressors> = RefCell::default();
-    /// Raw deflate, 15-bit window: it inflates what any client window produced.
-    static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
 /// The frame to send for `frame` (built by `frame::encode`) to a connection that agreed to a
@@ -306,72 +305,6 @@ fn deflate_frame(c: &mut Compress, op: OpCode, payload: &[u8]) -> Option<Bytes> 
     out.get_mut(start..ROOM)?
         .copy_from_slice(header.get(..header_len)?);
     Some(Bytes::from(out).slice(start..))
-}
-
-// ---- inflating -------------------------------------------------------------------------------
-
-/// Inflates one compressed message's payload (RFC 7692 §7.2.2), never holding more than
-/// `max_size + 1` bytes of output: past `max_size` it is `TooLarge` (close 1009), so a
-/// decompression bomb costs at most the limit. Corrupt data is a protocol error (1002).
-pub fn inflate(compressed: &[u8], max_size: usize) -> Result<Vec<u8>, ProtocolError> {
-    INFLATER.with(|d| {
-        let mut d = d.borrow_mut();
-        // Every message stands alone (client_no_context_takeover).
-        d.reset(false);
-        catch_unwind(AssertUnwindSafe(|| {
-            inflate_with(&mut d, compressed, max_size)
-        }))
-        .unwrap_or_else(|_| {
-            // A fault inside the inflater: this message is refused, the next gets a new one.
-            *d = Decompress::new(false);
-            Err(ProtocolError::Protocol("invalid compressed data"))
-        })
-    })
-}
-
-fn inflate_with(
-    d: &mut Decompress,
-    compressed: &[u8],
-    max_size: usize,
-) -> Result<Vec<u8>, ProtocolError> {
-    let too_large = ProtocolError::TooLarge { limit: max_size };
-    let corrupt = ProtocolError::Protocol("invalid compressed data");
-    let cap = max_size.saturating_add(1);
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).clamp(64, cap));
-    for part in [compressed, &TAIL[..]] {
-        let mut input = part;
-        loop {
-            if out.len() == out.capacity() {
-                if out.len() > max_size {
-                    return Err(too_large);
-                }
-                let grow = out.capacity().max(64).min(cap - out.len());
-                out.reserve_exact(grow);
-            }
-            let (in_before, out_before) = (d.total_in(), out.len());
-            let status = d
-                .decompress_vec(input, &mut out, FlushDecompress::Sync)
-                .map_err(|_| corrupt.clone())?;
-            if out.len() > max_size {
-                return Err(too_large);
-            }
-            let used = usize::try_from(d.total_in() - in_before).map_err(|_| corrupt.clone())?;
-            input = input.get(used..).unwrap_or_default();
-            if status == Status::StreamEnd {
-                // A final block (BFINAL, §7.2.3.4): whatever follows is not part of it.
-                return Ok(out);
-            }
-            let room_left = out.len() < out.capacity();
-            if input.is_empty() && room_left {
-                break;
-            }
-            if used == 0 && out.len() == out_before && room_left {
-                // No progress with room to spare: the data cannot be inflated.
-                return Err(corrupt);
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

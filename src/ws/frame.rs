@@ -1,11 +1,11 @@
 //! RFC 6455 framing: an incremental decoder for client-to-server frames, an encoder for
 //! unmasked server frames, and the close-code rules. Pure: no I/O and no opening handshake.
-//! With permessage-deflate agreed, the decoder accepts RSV1 and inflates (`deflate.rs`).
+//! With permessage-deflate agreed, the decoder accepts RSV1 and inflates (`inflate.rs`).
 
 use bytes::Bytes;
 use std::fmt;
 
-use super::deflate;
+use super::inflate::{inflate, InflateError};
 
 /// Largest client frame header: 2 fixed bytes, 8 extended-length bytes, 4 mask bytes (RFC 6455 §5.2).
 const MAX_CLIENT_HEADER: usize = 14;
@@ -493,7 +493,13 @@ impl Decoder {
                 if let Some(mut msg) = self.message.take() {
                     if msg.compressed {
                         let compressed = std::mem::take(&mut self.message_buf);
-                        self.message_buf = deflate::inflate(&compressed, self.max_message_size)?;
+                        let limit = self.max_message_size;
+                        self.message_buf = inflate(&compressed, limit).map_err(|e| match e {
+                            InflateError::TooLarge => ProtocolError::TooLarge { limit },
+                            InflateError::Corrupt => {
+                                ProtocolError::Protocol("invalid compressed data")
+                            }
+                        })?;
                     }
                     if !msg.binary {
                         // §5.6: a text message must end on a whole character.

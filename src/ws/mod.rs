@@ -3,5 +3,6 @@
 
 pub mod deflate;
 pub mod frame;
+pub mod inflate;
 pub mod queue;
 pub mod session;
