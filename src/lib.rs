@@ -35,9 +35,10 @@
 //! | `shard::mesh` | what every shard shares: routes, gate, listeners, UUID registry, links |
 //! | `shard::conn` | the connections: their glue, the slab and shared services, `Websocket` and `EventPayload` |
 //! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
+//! | `tls` | `TlsConfig`: certificate and key files, the rustls acceptor the shards share, reload |
 //! | `shard::link` | what other threads hold of a shard: inbox, live count, counters |
 //! | `shard::{timers, notify, socket}` | the timer heap, a wake-up signal, the one raw `sendmsg` |
-//! | [`ws`] | RFC 6455 framing, the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
+//! | [`ws`] | RFC 6455 framing, permessage-deflate (RFC 7692), the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
 //! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
 //! | [`cluster`] | cluster mode's config and view; what shards hand the NATS link (`handle`) and what travels (`wire`) |
 //! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
@@ -66,6 +67,7 @@ mod registry;
 pub mod runtime;
 mod server;
 mod shard;
+mod tls;
 pub mod topics;
 pub mod units;
 mod upgrade;
@@ -80,5 +82,6 @@ pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
 pub use shard::conn::{EventPayload, Websocket};
+pub use tls::TlsConfig;
 pub use upgrade::{Rejection, UpgradeRequest};
 pub use ws::frame::MessageType;

@@ -107,6 +107,12 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 /// with unread input sends RST). Bound it with a timeout: a peer may never close.
 pub async fn drain_and_close(stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    drain(stream).await;
+}
+
+/// Reads and discards until the peer ends the stream (or it fails): the second half of
+/// `drain_and_close`, for a stream already half-closed. Bound it with a timeout.
+pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S) {
     // On the heap: a buffer in this future would be carried by every task that can call it.
     let mut sink = vec![0u8; 4096];
     while let Ok(n) = stream.read(&mut sink).await {

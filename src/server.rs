@@ -23,6 +23,7 @@ use crate::shard::mesh::{Gate, Options, Route, RouteCallback, Shared};
 use crate::shard::readiness::Readiness;
 use crate::shard::state::{self, each_shard, on_shard_thread, send_to};
 use crate::shard::{self, Listener};
+use crate::tls::{Tls, TlsConfig};
 use crate::topics::{self, TopicTable};
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::ws::frame::{self, MessageType};
@@ -36,6 +37,7 @@ pub struct Builder {
     gate: Option<Gate>,
     options: Options,
     cluster: Option<ClusterConfig>,
+    tls: Option<TlsConfig>,
 }
 
 impl Builder {
@@ -108,6 +110,15 @@ impl Builder {
         self
     }
 
+    /// Serves `wss://` only: every connection starts with a TLS handshake (rustls) with the
+    /// certificate and key in these PEM files, within the handshake timeout. `start()` fails
+    /// with `Error::Config` naming a file that is missing, unreadable or does not match;
+    /// `Server::reload_tls` reads them again.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Makes this server a node of a cluster over NATS: broadcasts, publishes, fires, emits
     /// and closes reach every node, and `set_uuid` is unique across nodes. `start()` fails
     /// with an error naming the URL when NATS cannot be reached (unless
@@ -134,6 +145,7 @@ impl Builder {
                     .into(),
             ));
         }
+        let tls = self.tls.map(Tls::load).transpose()?.map(Arc::new);
         let mut routes = Router::new();
         for (pattern, config, callback) in self.routes {
             if let Some(bad) = config.subprotocols.iter().find(|p| !http::is_token(p)) {
@@ -178,6 +190,7 @@ impl Builder {
             links: Arc::new(links),
             draining: AtomicBool::new(false),
             options: self.options,
+            tls,
         });
         // NATS first: a node that cannot join its cluster does not start serving alone.
         let link = match cluster {
@@ -341,6 +354,7 @@ impl Server {
             routes: Vec::new(),
             gate: None,
             cluster: None,
+            tls: None,
             options: Options {
                 handshake_timeout: Duration::from_secs(5),
                 max_handshake_size: 8 << 10,
@@ -469,6 +483,21 @@ impl Server {
     /// `None` without cluster mode.
     pub fn cluster(&self) -> Option<ClusterView> {
         self.cluster_link().map(|c| c.view(self.connections()))
+    }
+
+    /// Reads the TLS certificate and key files again (the binary does on SIGHUP): new
+    /// handshakes use them, open connections keep going. On an error the old ones stay in use;
+    /// `Error::Config` without TLS.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        match &self.shared().tls {
+            Some(tls) => tls.reload(),
+            None => Err(Error::Config("TLS is not configured".into())),
+        }
+    }
+
+    /// Whether this server serves `wss://` (`Builder::tls`).
+    pub fn is_tls(&self) -> bool {
+        self.shared().tls.is_some()
     }
 
     /// Refuses new upgrades with 503 from now on; open connections stay.

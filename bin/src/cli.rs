@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::service::Mode;
 use clap::Parser;
-use corecast::{Config, Deflate};
+use corecast::{Config, Deflate, TlsConfig};
 
 use corecast::units::{parse_duration, parse_size};
 
@@ -65,6 +65,12 @@ pub struct Args {
     /// Messages shorter than this go out uncompressed [default: 128B]
     #[arg(long, env = "CORECAST_DEFLATE_MIN_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub deflate_min_size: Option<usize>,
+    /// Serve wss:// with this PEM certificate chain (with --tls-key); SIGHUP reloads both
+    #[arg(long, env = "CORECAST_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "CORECAST_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Upgrades beyond this many open connections get 503 [default: no limit]
     #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -206,6 +212,8 @@ pub struct Settings {
     pub config: Config,
     /// Cluster mode: the NATS URL, the cluster's name, this node's id.
     pub cluster: Option<ClusterSettings>,
+    /// wss://: the certificate chain and key files.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Cluster mode's settings.
@@ -225,6 +233,11 @@ impl Settings {
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
             fill_from_file(&mut args, &text)
                 .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        }
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+            _ => {}
         }
         Ok(Settings::from_args(args))
     }
@@ -249,9 +262,14 @@ impl Settings {
                     port => format!("{}-{port}", corecast::cluster::host_name()),
                 }),
             });
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)),
+            _ => None,
+        };
         Settings {
             listen,
             cluster,
+            tls,
             shards: a.shards.map(usize::from),
             mode: a.mode.unwrap_or(Mode::Push),
             api_listen: a
@@ -325,6 +343,8 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "deflate" => fill!(deflate, parse_switch),
             "deflate-level" => fill!(deflate_level, parse_level),
             "deflate-min-size" => fill!(deflate_min_size, parse_size),
+            "tls-cert" => fill!(tls_cert, |s: &str| Ok::<_, String>(PathBuf::from(s))),
+            "tls-key" => fill!(tls_key, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),

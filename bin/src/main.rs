@@ -79,6 +79,9 @@ fn run(s: Settings) -> anyhow::Result<()> {
     if let Some(n) = s.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some(tls) = &s.tls {
+        builder = builder.tls(tls.clone());
+    }
     let server = builder.start().context("cannot start the server")?;
     s.mode.install(&server);
     let api = match s.api_listen {
@@ -105,15 +108,25 @@ fn run(s: Settings) -> anyhow::Result<()> {
         open_files = files,
         cluster = %s.cluster.as_ref().map_or("off".to_string(), |c| format!("{}/{}", c.name, c.node_id)),
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr().to_string()),
+        tls = server.is_tls(),
         "corecast serving"
     );
 
-    // First signal: drain and close everyone with 1001, then exit. A second one: exit now.
+    // SIGHUP: read the TLS files again. First other signal: drain and close everyone with
+    // 1001, then exit. A second one: exit now.
     let (events, next) = mpsc::channel();
     std::thread::spawn({
         let events = events.clone();
+        let server = server.clone();
         move || loop {
             let sig = wait_signal(&signals);
+            if sig == libc::SIGHUP {
+                match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS not reloaded"),
+                }
+                continue;
+            }
             if events.send(Event::Signal(sig)).is_err() {
                 return;
             }
@@ -161,6 +174,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -453,6 +453,37 @@ fn deflate_is_on_by_default_and_the_flags_set_it() {
 }
 
 #[test]
+fn tls_flags_serve_wss_and_sighup_reloads_the_files() {
+    let dir = std::env::temp_dir().join(format!("corecast-bin-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, first) = certificate(&dir, "live");
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let bin = Bin::start(&[
+        "--mode",
+        "echo",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    let (mut old, shown) = wss(bin.ws, &[&first]);
+    assert_eq!(shown, first);
+    old.send(Message::text("over tls")).unwrap();
+    assert_eq!(old.read().unwrap(), Message::text("over tls"));
+
+    let (next_cert, next_key, second) = certificate(&dir, "next");
+    std::fs::copy(&next_cert, &cert).unwrap();
+    std::fs::copy(&next_key, &key).unwrap();
+    bin.signal(libc::SIGHUP);
+    wait_until(
+        || wss(bin.ws, &[&first, &second]).1 == second,
+        "the reloaded certificate",
+    );
+    old.send(Message::text("still open")).unwrap();
+    assert_eq!(old.read().unwrap(), Message::text("still open"));
+}
+
+#[test]
 fn taken_id_gets_409_and_limits_and_origins_are_enforced() {
     let bin = Bin::start(&[
         "--max-connections",
@@ -606,6 +637,20 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
     let (code, err) = run(&["--subprotocols", "chat,json v1"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid subprotocol \"json v1\""), "{err}");
+    let (code, err) = run(&["--tls-cert", "/nonexistent/cert.pem"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--tls-cert needs --tls-key"), "{err}");
+    let (code, err) = run(
+        &[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     let (code, err) = run(&["--deflate", "maybe"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("expected on or off, got \"maybe\""), "{err}");

@@ -578,6 +578,23 @@ impl Conn {
         f(slices[0])
     }
 
+    /// A copy of the unwritten bytes, front first, at most `max` (for a TLS connection, which
+    /// encrypts them together).
+    pub(crate) fn unwritten(&self, max: usize) -> Vec<u8> {
+        let session = self.session.borrow();
+        let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+        let n = session.poll_transmit(&mut slices);
+        let mut out = Vec::with_capacity(slices.iter().map(|s| s.len()).sum::<usize>().min(max));
+        for slice in slices.iter().take(n) {
+            let room = max - out.len();
+            out.extend_from_slice(slice.get(..room.min(slice.len())).unwrap_or_default());
+            if out.len() == max {
+                break;
+            }
+        }
+        out
+    }
+
     /// Whether anything is left to write.
     pub(crate) fn wants_write(&self) -> bool {
         self.session.borrow().wants_write()

@@ -1,8 +1,9 @@
-//! The connection task: reads the upgrade, answers it, then writes what the flush pass could
-//! not (waiting for room) until teardown, and finishes the socket. Reads of an open connection
-//! come from the shard's readiness set. Not protocol logic: framing, the close handshake,
-//! deadlines and queue policy live in `ws::session`, handshake checks in `http`, events in
-//! `conn`.
+//! The connection task: the TLS handshake (wss), reads the upgrade, answers it, then writes
+//! what the flush pass could not (waiting for room) until teardown, and finishes the socket.
+//! Reads of an open plain connection come from the shard's readiness set; a TLS connection's
+//! reads and writes all go through its task, which decrypts and encrypts. Not protocol logic:
+//! framing, the close handshake, deadlines and queue policy live in `ws::session`, handshake
+//! checks in `http`, events in `conn`.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -17,7 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::{future, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -48,22 +50,129 @@ pub(crate) fn serve(core: Rc<ShardCore>, stream: TcpStream) -> impl Future<Outpu
     }
 }
 
+/// A connection's socket: plain TCP, which the shard reads and writes itself on the raw fd
+/// once the connection is open, or TLS, which only this task reads and writes.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+        }
+    }
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Sends what is left to send (a TLS close_notify too) and half-closes.
+    async fn shutdown_write(&mut self) {
+        if let Transport::Tls(s) = self {
+            s.get_mut().1.send_close_notify();
+            let _ = s.flush().await;
+        }
+        let _ = self.tcp().shutdown(Shutdown::Write).await;
+    }
+}
+
+/// What the first bytes of a TLS connection are when the client speaks plain HTTP.
+const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; \
+    charset=utf-8\r\nContent-Length: 37\r\nConnection: close\r\n\r\n\
+    this port speaks TLS: connect with wss";
+
+/// The TLS handshake (for `wss`) and the upgrade, within the handshake timeout. A refusal
+/// comes with the socket to answer on, if there is still one.
+async fn accept(
+    core: &Rc<ShardCore>,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Result<(Transport, Upgrade), (Option<Transport>, Refusal)> {
+    let mut transport = match &core.shared.tls {
+        None => Transport::Plain(stream),
+        Some(tls) => {
+            // A TLS record starts with its content type, 0x16 for a handshake (RFC 8446
+            // §5.1); a letter is a plain HTTP request sent to the TLS port.
+            let mut first = [0u8; 1];
+            if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
+                let refusal = Refusal {
+                    reason: "plain HTTP on the TLS port",
+                    response: Some((400, PLAIN_HTTP_TO_TLS.to_vec())),
+                };
+                return Err((Some(Transport::Plain(stream)), refusal));
+            }
+            match tls.acceptor.accept(stream).await {
+                Ok(tls) => Transport::Tls(Box::new(tls)),
+                Err(_) => return Err((None, Refusal::quiet("TLS handshake failed"))),
+            }
+        }
+    };
+    match handshake(core, &mut transport, remote).await {
+        Ok(upgrade) => Ok((transport, upgrade)),
+        Err(refusal) => Err((Some(transport), refusal)),
+    }
+}
+
 /// The handshake, the registration and the route callback: an open connection and its
 /// socket, or `None` when the upgrade was refused or the client went.
-async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, TcpStream)> {
+async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Transport)> {
     let Ok(remote) = stream.peer_addr() else {
         return None;
     };
     let _ = stream.set_nodelay(true);
     let timeout = core.shared.options.handshake_timeout;
-    let upgrade = future::or(handshake(&core, &mut stream, remote), async {
+    let accepted = future::or(accept(&core, stream, remote), async {
         Timer::new(timeout).await;
-        Err(Refusal::quiet("handshake timed out"))
+        Err((None, Refusal::quiet("handshake timed out")))
     })
     .await;
-    let (route, request, accept, leftover, name) = match upgrade {
-        Ok(u) => u,
-        Err(refusal) => return refuse(&core, stream, remote, refusal).await,
+    let (mut stream, (route, request, accept, leftover, name)) = match accepted {
+        Ok(accepted) => accepted,
+        Err((Some(stream), refusal)) => return refuse(&core, stream, remote, refusal).await,
+        Err((None, refusal)) => {
+            // Nothing to answer on: dropping the socket closes it.
+            tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
+            return None;
+        }
     };
     let Some(conn) = register(&core.conns, &route, request, name) else {
         // Another connection took the name between the check and now.
@@ -71,7 +180,10 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
         return refuse(&core, stream, remote, refusal).await;
     };
     core.conns.metrics().upgraded();
-    conn.fd.set(stream.as_raw_fd());
+    if let Transport::Plain(tcp) = &stream {
+        // The shard's flush pass and readiness set take over this socket's writes and reads.
+        conn.fd.set(tcp.as_raw_fd());
+    }
     let protocol = conn.request.protocol();
     let extensions = conn.request.deflate.map(|a| a.response());
     conn.send_raw(Bytes::from(http::switching_protocols(
@@ -98,7 +210,7 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
         conn.drive();
     }
     drop(leftover);
-    if !conn.is_gone() {
+    if !conn.is_gone() && matches!(stream, Transport::Plain(_)) {
         if let Err(e) = conn.watch() {
             conn.handle_io_error(e);
         }
@@ -109,22 +221,29 @@ async fn open(core: Rc<ShardCore>, mut stream: TcpStream) -> Option<(Rc<Conn>, T
 /// Answers a refused upgrade (if it has an answer) and closes the socket.
 async fn refuse(
     core: &ShardCore,
-    mut stream: TcpStream,
+    mut stream: Transport,
     remote: SocketAddr,
     refusal: Refusal,
-) -> Option<(Rc<Conn>, TcpStream)> {
+) -> Option<(Rc<Conn>, Transport)> {
     tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
     if let Some((status, response)) = refusal.response {
         core.conns.metrics().rejected(status);
         // Best effort, bounded: the client may not be reading.
         let timeout = core.shared.options.handshake_timeout;
-        let _ = future::or(async { stream.write_all(&response).await.ok() }, async {
-            Timer::new(timeout).await;
-            None
-        })
+        let _ = future::or(
+            async {
+                stream.write_all(&response).await.ok()?;
+                stream.shutdown_write().await;
+                Some(())
+            },
+            async {
+                Timer::new(timeout).await;
+                None
+            },
+        )
         .await;
     }
-    let _ = stream.shutdown(Shutdown::Both).await;
+    let _ = stream.tcp().shutdown(Shutdown::Both).await;
     None
 }
 
@@ -214,7 +333,7 @@ type Upgrade = (Arc<Route>, RequestData, String, Vec<u8>, Name);
 /// Reads the request head and decides: route, drain check, handshake check, gate.
 async fn handshake(
     core: &Rc<ShardCore>,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     remote: SocketAddr,
 ) -> Result<Upgrade, Refusal> {
     let limit = core.shared.options.max_handshake_size;
@@ -343,54 +462,124 @@ enum Step {
 }
 
 /// Until the connection is torn down: writes what the flush pass could not (waiting for room)
-/// and a server close; reads come from the shard's readiness set (`Conn::read_ready`). Then
-/// finishes the socket as the session asks.
-async fn run(conn: &Rc<Conn>, stream: &mut TcpStream) {
+/// and a server close; a plain connection's reads come from the shard's readiness set
+/// (`Conn::read_ready`), a TLS connection's from here. Then finishes the socket as the session
+/// asks.
+async fn run(conn: &Rc<Conn>, stream: &mut Transport) {
+    // Decrypted bytes of a TLS connection, one read at a time.
+    let mut buf = match stream {
+        Transport::Plain(_) => Vec::new(),
+        Transport::Tls(_) => vec![0u8; TLS_READ],
+    };
     while !conn.is_gone() {
-        let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
+        let step = poll_fn(|cx| poll_io(conn, stream, &mut buf, cx)).await;
         match step {
             Step::Changed => conn.drive(),
             Step::Failed(e) => conn.handle_io_error(e),
         }
         glommio::yield_if_needed().await;
     }
+    drop(buf);
     // Boxed for the same reason as the handshake: only a closing connection needs it.
     Box::pin(finish(conn, stream)).await;
 }
 
-fn poll_io(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Step> {
+/// Plaintext a TLS connection reads per wake-up: a TLS record's worth.
+const TLS_READ: usize = 16 << 10;
+
+/// The most plaintext a TLS connection encrypts at once: the queue's bytes of one flush are
+/// copied into one buffer and sealed together, in records of up to 16 KiB, rather than one
+/// record per queued frame.
+const TLS_BATCH: usize = 64 << 10;
+
+fn poll_io(
+    conn: &Rc<Conn>,
+    stream: &mut Transport,
+    buf: &mut [u8],
+    cx: &mut Context<'_>,
+) -> Poll<Step> {
     conn.register_waker(cx.waker());
+    if matches!(stream, Transport::Tls(_)) && conn.is_open() {
+        match Pin::new(&mut *stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(0)) => {
+                conn.handle_eof();
+                return Poll::Ready(Step::Changed);
+            }
+            Poll::Ready(Ok(n)) => {
+                conn.received(Instant::now(), buf.get(..n).unwrap_or_default());
+                conn.drive();
+                // More may be buffered: come back after the other tasks had a turn.
+                cx.waker().wake_by_ref();
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Step::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
     if let Err(e) = flush(conn, stream, cx) {
         return Poll::Ready(Step::Failed(e));
     }
     if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
         return Poll::Ready(Step::Changed);
     }
-    // Woken by `Conn::wake`: something to write, a close, or the teardown.
+    // Woken by `Conn::wake` (something to write, a close, the teardown) or by the socket.
     Poll::Pending
 }
 
-/// `Conn::write_queue` from the connection task: when the socket is full, glommio is asked to
-/// wake the task once it has room.
-fn flush(conn: &Rc<Conn>, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
-    while !conn.write_queue(stream.as_raw_fd(), Instant::now())? {
-        // glommio's write tries once more and otherwise arms a writability poll.
-        let polled = conn.with_front(|front| Pin::new(&mut *stream).poll_write(cx, front));
-        match polled {
-            Poll::Ready(Ok(written)) => conn.wrote(Instant::now(), written),
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => {
-                conn.write_blocked(Instant::now());
-                return Ok(());
+/// Writes what the connection has queued until the socket is full; glommio then wakes the task
+/// once it has room. Plain: `Conn::write_queue` on the raw fd. TLS: the queued bytes of this
+/// flush, encrypted together.
+fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::Result<()> {
+    match stream {
+        Transport::Plain(tcp) => {
+            while !conn.write_queue(tcp.as_raw_fd(), Instant::now())? {
+                // glommio's write tries once more and otherwise arms a writability poll.
+                let polled = conn.with_front(|front| Pin::new(&mut *tcp).poll_write(cx, front));
+                if !wrote(conn, polled)? {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        Transport::Tls(tls) => {
+            while conn.wants_write() {
+                let batch = conn.unwritten(TLS_BATCH);
+                let polled = Pin::new(&mut **tls).poll_write(cx, &batch);
+                if !wrote(conn, polled)? {
+                    return Ok(());
+                }
+            }
+            // Records sealed but not yet sent.
+            match Pin::new(&mut **tls).poll_flush(cx) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    conn.write_blocked(Instant::now());
+                    Ok(())
+                }
             }
         }
     }
-    Ok(())
 }
 
-/// After teardown: write what is left (the close frame) within the deadline, half-close, and
-/// read until the peer closes too, so it gets our close frame rather than a reset.
-async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
+/// Accounts for one write attempt: `Ok(true)` when bytes went, `Ok(false)` when the socket is
+/// full (the stall clock runs).
+fn wrote(conn: &Rc<Conn>, polled: Poll<io::Result<usize>>) -> io::Result<bool> {
+    match polled {
+        Poll::Ready(Ok(written)) => {
+            conn.wrote(Instant::now(), written);
+            Ok(true)
+        }
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => {
+            conn.write_blocked(Instant::now());
+            Ok(false)
+        }
+    }
+}
+
+/// After teardown: write what is left (the close frame) within the deadline, half-close (after
+/// a TLS close_notify), and read until the peer closes too, so it gets our close frame rather
+/// than a reset.
+async fn finish(conn: &Rc<Conn>, stream: &mut Transport) {
     // From here on only this task touches the socket.
     conn.fd.set(-1);
     let Some(deadline) = conn.linger() else {
@@ -409,7 +598,8 @@ async fn finish(conn: &Rc<Conn>, stream: &mut TcpStream) {
             })
             .await;
             if flushed {
-                runtime::drain_and_close(stream).await;
+                stream.shutdown_write().await;
+                runtime::drain(stream).await;
             }
         },
         async {

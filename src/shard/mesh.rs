@@ -12,6 +12,7 @@ use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
 use crate::http::Router;
 use crate::registry::Registry;
+use crate::tls::Tls;
 use crate::topics::TopicTable;
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::Config;
@@ -49,4 +50,6 @@ pub(crate) struct Shared {
     pub(crate) links: Arc<ShardLinks>,
     pub(crate) draining: AtomicBool,
     pub(crate) options: Options,
+    /// `wss://`: the acceptor every connection's handshake goes through.
+    pub(crate) tls: Option<Arc<Tls>>,
 }

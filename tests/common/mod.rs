@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corecast::{Builder, EventPayload, Server};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
@@ -491,4 +493,59 @@ impl Drop for Nats {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A TLS client stream.
+pub type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A self-signed certificate for localhost and 127.0.0.1, written as PEM into `dir` as
+/// `name.crt` and `name.key`.
+pub fn certificate(
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    CertificateDer<'static>,
+) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("a certificate");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    (cert, key, made.cert.der().clone())
+}
+
+/// A wss client of `/ws` trusting only `trusted`; returns the socket and the certificate the
+/// server showed. Every read is bounded.
+pub fn wss(
+    addr: SocketAddr,
+    trusted: &[&CertificateDer<'static>],
+) -> (WebSocket<Tls>, CertificateDer<'static>) {
+    let mut roots = RootCertStore::empty();
+    for root in trusted {
+        roots.add((*root).clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    // Complete the handshake now, to read the server's certificate.
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    let shown = tls.conn.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let (ws, _) = tungstenite::client(url, tls).expect("upgrade over TLS");
+    (ws, shown)
 }

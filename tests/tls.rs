@@ -1,0 +1,160 @@
+//! wss://: a rustls client over loopback with certificates made here, plain HTTP sent to the TLS
+//! port, bad files, and a certificate reload that leaves open connections alone.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use corecast::{event, Error, MessageType, Server, TlsConfig};
+use tungstenite::{Message, WebSocket};
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("corecast-tls-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An echo server on `/ws` serving wss with these files.
+fn echo_server(cert: &Path, key: &Path) -> TestServer {
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(2)
+            .tls(TlsConfig::from_pem_files(cert, key))
+            .route("/ws", |_| {}),
+    );
+    ts.server.on(event::MESSAGE, |ep| {
+        ep.kws().emit(ep.data().clone(), ep.message_type());
+    });
+    ts
+}
+
+fn echo(ws: &mut WebSocket<Tls>, text: &str) {
+    ws.send(Message::text(text)).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text(text));
+}
+
+#[test]
+fn a_rustls_client_talks_websocket_over_tls() {
+    let dir = temp_dir("echo");
+    let (cert, key, root) = certificate(&dir, "a");
+    let ts = echo_server(&cert, &key);
+    assert!(ts.server.is_tls());
+    let (mut a, shown) = wss(ts.addr(), &[&root]);
+    assert_eq!(shown, root);
+    let (mut b, _) = wss(ts.addr(), &[&root]);
+    echo(&mut a, "hello over tls");
+    // Big messages span many TLS records, both ways.
+    let big = "x".repeat(300_000);
+    a.send(Message::text(big.clone())).unwrap();
+    assert_eq!(a.read().unwrap(), Message::text(big.clone()));
+    // A broadcast reaches every TLS client, on either shard.
+    ts.wait_connections(2);
+    ts.server.broadcast("to all", MessageType::Text);
+    assert_eq!(a.read().unwrap(), Message::text("to all"));
+    assert_eq!(b.read().unwrap(), Message::text("to all"));
+    a.close(None).unwrap();
+    b.close(None).unwrap();
+    ts.wait_connections(0);
+}
+
+#[test]
+fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
+    let dir = temp_dir("plain");
+    let (cert, key, root) = certificate(&dir, "a");
+    let ts = echo_server(&cert, &key);
+    let mut plain = TcpStream::connect(ts.addr()).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    plain
+        .read_to_string(&mut answer)
+        .expect("the server closes");
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("this port speaks TLS: connect with wss"),
+        "{answer}"
+    );
+
+    // A TLS record header followed by junk: the handshake fails and the socket is closed.
+    let mut junk = TcpStream::connect(ts.addr()).unwrap();
+    junk.set_read_timeout(Some(WAIT)).unwrap();
+    junk.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = junk.read_to_end(&mut rest);
+    let timed_out = ended.is_err_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    });
+    assert!(!timed_out, "the server closes the connection");
+    // Everyone else is still served.
+    let (mut ws, _) = wss(ts.addr(), &[&root]);
+    echo(&mut ws, "still here");
+}
+
+#[test]
+fn missing_or_mismatched_files_are_start_errors_naming_them() {
+    let dir = temp_dir("bad");
+    let (cert, key, _) = certificate(&dir, "a");
+    let (_, other_key, _) = certificate(&dir, "b");
+    let start = |cert: &Path, key: &Path| {
+        Server::builder()
+            .tls(TlsConfig::from_pem_files(cert, key))
+            .route("/ws", |_| {})
+            .start()
+            .map(|_| ())
+    };
+    let missing = dir.join("missing.crt");
+    match start(&missing, &key) {
+        Err(Error::Config(e)) => assert!(e.contains("missing.crt"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    match start(&cert, &other_key) {
+        Err(Error::Config(e)) => assert!(e.contains("does not match"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // A key file where the certificate belongs holds no certificate.
+    match start(&key, &key) {
+        Err(Error::Config(e)) => assert!(e.contains("a.key"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reload_serves_the_new_certificate_and_keeps_open_connections() {
+    let dir = temp_dir("reload");
+    let (cert, key, first) = certificate(&dir, "live");
+    let ts = echo_server(&cert, &key);
+    let (mut old, shown) = wss(ts.addr(), &[&first]);
+    assert_eq!(shown, first);
+
+    // New files in place, then the reload.
+    let (new_cert, new_key, second) = certificate(&dir, "next");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    ts.server.reload_tls().expect("reloads");
+    let (mut new, shown) = wss(ts.addr(), &[&second]);
+    assert_eq!(shown, second);
+    echo(&mut new, "new certificate");
+    echo(&mut old, "old connection lives on");
+
+    // A broken file: the reload fails and the certificate in use stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(matches!(ts.server.reload_tls(), Err(Error::Config(_))));
+    let (mut again, shown) = wss(ts.addr(), &[&second]);
+    assert_eq!(shown, second);
+    echo(&mut again, "unchanged");
+
+    let plain = TestServer::start(Server::builder().route("/ws", |_| {}));
+    assert!(matches!(plain.server.reload_tls(), Err(Error::Config(_))));
+}
