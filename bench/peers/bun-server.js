@@ -6,11 +6,16 @@
 // DEFLATE=1: permessage-deflate with uWebSockets' shared compressor and decompressor.
 const mode = process.argv[2] || "relay";
 const deflate = process.env.DEFLATE === "1";
+// TLS_CERT and TLS_KEY (PEM files): serve wss.
+const tls = process.env.TLS_CERT
+  ? { cert: Bun.file(process.env.TLS_CERT), key: Bun.file(process.env.TLS_KEY) }
+  : undefined;
 const port = Number(process.argv[3] || 9200);
 
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
+  tls,
   fetch(req, server) {
     const topics =
       mode === "pubsub"

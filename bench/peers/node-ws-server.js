@@ -8,9 +8,18 @@ const mode = process.argv[2] || "relay";
 const deflate = process.env.DEFLATE === "1";
 const port = Number(process.argv[3] || 9201);
 
+// TLS_CERT and TLS_KEY (PEM files): serve wss through an https server.
+const fs = require("fs");
+const https = process.env.TLS_CERT
+  ? require("https").createServer({
+      cert: fs.readFileSync(process.env.TLS_CERT),
+      key: fs.readFileSync(process.env.TLS_KEY),
+    })
+  : null;
+if (https) https.listen(port, "127.0.0.1");
+
 const wss = new WebSocketServer({
-  host: "127.0.0.1",
-  port,
+  ...(https ? { server: https } : { host: "127.0.0.1", port }),
   perMessageDeflate: deflate ? { zlibDeflateOptions: { level: 1 }, threshold: 128 } : false,
   maxPayload: 16 * 1024 * 1024,
   clientTracking: true,
@@ -92,3 +101,4 @@ wss.on("connection", (ws, req) => {
   });
 });
 wss.on("listening", () => console.log(`node ws peer (${mode}) on 127.0.0.1:${port}`));
+if (https) https.on("listening", () => console.log(`node ws peer (${mode}, tls) on 127.0.0.1:${port}`));

@@ -70,6 +70,8 @@ struct Plan {
     deflate: bool,
     /// Payload bytes per message.
     size: usize,
+    /// Over TLS (wss): servers get a certificate made for the run; peers without TLS sit out.
+    tls: bool,
 }
 
 fn plans(full: bool) -> Vec<Plan> {
@@ -105,6 +107,7 @@ fn plans(full: bool) -> Vec<Plan> {
         cluster: false,
         deflate: false,
         size: 64,
+        tls: false,
     };
     let mut all = vec![
         plan(
@@ -268,6 +271,36 @@ fn plans(full: bool) -> Vec<Plan> {
             )
         },
         Plan {
+            tls: true,
+            ..plan(
+                "broadcast-tls",
+                "Broadcast to 1,000 clients over TLS, 8 in flight",
+                "deliveries/s",
+                true,
+                "relay",
+                Scenario::Broadcast,
+                1000,
+                Some(if full { 20_000 } else { 3000 }),
+                secs(8, 30),
+                8,
+            )
+        },
+        Plan {
+            tls: true,
+            ..plan(
+                "chat-tls",
+                "Chat over TLS, 100 clients all publishing",
+                "deliveries/s",
+                true,
+                "relay",
+                Scenario::Chat,
+                100,
+                None,
+                secs(5, 20),
+                1,
+            )
+        },
+        Plan {
             cluster: true,
             ..plan(
                 "cluster-broadcast",
@@ -400,6 +433,13 @@ fn main() -> ExitCode {
         eprintln!("corecast-bench: cannot create {}: {e}", a.out.display());
         return ExitCode::FAILURE;
     }
+    let tls = match peers::certificate(&a.root) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("corecast-bench: cannot make the TLS certificate: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let machine = machine(&a.root);
     let date = today();
     let all = plans(a.full);
@@ -435,6 +475,7 @@ fn main() -> ExitCode {
                 .iter()
                 .copied()
                 .filter(|p| !p.is_cluster() && (!plan.deflate || p.has_deflate()))
+                .filter(|p| !plan.tls || p.has_tls())
                 .collect()
         };
         for peer in &plan_peers {
@@ -444,8 +485,14 @@ fn main() -> ExitCode {
                 plan.id,
                 peer.name()
             );
-            let started_peer =
-                peers::start(*peer, &a.root, plan.mode, plan.deflate, &a.server_cpus);
+            let started_peer = peers::start(
+                *peer,
+                &a.root,
+                plan.mode,
+                plan.deflate,
+                plan.tls.then_some(&tls),
+                &a.server_cpus,
+            );
             let outcome = match started_peer {
                 Err(e) => Outcome {
                     peer: peer.name().into(),
@@ -456,7 +503,10 @@ fn main() -> ExitCode {
                     let urls: Vec<String> = server
                         .addrs
                         .iter()
-                        .map(|a| format!("ws://{a}{}", peer.path()))
+                        .map(|a| {
+                            let scheme = if plan.tls { "wss" } else { "ws" };
+                            format!("{scheme}://{a}{}", peer.path())
+                        })
                         .collect();
                     let url = urls.join(",");
                     let opts = Options {

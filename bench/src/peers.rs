@@ -44,6 +44,11 @@ impl Peer {
         self != Peer::Tokio
     }
 
+    /// Whether it serves wss (the tokio relay written here does not).
+    pub fn has_tls(self) -> bool {
+        self != Peer::Tokio
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             Peer::SocketIoRedis => "/socket.io/?EIO=4&transport=websocket",
@@ -166,14 +171,29 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The certificate and key of the TLS scenarios (self-signed, for 127.0.0.1 and localhost),
+/// made under `target/bench-tls/` for this run.
+pub fn certificate(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = root.join("target/bench-tls");
+    std::fs::create_dir_all(&dir).context("creating target/bench-tls")?;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.key_pair.serialize_pem())?;
+    Ok((cert, key))
+}
+
 /// Starts `peer` in `mode`, confined to `cpus`, and waits until it accepts. With `deflate`,
 /// it offers permessage-deflate (corecast does by default; the JavaScript peers read
-/// `DEFLATE=1`); without, corecast is started with it off, as the peers are.
+/// `DEFLATE=1`); without, corecast is started with it off, as the peers are. With `tls`, it
+/// serves wss with that certificate and key (the JavaScript peers read `TLS_CERT` and
+/// `TLS_KEY`).
 pub fn start(
     peer: Peer,
     root: &Path,
     mode: &str,
     deflate: bool,
+    tls: Option<&(PathBuf, PathBuf)>,
     cpus: &[usize],
 ) -> anyhow::Result<Running> {
     if !peer.is_cluster() {
@@ -183,6 +203,13 @@ pub fn start(
             cmd.args(["--deflate", if deflate { "on" } else { "off" }]);
         } else if deflate {
             cmd.env("DEFLATE", "1");
+        }
+        if let Some((cert, key)) = tls {
+            if peer == Peer::Corecast {
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+            } else {
+                cmd.env("TLS_CERT", cert).env("TLS_KEY", key);
+            }
         }
         let (child, addr) = start_one(peer, cmd, port, cpus)?;
         return Ok(Running {

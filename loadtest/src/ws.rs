@@ -1,17 +1,24 @@
 //! A lean WebSocket client connection on glommio: the opening handshake, masked frames out,
 //! server frames in through corecast's decoder, pongs answered; optionally Socket.IO's framing
 //! on top (Engine.IO v4 over WebSocket), to load a Socket.IO server with the same stamps; and
-//! optionally permessage-deflate, inflating what the server compressed as a browser would. Not
-//! a general client: no TLS, and it sends uncompressed.
+//! optionally permessage-deflate, inflating what the server compressed as a browser would; and
+//! `wss://` over rustls. Not a general client: it sends uncompressed, and over TLS it trusts
+//! any certificate (it loads servers of your own on loopback, it does not check who they are).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
 use corecast::ws::frame::{self, Decoder, Inbound, OpCode};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 /// Read buffer per connection: small, so a generator can hold many connections.
 pub const READ_BUF: usize = 2048;
@@ -31,14 +38,18 @@ pub struct Target {
     pub host: String,
     /// Offer permessage-deflate (as browsers do), and fail the upgrade if the server declines.
     pub deflate: bool,
+    /// `wss://`: TLS first.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `ws://host:port/path`.
+    /// Parses `ws://host:port/path` or `wss://host:port/path`.
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("invalid URL {url:?}: only ws:// URLs are supported"))?;
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("invalid URL {url:?}: expected ws:// or wss://")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -52,6 +63,7 @@ impl Target {
             path,
             host: authority,
             deflate: false,
+            tls,
         })
     }
 }
@@ -67,9 +79,13 @@ fn agreed_deflate(head: &[u8]) -> bool {
     })
 }
 
+/// A byte stream the client speaks WebSocket over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
 /// One client connection.
 pub struct WsConn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     decoder: Decoder,
     buf: Box<[u8]>,
     mask_state: u32,
@@ -90,7 +106,15 @@ impl WsConn {
         source: Option<IpAddr>,
         timeout: Duration,
     ) -> io::Result<WsConn> {
-        let stream = open_socket(target.addr, source, timeout)?;
+        let tcp = open_socket(target.addr, source, timeout)?;
+        let stream: Box<dyn Io> = if target.tls {
+            let name = ServerName::try_from(target.host.clone())
+                .or_else(|_| ServerName::try_from("localhost"))
+                .map_err(io::Error::other)?;
+            Box::new(TlsConnector::from(tls_config()).connect(name, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
         let mut conn = WsConn {
             stream,
             decoder: Decoder::for_server_frames(64 << 20),
@@ -297,6 +321,63 @@ impl WsConn {
     }
 }
 
+/// The client's TLS settings, made once: any certificate is accepted (see the module doc).
+fn tls_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        Arc::new(config)
+    }))
+}
+
+/// Accepts whatever certificate the server shows; signatures are still checked, so the
+/// handshake costs what a real client's does.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// A connected TCP socket, bound to `source` first when given. The connect itself is blocking
 /// (bounded by `timeout`): on loopback it completes at once unless the backlog is full.
 fn open_socket(
@@ -347,7 +428,12 @@ mod tests {
         assert_eq!(t.path, "/ws?x=1");
         assert_eq!(Target::parse("ws://127.0.0.1:9").unwrap().path, "/");
         assert_eq!(Target::parse("ws://localhost:9/a").unwrap().addr.port(), 9);
+        assert!(!t.tls);
+        let t = Target::parse("wss://127.0.0.1:8443/ws").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.addr.port(), 8443);
         assert!(Target::parse("wss://x:1/").is_err());
+        assert!(Target::parse("http://127.0.0.1:1/").is_err());
         assert!(Target::parse("ws://nohost/").is_err());
     }
 
