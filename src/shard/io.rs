@@ -466,47 +466,44 @@ enum Step {
 /// (`Conn::read_ready`), a TLS connection's from here. Then finishes the socket as the session
 /// asks.
 async fn run(conn: &Rc<Conn>, stream: &mut Transport) {
-    // Decrypted bytes of a TLS connection, one read at a time.
-    let mut buf = match stream {
-        Transport::Plain(_) => Vec::new(),
-        Transport::Tls(_) => vec![0u8; TLS_READ],
-    };
     while !conn.is_gone() {
-        let step = poll_fn(|cx| poll_io(conn, stream, &mut buf, cx)).await;
+        let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
         match step {
             Step::Changed => conn.drive(),
             Step::Failed(e) => conn.handle_io_error(e),
         }
         glommio::yield_if_needed().await;
     }
-    drop(buf);
     // Boxed for the same reason as the handshake: only a closing connection needs it.
     Box::pin(finish(conn, stream)).await;
 }
-
-/// Plaintext a TLS connection reads per wake-up: a TLS record's worth.
-const TLS_READ: usize = 16 << 10;
 
 /// The most plaintext a TLS connection encrypts at once: the queue's bytes of one flush are
 /// copied into one buffer and sealed together, in records of up to 16 KiB, rather than one
 /// record per queued frame.
 const TLS_BATCH: usize = 64 << 10;
 
-fn poll_io(
-    conn: &Rc<Conn>,
-    stream: &mut Transport,
-    buf: &mut [u8],
-    cx: &mut Context<'_>,
-) -> Poll<Step> {
+fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Poll<Step> {
     conn.register_waker(cx.waker());
     if matches!(stream, Transport::Tls(_)) && conn.is_open() {
-        match Pin::new(&mut *stream).poll_read(cx, buf) {
+        // Decrypted into the shard's read buffer, as the readiness set's reads are: an idle
+        // TLS connection holds no read buffer of its own.
+        let read = {
+            let mut scratch = conn.conns.scratch.borrow_mut();
+            match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    conn.received(Instant::now(), scratch.get(..n).unwrap_or_default());
+                    Poll::Ready(Ok(n))
+                }
+                other => other,
+            }
+        };
+        match read {
             Poll::Ready(Ok(0)) => {
                 conn.handle_eof();
                 return Poll::Ready(Step::Changed);
             }
-            Poll::Ready(Ok(n)) => {
-                conn.received(Instant::now(), buf.get(..n).unwrap_or_default());
+            Poll::Ready(Ok(_)) => {
                 conn.drive();
                 // More may be buffered: come back after the other tasks had a turn.
                 cx.waker().wake_by_ref();
