@@ -944,12 +944,10 @@ impl Conn {
 /// The payload of a server frame built by `frame::encode` (header skipped, bytes shared), or
 /// of one that `deflate::compress_frame` compressed (RSV1 set: inflated again).
 pub(crate) fn payload_of(framed: &Bytes) -> Bytes {
-    let header = match framed.get(1).map(|b| b & 0x7f) {
-        Some(126) => 4,
-        Some(127) => 10,
-        Some(_) => 2,
-        None => return Bytes::new(),
+    let Some(&b1) = framed.get(1) else {
+        return Bytes::new();
     };
+    let header = frame::header_len(b1, false);
     let payload = framed.slice(header.min(framed.len())..);
     if framed.first().is_some_and(|b0| b0 & 0x40 != 0) {
         // The server's own compressed bytes: they inflate, or the payload is reported as is.

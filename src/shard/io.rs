@@ -540,6 +540,9 @@ fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::R
         Transport::Tls(tls) => {
             while conn.wants_write() {
                 let batch = conn.unwritten(TLS_BATCH);
+                if batch.is_empty() {
+                    break;
+                }
                 let polled = Pin::new(&mut **tls).poll_write(cx, &batch);
                 if !wrote(conn, polled)? {
                     return Ok(());

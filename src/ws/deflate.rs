@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
 
-use super::frame::{encode_header, OpCode};
+use super::frame::{encode_header, header_len, OpCode};
 pub use super::inflate::{inflate, InflateError};
 use crate::http::request::split_unquoted;
 
@@ -209,16 +209,16 @@ pub fn compress_frame(frame: &Bytes, settings: &Deflate, window_bits: u8) -> Byt
         }
         let key = (window_bits, level);
         let compressor = c.compressor(key);
-        // A fault inside the compressor costs this message its compression, not the thread:
-        // the compressor is dropped and made anew for the next message.
         let sent = match catch_unwind(AssertUnwindSafe(|| deflate_frame(compressor, op, payload))) {
-            Ok(sent) => sent,
-            Err(_) => {
+            Ok(Deflated::Frame(compressed)) => compressed,
+            Ok(Deflated::NotSmaller) => frame.clone(),
+            Ok(Deflated::Failed) | Err(_) => {
+                // A fault inside the compressor costs this message its compression, not the
+                // thread: the compressor, in whatever state it was left, is made anew.
                 c.by_settings.retain(|(k, _)| *k != key);
-                None
+                frame.clone()
             }
         };
-        let sent = sent.unwrap_or_else(|| frame.clone());
         let slot = c.next_slot;
         c.next_slot = (slot + 1) % CACHED_FRAMES;
         c.cache[slot] = Some(Cached {
@@ -258,17 +258,22 @@ fn data_frame(frame: &[u8]) -> Option<(OpCode, usize)> {
         op @ (OpCode::Text | OpCode::Binary) => op,
         _ => return None,
     };
-    let header_len = match b1 & 0x7F {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    Some((op, header_len))
+    Some((op, header_len(b1, false)))
+}
+
+/// What compressing one message gave.
+enum Deflated {
+    /// The compressed frame, RSV1 set.
+    Frame(Bytes),
+    /// It would not be shorter: send it as it is.
+    NotSmaller,
+    /// The compressor reported an error; its stream state is not to be trusted.
+    Failed,
 }
 
 /// Compresses one message on its own (no context from earlier ones) into a frame with RSV1
-/// set; `None` if it would not be shorter than `payload`, or the compressor failed.
-fn deflate_frame(c: &mut Compress, op: OpCode, payload: &[u8]) -> Option<Bytes> {
+/// set.
+fn deflate_frame(c: &mut Compress, op: OpCode, payload: &[u8]) -> Deflated {
     const ROOM: usize = 10;
     c.reset();
     // Room for the longest header in front, written once the compressed length is known.
@@ -280,9 +285,16 @@ fn deflate_frame(c: &mut Compress, op: OpCode, payload: &[u8]) -> Option<Bytes> 
     // overflows an internal buffer). Incompressible data grows by a few bytes per 16 KiB.
     loop {
         let before = c.total_in();
-        c.compress_vec(input, &mut out, FlushCompress::Sync).ok()?;
-        let used = usize::try_from(c.total_in() - before).ok()?;
-        input = input.get(used..)?;
+        if c.compress_vec(input, &mut out, FlushCompress::Sync)
+            .is_err()
+        {
+            return Deflated::Failed;
+        }
+        let used = usize::try_from(c.total_in() - before).unwrap_or(usize::MAX);
+        let Some(rest) = input.get(used..) else {
+            return Deflated::Failed;
+        };
+        input = rest;
         // Done when all input is in and the flush had room to finish.
         if input.is_empty() && out.len() < out.capacity() {
             break;
@@ -291,20 +303,22 @@ fn deflate_frame(c: &mut Compress, op: OpCode, payload: &[u8]) -> Option<Bytes> 
     }
     // §7.2.1: the sync flush's empty stored block is left out.
     if !out.ends_with(&TAIL) {
-        return None;
+        return Deflated::Failed;
     }
     out.truncate(out.len() - TAIL.len());
     let len = out.len() - ROOM;
     if len >= payload.len() {
-        return None;
+        return Deflated::NotSmaller;
     }
     let mut header = [0u8; 10];
     let header_len = encode_header(op, len, &mut header);
     header[0] |= 0x40; // RSV1: this message is compressed (RFC 7692 §6).
     let start = ROOM - header_len;
-    out.get_mut(start..ROOM)?
-        .copy_from_slice(header.get(..header_len)?);
-    Some(Bytes::from(out).slice(start..))
+    match (out.get_mut(start..ROOM), header.get(..header_len)) {
+        (Some(room), Some(header)) => room.copy_from_slice(header),
+        _ => return Deflated::Failed,
+    }
+    Deflated::Frame(Bytes::from(out).slice(start..))
 }
 
 #[cfg(test)]
