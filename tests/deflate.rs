@@ -15,8 +15,13 @@ const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_wi
 const AGREED: &str = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
                       client_no_context_takeover\r\n";
 
-/// An echo server whose `/ws` route offers permessage-deflate, on two shards.
+/// An echo server of `/ws` with this config, on two shards. No keep-alive pings: the raw
+/// clients here read frame by frame.
 fn echo_server(config: Config) -> TestServer {
+    let config = Config {
+        ping_interval: std::time::Duration::from_secs(60),
+        ..config
+    };
     let ts = TestServer::start(Server::builder().shards(2).route_with_config(
         "/ws",
         config,

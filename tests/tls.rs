@@ -6,9 +6,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
-use corecast::{event, Error, MessageType, Server, TlsConfig};
+use corecast::{event, Config, Error, MessageType, Server, TlsConfig};
 use tungstenite::{Message, WebSocket};
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -17,13 +18,22 @@ fn temp_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// No keep-alive pings: the clients here read message by message, and tungstenite hands
+/// pings to the reader too.
+fn quiet() -> Config {
+    Config {
+        ping_interval: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
 /// An echo server on `/ws` serving wss with these files.
 fn echo_server(cert: &Path, key: &Path) -> TestServer {
     let ts = TestServer::start(
         Server::builder()
             .shards(2)
             .tls(TlsConfig::from_pem_files(cert, key))
-            .route("/ws", |_| {}),
+            .route_with_config("/ws", quiet(), |_| {}),
     );
     ts.server.on(event::MESSAGE, |ep| {
         ep.kws().emit(ep.data().clone(), ep.message_type());
@@ -100,6 +110,37 @@ fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
     // Everyone else is still served.
     let (mut ws, _) = wss(ts.addr(), &[&root]);
     echo(&mut ws, "still here");
+}
+
+#[test]
+fn a_stalled_tls_handshake_holds_up_no_one_and_times_out() {
+    let dir = temp_dir("stall");
+    let (cert, key, root) = certificate(&dir, "a");
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .handshake_timeout(Duration::from_millis(300))
+            .tls(TlsConfig::from_pem_files(&cert, &key))
+            .route_with_config("/ws", quiet(), |_| {}),
+    );
+    ts.server.on(event::MESSAGE, |ep| {
+        ep.kws().emit(ep.data().clone(), ep.message_type());
+    });
+    // Half a TLS record header, then nothing: the handshake waits on it, on the only shard.
+    let mut stalled = TcpStream::connect(ts.addr()).unwrap();
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    stalled.write_all(&[0x16, 0x03]).unwrap();
+    let (mut ws, _) = wss(ts.addr(), &[&root]);
+    echo(&mut ws, "not held up");
+    // The handshake timeout ends it.
+    let ended = stalled.read(&mut [0u8; 16]);
+    let timed_out = ended.is_err_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    });
+    assert!(!timed_out, "closed by the handshake timeout");
 }
 
 #[test]

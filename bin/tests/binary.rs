@@ -428,7 +428,8 @@ fn subprotocols_are_negotiated_with_a_real_client() {
 #[test]
 fn deflate_is_on_by_default_and_the_flags_set_it() {
     const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-    let bin = Bin::start(&["--mode", "echo"]);
+    let quiet = ["--mode", "echo", "--ping-interval", "60s"];
+    let bin = Bin::start(&quiet);
     let (mut c, head) = RawClient::connect_with(bin.ws, "/ws", OFFER);
     assert!(
         head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"),
@@ -443,7 +444,7 @@ fn deflate_is_on_by_default_and_the_flags_set_it() {
         json
     );
     // A higher threshold leaves the same message plain; `off` declines the offer.
-    let bin = Bin::start(&["--mode", "echo", "--deflate-min-size", "1KiB"]);
+    let bin = Bin::start(&[&quiet[..], &["--deflate-min-size", "1KiB"]].concat());
     let (mut c, _) = RawClient::connect_with(bin.ws, "/ws", OFFER);
     c.send_frame(0x1, &json);
     assert_eq!(c.read_frame(), (0x81, json.clone()));
