@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -129,26 +130,33 @@ async fn accept(
 ) -> Result<(Transport, Upgrade), (Option<Transport>, Refusal)> {
     let mut transport = match &core.shared.tls {
         None => Transport::Plain(stream),
-        Some(tls) => {
-            // A TLS record starts with its content type, 0x16 for a handshake (RFC 8446
-            // §5.1); a letter is a plain HTTP request sent to the TLS port.
-            let mut first = [0u8; 1];
-            if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
-                let refusal = Refusal {
-                    reason: "plain HTTP on the TLS port",
-                    response: Some((400, PLAIN_HTTP_TO_TLS.to_vec())),
-                };
-                return Err((Some(Transport::Plain(stream)), refusal));
-            }
-            match tls.acceptor.accept(stream).await {
-                Ok(tls) => Transport::Tls(Box::new(tls)),
-                Err(_) => return Err((None, Refusal::quiet("TLS handshake failed"))),
-            }
-        }
+        // Boxed: a plain connection's handshake future does not carry the TLS one's room.
+        Some(tls) => Box::pin(tls_handshake(&tls.acceptor, stream)).await?,
     };
     match handshake(core, &mut transport, remote).await {
         Ok(upgrade) => Ok((transport, upgrade)),
         Err(refusal) => Err((Some(transport), refusal)),
+    }
+}
+
+/// The TLS handshake of a `wss` connection; plain HTTP sent to it gets a 400 saying so.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> Result<Transport, (Option<Transport>, Refusal)> {
+    // A TLS record starts with its content type, 0x16 for a handshake (RFC 8446 §5.1); a
+    // letter is a plain HTTP request sent to the TLS port.
+    let mut first = [0u8; 1];
+    if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
+        let refusal = Refusal {
+            reason: "plain HTTP on the TLS port",
+            response: Some((400, PLAIN_HTTP_TO_TLS.to_vec())),
+        };
+        return Err((Some(Transport::Plain(stream)), refusal));
+    }
+    match acceptor.accept(stream).await {
+        Ok(tls) => Ok(Transport::Tls(Box::new(tls))),
+        Err(_) => Err((None, Refusal::quiet("TLS handshake failed"))),
     }
 }
 
