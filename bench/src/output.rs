@@ -44,15 +44,7 @@ pub fn headline(id: &str, r: &Report) -> Option<f64> {
 
 fn fmt_num(v: f64) -> String {
     if v >= 100.0 {
-        let s = format!("{:.0}", v);
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
+        corecast_load::report::thousands(v)
     } else {
         format!("{v:.2}")
     }

@@ -156,3 +156,34 @@ impl Report {
         s
     }
 }
+
+/// `v` rounded to a whole number with its thousands grouped: `1,234,567`.
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{v:.0}");
+    let (sign, digits) = match digits.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", digits.as_str()),
+    };
+    let mut out = String::from(sign);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1_234_567.6), "1,234,568");
+        assert_eq!(thousands(-12_345.0), "-12,345");
+    }
+}

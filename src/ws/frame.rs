@@ -518,7 +518,7 @@ impl Decoder {
 }
 
 /// Header length given its second byte, with or without a masking key (RFC 6455 §5.2).
-pub(crate) fn header_len(b1: u8, masked: bool) -> usize {
+pub fn header_len(b1: u8, masked: bool) -> usize {
     let extended = match b1 & 0x7F {
         126 => 2,
         127 => 8,
