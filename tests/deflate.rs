@@ -8,7 +8,7 @@ use std::io::Write;
 
 use common::*;
 use corecast::ws::deflate::inflate;
-use corecast::{event, Config, Deflate, MessageType, Server};
+use corecast::{event, Builder, Config, Deflate, MessageType, Server, TlsConfig};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
@@ -18,15 +18,16 @@ const AGREED: &str = "Sec-WebSocket-Extensions: permessage-deflate; server_no_co
 /// An echo server of `/ws` with this config, on two shards. No keep-alive pings: the raw
 /// clients here read frame by frame.
 fn echo_server(config: Config) -> TestServer {
+    echo_server_on(Server::builder(), config)
+}
+
+/// `echo_server` from `builder` (which may add TLS).
+fn echo_server_on(builder: Builder, config: Config) -> TestServer {
     let config = Config {
         ping_interval: std::time::Duration::from_secs(60),
         ..config
     };
-    let ts = TestServer::start(Server::builder().shards(2).route_with_config(
-        "/ws",
-        config,
-        |_| {},
-    ));
+    let ts = TestServer::start(builder.shards(2).route_with_config("/ws", config, |_| {}));
     ts.server.on(event::MESSAGE, |ep| {
         if &ep.data()[..] == b"deflate?" {
             let answer = if ep.kws().deflate() { "yes" } else { "no" };
@@ -100,6 +101,27 @@ fn compressed_messages_travel_both_ways() {
     let (b0, payload) = c.read_frame();
     assert_eq!(b0, 0xC2, "FIN, RSV1, binary");
     assert_eq!(inflate(&payload, usize::MAX).unwrap(), data);
+}
+
+#[test]
+fn compression_works_over_tls_as_browsers_use_it() {
+    let (cert, key, root) = certificate(&temp_dir("deflate-tls"), "a");
+    let builder = Server::builder().tls(TlsConfig::from_pem_files(&cert, &key));
+    let ts = echo_server_on(builder, deflating());
+    let (mut c, head) = RawClient::connect_tls(ts.addr(), "/ws", OFFER, &[&root]);
+    assert!(head.contains(AGREED), "{head}");
+    let data = json(20_000);
+    c.stream
+        .write_all(&masked_frame(0xC1, &client_deflate(&data)))
+        .unwrap();
+    let (b0, payload) = c.read_frame();
+    assert_eq!(b0, 0xC1, "FIN, RSV1, text");
+    assert_eq!(inflate(&payload, usize::MAX).unwrap(), data);
+    // A broadcast goes out compressed too.
+    ts.server.broadcast(json(1000), MessageType::Text);
+    let (b0, payload) = c.read_frame();
+    assert_eq!(b0, 0xC1);
+    assert_eq!(inflate(&payload, usize::MAX).unwrap(), json(1000));
 }
 
 #[test]

@@ -5,18 +5,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use corecast::{event, Config, Error, MessageType, Server, TlsConfig};
 use tungstenite::{Message, WebSocket};
-
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("corecast-tls-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// No keep-alive pings: the clients here read message by message, and tungstenite hands
 /// pings to the reader too.
@@ -48,7 +42,7 @@ fn echo(ws: &mut WebSocket<Tls>, text: &str) {
 
 #[test]
 fn a_rustls_client_talks_websocket_over_tls() {
-    let dir = temp_dir("echo");
+    let dir = temp_dir("tls-echo");
     let (cert, key, root) = certificate(&dir, "a");
     let ts = echo_server(&cert, &key);
     assert!(ts.server.is_tls());
@@ -72,7 +66,7 @@ fn a_rustls_client_talks_websocket_over_tls() {
 
 #[test]
 fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
-    let dir = temp_dir("plain");
+    let dir = temp_dir("tls-plain");
     let (cert, key, root) = certificate(&dir, "a");
     let ts = echo_server(&cert, &key);
     let mut plain = TcpStream::connect(ts.addr()).unwrap();
@@ -114,7 +108,7 @@ fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
 
 #[test]
 fn a_stalled_tls_handshake_holds_up_no_one_and_times_out() {
-    let dir = temp_dir("stall");
+    let dir = temp_dir("tls-stall");
     let (cert, key, root) = certificate(&dir, "a");
     let ts = TestServer::start(
         Server::builder()
@@ -144,8 +138,67 @@ fn a_stalled_tls_handshake_holds_up_no_one_and_times_out() {
 }
 
 #[test]
+fn a_tls_client_that_never_reads_is_dropped_at_the_write_timeout_and_others_are_served() {
+    let dir = temp_dir("tls-slow");
+    let (cert, key, root) = certificate(&dir, "a");
+    let config = Config {
+        write_timeout: Duration::from_millis(500),
+        ..quiet()
+    };
+    let (report, uuids) = uuid_reporter();
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .tls(TlsConfig::from_pem_files(&cert, &key))
+            .route_with_config("/ws", config, report),
+    );
+    ts.server.on(event::MESSAGE, |ep| {
+        ep.kws().emit(ep.data().clone(), ep.message_type());
+    });
+    let rec = Recorder::attach(&ts.server, &[event::DISCONNECT]);
+    let (_stuck, _) = wss(ts.addr(), &[&root]); // never reads
+    let (slow, _) = next_uuid(&uuids);
+    let (mut fast, _) = wss(ts.addr(), &[&root]);
+    next_uuid(&uuids);
+
+    // 256 KiB at a time for the one that never reads, until it is gone: its socket, the TLS
+    // session's buffer and its queue fill, its writes stall.
+    let pusher = {
+        let (server, slow) = (ts.server.clone(), slow.clone());
+        std::thread::spawn(move || {
+            let big = vec![b's'; 256 << 10];
+            let end = std::time::Instant::now() + WAIT;
+            while std::time::Instant::now() < end {
+                if server
+                    .emit_to(&slow, big.clone(), MessageType::Binary)
+                    .is_err()
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        })
+    };
+    // The other client on the same shard is served meanwhile.
+    for i in 0..50 {
+        echo(&mut fast, &format!("{i}"));
+    }
+    let gone = rec.wait_event(event::DISCONNECT, &slow);
+    assert!(gone.is_timeout, "{gone:?}");
+    assert!(
+        gone.error
+            .as_deref()
+            .is_some_and(|e| e.contains("WriteTimeout")),
+        "{gone:?}"
+    );
+    assert!(pusher.join().unwrap(), "emit_to fails once it is gone");
+    echo(&mut fast, "still here");
+}
+
+#[test]
 fn missing_or_mismatched_files_are_start_errors_naming_them() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir("tls-bad");
     let (cert, key, _) = certificate(&dir, "a");
     let (_, other_key, _) = certificate(&dir, "b");
     let start = |cert: &Path, key: &Path| {
@@ -173,7 +226,7 @@ fn missing_or_mismatched_files_are_start_errors_naming_them() {
 
 #[test]
 fn a_reload_serves_the_new_certificate_and_keeps_open_connections() {
-    let dir = temp_dir("reload");
+    let dir = temp_dir("tls-reload");
     let (cert, key, first) = certificate(&dir, "live");
     let ts = echo_server(&cert, &key);
     let (mut old, shown) = wss(ts.addr(), &[&first]);

@@ -175,9 +175,10 @@ impl Client {
     }
 }
 
-/// A raw socket after a completed handshake, for frames a well-behaved client never sends.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A raw socket (plain TCP, or TLS: `RawClient<Tls>`) after a completed handshake, for
+/// frames a well-behaved client never sends.
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
 }
 
 impl RawClient {
@@ -187,12 +188,9 @@ impl RawClient {
 
     /// Connects with extra request header lines (each ending in CRLF); returns the 101's head.
     pub fn connect_with(addr: SocketAddr, path: &str, headers: &str) -> (RawClient, String) {
-        Self::upgrade(
-            TcpStream::connect(addr).expect("tcp connect"),
-            addr,
-            path,
-            headers,
-        )
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        upgrade(stream, addr, path, headers)
     }
 
     /// Connects with a small, fixed receive buffer: what the client does not read backs up
@@ -202,27 +200,43 @@ impl RawClient {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         socket.connect(&addr.into()).expect("tcp connect");
-        Self::upgrade(socket.into(), addr, path, "").0
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        upgrade(stream, addr, path, "").0
     }
+}
 
-    fn upgrade(
-        mut stream: TcpStream,
+impl RawClient<Tls> {
+    /// `connect_with` over TLS, trusting only `trusted`.
+    pub fn connect_tls(
         addr: SocketAddr,
         path: &str,
         headers: &str,
-    ) -> (RawClient, String) {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             {headers}\r\n"
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        let head = read_head(&mut stream);
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        (RawClient { stream }, head)
+        trusted: &[&CertificateDer<'static>],
+    ) -> (RawClient<Tls>, String) {
+        upgrade(tls_stream(addr, trusted), addr, path, headers)
     }
+}
 
+/// Sends the upgrade request on `stream` and reads the 101.
+fn upgrade<S: Read + Write>(
+    mut stream: S,
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+) -> (RawClient<S>, String) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         {headers}\r\n"
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+    (RawClient { stream }, head)
+}
+
+impl<S: Read + Write> RawClient<S> {
     /// Sends one masked frame (FIN set) with `opcode` and `payload`.
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         self.stream
@@ -288,7 +302,7 @@ pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads an HTTP response head (up to the blank line).
-pub fn read_head(stream: &mut TcpStream) -> String {
+pub fn read_head(stream: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -498,6 +512,13 @@ impl Drop for Nats {
 /// A TLS client stream.
 pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
+/// A fresh folder for this test's files (certificates), under the system's temp folder.
+pub fn temp_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("corecast-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A self-signed certificate for localhost and 127.0.0.1, written as PEM into `dir` as
 /// `name.crt` and `name.key`.
 pub fn certificate(
@@ -517,12 +538,9 @@ pub fn certificate(
     (cert, key, made.cert.der().clone())
 }
 
-/// A wss client of `/ws` trusting only `trusted`; returns the socket and the certificate the
-/// server showed. Every read is bounded.
-pub fn wss(
-    addr: SocketAddr,
-    trusted: &[&CertificateDer<'static>],
-) -> (WebSocket<Tls>, CertificateDer<'static>) {
+/// A TLS connection to `addr` trusting only `trusted`, its handshake done. Every read is
+/// bounded.
+pub fn tls_stream(addr: SocketAddr, trusted: &[&CertificateDer<'static>]) -> Tls {
     let mut roots = RootCertStore::empty();
     for root in trusted {
         roots.add((*root).clone()).unwrap();
@@ -538,10 +556,19 @@ pub fn wss(
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
-    // Complete the handshake now, to read the server's certificate.
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
     }
+    tls
+}
+
+/// A wss client of `/ws` trusting only `trusted`; returns the socket and the certificate the
+/// server showed. Every read is bounded.
+pub fn wss(
+    addr: SocketAddr,
+    trusted: &[&CertificateDer<'static>],
+) -> (WebSocket<Tls>, CertificateDer<'static>) {
+    let tls = tls_stream(addr, trusted);
     let shown = tls.conn.peer_certificates().unwrap()[0]
         .clone()
         .into_owned();
