@@ -18,6 +18,19 @@ pub(crate) enum DropCause {
 
 const DROP_CAUSES: [&str; 2] = ["queue_full", "closed"];
 
+/// Why a connection went before its upgrade was answered, with no HTTP answer to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeFailure {
+    /// The handshake timeout passed (a slow or stalled client).
+    Timeout = 0,
+    /// The TLS handshake failed (not TLS, a bad record, no common cipher suite).
+    Tls = 1,
+    /// The client closed or reset the connection.
+    Closed = 2,
+}
+
+const HANDSHAKE_FAILURES: [&str; 3] = ["timeout", "tls", "closed"];
+
 /// Why a connection was torn down (label values of `corecast_teardowns_total`).
 const TEARDOWN_CAUSES: [&str; 11] = [
     "clean",
@@ -64,6 +77,7 @@ pub(crate) struct ShardMetrics {
     drops: [AtomicU64; 2],
     teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
     rejections: [AtomicU64; 10],
+    handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
     fanout_nanos: AtomicU64,
     fanouts: AtomicU64,
     publishes: AtomicU64,
@@ -102,6 +116,9 @@ impl ShardMetrics {
             .position(|s| *s == status)
             .unwrap_or(REJECT_STATUSES.len() - 1);
         add(&self.rejections[i], 1);
+    }
+    pub(crate) fn handshake_failed(&self, cause: HandshakeFailure) {
+        add(&self.handshake_failures[cause as usize], 1);
     }
     pub(crate) fn fanned_out(&self, nanos: u64) {
         add(&self.fanout_nanos, nanos);
@@ -142,6 +159,9 @@ pub struct MetricsSnapshot {
     pub teardowns: Vec<(&'static str, u64)>,
     /// Refused upgrades by HTTP status ("other" for the rest), summed over shards.
     pub rejections: Vec<(String, u64)>,
+    /// Connections that went before their upgrade without an HTTP answer, by cause
+    /// ("timeout", "tls", "closed"), summed over shards.
+    pub handshake_failures: Vec<(&'static str, u64)>,
     /// Time spent queueing broadcasts to a shard's connections, in nanoseconds, and how many.
     pub fanout_nanos: u64,
     /// Number of per-shard broadcast fan-outs measured.
@@ -184,6 +204,14 @@ impl MetricsSnapshot {
                 .collect()
         };
         let sum = |f: &dyn Fn(&ShardMetrics) -> u64| shards.iter().map(|s| f(s)).sum::<u64>();
+        // Each label with its counter summed over shards.
+        let by_label = |labels: &[&'static str], f: fn(&ShardMetrics) -> &[AtomicU64]| {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (*l, sum(&|s| f(s)[i].load(Ordering::Relaxed))))
+                .collect()
+        };
         MetricsSnapshot {
             connections: live.to_vec(),
             upgrades: load(|s| &s.upgrades),
@@ -191,16 +219,9 @@ impl MetricsSnapshot {
             bytes_in: load(|s| &s.bytes_in),
             messages_out: load(|s| &s.messages_out),
             bytes_out: load(|s| &s.bytes_out),
-            drops: DROP_CAUSES
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (*n, sum(&|s| s.drops[i].load(Ordering::Relaxed))))
-                .collect(),
-            teardowns: TEARDOWN_CAUSES
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (*n, sum(&|s| s.teardowns[i].load(Ordering::Relaxed))))
-                .collect(),
+            drops: by_label(&DROP_CAUSES, |s| &s.drops),
+            teardowns: by_label(&TEARDOWN_CAUSES, |s| &s.teardowns),
+            handshake_failures: by_label(&HANDSHAKE_FAILURES, |s| &s.handshake_failures),
             rejections: REJECT_STATUSES
                 .iter()
                 .enumerate()
@@ -305,6 +326,13 @@ impl MetricsSnapshot {
             "status",
             &self.rejections,
         );
+        labelled(
+            &mut out,
+            "corecast_handshake_failures_total",
+            "Connections that went before their upgrade, with no HTTP answer to give.",
+            "cause",
+            &own(&self.handshake_failures),
+        );
         let _ = writeln!(
             out,
             "# HELP corecast_broadcast_fanout_seconds Time to queue one broadcast on one shard's connections.\n\
@@ -396,6 +424,9 @@ mod tests {
         shards[1].torn_down(Some(&Error::IdleTimeout(std::time::Duration::from_secs(3))));
         shards[0].rejected(503);
         shards[0].rejected(418);
+        shards[0].handshake_failed(HandshakeFailure::Tls);
+        shards[1].handshake_failed(HandshakeFailure::Tls);
+        shards[1].handshake_failed(HandshakeFailure::Timeout);
         shards[1].fanned_out(2_000_000);
         shards[0].subscribed(3);
         shards[0].unsubscribed(1);
@@ -415,6 +446,11 @@ mod tests {
         assert!(text.contains("corecast_bytes_in_total{shard=\"0\"} 5\n"));
         assert!(text.contains("corecast_upgrade_rejections_total{status=\"503\"} 1\n"));
         assert!(text.contains("corecast_upgrade_rejections_total{status=\"other\"} 1\n"));
+        assert_eq!(
+            m.handshake_failures,
+            vec![("timeout", 1), ("tls", 2), ("closed", 0)]
+        );
+        assert!(text.contains("corecast_handshake_failures_total{cause=\"tls\"} 2\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_sum 0.002\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_count 1"));
         assert_eq!(m.subscriptions, vec![2, 0]);

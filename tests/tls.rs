@@ -101,6 +101,13 @@ fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
         )
     });
     assert!(!timed_out, "the server closes the connection");
+    // Both are counted: the 400 as a rejection, the junk as a failed TLS handshake.
+    wait_until(
+        || handshake_failures(&ts.server, "tls") == 1,
+        "the failed TLS handshake counted",
+    );
+    let rejected = ts.server.metrics().rejections;
+    assert!(rejected.contains(&("400".to_string(), 1)), "{rejected:?}");
     // Everyone else is still served.
     let (mut ws, _) = wss(ts.addr(), &[&root]);
     echo(&mut ws, "still here");
@@ -135,6 +142,10 @@ fn a_stalled_tls_handshake_holds_up_no_one_and_times_out() {
         )
     });
     assert!(!timed_out, "closed by the handshake timeout");
+    wait_until(
+        || handshake_failures(&ts.server, "timeout") == 1,
+        "the timed-out handshake counted",
+    );
 }
 
 #[test]

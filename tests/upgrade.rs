@@ -94,10 +94,23 @@ fn a_stalled_handshake_is_dropped_without_hurting_others() {
     ts.wait_connections(1);
     ts.server.broadcast("hi", corecast::MessageType::Text);
     assert_eq!(c.recv_text(), "hi");
+    // One that connects and goes without a request.
+    drop(TcpStream::connect(ts.addr()).unwrap());
     // The stalled one is cut off after the timeout: EOF, no response.
     let mut buf = [0u8; 16];
     let n = std::io::Read::read(&mut stalled, &mut buf).unwrap_or(0);
     assert_eq!(n, 0);
+    // Both are counted by cause, neither as an HTTP rejection.
+    wait_until(
+        || handshake_failures(&ts.server, "timeout") == 1,
+        "the stalled handshake counted",
+    );
+    wait_until(
+        || handshake_failures(&ts.server, "closed") == 1,
+        "the client gone before its request counted",
+    );
+    let rejected = ts.server.metrics().rejections;
+    assert!(rejected.iter().all(|(_, n)| *n == 0), "{rejected:?}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ use super::mesh::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
 use crate::http::{self, UpgradeCheck};
+use crate::metrics::HandshakeFailure;
 use crate::runtime::{self, HeadError};
 use crate::upgrade::UpgradeRequest;
 use crate::ws::deflate;
@@ -150,13 +151,16 @@ async fn tls_handshake(
     if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
         let refusal = Refusal {
             reason: "plain HTTP on the TLS port",
-            response: Some((400, PLAIN_HTTP_TO_TLS.to_vec())),
+            answer: Answer::Http(400, PLAIN_HTTP_TO_TLS.to_vec()),
         };
         return Err((Some(Transport::Plain(stream)), refusal));
     }
     match acceptor.accept(stream).await {
         Ok(tls) => Ok(Transport::Tls(Box::new(tls))),
-        Err(_) => Err((None, Refusal::quiet("TLS handshake failed"))),
+        Err(_) => Err((
+            None,
+            Refusal::quiet("TLS handshake failed", HandshakeFailure::Tls),
+        )),
     }
 }
 
@@ -170,22 +174,20 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     let timeout = core.shared.options.handshake_timeout;
     let accepted = future::or(accept(&core, stream, remote), async {
         Timer::new(timeout).await;
-        Err((None, Refusal::quiet("handshake timed out")))
+        Err((
+            None,
+            Refusal::quiet("handshake timed out", HandshakeFailure::Timeout),
+        ))
     })
     .await;
     let (mut stream, (route, request, accept, leftover, name)) = match accepted {
         Ok(accepted) => accepted,
-        Err((Some(stream), refusal)) => return refuse(&core, stream, remote, refusal).await,
-        Err((None, refusal)) => {
-            // Nothing to answer on: dropping the socket closes it.
-            tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
-            return None;
-        }
+        Err((stream, refusal)) => return refuse(&core, stream, remote, refusal).await,
     };
     let Some(conn) = register(&core.conns, &route, request, name) else {
         // Another connection took the name between the check and now.
         let refusal = Refusal::status(409, "id already in use");
-        return refuse(&core, stream, remote, refusal).await;
+        return refuse(&core, Some(stream), remote, refusal).await;
     };
     core.conns.metrics().upgraded();
     if let Transport::Plain(tcp) = &stream {
@@ -226,16 +228,29 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     Some((conn, stream))
 }
 
-/// Answers a refused upgrade (if it has an answer) and closes the socket.
+/// Counts a refused upgrade, answers it (if it has an answer and a socket to answer on) and
+/// closes the socket.
 async fn refuse(
     core: &ShardCore,
-    mut stream: Transport,
+    stream: Option<Transport>,
     remote: SocketAddr,
     refusal: Refusal,
 ) -> Option<(Rc<Conn>, Transport)> {
     tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
-    if let Some((status, response)) = refusal.response {
-        core.conns.metrics().rejected(status);
+    let metrics = core.conns.metrics();
+    let response = match refusal.answer {
+        Answer::Http(status, response) => {
+            metrics.rejected(status);
+            Some(response)
+        }
+        Answer::Silence(cause) => {
+            metrics.handshake_failed(cause);
+            None
+        }
+    };
+    // Without a socket there is nothing to answer on: it was dropped, which closed it.
+    let mut stream = stream?;
+    if let Some(response) = response {
         // Best effort, bounded: the client may not be reading.
         let timeout = core.shared.options.handshake_timeout;
         let _ = future::or(
@@ -307,15 +322,22 @@ fn register(
 /// Why an upgrade did not happen, and what to answer, if anything.
 struct Refusal {
     reason: &'static str,
-    /// The status answered, with the response bytes; none when the client just goes.
-    response: Option<(u16, Vec<u8>)>,
+    answer: Answer,
+}
+
+/// What a refused client gets.
+enum Answer {
+    /// This status, with the response bytes.
+    Http(u16, Vec<u8>),
+    /// Nothing: it went, or there is no HTTP to answer (counted by cause).
+    Silence(HandshakeFailure),
 }
 
 impl Refusal {
-    fn quiet(reason: &'static str) -> Self {
+    fn quiet(reason: &'static str, cause: HandshakeFailure) -> Self {
         Refusal {
             reason,
-            response: None,
+            answer: Answer::Silence(cause),
         }
     }
 
@@ -331,7 +353,7 @@ impl Refusal {
     ) -> Self {
         Refusal {
             reason,
-            response: Some((status, http::error_response(status, body, headers))),
+            answer: Answer::Http(status, http::error_response(status, body, headers)),
         }
     }
 }
@@ -347,7 +369,12 @@ async fn handshake(
     let limit = core.shared.options.max_handshake_size;
     let (head, leftover) = match runtime::read_head(stream, limit).await {
         Ok(read) => read,
-        Err(HeadError::Gone) => return Err(Refusal::quiet("closed during handshake")),
+        Err(HeadError::Gone) => {
+            return Err(Refusal::quiet(
+                "closed during handshake",
+                HandshakeFailure::Closed,
+            ))
+        }
         Err(HeadError::Http(e)) => {
             let reason = if e.status() == 431 {
                 "request head too large"
@@ -412,7 +439,7 @@ async fn handshake(
             Ok(Err(rejection)) => {
                 return Err(Refusal {
                     reason: "rejected by before_upgrade",
-                    response: Some((rejection.status(), rejection.to_response())),
+                    answer: Answer::Http(rejection.status(), rejection.to_response()),
                 })
             }
             Err(_) => return Err(Refusal::status(500, "before_upgrade panicked")),

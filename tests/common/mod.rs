@@ -68,6 +68,16 @@ pub fn upgrade_status(addr: SocketAddr, path: &str) -> u16 {
     http_status(addr, &req)
 }
 
+/// How many connections went before their upgrade for `cause`
+/// (`corecast_handshake_failures_total{cause}`).
+pub fn handshake_failures(server: &Server, cause: &str) -> u64 {
+    let failures = server.metrics().handshake_failures;
+    failures
+        .iter()
+        .find(|(c, _)| *c == cause)
+        .map_or(0, |f| f.1)
+}
+
 /// Upgrades at `path` once the server accepts it, retrying until then (bounded by `WAIT`).
 pub fn client_when_accepted(addr: SocketAddr, path: &str, what: &str) -> Client {
     let mut client = None;
