@@ -10,7 +10,7 @@ use futures_rustls::TlsAcceptor;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
@@ -57,6 +57,14 @@ impl Tls {
             .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         // A WebSocket upgrade is HTTP/1.1; a client offering h2 too is told so.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Resumption by ticket rather than by rustls' default session cache, which holds 256
+        // sessions behind one lock that every shard's handshakes would take. A ticket keeps
+        // the session's state with the client, sealed with a key all shards share (rotated
+        // every 6 hours), so any number of clients can come back on any shard and skip the
+        // certificate's signature.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| Error::Config(format!("TLS tickets: {e}")))?;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
         Ok(Tls {
             files,
             provider,

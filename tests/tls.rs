@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use corecast::{event, Config, Error, MessageType, Server, TlsConfig};
+use rustls::HandshakeKind;
 use tungstenite::{Message, WebSocket};
 
 /// No keep-alive pings: the clients here read message by message, and tungstenite hands
@@ -205,6 +206,33 @@ fn a_tls_client_that_never_reads_is_dropped_at_the_write_timeout_and_others_are_
     );
     assert!(pusher.join().unwrap(), "emit_to fails once it is gone");
     echo(&mut fast, "still here");
+}
+
+#[test]
+fn every_client_coming_back_resumes_its_session() {
+    let dir = temp_dir("tls-resume");
+    let (cert, key, root) = certificate(&dir, "a");
+    let ts = echo_server(&cert, &key);
+    // More clients than a server-side session cache of 256 entries could remember (two
+    // sessions each): with tickets the server remembers none, and every one comes back.
+    let clients: Vec<_> = (0..200).map(|_| tls_config(&[&root])).collect();
+    let visit = |config| {
+        let tls = tls_connect(ts.addr(), config);
+        let kind = tls.conn.handshake_kind();
+        let mut ws = wss_over(tls, ts.addr());
+        // Reading the echo also takes in the tickets the server sent after the handshake.
+        echo(&mut ws, "visit");
+        ws.close(None).unwrap();
+        kind
+    };
+    for config in &clients {
+        assert_eq!(visit(config), Some(HandshakeKind::Full));
+    }
+    let resumed = clients
+        .iter()
+        .filter(|config| visit(config) == Some(HandshakeKind::Resumed))
+        .count();
+    assert_eq!(resumed, clients.len());
 }
 
 #[test]

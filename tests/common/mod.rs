@@ -548,9 +548,9 @@ pub fn certificate(
     (cert, key, made.cert.der().clone())
 }
 
-/// A TLS connection to `addr` trusting only `trusted`, its handshake done. Every read is
-/// bounded.
-pub fn tls_stream(addr: SocketAddr, trusted: &[&CertificateDer<'static>]) -> Tls {
+/// A TLS client configuration trusting only `trusted`. Connections made with one config share
+/// its session store, so a second one can resume the first's session.
+pub fn tls_config(trusted: &[&CertificateDer<'static>]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for root in trusted {
         roots.add((*root).clone()).unwrap();
@@ -561,15 +561,31 @@ pub fn tls_stream(addr: SocketAddr, trusted: &[&CertificateDer<'static>]) -> Tls
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS connection to `addr` with `config`, its handshake done. Every read is bounded.
+pub fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
     }
     tls
+}
+
+/// A TLS connection to `addr` trusting only `trusted`, its handshake done.
+pub fn tls_stream(addr: SocketAddr, trusted: &[&CertificateDer<'static>]) -> Tls {
+    tls_connect(addr, &tls_config(trusted))
+}
+
+/// Upgrades a TLS connection to `addr` to a WebSocket of `/ws`.
+pub fn wss_over(tls: Tls, addr: SocketAddr) -> WebSocket<Tls> {
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    tungstenite::client(url, tls).expect("upgrade over TLS").0
 }
 
 /// A wss client of `/ws` trusting only `trusted`; returns the socket and the certificate the
@@ -582,7 +598,5 @@ pub fn wss(
     let shown = tls.conn.peer_certificates().unwrap()[0]
         .clone()
         .into_owned();
-    let url = format!("wss://localhost:{}/ws", addr.port());
-    let (ws, _) = tungstenite::client(url, tls).expect("upgrade over TLS");
-    (ws, shown)
+    (wss_over(tls, addr), shown)
 }
