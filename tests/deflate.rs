@@ -72,21 +72,27 @@ fn client_deflate(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Sends `data` as a compressed text message (FIN, RSV1, text) and checks that the echo comes
+/// back compressed the same way; returns the echo's compressed payload.
+fn echo_compressed<S: std::io::Read + Write>(c: &mut RawClient<S>, data: &[u8]) -> Vec<u8> {
+    c.stream
+        .write_all(&masked_frame(0xC1, &client_deflate(data)))
+        .unwrap();
+    let (b0, payload) = c.read_frame();
+    assert_eq!(b0, 0xC1, "FIN, RSV1, text");
+    assert_eq!(inflate(&payload, usize::MAX).unwrap(), data);
+    payload
+}
+
 #[test]
 fn compressed_messages_travel_both_ways() {
     let ts = echo_server(deflating());
     let (mut c, head) = RawClient::connect_with(ts.addr(), "/ws", OFFER);
     assert!(head.contains(AGREED), "{head}");
 
-    // A compressed text message in (FIN, RSV1, text), compressed back out.
     let data = json(2048);
-    c.stream
-        .write_all(&masked_frame(0xC1, &client_deflate(&data)))
-        .unwrap();
-    let (b0, payload) = c.read_frame();
-    assert_eq!(b0, 0xC1, "FIN, RSV1, text");
+    let payload = echo_compressed(&mut c, &data);
     assert!(payload.len() < data.len() / 2, "{}", payload.len());
-    assert_eq!(inflate(&payload, usize::MAX).unwrap(), data);
 
     // Uncompressed in still works; a reply under the threshold goes out plain.
     c.send_frame(0x1, b"hi");
@@ -110,13 +116,7 @@ fn compression_works_over_tls_as_browsers_use_it() {
     let ts = echo_server_on(builder, deflating());
     let (mut c, head) = RawClient::connect_tls(ts.addr(), "/ws", OFFER, &[&root]);
     assert!(head.contains(AGREED), "{head}");
-    let data = json(20_000);
-    c.stream
-        .write_all(&masked_frame(0xC1, &client_deflate(&data)))
-        .unwrap();
-    let (b0, payload) = c.read_frame();
-    assert_eq!(b0, 0xC1, "FIN, RSV1, text");
-    assert_eq!(inflate(&payload, usize::MAX).unwrap(), data);
+    echo_compressed(&mut c, &json(20_000));
     // A broadcast goes out compressed too.
     ts.server.broadcast(json(1000), MessageType::Text);
     let (b0, payload) = c.read_frame();
