@@ -301,6 +301,21 @@ fn plans(full: bool) -> Vec<Plan> {
             )
         },
         Plan {
+            tls: true,
+            ..plan(
+                "idle-tls",
+                "10,000 idle TLS connections: server memory",
+                "server bytes per connection",
+                false,
+                "echo",
+                Scenario::Idle,
+                10_000,
+                None,
+                secs(2, 5),
+                1,
+            )
+        },
+        Plan {
             cluster: true,
             ..plan(
                 "cluster-broadcast",
