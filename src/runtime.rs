@@ -3,7 +3,11 @@
 //! ending a connection without losing the last answer. Not protocol decisions: those are in
 //! `http` and `ws`.
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -77,24 +81,44 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     limit: usize,
 ) -> Result<(RequestHead, Vec<u8>), HeadError> {
-    let mut buf = vec![0u8; limit.clamp(1, 1024)];
-    let mut filled = 0;
+    let scratch = RefCell::new(vec![0u8; limit.clamp(1, 1024)].into_boxed_slice());
+    read_head_with(stream, limit, &scratch).await
+}
+
+/// `read_head` reading through `scratch`, a buffer the caller shares between its connections
+/// (borrowed only while a read copies out of it, never across an await). A connection keeps
+/// only the bytes that arrived, so one that trickles its head in a byte at a time holds a few
+/// bytes until its handshake timeout, not a read buffer.
+pub async fn read_head_with<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: usize,
+    scratch: &RefCell<Box<[u8]>>,
+) -> Result<(RequestHead, Vec<u8>), HeadError> {
+    let mut buf = Vec::new();
     loop {
-        if filled == buf.len() {
-            // Never past `limit`: parse_head answers TooLarge once that much is partial.
-            buf.resize((buf.len() * 2).min(limit.max(filled + 1)), 0);
-        }
-        let n = stream
-            .read(&mut buf[filled..])
-            .await
-            .map_err(|_| HeadError::Gone)?;
+        // Never past `limit` (and one byte more): parse_head answers TooLarge once that much
+        // is partial.
+        let room = limit.saturating_sub(buf.len()).max(1);
+        let n = poll_fn(|cx| {
+            let mut scratch = scratch.borrow_mut();
+            let len = room.min(scratch.len()).max(1);
+            let Some(into) = scratch.get_mut(..len) else {
+                return Poll::Ready(Err(io::ErrorKind::InvalidInput.into()));
+            };
+            let read = Pin::new(&mut *stream).poll_read(cx, into);
+            if let Poll::Ready(Ok(n)) = read {
+                buf.extend_from_slice(into.get(..n).unwrap_or_default());
+            }
+            read
+        })
+        .await
+        .map_err(|_| HeadError::Gone)?;
         if n == 0 {
             return Err(HeadError::Gone);
         }
-        filled += n;
-        match http::parse_head(&buf[..filled], limit) {
+        match http::parse_head(&buf, limit) {
             Ok(HeadParse::Complete { head, consumed }) => {
-                return Ok((head, buf[consumed..filled].to_vec()))
+                return Ok((head, buf.split_off(consumed)))
             }
             Ok(HeadParse::Partial) => {}
             Err(e) => return Err(HeadError::Http(e)),
@@ -161,6 +185,20 @@ mod tests {
             assert_eq!(head.header("upgrade"), Some("websocket"));
             // What was read past the head comes back; the rest is still in the stream.
             assert_eq!([&read_past[..], s.data].concat(), b"rest", "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_shared_scratch_of_any_size_reads_the_same() {
+        for size in [1, 5, 4096] {
+            let scratch = RefCell::new(vec![0u8; size].into_boxed_slice());
+            let mut s = Dribble {
+                data: REQUEST,
+                chunk: 4096,
+            };
+            let (head, read_past) = block_on(read_head_with(&mut s, 8192, &scratch)).unwrap();
+            assert_eq!(head.path(), "/ws");
+            assert_eq!([&read_past[..], s.data].concat(), b"rest", "scratch {size}");
         }
     }
 

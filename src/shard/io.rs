@@ -367,7 +367,8 @@ async fn handshake(
     remote: SocketAddr,
 ) -> Result<Upgrade, Refusal> {
     let limit = core.shared.options.max_handshake_size;
-    let (head, leftover) = match runtime::read_head(stream, limit).await {
+    // Read through the shard's buffer: a client trickling its head in holds only its bytes.
+    let (head, leftover) = match runtime::read_head_with(stream, limit, &core.conns.scratch).await {
         Ok(read) => read,
         Err(HeadError::Gone) => {
             return Err(Refusal::quiet(
