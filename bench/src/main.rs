@@ -109,6 +109,21 @@ fn plans(full: bool) -> Vec<Plan> {
         size: 64,
         tls: false,
     };
+    // Server memory per connection, plain or over TLS.
+    let idle = |id, title| {
+        plan(
+            id,
+            title,
+            "server bytes per connection",
+            false,
+            "echo",
+            Scenario::Idle,
+            10_000,
+            None,
+            secs(2, 5),
+            1,
+        )
+    };
     let mut all = vec![
         plan(
             "broadcast-1k",
@@ -170,18 +185,7 @@ fn plans(full: bool) -> Vec<Plan> {
             secs(5, 20),
             1,
         ),
-        plan(
-            "idle-10k",
-            "10,000 idle connections: server memory",
-            "server bytes per connection",
-            false,
-            "echo",
-            Scenario::Idle,
-            10_000,
-            None,
-            secs(2, 5),
-            1,
-        ),
+        idle("idle-10k", "10,000 idle connections: server memory"),
         Plan {
             topics: TopicPlan {
                 topics: 100,
@@ -302,18 +306,7 @@ fn plans(full: bool) -> Vec<Plan> {
         },
         Plan {
             tls: true,
-            ..plan(
-                "idle-tls",
-                "10,000 idle TLS connections: server memory",
-                "server bytes per connection",
-                false,
-                "echo",
-                Scenario::Idle,
-                10_000,
-                None,
-                secs(2, 5),
-                1,
-            )
+            ..idle("idle-tls", "10,000 idle TLS connections: server memory")
         },
         Plan {
             cluster: true,
