@@ -19,7 +19,7 @@ use corecast::units::{parse_duration, parse_size};
     version,
     about = "A thread-per-core io_uring WebSocket event server.",
     long_about = "A thread-per-core io_uring WebSocket event server.\n\n\
-        Clients connect to ws://<listen>/ws or /ws/<id> (the id becomes the connection's UUID). \
+        Clients connect to ws://<listen>/ws or /ws/<id> (wss:// with --tls-cert; the id becomes the connection's UUID). \
         Backends push through the HTTP API on --api-listen: POST /api/broadcast, \
         /api/emit/<uuid>, /api/fire/<event>, /api/close/<uuid>, /api/publish/<topic>, \
         POST and DELETE /api/subscriptions/<uuid>/<topic>; GET /api/connections, /api/topics, \
