@@ -130,16 +130,12 @@ fn time_per_call(mut op: impl FnMut()) -> f64 {
 
 fn corecast_compress(message: &[u8], level: u32) -> Result<(f64, usize)> {
     let settings = Deflate { level, min_size: 0 };
+    let out = compressed_payload(message, &settings)?.len();
     // corecast keeps the last few frames it compressed (a broadcast is compressed once per
     // shard); cycling through more distinct frames than it keeps makes every call compress.
     let frames: Vec<Bytes> = (0..16)
         .map(|_| frame::encode(OpCode::Text, message))
         .collect();
-    let sent = deflate::compress_frame(&frames[0], &settings, 15);
-    if sent[0] & 0x40 == 0 {
-        bail!("corecast sent {} bytes uncompressed", message.len());
-    }
-    let out = sent.len() - frame::header_len(sent[1], false);
     let mut i = 0;
     let ns = time_per_call(|| {
         i = (i + 1) % frames.len();
@@ -148,17 +144,25 @@ fn corecast_compress(message: &[u8], level: u32) -> Result<(f64, usize)> {
     Ok((ns, out))
 }
 
-fn libdeflate_compress(message: &[u8], level: i32) -> Result<(f64, usize)> {
+/// `message` deflated by libdeflate at `level`, with the compressor that did it.
+fn libdeflate_deflate(message: &[u8], level: i32) -> Result<(Vec<u8>, Compressor)> {
     let level = CompressionLvl::new(level).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut c = Compressor::new(level);
     let mut out = vec![0u8; c.deflate_compress_bound(message.len())];
     let len = c
         .deflate_compress(message, &mut out)
         .map_err(|e| anyhow::anyhow!("libdeflate: {e:?}"))?;
+    out.truncate(len);
+    Ok((out, c))
+}
+
+fn libdeflate_compress(message: &[u8], level: i32) -> Result<(f64, usize)> {
+    let (compressed, mut c) = libdeflate_deflate(message, level)?;
+    let mut out = vec![0u8; c.deflate_compress_bound(message.len())];
     let ns = time_per_call(|| {
         black_box(c.deflate_compress(black_box(message), &mut out).ok());
     });
-    Ok((ns, len))
+    Ok((ns, compressed.len()))
 }
 
 fn miniz_compress(message: &[u8], level: u8) -> (f64, usize) {
@@ -172,21 +176,29 @@ fn miniz_compress(message: &[u8], level: u8) -> (f64, usize) {
     (ns, len)
 }
 
-/// The compressed payload corecast would send for `message`, header stripped.
-fn compressed_payload(message: &[u8]) -> Result<Vec<u8>> {
-    let settings = Deflate {
-        level: 1,
-        min_size: 0,
-    };
-    let sent = deflate::compress_frame(&frame::encode(OpCode::Text, message), &settings, 15);
+/// The compressed payload corecast sends for `message` (frame header stripped); an error if
+/// it would send it uncompressed.
+fn compressed_payload(message: &[u8], settings: &Deflate) -> Result<Vec<u8>> {
+    let sent = deflate::compress_frame(&frame::encode(OpCode::Text, message), settings, 15);
+    let (&b0, &b1) = (
+        sent.first().context("empty frame")?,
+        sent.get(1).context("short frame")?,
+    );
+    if b0 & 0x40 == 0 {
+        bail!("corecast sent {} bytes uncompressed", message.len());
+    }
     let payload = sent
-        .get(frame::header_len(sent[1], false)..)
+        .get(frame::header_len(b1, false)..)
         .context("short frame")?;
     Ok(payload.to_vec())
 }
 
 fn corecast_inflate(message: &[u8]) -> Result<f64> {
-    let payload = compressed_payload(message)?;
+    let settings = Deflate {
+        level: 1,
+        min_size: 0,
+    };
+    let payload = compressed_payload(message, &settings)?;
     if inflate::inflate(&payload, usize::MAX).ok().as_deref() != Some(message) {
         bail!("corecast does not inflate its own {} bytes", message.len());
     }
@@ -196,12 +208,7 @@ fn corecast_inflate(message: &[u8]) -> Result<f64> {
 }
 
 fn libdeflate_inflate(message: &[u8]) -> Result<f64> {
-    let mut c = Compressor::new(CompressionLvl::new(1).map_err(|e| anyhow::anyhow!("{e:?}"))?);
-    let mut compressed = vec![0u8; c.deflate_compress_bound(message.len())];
-    let len = c
-        .deflate_compress(message, &mut compressed)
-        .map_err(|e| anyhow::anyhow!("libdeflate: {e:?}"))?;
-    compressed.truncate(len);
+    let (compressed, _) = libdeflate_deflate(message, 1)?;
     let mut d = Decompressor::new();
     // libdeflate inflates into a buffer sized up front: the whole message must fit.
     let mut out = vec![0u8; message.len()];
