@@ -5,6 +5,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | `options` | what a run is asked to do: the scenario and its parameters |
 //! | `run` | scenarios broadcast, chat, echo, idle, topics: threads, connections, send windows |
 //! | `shootout` | the step-wise websocket-shootout scenario |
 //! | `topics` | the topics scenario's plan: who joins what, where each publish goes |
@@ -15,6 +16,7 @@
 //! | `report` | results as JSON and as a summary |
 //! | `siege` | the `corecast-siege` binary's attacks and soak against the real server |
 
+pub mod options;
 pub mod payload;
 pub mod procstat;
 pub mod report;
@@ -25,5 +27,6 @@ pub mod tally;
 pub mod topics;
 pub mod ws;
 
+pub use options::{Options, Scenario};
 pub use report::Report;
-pub use run::{run, Options, Scenario};
+pub use run::run;

@@ -16,96 +16,14 @@ use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use crate::options::{Options, Scenario};
 use crate::payload::{self, Stamp};
 use crate::procstat;
 use crate::report::{Latency, Report, ServerUsage};
+use crate::shootout;
 use crate::tally::Tally;
-use crate::topics::{self, TopicPlan};
-use crate::ws::{self, Target, WsConn};
-
-/// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    /// One publisher, N receivers, the server relays each message to all.
-    Broadcast,
-    /// Every client publishes; the server relays to all (N² deliveries).
-    Chat,
-    /// Every client sends and waits for its echo.
-    Echo,
-    /// Connections opened and held; pings answered.
-    Idle,
-    /// hashrocket websocket-shootout: grow the client count until broadcast p95 passes a limit.
-    Shootout,
-    /// Subscribers on topics, publishers cycling through the topics (the pubsub protocol);
-    /// with no publishers, connections and subscriptions held (for memory).
-    Topics,
-}
-
-impl Scenario {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Broadcast => "broadcast",
-            Scenario::Chat => "chat",
-            Scenario::Echo => "echo",
-            Scenario::Idle => "idle",
-            Scenario::Shootout => "shootout",
-            Scenario::Topics => "topics",
-        }
-    }
-}
-
-/// How to run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub scenario: Scenario,
-    /// Where to connect: connection `i` goes to `targets[i % len]` (several for a cluster).
-    pub targets: Vec<Target>,
-    pub url: String,
-    /// Connections (for shootout: the most to try).
-    pub clients: usize,
-    /// Broadcast: messages to publish (default 1000). Chat and echo: per client, optional.
-    pub messages: Option<u64>,
-    /// Chat, echo, idle: how long to measure. Broadcast: the most to wait.
-    pub duration: Duration,
-    /// Messages a sender may have in flight.
-    pub in_flight: usize,
-    /// Payload size in bytes.
-    pub size: usize,
-    /// Generator threads.
-    pub threads: usize,
-    /// CPUs to pin generator threads to (round robin); empty: not pinned.
-    pub cpus: Vec<usize>,
-    /// The server's processes (a cluster's nodes and broker too), for CPU time and memory.
-    pub server_pids: Vec<u32>,
-    /// Print a progress line to stderr.
-    pub progress: bool,
-    /// Shootout: clients added per step.
-    pub step: usize,
-    /// Shootout: broadcasts measured per step.
-    pub sample: usize,
-    /// Shootout: broadcasts in flight while measuring.
-    pub concurrent: usize,
-    /// Shootout: the p95 limit.
-    pub limit: Duration,
-    /// Topics: the plan (topics, per client, publishers).
-    pub topics: TopicPlan,
-    /// Speak Socket.IO (Engine.IO v4) over the WebSocket: messages are `m` events.
-    pub socket_io: bool,
-    /// The targets offer permessage-deflate: messages are padded with JSON records.
-    pub deflate: bool,
-}
-
-impl Options {
-    /// The message a sender sends for `stamp`: `size` bytes, padded as the scenario says.
-    fn payload(&self, stamp: Stamp) -> Vec<u8> {
-        if self.deflate {
-            payload::encode_json(stamp, self.size)
-        } else {
-            payload::encode(stamp, self.size)
-        }
-    }
-}
+use crate::topics;
+use crate::ws::{self, WsConn};
 
 /// Messages one topics publisher may send at most (bounds the completion counters).
 const TOPIC_MESSAGES: u64 = 200_000;
@@ -182,7 +100,7 @@ fn histogram() -> Histogram<u64> {
 /// Runs one scenario to its end and reports.
 pub fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.scenario == Scenario::Shootout {
-        return crate::shootout::run(opts);
+        return shootout::run(opts);
     }
     if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 || opts.targets.is_empty() {
         bail!("clients, threads and in-flight must be at least 1");

@@ -14,10 +14,10 @@ use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use crate::options::Options;
 use crate::payload::{self, ShootoutKind, Stamp};
 use crate::procstat;
 use crate::report::{Latency, Report, ShootoutStep};
-use crate::run::Options;
 use crate::ws::{self, WsConn};
 
 struct Pending {
