@@ -451,7 +451,7 @@ pub fn next_uuid(rx: &mpsc::Receiver<(String, usize)>) -> (String, usize) {
 }
 
 /// A `nats-server` with JetStream on a free loopback port, killed (and its store removed) on
-/// drop. Cluster tests need it installed (`apt-get install nats-server`; `.ci/run` does).
+/// drop. Cluster tests need it installed: `tests/run` installs it, or `apt-get install nats-server`.
 pub struct Nats {
     child: Option<std::process::Child>,
     pub port: u16,
@@ -505,7 +505,12 @@ impl Nats {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("nats-server runs (apt-get install nats-server)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "nats-server does not run ({e}): the cluster tests need it; \
+                     install it with `apt-get install nats-server`, or run `tests/run`, which does"
+                )
+            });
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         wait_until(|| TcpStream::connect(addr).is_ok(), "nats-server accepting");
