@@ -235,6 +235,14 @@ impl Endpoint<'_> {
         }
     }
 
+    /// Whether the body goes out to clients as a message.
+    fn sends_body(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Broadcast | Endpoint::Emit(_) | Endpoint::Publish(_)
+        )
+    }
+
     fn needs_token(&self) -> bool {
         !matches!(self, Endpoint::Health | Endpoint::Metrics)
     }
@@ -287,6 +295,9 @@ pub(crate) fn token_matches(authorization: Option<&str>, token: &str) -> bool {
     diff == 0
 }
 
+const NOT_UTF8: &str = "body is not UTF-8: send it with Content-Type: application/octet-stream \
+    to send binary (a text frame must be UTF-8, RFC 6455 §8.1)";
+
 async fn answer(
     server: &Server,
     options: &ApiOptions,
@@ -325,6 +336,11 @@ async fn answer(
     } else {
         MessageType::Text
     };
+    // Every conforming client closes with 1007 on a text frame that is not UTF-8, so one bad
+    // request would disconnect everyone it reaches.
+    if endpoint.sends_body() && ty == MessageType::Text && std::str::from_utf8(&body).is_err() {
+        return error(400, NOT_UTF8);
+    }
     match endpoint {
         Endpoint::Health => {
             if server.is_draining() {

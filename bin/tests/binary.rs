@@ -242,6 +242,40 @@ fn push_mode_ignores_clients_and_the_api_sends() {
     assert_eq!(bin.api("GET", "/healthz", &[], b"").0, 200);
 }
 
+#[test]
+fn a_body_that_is_not_utf8_is_refused_as_text_and_every_client_stays() {
+    let bin = Bin::start(&[]);
+    let (mut c, id) = uuid_of(&bin, "/ws/u8");
+    assert_eq!(
+        bin.api("POST", &format!("/api/subscriptions/{id}/t"), &[], b"")
+            .0,
+        200
+    );
+    let bad = b"\xff\xfe not UTF-8";
+    for path in [
+        "/api/broadcast",
+        &format!("/api/emit/{id}"),
+        "/api/publish/t",
+    ] {
+        let (status, body) = bin.api("POST", path, &[], bad);
+        assert_eq!(status, 400, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("not UTF-8") && e.contains("application/octet-stream"),
+            "{body}"
+        );
+    }
+    // Nothing went out: a text frame that is not UTF-8 would have made the client close
+    // (1007), and the next message would not be this one.
+    assert_eq!(bin.api("POST", "/api/broadcast", &[], b"still here").0, 200);
+    assert_eq!(c.recv(), Message::text("still here"));
+    // The same bytes as binary are fine.
+    let binary = ["Content-Type: application/octet-stream"];
+    assert_eq!(bin.api("POST", "/api/broadcast", &binary, bad).0, 200);
+    assert_eq!(c.recv(), Message::binary(bad.to_vec()));
+}
+
 /// The next text message that is not a pubsub acknowledgement, parsed as JSON.
 fn recv_json(c: &mut Client) -> serde_json::Value {
     serde_json::from_str(&c.recv_text()).expect("a JSON frame")
