@@ -58,6 +58,7 @@ pub mod cluster;
 mod config;
 mod error;
 pub mod event;
+mod handshake;
 pub mod http;
 pub mod limits;
 mod metrics;

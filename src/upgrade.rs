@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use crate::http::{Params, RequestHead};
 use crate::registry::Registry;
-use crate::shard::link::ShardLinks;
 
 /// Values a gate hands to the connection (read back with `Websocket::local`).
 pub(crate) type Locals = HashMap<String, Box<dyn Any>>;
+
+/// The `before_upgrade` gate.
+pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync>;
 
 /// Everything the client sent with its upgrade, plus the route parameters.
 pub struct UpgradeRequest {
@@ -21,7 +23,8 @@ pub struct UpgradeRequest {
     pub(crate) remote: SocketAddr,
     pub(crate) locals: Locals,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) links: Arc<ShardLinks>,
+    /// Live connections on all shards when the upgrade arrived.
+    pub(crate) connections: usize,
     /// The UUID the gate asked the connection to have, if any.
     pub(crate) uuid: Option<String>,
     /// The subprotocol the 101 will name: the route's first choice among those offered.
@@ -85,9 +88,9 @@ impl UpgradeRequest {
         self.registry.get(uuid).is_some()
     }
 
-    /// Live connections on all shards.
+    /// Live connections on all shards when the upgrade arrived.
     pub fn connections(&self) -> usize {
-        self.links.connections()
+        self.connections
     }
 
     /// Stores a value for the connection's whole life (`Websocket::local`).

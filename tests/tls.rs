@@ -87,6 +87,10 @@ fn plain_http_on_the_tls_port_gets_a_clear_400_and_garbage_a_close() {
         answer.ends_with("this port speaks TLS: connect with wss"),
         "{answer}"
     );
+    // A keep-alive client reads exactly Content-Length bytes of body.
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let length = format!("\r\nContent-Length: {}\r\n", body.len());
+    assert!(head.contains(&length), "{answer}");
 
     // A TLS record header followed by junk: the handshake fails and the socket is closed.
     let mut junk = TcpStream::connect(ts.addr()).unwrap();

@@ -8,7 +8,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -26,12 +25,11 @@ use super::socket::{recv, send_vectored};
 use super::timers::Timers;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::{self, Attributes, EventName, ListenerMap, ListenerRegistry, ServerListener};
-use crate::http::{Params, RequestHead};
+use crate::handshake::RequestData;
 use crate::metrics::{DropCause, ShardMetrics};
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::topics::{TopicIndex, TopicTable};
-use crate::upgrade::Locals;
-use crate::ws::deflate::{self, Agreement};
+use crate::ws::deflate;
 use crate::ws::frame::{self, MessageType};
 use crate::ws::queue::{Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
@@ -323,31 +321,6 @@ pub(crate) type LocalListener = Rc<dyn Fn(&EventPayload)>;
 
 /// This connection's own listeners by event name; allocated on the first `kws.on`.
 type LocalListeners = HashMap<Box<str>, Rc<Vec<LocalListener>>>;
-
-/// Request data, fixed for the connection's whole life (listeners of `disconnect` included).
-pub(crate) struct RequestData {
-    pub(crate) head: RequestHead,
-    pub(crate) params: Params,
-    pub(crate) remote: SocketAddr,
-    /// Boxed, and only when there is any: most connections have neither.
-    pub(crate) extras: Option<Box<RequestExtras>>,
-    /// permessage-deflate, when the route offers it and the client asked for it.
-    pub(crate) deflate: Option<Agreement>,
-}
-
-/// What only some upgrades carry.
-pub(crate) struct RequestExtras {
-    /// Values the gate set.
-    pub(crate) locals: Locals,
-    /// The subprotocol the 101 named, shared with the route.
-    pub(crate) protocol: Option<Arc<str>>,
-}
-
-impl RequestData {
-    pub(crate) fn protocol(&self) -> Option<&str> {
-        self.extras.as_ref()?.protocol.as_deref()
-    }
-}
 
 pub(crate) struct Conn {
     pub(crate) conns: Rc<Connections>,

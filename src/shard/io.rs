@@ -24,15 +24,13 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::{Conn, Connections, RequestData, RequestExtras, Websocket};
+use super::conn::{Conn, Connections, Websocket};
 use super::mesh::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
-use crate::http::{self, UpgradeCheck};
+use crate::handshake::{self, Accepted, Admission, Refusal, RequestData};
 use crate::metrics::HandshakeFailure;
 use crate::runtime::{self, HeadError};
-use crate::upgrade::UpgradeRequest;
-use crate::ws::deflate;
 use crate::Error;
 
 /// Serves one accepted socket from handshake to close. The shard knows the socket while this
@@ -117,18 +115,13 @@ impl Transport {
     }
 }
 
-/// What the first bytes of a TLS connection are when the client speaks plain HTTP.
-const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; \
-    charset=utf-8\r\nContent-Length: 37\r\nConnection: close\r\n\r\n\
-    this port speaks TLS: connect with wss";
-
-/// The TLS handshake (for `wss`) and the upgrade, within the handshake timeout. A refusal
+/// The TLS handshake (for `wss`) and the upgrade, within the handshake timeout. A failure
 /// comes with the socket to answer on, if there is still one.
 async fn accept(
     core: &Rc<ShardCore>,
     stream: TcpStream,
     remote: SocketAddr,
-) -> Result<(Transport, Upgrade), (Option<Transport>, Refusal)> {
+) -> Result<(Transport, Upgrade), (Option<Transport>, Failure)> {
     let mut transport = match &core.shared.tls {
         None => Transport::Plain(stream),
         // Boxed: a plain connection's handshake future does not carry the TLS one's room.
@@ -136,7 +129,7 @@ async fn accept(
     };
     match handshake(core, &mut transport, remote).await {
         Ok(upgrade) => Ok((transport, upgrade)),
-        Err(refusal) => Err((Some(transport), refusal)),
+        Err(failure) => Err((Some(transport), failure)),
     }
 }
 
@@ -144,22 +137,19 @@ async fn accept(
 async fn tls_handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
-) -> Result<Transport, (Option<Transport>, Refusal)> {
+) -> Result<Transport, (Option<Transport>, Failure)> {
     // A TLS record starts with its content type, 0x16 for a handshake (RFC 8446 §5.1); a
     // letter is a plain HTTP request sent to the TLS port.
     let mut first = [0u8; 1];
     if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
-        let refusal = Refusal {
-            reason: "plain HTTP on the TLS port",
-            answer: Answer::Http(400, PLAIN_HTTP_TO_TLS.to_vec()),
-        };
-        return Err((Some(Transport::Plain(stream)), refusal));
+        let refusal = Refusal::plain_http_on_tls();
+        return Err((Some(Transport::Plain(stream)), refusal.into()));
     }
     match acceptor.accept(stream).await {
         Ok(tls) => Ok(Transport::Tls(Box::new(tls))),
         Err(_) => Err((
             None,
-            Refusal::quiet("TLS handshake failed", HandshakeFailure::Tls),
+            Failure::Silent("TLS handshake failed", HandshakeFailure::Tls),
         )),
     }
 }
@@ -176,31 +166,31 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         Timer::new(timeout).await;
         Err((
             None,
-            Refusal::quiet("handshake timed out", HandshakeFailure::Timeout),
+            Failure::Silent("handshake timed out", HandshakeFailure::Timeout),
         ))
     })
     .await;
-    let (mut stream, (route, request, accept, leftover, name)) = match accepted {
+    let (mut stream, (accepted, leftover, claim)) = match accepted {
         Ok(accepted) => accepted,
-        Err((stream, refusal)) => return refuse(&core, stream, remote, refusal).await,
+        Err((stream, failure)) => return refuse(&core, stream, remote, failure).await,
     };
-    let Some(conn) = register(&core.conns, &route, request, name) else {
+    let Accepted {
+        route,
+        request,
+        response,
+        name,
+    } = accepted;
+    let Some(conn) = register(&core.conns, &route, request, name, claim) else {
         // Another connection took the name between the check and now.
-        let refusal = Refusal::status(409, "id already in use");
-        return refuse(&core, Some(stream), remote, refusal).await;
+        let refusal = Refusal::name_taken();
+        return refuse(&core, Some(stream), remote, refusal.into()).await;
     };
     core.conns.metrics().upgraded();
     if let Transport::Plain(tcp) = &stream {
         // The shard's flush pass and readiness set take over this socket's writes and reads.
         conn.fd.set(tcp.as_raw_fd());
     }
-    let protocol = conn.request.protocol();
-    let extensions = conn.request.deflate.map(|a| a.response());
-    conn.send_raw(Bytes::from(http::switching_protocols(
-        &accept,
-        protocol,
-        extensions.as_deref(),
-    )));
+    conn.send_raw(Bytes::from(response));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
     let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
@@ -228,22 +218,37 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     Some((conn, stream))
 }
 
-/// Counts a refused upgrade, answers it (if it has an answer and a socket to answer on) and
+/// Why no connection opened.
+enum Failure {
+    /// Refused with an HTTP answer.
+    Refused(Refusal),
+    /// Nothing to answer: the client went, or there is no HTTP to answer (counted by cause).
+    Silent(&'static str, HandshakeFailure),
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refused(refusal)
+    }
+}
+
+/// Counts a failed upgrade, answers it (if it has an answer and a socket to answer on) and
 /// closes the socket.
 async fn refuse(
     core: &ShardCore,
     stream: Option<Transport>,
     remote: SocketAddr,
-    refusal: Refusal,
+    failure: Failure,
 ) -> Option<(Rc<Conn>, Transport)> {
-    tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
     let metrics = core.conns.metrics();
-    let response = match refusal.answer {
-        Answer::Http(status, response) => {
-            metrics.rejected(status);
-            Some(response)
+    let response = match failure {
+        Failure::Refused(refusal) => {
+            tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
+            metrics.rejected(refusal.status);
+            Some(refusal.response)
         }
-        Answer::Silence(cause) => {
+        Failure::Silent(reason, cause) => {
+            tracing::debug!(%remote, reason, "upgrade refused");
             metrics.handshake_failed(cause);
             None
         }
@@ -270,36 +275,34 @@ async fn refuse(
     None
 }
 
-/// The name the gate gave the connection, and its cluster-wide claim's revision.
-type Name = Option<(Arc<str>, Option<u64>)>;
-
 /// Registers the connection (UUID map and slab) before the route callback runs, so the
 /// callback can already be reached (docs/behaviour.md, "Lifecycle" 2): under the name the
 /// gate gave it, or a random v4 UUID. `None` if another connection took the name meanwhile
-/// (its claim is released).
+/// (its cluster-wide claim is released).
 fn register(
     conns: &Rc<Connections>,
     route: &Route,
     request: RequestData,
-    name: Name,
+    name: Option<Arc<str>>,
+    claim: Option<u64>,
 ) -> Option<Rc<Conn>> {
     let now = Instant::now();
     let id = conns.next_id();
-    let (uuid, claim) = match name {
-        Some((uuid, claim)) => {
+    let uuid = match name {
+        Some(uuid) => {
             if !conns.registry.insert(Arc::clone(&uuid), id) {
                 if let (Some(cluster), Some(revision)) = (&conns.cluster, claim) {
                     cluster.release(&uuid, revision);
                 }
                 return None;
             }
-            (uuid, claim)
+            uuid
         }
         None => loop {
             let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
             // A v4 collision is practically impossible, but a taken UUID is never handed out.
             if conns.registry.insert(Arc::clone(&uuid), id) {
-                break (uuid, None);
+                break uuid;
             }
         },
     };
@@ -319,172 +322,61 @@ fn register(
     Some(conn)
 }
 
-/// Why an upgrade did not happen, and what to answer, if anything.
-struct Refusal {
-    reason: &'static str,
-    answer: Answer,
-}
+/// An upgrade decided and, in cluster mode, its name claimed: the decision, the bytes the
+/// client sent after its head, and the claim's revision.
+type Upgrade = (Accepted<Arc<Route>>, Vec<u8>, Option<u64>);
 
-/// What a refused client gets.
-enum Answer {
-    /// This status, with the response bytes.
-    Http(u16, Vec<u8>),
-    /// Nothing: it went, or there is no HTTP to answer (counted by cause).
-    Silence(HandshakeFailure),
-}
-
-impl Refusal {
-    fn quiet(reason: &'static str, cause: HandshakeFailure) -> Self {
-        Refusal {
-            reason,
-            answer: Answer::Silence(cause),
-        }
-    }
-
-    fn status(status: u16, reason: &'static str) -> Self {
-        Self::with_headers(status, reason, reason, &[])
-    }
-
-    fn with_headers(
-        status: u16,
-        reason: &'static str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> Self {
-        Refusal {
-            reason,
-            answer: Answer::Http(status, http::error_response(status, body, headers)),
-        }
-    }
-}
-
-type Upgrade = (Arc<Route>, RequestData, String, Vec<u8>, Name);
-
-/// Reads the request head and decides: route, drain check, handshake check, gate.
+/// Reads the request head, lets `handshake::decide` decide, and claims the name it gave.
 async fn handshake(
     core: &Rc<ShardCore>,
     stream: &mut Transport,
     remote: SocketAddr,
-) -> Result<Upgrade, Refusal> {
+) -> Result<Upgrade, Failure> {
     let limit = core.shared.options.max_handshake_size;
     // Read through the shard's buffer: a client trickling its head in holds only its bytes.
     let (head, leftover) = match runtime::read_head_with(stream, limit, &core.conns.scratch).await {
         Ok(read) => read,
         Err(HeadError::Gone) => {
-            return Err(Refusal::quiet(
+            return Err(Failure::Silent(
                 "closed during handshake",
                 HandshakeFailure::Closed,
             ))
         }
-        Err(HeadError::Http(e)) => {
-            let reason = if e.status() == 431 {
-                "request head too large"
-            } else {
-                "malformed request"
-            };
-            return Err(Refusal::with_headers(
-                e.status(),
-                reason,
-                &e.to_string(),
-                &[],
-            ));
-        }
+        Err(HeadError::Http(e)) => return Err(Refusal::bad_head(&e).into()),
     };
-
-    let Some((route, params)) = core.shared.routes.find(head.path()) else {
-        return Err(Refusal::status(404, "not found"));
+    let shared = &core.shared;
+    let admission = Admission {
+        draining: shared.draining.load(Ordering::Acquire) || core.is_stopping(),
+        connections: shared.links.connections(),
+        max_connections: shared.options.max_connections,
     };
-    let route = Arc::clone(route);
-    let accept = match http::check_upgrade(&head) {
-        UpgradeCheck::Accept(a) => a,
-        UpgradeCheck::NotUpgrade => {
-            return Err(Refusal::with_headers(
-                426,
-                "not an upgrade",
-                "upgrade required",
-                &[("Upgrade", "websocket")],
-            ))
-        }
-        UpgradeCheck::BadVersion => {
-            return Err(Refusal::with_headers(
-                426,
-                "unsupported version",
-                "unsupported websocket version",
-                &[("Sec-WebSocket-Version", "13")],
-            ))
-        }
-        UpgradeCheck::Malformed(why) => return Err(Refusal::status(400, why)),
-    };
-    if core.shared.draining.load(Ordering::Acquire) || core.is_stopping() {
-        return Err(Refusal::status(503, "server is draining"));
-    }
-    if let Some(max) = core.shared.options.max_connections {
-        if core.shared.links.connections() >= max {
-            return Err(Refusal::status(503, "too many connections"));
-        }
-    }
-    let protocol = http::select_protocol(&route.subprotocols, &head).cloned();
-    let mut req = UpgradeRequest {
-        protocol,
+    let accepted = handshake::decide(
         head,
-        params,
         remote,
-        locals: Default::default(),
-        registry: Arc::clone(&core.shared.registry),
-        links: Arc::clone(&core.shared.links),
-        uuid: None,
-    };
-    if let Some(gate) = &core.shared.gate {
-        match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
-            Ok(Ok(())) => {}
-            Ok(Err(rejection)) => {
-                return Err(Refusal {
-                    reason: "rejected by before_upgrade",
-                    answer: Answer::Http(rejection.status(), rejection.to_response()),
-                })
-            }
-            Err(_) => return Err(Refusal::status(500, "before_upgrade panicked")),
-        }
-    }
-    let name = match req.uuid.take() {
-        Some(name) => Some(claim_name(core, name.into()).await?),
+        &shared.routes,
+        admission,
+        shared.gate.as_ref(),
+        &shared.registry,
+    )?;
+    let claim = match &accepted.name {
+        Some(name) => claim_name(core, name).await?,
         None => None,
     };
-    let deflate = route
-        .config
-        .deflate
-        .and_then(|_| deflate::negotiate(http::offered_extensions(&req.head)));
-    let request = RequestData {
-        deflate,
-        head: req.head,
-        params: req.params,
-        remote,
-        extras: (!req.locals.is_empty() || req.protocol.is_some()).then(|| {
-            Box::new(RequestExtras {
-                locals: req.locals,
-                protocol: req.protocol,
-            })
-        }),
-    };
-    Ok((route, request, accept, leftover, name))
+    Ok((accepted, leftover, claim))
 }
 
-/// Checks the name a gate gave the connection and, in cluster mode, claims it across the
-/// cluster: this task waits for NATS, the shard does not.
-async fn claim_name(core: &ShardCore, name: Arc<str>) -> Result<(Arc<str>, Option<u64>), Refusal> {
-    let taken = || Refusal::status(409, "id already in use");
-    if core.shared.registry.get(&name).is_some() {
-        return Err(taken());
-    }
+/// In cluster mode, claims the name a gate gave the connection across the cluster: this task
+/// waits for NATS, the shard does not.
+async fn claim_name(core: &ShardCore, name: &str) -> Result<Option<u64>, Refusal> {
     let Some(cluster) = &core.shared.cluster else {
-        return Ok((name, None));
+        return Ok(None);
     };
-    match cluster.claim(&name).await {
-        Ok(revision) => Ok((name, Some(revision))),
-        Err(Error::UuidDuplication) => Err(taken()),
+    match cluster.claim(name).await {
+        Ok(revision) => Ok(Some(revision)),
+        Err(Error::UuidDuplication) => Err(Refusal::name_taken()),
         Err(e) => {
-            tracing::warn!(uuid = &*name, error = %e, "cluster claim failed");
-            Err(Refusal::status(503, "cluster claim failed"))
+            tracing::warn!(uuid = name, error = %e, "cluster claim failed");
+            Err(Refusal::new(503, "cluster claim failed"))
         }
     }
 }

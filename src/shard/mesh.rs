@@ -10,17 +10,16 @@ use super::conn::{EventPayload, Websocket};
 use super::link::ShardLinks;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
+use crate::handshake::RouteOffer;
 use crate::http::Router;
 use crate::registry::Registry;
 use crate::tls::Tls;
 use crate::topics::TopicTable;
-use crate::upgrade::{Rejection, UpgradeRequest};
+use crate::upgrade::Gate;
 use crate::Config;
 
 /// A route's callback (Go: the handler passed to `event.New`).
 pub(crate) type RouteCallback = Arc<dyn Fn(&Websocket) + Send + Sync>;
-/// The `before_upgrade` gate.
-pub(crate) type Gate = Arc<dyn Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync>;
 
 /// A mounted route: its effective config and its callback.
 pub(crate) struct Route {
@@ -29,6 +28,16 @@ pub(crate) struct Route {
     /// `config.subprotocols`, shared: the selected one is kept by each connection without a
     /// copy.
     pub(crate) subprotocols: Box<[Arc<str>]>,
+}
+
+impl RouteOffer for Arc<Route> {
+    fn subprotocols(&self) -> &[Arc<str>] {
+        &self.subprotocols
+    }
+
+    fn offers_deflate(&self) -> bool {
+        self.config.deflate.is_some()
+    }
 }
 
 /// Server-wide limits that are not per route.

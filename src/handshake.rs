@@ -1,0 +1,222 @@
+//! The upgrade decision: from a parsed request head and what the server knows at that moment,
+//! either the 101 to send and what the connection keeps, or the refusal to answer with.
+//! Pure: no socket, no clock, no waiting. `shard::io` reads the head, writes the answer and,
+//! in cluster mode, claims a gate-given name across the cluster after this has decided.
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::http::{self, HttpError, Params, RequestHead, Router, UpgradeCheck};
+use crate::registry::Registry;
+use crate::upgrade::{Gate, Locals, UpgradeRequest};
+use crate::ws::deflate::{self, Agreement};
+
+/// What the decision needs of a mounted route.
+pub(crate) trait RouteOffer {
+    /// The route's subprotocols, most preferred first.
+    fn subprotocols(&self) -> &[Arc<str>];
+    /// Whether the route offers permessage-deflate.
+    fn offers_deflate(&self) -> bool;
+}
+
+/// What the server knows when an upgrade arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    /// Draining or stopping: new upgrades get 503 while the port stays open.
+    pub(crate) draining: bool,
+    /// Live connections on all shards.
+    pub(crate) connections: usize,
+    /// `Builder::max_connections`.
+    pub(crate) max_connections: Option<usize>,
+}
+
+/// What a connection keeps of its upgrade request, fixed for its whole life (listeners of
+/// `disconnect` included).
+pub(crate) struct RequestData {
+    pub(crate) head: RequestHead,
+    pub(crate) params: Params,
+    pub(crate) remote: SocketAddr,
+    /// Boxed, and only when there is any: most connections have neither.
+    pub(crate) extras: Option<Box<RequestExtras>>,
+    /// permessage-deflate, when the route offers it and the client asked for it.
+    pub(crate) deflate: Option<Agreement>,
+}
+
+/// What only some upgrades carry.
+pub(crate) struct RequestExtras {
+    /// Values the gate set.
+    pub(crate) locals: Locals,
+    /// The subprotocol the 101 named, shared with the route.
+    pub(crate) protocol: Option<Arc<str>>,
+}
+
+impl RequestData {
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.extras.as_ref()?.protocol.as_deref()
+    }
+}
+
+/// An upgrade the server takes.
+pub(crate) struct Accepted<R> {
+    pub(crate) route: R,
+    pub(crate) request: RequestData,
+    /// The whole 101 response (RFC 6455 §4.2.2).
+    pub(crate) response: Vec<u8>,
+    /// The UUID the gate asked for: free when decided; in cluster mode still to be claimed.
+    pub(crate) name: Option<Arc<str>>,
+}
+
+/// A refused upgrade: its status and its whole response. Every refusal is written by
+/// `http::error_response`, so its `Content-Length` always matches its body.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    /// For the log.
+    pub(crate) reason: &'static str,
+    pub(crate) response: Vec<u8>,
+}
+
+impl Refusal {
+    /// `status` with `reason` as the body too.
+    pub(crate) fn new(status: u16, reason: &'static str) -> Self {
+        Self::with(status, reason, reason, &[])
+    }
+
+    fn with(status: u16, reason: &'static str, body: &str, headers: &[(&str, &str)]) -> Self {
+        Refusal {
+            status,
+            reason,
+            response: http::error_response(status, body, headers),
+        }
+    }
+
+    /// A request head that could not be read: 400 or 431 with the parser's reason.
+    pub(crate) fn bad_head(e: &HttpError) -> Self {
+        let reason = if e.status() == 431 {
+            "request head too large"
+        } else {
+            "malformed request"
+        };
+        Self::with(e.status(), reason, &e.to_string(), &[])
+    }
+
+    /// Plain HTTP sent to a `wss` port.
+    pub(crate) fn plain_http_on_tls() -> Self {
+        Self::with(
+            400,
+            "plain HTTP on the TLS port",
+            "this port speaks TLS: connect with wss",
+            &[],
+        )
+    }
+
+    /// The name the gate gave is held by another connection.
+    pub(crate) fn name_taken() -> Self {
+        Self::new(409, "id already in use")
+    }
+}
+
+/// Decides an upgrade, in this order: route (404), RFC 6455 §4.2.1 checks (426, 400), drain
+/// and connection limit (503), subprotocol, the `before_upgrade` gate (its status, or 500 if it
+/// panicked), the name it gave (409 if taken), permessage-deflate.
+pub(crate) fn decide<R: RouteOffer + Clone>(
+    head: RequestHead,
+    remote: SocketAddr,
+    routes: &Router<R>,
+    admission: Admission,
+    gate: Option<&Gate>,
+    registry: &Arc<Registry>,
+) -> Result<Accepted<R>, Refusal> {
+    let Some((route, params)) = routes.find(head.path()) else {
+        return Err(Refusal::new(404, "not found"));
+    };
+    let accept = match http::check_upgrade(&head) {
+        UpgradeCheck::Accept(a) => a,
+        UpgradeCheck::NotUpgrade => {
+            return Err(Refusal::with(
+                426,
+                "not an upgrade",
+                "upgrade required",
+                &[("Upgrade", "websocket")],
+            ))
+        }
+        UpgradeCheck::BadVersion => {
+            return Err(Refusal::with(
+                426,
+                "unsupported version",
+                "unsupported websocket version",
+                &[("Sec-WebSocket-Version", "13")],
+            ))
+        }
+        UpgradeCheck::Malformed(why) => return Err(Refusal::new(400, why)),
+    };
+    if admission.draining {
+        return Err(Refusal::new(503, "server is draining"));
+    }
+    if admission
+        .max_connections
+        .is_some_and(|max| admission.connections >= max)
+    {
+        return Err(Refusal::new(503, "too many connections"));
+    }
+    let protocol = http::select_protocol(route.subprotocols(), &head).cloned();
+    let mut req = UpgradeRequest {
+        protocol,
+        head,
+        params,
+        remote,
+        locals: Locals::default(),
+        registry: Arc::clone(registry),
+        connections: admission.connections,
+        uuid: None,
+    };
+    if let Some(gate) = gate {
+        match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
+            Ok(Ok(())) => {}
+            Ok(Err(rejection)) => {
+                return Err(Refusal {
+                    status: rejection.status(),
+                    reason: "rejected by before_upgrade",
+                    response: rejection.to_response(),
+                })
+            }
+            Err(_) => return Err(Refusal::new(500, "before_upgrade panicked")),
+        }
+    }
+    let name: Option<Arc<str>> = req.uuid.take().map(Into::into);
+    if name.as_deref().is_some_and(|n| registry.get(n).is_some()) {
+        return Err(Refusal::name_taken());
+    }
+    let deflate = if route.offers_deflate() {
+        deflate::negotiate(http::offered_extensions(&req.head))
+    } else {
+        None
+    };
+    let extensions = deflate.map(|a| a.response());
+    let response =
+        http::switching_protocols(&accept, req.protocol.as_deref(), extensions.as_deref());
+    let extras = (!req.locals.is_empty() || req.protocol.is_some()).then(|| {
+        Box::new(RequestExtras {
+            locals: req.locals,
+            protocol: req.protocol,
+        })
+    });
+    let request = RequestData {
+        head: req.head,
+        params: req.params,
+        remote,
+        extras,
+        deflate,
+    };
+    Ok(Accepted {
+        route: route.clone(),
+        request,
+        response,
+        name,
+    })
+}
+
+#[cfg(test)]
+#[path = "handshake_tests.rs"]
+mod tests;
