@@ -284,7 +284,13 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
 
 /// `Authorization: Bearer <token>`, compared in time independent of where a guess differs.
 pub(crate) fn token_matches(authorization: Option<&str>, token: &str) -> bool {
-    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+    // The scheme is case-insensitive (RFC 9110 §11.1): curl and clients send `bearer` too.
+    let Some(given) = authorization
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim())
+        .filter(|credentials| !credentials.is_empty())
+    else {
         return false;
     };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
@@ -489,5 +495,20 @@ mod tests {
         assert!(!token_matches(Some("Bearer s3cretX"), "s3cret"));
         assert!(!token_matches(Some("Basic s3cret"), "s3cret"));
         assert!(!token_matches(None, "s3cret"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        // RFC 9110 §11.1: the scheme is case-insensitive, and 1*SP separates it from the token.
+        assert!(token_matches(Some("bearer s3cret"), "s3cret"));
+        assert!(token_matches(Some("BEARER s3cret"), "s3cret"));
+        assert!(token_matches(Some("Bearer  s3cret"), "s3cret"));
+        assert!(
+            !token_matches(Some("bearer S3CRET"), "s3cret"),
+            "the token is not"
+        );
+        assert!(!token_matches(Some("Bearers3cret"), "s3cret"));
+        assert!(!token_matches(Some("Bearer"), "s3cret"));
+        assert!(!token_matches(Some("bearer "), ""));
     }
 }
