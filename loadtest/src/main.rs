@@ -6,21 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use corecast::units::parse_duration;
 use corecast_load::topics::TopicPlan;
 use corecast_load::ws::Target;
 use corecast_load::{Options, Scenario};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Which {
-    Broadcast,
-    Chat,
-    Echo,
-    Idle,
-    Shootout,
-    Topics,
-}
 
 /// Loads a WebSocket server and counts every delivery.
 #[derive(Parser, Debug)]
@@ -29,7 +19,7 @@ struct Args {
     /// broadcast: one publisher, everyone receives; chat: everyone publishes to everyone;
     /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit;
     /// topics: subscribers on topics, publishers cycling through them (pubsub protocol)
-    scenario: Which,
+    scenario: Scenario,
     /// Server URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
     /// over a cluster's nodes (connection i goes to URL i mod n; the first publishes)
     #[arg(long)]
@@ -118,16 +108,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let scenario = match a.scenario {
-        Which::Broadcast => Scenario::Broadcast,
-        Which::Chat => Scenario::Chat,
-        Which::Echo => Scenario::Echo,
-        Which::Idle => Scenario::Idle,
-        Which::Shootout => Scenario::Shootout,
-        Which::Topics => Scenario::Topics,
-    };
     let opts = Options {
-        scenario,
+        scenario: a.scenario,
         targets,
         url: a.url.clone(),
         clients: a.clients,

@@ -26,7 +26,17 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// The name on the command line.
+    /// Every scenario, in the order `--help` lists them.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Broadcast,
+        Scenario::Chat,
+        Scenario::Echo,
+        Scenario::Idle,
+        Scenario::Shootout,
+        Scenario::Topics,
+    ];
+
+    /// The name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Broadcast => "broadcast",
@@ -36,6 +46,18 @@ impl Scenario {
             Scenario::Shootout => "shootout",
             Scenario::Topics => "topics",
         }
+    }
+}
+
+/// The command line takes a scenario by `name()`. Written out rather than derived: a derive would
+/// list each variant's doc comment under `--help`, which already describes them in one line.
+impl clap::ValueEnum for Scenario {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Scenario::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
@@ -88,5 +110,24 @@ impl Options {
         } else {
             payload::encode(stamp, self.size)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum as _;
+
+    use super::Scenario;
+
+    #[test]
+    fn every_scenario_parses_from_its_name() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_str(s.name(), false), Ok(s));
+        }
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            ["broadcast", "chat", "echo", "idle", "shootout", "topics"]
+        );
     }
 }
