@@ -85,8 +85,8 @@ struct Args {
     #[arg(long)]
     deflate: bool,
     /// Topics: publishers cycle through only the first N topics [default: all]
-    #[arg(long, default_value_t = 0)]
-    publish_topics: usize,
+    #[arg(long)]
+    publish_topics: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -129,7 +129,8 @@ fn main() -> ExitCode {
             topics: a.topics,
             per_client: a.per_client,
             publishers: a.publishers,
-            publish_topics: a.publish_topics,
+            // TopicPlan's 0 stands for all topics, as `--publish-topics 0` always has.
+            publish_topics: a.publish_topics.unwrap_or(0),
         },
         socket_io: a.socket_io,
         deflate: a.deflate,
@@ -153,5 +154,28 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Args;
+
+    /// What `--help` says about `--flag`: from its line to the next option's, however wrapped.
+    fn help_of(flag: &str) -> String {
+        let help = Args::command().render_long_help().to_string();
+        let from = help.find(flag).expect("the flag is in --help");
+        let rest = &help[from..];
+        let to = rest.find("\n  -").unwrap_or(rest.len());
+        rest[..to].to_string()
+    }
+
+    #[test]
+    fn publish_topics_shows_one_default() {
+        let help = help_of("--publish-topics");
+        assert_eq!(help.matches("[default:").count(), 1, "{help}");
+        assert!(help.contains("[default: all]"), "{help}");
     }
 }
