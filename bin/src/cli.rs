@@ -226,8 +226,18 @@ pub struct ClusterSettings {
 
 impl Settings {
     /// Reads flags and environment, then the file they name, and applies defaults.
+    /// Every error is one line: the value, and what is allowed.
     pub fn load() -> Result<Settings, String> {
-        let mut args = Args::parse();
+        Self::load_from(std::env::args_os().collect()).map_err(|e| one_line(&e))
+    }
+
+    fn load_from(argv: Vec<std::ffi::OsString>) -> Result<Settings, String> {
+        let mut args = match Args::try_parse_from(&argv) {
+            Ok(args) => args,
+            // --help and --version: the answer on stdout and status 0, as clap prints them.
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => return Err(clap_error_line(&e, &argv)),
+        };
         if let Some(path) = args.config.clone() {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
@@ -299,6 +309,64 @@ impl Settings {
             },
         }
     }
+}
+
+/// A clap error as one line: clap's own message (its first line), with the flag it suggests,
+/// and the environment variable in place of the flag when the value came from there. Without
+/// clap's usage block, which the docs promise not to print.
+fn clap_error_line(e: &clap::Error, argv: &[std::ffi::OsString]) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid arguments");
+    let mut line = first
+        .strip_prefix("error:")
+        .unwrap_or(first)
+        .trim()
+        .to_string();
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if let Some(suggested) = context(ContextKind::SuggestedArg) {
+        line.push_str(&format!(" (did you mean '{suggested}'?)"));
+    } else if e.kind() == ErrorKind::UnknownArgument {
+        line.push_str(" (corecast --help lists every flag)");
+    }
+    // "--write-timeout <DURATION>" names the flag even when CORECAST_WRITE_TIMEOUT set it.
+    if let Some(arg) = context(ContextKind::InvalidArg) {
+        let flag = arg.split_whitespace().next().unwrap_or(arg);
+        let on_command_line = argv.iter().skip(1).any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        });
+        let env = Args::command()
+            .get_arguments()
+            .find(|a| {
+                a.get_long()
+                    .is_some_and(|l| flag.strip_prefix("--") == Some(l))
+            })
+            .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
+        if let (false, Some(env)) = (on_command_line, env) {
+            line = line.replacen(&format!("'{arg}'"), &env, 1);
+        }
+    }
+    line
+}
+
+/// Joins a message that spans lines (a file's error, say) into one.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Fills every setting still unset (by flag or environment) from the TOML text. Keys are the

@@ -647,19 +647,26 @@ fn draining_reports_503_on_healthz_and_the_deadline_ends_it() {
     );
 }
 
+/// Runs the binary to its end: exit code, stdout, stderr.
+fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run corecast");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_flags_and_config_exit_2_with_one_clear_line() {
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
-        cmd.args(args).stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, _, err) = run_bin(args, env);
+        (code, err)
     };
     let (code, err) = run(&["--ping-interval", "soon"], &[]);
     assert_eq!(code, Some(2));
@@ -705,6 +712,56 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
     let (code, err) = run(&["--config", "/nonexistent/corecast.toml"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot read config file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_bad_setting_is_exactly_one_line_and_status_2() {
+    let dir = std::env::temp_dir().join(format!("corecast-line-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "max-message-size = \"huge\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&["--no-such-flag"], &[], "--no-such-flag"),
+        (&["--ping-intervall", "5s"], &[], "--ping-interval"),
+        (
+            &["--ping-interval", "soon"],
+            &[],
+            "invalid duration \"soon\"",
+        ),
+        (
+            &["--max-message-size", "huge"],
+            &[],
+            "invalid size \"huge\"",
+        ),
+        (&["--shards", "0"], &[], "--shards"),
+        (&["--ping-interval"], &[], "--ping-interval"),
+        (
+            &[],
+            &[("CORECAST_WRITE_TIMEOUT", "forever")],
+            "invalid value 'forever' for CORECAST_WRITE_TIMEOUT: invalid duration",
+        ),
+        (&["--config", file], &[], "max-message-size: invalid size"),
+    ];
+    for (args, env, needle) in cases {
+        let (code, out, err) = run_bin(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} {env:?}: {err:?}");
+        assert!(!err.trim().is_empty(), "{args:?} {env:?}");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err:?}");
+        assert_eq!(out, "", "{args:?} {env:?}");
+    }
+    // Help and version are answers, not errors.
+    let (code, out, err) = run_bin(&["--help"], &[]);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert!(
+        out.contains("Usage: corecast") && out.contains("--ping-interval"),
+        "{out}"
+    );
+    let (code, out, err) = run_bin(&["--version"], &[]);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert!(out.starts_with("corecast "), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
