@@ -91,9 +91,14 @@ impl Report {
     /// A few lines for a person.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} against {}: {} clients on {} threads, {} B payloads\n",
-            self.scenario, self.url, self.clients, self.threads, self.payload_bytes
+            "{} against {}: {} clients on {} threads",
+            self.scenario, self.url, self.clients, self.threads
         );
+        // 0: the scenario's messages are not sized by --size (the shootout's protocol JSON).
+        if self.payload_bytes > 0 {
+            s += &format!(", {} B payloads", self.payload_bytes);
+        }
+        s += "\n";
         s += &format!(
             "  connect: {:.2}s ({:.0}/s); window {:.2}s\n",
             self.connect_seconds, self.connects_per_second, self.window_seconds
