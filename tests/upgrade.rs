@@ -77,6 +77,36 @@ fn draining_refuses_new_upgrades_with_503_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_shutdown_waiting_on_a_stuck_client_answers_new_upgrades_503_until_it_stops() {
+    let server = Server::builder()
+        .shards(1)
+        .route("/ws/:id", |kws| {
+            let id = kws.param("id").unwrap_or_default().to_string();
+            kws.set_uuid(id).unwrap();
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    // Never reads: once its socket is full, its close frame waits behind 16 MiB and the
+    // shutdown waits for its deadline.
+    let _stuck = RawClient::connect(addr, "/ws/stuck");
+    let mut good = Client::connect(addr, "/ws/good");
+    wait_until(|| server.connections() == 2, "connections");
+    for _ in 0..32 {
+        server
+            .emit_to("stuck", vec![0u8; 512 << 10], corecast::MessageType::Binary)
+            .unwrap();
+    }
+    server.shutdown_within(Duration::from_secs(2));
+    // The shard has started closing its clients...
+    assert_eq!(good.recv_close().0, 1001);
+    // ...and while it waits on the stuck one, the port stays open and answers.
+    assert_eq!(upgrade_status(addr, "/ws/new"), 503);
+    server.join().expect("shards stop cleanly");
+    assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+}
+
+#[test]
 fn a_stalled_handshake_is_dropped_without_hurting_others() {
     let ts = TestServer::start(
         Server::builder()

@@ -132,40 +132,24 @@ async fn serve_timers(core: Rc<ShardCore>) {
     }
 }
 
-/// Accepts connections until the shard stops. Errors such as running out of file descriptors
-/// are logged and retried after a short, growing pause: they never end the shard.
+/// Accepts connections for the shard's whole life, draining and stopping included: upgrades
+/// then get 503 (the upgrade decision sees the drain), so a load balancer or a client is told
+/// why rather than refused at the TCP level. The shard's run loop ends listening once every
+/// connection is closed. Errors such as running out of file descriptors are logged and
+/// retried after a short, growing pause: they never end the shard.
 async fn accept(core: Rc<ShardCore>, listener: Rc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let accepted = future::or(async { Some(listener.inner.accept().await) }, async {
-            core.stop.wait().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else {
-            stop_listening(&listener);
-            return;
-        };
-        match accepted {
+        match listener.inner.accept().await {
             Ok(stream) => {
                 backoff = Duration::from_millis(5);
                 glommio::spawn_local(io::serve(Rc::clone(&core), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = core.id().0, error = %e, "accept failed; retrying");
-                future::or(
-                    async {
-                        Timer::new(backoff).await;
-                    },
-                    core.stop.wait(),
-                )
-                .await;
+                Timer::new(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-        }
-        if core.is_stopping() {
-            stop_listening(&listener);
-            return;
         }
     }
 }

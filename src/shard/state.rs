@@ -127,8 +127,6 @@ pub(crate) struct ShardCore {
     pub(crate) conns: Rc<Connections>,
     pub(crate) shared: Arc<Shared>,
     stopping: Cell<bool>,
-    /// Signalled once, when the shard starts to stop (the acceptor listens for it).
-    pub(crate) stop: LocalNotify,
     stopped: Cell<bool>,
     finished: LocalNotify,
     /// The sockets of the connection tasks still running, and a signal each time one ends.
@@ -169,7 +167,6 @@ impl ShardCore {
             conns: Rc::new(conns),
             shared,
             stopping: Cell::new(false),
-            stop: LocalNotify::default(),
             stopped: Cell::new(false),
             finished: LocalNotify::default(),
             sockets: RefCell::new(Slab::new()),
@@ -310,7 +307,6 @@ impl ShardCore {
                 if self.stopping.replace(true) {
                     return;
                 }
-                self.stop.notify();
                 let core = Rc::clone(self);
                 glommio::spawn_local(async move {
                     let frame = crate::ws::frame::encode_close(1001, "server shutting down");
