@@ -26,7 +26,10 @@ use corecast::units::{parse_duration, parse_size};
         /metrics, /healthz.\n\n\
         Every flag can also be set with its environment variable or in the --config file \
         (same names, e.g. ping-interval = \"5s\"); flags win over the environment, which wins \
-        over the file. Durations take ms, s, m or h; sizes take B, KiB, MiB, GiB (or KB, MB, GB)."
+        over the file.",
+    // In after_help so that -h shows it too.
+    after_help = "Durations take ms, s, m or h (500ms, 5s, 2m); a bare number is seconds. \
+        Sizes take B, KiB, MiB, GiB (or KB, MB, GB); a bare number is bytes."
 )]
 pub struct Args {
     /// Address for WebSocket clients [default: 0.0.0.0:8080]
@@ -493,6 +496,24 @@ mod tests {
             e,
             "deflate-level: expected a compression level from 0 to 9, got \"10\""
         );
+    }
+
+    #[test]
+    fn help_says_a_bare_number_is_seconds_and_the_parser_agrees() {
+        use clap::CommandFactory;
+        let short = Args::command().render_help().to_string();
+        let long = Args::command().render_long_help().to_string();
+        for help in [short, long] {
+            assert!(help.contains("a bare number is seconds"), "{help}");
+        }
+        let a = Args::try_parse_from(["corecast", "--ping-interval", "3", "--write-timeout=1.5"])
+            .unwrap();
+        assert_eq!(a.ping_interval, Some(Duration::from_secs(3)));
+        assert_eq!(a.write_timeout, Some(Duration::from_millis(1500)));
+        let mut a = Args::default();
+        fill_from_file(&mut a, "shutdown-timeout = 7\nhandshake-timeout = 0.5").unwrap();
+        assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(a.handshake_timeout, Some(Duration::from_millis(500)));
     }
 
     #[test]
