@@ -640,3 +640,89 @@ fn main() -> ExitCode {
     );
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{plans, Plan};
+
+    /// One plan, every field labelled, as a line to compare.
+    fn describe(p: &Plan) -> String {
+        format!(
+            "{} | {} | {} | higher is better {} | mode {} | {:?} | clients {} | messages {:?} | \
+             {:?} | in flight {} | step {} | sample {} | {:?} | cluster {} | deflate {} | \
+             size {} | tls {}",
+            p.id,
+            p.title,
+            p.metric,
+            p.higher_is_better,
+            p.mode,
+            p.scenario,
+            p.clients,
+            p.messages,
+            p.duration,
+            p.in_flight,
+            p.step,
+            p.sample,
+            p.topics,
+            p.cluster,
+            p.deflate,
+            p.size,
+            p.tls
+        )
+    }
+
+    fn describe_all(full: bool) -> String {
+        plans(full).iter().map(|p| describe(p) + "\n").collect()
+    }
+
+    /// The quick run's plans, as they were when each was a positional call in `plans`.
+    const QUICK: &str = "\
+        broadcast-1k | Broadcast to 1,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-10k | Broadcast to 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 10000 | messages Some(300) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        idle-10k | 10,000 idle connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        topics-10k | Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        topic-hot | One topic of 100 subscribers among 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 6s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 1, publish_topics: 1 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-100 | Broadcast to 100 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 100 | messages Some(40000) | 6s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        subs-100k | 100,000 subscriptions (10,000 clients × 10 of 1,000 topics): server memory | server bytes per connection | higher is better false | mode pubsub | Topics | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 1000, per_client: 10, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-deflate | Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate true | size 1024 | tls false\n\
+        broadcast-tls | Broadcast to 1,000 clients over TLS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
+        shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 8000 | messages None | 5s | in flight 1 | step 2000 | sample 10 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        ";
+
+    /// The full run's plans: longer, more messages, a bigger shootout, and topics-10k-x10.
+    const FULL: &str = "\
+        broadcast-1k | Broadcast to 1,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-10k | Broadcast to 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 10000 | messages Some(2000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        idle-10k | 10,000 idle connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        topics-10k | Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        topics-10k-x10 | Topics: 10,000 clients on 10 of 1,000 topics each, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 1000, per_client: 10, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        topic-hot | One topic of 100 subscribers among 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 20s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 1, publish_topics: 1 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-100 | Broadcast to 100 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 100 | messages Some(200000) | 20s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        subs-100k | 100,000 subscriptions (10,000 clients × 10 of 1,000 topics): server memory | server bytes per connection | higher is better false | mode pubsub | Topics | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 1000, per_client: 10, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-deflate | Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate true | size 1024 | tls false\n\
+        broadcast-tls | Broadcast to 1,000 clients over TLS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
+        shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 18000 | messages None | 5s | in flight 1 | step 2000 | sample 20 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        ";
+
+    #[test]
+    fn quick_plans_keep_their_parameters() {
+        assert_eq!(describe_all(false), QUICK);
+    }
+
+    #[test]
+    fn full_plans_keep_their_parameters() {
+        assert_eq!(describe_all(true), FULL);
+    }
+}
