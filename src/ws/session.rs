@@ -375,9 +375,10 @@ impl Session {
             }
             Inbound::Pong(data) => Some(Event::Pong(data)),
             Inbound::Close { code, reason } => {
-                // Answer with the same code (RFC 6455 §5.5.1); an empty close gets an empty one.
+                // Answer with the same code and reason (RFC 6455 §5.5.1), as browsers show the
+                // reason to the page; an empty close gets an empty one.
                 self.out
-                    .push_close(frame::encode_close(code.unwrap_or(1005), ""));
+                    .push_close(frame::encode_close(code.unwrap_or(1005), &reason));
                 let error = match code {
                     Some(1000 | 1001) => None,
                     code => Some(Error::PeerClosed { code, reason }),

@@ -321,6 +321,29 @@ fn a_close_with_another_code_or_none_is_an_error_and_echoed() {
 }
 
 #[test]
+fn the_peers_close_code_and_reason_are_echoed() {
+    let t0 = Instant::now();
+    let close = |code: u16, reason: &str| {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        client(OpCode::Close, &payload)
+    };
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &close(1000, "bye"));
+    assert_eq!(events(&mut s), ["closed"]);
+    assert_eq!(pending(&s), [0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']);
+
+    // The longest reason a control frame holds (RFC 6455 §5.5: 125 bytes with the code).
+    let long = format!("{}é", "a".repeat(121));
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &close(4001, &long));
+    events(&mut s);
+    let mut expected = vec![0x88, 125, 0x0f, 0xa1];
+    expected.extend_from_slice(long.as_bytes());
+    assert_eq!(pending(&s), expected);
+}
+
+#[test]
 fn a_violation_comes_after_the_frames_before_it_and_sends_its_close_code() {
     let t0 = Instant::now();
     let cases: [(Vec<u8>, u16, &str); 3] = [
