@@ -33,10 +33,10 @@ use corecast::units::{parse_duration, parse_size};
 )]
 pub struct Args {
     /// Address for WebSocket clients [default: 0.0.0.0:8080]
-    #[arg(long, env = "CORECAST_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "CORECAST_LISTEN", value_name = "ADDR", value_parser = parse_addr)]
     pub listen: Option<SocketAddr>,
     /// Number of shards (pinned executors) [default: one per allowed CPU]
-    #[arg(long, env = "CORECAST_SHARDS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "CORECAST_SHARDS", value_name = "N", value_parser = parse_shards)]
     pub shards: Option<u16>,
     /// What to do with client messages: echo, relay, shootout, pubsub or push [default: push]
     #[arg(long, env = "CORECAST_MODE", value_parser = parse_mode)]
@@ -75,7 +75,7 @@ pub struct Args {
     #[arg(long, env = "CORECAST_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Upgrades beyond this many open connections get 503 [default: no limit]
-    #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_connections: Option<usize>,
     /// Time to close every client on SIGINT/SIGTERM [default: 10s]
     #[arg(long, env = "CORECAST_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -96,13 +96,13 @@ pub struct Args {
     #[arg(long, env = "CORECAST_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub max_message_size: Option<usize>,
     /// Messages a client may have undelivered before new ones wait [default: 100]
-    #[arg(long, env = "CORECAST_SEND_QUEUE_SIZE", value_name = "N")]
+    #[arg(long, env = "CORECAST_SEND_QUEUE_SIZE", value_name = "N", value_parser = parse_number::<usize>)]
     pub send_queue_size: Option<usize>,
     /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
-    #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N")]
+    #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_topics: Option<usize>,
     /// Retry periods a message waits for room in a full queue [default: 5]
-    #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N")]
+    #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N", value_parser = parse_number::<u32>)]
     pub max_send_retry: Option<u32>,
     /// Length of one retry period [default: 20ms]
     #[arg(long, env = "CORECAST_RETRY_SEND_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -143,15 +143,17 @@ fn parse_api_listen(s: &str) -> Result<ApiListen, String> {
         .map_err(|_| format!("invalid address {s:?}: expected IP:PORT or \"off\""))
 }
 
+/// An IP address and port; a host name is not looked up.
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("invalid address {s:?}: expected IP:PORT"))
+    s.parse().map_err(|_| {
+        format!("invalid address {s:?}: expected IP:PORT, like 0.0.0.0:8080 or [::1]:8080")
+    })
 }
 
 fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.trim()
         .parse()
-        .map_err(|_| format!("invalid number {s:?}"))
+        .map_err(|_| format!("invalid number {s:?}: expected a whole number, like 100"))
 }
 
 /// The items of a comma-separated flag, trimmed, empty ones dropped.
@@ -194,9 +196,11 @@ fn parse_level(s: &str) -> Result<u32, String> {
 }
 
 fn parse_shards(s: &str) -> Result<u16, String> {
-    match parse_number::<u16>(s)? {
-        0 => Err("invalid shards 0: expected 1 or more".into()),
-        n => Ok(n),
+    match s.trim().parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid shards {s:?}: expected a number from 1 to 65535"
+        )),
     }
 }
 
@@ -375,9 +379,16 @@ fn one_line(message: &str) -> String {
 /// Fills every setting still unset (by flag or environment) from the TOML text. Keys are the
 /// flag names, with `-` or `_`; an unknown key is an error, so a typo is not silently ignored.
 fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // The message alone does not say where; the line does.
+        match e.span() {
+            Some(span) => {
+                let line = 1 + text.get(..span.start).unwrap_or("").matches('\n').count();
+                format!("line {line}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        }
+    })?;
     for (key, value) in &table {
         let raw = match value {
             toml::Value::String(s) => s.clone(),
@@ -483,7 +494,7 @@ mod tests {
         let e = fill_from_file(&mut args, "pingg = 1").unwrap_err();
         assert_eq!(e, "unknown setting \"pingg\"");
         let e = fill_from_file(&mut args, "shards = 0").unwrap_err();
-        assert!(e.contains("shards 0"), "{e}");
+        assert!(e.contains("shards \"0\""), "{e}");
         let e = fill_from_file(&mut args, "subprotocols = \"chat, a b\"").unwrap_err();
         assert_eq!(
             e,
@@ -514,6 +525,38 @@ mod tests {
         fill_from_file(&mut a, "shutdown-timeout = 7\nhandshake-timeout = 0.5").unwrap();
         assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(7)));
         assert_eq!(a.handshake_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn bad_addresses_numbers_and_file_syntax_say_what_is_allowed() {
+        let err = |argv: &[&str]| {
+            let argv = std::iter::once("corecast").chain(argv.iter().copied());
+            match Args::try_parse_from(argv) {
+                Ok(_) => String::new(),
+                Err(e) => e.render().to_string(),
+            }
+        };
+        let e = err(&["--listen", "localhost:8080"]);
+        assert!(e.contains("expected IP:PORT"), "{e}");
+        let e = err(&["--shards", "many"]);
+        assert!(e.contains("expected a number from 1 to 65535"), "{e}");
+        let e = err(&["--shards", "0"]);
+        assert!(e.contains("expected a number from 1 to 65535"), "{e}");
+        for flag in [
+            "--max-connections",
+            "--send-queue-size",
+            "--max-topics",
+            "--max-send-retry",
+        ] {
+            let e = err(&[flag, "lots"]);
+            assert!(
+                e.contains("invalid number \"lots\": expected"),
+                "{flag}: {e}"
+            );
+        }
+        let e =
+            fill_from_file(&mut Args::default(), "mode = \"echo\"\nping-interval =\n").unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
     }
 
     #[test]
