@@ -334,10 +334,12 @@ async fn answer(
             }
         }
     }
-    let ty = if head
-        .header("content-type")
-        .is_some_and(|t| t.starts_with("application/octet-stream"))
-    {
+    // The media type without parameters, compared case-insensitively (RFC 9110 §8.3.1).
+    let ty = if head.header("content-type").is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/octet-stream"))
+    }) {
         MessageType::Binary
     } else {
         MessageType::Text

@@ -276,6 +276,30 @@ fn a_body_that_is_not_utf8_is_refused_as_text_and_every_client_stays() {
     assert_eq!(c.recv(), Message::binary(bad.to_vec()));
 }
 
+#[test]
+fn the_binary_content_type_is_matched_case_insensitively() {
+    let bin = Bin::start(&[]);
+    let (mut c, _) = uuid_of(&bin, "/ws/ct");
+    // Media types are case-insensitive (RFC 9110 §8.3.1); parameters may follow.
+    for content_type in [
+        "Content-Type: Application/Octet-Stream",
+        "Content-Type: application/octet-stream;foo=bar",
+    ] {
+        let (status, body) = bin.api("POST", "/api/broadcast", &[content_type], &[0xff, 1]);
+        assert_eq!(status, 200, "{content_type}: {body}");
+        assert_eq!(c.recv(), Message::binary(vec![0xffu8, 1]), "{content_type}");
+    }
+    // Another type that merely starts the same is not binary.
+    let (status, _) = bin.api(
+        "POST",
+        "/api/broadcast",
+        &["Content-Type: application/octet-streamy"],
+        b"text",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(c.recv(), Message::text("text"));
+}
+
 /// The next text message that is not a pubsub acknowledgement, parsed as JSON.
 fn recv_json(c: &mut Client) -> serde_json::Value {
     serde_json::from_str(&c.recv_text()).expect("a JSON frame")
