@@ -746,7 +746,9 @@ fn every_bad_setting_is_exactly_one_line_and_status_2() {
     let file = dir.join("bad.toml");
     std::fs::write(&file, "max-message-size = \"huge\"\n").unwrap();
     let file = file.to_str().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // Flags, environment, and what the line must contain.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--no-such-flag"], &[], "--no-such-flag"),
         (&["--ping-intervall", "5s"], &[], "--ping-interval"),
         (
