@@ -47,19 +47,52 @@ struct Args {
     root: PathBuf,
 }
 
+/// A parameter that differs between the quick run and the full one.
+#[derive(Debug, Clone, Copy)]
+struct QuickFull<T> {
+    quick: T,
+    full: T,
+}
+
+impl<T: Copy> QuickFull<T> {
+    /// The same in both runs.
+    const fn both(v: T) -> QuickFull<T> {
+        QuickFull { quick: v, full: v }
+    }
+
+    fn pick(self, full: bool) -> T {
+        if full {
+            self.full
+        } else {
+            self.quick
+        }
+    }
+}
+
+/// One benchmark scenario: what the servers do, what the load generator does, and how the
+/// results are read.
 struct Plan {
+    /// The scenario's id: `--only` picks by it, result files are named by it.
     id: &'static str,
-    title: String,
+    title: &'static str,
+    /// What the headline number counts.
     metric: &'static str,
     higher_is_better: bool,
+    /// What the servers do with client messages: their `--mode`.
     mode: &'static str,
     scenario: Scenario,
-    clients: usize,
-    messages: Option<u64>,
-    duration: Duration,
+    /// Connections (the shootout: the most to try).
+    clients: QuickFull<usize>,
+    /// Messages to publish; `None`: until the duration ends.
+    messages: Option<QuickFull<u64>>,
+    /// How long to run, in seconds.
+    duration_s: QuickFull<u64>,
+    /// Messages a sender may have in flight.
     in_flight: usize,
+    /// Shootout: clients added per step.
     step: usize,
-    sample: usize,
+    /// Shootout: broadcasts timed per step.
+    sample: QuickFull<usize>,
     /// Topics scenarios: the plan; unused elsewhere.
     topics: TopicPlan,
     /// A cluster scenario: run against single-node corecast and a two-node cluster (the
@@ -72,305 +105,319 @@ struct Plan {
     size: usize,
     /// Over TLS (wss): servers get a certificate made for the run; peers without TLS sit out.
     tls: bool,
+    /// Run only with `--full`.
+    full_only: bool,
 }
 
-fn plans(full: bool) -> Vec<Plan> {
-    let secs = |q: u64, f: u64| Duration::from_secs(if full { f } else { q });
-    let plan = |id,
-                title: &str,
-                metric,
-                higher,
-                mode,
-                scenario,
-                clients,
-                messages,
-                duration,
-                in_flight| Plan {
-        id,
-        title: title.to_string(),
-        metric,
-        higher_is_better: higher,
-        mode,
-        scenario,
-        clients,
-        messages,
-        duration,
-        in_flight,
-        step: 0,
-        sample: 0,
+/// What a plan has unless it says otherwise: no shootout steps, no topics, one node, no
+/// compression, 64-byte messages over plain TCP, in both runs. Every plan names the rest.
+const USUAL: Plan = Plan {
+    id: "",
+    title: "",
+    metric: "",
+    higher_is_better: true,
+    mode: "",
+    scenario: Scenario::Broadcast,
+    clients: QuickFull::both(0),
+    messages: None,
+    duration_s: QuickFull::both(0),
+    in_flight: 1,
+    step: 0,
+    sample: QuickFull::both(0),
+    topics: TopicPlan {
+        topics: 0,
+        per_client: 0,
+        publishers: 0,
+        publish_topics: 0,
+    },
+    cluster: false,
+    deflate: false,
+    size: 64,
+    tls: false,
+    full_only: false,
+};
+
+/// Server memory per idle connection; idle-tls is the same over TLS, so the two compare.
+const IDLE_10K: Plan = Plan {
+    id: "idle-10k",
+    title: "10,000 idle connections: server memory",
+    metric: "server bytes per connection",
+    higher_is_better: false,
+    mode: "echo",
+    scenario: Scenario::Idle,
+    clients: QuickFull::both(10_000),
+    messages: None,
+    duration_s: QuickFull { quick: 2, full: 5 },
+    in_flight: 1,
+    ..USUAL
+};
+
+/// Every scenario, in the order they run.
+const PLANS: [Plan; 17] = [
+    Plan {
+        id: "broadcast-1k",
+        title: "Broadcast to 1,000 clients, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(1000),
+        messages: Some(QuickFull {
+            quick: 3000,
+            full: 20_000,
+        }),
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        ..USUAL
+    },
+    Plan {
+        id: "broadcast-10k",
+        title: "Broadcast to 10,000 clients, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(10_000),
+        messages: Some(QuickFull {
+            quick: 300,
+            full: 2000,
+        }),
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        ..USUAL
+    },
+    Plan {
+        id: "chat-100",
+        title: "Chat, 100 clients all publishing",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Chat,
+        clients: QuickFull::both(100),
+        messages: None,
+        duration_s: QuickFull { quick: 5, full: 20 },
+        in_flight: 1,
+        ..USUAL
+    },
+    Plan {
+        id: "chat-300",
+        title: "Chat, 300 clients all publishing",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Chat,
+        clients: QuickFull::both(300),
+        messages: None,
+        duration_s: QuickFull { quick: 5, full: 20 },
+        in_flight: 1,
+        ..USUAL
+    },
+    Plan {
+        id: "echo-50",
+        title: "Echo, 50 clients, closed loop",
+        metric: "round trips/s",
+        higher_is_better: true,
+        mode: "echo",
+        scenario: Scenario::Echo,
+        clients: QuickFull::both(50),
+        messages: None,
+        duration_s: QuickFull { quick: 5, full: 20 },
+        in_flight: 1,
+        ..USUAL
+    },
+    IDLE_10K,
+    Plan {
+        id: "topics-10k",
+        title: "Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "pubsub",
+        scenario: Scenario::Topics,
+        clients: QuickFull::both(10_000),
+        messages: None,
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
         topics: TopicPlan {
-            topics: 0,
-            per_client: 0,
+            topics: 100,
+            per_client: 1,
+            publishers: 4,
+            publish_topics: 0,
+        },
+        ..USUAL
+    },
+    // Ten topics per client: each publish still reaches 1,000 subscribers of 10,000.
+    Plan {
+        id: "topics-10k-x10",
+        title: "Topics: 10,000 clients on 10 of 1,000 topics each, 4 publishers × 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "pubsub",
+        scenario: Scenario::Topics,
+        clients: QuickFull::both(10_000),
+        messages: None,
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        topics: TopicPlan {
+            topics: 1000,
+            per_client: 10,
+            publishers: 4,
+            publish_topics: 0,
+        },
+        full_only: true,
+        ..USUAL
+    },
+    Plan {
+        id: "topic-hot",
+        title: "One topic of 100 subscribers among 10,000 clients, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "pubsub",
+        scenario: Scenario::Topics,
+        clients: QuickFull::both(10_000),
+        messages: None,
+        duration_s: QuickFull { quick: 6, full: 20 },
+        in_flight: 8,
+        topics: TopicPlan {
+            topics: 100,
+            per_client: 1,
+            publishers: 1,
+            publish_topics: 1,
+        },
+        ..USUAL
+    },
+    Plan {
+        id: "broadcast-100",
+        title: "Broadcast to 100 clients, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(100),
+        messages: Some(QuickFull {
+            quick: 40_000,
+            full: 200_000,
+        }),
+        duration_s: QuickFull { quick: 6, full: 20 },
+        in_flight: 8,
+        ..USUAL
+    },
+    Plan {
+        id: "subs-100k",
+        title: "100,000 subscriptions (10,000 clients × 10 of 1,000 topics): server memory",
+        metric: "server bytes per connection",
+        higher_is_better: false,
+        mode: "pubsub",
+        scenario: Scenario::Topics,
+        clients: QuickFull::both(10_000),
+        messages: None,
+        duration_s: QuickFull { quick: 2, full: 5 },
+        in_flight: 1,
+        topics: TopicPlan {
+            topics: 1000,
+            per_client: 10,
             publishers: 0,
             publish_topics: 0,
         },
-        cluster: false,
-        deflate: false,
-        size: 64,
-        tls: false,
-    };
-    // Server memory per connection, plain or over TLS.
-    let idle = |id, title| {
-        plan(
-            id,
-            title,
-            "server bytes per connection",
-            false,
-            "echo",
-            Scenario::Idle,
-            10_000,
-            None,
-            secs(2, 5),
-            1,
-        )
-    };
-    let mut all = vec![
-        plan(
-            "broadcast-1k",
-            "Broadcast to 1,000 clients, 8 in flight",
-            "deliveries/s",
-            true,
-            "relay",
-            Scenario::Broadcast,
-            1000,
-            Some(if full { 20_000 } else { 3000 }),
-            secs(8, 30),
-            8,
-        ),
-        plan(
-            "broadcast-10k",
-            "Broadcast to 10,000 clients, 8 in flight",
-            "deliveries/s",
-            true,
-            "relay",
-            Scenario::Broadcast,
-            10_000,
-            Some(if full { 2000 } else { 300 }),
-            secs(8, 30),
-            8,
-        ),
-        plan(
-            "chat-100",
-            "Chat, 100 clients all publishing",
-            "deliveries/s",
-            true,
-            "relay",
-            Scenario::Chat,
-            100,
-            None,
-            secs(5, 20),
-            1,
-        ),
-        plan(
-            "chat-300",
-            "Chat, 300 clients all publishing",
-            "deliveries/s",
-            true,
-            "relay",
-            Scenario::Chat,
-            300,
-            None,
-            secs(5, 20),
-            1,
-        ),
-        plan(
-            "echo-50",
-            "Echo, 50 clients, closed loop",
-            "round trips/s",
-            true,
-            "echo",
-            Scenario::Echo,
-            50,
-            None,
-            secs(5, 20),
-            1,
-        ),
-        idle("idle-10k", "10,000 idle connections: server memory"),
-        Plan {
-            topics: TopicPlan {
-                topics: 100,
-                per_client: 1,
-                publishers: 4,
-                publish_topics: 0,
-            },
-            ..plan(
-                "topics-10k",
-                "Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight",
-                "deliveries/s",
-                true,
-                "pubsub",
-                Scenario::Topics,
-                10_000,
-                None,
-                secs(8, 30),
-                8,
-            )
+        ..USUAL
+    },
+    Plan {
+        id: "broadcast-deflate",
+        title: "Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(1000),
+        messages: Some(QuickFull {
+            quick: 3000,
+            full: 20_000,
+        }),
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        deflate: true,
+        size: 1024,
+        ..USUAL
+    },
+    Plan {
+        id: "broadcast-tls",
+        title: "Broadcast to 1,000 clients over TLS, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(1000),
+        messages: Some(QuickFull {
+            quick: 3000,
+            full: 20_000,
+        }),
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        tls: true,
+        ..USUAL
+    },
+    Plan {
+        id: "chat-tls",
+        title: "Chat over TLS, 100 clients all publishing",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Chat,
+        clients: QuickFull::both(100),
+        messages: None,
+        duration_s: QuickFull { quick: 5, full: 20 },
+        in_flight: 1,
+        tls: true,
+        ..USUAL
+    },
+    Plan {
+        id: "idle-tls",
+        title: "10,000 idle TLS connections: server memory",
+        tls: true,
+        ..IDLE_10K
+    },
+    Plan {
+        id: "cluster-broadcast",
+        title: "Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(1000),
+        messages: Some(QuickFull {
+            quick: 3000,
+            full: 20_000,
+        }),
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        cluster: true,
+        ..USUAL
+    },
+    Plan {
+        id: "shootout",
+        title: "websocket-shootout: most clients with broadcast p95 under 500 ms",
+        metric: "clients",
+        higher_is_better: true,
+        mode: "shootout",
+        scenario: Scenario::Shootout,
+        clients: QuickFull {
+            quick: 8000,
+            full: 18_000,
         },
-        Plan {
-            topics: TopicPlan {
-                topics: 100,
-                per_client: 1,
-                publishers: 1,
-                publish_topics: 1,
-            },
-            ..plan(
-                "topic-hot",
-                "One topic of 100 subscribers among 10,000 clients, 8 in flight",
-                "deliveries/s",
-                true,
-                "pubsub",
-                Scenario::Topics,
-                10_000,
-                None,
-                secs(6, 20),
-                8,
-            )
+        messages: None,
+        duration_s: QuickFull::both(5),
+        in_flight: 1,
+        step: 2000,
+        sample: QuickFull {
+            quick: 10,
+            full: 20,
         },
-        plan(
-            "broadcast-100",
-            "Broadcast to 100 clients, 8 in flight",
-            "deliveries/s",
-            true,
-            "relay",
-            Scenario::Broadcast,
-            100,
-            Some(if full { 200_000 } else { 40_000 }),
-            secs(6, 20),
-            8,
-        ),
-        Plan {
-            topics: TopicPlan {
-                topics: 1000,
-                per_client: 10,
-                publishers: 0,
-                publish_topics: 0,
-            },
-            ..plan(
-                "subs-100k",
-                "100,000 subscriptions (10,000 clients × 10 of 1,000 topics): server memory",
-                "server bytes per connection",
-                false,
-                "pubsub",
-                Scenario::Topics,
-                10_000,
-                None,
-                secs(2, 5),
-                1,
-            )
-        },
-        Plan {
-            deflate: true,
-            size: 1024,
-            ..plan(
-                "broadcast-deflate",
-                "Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight",
-                "deliveries/s",
-                true,
-                "relay",
-                Scenario::Broadcast,
-                1000,
-                Some(if full { 20_000 } else { 3000 }),
-                secs(8, 30),
-                8,
-            )
-        },
-        Plan {
-            tls: true,
-            ..plan(
-                "broadcast-tls",
-                "Broadcast to 1,000 clients over TLS, 8 in flight",
-                "deliveries/s",
-                true,
-                "relay",
-                Scenario::Broadcast,
-                1000,
-                Some(if full { 20_000 } else { 3000 }),
-                secs(8, 30),
-                8,
-            )
-        },
-        Plan {
-            tls: true,
-            ..plan(
-                "chat-tls",
-                "Chat over TLS, 100 clients all publishing",
-                "deliveries/s",
-                true,
-                "relay",
-                Scenario::Chat,
-                100,
-                None,
-                secs(5, 20),
-                1,
-            )
-        },
-        Plan {
-            tls: true,
-            ..idle("idle-tls", "10,000 idle TLS connections: server memory")
-        },
-        Plan {
-            cluster: true,
-            ..plan(
-                "cluster-broadcast",
-                "Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight",
-                "deliveries/s",
-                true,
-                "relay",
-                Scenario::Broadcast,
-                1000,
-                Some(if full { 20_000 } else { 3000 }),
-                secs(8, 30),
-                8,
-            )
-        },
-        Plan {
-            step: 2000,
-            sample: if full { 20 } else { 10 },
-            ..plan(
-                "shootout",
-                "websocket-shootout: most clients with broadcast p95 under 500 ms",
-                "clients",
-                true,
-                "shootout",
-                Scenario::Shootout,
-                if full { 18_000 } else { 8000 },
-                None,
-                secs(5, 5),
-                1,
-            )
-        },
-    ];
-    if full {
-        // Ten topics per client: each publish still reaches 1,000 subscribers of 10,000.
-        let at = all
-            .iter()
-            .position(|p| p.id == "topics-10k")
-            .map_or(all.len(), |i| i + 1);
-        all.insert(
-            at,
-            Plan {
-                topics: TopicPlan {
-                    topics: 1000,
-                    per_client: 10,
-                    publishers: 4,
-                    publish_topics: 0,
-                },
-                ..plan(
-                    "topics-10k-x10",
-                    "Topics: 10,000 clients on 10 of 1,000 topics each, 4 publishers × 8 in flight",
-                    "deliveries/s",
-                    true,
-                    "pubsub",
-                    Scenario::Topics,
-                    10_000,
-                    None,
-                    secs(8, 30),
-                    8,
-                )
-            },
-        );
-    }
-    all
+        ..USUAL
+    },
+];
+
+/// The plans of the quick run, or of the full one.
+fn plans(full: bool) -> impl Iterator<Item = &'static Plan> {
+    PLANS.iter().filter(move |p| full || !p.full_only)
 }
 
 fn machine(root: &std::path::Path) -> serde_json::Value {
@@ -450,9 +497,7 @@ fn main() -> ExitCode {
     };
     let machine = machine(&a.root);
     let date = today();
-    let all = plans(a.full);
-    let selected: Vec<&Plan> = all
-        .iter()
+    let selected: Vec<&Plan> = plans(a.full)
         .filter(|p| a.only.is_empty() || a.only.iter().any(|o| o == p.id))
         .collect();
     eprintln!(
@@ -527,9 +572,9 @@ fn main() -> ExitCode {
                             })
                             .collect(),
                         url,
-                        clients: plan.clients,
-                        messages: plan.messages,
-                        duration: plan.duration,
+                        clients: plan.clients.pick(a.full),
+                        messages: plan.messages.map(|m| m.pick(a.full)),
+                        duration: Duration::from_secs(plan.duration_s.pick(a.full)),
                         in_flight: plan.in_flight,
                         size: plan.size,
                         threads: a.load_cpus.len().max(1),
@@ -537,7 +582,7 @@ fn main() -> ExitCode {
                         server_pids: server.pids(),
                         progress: false,
                         step: plan.step,
-                        sample: plan.sample,
+                        sample: plan.sample.pick(a.full),
                         concurrent: 4,
                         limit: Duration::from_millis(500),
                         topics: plan.topics,
@@ -577,13 +622,14 @@ fn main() -> ExitCode {
         }
         let res = ScenarioResult {
             id: plan.id.into(),
-            title: plan.title.clone(),
+            title: plan.title.into(),
             metric: plan.metric.into(),
             higher_is_better: plan.higher_is_better,
             machine: machine.clone(),
             parameters: serde_json::json!({
                 "mode": if a.full { "full" } else { "quick" },
-                "clients": plan.clients, "messages": plan.messages, "duration_s": plan.duration.as_secs_f64(),
+                "clients": plan.clients.pick(a.full), "messages": plan.messages.map(|m| m.pick(a.full)),
+                "duration_s": plan.duration_s.pick(a.full) as f64,
                 "in_flight": plan.in_flight, "payload_bytes": 64, "server_cpus": a.server_cpus, "load_cpus": a.load_cpus,
                 "topics": plan.topics.topics, "topics_per_client": plan.topics.per_client,
                 "publishers": plan.topics.publishers, "publish_topics": plan.topics.publish_topics,
@@ -643,10 +689,12 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::{plans, Plan};
 
-    /// One plan, every field labelled, as a line to compare.
-    fn describe(p: &Plan) -> String {
+    /// One plan in the quick or the full run, every field labelled, as a line to compare.
+    fn describe(p: &Plan, full: bool) -> String {
         format!(
             "{} | {} | {} | higher is better {} | mode {} | {:?} | clients {} | messages {:?} | \
              {:?} | in flight {} | step {} | sample {} | {:?} | cluster {} | deflate {} | \
@@ -657,12 +705,12 @@ mod tests {
             p.higher_is_better,
             p.mode,
             p.scenario,
-            p.clients,
-            p.messages,
-            p.duration,
+            p.clients.pick(full),
+            p.messages.map(|m| m.pick(full)),
+            Duration::from_secs(p.duration_s.pick(full)),
             p.in_flight,
             p.step,
-            p.sample,
+            p.sample.pick(full),
             p.topics,
             p.cluster,
             p.deflate,
@@ -672,10 +720,10 @@ mod tests {
     }
 
     fn describe_all(full: bool) -> String {
-        plans(full).iter().map(|p| describe(p) + "\n").collect()
+        plans(full).map(|p| describe(p, full) + "\n").collect()
     }
 
-    /// The quick run's plans, as they were when each was a positional call in `plans`.
+    /// The quick run's plans, every parameter spelled out: a change to any shows here.
     const QUICK: &str = "\
         broadcast-1k | Broadcast to 1,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         broadcast-10k | Broadcast to 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 10000 | messages Some(300) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
