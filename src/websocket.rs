@@ -27,31 +27,78 @@ impl Websocket {
         self.conn.uuid().to_string()
     }
 
-    /// Gives the connection a new UUID. The old one stops resolving at once.
+    /// Gives the connection a new UUID. Never waits.
     ///
-    /// Errors: `UuidDuplication` if another live connection (on any shard, and in cluster mode
-    /// on any node) holds it; `InvalidConnection` if this connection is closing or gone. In
-    /// cluster mode this waits for the cluster-wide claim, one NATS round trip, at most the
-    /// claim timeout (`Error::Timeout` past it). Nothing changes on error.
+    /// Errors, with nothing changed: `UuidDuplication` if another live connection of this node
+    /// (on any shard) holds it; `InvalidConnection` if this connection is closing or gone.
+    ///
+    /// Without cluster mode the old UUID stops resolving and the new one resolves at once. In
+    /// cluster mode the name must also be free on every other node, which takes a NATS round
+    /// trip: the shard does not wait for it. The call returns `Ok` once the claim is asked
+    /// for, the connection keeps its old UUID until the claim is granted, and a refusal
+    /// (`UuidDuplication`, or `Timeout` past the claim timeout) fires `event::ERROR` on the
+    /// connection. Await [`Websocket::set_uuid_async`] to have the cluster's answer returned.
     pub fn set_uuid(&self, new: impl Into<String>) -> Result<(), Error> {
-        let new: String = new.into();
+        let Some(new) = self.rename_target(new.into())? else {
+            return Ok(());
+        };
+        let Some(cluster) = self.conn.conns.cluster.clone() else {
+            return self.rename(new, None);
+        };
+        let kws = self.clone();
+        glommio::spawn_local(async move {
+            let renamed = match cluster.claim(&new).await {
+                Ok(revision) => kws.rename(new, Some(revision)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = renamed {
+                kws.conn.fire_error(e, Bytes::new());
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
+    /// `set_uuid` that returns once the new UUID holds everywhere: in cluster mode after the
+    /// cluster-wide claim (one NATS round trip, at most the claim timeout, `Error::Timeout`
+    /// past it), so of two concurrent calls for one name on any nodes exactly one returns
+    /// `Ok`. Awaiting it holds up only the task that awaits, never the shard.
+    pub async fn set_uuid_async(&self, new: impl Into<String>) -> Result<(), Error> {
+        let Some(new) = self.rename_target(new.into())? else {
+            return Ok(());
+        };
+        let claim = match self.conn.conns.cluster.clone() {
+            Some(cluster) => Some(cluster.claim(&new).await?),
+            None => None,
+        };
+        self.rename(new, claim)
+    }
+
+    /// The name to rename to, `None` when it is already this connection's, or why not.
+    fn rename_target(&self, new: String) -> Result<Option<Arc<str>>, Error> {
         if !self.conn.is_open() {
             return Err(Error::InvalidConnection);
         }
-        let old = self.conn.uuid();
-        if *old == *new {
-            return Ok(());
+        if *self.conn.uuid() == *new {
+            return Ok(None);
         }
-        let new: Arc<str> = new.into();
-        let conns = &self.conn.conns;
-        if conns.registry.get(&new).is_some() {
+        if self.conn.conns.registry.get(&new).is_some() {
             return Err(Error::UuidDuplication);
         }
-        let claim = match &conns.cluster {
-            Some(cluster) => Some(cluster.claim_blocking(&new)?),
-            None => None,
+        Ok(Some(new.into()))
+    }
+
+    /// Renames in this node's registry, with the cluster-wide claim on `new` already made (in
+    /// cluster mode); on failure the claim is given back.
+    fn rename(&self, new: Arc<str>, claim: Option<u64>) -> Result<(), Error> {
+        let conns = &self.conn.conns;
+        let old = self.conn.uuid();
+        let renamed = if self.conn.is_open() {
+            conns.registry.rename(&old, Arc::clone(&new), self.conn.id)
+        } else {
+            Err(RenameError::NotRegistered)
         };
-        match conns.registry.rename(&old, Arc::clone(&new), self.conn.id) {
+        match renamed {
             Ok(()) => {
                 self.conn.release_claim(&old);
                 self.conn.set_uuid(Arc::clone(&new));

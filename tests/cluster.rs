@@ -221,9 +221,13 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
         let results = Arc::clone(&results);
         ts.server.on(event::MESSAGE, move |ep| {
             let name = String::from_utf8_lossy(ep.data()).to_string();
-            let r = ep.kws().set_uuid(name);
-            results.lock().unwrap().push(format!("{r:?}"));
-            ep.kws().emit(format!("{r:?}"), MessageType::Text);
+            let (kws, results) = (ep.kws().clone(), Arc::clone(&results));
+            glommio::spawn_local(async move {
+                let r = kws.set_uuid_async(name).await;
+                results.lock().unwrap().push(format!("{r:?}"));
+                kws.emit(format!("{r:?}"), MessageType::Text);
+            })
+            .detach();
         });
     }
     for round in 0..5 {
@@ -260,6 +264,84 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
         "alice free again after her connection went",
     );
     assert_eq!(next_uuid(&ub).0, "alice");
+}
+
+#[test]
+fn a_pending_uuid_claim_holds_up_no_one_on_its_shard() {
+    let mut nats = Nats::start();
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .cluster(config(&nats, "pending", "a").claim_timeout(Duration::from_millis(500)))
+            .route("/ws/:id", |kws| {
+                let id = kws.param("id").unwrap_or_default().to_string();
+                kws.set_uuid(id).unwrap();
+            }),
+    );
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = |log: &Arc<Mutex<Vec<String>>>, what: &str| {
+        let log = Arc::clone(log);
+        let what = what.to_string();
+        move || log.lock().unwrap().iter().any(|l| l.starts_with(&what))
+    };
+    let on_message = Arc::clone(&log);
+    ts.server.on(event::MESSAGE, move |ep| {
+        if ep.data() == "rename" {
+            let r = ep.kws().set_uuid("renamed");
+            on_message
+                .lock()
+                .unwrap()
+                .push(format!("set_uuid returned {r:?}"));
+        } else {
+            on_message.lock().unwrap().push("served".into());
+            ep.kws().emit("served", MessageType::Text);
+        }
+    });
+    let on_error = Arc::clone(&log);
+    ts.server.on(event::ERROR, move |ep| {
+        let error = ep.error().map(|e| format!("{e:?}")).unwrap_or_default();
+        on_error
+            .lock()
+            .unwrap()
+            .push(format!("claim failed: {error}"));
+    });
+    let mut x = ts.client("/ws/x");
+    let mut y = ts.client("/ws/y");
+    wait_until(|| ts.server.is_connected("x"), "x named");
+    wait_until(|| ts.server.is_connected("y"), "y named");
+
+    // NATS stops answering: x's claim waits for its timeout, on a task of its own.
+    nats.pause();
+    x.send_text("rename");
+    wait_until(seen(&log, "set_uuid returned Ok(())"), "set_uuid returned");
+    y.send_text("hello");
+    assert_eq!(y.recv_text(), "served");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["set_uuid returned Ok(())", "served"],
+        "y was served while x's claim was pending"
+    );
+    wait_until(seen(&log, "claim failed: Timeout"), "the claim's timeout");
+    assert!(
+        ts.server.is_connected("x") && !ts.server.is_connected("renamed"),
+        "a refused claim leaves the old UUID"
+    );
+
+    // With NATS back, the claim is granted and the new name resolves.
+    nats.resume();
+    x.send_text("rename");
+    wait_until(
+        || ts.server.is_connected("renamed"),
+        "the renamed connection",
+    );
+    assert!(
+        !ts.server.is_connected("x"),
+        "the old UUID stopped resolving"
+    );
+    ts.server
+        .emit_to("renamed", "hi", MessageType::Text)
+        .unwrap();
+    assert_eq!(x.recv_text(), "hi");
 }
 
 #[test]

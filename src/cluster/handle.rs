@@ -141,19 +141,9 @@ impl ClusterHandle {
         answer
     }
 
-    /// Claims `uuid` across the cluster, waiting for the answer (one NATS round trip) at most
-    /// the claim timeout: `UuidDuplication` if another connection holds it on any node.
-    pub(crate) fn claim_blocking(&self, uuid: &str) -> Result<u64, Error> {
-        match self.ask_claim(uuid).recv_timeout(self.claim_timeout) {
-            Ok(answer) => answer,
-            Err(flume::RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(flume::RecvTimeoutError::Disconnected) => {
-                Err(Error::Cluster("the NATS link has stopped".into()))
-            }
-        }
-    }
-
-    /// `claim_blocking` for a shard task: waits without holding up the shard.
+    /// Claims `uuid` across the cluster: the answer (one NATS round trip) within the claim
+    /// timeout, `UuidDuplication` if another connection holds it on any node. Awaited by a
+    /// shard task, it holds up that task only.
     pub(crate) async fn claim(&self, uuid: &str) -> Result<u64, Error> {
         let answer = self.ask_claim(uuid);
         future::or(

@@ -489,6 +489,25 @@ impl Nats {
         }
     }
 
+    /// Stops the server without closing its sockets (SIGSTOP): NATS is there but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("nats-server running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// Starts the server on its port again and waits until it accepts.
     pub fn restart(&mut self) {
         self.kill();
