@@ -268,7 +268,7 @@ fn a_uuid_is_held_by_exactly_one_connection_in_the_cluster() {
 
 #[test]
 fn a_pending_uuid_claim_holds_up_no_one_on_its_shard() {
-    let mut nats = Nats::start();
+    let nats = Nats::start();
     let ts = TestServer::start(
         Server::builder()
             .shards(1)
