@@ -77,6 +77,10 @@ pub struct Args {
     /// Upgrades beyond this many open connections get 503 [default: no limit]
     #[arg(long, env = "CORECAST_MAX_CONNECTIONS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_connections: Option<usize>,
+    /// After SIGINT/SIGTERM, how long to keep answering 503 (new upgrades and /healthz)
+    /// before closing clients [default: 0s]
+    #[arg(long, env = "CORECAST_DRAIN_DELAY", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_delay: Option<Duration>,
     /// Time to close every client on SIGINT/SIGTERM [default: 10s]
     #[arg(long, env = "CORECAST_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -214,6 +218,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub origins: Vec<String>,
     pub max_connections: Option<usize>,
+    /// After the first SIGINT/SIGTERM: time spent draining (503s) before the shutdown starts.
+    pub drain_delay: Duration,
     pub shutdown_timeout: Duration,
     pub handshake_timeout: Duration,
     pub config: Config,
@@ -295,6 +301,7 @@ impl Settings {
             api_token: a.api_token.filter(|t| !t.is_empty()),
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
+            drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
             shutdown_timeout: a.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
             // Zero fields take the library's defaults, as in Go.
@@ -428,6 +435,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "tls-cert" => fill!(tls_cert, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "tls-key" => fill!(tls_key, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
+            "drain-delay" => fill!(drain_delay, parse_duration),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),
             "ping-interval" => fill!(ping_interval, parse_duration),
@@ -522,8 +530,13 @@ mod tests {
         assert_eq!(a.ping_interval, Some(Duration::from_secs(3)));
         assert_eq!(a.write_timeout, Some(Duration::from_millis(1500)));
         let mut a = Args::default();
-        fill_from_file(&mut a, "shutdown-timeout = 7\nhandshake-timeout = 0.5").unwrap();
+        fill_from_file(
+            &mut a,
+            "shutdown-timeout = 7\nhandshake-timeout = 0.5\ndrain-delay = 4",
+        )
+        .unwrap();
         assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(a.drain_delay, Some(Duration::from_secs(4)));
         assert_eq!(a.handshake_timeout, Some(Duration::from_millis(500)));
     }
 
@@ -569,6 +582,7 @@ mod tests {
         );
         assert_eq!(s.mode, Mode::Push);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(s.drain_delay, Duration::ZERO);
         assert!(s.origins.is_empty());
         assert!(s.config.subprotocols.is_empty());
         assert_eq!(s.config.deflate, Some(Deflate::default()));

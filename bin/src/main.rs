@@ -112,8 +112,9 @@ fn run(s: Settings) -> anyhow::Result<()> {
         "corecast serving"
     );
 
-    // SIGHUP: read the TLS files again. First other signal: drain and close everyone with
-    // 1001, then exit. A second one: exit now.
+    // SIGHUP: read the TLS files again. First other signal: drain (503 to new upgrades and
+    // /healthz) for --drain-delay, then close everyone with 1001 and exit. A second one: exit
+    // now.
     let (events, next) = mpsc::channel();
     std::thread::spawn({
         let events = events.clone();
@@ -135,6 +136,17 @@ fn run(s: Settings) -> anyhow::Result<()> {
     let Ok(Event::Signal(sig)) = next.recv() else {
         anyhow::bail!("signal thread ended");
     };
+    server.drain();
+    if !s.drain_delay.is_zero() {
+        tracing::info!(signal = sig, delay = ?s.drain_delay, "draining");
+        match next.recv_timeout(s.drain_delay) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Event::Signal(sig)) => second_signal(sig),
+            Ok(Event::Stopped(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("signal thread ended")
+            }
+        }
+    }
     tracing::info!(signal = sig, timeout = ?s.shutdown_timeout, "shutting down");
     server.shutdown_within(s.shutdown_timeout);
     std::thread::spawn({
@@ -152,12 +164,14 @@ fn run(s: Settings) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-        Ok(Event::Signal(sig)) => {
-            tracing::warn!(signal = sig, "second signal: exiting now");
-            std::process::exit(130);
-        }
+        Ok(Event::Signal(sig)) => second_signal(sig),
         Err(_) => anyhow::bail!("shutdown did not report back"),
     }
+}
+
+fn second_signal(sig: i32) -> ! {
+    tracing::warn!(signal = sig, "second signal: exiting now");
+    std::process::exit(130);
 }
 
 enum Event {

@@ -640,6 +640,35 @@ fn sigterm_sends_1001_to_everyone_and_exits_0() {
     assert_eq!(bin.wait_exit(WAIT), Some(0));
 }
 
+#[test]
+fn drain_delay_answers_503_before_clients_are_closed() {
+    let mut bin = Bin::start(&["--mode", "echo", "--drain-delay", "3s"]);
+    let mut old = bin.client("/ws");
+    old.send_text("before");
+    assert_eq!(old.recv_text(), "before");
+    let signalled = Instant::now();
+    bin.signal(libc::SIGTERM);
+    wait_until(
+        || bin.api("GET", "/healthz", &[], b"").0 == 503,
+        "healthz 503 during the drain delay",
+    );
+    assert_eq!(
+        upgrade_status(bin.ws, "/ws"),
+        503,
+        "a new upgrade during the drain delay"
+    );
+    // Still served, with no close ahead of the echo: the shutdown has not started.
+    old.send_text("still open");
+    assert_eq!(old.recv_text(), "still open");
+    assert_eq!(old.recv_close(), (1001, "server shutting down".to_string()));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "close 1001 came {:?} after SIGTERM, before the 3 s drain delay",
+        signalled.elapsed()
+    );
+    assert_eq!(bin.wait_exit(WAIT), Some(0));
+}
+
 /// A client that never reads, with megabytes queued for it: its close frame cannot go out, so
 /// a shutdown has to wait for its deadline.
 fn stuck_client(bin: &Bin) -> RawClient {
@@ -834,6 +863,16 @@ fn a_second_signal_exits_at_once() {
     wait_until(|| bin.api("GET", "/healthz", &[], b"").0 == 503, "draining");
     bin.signal(libc::SIGINT);
     // Well before the 60 s shutdown timeout.
+    assert_eq!(bin.wait_exit(WAIT), Some(130));
+}
+
+#[test]
+fn a_second_signal_during_the_drain_delay_exits_at_once() {
+    let mut bin = Bin::start(&["--drain-delay", "60s"]);
+    bin.signal(libc::SIGTERM);
+    wait_until(|| bin.api("GET", "/healthz", &[], b"").0 == 503, "draining");
+    bin.signal(libc::SIGINT);
+    // Well before the 60 s drain delay.
     assert_eq!(bin.wait_exit(WAIT), Some(130));
 }
 
