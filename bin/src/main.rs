@@ -50,6 +50,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
         .bind(s.listen)
         .handshake_timeout(s.handshake_timeout)
         .route_with_config("/ws", s.config.clone(), |_| {})
+        // `/ws/:id`: the id becomes the connection's UUID, in the gate below.
         .route_with_config("/ws/:id", s.config.clone(), |_| {})
         .before_upgrade(move |req| {
             if !origins.is_empty() {
@@ -179,8 +180,8 @@ enum Event {
     Stopped(Result<(), String>),
 }
 
-/// `/ws/:id`: the id becomes the UUID. The gate already refused ids in use; one taken by a
-/// concurrent upgrade in between is closed with 1008 (policy violation).
+/// Blocks SIGINT, SIGTERM and SIGHUP on this thread (and the threads it starts later);
+/// returns the set for `wait_signal`.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread only.
     unsafe {
