@@ -136,13 +136,9 @@ pub fn subscription_memory(idle: &ScenarioResult, subs: &ScenarioResult) -> Stri
             .and_then(|o| o.report.as_ref())
             .and_then(|r| Some((r.server.as_ref()?.rss_per_connection_bytes?, r)))
     }
-    let mut md = String::from(
-        "### Server memory per subscription
-
-         | server | bytes per subscription | corecast ÷ server |
-|---|---:|---:|
-",
-    );
+    let mut md = String::from("### Server memory per subscription\n\n");
+    md += "| server | bytes per subscription | corecast ÷ server |\n";
+    md += "|---|---:|---:|\n";
     let cost = |peer: &str| -> Option<f64> {
         let (base, _) = per_conn(idle, peer)?;
         let (with, r) = per_conn(subs, peer)?;
@@ -161,9 +157,7 @@ pub fn subscription_memory(idle: &ScenarioResult, subs: &ScenarioResult) -> Stri
         };
         let _ = writeln!(md, "| {} | {} | {} |", o.peer, fmt_num(c), ratio);
     }
-    md += "
-Lower is better. Ratios above 1 favour corecast.
-";
+    md += "\nLower is better. Ratios above 1 favour corecast.\n";
     md
 }
 
@@ -212,4 +206,35 @@ pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
     }))?;
     root.present().context("writing the chart")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_memory_is_a_table_not_a_code_block() {
+        let result = |id: &str| ScenarioResult {
+            id: id.into(),
+            title: id.into(),
+            metric: "server bytes per connection".into(),
+            higher_is_better: false,
+            machine: serde_json::Value::Null,
+            parameters: serde_json::Value::Null,
+            outcomes: vec![Outcome {
+                peer: "corecast".into(),
+                report: None,
+                error: Some("not run".into()),
+            }],
+        };
+        let md = subscription_memory(&result("idle-10k"), &result("subs-100k"));
+        assert!(
+            md.lines().all(|l| !l.starts_with([' ', '\t'])),
+            "an indented line renders as code:\n{md}"
+        );
+        assert!(
+            md.contains("\n\n| server | bytes per subscription | corecast ÷ server |\n|---|"),
+            "{md}"
+        );
+    }
 }
