@@ -58,7 +58,8 @@ impl Seen {
 pub struct Attack {
     pub name: &'static str,
     pub what: &'static str,
-    /// The answer each attacker should get, as the README documents it.
+    /// The answer each attacker should get, as docs/reliability.md documents it (the
+    /// "documented answer" column of its table of attacks).
     pub expected: &'static str,
     /// Run against `--mode relay` (else echo).
     pub relay: bool,
