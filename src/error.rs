@@ -22,6 +22,10 @@ pub enum Error {
     /// A message waited for room in a full send queue longer than the retry window and was dropped.
     #[error("send queue full: message dropped")]
     QueueFull,
+    /// The shard owning the connection has a full inbox (`Builder::inbox_capacity`): it is this
+    /// far behind, and the message was refused rather than queued without bound.
+    #[error("the connection's shard is too far behind: message refused")]
+    InboxFull,
     /// The route callback panicked; the connection was closed (the panic message is logged).
     #[error("route callback panicked")]
     CallbackPanic,

@@ -84,6 +84,7 @@ pub(crate) struct ShardMetrics {
     publish_deliveries: AtomicU64,
     publish_nanos: AtomicU64,
     subscriptions: AtomicU64,
+    inbox_refusals: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -136,7 +137,18 @@ impl ShardMetrics {
     pub(crate) fn unsubscribed(&self, n: u64) {
         self.subscriptions.fetch_sub(n, Ordering::Relaxed);
     }
+    /// The shard's inbox was full and refused a message for its connections.
+    pub(crate) fn inbox_refused(&self) {
+        add(&self.inbox_refusals, 1);
+    }
+    #[cfg(test)]
+    pub(crate) fn inbox_refusals(&self) -> u64 {
+        self.inbox_refusals.load(Ordering::Relaxed)
+    }
 }
+
+/// A counter family by label: name, help, label name, and the count of each label value.
+type Labelled<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
 
 /// A copy of every shard's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,11 +159,12 @@ pub struct MetricsSnapshot {
     pub upgrades: Vec<u64>,
     /// Messages received per shard.
     pub messages_in: Vec<u64>,
-    /// Payload bytes received per shard.
+    /// Message payload bytes received per shard, counted after inflation (what listeners get).
     pub bytes_in: Vec<u64>,
     /// Messages accepted into send queues per shard.
     pub messages_out: Vec<u64>,
-    /// Bytes written to sockets per shard (frames, handshakes and control frames included).
+    /// Bytes written to sockets per shard: frames as sent (compressed where permessage-deflate
+    /// is on), handshakes and control frames included.
     pub bytes_out: Vec<u64>,
     /// Dropped messages by cause, summed over shards.
     pub drops: Vec<(&'static str, u64)>,
@@ -174,6 +187,8 @@ pub struct MetricsSnapshot {
     pub publish_nanos: u64,
     /// Subscriptions held per shard.
     pub subscriptions: Vec<u64>,
+    /// Messages for connections that a shard's full inbox refused, per shard.
+    pub inbox_refusals: Vec<u64>,
     /// Cluster mode: the NATS link's counters; `None` without cluster mode.
     pub cluster: Option<ClusterMetrics>,
 }
@@ -240,6 +255,7 @@ impl MetricsSnapshot {
             publish_deliveries: load(|s| &s.publish_deliveries),
             publish_nanos: sum(&|s| s.publish_nanos.load(Ordering::Relaxed)),
             subscriptions: load(|s| &s.subscriptions),
+            inbox_refusals: load(|s| &s.inbox_refusals),
             cluster: None,
         }
     }
@@ -247,164 +263,182 @@ impl MetricsSnapshot {
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let per_shard = |out: &mut String, name: &str, kind: &str, help: &str, v: &[u64]| {
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (i, n) in v.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {n}");
+        };
+        let per_shard: [(&str, &str, &str, &[u64]); 10] = [
+            (
+                "corecast_connections",
+                "gauge",
+                "Live connections.",
+                &self.connections,
+            ),
+            (
+                "corecast_upgrades_total",
+                "counter",
+                "Completed WebSocket upgrades.",
+                &self.upgrades,
+            ),
+            (
+                "corecast_messages_in_total",
+                "counter",
+                "Messages received from clients.",
+                &self.messages_in,
+            ),
+            (
+                "corecast_bytes_in_total",
+                "counter",
+                "Message payload bytes received from clients, after inflation.",
+                &self.bytes_in,
+            ),
+            (
+                "corecast_messages_out_total",
+                "counter",
+                "Messages queued for clients.",
+                &self.messages_out,
+            ),
+            (
+                "corecast_bytes_out_total",
+                "counter",
+                "Bytes written to client sockets, as sent (compressed where deflate is on).",
+                &self.bytes_out,
+            ),
+            (
+                "corecast_subscriptions",
+                "gauge",
+                "Topic subscriptions held.",
+                &self.subscriptions,
+            ),
+            (
+                "corecast_publishes_total",
+                "counter",
+                "Publishes that reached a shard with subscribers.",
+                &self.publishes,
+            ),
+            (
+                "corecast_publish_deliveries_total",
+                "counter",
+                "Messages queued for topic subscribers.",
+                &self.publish_deliveries,
+            ),
+            (
+                "corecast_inbox_refused_total",
+                "counter",
+                "Messages for connections refused by the shard's full inbox.",
+                &self.inbox_refusals,
+            ),
+        ];
+        for (name, kind, help, values) in per_shard {
+            head(&mut out, name, kind, help);
+            for (shard, n) in values.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {n}");
             }
-        };
-        per_shard(
-            &mut out,
-            "corecast_connections",
-            "gauge",
-            "Live connections.",
-            &self.connections,
-        );
-        per_shard(
-            &mut out,
-            "corecast_upgrades_total",
-            "counter",
-            "Completed WebSocket upgrades.",
-            &self.upgrades,
-        );
-        per_shard(
-            &mut out,
-            "corecast_messages_in_total",
-            "counter",
-            "Messages received from clients.",
-            &self.messages_in,
-        );
-        per_shard(
-            &mut out,
-            "corecast_bytes_in_total",
-            "counter",
-            "Payload bytes received from clients.",
-            &self.bytes_in,
-        );
-        per_shard(
-            &mut out,
-            "corecast_messages_out_total",
-            "counter",
-            "Messages queued for clients.",
-            &self.messages_out,
-        );
-        per_shard(
-            &mut out,
-            "corecast_bytes_out_total",
-            "counter",
-            "Bytes written to client sockets.",
-            &self.bytes_out,
-        );
-        let labelled =
-            |out: &mut String, name: &str, help: &str, label: &str, v: &[(String, u64)]| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (l, n) in v {
-                    let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {n}");
-                }
-            };
-        let own = |v: &[(&'static str, u64)]| -> Vec<(String, u64)> {
-            v.iter().map(|(l, n)| (l.to_string(), *n)).collect()
-        };
-        labelled(
-            &mut out,
-            "corecast_dropped_messages_total",
-            "Messages dropped instead of sent.",
-            "cause",
-            &own(&self.drops),
-        );
-        labelled(
-            &mut out,
-            "corecast_teardowns_total",
-            "Connections torn down.",
-            "cause",
-            &own(&self.teardowns),
-        );
-        labelled(
-            &mut out,
-            "corecast_upgrade_rejections_total",
-            "Upgrades refused.",
-            "status",
-            &self.rejections,
-        );
-        labelled(
-            &mut out,
-            "corecast_handshake_failures_total",
-            "Connections that went before their upgrade, with no HTTP answer to give.",
-            "cause",
-            &own(&self.handshake_failures),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP corecast_broadcast_fanout_seconds Time to queue one broadcast on one shard's connections.\n\
-             # TYPE corecast_broadcast_fanout_seconds summary\n\
-             corecast_broadcast_fanout_seconds_sum {}\n\
-             corecast_broadcast_fanout_seconds_count {}",
-            self.fanout_nanos as f64 / 1e9,
-            self.fanouts
-        );
-        per_shard(
-            &mut out,
-            "corecast_subscriptions",
-            "gauge",
-            "Topic subscriptions held.",
-            &self.subscriptions,
-        );
-        per_shard(
-            &mut out,
-            "corecast_publishes_total",
-            "counter",
-            "Publishes that reached a shard with subscribers.",
-            &self.publishes,
-        );
-        per_shard(
-            &mut out,
-            "corecast_publish_deliveries_total",
-            "counter",
-            "Messages queued for topic subscribers.",
-            &self.publish_deliveries,
-        );
+        }
+        let rejections: Vec<(&str, u64)> = self
+            .rejections
+            .iter()
+            .map(|(l, n)| (l.as_str(), *n))
+            .collect();
+        let labelled: [Labelled; 4] = [
+            (
+                "corecast_dropped_messages_total",
+                "Messages dropped instead of sent.",
+                "cause",
+                &self.drops,
+            ),
+            (
+                "corecast_teardowns_total",
+                "Connections torn down.",
+                "cause",
+                &self.teardowns,
+            ),
+            (
+                "corecast_upgrade_rejections_total",
+                "Upgrades refused.",
+                "status",
+                &rejections,
+            ),
+            (
+                "corecast_handshake_failures_total",
+                "Connections that went before their upgrade, with no HTTP answer to give.",
+                "cause",
+                &self.handshake_failures,
+            ),
+        ];
+        for (name, help, label, values) in labelled {
+            head(&mut out, name, "counter", help);
+            for (value, n) in values {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+            }
+        }
         let publishes: u64 = self.publishes.iter().sum();
-        let _ = writeln!(
-            out,
-            "# HELP corecast_publish_fanout_seconds Time to queue one publish on one shard's subscribers.\n\
-             # TYPE corecast_publish_fanout_seconds summary\n\
-             corecast_publish_fanout_seconds_sum {}\n\
-             corecast_publish_fanout_seconds_count {publishes}\n\
-             # HELP corecast_publish_recipients Subscribers one publish reached on one shard.\n\
-             # TYPE corecast_publish_recipients summary\n\
-             corecast_publish_recipients_sum {}\n\
-             corecast_publish_recipients_count {publishes}",
-            self.publish_nanos as f64 / 1e9,
-            self.publish_deliveries.iter().sum::<u64>(),
-        );
+        let summaries = [
+            (
+                "corecast_broadcast_fanout_seconds",
+                "Time to queue one broadcast on one shard's connections.",
+                self.fanout_nanos as f64 / 1e9,
+                self.fanouts,
+            ),
+            (
+                "corecast_publish_fanout_seconds",
+                "Time to queue one publish on one shard's subscribers.",
+                self.publish_nanos as f64 / 1e9,
+                publishes,
+            ),
+            (
+                "corecast_publish_recipients",
+                "Subscribers one publish reached on one shard.",
+                self.publish_deliveries.iter().sum::<u64>() as f64,
+                publishes,
+            ),
+        ];
+        for (name, help, sum, count) in summaries {
+            head(&mut out, name, "summary", help);
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        }
         if let Some(c) = &self.cluster {
-            let _ = writeln!(
-                out,
-                "# HELP corecast_cluster_messages_out_total Cross-node messages published to NATS.\n\
-                 # TYPE corecast_cluster_messages_out_total counter\n\
-                 corecast_cluster_messages_out_total {}\n\
-                 # HELP corecast_cluster_messages_in_total Cross-node messages received from NATS.\n\
-                 # TYPE corecast_cluster_messages_in_total counter\n\
-                 corecast_cluster_messages_in_total {}\n\
-                 # HELP corecast_cluster_messages_dropped_total Cross-node messages not sent or lost.\n\
-                 # TYPE corecast_cluster_messages_dropped_total counter\n\
-                 corecast_cluster_messages_dropped_total {}\n\
-                 # HELP corecast_cluster_nats_rtt_seconds Last round trip to the NATS server.\n\
-                 # TYPE corecast_cluster_nats_rtt_seconds gauge\n\
-                 corecast_cluster_nats_rtt_seconds {}\n\
-                 # HELP corecast_cluster_nodes Nodes in this node's view, itself included.\n\
-                 # TYPE corecast_cluster_nodes gauge\n\
-                 corecast_cluster_nodes {}\n\
-                 # HELP corecast_cluster_connected Whether the link to NATS is up.\n\
-                 # TYPE corecast_cluster_connected gauge\n\
-                 corecast_cluster_connected {}",
-                c.messages_out,
-                c.messages_in,
-                c.dropped,
-                c.nats_rtt.as_secs_f64(),
-                c.nodes,
-                u8::from(c.connected)
-            );
+            let gauges = [
+                (
+                    "corecast_cluster_messages_out_total",
+                    "counter",
+                    "Cross-node messages published to NATS.",
+                    c.messages_out as f64,
+                ),
+                (
+                    "corecast_cluster_messages_in_total",
+                    "counter",
+                    "Cross-node messages received from NATS.",
+                    c.messages_in as f64,
+                ),
+                (
+                    "corecast_cluster_messages_dropped_total",
+                    "counter",
+                    "Cross-node messages not sent or lost.",
+                    c.dropped as f64,
+                ),
+                (
+                    "corecast_cluster_nats_rtt_seconds",
+                    "gauge",
+                    "Last round trip to the NATS server.",
+                    c.nats_rtt.as_secs_f64(),
+                ),
+                (
+                    "corecast_cluster_nodes",
+                    "gauge",
+                    "Nodes in this node's view, itself included.",
+                    c.nodes as f64,
+                ),
+                (
+                    "corecast_cluster_connected",
+                    "gauge",
+                    "Whether the link to NATS is up.",
+                    f64::from(u8::from(c.connected)),
+                ),
+            ];
+            for (name, kind, help, value) in gauges {
+                head(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {value}");
+            }
         }
         out
     }
@@ -459,5 +493,22 @@ mod tests {
         assert!(text.contains("corecast_publish_deliveries_total{shard=\"1\"} 42\n"));
         assert!(text.contains("corecast_publish_recipients_sum 42\n"));
         assert!(text.contains("corecast_publish_recipients_count 2"));
+        shards[0].inbox_refused();
+        let text = MetricsSnapshot::collect(&shards, &[3, 4]).to_prometheus();
+        assert!(text.contains("corecast_inbox_refused_total{shard=\"0\"} 1\n"));
+        assert!(text.contains("corecast_inbox_refused_total{shard=\"1\"} 0\n"));
+        // Every series has its HELP and TYPE lines once.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{line}"
+            );
+        }
     }
 }

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle as Task;
 use crate::cluster::handle::{ClusterHandle, Control, LinkInbox, Work};
 use crate::cluster::wire::{self, Op, Subjects};
 use crate::cluster::ClusterConfig;
+use crate::shard::dispatch::Dispatch;
 use crate::shard::mesh::Shared;
-use crate::shard::state;
 use crate::Error;
 
 /// The running link of one node.
@@ -243,16 +243,17 @@ async fn receive_ops(mut sub: Subscriber, shared: Arc<Shared>, handle: Arc<Clust
             handle.dropped(1, "a cross-node message could not be read");
             continue;
         };
+        // Never sent back: every node hears each operation from its sender.
+        let here = Dispatch::of(&shared).local();
         match op {
-            Op::Broadcast { frame } => state::broadcast(&shared.links, &frame, None),
-            Op::Fire { name, data } => state::fire(&shared.links, &name.into(), &data),
+            Op::Broadcast { frame } => here.broadcast(&frame, None),
+            Op::Fire { name, data } => here.fire(&name, &data),
             Op::Emit { uuids, frame } => {
-                for uuid in &uuids {
-                    state::emit(&shared, uuid, frame.clone());
-                }
+                let uuids: Vec<&str> = uuids.iter().map(String::as_str).collect();
+                here.emit_list(&uuids, &frame, |_, _| {});
             }
             Op::Close { uuid, code, reason } => {
-                state::close(&shared, &uuid, code, &reason);
+                let _ = here.close(&uuid, code, &reason);
             }
         }
     }
@@ -267,7 +268,9 @@ async fn receive_topic(
 ) {
     while let Some(msg) = sub.next().await {
         handle.stats.received.fetch_add(1, Ordering::Relaxed);
-        state::publish(&shared.topics, &shared.links, &topic, &msg.payload, None);
+        Dispatch::of(&shared)
+            .local()
+            .publish(&topic, &msg.payload, None);
     }
 }
 

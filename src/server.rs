@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::cluster::handle::{ClusterHandle, Work};
-use crate::cluster::wire::Op;
+use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
 use crate::http::{self, RoutePattern, Router};
@@ -18,10 +17,11 @@ use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
 use crate::runtime;
 use crate::shard::conn::{EventPayload, Websocket};
-use crate::shard::link::{ShardLinks, ShardMsg};
+use crate::shard::dispatch::{each_shard, send_to, Dispatch};
+use crate::shard::link::{ShardLinks, ShardMsg, DEFAULT_INBOX_CAPACITY};
 use crate::shard::mesh::{Options, Route, RouteCallback, Shared};
 use crate::shard::readiness::Readiness;
-use crate::shard::state::{self, each_shard, on_shard_thread, send_to};
+use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
 use crate::tls::{Tls, TlsConfig};
 use crate::topics::{self, TopicTable};
@@ -111,6 +111,16 @@ impl Builder {
         self
     }
 
+    /// Messages a shard's inbox holds (work from other threads and shards: emits, broadcasts,
+    /// publishes, fires) before it refuses more. A refused emit returns `Error::InboxFull`; a
+    /// refused broadcast, publish or fire misses that shard; each refusal is counted in
+    /// `MetricsSnapshot::inbox_refusals`. Subscriptions, closes and the stop are never refused.
+    /// Default `DEFAULT_INBOX_CAPACITY` (65,536).
+    pub fn inbox_capacity(mut self, messages: usize) -> Self {
+        self.options.inbox_capacity = messages;
+        self
+    }
+
     /// Serves `wss://` only: every connection starts with a TLS handshake (rustls) with the
     /// certificate and key in these PEM files, within the handshake timeout. `start()` fails
     /// with `Error::Config` naming a file that is missing, unreadable or does not match;
@@ -171,7 +181,7 @@ impl Builder {
                 }),
             );
         }
-        let (links, receivers) = ShardLinks::new(shards);
+        let (links, receivers) = ShardLinks::new(shards, self.options.inbox_capacity);
         let cluster = match &self.cluster {
             Some(cfg) => {
                 let (name, node) = cfg.checked()?;
@@ -360,6 +370,7 @@ impl Server {
                 handshake_timeout: Duration::from_secs(5),
                 max_handshake_size: 8 << 10,
                 max_connections: None,
+                inbox_capacity: DEFAULT_INBOX_CAPACITY,
             },
         }
     }
@@ -394,7 +405,10 @@ impl Server {
     }
 
     /// Sends to one connection. The UUID is checked now (`Error::InvalidConnection` if unknown
-    /// or dead, with no `error` event); delivery happens on the owning shard.
+    /// or dead, with no `error` event); delivery happens on the owning shard. In cluster mode
+    /// a UUID this node does not hold goes to the other nodes, and the answer is `Ok`: this
+    /// node cannot know without waiting whether another holds it. `Error::InboxFull` when the
+    /// owning shard's inbox is full (`Builder::inbox_capacity`).
     pub fn emit_to(
         &self,
         uuid: &str,
@@ -402,78 +416,37 @@ impl Server {
         ty: MessageType,
     ) -> Result<(), Error> {
         let data = data.into();
-        self.emit_framed(uuid, ty.frame(&data))
-    }
-
-    /// In cluster mode a UUID this node does not hold goes to the other nodes, and the answer
-    /// is `Ok`: this node cannot know without waiting whether another holds it.
-    fn emit_framed(&self, uuid: &str, frame: Bytes) -> Result<(), Error> {
-        if state::emit(self.shared(), uuid, frame.clone()) {
-            return Ok(());
-        }
-        let cluster = self.cluster_link().ok_or(Error::InvalidConnection)?;
-        cluster.send(Work::Op(Op::Emit {
-            uuids: vec![uuid.to_string()],
-            frame,
-        }));
-        Ok(())
+        self.dispatch().emit(uuid, ty.frame(&data))
     }
 
     /// Sends to each UUID; unknown ones are skipped. In cluster mode the UUIDs this node does
     /// not hold go to the other nodes in one message.
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        let frame = ty.frame(&data);
-        let elsewhere: Vec<String> = uuids
-            .iter()
-            .filter(|uuid| !state::emit(self.shared(), uuid, frame.clone()))
-            .map(|uuid| uuid.to_string())
-            .collect();
-        if let Some(cluster) = self.cluster_link().filter(|_| !elsewhere.is_empty()) {
-            cluster.send(Work::Op(Op::Emit {
-                uuids: elsewhere,
-                frame,
-            }));
-        }
+        self.dispatch()
+            .emit_list(uuids, &ty.frame(&data), |_, _| {});
     }
 
     /// Sends to every connection on every shard (and node), framed once.
     pub fn broadcast(&self, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        let frame = ty.frame(&data);
-        state::broadcast(self.links(), &frame, None);
-        if let Some(cluster) = self.cluster_link() {
-            cluster.send(Work::Op(Op::Broadcast { frame }));
-        }
+        self.dispatch().broadcast(&ty.frame(&data), None);
     }
 
     /// Runs the listeners of `name` once per live connection, on every node; nothing goes on
     /// the wire.
     pub fn fire(&self, name: &str, data: impl Into<Bytes>) {
-        let data = data.into();
-        state::fire(self.links(), &name.into(), &data);
-        if let Some(cluster) = self.cluster_link() {
-            cluster.send(Work::Op(Op::Fire {
-                name: name.to_string(),
-                data,
-            }));
-        }
+        self.dispatch().fire(name, &data.into());
     }
 
     /// Closes one connection (1000) after what is queued for it. In cluster mode a UUID this
     /// node does not hold is closed wherever it is, and the answer is `Ok`.
     pub fn close(&self, uuid: &str) -> Result<(), Error> {
-        let (code, reason) = (1000, "Connection closed");
-        if state::close(self.shared(), uuid, code, reason) {
-            return Ok(());
-        }
-        let cluster = self.cluster_link().ok_or(Error::InvalidConnection)?;
-        cluster.send(Work::Op(Op::Close {
-            uuid: uuid.to_string(),
-            code,
-            reason: reason.to_string(),
-        }));
-        Ok(())
+        self.dispatch().close(uuid, 1000, "Connection closed")
+    }
+
+    fn dispatch(&self) -> Dispatch<'_> {
+        Dispatch::of(self.shared())
     }
 
     fn cluster_link(&self) -> Option<&Arc<ClusterHandle>> {
@@ -521,18 +494,7 @@ impl Server {
     /// nobody, and that is not an error.
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        let shared = self.shared();
-        let frame = ty.frame(&data);
-        state::publish(&shared.topics, &shared.links, topic, &frame, None);
-        if let Some(cluster) = self
-            .cluster_link()
-            .filter(|_| topics::check_name(topic).is_ok())
-        {
-            cluster.send(Work::Publish {
-                topic: topic.into(),
-                frame,
-            });
-        }
+        self.dispatch().publish(topic, &ty.frame(&data), None);
     }
 
     /// Subscribers of `topic` on this server, all shards.
@@ -599,16 +561,13 @@ impl Server {
             .get(uuid)
             .ok_or(Error::InvalidConnection)?;
         let (done, answer) = flume::bounded(1);
-        send_to(
-            self.links(),
-            id.shard,
-            ShardMsg::Subscription {
-                to: id,
-                topic: topic.into(),
-                subscribe,
-                done,
-            },
-        );
+        let msg = ShardMsg::Subscription {
+            to: id,
+            topic: topic.into(),
+            subscribe,
+            done,
+        };
+        send_to(self.links(), id.shard, msg)?;
         Ok(answer)
     }
 

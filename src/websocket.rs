@@ -10,14 +10,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::cluster::handle::Work;
-use crate::cluster::wire::Op;
 use crate::event::EventName;
 use crate::registry::RenameError;
 use crate::shard::conn::{EventPayload, Websocket};
-use crate::shard::link::ShardMsg;
-use crate::shard::state;
-use crate::topics::check_name;
+use crate::shard::dispatch::Dispatch;
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -201,8 +197,9 @@ impl Websocket {
     }
 
     /// Sends a message to the connection holding `uuid`, on any shard. On failure returns
-    /// `Error::InvalidConnection` and fires `error` on this connection with the UUID as data.
-    /// In cluster mode a UUID this node does not hold goes to the other nodes (and is `Ok`).
+    /// the error (`InvalidConnection`, or `InboxFull` when its shard's inbox is full) and fires
+    /// `error` on this connection with the UUID as data. In cluster mode a UUID this node does
+    /// not hold goes to the other nodes (and is `Ok`).
     pub fn emit_to(
         &self,
         uuid: &str,
@@ -210,76 +207,36 @@ impl Websocket {
         ty: MessageType,
     ) -> Result<(), Error> {
         let data = data.into();
-        self.deliver(uuid, ty.frame(&data))
+        let result = self.dispatch().emit(uuid, ty.frame(&data));
+        if let Err(e) = &result {
+            self.failed_to_reach(uuid, e);
+        }
+        result
     }
 
     /// `emit_to` for each UUID; each failure fires one `error` on this connection. In cluster
     /// mode the UUIDs this node does not hold go to the other nodes in one message.
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        let framed = ty.frame(&data);
-        let mut elsewhere = Vec::new();
-        for uuid in uuids {
-            let _ = self.deliver_here(uuid, framed.clone(), &mut elsewhere);
-        }
-        self.forward(elsewhere, framed);
+        self.dispatch()
+            .emit_list(uuids, &ty.frame(&data), |uuid, e| {
+                self.failed_to_reach(uuid, &e)
+            });
     }
 
-    fn deliver(&self, uuid: &str, framed: Bytes) -> Result<(), Error> {
-        let mut elsewhere = Vec::new();
-        let result = self.deliver_here(uuid, framed.clone(), &mut elsewhere);
-        self.forward(elsewhere, framed);
-        result
-    }
-
-    /// Hands the UUIDs no connection of this node holds to the other nodes, in one message.
-    fn forward(&self, uuids: Vec<String>, frame: Bytes) {
-        if let Some(cluster) = self
-            .conn
-            .conns
-            .cluster
-            .as_ref()
-            .filter(|_| !uuids.is_empty())
-        {
-            cluster.send(Work::Op(Op::Emit { uuids, frame }));
-        }
-    }
-
-    /// Delivers to `uuid` on this node; in cluster mode a UUID held on no shard here goes on
-    /// `elsewhere` instead of failing.
-    fn deliver_here(
-        &self,
-        uuid: &str,
-        framed: Bytes,
-        elsewhere: &mut Vec<String>,
-    ) -> Result<(), Error> {
-        let conns = &self.conn.conns;
-        let delivered = match conns.registry.get(uuid) {
-            None if conns.cluster.is_some() => {
-                elsewhere.push(uuid.to_string());
-                true
-            }
-            None => false,
-            Some(id) if id.shard == conns.id => conns
-                .get(id)
-                .is_some_and(|c| c.send_frame(framed, Instant::now()).is_ok()),
-            Some(id) => conns.links.post(
-                id.shard,
-                ShardMsg::Emit {
-                    to: id,
-                    frame: framed,
-                },
-            ),
+    /// Fires `error` on this connection for a message `uuid` did not get.
+    fn failed_to_reach(&self, uuid: &str, error: &Error) {
+        // Emitting fails only with these two, which carry nothing to share.
+        let error = match error {
+            Error::InboxFull => Error::InboxFull,
+            _ => Error::InvalidConnection,
         };
-        if delivered {
-            Ok(())
-        } else {
-            self.conn.fire_error(
-                Error::InvalidConnection,
-                Bytes::copy_from_slice(uuid.as_bytes()),
-            );
-            Err(Error::InvalidConnection)
-        }
+        self.conn
+            .fire_error(error, Bytes::copy_from_slice(uuid.as_bytes()));
+    }
+
+    fn dispatch(&self) -> Dispatch<'_> {
+        Dispatch::from_shard(&self.conn.conns)
     }
 
     /// Sends a message to every connection on every shard; with `except`, not to this one.
@@ -287,11 +244,7 @@ impl Websocket {
     pub fn broadcast(&self, data: impl Into<Bytes>, except: bool, ty: MessageType) {
         let data = data.into();
         let except = except.then_some(self.conn.id);
-        let framed = ty.frame(&data);
-        state::broadcast(&self.conn.conns.links, &framed, except);
-        if let Some(cluster) = &self.conn.conns.cluster {
-            cluster.send(Work::Op(Op::Broadcast { frame: framed }));
-        }
+        self.dispatch().broadcast(&ty.frame(&data), except);
     }
 
     /// Subscribes this connection to `topic`: `Ok(false)` if it already was. A publish called
@@ -321,21 +274,8 @@ impl Websocket {
     /// uWebSockets' `ws.publish`). Framed once; a publish never blocks the caller.
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        let conns = &self.conn.conns;
-        let frame = ty.frame(&data);
-        state::publish(
-            &conns.topic_table,
-            &conns.links,
-            topic,
-            &frame,
-            Some(self.conn.id),
-        );
-        if let Some(cluster) = conns.cluster.as_ref().filter(|_| check_name(topic).is_ok()) {
-            cluster.send(Work::Publish {
-                topic: topic.into(),
-                frame,
-            });
-        }
+        self.dispatch()
+            .publish(topic, &ty.frame(&data), Some(self.conn.id));
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

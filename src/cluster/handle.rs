@@ -48,6 +48,9 @@ pub(crate) struct LinkInbox {
 
 /// Cross-node work waiting for the link at most; past it, more is dropped and counted.
 const WORK_QUEUE: usize = 1 << 16;
+/// Control requests waiting for the link at most; past it, a claim is refused and the other
+/// requests wait for room on a task of their own (their shard goes on).
+const CONTROL_QUEUE: usize = 1 << 12;
 /// Least time between two warnings about dropped cross-node messages.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
@@ -82,7 +85,7 @@ impl ClusterHandle {
         claim_timeout: Duration,
     ) -> (Arc<ClusterHandle>, LinkInbox) {
         let (work, work_rx) = flume::bounded(WORK_QUEUE);
-        let (control, control_rx) = flume::unbounded();
+        let (control, control_rx) = flume::bounded(CONTROL_QUEUE);
         let handle = Arc::new(ClusterHandle {
             name,
             node_id: node_id.into(),
@@ -128,24 +131,37 @@ impl ClusterHandle {
     }
 
     /// A topic's local interest may have changed; the link reads the topic table to see.
+    /// Called on a shard thread.
     pub(crate) fn interest(&self, topic: &str) {
-        let _ = self.control.send(Control::Interest(topic.into()));
+        self.send_control(Control::Interest(topic.into()));
     }
 
-    fn ask_claim(&self, uuid: &str) -> flume::Receiver<Result<u64, Error>> {
-        let (reply, answer) = flume::bounded(1);
-        let _ = self.control.send(Control::Claim {
-            uuid: uuid.into(),
-            reply,
-        });
-        answer
+    /// Hands the link a request that must not be lost, from a shard thread: at once, or, when
+    /// the link is this far behind, from a task that waits for room while the shard goes on.
+    fn send_control(&self, request: Control) {
+        if let Err(flume::TrySendError::Full(request)) = self.control.try_send(request) {
+            let control = self.control.clone();
+            glommio::spawn_local(async move {
+                let _ = control.send_async(request).await;
+            })
+            .detach();
+        }
     }
 
     /// Claims `uuid` across the cluster: the answer (one NATS round trip) within the claim
     /// timeout, `UuidDuplication` if another connection holds it on any node. Awaited by a
     /// shard task, it holds up that task only.
     pub(crate) async fn claim(&self, uuid: &str) -> Result<u64, Error> {
-        let answer = self.ask_claim(uuid);
+        let (reply, answer) = flume::bounded(1);
+        let request = Control::Claim {
+            uuid: uuid.into(),
+            reply,
+        };
+        if self.control.try_send(request).is_err() {
+            return Err(Error::Cluster(
+                "the NATS link is behind: UUID claim refused".into(),
+            ));
+        }
         future::or(
             async {
                 answer
@@ -162,13 +178,15 @@ impl ClusterHandle {
     }
 
     /// Gives up a claim (a connection that held it went, or renamed itself).
+    /// Called on a shard thread.
     pub(crate) fn release(&self, uuid: &str, revision: u64) {
-        let _ = self.control.send(Control::Release {
+        self.send_control(Control::Release {
             uuid: uuid.into(),
             revision,
         });
     }
 
+    /// Called off the shards (`Server::join`): waits for room.
     pub(crate) fn stop(&self) {
         let _ = self.control.send(Control::Stop);
     }

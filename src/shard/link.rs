@@ -52,6 +52,38 @@ pub(crate) enum ShardMsg {
     Stop { deadline: Instant },
 }
 
+impl ShardMsg {
+    /// Data for connections, which a full inbox refuses (the sender hears `InboxFull` where
+    /// its call returns a result, and the refusal is counted). Subscriptions, closes and the
+    /// stop are never refused: they take the room kept for them.
+    fn is_data(&self) -> bool {
+        matches!(
+            self,
+            ShardMsg::Emit { .. }
+                | ShardMsg::Broadcast { .. }
+                | ShardMsg::Publish { .. }
+                | ShardMsg::Fire { .. }
+        )
+    }
+}
+
+/// Messages a shard's inbox holds before it refuses data: a shard this far behind is not
+/// catching up, and what waits in its inbox holds memory (each message a frame).
+pub const DEFAULT_INBOX_CAPACITY: usize = 65_536;
+
+/// Room beyond the capacity kept for the messages never refused.
+const CONTROL_ROOM: usize = 1_024;
+
+/// Why `ShardLinks::post` did not queue a message.
+pub(crate) enum Refused {
+    /// The inbox holds its capacity: data is refused (and counted).
+    Full,
+    /// Even the room kept for control messages is taken: the caller must wait for room.
+    NoRoom(ShardMsg),
+    /// The shard has stopped (or never existed).
+    Stopped,
+}
+
 /// One shard as the rest of the server sees it.
 pub(crate) struct ShardLink {
     pub(crate) inbox: flume::Sender<ShardMsg>,
@@ -59,15 +91,20 @@ pub(crate) struct ShardLink {
     pub(crate) metrics: ShardMetrics,
 }
 
-/// Every shard's link, by shard id.
-pub(crate) struct ShardLinks(Box<[ShardLink]>);
+/// Every shard's link, by shard id, and the inboxes' capacity.
+pub(crate) struct ShardLinks {
+    links: Box<[ShardLink]>,
+    capacity: usize,
+}
 
 impl ShardLinks {
-    /// Links for `n` shards, and the receiving end of each inbox.
-    pub(crate) fn new(n: usize) -> (ShardLinks, Vec<flume::Receiver<ShardMsg>>) {
+    /// Links for `n` shards whose inboxes refuse data past `capacity` messages, and the
+    /// receiving end of each inbox.
+    pub(crate) fn new(n: usize, capacity: usize) -> (ShardLinks, Vec<flume::Receiver<ShardMsg>>) {
+        let capacity = capacity.max(1);
         let (links, inboxes): (Vec<_>, Vec<_>) = (0..n)
             .map(|_| {
-                let (inbox, receiver) = flume::unbounded();
+                let (inbox, receiver) = flume::bounded(capacity + CONTROL_ROOM);
                 let link = ShardLink {
                     inbox,
                     live: AtomicUsize::new(0),
@@ -76,30 +113,99 @@ impl ShardLinks {
                 (link, receiver)
             })
             .unzip();
-        (ShardLinks(links.into()), inboxes)
+        let links = links.into();
+        (ShardLinks { links, capacity }, inboxes)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.links.len()
     }
 
     pub(crate) fn get(&self, shard: ShardId) -> &ShardLink {
-        &self.0[shard.0]
+        &self.links[shard.0]
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &ShardLink> {
-        self.0.iter()
+        self.links.iter()
     }
 
     /// Live connections on all shards.
     pub(crate) fn connections(&self) -> usize {
-        self.0.iter().map(|s| s.live.load(Ordering::Relaxed)).sum()
+        self.links
+            .iter()
+            .map(|s| s.live.load(Ordering::Relaxed))
+            .sum()
     }
 
-    /// Posts `msg` to `shard`'s inbox; false once that shard has stopped (or never existed).
-    pub(crate) fn post(&self, shard: ShardId, msg: ShardMsg) -> bool {
-        self.0
-            .get(shard.0)
-            .is_some_and(|s| s.inbox.send(msg).is_ok())
+    /// Posts `msg` to `shard`'s inbox without waiting. Data finds the inbox full at its
+    /// capacity (counted in that shard's metrics); other messages may use the room beyond it.
+    pub(crate) fn post(&self, shard: ShardId, msg: ShardMsg) -> Result<(), Refused> {
+        let Some(link) = self.links.get(shard.0) else {
+            return Err(Refused::Stopped);
+        };
+        let data = msg.is_data();
+        if data && link.inbox.len() >= self.capacity {
+            link.metrics.inbox_refused();
+            return Err(Refused::Full);
+        }
+        match link.inbox.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(flume::TrySendError::Disconnected(_)) => Err(Refused::Stopped),
+            // Another thread filled the last places since the check.
+            Err(flume::TrySendError::Full(_)) if data => {
+                link.metrics.inbox_refused();
+                Err(Refused::Full)
+            }
+            Err(flume::TrySendError::Full(msg)) => Err(Refused::NoRoom(msg)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emit() -> ShardMsg {
+        let to = ConnId {
+            shard: ShardId(0),
+            slot: 0,
+            generation: 1,
+        };
+        ShardMsg::Emit {
+            to,
+            frame: Bytes::new(),
+        }
+    }
+
+    fn close_all() -> ShardMsg {
+        let (done, _) = flume::bounded(1);
+        ShardMsg::CloseAll {
+            frame: Bytes::new(),
+            deadline: Instant::now(),
+            done,
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_data_counts_it_and_keeps_room_for_control() {
+        let (links, inboxes) = ShardLinks::new(1, 2);
+        assert!(links.post(ShardId(0), emit()).is_ok());
+        assert!(links.post(ShardId(0), emit()).is_ok());
+        assert!(matches!(links.post(ShardId(0), emit()), Err(Refused::Full)));
+        assert_eq!(links.get(ShardId(0)).metrics.inbox_refusals(), 1);
+        for _ in 0..CONTROL_ROOM {
+            assert!(links.post(ShardId(0), close_all()).is_ok());
+        }
+        assert!(matches!(
+            links.post(ShardId(0), close_all()),
+            Err(Refused::NoRoom(ShardMsg::CloseAll { .. }))
+        ));
+        // The shard takes one: data is still refused until it is below the capacity.
+        inboxes[0].try_recv().unwrap();
+        assert!(matches!(links.post(ShardId(0), emit()), Err(Refused::Full)));
+        assert!(matches!(
+            links.post(ShardId(1), emit()),
+            Err(Refused::Stopped)
+        ));
     }
 }

@@ -46,6 +46,7 @@ pub(crate) struct Options {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_handshake_size: usize,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) inbox_capacity: usize,
 }
 
 pub(crate) struct Shared {

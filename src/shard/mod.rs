@@ -16,6 +16,7 @@
 //! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg`/`recv` |
 
 pub(crate) mod conn;
+pub(crate) mod dispatch;
 mod io;
 pub(crate) mod link;
 pub(crate) mod mesh;

@@ -21,8 +21,7 @@ use super::mesh::Shared;
 use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use crate::event::EventName;
-use crate::registry::{ConnId, ShardId};
-use crate::topics::TopicTable;
+use crate::registry::ShardId;
 
 thread_local! {
     /// The shard this thread runs, if it is a shard thread.
@@ -34,93 +33,15 @@ pub(crate) fn on_shard_thread() -> bool {
     CURRENT.with(|c| c.borrow().is_some())
 }
 
-/// Hands `msg` to `shard`: run at once when this thread is that shard, else via its inbox.
-/// One thread's messages to one shard keep their order either way.
-pub(crate) fn send_to(links: &Arc<ShardLinks>, shard: ShardId, msg: ShardMsg) {
-    let here = CURRENT.with(|c| {
+/// This thread's shard when it is `shard` of the server that `links` belong to: work for it
+/// runs inline, not through the inbox.
+pub(crate) fn running(links: &Arc<ShardLinks>, shard: ShardId) -> Option<Rc<ShardCore>> {
+    CURRENT.with(|c| {
         c.borrow()
             .as_ref()
             .filter(|core| core.id() == shard && Arc::ptr_eq(&core.conns.links, links))
             .cloned()
-    });
-    match here {
-        Some(core) => core.handle(msg),
-        // A send fails only once the shard has stopped; then there is nobody to deliver to.
-        None => {
-            links.post(shard, msg);
-        }
-    }
-}
-
-/// Hands a framed message for `topic` to each shard that holds a subscriber of it: one
-/// message per such shard, none to the others.
-pub(crate) fn publish(
-    table: &TopicTable,
-    links: &Arc<ShardLinks>,
-    topic: &str,
-    frame: &Bytes,
-    except: Option<ConnId>,
-) {
-    let shards = table.shards_with(topic);
-    if shards.is_empty() {
-        return;
-    }
-    let topic: Arc<str> = topic.into();
-    for shard in shards {
-        let msg = ShardMsg::Publish {
-            topic: Arc::clone(&topic),
-            frame: frame.clone(),
-            except: except.filter(|id| id.shard == shard),
-        };
-        send_to(links, shard, msg);
-    }
-}
-
-/// Queues `frame` for every connection on every shard (maybe but `except`).
-pub(crate) fn broadcast(links: &Arc<ShardLinks>, frame: &Bytes, except: Option<ConnId>) {
-    each_shard(links, |shard| ShardMsg::Broadcast {
-        frame: frame.clone(),
-        except: except.filter(|id| id.shard == shard),
-    });
-}
-
-/// Runs the listeners of `name` once per live connection on every shard.
-pub(crate) fn fire(links: &Arc<ShardLinks>, name: &Arc<str>, data: &Bytes) {
-    each_shard(links, |_| ShardMsg::Fire {
-        name: Arc::clone(name),
-        data: data.clone(),
-    });
-}
-
-/// Queues `frame` for the connection of this node that holds `uuid`; false if none does.
-pub(crate) fn emit(shared: &Shared, uuid: &str, frame: Bytes) -> bool {
-    let Some(to) = shared.registry.get(uuid) else {
-        return false;
-    };
-    send_to(&shared.links, to.shard, ShardMsg::Emit { to, frame });
-    true
-}
-
-/// Closes the connection of this node that holds `uuid`; false if none does.
-pub(crate) fn close(shared: &Shared, uuid: &str, code: u16, reason: &str) -> bool {
-    let Some(to) = shared.registry.get(uuid) else {
-        return false;
-    };
-    let reason = reason.to_string();
-    send_to(
-        &shared.links,
-        to.shard,
-        ShardMsg::Close { to, code, reason },
-    );
-    true
-}
-
-/// Hands every shard the message `msg` makes for it: one message per shard, never one per
-/// connection (docs/architecture.md, "Performance rules").
-pub(crate) fn each_shard(links: &Arc<ShardLinks>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
-    for i in 0..links.len() {
-        send_to(links, ShardId(i), msg(ShardId(i)));
-    }
+    })
 }
 
 pub(crate) struct ShardCore {

@@ -1,0 +1,222 @@
+//! Where work for connections goes: this node's shards first (inline when the caller runs the
+//! target shard, else through that shard's bounded inbox), then, in cluster mode, the other
+//! nodes. The one path that `Server`, `Websocket` and the NATS link share. Not what a shard
+//! does with the work (`ShardCore::handle`), nor how work crosses to other nodes (`nats`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::conn::Connections;
+use super::link::{Refused, ShardLinks, ShardMsg};
+use super::mesh::Shared;
+use super::state::{on_shard_thread, running};
+use crate::cluster::handle::{ClusterHandle, Work};
+use crate::cluster::wire::Op;
+use crate::registry::{ConnId, Registry, ShardId};
+use crate::topics::{self, TopicTable};
+use crate::Error;
+
+/// What dispatching reaches: this node's shards, its UUID map and topic table, and in cluster
+/// mode the NATS link.
+#[derive(Clone, Copy)]
+pub(crate) struct Dispatch<'a> {
+    links: &'a Arc<ShardLinks>,
+    registry: &'a Registry,
+    topics: &'a TopicTable,
+    cluster: Option<&'a ClusterHandle>,
+}
+
+impl<'a> Dispatch<'a> {
+    /// For a `Server` handle, or the NATS link.
+    pub(crate) fn of(shared: &'a Shared) -> Self {
+        Dispatch {
+            links: &shared.links,
+            registry: &shared.registry,
+            topics: &shared.topics,
+            cluster: shared.cluster.as_deref(),
+        }
+    }
+
+    /// For a connection's handle, on its shard.
+    pub(crate) fn from_shard(conns: &'a Connections) -> Self {
+        Dispatch {
+            links: &conns.links,
+            registry: &conns.registry,
+            topics: &conns.topic_table,
+            cluster: conns.cluster.as_deref(),
+        }
+    }
+
+    /// This node only: for work that came from the other nodes, which is never sent back.
+    pub(crate) fn local(self) -> Self {
+        Dispatch {
+            cluster: None,
+            ..self
+        }
+    }
+
+    /// One message for the connection holding `uuid`. `InvalidConnection` when no connection
+    /// of this node holds it (in cluster mode it goes to the other nodes instead, and is `Ok`)
+    /// or it is closing on the caller's shard; `InboxFull` when its shard's inbox is full.
+    pub(crate) fn emit(self, uuid: &str, frame: Bytes) -> Result<(), Error> {
+        let mut elsewhere = Vec::new();
+        let result = self.emit_here(uuid, frame.clone(), &mut elsewhere);
+        self.forward_emit(elsewhere, frame);
+        result
+    }
+
+    /// `emit` for each UUID, the ones held on no shard here in one message to the other nodes;
+    /// `failed` hears of each UUID that could not be reached.
+    pub(crate) fn emit_list(
+        self,
+        uuids: &[&str],
+        frame: &Bytes,
+        mut failed: impl FnMut(&str, Error),
+    ) {
+        let mut elsewhere = Vec::new();
+        for uuid in uuids {
+            if let Err(e) = self.emit_here(uuid, frame.clone(), &mut elsewhere) {
+                failed(uuid, e);
+            }
+        }
+        self.forward_emit(elsewhere, frame.clone());
+    }
+
+    fn emit_here(self, uuid: &str, frame: Bytes, elsewhere: &mut Vec<String>) -> Result<(), Error> {
+        let Some(to) = self.registry.get(uuid) else {
+            if self.cluster.is_some() {
+                elsewhere.push(uuid.to_string());
+                return Ok(());
+            }
+            return Err(Error::InvalidConnection);
+        };
+        match running(self.links, to.shard) {
+            // On the caller's own shard the answer is known now: a closing connection is an error.
+            Some(core) => match core.conns.get(to) {
+                Some(conn) => conn.send_frame(frame, Instant::now()),
+                None => Err(Error::InvalidConnection),
+            },
+            None => post(self.links, to.shard, ShardMsg::Emit { to, frame }),
+        }
+    }
+
+    fn forward_emit(self, uuids: Vec<String>, frame: Bytes) {
+        if let Some(cluster) = self.cluster.filter(|_| !uuids.is_empty()) {
+            cluster.send(Work::Op(Op::Emit { uuids, frame }));
+        }
+    }
+
+    /// `frame` for every connection on every shard and node, maybe but `except`. A shard whose
+    /// inbox is full misses it (counted in its metrics).
+    pub(crate) fn broadcast(self, frame: &Bytes, except: Option<ConnId>) {
+        each_shard(self.links, |shard| ShardMsg::Broadcast {
+            frame: frame.clone(),
+            except: except.filter(|id| id.shard == shard),
+        });
+        if let Some(cluster) = self.cluster {
+            cluster.send(Work::Op(Op::Broadcast {
+                frame: frame.clone(),
+            }));
+        }
+    }
+
+    /// `frame` for every subscriber of `topic`, maybe but `except`: one message to each shard
+    /// of this node that holds a subscriber, and in cluster mode one to the other nodes.
+    pub(crate) fn publish(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+        let shards = self.topics.shards_with(topic);
+        if !shards.is_empty() {
+            let name: Arc<str> = topic.into();
+            for shard in shards {
+                let msg = ShardMsg::Publish {
+                    topic: Arc::clone(&name),
+                    frame: frame.clone(),
+                    except: except.filter(|id| id.shard == shard),
+                };
+                let _ = send_to(self.links, shard, msg);
+            }
+        }
+        if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
+            cluster.send(Work::Publish {
+                topic: topic.into(),
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// Runs the listeners of `name` once per live connection, on every shard and node.
+    pub(crate) fn fire(self, name: &str, data: &Bytes) {
+        let shared_name: Arc<str> = name.into();
+        each_shard(self.links, |_| ShardMsg::Fire {
+            name: Arc::clone(&shared_name),
+            data: data.clone(),
+        });
+        if let Some(cluster) = self.cluster {
+            cluster.send(Work::Op(Op::Fire {
+                name: name.to_string(),
+                data: data.clone(),
+            }));
+        }
+    }
+
+    /// Closes the connection holding `uuid`, here or (cluster mode) wherever it is;
+    /// `InvalidConnection` when no node can have it.
+    pub(crate) fn close(self, uuid: &str, code: u16, reason: &str) -> Result<(), Error> {
+        if let Some(to) = self.registry.get(uuid) {
+            let reason = reason.to_string();
+            return send_to(self.links, to.shard, ShardMsg::Close { to, code, reason });
+        }
+        let cluster = self.cluster.ok_or(Error::InvalidConnection)?;
+        cluster.send(Work::Op(Op::Close {
+            uuid: uuid.to_string(),
+            code,
+            reason: reason.to_string(),
+        }));
+        Ok(())
+    }
+}
+
+/// Hands `msg` to `shard`: run at once when this thread runs that shard, else through its
+/// inbox. One thread's messages to one shard keep their order either way. `InboxFull` when the
+/// inbox refused it (data only, see `ShardLinks::post`).
+pub(crate) fn send_to(links: &Arc<ShardLinks>, shard: ShardId, msg: ShardMsg) -> Result<(), Error> {
+    match running(links, shard) {
+        Some(core) => {
+            core.handle(msg);
+            Ok(())
+        }
+        None => post(links, shard, msg),
+    }
+}
+
+/// Hands every shard the message `msg` makes for it: one message per shard, never one per
+/// connection (docs/architecture.md, "Performance rules").
+pub(crate) fn each_shard(links: &Arc<ShardLinks>, mut msg: impl FnMut(ShardId) -> ShardMsg) {
+    for i in 0..links.len() {
+        let _ = send_to(links, ShardId(i), msg(ShardId(i)));
+    }
+}
+
+/// Posts to another thread's shard. A message that must not be refused and finds even the
+/// inbox's reserved room full waits for room: on a shard thread in a task of its own (the
+/// shard goes on), elsewhere in place.
+fn post(links: &ShardLinks, shard: ShardId, msg: ShardMsg) -> Result<(), Error> {
+    match links.post(shard, msg) {
+        // A stopped shard has nobody left to deliver to.
+        Ok(()) | Err(Refused::Stopped) => Ok(()),
+        Err(Refused::Full) => Err(Error::InboxFull),
+        Err(Refused::NoRoom(msg)) => {
+            let inbox = links.get(shard).inbox.clone();
+            if on_shard_thread() {
+                glommio::spawn_local(async move {
+                    let _ = inbox.send_async(msg).await;
+                })
+                .detach();
+            } else {
+                let _ = inbox.send(msg);
+            }
+            Ok(())
+        }
+    }
+}
