@@ -202,3 +202,50 @@ fn shutdown_sends_1001_and_join_returns() {
         "no longer listening"
     );
 }
+
+#[test]
+fn a_producer_that_outruns_a_shard_is_refused_counted_and_loses_nothing_accepted() {
+    let ts = TestServer::start(Server::builder().shards(1).inbox_capacity(16).route(
+        "/ws/:id",
+        |kws| {
+            let id = kws.param("id").unwrap_or_default().to_string();
+            kws.set_uuid(id).unwrap();
+        },
+    ));
+    // A listener holds the shard's thread until told to go on: its inbox fills meanwhile.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    ts.server.on(event::MESSAGE, move |ep| {
+        if ep.data() == "hold" {
+            let _ = wait.lock().unwrap().recv_timeout(WAIT);
+        }
+    });
+    let mut c = ts.client("/ws/c");
+    wait_until(|| ts.server.is_connected("c"), "c");
+    c.send_text("hold");
+    wait_until(|| ts.server.metrics().messages_in == [1], "the shard held");
+
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..100 {
+        match ts.server.emit_to("c", format!("{i}"), MessageType::Text) {
+            Ok(()) => accepted += 1,
+            Err(corecast::Error::InboxFull) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((accepted, refused), (16, 84));
+    // A broadcast has no result to refuse with: it misses the shard and is counted.
+    ts.server.broadcast("missed", MessageType::Text);
+    assert_eq!(ts.server.metrics().inbox_refusals, [85]);
+
+    go.send(()).unwrap();
+    for i in 0..16 {
+        assert_eq!(
+            c.recv_text(),
+            format!("{i}"),
+            "accepted messages arrive in order"
+        );
+    }
+    ts.server.emit_to("c", "after", MessageType::Text).unwrap();
+    assert_eq!(c.recv_text(), "after");
+}
