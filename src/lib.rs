@@ -75,6 +75,15 @@ mod upgrade;
 mod websocket;
 pub mod ws;
 
+// The README's and the library guide's examples compile as written.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+struct LibraryGuideDoctests;
+
 pub use bytes::Bytes;
 pub use cluster::{ClusterConfig, ClusterView, NodeInfo};
 pub use config::{Config, Deflate, RecoverHandler};

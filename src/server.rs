@@ -133,7 +133,7 @@ impl Builder {
     /// Makes this server a node of a cluster over NATS: broadcasts, publishes, fires, emits
     /// and closes reach every node, and `set_uuid` is unique across nodes. `start()` fails
     /// with an error naming the URL when NATS cannot be reached (unless
-    /// `ClusterConfig::start_without_nats`). See the README's "Cluster mode".
+    /// `ClusterConfig::start_without_nats`). See `docs/cluster.md`.
     pub fn cluster(mut self, config: ClusterConfig) -> Self {
         self.cluster = Some(config);
         self
@@ -292,7 +292,8 @@ fn with_hint(reason: String) -> String {
     format!(
         "{reason} (corecast needs io_uring: Linux 5.8 or later, not blocked by seccomp \
          (Docker: --security-opt seccomp=unconfined) nor by sysctl kernel.io_uring_disabled; \
-         and a memlock limit of at least 512 KiB: `ulimit -l` / LimitMEMLOCK=, or CAP_IPC_LOCK)"
+         and a memlock limit of about 512 KiB per shard: `ulimit -l` / LimitMEMLOCK=, or \
+         CAP_IPC_LOCK)"
     )
 }
 
@@ -660,8 +661,9 @@ impl Server {
         rx
     }
 
-    /// Drains, stops accepting, closes every connection with 1001 "server shutting down"
-    /// (force-closing after 10 s), then stops the shards. Returns at once; `join` waits.
+    /// Drains (new upgrades get 503, the port stays open), closes every connection with 1001
+    /// "server shutting down" (force-closing after 10 s), then stops listening and stops the
+    /// shards. Returns at once; `join` waits.
     pub fn shutdown(&self) {
         self.shutdown_within(Duration::from_secs(10));
     }
