@@ -62,8 +62,6 @@ mod handshake;
 pub mod http;
 pub mod limits;
 mod metrics;
-#[cfg(feature = "cluster")]
-mod nats;
 mod registry;
 pub mod runtime;
 mod server;

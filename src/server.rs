@@ -326,7 +326,7 @@ struct Inner {
 
 /// This node's NATS link, where the library is built with cluster mode.
 #[cfg(feature = "cluster")]
-use crate::nats::NatsLink as Link;
+use crate::cluster::link::NatsLink as Link;
 
 #[cfg(not(feature = "cluster"))]
 struct Link;

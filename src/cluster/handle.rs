@@ -1,6 +1,9 @@
 //! What a shard or a `Server` holds of this node's NATS link: a way to hand it cross-node work
 //! without ever waiting on NATS, a way to ask for a cluster-wide UUID claim, and what the link
-//! reports back (its state, the nodes it hears, its counters). Not the link: `crate::nats`.
+//! reports back (its state, the nodes it hears, its counters). Not the link: `cluster::link`.
+//!
+//! What depends on time is decided by pure functions of the time read once by the caller
+//! (`is_live`, `warning_due`), so the tests below move instants by hand.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,9 +122,10 @@ impl ClusterHandle {
     /// once per `WARN_EVERY`.
     pub(crate) fn dropped(&self, n: u64, why: &str) {
         let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let now = Instant::now();
         let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
-        if last.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
+        if warning_due(*last, now, WARN_EVERY) {
+            *last = Some(now);
             tracing::warn!(
                 dropped_total = total,
                 reason = why,
@@ -191,10 +195,10 @@ impl ClusterHandle {
         let _ = self.control.send(Control::Stop);
     }
 
-    /// A heartbeat came from `node`.
-    pub(crate) fn heard(&self, node: String, connections: usize) {
+    /// A heartbeat came from `node` at `now`.
+    pub(crate) fn heard(&self, node: String, connections: usize, now: Instant) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.insert(node, (connections, Instant::now()));
+        nodes.insert(node, (connections, now));
     }
 
     /// How long a silent node stays in the view: three heartbeats.
@@ -202,12 +206,12 @@ impl ClusterHandle {
         self.heartbeat * 3
     }
 
-    /// Drops nodes not heard from within the node timeout.
-    pub(crate) fn prune(&self) {
+    /// Drops nodes not heard from within the node timeout before `now`.
+    pub(crate) fn prune(&self, now: Instant) {
         let limit = self.node_timeout();
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes.retain(|id, (_, seen)| {
-            let keep = seen.elapsed() < limit;
+            let keep = is_live(*seen, now, limit);
             if !keep {
                 tracing::info!(node = %id, "node left the cluster view (no heartbeat)");
             }
@@ -215,24 +219,31 @@ impl ClusterHandle {
         });
     }
 
-    /// Whether `node` has been heard within the node timeout.
-    pub(crate) fn is_live(&self, node: &str) -> bool {
+    /// Whether `node` has been heard within the node timeout before `now`.
+    pub(crate) fn is_live(&self, node: &str, now: Instant) -> bool {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes
             .get(node)
-            .is_some_and(|(_, seen)| seen.elapsed() < self.node_timeout())
+            .is_some_and(|(_, seen)| is_live(*seen, now, self.node_timeout()))
     }
 
-    /// The view: every node heard recently, and this one with `local` connections.
+    /// The view as of now: every node heard recently, and this one with `local` connections.
     pub(crate) fn view(&self, local: usize) -> ClusterView {
+        self.view_at(local, Instant::now())
+    }
+
+    /// The view at `now`: every node heard within the node timeout before it, and this one
+    /// with `local` connections.
+    pub(crate) fn view_at(&self, local: usize, now: Instant) -> ClusterView {
+        let timeout = self.node_timeout();
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<NodeInfo> = nodes
             .iter()
-            .filter(|(_, (_, seen))| seen.elapsed() < self.node_timeout())
+            .filter(|(_, (_, seen))| is_live(*seen, now, timeout))
             .map(|(id, (connections, seen))| NodeInfo {
                 id: id.clone(),
                 connections: *connections,
-                last_heartbeat: seen.elapsed(),
+                last_heartbeat: now.saturating_duration_since(*seen),
                 this_node: false,
             })
             .collect();
@@ -248,5 +259,114 @@ impl ClusterHandle {
             connected: self.stats.connected.load(Ordering::Acquire),
             name: self.name.clone(),
         }
+    }
+}
+
+/// Whether a node last heard at `seen` still counts as live at `now`: heard less than `timeout`
+/// before. A `seen` after `now` (the caller read the clock before the heartbeat was noted)
+/// counts as just heard.
+pub(crate) fn is_live(seen: Instant, now: Instant, timeout: Duration) -> bool {
+    now.saturating_duration_since(seen) < timeout
+}
+
+/// Whether a warning may be given at `now` when the last one was at `last`: the first one
+/// always, then at most one per `every`.
+fn warning_due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.map_or(true, |t| now.saturating_duration_since(t) >= every)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn handle(heartbeat: Duration) -> Arc<ClusterHandle> {
+        ClusterHandle::new("c".into(), "me".into(), heartbeat, SECOND).0
+    }
+
+    #[test]
+    fn a_node_is_live_until_exactly_the_timeout() {
+        let seen = Instant::now();
+        let timeout = 3 * SECOND;
+        assert!(is_live(seen, seen, timeout));
+        assert!(is_live(
+            seen,
+            seen + timeout - Duration::from_nanos(1),
+            timeout
+        ));
+        assert!(!is_live(seen, seen + timeout, timeout));
+        assert!(!is_live(seen, seen + 10 * timeout, timeout));
+    }
+
+    #[test]
+    fn a_heartbeat_noted_after_now_counts_as_just_heard() {
+        let now = Instant::now();
+        assert!(is_live(now + SECOND, now, SECOND));
+    }
+
+    #[test]
+    fn a_zero_timeout_keeps_no_node() {
+        let now = Instant::now();
+        assert!(!is_live(now, now, Duration::ZERO));
+    }
+
+    #[test]
+    fn warnings_come_at_most_once_per_period() {
+        let t0 = Instant::now();
+        assert!(warning_due(None, t0, WARN_EVERY));
+        assert!(!warning_due(Some(t0), t0, WARN_EVERY));
+        assert!(!warning_due(
+            Some(t0),
+            t0 + WARN_EVERY - Duration::from_millis(1),
+            WARN_EVERY
+        ));
+        assert!(warning_due(Some(t0), t0 + WARN_EVERY, WARN_EVERY));
+        // A last warning stamped after `now` is not a reason to warn again.
+        assert!(!warning_due(Some(t0 + SECOND), t0, WARN_EVERY));
+    }
+
+    #[test]
+    fn the_node_timeout_is_three_heartbeats() {
+        assert_eq!(handle(SECOND).node_timeout(), 3 * SECOND);
+    }
+
+    #[test]
+    fn liveness_view_and_prune_follow_the_instant_given() {
+        let h = handle(SECOND);
+        let t0 = Instant::now();
+        h.heard("b".into(), 7, t0);
+        h.heard("a".into(), 2, t0 + SECOND);
+
+        assert!(h.is_live("a", t0 + SECOND));
+        assert!(h.is_live("b", t0 + SECOND));
+        assert!(!h.is_live("nobody", t0));
+
+        let at = t0 + 2 * SECOND;
+        let view = h.view_at(5, at);
+        let nodes = view.nodes();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "me"]);
+        assert_eq!(nodes[0].last_heartbeat, SECOND);
+        assert_eq!(nodes[1].last_heartbeat, 2 * SECOND);
+        assert!(nodes[2].this_node);
+        assert_eq!(nodes[2].last_heartbeat, Duration::ZERO);
+        assert_eq!(view.connections(), 14);
+
+        // Three heartbeats after b's: b is out of the view, a is still in it.
+        let at = t0 + 3 * SECOND;
+        assert!(!h.is_live("b", at));
+        assert!(h.is_live("a", at));
+        let ids: Vec<String> = h.view_at(0, at).nodes().into_iter().map(|n| n.id).collect();
+        assert_eq!(ids, ["a", "me"]);
+
+        // Pruning at that instant forgets b, even when asked about an earlier instant later.
+        h.prune(at);
+        assert!(!h.is_live("b", t0));
+        assert!(h.is_live("a", at));
+
+        // A new heartbeat brings a node back.
+        h.heard("b".into(), 1, at);
+        assert!(h.is_live("b", at));
     }
 }

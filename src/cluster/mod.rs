@@ -1,11 +1,13 @@
-//! Cluster mode's public face: `ClusterConfig` (how a node joins), `ClusterView` (who is in the
-//! cluster). Several nodes act as one server by carrying cross-node work over NATS; what a
-//! shard hands to the NATS link is `handle`, what travels is `wire`. Not the link itself: that
-//! is `crate::nats`, one thread per node.
+//! Cluster mode: `ClusterConfig` (how a node joins), `ClusterView` (who is in the cluster).
+//! Several nodes act as one server by carrying cross-node work over NATS. The NATS link
+//! itself, one thread per node, is `link` (built with the `cluster` feature only); what a
+//! shard hands to it is `handle`, what travels is `wire`.
 // Built without the `cluster` feature there is no NATS link to read what shards hand it.
 #![cfg_attr(not(feature = "cluster"), allow(dead_code))]
 
 pub(crate) mod handle;
+#[cfg(feature = "cluster")]
+pub(crate) mod link;
 pub(crate) mod wire;
 
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! their inboxes, as any thread would), answers UUID claims from a JetStream key-value bucket,
 //! and sends and hears heartbeats. Shards never wait on it. Not the wire format
 //! (`cluster::wire`) nor what shards hold of it (`cluster::handle`).
+//!
+//! What depends on time is decided by pure functions of the time read once where the decision
+//! is made (`claim_is_stale`, `subject_kept`), so the tests below move the clock by hand.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,7 +26,7 @@ use crate::cluster::handle::{ClusterHandle, Control, LinkInbox, Work};
 use crate::cluster::wire::{self, Op, Subjects};
 use crate::cluster::ClusterConfig;
 use crate::shard::dispatch::Dispatch;
-use crate::shard::mesh::Shared;
+use crate::shard::shared::Shared;
 use crate::Error;
 
 /// The running link of one node.
@@ -246,11 +249,11 @@ async fn receive_ops(mut sub: Subscriber, shared: Arc<Shared>, handle: Arc<Clust
         // Never sent back: every node hears each operation from its sender.
         let here = Dispatch::of(&shared).local();
         match op {
-            Op::Broadcast { frame } => here.broadcast(&frame, None),
+            Op::Broadcast { frame } => here.to_all(&frame, None),
             Op::Fire { name, data } => here.fire(&name, &data),
             Op::Emit { uuids, frame } => {
                 let uuids: Vec<&str> = uuids.iter().map(String::as_str).collect();
-                here.emit_list(&uuids, &frame, |_, _| {});
+                here.to_uuids(&uuids, &frame, |_, _| {});
             }
             Op::Close { uuid, code, reason } => {
                 let _ = here.close(&uuid, code, &reason);
@@ -270,14 +273,15 @@ async fn receive_topic(
         handle.stats.received.fetch_add(1, Ordering::Relaxed);
         Dispatch::of(&shared)
             .local()
-            .publish(&topic, &msg.payload, None);
+            .to_topic(&topic, &msg.payload, None);
     }
 }
 
 async fn receive_heartbeats(mut sub: Subscriber, handle: Arc<ClusterHandle>) {
     while let Some(msg) = sub.next().await {
         if let Ok((node, connections)) = wire::decode_heartbeat(&msg.payload) {
-            handle.heard(node, usize::try_from(connections).unwrap_or(usize::MAX));
+            let connections = usize::try_from(connections).unwrap_or(usize::MAX);
+            handle.heard(node, connections, Instant::now());
         }
     }
 }
@@ -294,7 +298,7 @@ async fn send_heartbeats(
     let mut every = tokio::time::interval(handle.heartbeat);
     loop {
         every.tick().await;
-        handle.prune();
+        handle.prune(Instant::now());
         if !handle.stats.connected.load(Ordering::Acquire) {
             continue;
         }
@@ -368,12 +372,13 @@ async fn control_loop(
                 Ok(Control::Stop) | Err(_) => break,
             },
             _ = tick.tick() => {
+                let now = Instant::now();
                 held.retain(|topic, h| {
                     if shared.topics.count(topic) > 0 {
                         h.idle_since = None;
                         return true;
                     }
-                    let keep = h.idle_since.map_or(true, |t| t.elapsed() < grace);
+                    let keep = subject_kept(h.idle_since, now, grace);
                     if !keep {
                         // Dropping the subscriber unsubscribes.
                         h.reader.abort();
@@ -386,6 +391,12 @@ async fn control_loop(
     for h in held.into_values() {
         h.reader.abort();
     }
+}
+
+/// Whether a topic subject without local subscribers since `idle_since` (`None`: it has
+/// some) is still held at `now`: for less than `grace` after it lost the last one.
+fn subject_kept(idle_since: Option<Instant>, now: Instant, grace: Duration) -> bool {
+    idle_since.map_or(true, |t| now.saturating_duration_since(t) < grace)
 }
 
 /// Seconds a release keeps trying while NATS is away.
@@ -401,10 +412,23 @@ struct Claims {
     shared: Arc<Shared>,
 }
 
+/// The wall clock in milliseconds since the Unix epoch (0 before it): what claims are stamped
+/// with, since they are compared across nodes.
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether another node's claim stamped at `stamp_ms` may be taken over at `now_ms`: its holder
+/// is not live (no heartbeat within the node timeout) and the claim is at least `timeout` old.
+/// A claim younger than that is kept even when its holder is not heard yet (a node that just
+/// joined), and so is one stamped after `now_ms`: when a clock went backwards, its age is
+/// unknown, not large.
+fn claim_is_stale(now_ms: u64, stamp_ms: u64, holder_live: bool, timeout: Duration) -> bool {
+    let age_ms = now_ms.saturating_sub(stamp_ms);
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    !holder_live && age_ms >= timeout_ms
 }
 
 impl Claims {
@@ -467,7 +491,9 @@ impl Claims {
         let Some(entry) = entry else {
             return Err(Error::UuidDuplication);
         };
-        if entry.operation == Operation::Put && self.held_elsewhere(uuid, &entry.value) {
+        if entry.operation == Operation::Put
+            && self.held_elsewhere(uuid, &entry.value, unix_ms(), Instant::now())
+        {
             return Err(Error::UuidDuplication);
         }
         store
@@ -476,17 +502,18 @@ impl Claims {
             .map_err(|_| Error::UuidDuplication)
     }
 
-    /// Whether a claim's holder still counts: a live node other than this one, or this node
-    /// with a live connection holding it, or a claim too young to judge.
-    fn held_elsewhere(&self, uuid: &str, value: &Bytes) -> bool {
+    /// Whether a claim's holder still counts at `now_ms` on the wall clock (`now` on this
+    /// node's clock): this node with a live connection holding it, or another node's claim that
+    /// is not stale (`claim_is_stale`).
+    fn held_elsewhere(&self, uuid: &str, value: &Bytes, now_ms: u64, now: Instant) -> bool {
         let Some((node, at)) = wire::parse_claim(value) else {
             return false;
         };
-        let young = unix_ms().saturating_sub(at) < self.handle.node_timeout().as_millis() as u64;
         if node == &*self.handle.node_id {
             return self.shared.registry.get(uuid).is_some();
         }
-        young || self.handle.is_live(node)
+        let live = self.handle.is_live(node, now);
+        !claim_is_stale(now_ms, at, live, self.handle.node_timeout())
     }
 
     /// Deletes the claim, retrying while NATS is away (for up to `RELEASE_TRIES` seconds):
@@ -510,5 +537,75 @@ impl Claims {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tracing::warn!(uuid, "UUID claim not released: NATS stayed away");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_fresh_claim_by_a_live_node_is_kept() {
+        assert!(!claim_is_stale(NOW_MS, NOW_MS, true, TIMEOUT));
+        assert!(!claim_is_stale(NOW_MS, NOW_MS - 1_000, true, TIMEOUT));
+    }
+
+    #[test]
+    fn a_live_holder_keeps_its_claim_however_old() {
+        assert!(!claim_is_stale(NOW_MS, NOW_MS - 3_000, true, TIMEOUT));
+        assert!(!claim_is_stale(NOW_MS, 0, true, TIMEOUT));
+    }
+
+    #[test]
+    fn a_young_claim_is_kept_while_its_holder_is_not_heard_yet() {
+        assert!(!claim_is_stale(NOW_MS, NOW_MS, false, TIMEOUT));
+        assert!(!claim_is_stale(NOW_MS, NOW_MS - 2_999, false, TIMEOUT));
+    }
+
+    #[test]
+    fn a_claim_of_a_silent_node_past_the_bound_is_taken_over() {
+        assert!(claim_is_stale(NOW_MS, NOW_MS - 3_001, false, TIMEOUT));
+        assert!(claim_is_stale(NOW_MS, NOW_MS - 60_000, false, TIMEOUT));
+        assert!(claim_is_stale(NOW_MS, 0, false, TIMEOUT));
+    }
+
+    #[test]
+    fn a_claim_exactly_at_the_bound_is_stale() {
+        assert!(claim_is_stale(NOW_MS, NOW_MS - 3_000, false, TIMEOUT));
+        assert!(!claim_is_stale(NOW_MS, NOW_MS - 2_999, false, TIMEOUT));
+    }
+
+    #[test]
+    fn a_claim_stamped_in_the_future_is_not_stale() {
+        // The clock went backwards (here, or the holder's runs ahead): age unknown, kept.
+        assert!(!claim_is_stale(NOW_MS, NOW_MS + 1, false, TIMEOUT));
+        assert!(!claim_is_stale(NOW_MS, NOW_MS + 60_000, false, TIMEOUT));
+        assert!(!claim_is_stale(0, NOW_MS, false, TIMEOUT));
+    }
+
+    #[test]
+    fn the_bound_is_counted_in_whole_milliseconds() {
+        let timeout = Duration::from_micros(2_500);
+        assert!(!claim_is_stale(NOW_MS, NOW_MS - 1, false, timeout));
+        assert!(claim_is_stale(NOW_MS, NOW_MS - 2, false, timeout));
+    }
+
+    #[test]
+    fn an_idle_subject_is_let_go_at_the_end_of_the_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(1);
+        assert!(subject_kept(None, t0, grace));
+        assert!(subject_kept(Some(t0), t0, grace));
+        assert!(subject_kept(
+            Some(t0),
+            t0 + grace - Duration::from_millis(1),
+            grace
+        ));
+        assert!(!subject_kept(Some(t0), t0 + grace, grace));
+        // Idle since after the tick read the clock: kept.
+        assert!(subject_kept(Some(t0 + grace), t0, grace));
     }
 }
