@@ -21,30 +21,44 @@
 //!
 //! # Map of the crate
 //!
-//! Top to bottom; each file imports only files below it (`docs/architecture.md`).
+//! Top to bottom, one row a layer: a file imports only files of the rows below it (the one
+//! exception says why). `tests/layering.rs` holds the same order and fails on an import
+//! against it; `docs/architecture.md` draws it.
 //!
 //! | module | what it is |
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
-//! | `nats` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats |
-//! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, timers, flush pass) |
-//! | `shard::io` | the connection task: handshake, writes that wait for room, the final linger |
-//! | `shard::readiness` | one epoll set per shard: which open connections have bytes to read |
+//! | `cluster::link` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats |
+//! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, readiness reads, timers, flush pass) |
+//! | `shard::io` | the connection task: TLS and upgrade I/O, writes that wait for room, the final linger |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
+//! | `shard::dispatch` | where work for connections goes: the caller's shard inline, other shards' bounded inboxes, other nodes |
 //! | `shard::state` | one shard's state and lifecycle, and what each inbox message does |
-//! | `shard::mesh` | what every shard shares: routes, gate, listeners, UUID registry, links |
-//! | `shard::conn` | the connections: their glue, the slab and shared services, `Websocket` and `EventPayload` |
-//! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
+//! | `shard::shared` | what every shard shares: routes, gate, listeners, UUID registry, topic table, links |
 //! | `tls` | `TlsConfig`: certificate and key files, the rustls acceptor the shards share, reload |
-//! | `shard::link` | what other threads hold of a shard: inbox, live count, counters |
-//! | `shard::{timers, notify, socket}` | the timer heap, a wake-up signal, the one raw `sendmsg` |
-//! | [`ws`] | RFC 6455 framing, permessage-deflate (RFC 7692), the outbound queue policy and the per-connection protocol `Session` (pure: no sockets, no clock) |
-//! | [`http`] | upgrade parsing, routes with `:params` and `*`, responses (pure) |
-//! | [`cluster`] | cluster mode's config and view; what shards hand the NATS link (`handle`) and what travels (`wire`) |
-//! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
-//! | [`event`], `registry`, `metrics` | event names and listener registry, the UUID map, per-shard counters |
+//! | `shard::conn`, `shard::connections`, `shard::handle` | one layer, as their types refer to each other: a connection's glue; the slab and what a shard's connections share; `Websocket` and `EventPayload` |
+//! | `handshake` | the upgrade decision: request head and server state in, the 101 or a refusal out (pure) |
+//! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
 //! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
-//! | `config`, `error`, [`units`], [`limits`] | `Config`, `Error`, human units, the open-file limit |
+//! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
+//! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
+//! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
+//! | `shard::notify` | a wake-up signal for one thread |
+//! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
+//! | `metrics` | per-shard counters and their Prometheus text |
+//! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
+//! | `config` | `Config`, a route's settings |
+//! | `error` | `Error`, the library's one error type |
+//! | [`event`], `registry`, [`units`], [`limits`] | event names and the listener registry; the UUID map; human units; the open-file limit |
+//! | [`ws`] | RFC 6455 and RFC 7692 without I/O or a clock: |
+//! | `ws::session` | one connection's protocol state: decoder, outbound queue, close, deadlines |
+//! | `ws::deflate` | permessage-deflate offers, and the thread's shared compressor |
+//! | `ws::frame`, `ws::queue` | the frame codec; the outbound queue policy |
+//! | `ws::inflate` | the thread's shared inflater, bounded |
+//! | [`http`] | the opening handshake's HTTP (pure): |
+//! | `http::upgrade` | RFC 6455 §4.2.1 checks, offered subprotocols and extensions |
+//! | `http::head` | request-head parsing and header access |
+//! | `http::query`, `http::tokens`, `http::response`, `http::route` | query strings; token lists; response bytes; routes with `:params` and `*` |
 //!
 //! The `corecast` binary is its own package (`bin/`, `corecast-bin`): settings, the modes, the
 //! HTTP API, logging and signals, on top of this library's public API. Its dependencies (clap,
@@ -89,7 +103,7 @@ pub use error::Error;
 pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
-pub use shard::conn::{EventPayload, Websocket};
+pub use shard::handle::{EventPayload, Websocket};
 pub use tls::TlsConfig;
 pub use upgrade::{Rejection, UpgradeRequest};
 pub use ws::frame::MessageType;

@@ -16,11 +16,11 @@ use crate::http::{self, RoutePattern, Router};
 use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
 use crate::runtime;
-use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::dispatch::{each_shard, send_to, Dispatch};
+use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg, DEFAULT_INBOX_CAPACITY};
-use crate::shard::mesh::{Options, Route, RouteCallback, Shared};
 use crate::shard::readiness::Readiness;
+use crate::shard::shared::{Options, Route, RouteCallback, Shared};
 use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
 use crate::tls::{Tls, TlsConfig};
@@ -417,21 +417,20 @@ impl Server {
         ty: MessageType,
     ) -> Result<(), Error> {
         let data = data.into();
-        self.dispatch().emit(uuid, ty.frame(&data))
+        self.dispatch().to_uuid(uuid, ty.frame(&data))
     }
 
     /// Sends to each UUID; unknown ones are skipped. In cluster mode the UUIDs this node does
     /// not hold go to the other nodes in one message.
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        self.dispatch()
-            .emit_list(uuids, &ty.frame(&data), |_, _| {});
+        self.dispatch().to_uuids(uuids, &ty.frame(&data), |_, _| {});
     }
 
     /// Sends to every connection on every shard (and node), framed once.
     pub fn broadcast(&self, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        self.dispatch().broadcast(&ty.frame(&data), None);
+        self.dispatch().to_all(&ty.frame(&data), None);
     }
 
     /// Runs the listeners of `name` once per live connection, on every node; nothing goes on
@@ -495,7 +494,7 @@ impl Server {
     /// nobody, and that is not an error.
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        self.dispatch().publish(topic, &ty.frame(&data), None);
+        self.dispatch().to_topic(topic, &ty.frame(&data), None);
     }
 
     /// Subscribers of `topic` on this server, all shards.

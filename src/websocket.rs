@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use crate::event::EventName;
 use crate::registry::RenameError;
-use crate::shard::conn::{EventPayload, Websocket};
 use crate::shard::dispatch::Dispatch;
+use crate::shard::handle::{EventPayload, Websocket};
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -207,7 +207,7 @@ impl Websocket {
         ty: MessageType,
     ) -> Result<(), Error> {
         let data = data.into();
-        let result = self.dispatch().emit(uuid, ty.frame(&data));
+        let result = self.dispatch().to_uuid(uuid, ty.frame(&data));
         if let Err(e) = &result {
             self.failed_to_reach(uuid, e);
         }
@@ -219,7 +219,7 @@ impl Websocket {
     pub fn emit_to_list(&self, uuids: &[&str], data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         self.dispatch()
-            .emit_list(uuids, &ty.frame(&data), |uuid, e| {
+            .to_uuids(uuids, &ty.frame(&data), |uuid, e| {
                 self.failed_to_reach(uuid, &e)
             });
     }
@@ -244,7 +244,7 @@ impl Websocket {
     pub fn broadcast(&self, data: impl Into<Bytes>, except: bool, ty: MessageType) {
         let data = data.into();
         let except = except.then_some(self.conn.id);
-        self.dispatch().broadcast(&ty.frame(&data), except);
+        self.dispatch().to_all(&ty.frame(&data), except);
     }
 
     /// Subscribes this connection to `topic`: `Ok(false)` if it already was. A publish called
@@ -275,7 +275,7 @@ impl Websocket {
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         self.dispatch()
-            .publish(topic, &ty.frame(&data), Some(self.conn.id));
+            .to_topic(topic, &ty.frame(&data), Some(self.conn.id));
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

@@ -1,7 +1,9 @@
-//! The library's files import each other without a circle: each file uses only files below it
-//! (docs/architecture.md, "Layers"). Reads `src/` as text: every `crate::`, `super::` and
-//! `self::` path and every use of a child module counts as an import of the file that defines
-//! it, with the crate root's re-exports resolved to where the item lives.
+//! The library's files form one declared order of layers (`LAYERS`, top to bottom): a file
+//! imports only files of lower layers, and of its own layer only where that layer is declared
+//! mutual. `src/lib.rs`'s crate map and `docs/architecture.md` list the same order. Reads
+//! `src/` as text: every `crate::`, `super::` and `self::` path and every use of a child module
+//! counts as an import of the file that defines it, with the crate root's re-exports resolved
+//! to where the item lives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -113,8 +115,8 @@ fn expand(rest: &str, mut base: Vec<String>, out: &mut Vec<Vec<String>>) {
     }
 }
 
-#[test]
-fn no_file_of_the_library_imports_itself_through_others() {
+/// Every file of `src/` with the files it imports.
+fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     let mut files = Vec::new();
     rust_files(Path::new("src"), &mut files);
     let modules: BTreeMap<Vec<String>, PathBuf> =
@@ -139,7 +141,7 @@ fn no_file_of_the_library_imports_itself_through_others() {
         (1..=path.len()).rev().find_map(|n| modules.get(&path[..n]))
     };
 
-    let mut edges: BTreeMap<&PathBuf, BTreeSet<&PathBuf>> = BTreeMap::new();
+    let mut edges: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
     for file in &files {
         let code = code_of(&std::fs::read_to_string(file).unwrap());
         let me = module_of(file);
@@ -171,53 +173,183 @@ fn no_file_of_the_library_imports_itself_through_others() {
                 }
             }
         }
-        let deps = edges.entry(file).or_default();
+        let deps = edges.entry(file.clone()).or_default();
         for target in targets {
             if let Some(t) = resolve(target) {
                 if t != file && !t.ends_with("lib.rs") {
-                    deps.insert(t);
+                    deps.insert(t.clone());
                 }
             }
         }
     }
 
-    // Depth-first search for a back edge; report the circle it closes.
-    fn visit<'a>(
-        node: &'a PathBuf,
-        edges: &BTreeMap<&'a PathBuf, BTreeSet<&'a PathBuf>>,
-        stack: &mut Vec<&'a PathBuf>,
-        done: &mut BTreeSet<&'a PathBuf>,
-    ) -> Option<Vec<String>> {
-        if let Some(i) = stack.iter().position(|n| *n == node) {
-            return Some(
-                stack[i..]
-                    .iter()
-                    .chain([&node])
-                    .map(|p| p.display().to_string())
-                    .collect(),
-            );
+    edges
+}
+
+/// The layers, top to bottom, as module paths (`""` is never used: `lib.rs` only re-exports).
+/// `true` marks the one layer whose files import each other: the shard's connection, its slab
+/// and the handles users hold refer to one another through `Rc`.
+const LAYERS: &[(&[&str], bool)] = &[
+    (&["server"], false),
+    (&["cluster::link"], false),
+    (&["shard"], false),
+    (&["shard::io"], false),
+    (&["websocket"], false),
+    (&["shard::dispatch"], false),
+    (&["shard::state"], false),
+    (&["shard::shared"], false),
+    (&["tls"], false),
+    (
+        &["shard::conn", "shard::connections", "shard::handle"],
+        true,
+    ),
+    (&["handshake"], false),
+    (&["upgrade"], false),
+    (&["runtime"], false),
+    (&["cluster::handle"], false),
+    (&["shard::link"], false),
+    (
+        &["shard::readiness", "shard::timers", "shard::socket"],
+        false,
+    ),
+    (&["shard::notify"], false),
+    (&["topics"], false),
+    (&["metrics"], false),
+    (&["cluster", "cluster::wire"], false),
+    (&["config"], false),
+    (&["error"], false),
+    (&["event", "registry", "units", "limits"], false),
+    (&["ws"], false),
+    (&["ws::session"], false),
+    (&["ws::deflate"], false),
+    (&["ws::frame", "ws::queue"], false),
+    (&["ws::inflate"], false),
+    (&["http"], false),
+    (&["http::upgrade"], false),
+    (&["http::head"], false),
+    (
+        &[
+            "http::query",
+            "http::tokens",
+            "http::response",
+            "http::route",
+        ],
+        false,
+    ),
+];
+
+fn module_name(file: &Path) -> String {
+    module_of(file).join("::")
+}
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(mods, _)| mods.contains(&module))
+}
+
+#[test]
+fn each_file_imports_only_the_layers_below_it() {
+    let edges = imports();
+    let mut wrong = Vec::new();
+    for (file, deps) in &edges {
+        let me = module_name(file);
+        if me.is_empty() {
+            continue;
         }
-        if !done.insert(node) {
-            return None;
-        }
-        stack.push(node);
-        for next in edges.get(node).into_iter().flatten() {
-            if let Some(circle) = visit(next, edges, stack, done) {
-                return Some(circle);
+        let Some(mine) = layer_of(&me) else {
+            wrong.push(format!(
+                "{me} is in no layer: add it to LAYERS (and to the maps)"
+            ));
+            continue;
+        };
+        for dep in deps {
+            let them = module_name(dep);
+            let theirs = layer_of(&them).unwrap_or(usize::MAX);
+            let mutual = LAYERS[mine].1;
+            if theirs < mine || (theirs == mine && !mutual) {
+                wrong.push(format!("{me} imports {them}, which is not below it"));
             }
         }
-        stack.pop();
-        None
     }
-    let mut done = BTreeSet::new();
-    for file in &files {
-        let circle = visit(file, &edges, &mut Vec::new(), &mut done);
-        assert!(
-            circle.is_none(),
-            "import circle: {}",
-            circle.unwrap().join(" -> ")
-        );
-    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     let count: usize = edges.values().map(BTreeSet::len).sum();
     assert!(count > 40, "found only {count} imports: the scan is broken");
+}
+
+#[test]
+fn every_layer_names_files_that_exist() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|f| module_name(f)).collect();
+    for (mods, _) in LAYERS {
+        for m in *mods {
+            assert!(modules.contains(*m), "LAYERS names {m}, which has no file");
+        }
+    }
+}
+
+/// The modules a map lists, in order: the backticked names of each row's first column.
+fn listed(rows: impl Iterator<Item = String>) -> Vec<String> {
+    rows.flat_map(|first| {
+        first
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    })
+    .collect()
+}
+
+fn declared() -> Vec<String> {
+    LAYERS
+        .iter()
+        .flat_map(|(mods, _)| mods.iter().map(|m| m.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_crate_map_lists_the_layers_in_order() {
+    let lib = std::fs::read_to_string("src/lib.rs").unwrap();
+    let map = lib
+        .split("# Map of the crate")
+        .nth(1)
+        .expect("src/lib.rs has a '# Map of the crate' section");
+    let rows = map
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("//!"))
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .map(|l| l.split(" | ").next().unwrap_or("").to_string());
+    assert_eq!(
+        listed(rows),
+        declared(),
+        "src/lib.rs's map and LAYERS differ"
+    );
+}
+
+#[test]
+fn the_architecture_page_lists_the_layers_in_order() {
+    let page = std::fs::read_to_string("docs/architecture.md").unwrap();
+    let block = page
+        .split("## Layers")
+        .nth(1)
+        .and_then(|s| s.split("```text").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("docs/architecture.md has a ```text block under '## Layers'");
+    // Each line: the layer's files (`src/` paths in backticks), then what they are.
+    let rows = block.lines().filter(|l| l.starts_with('`')).map(|l| {
+        l.split("  ")
+            .next()
+            .unwrap_or("")
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|file| format!("`{}`", module_name(Path::new(&format!("src/{file}")))))
+            .collect::<String>()
+    });
+    assert_eq!(
+        listed(rows),
+        declared(),
+        "docs/architecture.md and LAYERS differ"
+    );
 }

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::conn::Connections;
+use super::connections::Connections;
 use super::link::{Refused, ShardLinks, ShardMsg};
-use super::mesh::Shared;
+use super::shared::Shared;
 use super::state::{on_shard_thread, running};
 use crate::cluster::handle::{ClusterHandle, Work};
 use crate::cluster::wire::Op;
@@ -50,6 +50,7 @@ impl<'a> Dispatch<'a> {
     }
 
     /// This node only: for work that came from the other nodes, which is never sent back.
+    #[cfg(feature = "cluster")]
     pub(crate) fn local(self) -> Self {
         Dispatch {
             cluster: None,
@@ -60,16 +61,16 @@ impl<'a> Dispatch<'a> {
     /// One message for the connection holding `uuid`. `InvalidConnection` when no connection
     /// of this node holds it (in cluster mode it goes to the other nodes instead, and is `Ok`)
     /// or it is closing on the caller's shard; `InboxFull` when its shard's inbox is full.
-    pub(crate) fn emit(self, uuid: &str, frame: Bytes) -> Result<(), Error> {
+    pub(crate) fn to_uuid(self, uuid: &str, frame: Bytes) -> Result<(), Error> {
         let mut elsewhere = Vec::new();
-        let result = self.emit_here(uuid, frame.clone(), &mut elsewhere);
+        let result = self.to_uuid_here(uuid, frame.clone(), &mut elsewhere);
         self.forward_emit(elsewhere, frame);
         result
     }
 
-    /// `emit` for each UUID, the ones held on no shard here in one message to the other nodes;
+    /// `to_uuid` for each UUID, the ones held on no shard here in one message to the other nodes;
     /// `failed` hears of each UUID that could not be reached.
-    pub(crate) fn emit_list(
+    pub(crate) fn to_uuids(
         self,
         uuids: &[&str],
         frame: &Bytes,
@@ -77,14 +78,19 @@ impl<'a> Dispatch<'a> {
     ) {
         let mut elsewhere = Vec::new();
         for uuid in uuids {
-            if let Err(e) = self.emit_here(uuid, frame.clone(), &mut elsewhere) {
+            if let Err(e) = self.to_uuid_here(uuid, frame.clone(), &mut elsewhere) {
                 failed(uuid, e);
             }
         }
         self.forward_emit(elsewhere, frame.clone());
     }
 
-    fn emit_here(self, uuid: &str, frame: Bytes, elsewhere: &mut Vec<String>) -> Result<(), Error> {
+    fn to_uuid_here(
+        self,
+        uuid: &str,
+        frame: Bytes,
+        elsewhere: &mut Vec<String>,
+    ) -> Result<(), Error> {
         let Some(to) = self.registry.get(uuid) else {
             if self.cluster.is_some() {
                 elsewhere.push(uuid.to_string());
@@ -110,7 +116,7 @@ impl<'a> Dispatch<'a> {
 
     /// `frame` for every connection on every shard and node, maybe but `except`. A shard whose
     /// inbox is full misses it (counted in its metrics).
-    pub(crate) fn broadcast(self, frame: &Bytes, except: Option<ConnId>) {
+    pub(crate) fn to_all(self, frame: &Bytes, except: Option<ConnId>) {
         each_shard(self.links, |shard| ShardMsg::Broadcast {
             frame: frame.clone(),
             except: except.filter(|id| id.shard == shard),
@@ -124,7 +130,7 @@ impl<'a> Dispatch<'a> {
 
     /// `frame` for every subscriber of `topic`, maybe but `except`: one message to each shard
     /// of this node that holds a subscriber, and in cluster mode one to the other nodes.
-    pub(crate) fn publish(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+    pub(crate) fn to_topic(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
         let shards = self.topics.shards_with(topic);
         if !shards.is_empty() {
             let name: Arc<str> = topic.into();

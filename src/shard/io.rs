@@ -24,8 +24,10 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::{Conn, Connections, Websocket};
-use super::mesh::Route;
+use super::conn::Conn;
+use super::connections::Connections;
+use super::handle::Websocket;
+use super::shared::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
 use crate::handshake::{self, Accepted, Admission, Refusal, RequestData};

@@ -8,20 +8,23 @@
 //! |---|---|
 //! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, timer driver, flush pass |
 //! | `io.rs` | the connection task: handshake, writes that wait for room, the final linger |
+//! | `dispatch.rs` | where work for connections goes: this shard inline, other shards' inboxes, other nodes |
 //! | `state.rs` | the shard's state and lifecycle; what each inbox message does |
-//! | `mesh.rs` | the state all shards share: routes, gate, listeners, registry, links |
-//! | `conn.rs` | the connections: glue, the slab and the services they share |
-//! | `link.rs` | what other threads hold of a shard: inbox, live count, counters |
+//! | `shared.rs` | the state all shards share: routes, gate, listeners, registry, links |
+//! | `conn.rs`, `connections.rs`, `handle.rs` | one layer, their types refer to each other: a connection's glue; the slab and what connections share; `Websocket` and `EventPayload` |
+//! | `link.rs` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `readiness.rs` | the epoll set that reports which open connections have bytes |
 //! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg`/`recv` |
 
 pub(crate) mod conn;
+pub(crate) mod connections;
 pub(crate) mod dispatch;
+pub(crate) mod handle;
 mod io;
 pub(crate) mod link;
-pub(crate) mod mesh;
 mod notify;
 pub(crate) mod readiness;
+pub(crate) mod shared;
 mod socket;
 pub(crate) mod state;
 mod timers;
@@ -35,8 +38,8 @@ use glommio::net::TcpListener;
 use glommio::timer::Timer;
 
 use self::link::ShardMsg;
-use self::mesh::Shared;
 use self::readiness::Readiness;
+use self::shared::Shared;
 use self::state::ShardCore;
 use crate::registry::ShardId;
 
@@ -107,7 +110,7 @@ async fn serve_readiness(core: Rc<ShardCore>) {
             }
             continue;
         }
-        let share = (ROUND_BYTES / n).clamp(MIN_READ, conn::SCRATCH);
+        let share = (ROUND_BYTES / n).clamp(MIN_READ, connections::SCRATCH);
         for &key in &keys[..n] {
             if let Some(conn) = core.conns.by_key(key) {
                 conn.read_ready(share);

@@ -15,11 +15,11 @@ use futures_lite::future;
 use glommio::timer::Timer;
 use slab::Slab;
 
-use super::conn::Connections;
+use super::connections::Connections;
 use super::link::{ShardLinks, ShardMsg};
-use super::mesh::Shared;
 use super::notify::LocalNotify;
 use super::readiness::Readiness;
+use super::shared::Shared;
 use crate::event::EventName;
 use crate::registry::ShardId;
 
@@ -186,7 +186,7 @@ impl ShardCore {
                 topic,
                 frame,
                 except,
-            } => self.conns.publish(&topic, &frame, except),
+            } => self.conns.deliver_to_topic(&topic, &frame, except),
             ShardMsg::Subscription {
                 to,
                 topic,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::conn::{EventPayload, Websocket};
+use super::handle::{EventPayload, Websocket};
 use super::link::ShardLinks;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;

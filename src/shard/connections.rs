@@ -1,0 +1,232 @@
+//! A shard's connections and what they share: the slab, the readiness set, the timer heap,
+//! the flush list, the read buffer, the topic index and the listener cache. Not one
+//! connection's glue (`conn.rs`) nor the shard's lifecycle (`state.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use super::conn::Conn;
+use super::handle::EventPayload;
+use super::link::ShardLinks;
+use super::notify::LocalNotify;
+use super::readiness::{self, Readiness};
+use super::timers::Timers;
+use crate::cluster::handle::ClusterHandle;
+use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
+use crate::metrics::ShardMetrics;
+use crate::registry::{ConnId, Registry, ShardId};
+use crate::topics::{TopicIndex, TopicTable};
+
+/// Size of the shard's read buffer: the most one `recv` takes.
+pub(crate) const SCRATCH: usize = 64 << 10;
+
+/// A shard's connections and what they share. Lives on the shard's thread only.
+pub(crate) struct Connections {
+    pub(crate) id: ShardId,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) links: Arc<ShardLinks>,
+    listeners: Arc<ListenerRegistry<EventPayload>>,
+    /// This shard's copy of the server-wide listeners, re-read when their version moves.
+    listener_cache: RefCell<(u64, Arc<ListenerMap<EventPayload>>)>,
+    slab: RefCell<Slab<Rc<Conn>>>,
+    next_generation: Cell<u64>,
+    pub(crate) timers: Timers,
+    /// One read buffer for every connection of the shard: a connection holds bytes only for
+    /// an incomplete frame, never a buffer of its own while idle.
+    pub(crate) scratch: RefCell<Box<[u8]>>,
+    /// Reports which open connections have bytes to read.
+    pub(crate) readiness: Readiness,
+    /// Signalled after every teardown.
+    pub(crate) teardowns: LocalNotify,
+    /// Connections with something queued since the last flush pass.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    flush_wanted: LocalNotify,
+    /// This shard's subscriptions, by slab slot.
+    pub(crate) topics: RefCell<TopicIndex>,
+    /// Which shards hold subscribers of each topic, shared by all shards.
+    pub(crate) topic_table: Arc<TopicTable>,
+    /// This node's NATS link, in cluster mode.
+    pub(crate) cluster: Option<Arc<ClusterHandle>>,
+}
+
+impl Connections {
+    pub(crate) fn new(
+        id: ShardId,
+        registry: Arc<Registry>,
+        links: Arc<ShardLinks>,
+        listeners: Arc<ListenerRegistry<EventPayload>>,
+        topic_table: Arc<TopicTable>,
+        cluster: Option<Arc<ClusterHandle>>,
+        readiness: Readiness,
+    ) -> Connections {
+        let cache = listeners.snapshot();
+        Connections {
+            id,
+            registry,
+            links,
+            listeners,
+            listener_cache: RefCell::new(cache),
+            slab: RefCell::new(Slab::new()),
+            next_generation: Cell::new(0),
+            timers: Timers::default(),
+            scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
+            readiness,
+            teardowns: LocalNotify::default(),
+            dirty: RefCell::new(Vec::new()),
+            flush_wanted: LocalNotify::default(),
+            topics: RefCell::default(),
+            topic_table,
+            cluster,
+        }
+    }
+
+    /// This shard's traffic counters.
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.links.get(self.id).metrics
+    }
+
+    /// Server-wide listeners of `name`, from this shard's copy of the registry snapshot.
+    pub(super) fn server_listeners(
+        &self,
+        name: &str,
+    ) -> Option<Arc<[ServerListener<EventPayload>]>> {
+        let version = self.listeners.version();
+        if self.listener_cache.borrow().0 != version {
+            *self.listener_cache.borrow_mut() = self.listeners.snapshot();
+        }
+        self.listener_cache.borrow().1.get(name).cloned()
+    }
+
+    /// Puts a connection on the flush list (see `Conn::mark_dirty`).
+    pub(super) fn mark_dirty(&self, conn: Rc<Conn>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(conn);
+        if dirty.len() == 1 {
+            drop(dirty);
+            self.flush_wanted.notify();
+        }
+    }
+
+    /// The flush pass: writes every dirty connection's queue, then waits for more. Runs as one
+    /// task per shard, after the tasks that queued messages have yielded, so each dirty
+    /// connection's whole queue leaves in one write.
+    pub(crate) async fn flush_dirty(&self) {
+        let mut batch = Vec::new();
+        loop {
+            if self.dirty.borrow().is_empty() {
+                self.flush_wanted.wait().await;
+            }
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            // One clock read for the whole pass.
+            let now = Instant::now();
+            for conn in batch.drain(..) {
+                conn.flush_now(now);
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// The id the next inserted connection will get (nothing may be inserted in between).
+    pub(crate) fn next_id(&self) -> ConnId {
+        ConnId {
+            shard: self.id,
+            slot: self.slab.borrow().vacant_key(),
+            generation: self.next_generation.get(),
+        }
+    }
+
+    /// Adds a connection made with `next_id()` to the slab.
+    pub(crate) fn insert(&self, conn: Rc<Conn>) {
+        self.next_generation.set(conn.id.generation + 1);
+        let expected = conn.id.slot;
+        let slot = self.slab.borrow_mut().insert(conn);
+        debug_assert_eq!(slot, expected);
+        self.links.get(self.id).live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn remove(&self, id: ConnId) {
+        let mut slab = self.slab.borrow_mut();
+        if slab.get(id.slot).is_some_and(|c| c.id == id) {
+            slab.remove(id.slot);
+            self.links.get(self.id).live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The live or closing connection with this id, if it is still there.
+    pub(crate) fn get(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conn_at(id.slot, id.generation)
+    }
+
+    /// The connection a readiness key names, if it is still there.
+    pub(crate) fn by_key(&self, key: u64) -> Option<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .get(readiness::slot_of(key))
+            .filter(|c| readiness::key_of(c.id) == key)
+            .cloned()
+    }
+
+    /// The connection at `slot`, if it is still the one of `generation`.
+    pub(crate) fn conn_at(&self, slot: usize, generation: u64) -> Option<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .get(slot)
+            .filter(|c| c.id.generation == generation)
+            .cloned()
+    }
+
+    /// Every connection now in the slab (for work that may run listeners, which can change the
+    /// slab while it goes).
+    pub(crate) fn snapshot(&self) -> Vec<Rc<Conn>> {
+        self.slab
+            .borrow()
+            .iter()
+            .map(|(_, c)| Rc::clone(c))
+            .collect()
+    }
+
+    /// Queues `frame` for every open subscriber of `topic` on this shard but `except`: walks
+    /// the topic's members only, never the slab. Pushing runs no listener, so neither the
+    /// index nor the slab changes while it goes.
+    pub(crate) fn deliver_to_topic(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+        let now = Instant::now();
+        let index = self.topics.borrow();
+        let slab = self.slab.borrow();
+        let mut delivered = 0u64;
+        for slot in index.members(topic) {
+            if let Some(c) = slab.get(slot).filter(|c| Some(c.id) != except) {
+                delivered += u64::from(c.offer_frame(frame.clone(), now));
+            }
+        }
+        let nanos = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics().published(delivered, nanos);
+    }
+
+    /// One subscriber of `topic` on this shard left.
+    pub(super) fn leave_topic(&self, topic: &str) {
+        if self.topic_table.remove(topic, self.id, 1) {
+            self.interest_changed(topic);
+        }
+    }
+
+    /// A topic gained its first subscriber on this node, or lost its last: in cluster mode
+    /// the NATS link takes or lets go of the topic's subject.
+    pub(super) fn interest_changed(&self, topic: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.interest(topic);
+        }
+    }
+
+    /// Runs `f` on every connection without copying the list; `f` must not run listeners.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Rc<Conn>)) {
+        for (_, c) in self.slab.borrow().iter() {
+            f(c);
+        }
+    }
+}
