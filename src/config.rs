@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::ws::deflate::Deflate;
+use crate::ws::session::Settings;
 
 /// Called with the event name and the panic value when a listener panics.
 pub type RecoverHandler = Arc<dyn Fn(&str, &(dyn Any + Send)) + Send + Sync>;
@@ -131,6 +132,32 @@ impl Config {
     /// How long a message may wait for room in a full queue: `max_send_retry × retry_send_timeout`.
     pub fn retry_window(&self) -> Duration {
         self.retry_send_timeout.saturating_mul(self.max_send_retry)
+    }
+}
+
+/// A session reads its route's settings through this: `Session`s hold the route's effective
+/// `Config` (zero fields resolved by `effective`).
+impl Settings for Config {
+    fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+    fn read_idle_timeout(&self) -> Duration {
+        self.read_idle_timeout
+    }
+    fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+    fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+    fn send_queue_size(&self) -> usize {
+        self.send_queue_size
+    }
+    fn retry_window(&self) -> Duration {
+        Config::retry_window(self)
+    }
+    fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.as_ref()
     }
 }
 

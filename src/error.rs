@@ -4,6 +4,7 @@
 use std::io;
 
 use crate::ws::frame::ProtocolError;
+use crate::ws::session::SessionError;
 
 /// Everything that can go wrong in corecast.
 ///
@@ -94,6 +95,24 @@ impl From<ProtocolError> for Error {
         match e {
             ProtocolError::TooLarge { .. } => Error::MessageTooLarge,
             e => Error::Protocol(e),
+        }
+    }
+}
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::PeerClosed { code, reason } => Error::PeerClosed { code, reason },
+            SessionError::Io(e) => Error::Io(e),
+            SessionError::IdleTimeout(d) => Error::IdleTimeout(d),
+            SessionError::WriteTimeout(d) => Error::WriteTimeout(d),
+            SessionError::Protocol(e) => e.into(),
+            SessionError::PingFlood => Error::PingFlood,
+            // The one failure of the server's side that ends a session: its route callback
+            // panicked.
+            SessionError::Failed => Error::CallbackPanic,
+            // Forced at the deadline of `close_all` or a shutdown.
+            SessionError::Forced => Error::Timeout,
         }
     }
 }

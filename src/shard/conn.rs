@@ -22,8 +22,7 @@ use crate::event::{self, Attributes, EventName};
 use crate::handshake::RequestData;
 use crate::metrics::DropCause;
 use crate::registry::ConnId;
-use crate::ws::deflate;
-use crate::ws::frame;
+
 use crate::ws::queue::{Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
 use crate::{Config, Error};
@@ -42,7 +41,7 @@ pub(crate) struct Conn {
     attributes: RefCell<Attributes>,
     listeners: RefCell<Option<Box<LocalListeners>>>,
     /// Borrowed only inside this file's methods, never while a listener runs.
-    session: RefCell<Session>,
+    session: RefCell<Session<Config>>,
     /// Torn down: events have fired; only the socket is left to finish.
     gone: Cell<bool>,
     close_forced: Cell<bool>,
@@ -66,8 +65,10 @@ impl Conn {
         config: Arc<Config>,
         request: RequestData,
         now: Instant,
+        response: Bytes,
     ) -> Conn {
-        let mut session = Session::new(config, now);
+        // The handshake's 101 is the first thing the session sends.
+        let mut session = Session::opened(config, now, response);
         if let Some(agreement) = request.deflate {
             session.accept_deflate(agreement);
         }
@@ -363,14 +364,14 @@ impl Conn {
                 Event::Message { data, binary } => self.fire_message(data, binary),
                 Event::Ping(data) => self.fire(EventName::Static(event::PING), data, None),
                 Event::Pong(data) => self.fire(EventName::Static(event::PONG), data, None),
-                Event::Dropped(framed) => {
+                Event::Dropped(payload) => {
                     self.conns.metrics().dropped(DropCause::QueueFull);
-                    self.fire_error(Error::QueueFull, payload_of(&framed));
+                    self.fire_error(Error::QueueFull, payload);
                 }
                 Event::CloseComplete => {
                     self.fire(EventName::Static(event::CLOSE), Bytes::new(), None)
                 }
-                Event::Closed(error) => self.teardown(error),
+                Event::Closed(error) => self.teardown(error.map(Error::from)),
             }
         }
         if self.is_gone() {
@@ -421,36 +422,32 @@ impl Conn {
         true
     }
 
-    /// Queues the handshake response.
-    pub(crate) fn send_raw(self: &Rc<Self>, bytes: Bytes) {
-        self.session.borrow_mut().send_raw(bytes);
-        self.mark_dirty();
+    /// Starts a server-initiated close that waits for the shard's deadline (`close_all`):
+    /// the queue is flushed, then `close_frame`, then `close` and `disconnect` fire; the caller
+    /// force-closes at its deadline.
+    pub(crate) fn close_shared(self: &Rc<Self>, close_frame: Bytes) {
+        self.begin_close(|session| session.close_shared(close_frame));
     }
 
-    /// Starts a server-initiated close: the queue is flushed, then the close frame, then `close`
-    /// and `disconnect` fire. With a deadline, they fire then even if the peer never reads;
-    /// without one, the caller force-closes.
-    pub(crate) fn begin_close(self: &Rc<Self>, close_frame: Bytes, deadline: Option<Instant>) {
+    /// A close the server starts, bounded by the connection's own write timeout.
+    pub(crate) fn close(self: &Rc<Self>, code: u16, reason: &str) {
+        let now = Instant::now();
+        self.begin_close(|session| session.close(now, code, reason));
+    }
+
+    fn begin_close(self: &Rc<Self>, close: impl FnOnce(&mut Session<Config>)) {
         if !self.is_open() {
             return;
         }
         self.unregister();
-        self.session.borrow_mut().close(close_frame, deadline);
+        close(&mut self.session.borrow_mut());
         self.schedule();
         self.wake();
     }
 
-    /// A close the server starts with the connection's own write timeout as its deadline.
-    pub(crate) fn close(self: &Rc<Self>, code: u16, reason: &str) {
-        let deadline = Instant::now() + self.session.borrow().config().write_timeout;
-        self.begin_close(frame::encode_close(code, reason), Some(deadline));
-    }
-
     /// Ends the connection after a failure on the server's side: the peer gets `close_code`.
-    pub(crate) fn fail(self: &Rc<Self>, error: Error, close_code: u16) {
-        self.session
-            .borrow_mut()
-            .fail(Instant::now(), error, close_code);
+    pub(crate) fn fail(self: &Rc<Self>, close_code: u16) {
+        self.session.borrow_mut().fail(Instant::now(), close_code);
         self.drive();
     }
 
@@ -458,7 +455,7 @@ impl Conn {
     pub(crate) fn force_close(self: &Rc<Self>) {
         if !self.is_gone() {
             self.close_forced.set(true);
-            self.session.borrow_mut().force_close(Error::Timeout);
+            self.session.borrow_mut().force_close();
             self.drive();
         }
     }
@@ -623,37 +620,5 @@ impl Conn {
         self.listeners.borrow_mut().take();
         self.conns.teardowns.notify();
         self.wake();
-    }
-}
-
-/// The payload of a server frame built by `frame::encode` (header skipped, bytes shared), or
-/// of one that `deflate::compress_frame` compressed (RSV1 set: inflated again).
-pub(crate) fn payload_of(framed: &Bytes) -> Bytes {
-    let Some(&b1) = framed.get(1) else {
-        return Bytes::new();
-    };
-    let header = frame::header_len(b1, false);
-    let payload = framed.slice(header.min(framed.len())..);
-    if framed.first().is_some_and(|b0| b0 & 0x40 != 0) {
-        // The server's own compressed bytes: they inflate, or the payload is reported as is.
-        if let Ok(plain) = deflate::inflate(&payload, usize::MAX) {
-            return Bytes::from(plain);
-        }
-    }
-    payload
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ws::frame::OpCode;
-
-    #[test]
-    fn payload_of_skips_every_header_size() {
-        for len in [0usize, 5, 125, 126, 300, 70_000] {
-            let data = vec![7u8; len];
-            let framed = frame::encode(OpCode::Binary, &data);
-            assert_eq!(payload_of(&framed), Bytes::from(data));
-        }
     }
 }

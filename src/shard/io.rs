@@ -182,7 +182,8 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         response,
         name,
     } = accepted;
-    let Some(conn) = register(&core.conns, &route, request, name, claim) else {
+    let response = Bytes::from(response);
+    let Some(conn) = register(&core.conns, &route, request, response, name, claim) else {
         // Another connection took the name between the check and now.
         let refusal = Refusal::name_taken();
         return refuse(&core, Some(stream), remote, refusal.into()).await;
@@ -192,7 +193,6 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         // The shard's flush pass and readiness set take over this socket's writes and reads.
         conn.fd.set(tcp.as_raw_fd());
     }
-    conn.send_raw(Bytes::from(response));
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
     let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
@@ -202,7 +202,8 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(&kws))) {
         let reason = panic_message(&*panic);
         tracing::warn!(uuid = &*conn.uuid(), reason, "route callback panicked");
-        conn.fail(Error::CallbackPanic, 1011);
+        // The session ends with `Failed`, which the listeners see as `Error::CallbackPanic`.
+        conn.fail(1011);
     } else {
         conn.fire(EventName::Static(event::CONNECT), Bytes::new(), None);
     }
@@ -285,6 +286,7 @@ fn register(
     conns: &Rc<Connections>,
     route: &Route,
     request: RequestData,
+    response: Bytes,
     name: Option<Arc<str>>,
     claim: Option<u64>,
 ) -> Option<Rc<Conn>> {
@@ -315,6 +317,7 @@ fn register(
         Arc::clone(&route.config),
         request,
         now,
+        response,
     ));
     if let Some(revision) = claim {
         conn.set_claim(revision);

@@ -246,7 +246,7 @@ impl ShardCore {
         let targets = self.conns.snapshot();
         for c in &targets {
             // No deadline of its own: this loop force-closes at the shard's deadline.
-            c.begin_close(frame.clone(), None);
+            c.close_shared(frame.clone());
         }
         loop {
             if targets.iter().all(|c| c.is_gone()) {

@@ -651,6 +651,14 @@ pub fn encode_header(opcode: OpCode, payload_len: usize, out: &mut [u8; 10]) -> 
     }
 }
 
+/// The payload of an unmasked frame built by `encode` (its header skipped, the bytes shared).
+pub fn payload(frame: &Bytes) -> Bytes {
+    let Some(&b1) = frame.get(1) else {
+        return Bytes::new();
+    };
+    frame.slice(header_len(b1, false).min(frame.len())..)
+}
+
 /// Encodes a close frame after sanitising: see `wire_close_code` and `truncate_reason`. For 1005 the frame has an empty payload.
 pub fn encode_close(code: u16, reason: &str) -> Bytes {
     match wire_close_code(code) {

@@ -1081,3 +1081,13 @@ fn random_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn payload_skips_every_header_size() {
+    for len in [0usize, 5, 125, 126, 300, 70_000] {
+        let data = vec![7u8; len];
+        let framed = encode(OpCode::Binary, &data);
+        assert_eq!(payload(&framed), Bytes::from(data));
+    }
+    assert!(payload(&Bytes::new()).is_empty());
+}

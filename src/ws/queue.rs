@@ -98,6 +98,15 @@ impl Frames {
     }
 }
 
+/// A data message waiting for room: the frame to send, the frame before compression when it
+/// was compressed (what a drop reports), and until when it may wait.
+#[derive(Debug)]
+struct Waiting {
+    frame: Bytes,
+    plain: Option<Bytes>,
+    deadline: Instant,
+}
+
 /// Frames for one connection, in emit order.
 ///
 /// Data messages count against `capacity`; control frames (ping, pong, close) and the handshake
@@ -113,7 +122,7 @@ pub struct OutboundQueue {
     /// Unwritten pongs in `frames`.
     pongs: u32,
     capacity: u32,
-    waiting: VecDeque<(Bytes, Instant)>,
+    waiting: VecDeque<Waiting>,
     full_since: Option<Instant>,
     closed: bool,
 }
@@ -135,6 +144,17 @@ impl OutboundQueue {
 
     /// Queues a framed data message, or lets it wait `window` for room when the queue is full.
     pub fn push_data(&mut self, frame: Bytes, now: Instant, window: std::time::Duration) -> Push {
+        self.push_data_from(frame, None, now, window)
+    }
+
+    /// `push_data` for a frame made from `plain` (compressed): a drop reports `plain`.
+    pub fn push_data_from(
+        &mut self,
+        frame: Bytes,
+        plain: Option<Bytes>,
+        now: Instant,
+        window: std::time::Duration,
+    ) -> Push {
         if self.closed {
             return Push::Closed;
         }
@@ -144,7 +164,11 @@ impl OutboundQueue {
         }
         let deadline = now + window;
         self.full_since.get_or_insert(now);
-        self.waiting.push_back((frame, deadline));
+        self.waiting.push_back(Waiting {
+            frame,
+            plain,
+            deadline,
+        });
         Push::Waiting { deadline }
     }
 
@@ -198,8 +222,8 @@ impl OutboundQueue {
         if self.closed {
             return Push::Closed;
         }
-        while let Some((bytes, _)) = self.waiting.pop_front() {
-            self.push(bytes, Kind::Data);
+        while let Some(waiting) = self.waiting.pop_front() {
+            self.push(waiting.frame, Kind::Data);
         }
         self.full_since = None;
         self.push(frame, Kind::Control);
@@ -229,7 +253,7 @@ impl OutboundQueue {
 
     /// The earliest deadline of a waiting message.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.waiting.front().map(|(_, d)| *d)
+        self.waiting.front().map(|w| w.deadline)
     }
 
     /// Fills `out` with the unwritten bytes, front first, for one vectored write; returns how
@@ -272,25 +296,23 @@ impl OutboundQueue {
             }
         }
         while self.data_count < self.capacity {
-            let Some((bytes, _)) = self.waiting.pop_front() else {
+            let Some(waiting) = self.waiting.pop_front() else {
                 break;
             };
-            self.push(bytes, Kind::Data);
+            self.push(waiting.frame, Kind::Data);
         }
         if self.waiting.is_empty() {
             self.full_since = None;
         }
     }
 
-    /// Removes the waiting messages whose deadline has passed and returns them (framed).
+    /// Removes the waiting messages whose deadline has passed and returns them, framed as they
+    /// were before any compression.
     pub fn expire(&mut self, now: Instant) -> Vec<Bytes> {
         let mut dropped = Vec::new();
-        while let Some((_, deadline)) = self.waiting.front() {
-            if *deadline > now {
-                break;
-            }
-            if let Some((bytes, _)) = self.waiting.pop_front() {
-                dropped.push(bytes);
+        while self.waiting.front().is_some_and(|w| w.deadline <= now) {
+            if let Some(w) = self.waiting.pop_front() {
+                dropped.push(w.plain.unwrap_or(w.frame));
             }
         }
         dropped

@@ -14,17 +14,61 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::deflate::{self, Agreement};
+use super::deflate::{self, Agreement, Deflate};
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
 use super::queue::{OutboundQueue, Push};
-use crate::{Config, Error};
+
+/// What a session needs of its route's settings, every duration and size already resolved
+/// (no zero meaning "default"). The library's `Config` is one.
+pub trait Settings {
+    /// How often the server pings.
+    fn ping_interval(&self) -> Duration;
+    /// Silence from the peer after which the session ends.
+    fn read_idle_timeout(&self) -> Duration;
+    /// How long a write may stall, or the queue stay full, and how long a close may linger.
+    fn write_timeout(&self) -> Duration;
+    /// The largest frame or message accepted (close 1009 above it).
+    fn max_message_size(&self) -> usize;
+    /// Data messages the outbound queue holds before messages wait.
+    fn send_queue_size(&self) -> usize;
+    /// How long a message waits for room in a full queue before it is dropped.
+    fn retry_window(&self) -> Duration;
+    /// permessage-deflate settings, when the route offers it.
+    fn deflate(&self) -> Option<&Deflate>;
+}
+
+/// Why a session ended other than by a clean close.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The peer closed with a code other than 1000 or 1001, or with none.
+    PeerClosed {
+        /// Its code; `None` for an empty close frame.
+        code: Option<u16>,
+        /// Its reason.
+        reason: String,
+    },
+    /// A read or write failed, or the peer ended the stream without a close frame.
+    Io(io::Error),
+    /// Nothing came from the peer for this long.
+    IdleTimeout(Duration),
+    /// A write stalled, or the queue stayed full, for this long.
+    WriteTimeout(Duration),
+    /// The peer broke the protocol (its close code was sent).
+    Protocol(ProtocolError),
+    /// The peer pinged faster than it read the pongs.
+    PingFlood,
+    /// The server's side failed (`Session::fail`).
+    Failed,
+    /// The server ended it at a deadline (`Session::force_close`).
+    Forced,
+}
 
 /// Pings a peer may send while pongs for earlier ones are still unwritten (it is not reading
-/// them) before it is torn down with `Error::PingFlood`.
+/// them) before it is torn down with `SessionError::PingFlood`.
 pub const MAX_UNANSWERED_PINGS: usize = 1024;
 
 /// An empty unmasked ping frame (RFC 6455 §5.5.2): the server's keep-alive.
@@ -45,13 +89,13 @@ pub enum Event {
     /// The peer ponged.
     Pong(Bytes),
     /// A data message waited past the retry window for room in the full queue and was dropped;
-    /// carries the frame as it was queued.
+    /// carries its payload.
     Dropped(Bytes),
     /// A close the server started is complete: its close frame went out, the peer went away, or
     /// the close deadline passed. `Closed` follows.
     CloseComplete,
     /// The session is over; the error says why when it was not a clean close. Nothing follows.
-    Closed(Option<Error>),
+    Closed(Option<SessionError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +132,10 @@ impl Extend<Inbound> for Frames<'_> {
     }
 }
 
-/// The protocol state of one connection.
+/// The protocol state of one connection, with its route's settings `C`.
 #[derive(Debug)]
-pub struct Session {
-    config: Arc<Config>,
+pub struct Session<C> {
+    config: Arc<C>,
     decoder: Decoder,
     out: OutboundQueue,
     phase: Phase,
@@ -107,16 +151,16 @@ pub struct Session {
     deflate_window: u8,
 }
 
-impl Session {
-    /// A session that starts at `now` with the route's effective config (no zero fields).
-    pub fn new(config: Arc<Config>, now: Instant) -> Session {
+impl<C: Settings> Session<C> {
+    /// A session that starts at `now` with its route's settings.
+    pub fn new(config: Arc<C>, now: Instant) -> Session<C> {
         Session {
-            decoder: Decoder::new(config.max_message_size),
-            out: OutboundQueue::new(config.send_queue_size),
+            decoder: Decoder::new(config.max_message_size()),
+            out: OutboundQueue::new(config.send_queue_size()),
             phase: Phase::Open,
             pending: VecDeque::new(),
             last_inbound: now,
-            next_ping: now + config.ping_interval,
+            next_ping: now + config.ping_interval(),
             write_blocked_since: None,
             unanswered_pings: 0,
             deflate_window: 0,
@@ -125,14 +169,22 @@ impl Session {
     }
 
     /// permessage-deflate was agreed in the handshake (RFC 7692): compressed messages are
-    /// accepted, and data messages are sent compressed as the route's `Config::deflate` says.
+    /// accepted, and data messages are sent compressed as the route's `Settings::deflate` says.
     pub fn accept_deflate(&mut self, agreement: Agreement) {
         self.decoder.accept_deflate();
         self.deflate_window = agreement.window_bits();
     }
 
-    /// The config the session runs with.
-    pub fn config(&self) -> &Config {
+    /// A session that starts at `now` by sending `response`, the handshake's 101: the first
+    /// bytes the peer gets, ahead of anything queued after.
+    pub fn opened(config: Arc<C>, now: Instant, response: Bytes) -> Session<C> {
+        let mut session = Session::new(config, now);
+        session.out.push_control(response);
+        session
+    }
+
+    /// The settings the session runs with.
+    pub fn config(&self) -> &C {
         &self.config
     }
 
@@ -174,7 +226,7 @@ impl Session {
 
     fn end_by_peer(&mut self, error: io::Error) {
         match self.phase {
-            Phase::Open => self.end(Some(Error::Io(error)), None),
+            Phase::Open => self.end(Some(SessionError::Io(error)), None),
             // The server was closing anyway: the close is complete.
             Phase::Closing { .. } => self.complete_close(None),
             Phase::Closed { .. } => {}
@@ -189,7 +241,7 @@ impl Session {
             self.unanswered_pings = 0;
         }
         if matches!(self.phase, Phase::Closing { .. }) && self.out.is_empty() {
-            self.complete_close(Some(now + self.config.write_timeout));
+            self.complete_close(self.linger_from(now));
         }
     }
 
@@ -203,24 +255,25 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Open => {
-                let cfg = Arc::clone(&self.config);
-                if now >= self.last_inbound + cfg.read_idle_timeout {
-                    self.end(Some(Error::IdleTimeout(cfg.read_idle_timeout)), None);
+                let idle = self.config.read_idle_timeout();
+                if now >= self.last_inbound + idle {
+                    self.end(Some(SessionError::IdleTimeout(idle)), None);
                     return;
                 }
+                let write_timeout = self.config.write_timeout();
                 let stalled = [self.write_blocked_since, self.out.full_since()]
                     .into_iter()
                     .flatten()
-                    .any(|since| now >= since + cfg.write_timeout);
+                    .any(|since| now >= since + write_timeout);
                 if stalled {
-                    self.end(Some(Error::WriteTimeout(cfg.write_timeout)), None);
+                    self.end(Some(SessionError::WriteTimeout(write_timeout)), None);
                     return;
                 }
                 for framed in self.out.expire(now) {
-                    self.report(Event::Dropped(framed));
+                    self.report(Event::Dropped(frame::payload(&framed)));
                 }
                 if now >= self.next_ping {
-                    self.next_ping = now + cfg.ping_interval;
+                    self.next_ping = now + self.config.ping_interval();
                     // Once per ping interval: an idle connection gives back what a burst left.
                     self.out.compact();
                     self.out.push_control(Bytes::from_static(&PING_FRAME));
@@ -241,24 +294,34 @@ impl Session {
         if self.phase != Phase::Open {
             return Push::Closed;
         }
-        let frame = match (&self.config.deflate, self.deflate_window) {
-            (Some(settings), window @ 1..) => deflate::compress_frame(&frame, settings, window),
-            _ => frame,
-        };
-        self.out.push_data(frame, now, self.config.retry_window())
-    }
-
-    /// Queues bytes that are not a data message and never wait (the handshake response).
-    pub fn send_raw(&mut self, bytes: Bytes) {
-        if self.phase == Phase::Open {
-            self.out.push_control(bytes);
+        let window = self.config.retry_window();
+        match (self.config.deflate(), self.deflate_window) {
+            (Some(settings), bits @ 1..) => {
+                let sent = deflate::compress_frame(&frame, settings, bits);
+                // A drop reports the message as it was given, not as it went out.
+                let plain = (sent.as_ptr() != frame.as_ptr()).then_some(frame);
+                self.out.push_data_from(sent, plain, now, window)
+            }
+            _ => self.out.push_data(frame, now, window),
         }
     }
 
-    /// Starts a server-initiated close: what is queued goes first, then `close_frame`. The close
-    /// completes when the frame is written, when the peer goes, or at `deadline` (if any) even
-    /// when the peer never reads it. Does nothing unless open.
-    pub fn close(&mut self, close_frame: Bytes, deadline: Option<Instant>) {
+    /// Starts a server-initiated close with `code` and `reason` (RFC 6455 §7.4 sanitised):
+    /// what is queued goes first, then the close frame. The close completes when the frame is
+    /// written, when the peer goes, or a write timeout after `now` even when the peer never
+    /// reads it. Does nothing unless open.
+    pub fn close(&mut self, now: Instant, code: u16, reason: &str) {
+        let deadline = now + self.config.write_timeout();
+        self.begin_close(frame::encode_close(code, reason), Some(deadline));
+    }
+
+    /// `close` with a close frame many sessions share (`close_all`) and no deadline of its own:
+    /// the caller force-closes at its deadline.
+    pub fn close_shared(&mut self, close_frame: Bytes) {
+        self.begin_close(close_frame, None);
+    }
+
+    fn begin_close(&mut self, close_frame: Bytes, deadline: Option<Instant>) {
         if self.phase != Phase::Open {
             return;
         }
@@ -268,18 +331,18 @@ impl Session {
     }
 
     /// Ends the session after a failure of the server's side (a panicking route callback): the
-    /// peer is sent a close frame with `close_code`, then the session is over with `error`.
-    pub fn fail(&mut self, now: Instant, error: Error, close_code: u16) {
+    /// peer is sent a close frame with `close_code`, then the session is over with `Failed`.
+    pub fn fail(&mut self, now: Instant, close_code: u16) {
         if self.phase == Phase::Open {
             self.out.push_close(frame::encode_close(close_code, ""));
-            self.end(Some(error), Some(now + self.config.write_timeout));
+            self.end(Some(SessionError::Failed), self.linger_from(now));
         }
     }
 
     /// Ends the session now and drops the socket (a close deadline of the whole shard).
-    pub fn force_close(&mut self, error: Error) {
+    pub fn force_close(&mut self) {
         if !self.is_closed() {
-            self.end(Some(error), None);
+            self.end(Some(SessionError::Forced), None);
         }
     }
 
@@ -301,12 +364,12 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Open => {
-                let cfg = &self.config;
+                let write_timeout = self.config.write_timeout();
                 [
                     Some(self.next_ping),
-                    Some(self.last_inbound + cfg.read_idle_timeout),
-                    self.write_blocked_since.map(|s| s + cfg.write_timeout),
-                    self.out.full_since().map(|s| s + cfg.write_timeout),
+                    Some(self.last_inbound + self.config.read_idle_timeout()),
+                    self.write_blocked_since.map(|s| s + write_timeout),
+                    self.out.full_since().map(|s| s + write_timeout),
                     self.out.next_expiry(),
                 ]
                 .into_iter()
@@ -337,8 +400,8 @@ impl Session {
                 Pending::Violation(violation) => {
                     self.out
                         .push_close(frame::encode_close(violation.close_code(), ""));
-                    let linger = self.linger_from_now();
-                    self.end(Some(violation.into()), linger);
+                    let linger = self.linger_from(self.last_inbound);
+                    self.end(Some(SessionError::Protocol(violation)), linger);
                     None
                 }
             };
@@ -367,7 +430,7 @@ impl Session {
             Inbound::Ping(data) => {
                 self.unanswered_pings += 1;
                 if self.unanswered_pings as usize > MAX_UNANSWERED_PINGS {
-                    self.end(Some(Error::PingFlood), None);
+                    self.end(Some(SessionError::PingFlood), None);
                     return None;
                 }
                 self.out.push_pong(frame::encode(OpCode::Pong, &data));
@@ -381,9 +444,10 @@ impl Session {
                     .push_close(frame::encode_close(code.unwrap_or(1005), &reason));
                 let error = match code {
                     Some(1000 | 1001) => None,
-                    code => Some(Error::PeerClosed { code, reason }),
+                    code => Some(SessionError::PeerClosed { code, reason }),
                 };
-                let linger = self.linger_from_now();
+                // The last read is the best "now" a frame decoded from it has.
+                let linger = self.linger_from(self.last_inbound);
                 self.end(error, linger);
                 None
             }
@@ -394,10 +458,9 @@ impl Session {
         self.pending.push_back(Pending::Report(event));
     }
 
-    /// The linger deadline for a close answered at the last input: the last read is the best
-    /// "now" a frame decoded from it has.
-    fn linger_from_now(&self) -> Option<Instant> {
-        Some(self.last_inbound + self.config.write_timeout)
+    /// The one rule for how long a closed session's last bytes may take: a write timeout.
+    fn linger_from(&self, now: Instant) -> Option<Instant> {
+        Some(now + self.config.write_timeout())
     }
 
     fn complete_close(&mut self, linger: Option<Instant>) {
@@ -407,7 +470,7 @@ impl Session {
 
     /// Over: what the peer sent and is not yet acted on is dropped, and `Closed` is reported
     /// after whatever was reported before.
-    fn end(&mut self, error: Option<Error>, linger: Option<Instant>) {
+    fn end(&mut self, error: Option<SessionError>, linger: Option<Instant>) {
         self.phase = Phase::Closed { linger };
         self.write_blocked_since = None;
         self.drop_inbound();

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::ws::queue::MAX_IOVECS;
+// The library's route settings stand in for any `Settings`.
+use crate::Config;
+
+type Session = super::Session<Config>;
 
 const KEY: [u8; 4] = [1, 2, 3, 4];
 
@@ -62,7 +66,7 @@ fn events(s: &mut Session) -> Vec<String> {
             }
             Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(&d)),
             Event::Pong(d) => format!("pong {}", String::from_utf8_lossy(&d)),
-            Event::Dropped(f) => format!("dropped {}", f.len()),
+            Event::Dropped(d) => format!("dropped {}", String::from_utf8_lossy(&d)),
             Event::CloseComplete => "close".into(),
             Event::Closed(None) => "closed".into(),
             Event::Closed(Some(e)) => format!("closed: {e:?}"),
@@ -164,7 +168,7 @@ fn a_full_queue_drops_after_the_retry_window_and_tears_down_after_the_write_time
     s.handle_timeout(t0 + window - Duration::from_millis(1));
     assert!(events(&mut s).is_empty());
     s.handle_timeout(t0 + window);
-    assert_eq!(events(&mut s), ["dropped 3"]);
+    assert_eq!(events(&mut s), ["dropped m"]);
     // Still full: one that waits again keeps the full-since clock from t0.
     s.handle_read(t0 + Duration::from_secs(2), &client(OpCode::Pong, b""));
     s.send(t0 + Duration::from_secs(2), msg.clone());
@@ -174,7 +178,7 @@ fn a_full_queue_drops_after_the_retry_window_and_tears_down_after_the_write_time
     s.handle_timeout(t0 + Duration::from_secs(9));
     let mut seen = events(&mut s);
     seen.retain(|e| e != "pong ");
-    assert_eq!(seen, ["dropped 3"]);
+    assert_eq!(seen, ["dropped m"]);
     s.handle_timeout(t0 + Duration::from_secs(10));
     assert_eq!(events(&mut s), ["closed: WriteTimeout(10s)"]);
 }
@@ -197,10 +201,7 @@ fn a_server_close_sends_the_queue_then_the_close_frame_then_completes() {
     let t0 = Instant::now();
     let mut s = Session::new(config(), t0);
     s.send(t0, frame::encode(OpCode::Text, b"last"));
-    s.close(
-        frame::encode_close(1000, "bye"),
-        Some(t0 + Duration::from_secs(10)),
-    );
+    s.close(t0, 1000, "bye");
     assert!(!s.is_open());
     assert_eq!(
         s.send(t0, frame::encode(OpCode::Text, b"late")),
@@ -227,8 +228,9 @@ fn a_server_close_completes_at_its_deadline_when_the_peer_never_reads() {
         s.send(t0, frame::encode(OpCode::Text, b"x"));
     }
     s.handle_write_blocked(t0);
+    // The deadline is the write timeout after the close began.
     let deadline = t0 + Duration::from_secs(10);
-    s.close(frame::encode_close(1000, ""), Some(deadline));
+    s.close(t0, 1000, "");
     assert_eq!(s.poll_timeout(), Some(deadline));
     s.handle_timeout(deadline - Duration::from_millis(1));
     assert!(events(&mut s).is_empty());
@@ -241,24 +243,24 @@ fn a_server_close_completes_at_its_deadline_when_the_peer_never_reads() {
 fn a_server_close_without_deadline_waits_for_force_close() {
     let t0 = Instant::now();
     let mut s = Session::new(config(), t0);
-    s.close(frame::encode_close(1001, ""), None);
+    s.close_shared(frame::encode_close(1001, ""));
     assert_eq!(s.poll_timeout(), None);
     s.handle_timeout(t0 + Duration::from_secs(3600));
     assert!(events(&mut s).is_empty());
-    s.force_close(Error::Timeout);
-    assert_eq!(events(&mut s), ["closed: Timeout"]);
+    s.force_close();
+    assert_eq!(events(&mut s), ["closed: Forced"]);
 }
 
 #[test]
 fn the_peer_going_away_completes_a_server_close() {
     let t0 = Instant::now();
     let mut s = Session::new(config(), t0);
-    s.close(frame::encode_close(1000, ""), None);
+    s.close_shared(frame::encode_close(1000, ""));
     s.handle_eof();
     assert_eq!(events(&mut s), ["close", "closed"]);
     // The session is over: nothing more, however often it is told.
     s.handle_eof();
-    s.force_close(Error::Timeout);
+    s.force_close();
     assert!(events(&mut s).is_empty());
 }
 
@@ -349,7 +351,11 @@ fn a_violation_comes_after_the_frames_before_it_and_sends_its_close_code() {
     let cases: [(Vec<u8>, u16, &str); 3] = [
         (vec![0x83, 0x80, 1, 2, 3, 4], 1002, "Protocol(Protocol("),
         (client(OpCode::Text, &[0xff]), 1007, "Protocol(InvalidUtf8)"),
-        (client(OpCode::Binary, &[0; 2000]), 1009, "MessageTooLarge"),
+        (
+            client(OpCode::Binary, &[0; 2000]),
+            1009,
+            "Protocol(TooLarge",
+        ),
     ];
     for (bad, code, error) in cases {
         let mut s = Session::new(config(), t0);
@@ -374,7 +380,7 @@ fn nothing_the_peer_sent_after_a_server_close_is_delivered() {
     s.handle_read(t0, &input);
     assert!(matches!(s.poll_event(), Some(Event::Message { .. })));
     // The first message's listener closes the connection.
-    s.close(frame::encode_close(1000, ""), None);
+    s.close_shared(frame::encode_close(1000, ""));
     assert!(events(&mut s).is_empty());
     assert_eq!(
         pending(&s),
@@ -387,10 +393,7 @@ fn nothing_the_peer_sent_after_a_server_close_is_delivered() {
 fn a_pong_flood_during_a_close_changes_nothing() {
     let t0 = Instant::now();
     let mut s = Session::new(config(), t0);
-    s.close(
-        frame::encode_close(1000, ""),
-        Some(t0 + Duration::from_secs(10)),
-    );
+    s.close(t0, 1000, "");
     let flood: Vec<u8> = (0..5000).flat_map(|_| client(OpCode::Pong, b"p")).collect();
     s.handle_read(t0, &flood);
     assert!(events(&mut s).is_empty());
@@ -451,8 +454,8 @@ fn ten_pings_in_one_read_get_ten_pongs() {
 fn a_failed_server_side_sends_its_close_code_and_lingers() {
     let t0 = Instant::now();
     let mut s = Session::new(config(), t0);
-    s.fail(t0, Error::CallbackPanic, 1011);
-    assert_eq!(events(&mut s), ["closed: CallbackPanic"]);
+    s.fail(t0, 1011);
+    assert_eq!(events(&mut s), ["closed: Failed"]);
     assert_eq!(pending(&s), frame::encode_close(1011, "").to_vec());
     assert_eq!(s.linger(), Some(t0 + Duration::from_secs(10)));
 }
@@ -503,4 +506,29 @@ fn with_deflate_agreed_data_goes_out_compressed_and_compressed_data_comes_in() {
     hello[0] |= 0x40;
     s.handle_read(t0, &hello);
     assert_eq!(events(&mut s), ["message false Hello"]);
+}
+
+#[test]
+fn a_dropped_message_is_reported_as_it_was_given_not_as_compressed() {
+    let t0 = Instant::now();
+    let cfg = Arc::new(
+        Config {
+            deflate: Some(crate::Deflate::default()),
+            ..(*config()).clone()
+        }
+        .effective(),
+    );
+    let text = "compressible ".repeat(40);
+    let mut s = Session::new(cfg, t0);
+    s.accept_deflate(deflate::negotiate(["permessage-deflate"]).unwrap());
+    let msg = frame::MessageType::Text.frame(text.as_bytes());
+    assert_eq!(s.send(t0, msg.clone()), Push::Queued);
+    assert_eq!(s.send(t0, msg.clone()), Push::Queued);
+    assert!(matches!(s.send(t0, msg.clone()), Push::Waiting { .. }));
+    assert!(
+        pending(&s)[0] & 0x40 != 0,
+        "what is queued went out compressed"
+    );
+    s.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(events(&mut s), [format!("dropped {text}")]);
 }
