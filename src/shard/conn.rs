@@ -302,7 +302,7 @@ impl Conn {
     /// The socket has bytes (or the peer closed): one `recv` of at most `max` bytes into the
     /// shard's buffer, then the session acts on them. More bytes left are reported again
     /// (level-triggered).
-    pub(crate) fn read_ready(self: &Rc<Self>, max: usize) {
+    pub(crate) fn read_ready(self: &Rc<Self>, max: usize, now: Instant) {
         let fd = self.fd.get();
         if fd < 0 || self.is_gone() {
             return;
@@ -313,7 +313,7 @@ impl Conn {
             match recv(fd, &mut scratch[..len]) {
                 Ok(n) if n > 0 => {
                     // The session copies what it keeps: the buffer is free again after this.
-                    self.received(Instant::now(), &scratch[..n]);
+                    self.received(now, &scratch[..n]);
                     Ok(n)
                 }
                 other => other,

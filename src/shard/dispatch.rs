@@ -189,7 +189,7 @@ impl<'a> Dispatch<'a> {
 pub(crate) fn send_to(links: &Arc<ShardLinks>, shard: ShardId, msg: ShardMsg) -> Result<(), Error> {
     match running(links, shard) {
         Some(core) => {
-            core.handle(msg);
+            core.handle(msg, Instant::now());
             Ok(())
         }
         None => post(links, shard, msg),

@@ -183,7 +183,8 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         name,
     } = accepted;
     let response = Bytes::from(response);
-    let Some(conn) = register(&core.conns, &route, request, response, name, claim) else {
+    let now = Instant::now();
+    let Some(conn) = register(&core.conns, &route, request, response, name, claim, now) else {
         // Another connection took the name between the check and now.
         let refusal = Refusal::name_taken();
         return refuse(&core, Some(stream), remote, refusal.into()).await;
@@ -195,7 +196,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     }
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
-    let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx))).await;
+    let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx, now))).await;
 
     let kws = Websocket::from_conn(Rc::clone(&conn));
     let callback = Arc::clone(&route.callback);
@@ -209,6 +210,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     }
     drop(kws);
     if !leftover.is_empty() {
+        // After the callback, which may have taken a while.
         conn.received(Instant::now(), &leftover);
         conn.drive();
     }
@@ -289,8 +291,8 @@ fn register(
     response: Bytes,
     name: Option<Arc<str>>,
     claim: Option<u64>,
+    now: Instant,
 ) -> Option<Rc<Conn>> {
-    let now = Instant::now();
     let id = conns.next_id();
     let uuid = match name {
         Some(uuid) => {
@@ -418,6 +420,8 @@ const TLS_BATCH: usize = 64 << 10;
 
 fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Poll<Step> {
     conn.register_waker(cx.waker());
+    // One clock read for this wake.
+    let now = Instant::now();
     if matches!(stream, Transport::Tls(_)) && conn.is_open() {
         // Decrypted into the shard's read buffer, as the readiness set's reads are: an idle
         // TLS connection holds no read buffer of its own.
@@ -425,7 +429,7 @@ fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Pol
             let mut scratch = conn.conns.scratch.borrow_mut();
             match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    conn.received(Instant::now(), scratch.get(..n).unwrap_or_default());
+                    conn.received(now, scratch.get(..n).unwrap_or_default());
                     Poll::Ready(Ok(n))
                 }
                 other => other,
@@ -445,7 +449,7 @@ fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Pol
             Poll::Pending => {}
         }
     }
-    if let Err(e) = flush(conn, stream, cx) {
+    if let Err(e) = flush(conn, stream, cx, now) {
         return Poll::Ready(Step::Failed(e));
     }
     if conn.is_gone() || !conn.is_open() && !conn.wants_write() {
@@ -458,13 +462,18 @@ fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Pol
 /// Writes what the connection has queued until the socket is full; glommio then wakes the task
 /// once it has room. Plain: `Conn::write_queue` on the raw fd. TLS: the queued bytes of this
 /// flush, encrypted together.
-fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::Result<()> {
+fn flush(
+    conn: &Rc<Conn>,
+    stream: &mut Transport,
+    cx: &mut Context<'_>,
+    now: Instant,
+) -> io::Result<()> {
     match stream {
         Transport::Plain(tcp) => {
-            while !conn.write_queue(tcp.as_raw_fd(), Instant::now())? {
+            while !conn.write_queue(tcp.as_raw_fd(), now)? {
                 // glommio's write tries once more and otherwise arms a writability poll.
                 let polled = conn.with_front(|front| Pin::new(&mut *tcp).poll_write(cx, front));
-                if !wrote(conn, polled)? {
+                if !wrote(conn, polled, now)? {
                     return Ok(());
                 }
             }
@@ -477,7 +486,7 @@ fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::R
                     break;
                 }
                 let polled = Pin::new(&mut **tls).poll_write(cx, &batch);
-                if !wrote(conn, polled)? {
+                if !wrote(conn, polled, now)? {
                     return Ok(());
                 }
             }
@@ -485,7 +494,7 @@ fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::R
             match Pin::new(&mut **tls).poll_flush(cx) {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
-                    conn.write_blocked(Instant::now());
+                    conn.write_blocked(now);
                     Ok(())
                 }
             }
@@ -495,15 +504,15 @@ fn flush(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> io::R
 
 /// Accounts for one write attempt: `Ok(true)` when bytes went, `Ok(false)` when the socket is
 /// full (the stall clock runs).
-fn wrote(conn: &Rc<Conn>, polled: Poll<io::Result<usize>>) -> io::Result<bool> {
+fn wrote(conn: &Rc<Conn>, polled: Poll<io::Result<usize>>, now: Instant) -> io::Result<bool> {
     match polled {
         Poll::Ready(Ok(written)) => {
-            conn.wrote(Instant::now(), written);
+            conn.wrote(now, written);
             Ok(true)
         }
         Poll::Ready(Err(e)) => Err(e),
         Poll::Pending => {
-            conn.write_blocked(Instant::now());
+            conn.write_blocked(now);
             Ok(false)
         }
     }
@@ -523,7 +532,7 @@ async fn finish(conn: &Rc<Conn>, stream: &mut Transport) {
         async {
             let flushed = poll_fn(|cx| {
                 conn.register_waker(cx.waker());
-                match flush(conn, stream, cx) {
+                match flush(conn, stream, cx, Instant::now()) {
                     Err(_) => Poll::Ready(false),
                     Ok(()) if !conn.wants_write() => Poll::Ready(true),
                     Ok(()) => Poll::Pending,

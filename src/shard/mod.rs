@@ -68,10 +68,12 @@ pub(crate) async fn run(
         })
         .await;
         if let Some(msg) = next {
-            core.handle(msg);
+            // One clock read for the burst.
+            let now = Instant::now();
+            core.handle(msg, now);
             // Take a burst in one go: the connections it touched flush once, after it.
             while let Ok(msg) = inbox.try_recv() {
-                core.handle(msg);
+                core.handle(msg, now);
             }
         } else if inbox.is_disconnected() && !core.is_stopping() {
             break;
@@ -111,9 +113,11 @@ async fn serve_readiness(core: Rc<ShardCore>) {
             continue;
         }
         let share = (ROUND_BYTES / n).clamp(MIN_READ, connections::SCRATCH);
+        // One clock read for the round.
+        let now = Instant::now();
         for &key in &keys[..n] {
             if let Some(conn) = core.conns.by_key(key) {
-                conn.read_ready(share);
+                conn.read_ready(share, now);
             }
         }
         // Behind the other ready tasks: the flush pass sends this round's replies in one go.

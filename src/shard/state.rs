@@ -158,14 +158,15 @@ impl ShardCore {
         }
     }
 
-    /// Does what a message asks. Runs on the shard thread, from the inbox or inline.
-    pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
+    /// Does what a message asks, at `now` (read once per inbox burst, or by the inline
+    /// caller). Runs on the shard thread. A fan-out reads the clock again to time itself.
+    pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg, now: Instant) {
         match msg {
             ShardMsg::Emit { to, frame } => {
                 if let Some(c) = self.conns.get(to) {
                     // The target may have closed since the sender looked it up; that is not
                     // an error the sender can still be told about.
-                    let _ = c.send_frame(frame, Instant::now());
+                    let _ = c.send_frame(frame, now);
                 }
             }
             ShardMsg::Broadcast { frame, except } => {
