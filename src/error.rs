@@ -72,7 +72,7 @@ pub enum Error {
         /// What went wrong, with a hint on how to fix it.
         reason: String,
     },
-    /// An executor (a glommio thread) could not start; see `runtime::spawn_ready`.
+    /// An executor (a glommio thread) could not start, or did not report ready in time.
     #[error("executor failed to start: {0}")]
     Executor(String),
     /// A topic name that is empty or longer than `topics::MAX_TOPIC_LEN` (256) bytes.

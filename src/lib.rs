@@ -39,30 +39,49 @@
 //! | `shard::conn`, `shard::connections`, `shard::handle` | one layer, as their types refer to each other: a connection's glue; the slab and what a shard's connections share; `Websocket` and `EventPayload` |
 //! | `handshake` | the upgrade decision: request head and server state in, the 101 or a refusal out (pure) |
 //! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
-//! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
+//! | `runtime` | glommio plumbing for the shards: ready-reporting executors, request-head reading, draining a closed stream |
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
 //! | `shard::notify` | a wake-up signal for one thread |
-//! | [`topics`] | topic names, one shard's subscription index, the table of which shards hold each topic |
+//! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
 //! | `metrics` | per-shard counters and their Prometheus text |
 //! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
 //! | `config` | `Config`, a route's settings |
 //! | `error` | `Error`, the library's one error type |
 //! | [`event`], `registry`, [`units`], [`limits`] | event names and the listener registry; the UUID map; human units; the open-file limit |
-//! | [`ws`] | RFC 6455 and RFC 7692 without I/O or a clock: |
-//! | `ws::session` | one connection's protocol state: decoder, outbound queue, close, deadlines |
+//! | [`ws`] | RFC 6455 and RFC 7692 without I/O or a clock (public: the frame codec and deflate): |
+//! | `ws::session` | one connection's protocol state: decoder, outbound queue, close, deadlines (the server's) |
 //! | `ws::deflate` | permessage-deflate offers, and the thread's shared compressor |
-//! | `ws::frame`, `ws::queue` | the frame codec; the outbound queue policy |
+//! | `ws::frame`, `ws::queue` | the frame codec; the server's outbound queue policy |
 //! | `ws::inflate` | the thread's shared inflater, bounded |
 //! | [`http`] | the opening handshake's HTTP (pure): |
 //! | `http::upgrade` | RFC 6455 §4.2.1 checks, offered subprotocols and extensions |
 //! | `http::head` | request-head parsing and header access |
-//! | `http::query`, `http::tokens`, `http::response`, `http::route` | query strings; token lists; response bytes; routes with `:params` and `*` |
+//! | `http::query`, `http::tokens`, `http::response`, `http::route` | query strings; token lists; response bytes; the server's routes with `:params` and `*` |
 //!
 //! The `corecast` binary is its own package (`bin/`, `corecast-bin`): settings, the modes, the
 //! HTTP API, logging and signals, on top of this library's public API. Its dependencies (clap,
 //! anyhow, toml, tracing-subscriber) are not this library's.
+//!
+//! # Public modules
+//!
+//! The server's API is at the root: [`Server`], [`Builder`], [`Websocket`], [`EventPayload`],
+//! [`Config`], [`Error`] and the rest. Beside it, each public module says in its own page who it
+//! is for:
+//!
+//! * [`event`]: event names (`event::MESSAGE`, ...) and [`Attributes`], for listeners.
+//! * [`cluster`]: cluster mode's [`ClusterConfig`] and [`ClusterView`].
+//! * [`topics`]: the topic-name rule, to check a name before `subscribe` or `publish`.
+//! * [`units`]: human durations and sizes (`5s`, `64KiB`), for `Config` values read from text.
+//! * [`limits`]: raising the open-file limit, which a server with many connections needs.
+//! * [`ws`]: the frame codec and permessage-deflate, for clients, tests and tools that talk to
+//!   a server.
+//! * [`http`]: the handshake's pure HTTP parsers and response bytes, for gates, proxies, fuzz
+//!   targets and front ends that serve their own endpoints beside the server.
+//!
+//! Everything else (shards, dispatch, the protocol session, routing, executor plumbing) is
+//! crate-private: its shapes change with the server.
 //!
 //! Listeners run on the shard that owns the connection: a slow listener holds up that whole
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
@@ -77,7 +96,7 @@ pub mod http;
 pub mod limits;
 mod metrics;
 mod registry;
-pub mod runtime;
+mod runtime;
 mod server;
 mod shard;
 mod tls;

@@ -1,5 +1,16 @@
 //! Process limits a server with many sockets needs raised. Not configuration: it only asks the
 //! kernel for what the hard limit already allows.
+//!
+//! Public for applications that embed the server: each connection is a file descriptor, and
+//! the usual soft limit (1024) is reached long before the server is busy (accepts then fail
+//! with `EMFILE`). The library never changes process limits itself, as that is the
+//! application's call; call `raise_open_files` once at start, before `Server::builder()`, as the
+//! `corecast` binary and the load generator do.
+//!
+//! ```no_run
+//! let files = corecast::limits::raise_open_files();
+//! println!("up to {files} open files");
+//! ```
 
 /// Raises the open-file soft limit to the hard limit; returns the limit now in force (0 if it
 /// cannot be read).

@@ -2,6 +2,11 @@
 //! table of which shards hold subscribers of each topic. Not delivery: a publish is framed by
 //! the caller and handed to each shard in the table (`shard::state`), which walks its index.
 //!
+//! Public: the name rule only (`MAX_TOPIC_LEN`, `check_name`), so that code taking topic
+//! names from outside (an HTTP API, a message) can refuse a bad one before it reaches
+//! `subscribe` or `publish`, with the same answer. The index and the table are the server's;
+//! users read them through `Server::subscriber_count` and `Server::topics`.
+//!
 //! Why two structures: the index is one shard's own (no locks; a publish walks only the
 //! topic's members, never the slab), while the table is what any thread reads to decide which
 //! shards a publish must wake. A subscribe updates both before it returns, so a publish called
@@ -34,7 +39,7 @@ pub fn check_name(topic: &str) -> Result<(), Error> {
 /// Kept small, since a fan-out server holds millions of subscriptions: a topic's name is
 /// stored once, and both directions hold 4-byte ids (a member's topic list is sized exactly).
 #[derive(Debug, Default)]
-pub struct TopicIndex {
+pub(crate) struct TopicIndex {
     ids: HashMap<Arc<str>, u32>,
     topics: Slab<Topic>,
     /// Each member's topic ids, in the order it subscribed.
@@ -56,7 +61,7 @@ fn member_id(slot: usize) -> u32 {
 impl TopicIndex {
     /// Subscribes `member` to `topic`, unless it already holds `limit` other topics. The
     /// topic's shared name when it was added; `None` when it was subscribed already.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         member: usize,
         topic: &str,
@@ -92,7 +97,7 @@ impl TopicIndex {
     }
 
     /// Unsubscribes `member` from `topic`; false if it was not subscribed.
-    pub fn unsubscribe(&mut self, member: usize, topic: &str) -> bool {
+    pub(crate) fn unsubscribe(&mut self, member: usize, topic: &str) -> bool {
         let member = member_id(member);
         let Some(&id) = self.ids.get(topic) else {
             return false;
@@ -124,7 +129,7 @@ impl TopicIndex {
     }
 
     /// Removes every subscription of `member`; returns the topics it left.
-    pub fn remove_member(&mut self, member: usize) -> Vec<Arc<str>> {
+    pub(crate) fn remove_member(&mut self, member: usize) -> Vec<Arc<str>> {
         let member = member_id(member);
         let ids = self.by_member.remove(&member).unwrap_or_default();
         ids.iter()
@@ -141,13 +146,13 @@ impl TopicIndex {
     }
 
     /// Whether `member` is subscribed to `topic`.
-    pub fn is_subscribed(&self, member: usize, topic: &str) -> bool {
+    pub(crate) fn is_subscribed(&self, member: usize, topic: &str) -> bool {
         self.topic(topic)
             .is_some_and(|t| t.members.contains(&member_id(member)))
     }
 
     /// `member`'s topics, in the order it subscribed.
-    pub fn topics_of(&self, member: usize) -> impl Iterator<Item = &Arc<str>> + '_ {
+    pub(crate) fn topics_of(&self, member: usize) -> impl Iterator<Item = &Arc<str>> + '_ {
         let ids = self.by_member.get(&member_id(member));
         ids.into_iter()
             .flat_map(|ids| ids.iter())
@@ -155,7 +160,7 @@ impl TopicIndex {
     }
 
     /// The members subscribed to `topic` on this shard.
-    pub fn members(&self, topic: &str) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn members(&self, topic: &str) -> impl Iterator<Item = usize> + '_ {
         self.topic(topic)
             .into_iter()
             .flat_map(|t| t.members.iter())
@@ -163,12 +168,14 @@ impl TopicIndex {
     }
 
     /// How many members `topic` has on this shard.
-    pub fn count(&self, topic: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count(&self, topic: &str) -> usize {
         self.topic(topic).map_or(0, |t| t.members.len())
     }
 
     /// Whether nothing is subscribed at all.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.ids.is_empty() && self.topics.is_empty() && self.by_member.is_empty()
     }
 }
@@ -176,7 +183,7 @@ impl TopicIndex {
 /// Subscribers per shard of every topic with at least one, shared by all shards and every
 /// `Server` clone. Split into independently locked buckets by topic, so publishes to different
 /// topics rarely meet on one lock; a publish takes a read lock, a subscribe a write lock.
-pub struct TopicTable {
+pub(crate) struct TopicTable {
     shards: usize,
     buckets: Box<[RwLock<Bucket>]>,
 }
@@ -185,7 +192,7 @@ type Bucket = HashMap<Arc<str>, Box<[u32]>>;
 
 impl TopicTable {
     /// A table for `shards` shards, with `buckets` locks (rounded up to a power of two).
-    pub fn new(shards: usize, buckets: usize) -> TopicTable {
+    pub(crate) fn new(shards: usize, buckets: usize) -> TopicTable {
         let n = buckets.max(1).next_power_of_two();
         TopicTable {
             shards,
@@ -210,7 +217,7 @@ impl TopicTable {
     }
 
     /// One more subscriber of `topic` on `shard`; true when it is the topic's first anywhere.
-    pub fn add(&self, topic: &Arc<str>, shard: ShardId) -> bool {
+    pub(crate) fn add(&self, topic: &Arc<str>, shard: ShardId) -> bool {
         let mut bucket = self.write(topic);
         let mut first = false;
         let counts = bucket.entry(Arc::clone(topic)).or_insert_with(|| {
@@ -223,7 +230,7 @@ impl TopicTable {
 
     /// `n` fewer subscribers of `topic` on `shard`; the topic goes when none is left anywhere,
     /// and then this returns true.
-    pub fn remove(&self, topic: &str, shard: ShardId, n: u32) -> bool {
+    pub(crate) fn remove(&self, topic: &str, shard: ShardId, n: u32) -> bool {
         let mut bucket = self.write(topic);
         let Some(counts) = bucket.get_mut(topic) else {
             return false;
@@ -238,7 +245,7 @@ impl TopicTable {
 
     /// The shards that hold a subscriber of `topic`. Collected, so that no lock is held while
     /// the caller hands them the message (a shard may run it inline).
-    pub fn shards_with(&self, topic: &str) -> Vec<ShardId> {
+    pub(crate) fn shards_with(&self, topic: &str) -> Vec<ShardId> {
         self.read(topic).get(topic).map_or_else(Vec::new, |counts| {
             (0..counts.len())
                 .filter(|&i| counts[i] > 0)
@@ -248,21 +255,22 @@ impl TopicTable {
     }
 
     /// Subscribers of `topic` on every shard.
-    pub fn count(&self, topic: &str) -> usize {
+    pub(crate) fn count(&self, topic: &str) -> usize {
         self.read(topic)
             .get(topic)
             .map_or(0, |c| c.iter().map(|&n| n as usize).sum())
     }
 
     /// Subscribers of `topic` on `shard`.
-    pub fn count_on(&self, topic: &str, shard: ShardId) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count_on(&self, topic: &str, shard: ShardId) -> usize {
         self.read(topic)
             .get(topic)
             .map_or(0, |c| c[shard.0] as usize)
     }
 
     /// Every topic with a subscriber, with its count, sorted by name.
-    pub fn list(&self) -> Vec<(String, usize)> {
+    pub(crate) fn list(&self) -> Vec<(String, usize)> {
         let mut all: Vec<(String, usize)> = self
             .buckets
             .iter()

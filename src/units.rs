@@ -1,6 +1,23 @@
 //! Human units for settings: durations (`500ms`, `5s`, `2m`, `1h`) and sizes (`64KiB`,
-//! `1MiB`, `1000`). Pure parsing; not the flags themselves (the binary and the load
-//! generator share it).
+//! `1MiB`, `1000`). Pure parsing; not the flags themselves.
+//!
+//! Public for applications that read `Config` values from text (a file, flags, the
+//! environment): the same forms then mean the same as in the `corecast` binary's settings,
+//! which parse with these, as the load generator's flags do. Errors are messages for a person.
+//!
+//! ```
+//! use std::time::Duration;
+//! use corecast::units::{parse_duration, parse_size};
+//!
+//! let config = corecast::Config {
+//!     ping_interval: parse_duration("5s")?,
+//!     max_message_size: parse_size("64KiB")?,
+//!     ..corecast::Config::default()
+//! };
+//! assert_eq!(config.ping_interval, Duration::from_secs(5));
+//! assert_eq!(config.max_message_size, 65536);
+//! # Ok::<(), String>(())
+//! ```
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod net;
 mod service;
 
 use std::process::ExitCode;

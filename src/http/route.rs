@@ -7,6 +7,8 @@ use std::fmt;
 /// A route pattern: literal segments, `:name` parameters (exactly one non-empty segment each), and an optional trailing `*` wildcard matching the rest (possibly empty), read as param "*".
 #[derive(Debug, Clone)]
 pub struct RoutePattern {
+    // Read by the Debug output, and by `as_str` in the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     raw: Box<str>,
     segments: Box<[Segment]>,
 }
@@ -79,6 +81,7 @@ impl RoutePattern {
     }
 
     /// The pattern as given to [`RoutePattern::parse`].
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.raw
     }
@@ -130,16 +133,19 @@ impl Params {
     }
 
     /// All parameters as (name, value), in pattern order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.0.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// Whether nothing was captured.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// How many parameters were captured.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -170,16 +176,19 @@ impl<T> Router<T> {
     }
 
     /// Number of routes.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.routes.len()
     }
 
     /// Whether no route was added.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
 
     /// The routes in registration order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&RoutePattern, &T)> + '_ {
         self.routes.iter().map(|(p, v)| (p, v))
     }

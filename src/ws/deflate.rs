@@ -19,7 +19,7 @@ use flate2::{Compress, Compression, FlushCompress};
 
 use super::frame::{encode_header, header_len, OpCode};
 pub use super::inflate::{inflate, InflateError};
-use crate::http::request::split_unquoted;
+use crate::http::split_unquoted;
 
 /// The extension's name in `Sec-WebSocket-Extensions` (RFC 7692 §7).
 const EXTENSION: &str = "permessage-deflate";

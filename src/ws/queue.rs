@@ -232,6 +232,7 @@ impl OutboundQueue {
     }
 
     /// Whether a close frame has been queued.
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -242,6 +243,7 @@ impl OutboundQueue {
     }
 
     /// Undelivered data messages, queued or waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.data_count as usize + self.waiting.len()
     }
@@ -272,6 +274,7 @@ impl OutboundQueue {
     }
 
     /// The first unwritten slice, if any.
+    #[cfg(test)]
     pub fn front(&self) -> Option<&[u8]> {
         self.frames.front().map(|f| &f.bytes[self.offset..])
     }
