@@ -39,7 +39,7 @@
 //! | `shard::conn`, `shard::connections`, `shard::handle` | one layer, as their types refer to each other: a connection's glue; the slab and what a shard's connections share; `Websocket` and `EventPayload` |
 //! | `handshake` | the upgrade decision: request head and server state in, the 101 or a refusal out (pure) |
 //! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
-//! | `runtime` | glommio plumbing for the shards: ready-reporting executors, request-head reading, draining a closed stream |
+//! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
@@ -79,9 +79,12 @@
 //!   a server.
 //! * [`http`]: the handshake's pure HTTP parsers and response bytes, for gates, proxies, fuzz
 //!   targets and front ends that serve their own endpoints beside the server.
+//! * [`runtime`]: the glommio plumbing of such a front end (an executor that reports ready,
+//!   reading a request head, closing without losing the last answer), which the `corecast`
+//!   binary's HTTP API uses.
 //!
-//! Everything else (shards, dispatch, the protocol session, routing, executor plumbing) is
-//! crate-private: its shapes change with the server.
+//! Everything else (shards, dispatch, the protocol session, routing) is crate-private: its
+//! shapes change with the server.
 //!
 //! Listeners run on the shard that owns the connection: a slow listener holds up that whole
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
@@ -96,7 +99,7 @@ pub mod http;
 pub mod limits;
 mod metrics;
 mod registry;
-mod runtime;
+pub mod runtime;
 mod server;
 mod shard;
 mod tls;

@@ -1,10 +1,11 @@
-//! glommio plumbing the shards share: starting an executor that reports when it is ready,
-//! reading an HTTP request head from a stream through a shared buffer, and reading a
-//! half-closed stream to its end. Not protocol decisions: those are in `http` and `ws`.
+//! glommio plumbing that the shards and the `corecast` binary's HTTP API share: starting an
+//! executor that reports when it is ready, reading an HTTP request head from a stream, and
+//! ending a connection without losing the last answer. Not protocol decisions: those are in
+//! `http` and `ws`.
 //!
-//! Crate-private: its signatures are glommio's types, so making it public would tie the
-//! library's API to glommio's releases. The `corecast` binary's HTTP API keeps its own copy of
-//! the little of this it needs (`bin/src/net.rs`), built on the public `http` parsers.
+//! Public for front ends that serve their own plain-HTTP endpoints on glommio beside the
+//! server, as the binary's HTTP API does: one implementation of these for both, rather than a
+//! copy in each. Its signatures use glommio's types, so it follows glommio's releases.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -14,6 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt};
+use glommio::net::TcpStream;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder};
 
 use crate::http::{self, HeadParse, HttpError, RequestHead};
@@ -77,11 +79,20 @@ pub enum HeadError {
     Http(HttpError),
 }
 
-/// Reads one HTTP request head of at most `limit` bytes, through `scratch`, a buffer the caller
-/// shares between its connections (borrowed only while a read copies out of it, never across
-/// an await). Returns it with the bytes read past it (the start of the first WebSocket frame).
-/// A connection keeps only the bytes that arrived, so one that trickles its head in a byte at
-/// a time holds a few bytes until its handshake timeout, not a read buffer.
+/// Reads one HTTP request head of at most `limit` bytes. Returns it with the bytes read past
+/// it (the start of a body, or of the first WebSocket frame).
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: usize,
+) -> Result<(RequestHead, Vec<u8>), HeadError> {
+    let scratch = RefCell::new(vec![0u8; limit.clamp(1, 1024)].into_boxed_slice());
+    read_head_with(stream, limit, &scratch).await
+}
+
+/// `read_head` reading through `scratch`, a buffer the caller shares between its connections
+/// (borrowed only while a read copies out of it, never across an await). A connection keeps
+/// only the bytes that arrived, so one that trickles its head in a byte at a time holds a few
+/// bytes until its handshake timeout, not a read buffer.
 pub async fn read_head_with<S: AsyncRead + Unpin>(
     stream: &mut S,
     limit: usize,
@@ -119,9 +130,16 @@ pub async fn read_head_with<S: AsyncRead + Unpin>(
     }
 }
 
-/// Reads and discards until the peer ends the stream (or it fails), for a stream already
-/// half-closed: the peer then reads the last bytes written rather than a reset (closing a
-/// socket with unread input sends RST). Bound it with a timeout: a peer may never close.
+/// Ends a connection whose last bytes are written: half-closes, then reads and discards until
+/// the peer closes too, so the peer reads those bytes rather than a reset (closing a socket
+/// with unread input sends RST). Bound it with a timeout: a peer may never close.
+pub async fn drain_and_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    drain(stream).await;
+}
+
+/// Reads and discards until the peer ends the stream (or it fails): the second half of
+/// `drain_and_close`, for a stream already half-closed. Bound it with a timeout.
 pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S) {
     // On the heap: a buffer in this future would be carried by every task that can call it.
     let mut sink = vec![0u8; 4096];
@@ -155,15 +173,6 @@ mod tests {
             self.data = &self.data[n..];
             std::task::Poll::Ready(Ok(n))
         }
-    }
-
-    /// `read_head_with` through a scratch buffer of its own.
-    async fn read_head<S: AsyncRead + Unpin>(
-        stream: &mut S,
-        limit: usize,
-    ) -> Result<(RequestHead, Vec<u8>), HeadError> {
-        let scratch = RefCell::new(vec![0u8; 1024].into_boxed_slice());
-        read_head_with(stream, limit, &scratch).await
     }
 
     const REQUEST: &[u8] = b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\nrest";

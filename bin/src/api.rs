@@ -15,9 +15,8 @@ use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use corecast::http::{self, RequestHead};
+use corecast::runtime::{self, HeadError};
 use corecast::{Error, MessageType, Server};
-
-use crate::net::{self, HeadError};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -59,17 +58,19 @@ impl Api {
             .name("corecast-api")
             .io_memory(64 << 10);
         let (handle, addr) =
-            net::spawn_ready(builder, Duration::from_secs(10), move |ready| async move {
+            runtime::spawn_ready(builder, Duration::from_secs(10), move |ready| async move {
                 let bound = TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
                 match bound {
                     Ok((local, listener)) => {
                         ready.ok(local);
                         accept(listener, server, Rc::new(options), stop_rx).await;
                     }
-                    Err(e) => ready.fail(anyhow::anyhow!("cannot listen on {addr}: {e}")),
+                    Err(e) => ready.fail(Error::Io(std::io::Error::other(format!(
+                        "cannot listen on {addr}: {e}"
+                    )))),
                 }
             })
-            .map_err(|e| e.context("HTTP API"))?;
+            .map_err(|e| anyhow::anyhow!("HTTP API: {e}"))?;
         Ok(Api {
             addr,
             stop,
@@ -147,7 +148,7 @@ async fn serve(server: &Server, options: &ApiOptions, mut stream: TcpStream, bus
         }
         // A refused request may leave its body unread; closing on it would reset the
         // connection and could lose the answer.
-        net::drain_and_close(&mut stream).await;
+        runtime::drain_and_close(&mut stream).await;
     };
     future::or(exchange, async {
         Timer::new(options.request_timeout).await;
@@ -162,7 +163,7 @@ async fn read_request(
     max_body: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<Vec<u8>>> {
     const MAX_HEAD: usize = 8 << 10;
-    let (head, mut body) = match net::read_head(stream, MAX_HEAD).await {
+    let (head, mut body) = match runtime::read_head(stream, MAX_HEAD).await {
         Ok(read) => read,
         Err(HeadError::Gone) => return Err(None),
         Err(HeadError::Http(e)) => return Err(Some(error(e.status(), &e.to_string()))),

@@ -2,7 +2,6 @@
 
 mod api;
 mod cli;
-mod net;
 mod service;
 
 use std::process::ExitCode;
