@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use super::connections::Connections;
 use super::handle::{EventPayload, Websocket};
 use super::readiness;
-use super::socket::{recv, send_vectored};
+use super::socket::{recv, send_vectored, LentSocket};
 use crate::event::{self, Attributes, EventName};
 use crate::handshake::RequestData;
 use crate::metrics::DropCause;
@@ -48,9 +49,9 @@ pub(crate) struct Conn {
     /// Earliest entry this connection has in the shard's timer heap.
     pub(crate) scheduled: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
-    /// The socket, until the connection task finishes it, for the readiness set's reads and
-    /// the flush pass's writes; -1 after.
-    pub(crate) fd: Cell<i32>,
+    /// The plain socket, lent by the connection task for the readiness set's reads and the
+    /// flush pass's writes until the task finishes it.
+    pub(crate) fd: LentSocket,
     /// Whether it is on the shard's list of connections with something to write.
     dirty: Cell<bool>,
     /// Cluster mode: the revision of this connection's claim on its UUID, 0 for none.
@@ -85,7 +86,7 @@ impl Conn {
             claim: Cell::new(0),
             scheduled: Cell::new(None),
             waker: RefCell::new(None),
-            fd: Cell::new(-1),
+            fd: LentSocket::default(),
             dirty: Cell::new(false),
         }
     }
@@ -215,11 +216,10 @@ impl Conn {
     /// closing, since those need the socket itself.
     pub(crate) fn flush_now(&self, now: Instant) {
         self.dirty.set(false);
-        let fd = self.fd.get();
-        if fd < 0 || !self.is_open() {
+        let Some(fd) = self.fd.get().filter(|_| self.is_open()) else {
             self.wake();
             return;
-        }
+        };
         match self.write_queue(fd, now) {
             Ok(true) => {}
             Ok(false) | Err(_) => self.wake(),
@@ -229,7 +229,7 @@ impl Conn {
     /// Writes as much of the queue as the socket takes, one vectored write per pass (sends per
     /// flush, not per message): `Ok(true)` once the queue is empty, `Ok(false)` when the socket
     /// is full. Needs only the fd, so the flush pass and the connection task share it.
-    pub(crate) fn write_queue(&self, fd: i32, now: Instant) -> io::Result<bool> {
+    pub(crate) fn write_queue(&self, fd: BorrowedFd<'_>, now: Instant) -> io::Result<bool> {
         loop {
             let result = {
                 let session = self.session.borrow();
@@ -294,19 +294,19 @@ impl Conn {
 
     /// From now on the shard's readiness set reads this connection (see `read_ready`).
     pub(crate) fn watch(&self) -> io::Result<()> {
-        self.conns
-            .readiness
-            .watch(self.fd.get(), readiness::key_of(self.id))
+        let Some(fd) = self.fd.get() else {
+            return Ok(());
+        };
+        self.conns.readiness.watch(fd, readiness::key_of(self.id))
     }
 
     /// The socket has bytes (or the peer closed): one `recv` of at most `max` bytes into the
     /// shard's buffer, then the session acts on them. More bytes left are reported again
     /// (level-triggered).
     pub(crate) fn read_ready(self: &Rc<Self>, max: usize, now: Instant) {
-        let fd = self.fd.get();
-        if fd < 0 || self.is_gone() {
+        let Some(fd) = self.fd.get().filter(|_| !self.is_gone()) else {
             return;
-        }
+        };
         let read = {
             let mut scratch = self.conns.scratch.borrow_mut();
             let len = max.clamp(1, scratch.len());
@@ -590,8 +590,7 @@ impl Conn {
             return;
         }
         // Nothing is read for it any more; the connection task finishes the socket.
-        let fd = self.fd.get();
-        if fd >= 0 {
+        if let Some(fd) = self.fd.get() {
             self.conns.readiness.unwatch(fd);
         }
         self.unregister();

@@ -8,7 +8,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -192,7 +192,9 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
     core.conns.metrics().upgraded();
     if let Transport::Plain(tcp) = &stream {
         // The shard's flush pass and readiness set take over this socket's writes and reads.
-        conn.fd.set(tcp.as_raw_fd());
+        // SAFETY: this task owns the socket and keeps it open until `finish`, which takes the
+        // loan back before it closes the socket.
+        unsafe { conn.fd.lend(tcp.as_raw_fd()) };
     }
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
@@ -470,7 +472,10 @@ fn flush(
 ) -> io::Result<()> {
     match stream {
         Transport::Plain(tcp) => {
-            while !conn.write_queue(tcp.as_raw_fd(), now)? {
+            // SAFETY: `tcp` owns the descriptor and outlives this borrow (glommio's stream does
+            // not implement `AsFd`).
+            let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+            while !conn.write_queue(fd, now)? {
                 // glommio's write tries once more and otherwise arms a writability poll.
                 let polled = conn.with_front(|front| Pin::new(&mut *tcp).poll_write(cx, front));
                 if !wrote(conn, polled, now)? {
@@ -523,7 +528,7 @@ fn wrote(conn: &Rc<Conn>, polled: Poll<io::Result<usize>>, now: Instant) -> io::
 /// than a reset.
 async fn finish(conn: &Rc<Conn>, stream: &mut Transport) {
     // From here on only this task touches the socket.
-    conn.fd.set(-1);
+    conn.fd.take_back();
     let Some(deadline) = conn.linger() else {
         return;
     };

@@ -10,7 +10,7 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 
 use futures_lite::AsyncRead;
@@ -43,21 +43,20 @@ impl Readiness {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a new descriptor that nothing else owns.
-        Ok(Readiness {
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Readiness { epoll })
     }
 
     /// Reports `fd` as ready while it has bytes to read or the peer has closed
     /// (level-triggered: one `recv` per report, the next report if more is left).
-    pub(crate) fn watch(&self, fd: RawFd, key: u64) -> io::Result<()> {
+    pub(crate) fn watch(&self, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
             u64: key,
         };
-        // SAFETY: both descriptors are open; the kernel copies `event`.
-        let rc =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        let (epoll, fd) = (self.epoll.as_raw_fd(), fd.as_raw_fd());
+        // SAFETY: both descriptors are open (owned and borrowed); the kernel copies `event`.
+        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -65,11 +64,12 @@ impl Readiness {
     }
 
     /// Stops reporting `fd` (before the connection lets go of it).
-    pub(crate) fn unwatch(&self, fd: RawFd) {
+    pub(crate) fn unwatch(&self, fd: BorrowedFd<'_>) {
         let mut event = libc::epoll_event { events: 0, u64: 0 };
+        let (epoll, fd) = (self.epoll.as_raw_fd(), fd.as_raw_fd());
         // SAFETY: as in `watch`; a descriptor not in the set only yields ENOENT.
         unsafe {
-            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event);
+            libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, &mut event);
         }
     }
 
