@@ -46,6 +46,7 @@
 //! | `shard::notify` | a wake-up signal for one thread |
 //! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
 //! | `metrics` | per-shard counters and their Prometheus text |
+//! | [`auth`] | client tokens (JWT) verified into an `Identity`, and the topic rules its grants follow (pure) |
 //! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
 //! | `config` | `Config`, a route's settings |
 //! | `error` | `Error`, the library's one error type |
@@ -71,6 +72,8 @@
 //! is for:
 //!
 //! * [`event`]: event names (`event::MESSAGE`, ...) and [`Attributes`], for listeners.
+//! * [`auth`]: client tokens: the [`Verifier`] a server takes (`Builder::authenticate`), the
+//!   [`Identity`] a connection carries and the topic rules of its grants.
 //! * [`cluster`]: cluster mode's [`ClusterConfig`] and [`ClusterView`].
 //! * [`topics`]: the topic-name rule, to check a name before `subscribe` or `publish`.
 //! * [`units`]: human durations and sizes (`5s`, `64KiB`), for `Config` values read from text.
@@ -90,6 +93,7 @@
 //! shard, so send long work to a task (`glommio::spawn_local`) or another thread.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
 mod config;
 mod error;
@@ -118,6 +122,7 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/library.md")]
 struct LibraryGuideDoctests;
 
+pub use auth::{AuthRefusal, Identity, Verifier};
 pub use bytes::Bytes;
 pub use cluster::{ClusterConfig, ClusterView, NodeInfo};
 pub use config::{Config, Deflate, RecoverHandler};

@@ -215,6 +215,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["shard::notify"], false),
     (&["topics"], false),
     (&["metrics"], false),
+    (&["auth"], false),
     (&["cluster", "cluster::wire"], false),
     (&["config"], false),
     (&["error"], false),

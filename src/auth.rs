@@ -1,0 +1,363 @@
+//! Who a client is and what it may do: verifying its token (a JWT), and the topic rules its
+//! grants follow. Pure: no I/O and no clock; `now` is passed in, in seconds since the epoch.
+//!
+//! For servers that let clients in on a token (`Builder::authenticate`) and for listeners that
+//! check a connection's grants ([`Identity::may_subscribe`], [`Identity::may_publish`]). The
+//! signature and algorithm checks are `jsonwebtoken`'s (with ring, which rustls already
+//! links); the time checks are here, against the `now` given. docs/security.md covers the
+//! token, its claims and the rules.
+//!
+//! A [`Verifier`] holds one key, and the key alone decides which algorithms it accepts: an HMAC
+//! secret takes HS256, HS384 and HS512; an RSA public key RS256, RS384 and RS512; an EC P-256
+//! key ES256; an Ed25519 key EdDSA. The token's header never widens that set, so `alg: none`
+//! and a token signed with HMAC using a public key's bytes are refused.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// The leeway a [`Verifier`] allows on `exp` and `nbf` unless told otherwise: clocks of the
+/// token's issuer and of this server may differ by this much.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Why a token was refused. Each cause is counted (`corecast_auth_refusals_total{cause}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthRefusal {
+    /// No token: neither a `token` query parameter nor an `Authorization: Bearer` header.
+    Missing = 0,
+    /// Not a JWT, claims of the wrong type, or no `sub`.
+    Malformed = 1,
+    /// The signature does not match the key.
+    BadSignature = 2,
+    /// The header names an algorithm the key does not take (`none`, HMAC against a public key).
+    WrongAlgorithm = 3,
+    /// `exp` is past (beyond the leeway).
+    Expired = 4,
+    /// `nbf` is still to come (beyond the leeway).
+    NotYetValid = 5,
+    /// `aud` is missing, or does not name the audience the verifier requires.
+    WrongAudience = 6,
+    /// `iss` is missing, or is not the issuer the verifier requires.
+    WrongIssuer = 7,
+}
+
+impl AuthRefusal {
+    /// Every cause, in the order of their values.
+    pub const ALL: [AuthRefusal; 8] = [
+        AuthRefusal::Missing,
+        AuthRefusal::Malformed,
+        AuthRefusal::BadSignature,
+        AuthRefusal::WrongAlgorithm,
+        AuthRefusal::Expired,
+        AuthRefusal::NotYetValid,
+        AuthRefusal::WrongAudience,
+        AuthRefusal::WrongIssuer,
+    ];
+
+    /// The metrics label: `missing`, `malformed`, `bad_signature`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthRefusal::Missing => "missing",
+            AuthRefusal::Malformed => "malformed",
+            AuthRefusal::BadSignature => "bad_signature",
+            AuthRefusal::WrongAlgorithm => "wrong_algorithm",
+            AuthRefusal::Expired => "expired",
+            AuthRefusal::NotYetValid => "not_yet_valid",
+            AuthRefusal::WrongAudience => "wrong_audience",
+            AuthRefusal::WrongIssuer => "wrong_issuer",
+        }
+    }
+
+    /// The body of the 401 answer: short, and the same for every client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthRefusal::Missing => "token required",
+            AuthRefusal::Malformed => "malformed token",
+            AuthRefusal::BadSignature => "bad token signature",
+            AuthRefusal::WrongAlgorithm => "token algorithm not accepted",
+            AuthRefusal::Expired => "token expired",
+            AuthRefusal::NotYetValid => "token not yet valid",
+            AuthRefusal::WrongAudience => "wrong token audience",
+            AuthRefusal::WrongIssuer => "wrong token issuer",
+        }
+    }
+}
+
+impl fmt::Display for AuthRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Who a verified token says the client is, and what it may do with topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user: the token's `sub`.
+    pub user: String,
+    /// When the token expires (`exp`), in seconds since the epoch; `None` if it never does.
+    /// Not enforced on a live connection yet: checked at the upgrade only.
+    pub expires: Option<u64>,
+    /// Topic patterns the client may subscribe to (`subscribe`).
+    pub subscribe: Vec<String>,
+    /// Topic patterns the client may publish to (`publish`).
+    pub publish: Vec<String>,
+}
+
+impl Identity {
+    /// Whether this user may subscribe to `topic`: a user-limited topic (see [`topic_users`])
+    /// only if the user is one of its users, whatever the grants; any other topic if a
+    /// `subscribe` pattern matches it.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        match topic_users(topic) {
+            Some(mut users) => users.any(|u| u == self.user),
+            None => grants(&self.subscribe, topic),
+        }
+    }
+
+    /// Whether this user may publish to `topic`: if a `publish` pattern matches it (a
+    /// user-limited topic too: publishing to `inbox#bob` needs a grant such as `inbox#*`).
+    pub fn may_publish(&self, topic: &str) -> bool {
+        grants(&self.publish, topic)
+    }
+}
+
+/// Whether `pattern` matches `topic`: a pattern ending in `*` matches every topic that starts
+/// with what comes before it (`scores.*` matches `scores.nba`; `*` matches every topic); any
+/// other pattern only the topic of that exact name.
+pub fn pattern_matches(pattern: &str, topic: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => topic.starts_with(prefix),
+        None => pattern == topic,
+    }
+}
+
+/// Whether any of `patterns` matches `topic`.
+fn grants(patterns: &[String], topic: &str) -> bool {
+    patterns.iter().any(|p| pattern_matches(p, topic))
+}
+
+/// The users of a user-limited topic: in a name that contains `#`, the comma-separated names
+/// after the last `#` (`inbox#alice` is alice's, `dialog#alice,bob` alice's and bob's). `None`
+/// for a topic open to grants.
+pub fn topic_users(topic: &str) -> Option<impl Iterator<Item = &str>> {
+    let (_, users) = topic.rsplit_once('#')?;
+    Some(users.split(',').filter(|u| !u.is_empty()))
+}
+
+/// The claims read from a token; the registered ones `jsonwebtoken` checks (`aud`, `iss`) are
+/// not repeated here.
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+/// Verifies client tokens against one key. Cheap to share: `Builder::authenticate` takes one
+/// for every shard.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    /// What the key takes, and nothing else.
+    algorithms: Vec<Algorithm>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway: u64,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.algorithms)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    fn with_key(key: DecodingKey, algorithms: Vec<Algorithm>) -> Self {
+        Verifier {
+            key,
+            algorithms,
+            audience: None,
+            issuer: None,
+            leeway: DEFAULT_LEEWAY.as_secs(),
+        }
+    }
+
+    /// A verifier of HMAC tokens (HS256, HS384, HS512) signed with `secret`. An empty secret
+    /// is an error: it would let anyone sign.
+    pub fn hmac(secret: &[u8]) -> Result<Self, Error> {
+        if secret.is_empty() {
+            return Err(Error::Config("the HMAC secret is empty".into()));
+        }
+        Ok(Self::with_key(
+            DecodingKey::from_secret(secret),
+            vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+        ))
+    }
+
+    /// A verifier of tokens signed with the private half of a PEM public key: RSA (RS256,
+    /// RS384, RS512), EC P-256 (ES256) or Ed25519 (EdDSA). The key's type decides.
+    pub fn public_key_pem(pem: &[u8]) -> Result<Self, Error> {
+        // jsonwebtoken would take a private key's PEM too, and then verify nothing.
+        let text = String::from_utf8_lossy(pem);
+        if !(text.contains("-----BEGIN PUBLIC KEY-----")
+            || text.contains("-----BEGIN RSA PUBLIC KEY-----"))
+        {
+            return Err(Error::Config(
+                "not a PEM public key (BEGIN PUBLIC KEY)".into(),
+            ));
+        }
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            let algs = vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+            return Ok(Self::with_key(key, algs));
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Self::with_key(key, vec![Algorithm::ES256]));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            return Ok(Self::with_key(key, vec![Algorithm::EdDSA]));
+        }
+        Err(Error::Config(
+            "not a PEM public key of RSA, EC P-256 or Ed25519".into(),
+        ))
+    }
+
+    /// Requires `aud` to name `audience`. Without this, a token that names any audience is
+    /// refused (RFC 7519 §4.1.3: this server would not be among those it names).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Requires `iss` to be `issuer`.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// How far `exp` and `nbf` may be off (`DEFAULT_LEEWAY` unless set), in whole seconds.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.as_secs();
+        self
+    }
+
+    /// The algorithms this verifier takes, from its key.
+    pub fn algorithms(&self) -> Vec<String> {
+        self.algorithms.iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    /// Verifies `token` at `now` (seconds since the epoch): its signature and algorithm, its
+    /// time claims within the leeway, `aud` and `iss` where required, and a non-empty `sub`.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthRefusal> {
+        let mut validation = Validation::new(self.algorithms[0]);
+        validation.algorithms = self.algorithms.clone();
+        // The clock is the caller's: `exp` and `nbf` are checked below, against `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims = HashSet::new();
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation)
+            .map_err(|e| refusal_of(e.kind(), token))?;
+        let claims = data.claims;
+        let user = match claims.sub {
+            Some(sub) if !sub.is_empty() => sub,
+            _ => return Err(AuthRefusal::Malformed),
+        };
+        if claims
+            .exp
+            .is_some_and(|exp| exp.saturating_add(self.leeway) < now)
+        {
+            return Err(AuthRefusal::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(AuthRefusal::NotYetValid);
+        }
+        Ok(Identity {
+            user,
+            expires: claims.exp,
+            subscribe: claims.subscribe,
+            publish: claims.publish,
+        })
+    }
+}
+
+/// The cause of a `jsonwebtoken` error.
+fn refusal_of(kind: &ErrorKind, token: &str) -> AuthRefusal {
+    match kind {
+        ErrorKind::InvalidSignature => AuthRefusal::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthRefusal::WrongAlgorithm
+        }
+        ErrorKind::ExpiredSignature => AuthRefusal::Expired,
+        ErrorKind::ImmatureSignature => AuthRefusal::NotYetValid,
+        ErrorKind::InvalidAudience => AuthRefusal::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthRefusal::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthRefusal::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthRefusal::WrongIssuer,
+        // A header whose `alg` is no algorithm jsonwebtoken knows (`none`) fails as JSON.
+        ErrorKind::Json(_)
+            if jsonwebtoken::decode_header(token).is_err() && names_an_algorithm(token) =>
+        {
+            AuthRefusal::WrongAlgorithm
+        }
+        _ => AuthRefusal::Malformed,
+    }
+}
+
+/// Whether the token's header, read only to name a refusal, is a JSON object with a string
+/// `alg`.
+fn names_an_algorithm(token: &str) -> bool {
+    let Some((header, _)) = token.split_once('.') else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .is_some_and(|h| h.get("alg").is_some_and(serde_json::Value::is_string))
+}
+
+/// The token of a request, as `Builder::authenticate` finds it: the `Authorization: Bearer`
+/// header's (the scheme in any case), else the `token` query parameter's.
+pub fn token_from<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
+    let bearer = authorization.and_then(|h| {
+        let (scheme, token) = h.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    });
+    bearer.or(query.filter(|t| !t.is_empty()))
+}
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
