@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::Verifier;
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
@@ -36,6 +37,7 @@ pub struct Builder {
     shards: Option<usize>,
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
+    auth: Option<Arc<Verifier>>,
     options: Options,
     cluster: Option<ClusterConfig>,
     tls: Option<TlsConfig>,
@@ -89,6 +91,18 @@ impl Builder {
         gate: impl Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync + 'static,
     ) -> Self {
         self.gate = Some(Arc::new(gate));
+        self
+    }
+
+    /// Lets a client in only with a token `verifier` accepts: the `token` query parameter or
+    /// an `Authorization: Bearer` header, checked after the route, drain and connection-limit
+    /// checks and before the `before_upgrade` gate. A missing or refused token gets 401 with
+    /// a short reason, before any WebSocket state is made, and is counted by cause
+    /// (`corecast_auth_refusals_total`). The connection carries the token's identity
+    /// (`Websocket::user`, `Websocket::identity`, and `UpgradeRequest::user` for the gate).
+    /// docs/security.md covers the tokens and the rules.
+    pub fn authenticate(mut self, verifier: Verifier) -> Self {
+        self.auth = Some(Arc::new(verifier));
         self
     }
 
@@ -195,6 +209,7 @@ impl Builder {
             cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
             gate: self.gate,
+            auth: self.auth,
             listeners: Arc::new(ListenerRegistry::default()),
             registry: Arc::new(Registry::new(shards * 16)),
             topics: Arc::new(TopicTable::new(shards, shards * 16)),
@@ -203,6 +218,9 @@ impl Builder {
             options: self.options,
             tls,
         });
+        // An address another server listens on fails here, before this node joins a cluster;
+        // shard 0 checks again right before it binds (`Listener::bind`).
+        Listener::ensure_free(addr).map_err(|e| listen_error(0, addr, e))?;
         // NATS first: a node that cannot join its cluster does not start serving alone.
         let link = match cluster {
             Some((cfg, handle, inbox)) => {
@@ -215,7 +233,8 @@ impl Builder {
         let mut local_addr = addr;
         let mut failure = None;
         for (i, inbox) in receivers.into_iter().enumerate() {
-            // Shard 0 resolves port 0; the others join it on the same port (SO_REUSEPORT).
+            // Shard 0 claims the address and resolves port 0; the others join it on the same
+            // port (SO_REUSEPORT).
             let cpu = cpus[i % cpus.len()];
             match spawn_shard(i, cpu, local_addr, Arc::clone(&shared), inbox) {
                 Ok((handle, bound)) => {
@@ -268,10 +287,10 @@ fn spawn_shard(
         .io_memory(IO_MEMORY)
         .ring_depth(RING_DEPTH);
     let started = runtime::spawn_ready(builder, START_TIMEOUT, move |ready| async move {
-        let bound = Listener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+        let bound = Listener::bind(addr, i == 0).and_then(|l| Ok((l.local_addr()?, l)));
         let (local, listener) = match bound {
             Ok(bound) => bound,
-            Err(e) => return ready.fail(start_error(format!("cannot listen on {addr}: {e}"))),
+            Err(e) => return ready.fail(listen_error(i, addr, e)),
         };
         match Readiness::new() {
             Ok(readiness) => {
@@ -286,6 +305,14 @@ fn spawn_shard(
         Error::Executor(reason) => start_error(with_hint(reason)),
         other => other,
     })
+}
+
+/// Shard `shard` cannot listen on `addr`: the start error, naming the address.
+fn listen_error(shard: usize, addr: SocketAddr, e: std::io::Error) -> Error {
+    Error::Start {
+        shard,
+        reason: format!("cannot listen on {addr}: {e}"),
+    }
 }
 
 fn with_hint(reason: String) -> String {
@@ -365,6 +392,7 @@ impl Server {
             shards: None,
             routes: Vec::new(),
             gate: None,
+            auth: None,
             cluster: None,
             tls: None,
             options: Options {

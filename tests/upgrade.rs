@@ -327,3 +327,58 @@ fn a_subprotocol_that_is_not_a_token_is_a_start_error() {
         Ok(_) => panic!("a bad subprotocol name started"),
     }
 }
+
+#[test]
+fn a_second_server_on_a_taken_address_fails_and_the_first_keeps_every_connection() {
+    let first = server();
+    let addr = first.addr();
+    for shards in [2, 1] {
+        // Routeless: were it in the SO_REUSEPORT group, its share of upgrades would get 404.
+        let second = Server::builder().shards(shards).bind(addr).start();
+        let err = match second {
+            Err(e) => e,
+            Ok(s) => {
+                s.shutdown_within(Duration::ZERO);
+                let _ = s.join();
+                panic!("a second server started on {addr}, sharing its connections");
+            }
+        };
+        assert!(matches!(err, Error::Start { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("in use"), "{msg}");
+        assert!(msg.contains(&addr.to_string()), "{msg}");
+    }
+    for i in 0..32 {
+        assert_eq!(upgrade_status(addr, &format!("/ws/{i}")), 101);
+    }
+}
+
+#[test]
+fn a_stopped_servers_address_is_free_again_at_once() {
+    let builder = || Server::builder().shards(2).route("/ws/:id", |_| {});
+    let first = builder()
+        .bind("127.0.0.1:0")
+        .start()
+        .expect("server starts");
+    let addr = first.local_addr();
+    // The server closes first, so its side of the connection stays in TIME_WAIT: that must not
+    // count as the address being in use.
+    let mut c = Client::connect(addr, "/ws/1");
+    let closing = std::thread::spawn({
+        let server = first.clone();
+        move || server.close_all(1000, "restart", WAIT)
+    });
+    assert_eq!(c.recv_close().0, 1000);
+    closing.join().unwrap().unwrap();
+    drop(c);
+    first.shutdown_within(Duration::ZERO);
+    first.join().unwrap();
+
+    let again = builder()
+        .bind(addr)
+        .start()
+        .expect("a restart on the same address");
+    assert_eq!(upgrade_status(addr, "/ws/2"), 101);
+    again.shutdown_within(Duration::ZERO);
+    let _ = again.join();
+}

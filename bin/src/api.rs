@@ -59,14 +59,19 @@ impl Api {
             .io_memory(64 << 10);
         let (handle, addr) =
             runtime::spawn_ready(builder, Duration::from_secs(10), move |ready| async move {
-                let bound = TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+                let bound = listen(addr).and_then(|l| Ok((l.local_addr()?, l)));
                 match bound {
                     Ok((local, listener)) => {
                         ready.ok(local);
                         accept(listener, server, Rc::new(options), stop_rx).await;
                     }
                     Err(e) => ready.fail(Error::Io(std::io::Error::other(format!(
-                        "cannot listen on {addr}: {e}"
+                        "cannot listen on {addr}: {}",
+                        if e.kind() == std::io::ErrorKind::AddrInUse {
+                            "address in use: another process listens there".to_string()
+                        } else {
+                            e.to_string()
+                        }
                     )))),
                 }
             })
@@ -90,6 +95,19 @@ impl Api {
             let _ = h.join();
         }
     }
+}
+
+/// Listens on `addr` with SO_REUSEADDR (the last run's connections left in TIME_WAIT do not
+/// hold up a restart) but without SO_REUSEPORT, which glommio's `TcpListener::bind` sets: a
+/// second instance on the same address then fails to start with "address in use", rather than
+/// the kernel sharing the API calls out between the two (one of them perhaps without the
+/// other's `--api-token`). One executor serves the API: it has nothing to share the port with.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // On Unix std's listener sets SO_REUSEADDR and not SO_REUSEPORT.
+    let fd = std::net::TcpListener::bind(addr)?.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket whose ownership moves to the listener.
+    Ok(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
 async fn accept(

@@ -993,3 +993,96 @@ fn a_killed_node_leaves_the_view_and_frees_its_ids_while_the_others_serve() {
     wait_until(|| cluster_nodes(&a) == ["a"], "b dropped from a's view");
     client_when_accepted(a.ws, "/ws/bob", "bob free again on a");
 }
+
+/// Runs an instance that must refuse to start: returns its exit code and its stderr once it
+/// exits (within `WAIT`); fails at once if it reports serving.
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start corecast");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let end = Instant::now() + WAIT;
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("corecast serving") => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the second instance started: {line}");
+            }
+            Ok(line) => lines.push(line),
+            // Its stderr closed: it has exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no exit within {WAIT:?}: {lines:?}");
+            }
+        }
+    }
+    (child.wait().unwrap().code(), lines.join("\n"))
+}
+
+/// The one error line a refused start printed, which names `addr` and says it is in use.
+fn the_one_line_naming(err: &str, addr: SocketAddr) -> &str {
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(&addr.to_string()), "{err}");
+    assert!(lines[0].contains("in use"), "{err}");
+    lines[0]
+}
+
+#[test]
+fn a_second_instance_on_the_same_listen_address_exits_1_with_one_line() {
+    let first = Bin::start(&[]);
+    let ws = first.ws.to_string();
+    let (code, err) = refused_start(&[
+        "--listen",
+        &ws,
+        "--api-listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    let line = the_one_line_naming(&err, first.ws);
+    assert!(line.contains("cannot start the server"), "{line}");
+    // Every upgrade still reaches the first.
+    for i in 0..16 {
+        assert_eq!(upgrade_status(first.ws, &format!("/ws/{i}")), 101);
+    }
+}
+
+#[test]
+fn a_second_instance_on_the_same_api_address_exits_1_with_one_line() {
+    let first = Bin::start(&["--api-token", "s3cret"]);
+    let api = first.api.unwrap();
+    let (code, err) = refused_start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        &api.to_string(),
+        "--shards",
+        "2",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    let line = the_one_line_naming(&err, api);
+    assert!(line.contains("HTTP API"), "{line}");
+    // Only the first answers the API: no call gets past its token.
+    for _ in 0..16 {
+        assert_eq!(first.api("GET", "/api/connections", &[], b"").0, 401);
+    }
+}

@@ -184,13 +184,18 @@ const BACKLOG: i32 = 4096;
 
 impl Listener {
     /// Binds with SO_REUSEPORT so every shard accepts on the same port and the kernel spreads
-    /// connections between them.
-    pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<Listener> {
-        use socket2::{Domain, Protocol, Socket, Type};
+    /// connections between them. The first shard (`first`) claims the address: it fails, as
+    /// any server does, where something already listens there (`ensure_free`); the others
+    /// join it on the port it bound.
+    pub(crate) fn bind(addr: std::net::SocketAddr, first: bool) -> std::io::Result<Listener> {
         use std::os::fd::{FromRawFd, IntoRawFd};
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if first {
+            // Right before the bind, so that the window another start can slip into is this
+            // function's few system calls.
+            Self::ensure_free(addr)?;
+        }
+        let socket = new_socket(addr)?;
         socket.set_reuse_port(true)?;
-        socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         let fd = socket.into_raw_fd();
@@ -203,4 +208,35 @@ impl Listener {
     pub(crate) fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.inner.local_addr().map_err(std::io::Error::from)
     }
+
+    /// Fails with "address in use" where a socket already listens on `addr`: another process,
+    /// another `Server` in this one, any server. SO_REUSEPORT alone would let the shards join
+    /// such a listener's group (same user) and the kernel would split connections between the
+    /// two. So a probe binds the address without SO_REUSEPORT, and is dropped at once. It sets
+    /// SO_REUSEADDR like the shards: connections an earlier run left in TIME_WAIT do not count.
+    /// Port 0 is always free: the kernel picks a port no listener holds.
+    ///
+    /// Two starts within the same few microseconds can both pass the probe; telling them apart
+    /// would need the group's members from the kernel (sock_diag), not worth it for that race.
+    pub(crate) fn ensure_free(addr: std::net::SocketAddr) -> std::io::Result<()> {
+        if addr.port() == 0 {
+            return Ok(());
+        }
+        let probe = new_socket(addr)?;
+        match probe.bind(&addr.into()) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+                e.kind(),
+                "address in use: another process, or another server in this one, listens there",
+            )),
+            other => other,
+        }
+    }
+}
+
+/// A TCP socket for `addr` with SO_REUSEADDR, as every listener here has.
+fn new_socket(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
 }
