@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::auth::{self, AuthRefusal, Identity, Verifier};
 use crate::http::{self, HttpError, Params, RequestHead, Router, UpgradeCheck};
 use crate::registry::Registry;
 use crate::upgrade::{Gate, Locals, UpgradeRequest};
@@ -49,11 +50,17 @@ pub(crate) struct RequestExtras {
     pub(crate) locals: Locals,
     /// The subprotocol the 101 named, shared with the route.
     pub(crate) protocol: Option<Arc<str>>,
+    /// Who the client's token said it is, when the server authenticates.
+    pub(crate) identity: Option<Identity>,
 }
 
 impl RequestData {
     pub(crate) fn protocol(&self) -> Option<&str> {
         self.extras.as_ref()?.protocol.as_deref()
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.extras.as_ref()?.identity.as_ref()
     }
 }
 
@@ -75,6 +82,8 @@ pub(crate) struct Refusal {
     /// For the log.
     pub(crate) reason: &'static str,
     pub(crate) response: Vec<u8>,
+    /// Why the token was refused, for a 401 of `Builder::authenticate`.
+    pub(crate) auth: Option<AuthRefusal>,
 }
 
 impl Refusal {
@@ -88,6 +97,20 @@ impl Refusal {
             status,
             reason,
             response: http::error_response(status, body, headers),
+            auth: None,
+        }
+    }
+
+    /// A token missing or refused: 401 with the cause as the body (never the token).
+    pub(crate) fn unauthenticated(cause: AuthRefusal) -> Self {
+        Refusal {
+            auth: Some(cause),
+            ..Self::with(
+                401,
+                cause.reason(),
+                cause.reason(),
+                &[("WWW-Authenticate", "Bearer")],
+            )
         }
     }
 
@@ -118,13 +141,17 @@ impl Refusal {
 }
 
 /// Decides an upgrade, in this order: route (404), RFC 6455 §4.2.1 checks (426, 400), drain
-/// and connection limit (503), subprotocol, the `before_upgrade` gate (its status, or 500 if it
-/// panicked), the name it gave (409 if taken), permessage-deflate.
+/// and connection limit (503), the client's token when `verifier` is given (401, checked at
+/// `now`, seconds since the epoch), subprotocol, the `before_upgrade` gate (its status, or 500
+/// if it panicked), the name it gave (409 if taken), permessage-deflate.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide<R: RouteOffer + Clone>(
     head: RequestHead,
     remote: SocketAddr,
     routes: &Router<R>,
     admission: Admission,
+    verifier: Option<&Verifier>,
+    now: u64,
     gate: Option<&Gate>,
     registry: &Arc<Registry>,
 ) -> Result<Accepted<R>, Refusal> {
@@ -160,6 +187,15 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
     {
         return Err(Refusal::new(503, "too many connections"));
     }
+    let identity = match verifier {
+        Some(verifier) => {
+            let token = auth::token_from(head.header("authorization"), head.query("token"))
+                .ok_or(AuthRefusal::Missing);
+            let identity = token.and_then(|t| verifier.verify(t, now));
+            Some(identity.map_err(Refusal::unauthenticated)?)
+        }
+        None => None,
+    };
     let protocol = http::select_protocol(route.subprotocols(), &head).cloned();
     let mut req = UpgradeRequest {
         protocol,
@@ -170,6 +206,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
         registry: Arc::clone(registry),
         connections: admission.connections,
         uuid: None,
+        identity,
     };
     if let Some(gate) = gate {
         match catch_unwind(AssertUnwindSafe(|| gate(&mut req))) {
@@ -179,6 +216,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
                     status: rejection.status(),
                     reason: "rejected by before_upgrade",
                     response: rejection.to_response(),
+                    auth: None,
                 })
             }
             Err(_) => return Err(Refusal::new(500, "before_upgrade panicked")),
@@ -196,12 +234,14 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
     let extensions = deflate.map(|a| a.response());
     let response =
         http::switching_protocols(&accept, req.protocol.as_deref(), extensions.as_deref());
-    let extras = (!req.locals.is_empty() || req.protocol.is_some()).then(|| {
-        Box::new(RequestExtras {
-            locals: req.locals,
-            protocol: req.protocol,
-        })
-    });
+    let extras =
+        (!req.locals.is_empty() || req.protocol.is_some() || req.identity.is_some()).then(|| {
+            Box::new(RequestExtras {
+                locals: req.locals,
+                protocol: req.protocol,
+                identity: req.identity,
+            })
+        });
     let request = RequestData {
         head: req.head,
         params: req.params,

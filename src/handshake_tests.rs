@@ -68,6 +68,8 @@ fn run(
         "127.0.0.1:9".parse().unwrap(),
         router,
         admission,
+        None,
+        0,
         gate,
         registry,
     )
@@ -316,4 +318,88 @@ fn every_refusal_outside_the_ladder_has_a_true_content_length() {
     for r in [too_large, malformed, tls, Refusal::name_taken()] {
         checked_body(&r.response);
     }
+}
+
+const NOW: u64 = 1_700_000_000;
+
+fn token(sub: &str, exp: u64) -> String {
+    let claims = serde_json::json!({ "sub": sub, "exp": exp, "subscribe": ["a.*"] });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+    )
+    .unwrap()
+}
+
+fn decide_authed(head: RequestHead, gate: Option<&Gate>) -> Result<Accepted<TestRoute>, Refusal> {
+    let verifier = crate::auth::Verifier::hmac(b"secret").unwrap();
+    decide(
+        head,
+        "127.0.0.1:9".parse().unwrap(),
+        &routes(&[], false),
+        OPEN,
+        Some(&verifier),
+        NOW,
+        gate,
+        &registry(),
+    )
+}
+
+#[test]
+fn a_token_in_the_header_or_the_query_lets_the_client_in_with_its_identity() {
+    let t = token("alice", NOW + 60);
+    for head in [
+        upgrade("/ws/x", &format!("Authorization: Bearer {t}\r\n")),
+        upgrade("/ws/x", &format!("authorization: bEaReR {t}\r\n")),
+        upgrade(&format!("/ws/x?token={t}"), ""),
+    ] {
+        let accepted = decide_authed(head, None).unwrap();
+        let identity = accepted.request.identity().unwrap();
+        assert_eq!(identity.user, "alice");
+        assert_eq!(identity.subscribe, ["a.*"]);
+        assert!(String::from_utf8_lossy(&accepted.response).starts_with("HTTP/1.1 101"));
+    }
+}
+
+#[test]
+fn a_missing_or_refused_token_gets_401_with_its_cause_and_never_reaches_the_gate() {
+    let gate: Gate = Arc::new(|_| panic!("the gate runs after authentication"));
+    let cases = [
+        (upgrade("/ws/x", ""), AuthRefusal::Missing),
+        (
+            upgrade("/ws/x", "Authorization: Basic abc\r\n"),
+            AuthRefusal::Missing,
+        ),
+        (upgrade("/ws/x?token=abc", ""), AuthRefusal::Malformed),
+        (
+            upgrade(&format!("/ws/x?token={}", token("alice", NOW - 60)), ""),
+            AuthRefusal::Expired,
+        ),
+    ];
+    for (head, cause) in cases {
+        let r = refused(decide_authed(head, Some(&gate)));
+        assert_eq!((r.status, r.auth), (401, Some(cause)));
+        let text = String::from_utf8_lossy(&r.response).to_string();
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        assert!(text.contains("WWW-Authenticate: Bearer"), "{text}");
+        assert!(text.ends_with(cause.reason()), "{text}");
+    }
+    // Without a verifier, no token is asked for.
+    assert!(decide_plain(upgrade("/ws/x", ""), OPEN).is_ok());
+}
+
+#[test]
+fn the_gate_sees_the_user_and_may_refuse_further() {
+    let gate: Gate = Arc::new(|req| {
+        if req.param("id") != req.user() {
+            return Err(Rejection::new(403, "not your id"));
+        }
+        Ok(())
+    });
+    let t = token("alice", NOW + 60);
+    let header = format!("Authorization: Bearer {t}\r\n");
+    assert!(decide_authed(upgrade("/ws/alice", &header), Some(&gate)).is_ok());
+    let r = refused(decide_authed(upgrade("/ws/bob", &header), Some(&gate)));
+    assert_eq!((r.status, r.auth), (403, None));
 }

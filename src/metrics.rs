@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::auth::AuthRefusal;
 use crate::Error;
 
 /// Why a message was dropped instead of sent.
@@ -78,6 +79,7 @@ pub(crate) struct ShardMetrics {
     teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
     rejections: [AtomicU64; 10],
     handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
+    auth_refusals: [AtomicU64; AuthRefusal::ALL.len()],
     fanout_nanos: AtomicU64,
     fanouts: AtomicU64,
     publishes: AtomicU64,
@@ -120,6 +122,10 @@ impl ShardMetrics {
     }
     pub(crate) fn handshake_failed(&self, cause: HandshakeFailure) {
         add(&self.handshake_failures[cause as usize], 1);
+    }
+    /// An upgrade refused for its token (it counts as a 401 rejection too).
+    pub(crate) fn auth_refused(&self, cause: AuthRefusal) {
+        add(&self.auth_refusals[cause as usize], 1);
     }
     pub(crate) fn fanned_out(&self, nanos: u64) {
         add(&self.fanout_nanos, nanos);
@@ -175,6 +181,8 @@ pub struct MetricsSnapshot {
     /// Connections that went before their upgrade without an HTTP answer, by cause
     /// ("timeout", "tls", "closed"), summed over shards.
     pub handshake_failures: Vec<(&'static str, u64)>,
+    /// Upgrades refused for their token, by cause (`AuthRefusal::label`), summed over shards.
+    pub auth_refusals: Vec<(&'static str, u64)>,
     /// Time spent queueing broadcasts to a shard's connections, in nanoseconds, and how many.
     pub fanout_nanos: u64,
     /// Number of per-shard broadcast fan-outs measured.
@@ -237,6 +245,13 @@ impl MetricsSnapshot {
             drops: by_label(&DROP_CAUSES, |s| &s.drops),
             teardowns: by_label(&TEARDOWN_CAUSES, |s| &s.teardowns),
             handshake_failures: by_label(&HANDSHAKE_FAILURES, |s| &s.handshake_failures),
+            auth_refusals: AuthRefusal::ALL
+                .iter()
+                .map(|c| {
+                    let n = sum(&|s| s.auth_refusals[*c as usize].load(Ordering::Relaxed));
+                    (c.label(), n)
+                })
+                .collect(),
             rejections: REJECT_STATUSES
                 .iter()
                 .enumerate()
@@ -339,7 +354,7 @@ impl MetricsSnapshot {
             .iter()
             .map(|(l, n)| (l.as_str(), *n))
             .collect();
-        let labelled: [Labelled; 4] = [
+        let labelled: [Labelled; 5] = [
             (
                 "corecast_dropped_messages_total",
                 "Messages dropped instead of sent.",
@@ -363,6 +378,12 @@ impl MetricsSnapshot {
                 "Connections that went before their upgrade, with no HTTP answer to give.",
                 "cause",
                 &self.handshake_failures,
+            ),
+            (
+                "corecast_auth_refusals_total",
+                "Upgrades refused for their token (401), by cause.",
+                "cause",
+                &self.auth_refusals,
             ),
         ];
         for (name, help, label, values) in labelled {
@@ -462,6 +483,9 @@ mod tests {
         shards[1].handshake_failed(HandshakeFailure::Tls);
         shards[1].handshake_failed(HandshakeFailure::Timeout);
         shards[1].fanned_out(2_000_000);
+        shards[0].auth_refused(AuthRefusal::Expired);
+        shards[1].auth_refused(AuthRefusal::Expired);
+        shards[1].auth_refused(AuthRefusal::Missing);
         shards[0].subscribed(3);
         shards[0].unsubscribed(1);
         shards[1].published(40, 1_000);
@@ -485,6 +509,9 @@ mod tests {
             vec![("timeout", 1), ("tls", 2), ("closed", 0)]
         );
         assert!(text.contains("corecast_handshake_failures_total{cause=\"tls\"} 2\n"));
+        assert_eq!(m.auth_refusals[0], ("missing", 1));
+        assert!(text.contains("corecast_auth_refusals_total{cause=\"expired\"} 2\n"));
+        assert!(text.contains("corecast_auth_refusals_total{cause=\"bad_signature\"} 0\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_sum 0.002\n"));
         assert!(text.contains("corecast_broadcast_fanout_seconds_count 1"));
         assert_eq!(m.subscriptions, vec![2, 0]);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
+use crate::auth::Identity;
 use crate::http::{Params, RequestHead};
 use crate::registry::Registry;
 
@@ -29,6 +30,8 @@ pub struct UpgradeRequest {
     pub(crate) uuid: Option<String>,
     /// The subprotocol the 101 will name: the route's first choice among those offered.
     pub(crate) protocol: Option<Arc<str>>,
+    /// Who the token said the client is, when the server authenticates (`Builder::authenticate`).
+    pub(crate) identity: Option<Identity>,
 }
 
 impl UpgradeRequest {
@@ -47,6 +50,18 @@ impl UpgradeRequest {
     /// The request path, without the query string.
     pub fn path(&self) -> &str {
         self.head.path()
+    }
+
+    /// The user the client's token names (its `sub`), when the server authenticates
+    /// (`Builder::authenticate`): the gate runs after the token was verified, and may refuse
+    /// further. `None` on a server without authentication.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user.as_str())
+    }
+
+    /// The verified token's identity: user, expiry and topic grants.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// A route parameter (`:name`, or `*` for the wildcard).

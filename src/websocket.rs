@@ -156,6 +156,20 @@ impl Websocket {
         self.conn.request.head.path()
     }
 
+    /// The user the client's token named (its `sub`) at the upgrade, on a server that
+    /// authenticates (`Builder::authenticate`); `None` on one that does not. Not the UUID: a
+    /// user may hold several connections.
+    pub fn user(&self) -> Option<&str> {
+        self.conn.request.identity().map(|i| i.user.as_str())
+    }
+
+    /// The verified token's identity: user, expiry and topic grants
+    /// ([`Identity::may_subscribe`](crate::Identity::may_subscribe)). `None` without
+    /// authentication.
+    pub fn identity(&self) -> Option<&crate::Identity> {
+        self.conn.request.identity()
+    }
+
     /// A copy of a value the `before_upgrade` gate stored with `set_local`.
     pub fn local<V: Clone + 'static>(&self, key: &str) -> Option<V> {
         self.conn

@@ -252,6 +252,9 @@ async fn refuse(
         Failure::Refused(refusal) => {
             tracing::debug!(%remote, reason = refusal.reason, "upgrade refused");
             metrics.rejected(refusal.status);
+            if let Some(cause) = refusal.auth {
+                metrics.auth_refused(cause);
+            }
             Some(refusal.response)
         }
         Failure::Silent(reason, cause) => {
@@ -364,6 +367,8 @@ async fn handshake(
         remote,
         &shared.routes,
         admission,
+        shared.auth.as_deref(),
+        unix_now(),
         shared.gate.as_ref(),
         &shared.registry,
     )?;
@@ -372,6 +377,13 @@ async fn handshake(
         None => None,
     };
     Ok((accepted, leftover, claim))
+}
+
+/// Seconds since the epoch, for token expiry (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// In cluster mode, claims the name a gate gave the connection across the cluster: this task

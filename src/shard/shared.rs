@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::handle::{EventPayload, Websocket};
 use super::link::ShardLinks;
+use crate::auth::Verifier;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
 use crate::handshake::RouteOffer;
@@ -52,6 +53,8 @@ pub(crate) struct Options {
 pub(crate) struct Shared {
     pub(crate) routes: Router<Arc<Route>>,
     pub(crate) gate: Option<Gate>,
+    /// `Builder::authenticate`: every upgrade's token is verified with it, before the gate.
+    pub(crate) auth: Option<Arc<Verifier>>,
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) topics: Arc<TopicTable>,

@@ -1,0 +1,163 @@
+//! Client tokens at the upgrade (`Builder::authenticate`): who gets 401, who gets in, and what
+//! the connection and the gate know of its user.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use corecast::{Rejection, Server, Verifier};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+
+const SECRET: &[u8] = b"the server's secret";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token_with(secret: &[u8], claims: serde_json::Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn token(sub: &str) -> String {
+    token_with(
+        SECRET,
+        json!({ "sub": sub, "exp": now() + 600, "subscribe": ["scores.*"] }),
+    )
+}
+
+/// A server that authenticates, whose route reports each connection's user and grants, and
+/// whose gate refuses `/ws/<id>` to anyone but user `<id>`.
+/// What the route saw of each connection: its user and its subscribe grants.
+type Reported = (Option<String>, Vec<String>);
+
+fn server() -> (TestServer, mpsc::Receiver<Reported>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let builder = Server::builder()
+        .authenticate(Verifier::hmac(SECRET).unwrap())
+        .route("/ws", move |kws| {
+            let grants = kws
+                .identity()
+                .map(|i| i.subscribe.clone())
+                .unwrap_or_default();
+            let _ = tx
+                .lock()
+                .unwrap()
+                .send((kws.user().map(str::to_string), grants));
+        })
+        .route("/ws/:id", |_| {})
+        .before_upgrade(|req| {
+            if let Some(id) = req.param("id").map(str::to_string) {
+                if req.user() != Some(id.as_str()) {
+                    return Err(Rejection::new(403, "not your id"));
+                }
+                req.set_uuid(id);
+            }
+            Ok(())
+        });
+    (TestServer::start(builder), rx)
+}
+
+/// The status and body a raw upgrade request with `headers` gets.
+fn answer(ts: &TestServer, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(ts.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let head = read_head(&mut stream);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = Vec::new();
+    if status != 101 {
+        let _ = std::io::Read::read_to_end(&mut stream, &mut body);
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn refusals(server: &Server, cause: &str) -> u64 {
+    let m = server.metrics();
+    m.auth_refusals
+        .iter()
+        .find(|(c, _)| *c == cause)
+        .map_or(0, |r| r.1)
+}
+
+#[test]
+fn no_token_or_a_forged_one_gets_401_counted_by_cause() {
+    let (ts, rx) = server();
+    assert_eq!(answer(&ts, "/ws", ""), (401, "token required".into()));
+    let forged = token_with(b"not the secret", json!({ "sub": "alice" }));
+    let (status, body) = answer(&ts, &format!("/ws?token={forged}"), "");
+    assert_eq!((status, body.as_str()), (401, "bad token signature"));
+    let header = format!("Authorization: Bearer {forged}\r\n");
+    assert_eq!(answer(&ts, "/ws", &header).0, 401);
+    let expired = token_with(SECRET, json!({ "sub": "alice", "exp": now() - 600 }));
+    let (status, body) = answer(&ts, &format!("/ws?token={expired}"), "");
+    assert_eq!((status, body.as_str()), (401, "token expired"));
+    assert_eq!(answer(&ts, "/ws?token=nonsense", "").0, 401);
+    assert_eq!(refusals(&ts.server, "missing"), 1);
+    assert_eq!(refusals(&ts.server, "bad_signature"), 2);
+    assert_eq!(refusals(&ts.server, "expired"), 1);
+    assert_eq!(refusals(&ts.server, "malformed"), 1);
+    let text = ts.server.metrics().to_prometheus();
+    assert!(text.contains("corecast_auth_refusals_total{cause=\"bad_signature\"} 2\n"));
+    assert!(text.contains("corecast_upgrade_rejections_total{status=\"401\"} 5\n"));
+    // No connection was made, and the route never ran.
+    assert_eq!(ts.server.connections(), 0);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn a_good_token_in_the_query_or_the_header_lets_the_user_in() {
+    let (ts, rx) = server();
+    // Browser style: the query string.
+    let _browser = ts.client(&format!("/ws?token={}", token("alice")));
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        (Some("alice".into()), vec!["scores.*".to_string()])
+    );
+    let header = format!("Authorization: bearer {}\r\n", token("bob"));
+    let (_raw, head) = RawClient::connect_with(ts.addr(), "/ws", &header);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().0.as_deref(), Some("bob"));
+    ts.wait_connections(2);
+}
+
+#[test]
+fn the_gate_runs_after_the_token_and_sees_its_user() {
+    let (ts, _rx) = server();
+    let bob = format!("Authorization: Bearer {}\r\n", token("bob"));
+    let (status, body) = answer(&ts, "/ws/alice", &bob);
+    assert_eq!((status, body.as_str()), (403, "not your id"));
+    let (_bob, head) = RawClient::connect_with(ts.addr(), "/ws/bob", &bob);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    wait_until(|| ts.server.is_connected("bob"), "bob connected as /ws/bob");
+    // Without a token the gate is not reached: 401, not 403.
+    assert_eq!(answer(&ts, "/ws/alice", "").0, 401);
+}
+
+#[test]
+fn without_authenticate_clients_are_anonymous() {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let ts = TestServer::start(Server::builder().route("/ws", move |kws| {
+        let _ = tx.lock().unwrap().send(kws.user().map(str::to_string));
+    }));
+    let _c = ts.client(&format!("/ws?token={}", token("alice")));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), None);
+}
