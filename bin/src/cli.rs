@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::service::Mode;
 use clap::Parser;
-use corecast::{Config, Deflate, TlsConfig};
+use corecast::{Config, Deflate, TlsConfig, Verifier};
 
 use corecast::units::{parse_duration, parse_size};
 
@@ -52,6 +52,23 @@ pub struct Args {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+    /// Clients need a JWT signed with the HMAC secret in this file (its bytes, one trailing
+    /// newline ignored): HS256, HS384 or HS512 [default: clients are not authenticated]
+    #[arg(long, env = "CORECAST_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Clients need a JWT signed with the private half of this PEM public key: RSA (RS256,
+    /// RS384, RS512), EC P-256 (ES256) or Ed25519 (EdDSA) [default: clients are not authenticated]
+    #[arg(long, env = "CORECAST_JWT_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// The audience client tokens must name in "aud" [default: none; a token naming one is refused]
+    #[arg(long, env = "CORECAST_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// The issuer client tokens must name in "iss" [default: any]
+    #[arg(long, env = "CORECAST_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Clock difference allowed on a token's "exp" and "nbf" [default: 5s]
+    #[arg(long, env = "CORECAST_JWT_LEEWAY", value_name = "DURATION", value_parser = parse_duration)]
+    pub jwt_leeway: Option<Duration>,
     /// Comma-separated Origin values allowed to connect [default: any]
     #[arg(long, env = "CORECAST_ORIGINS", value_name = "LIST")]
     pub origins: Option<String>,
@@ -216,6 +233,9 @@ pub struct Settings {
     pub mode: Mode,
     pub api_listen: ApiListen,
     pub api_token: Option<String>,
+    /// Client tokens: the verifier, from --jwt-secret-file or --jwt-public-key-file; `None`
+    /// lets clients in unauthenticated.
+    pub auth: Option<Verifier>,
     pub origins: Vec<String>,
     pub max_connections: Option<usize>,
     /// After the first SIGINT/SIGTERM: time spent draining (503s) before the shutdown starts.
@@ -262,7 +282,11 @@ impl Settings {
             (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
             _ => {}
         }
-        Ok(Settings::from_args(args))
+        let auth = verifier(&args)?;
+        Ok(Settings {
+            auth,
+            ..Settings::from_args(args)
+        })
     }
 
     fn from_args(a: Args) -> Settings {
@@ -299,6 +323,7 @@ impl Settings {
                 .api_listen
                 .unwrap_or(ApiListen::On(SocketAddr::from(([127, 0, 0, 1], 8081)))),
             api_token: a.api_token.filter(|t| !t.is_empty()),
+            auth: None,
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
@@ -323,6 +348,46 @@ impl Settings {
             },
         }
     }
+}
+
+/// The client-token verifier the `--jwt-*` settings describe, reading its key file.
+fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let verifier = match (&a.jwt_secret_file, &a.jwt_public_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "--jwt-secret-file and --jwt-public-key-file exclude each other: give one".into(),
+            )
+        }
+        (Some(path), None) => {
+            let mut secret = read(path)?;
+            if secret.ends_with(b"\n") {
+                secret.pop();
+                if secret.ends_with(b"\r") {
+                    secret.pop();
+                }
+            }
+            Verifier::hmac(&secret).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, Some(path)) => Verifier::public_key_pem(&read(path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        (None, None) => {
+            if a.jwt_audience.is_some() || a.jwt_issuer.is_some() || a.jwt_leeway.is_some() {
+                return Err("--jwt-audience, --jwt-issuer and --jwt-leeway need --jwt-secret-file or --jwt-public-key-file".into());
+            }
+            return Ok(None);
+        }
+    };
+    let mut verifier = verifier.leeway(a.jwt_leeway.unwrap_or(corecast::auth::DEFAULT_LEEWAY));
+    if let Some(aud) = a.jwt_audience.as_ref().filter(|s| !s.is_empty()) {
+        verifier = verifier.audience(aud);
+    }
+    if let Some(iss) = a.jwt_issuer.as_ref().filter(|s| !s.is_empty()) {
+        verifier = verifier.issuer(iss);
+    }
+    Ok(Some(verifier))
 }
 
 /// A clap error as one line: clap's own message (its first line), with the flag it suggests,
@@ -428,6 +493,17 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "api-listen" => fill!(api_listen, parse_api_listen),
             "api-token" => fill!(api_token, |s: &str| Ok::<_, String>(s.to_string())),
             "origins" => fill!(origins, |s: &str| Ok::<_, String>(s.to_string())),
+            "jwt-secret-file" => {
+                fill!(jwt_secret_file, |s: &str| Ok::<_, String>(PathBuf::from(s)))
+            }
+            "jwt-public-key-file" => {
+                fill!(jwt_public_key_file, |s: &str| Ok::<_, String>(
+                    PathBuf::from(s)
+                ))
+            }
+            "jwt-audience" => fill!(jwt_audience, |s: &str| Ok::<_, String>(s.to_string())),
+            "jwt-issuer" => fill!(jwt_issuer, |s: &str| Ok::<_, String>(s.to_string())),
+            "jwt-leeway" => fill!(jwt_leeway, parse_duration),
             "subprotocols" => fill!(subprotocols, parse_subprotocols),
             "deflate" => fill!(deflate, parse_switch),
             "deflate-level" => fill!(deflate_level, parse_level),
@@ -586,5 +662,40 @@ mod tests {
         assert!(s.origins.is_empty());
         assert!(s.config.subprotocols.is_empty());
         assert_eq!(s.config.deflate, Some(Deflate::default()));
+    }
+
+    #[test]
+    fn jwt_settings() {
+        let dir = std::env::temp_dir().join(format!("corecast-cli-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let load = |extra: &[&str]| {
+            let argv = ["corecast"].iter().chain(extra).map(Into::into).collect();
+            Settings::load_from(argv)
+        };
+        let path = secret.to_str().unwrap();
+        // The trailing newline is not part of the secret.
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.";
+        let s = load(&["--jwt-secret-file", path, "--jwt-leeway", "2m"]).unwrap();
+        let verifier = s.auth.unwrap();
+        assert_eq!(verifier.algorithms(), ["HS256", "HS384", "HS512"]);
+        assert!(format!("{verifier:?}").contains("leeway: 120"));
+        assert!(verifier.verify(token, 0).is_err());
+        let both = load(&["--jwt-secret-file", path, "--jwt-public-key-file", path]);
+        assert!(both.unwrap_err().contains("exclude each other"));
+        let e = load(&["--jwt-public-key-file", path]).unwrap_err();
+        assert!(e.contains("not a PEM public key"), "{e}");
+        let e = load(&["--jwt-audience", "x"]).unwrap_err();
+        assert!(e.contains("need --jwt-secret-file"), "{e}");
+        assert!(load(&[]).unwrap().auth.is_none());
+        let mut args = Args::default();
+        let text = format!("jwt-secret-file = {path:?}\njwt_issuer = \"me\"\njwt-leeway = 1");
+        fill_from_file(&mut args, &text).unwrap();
+        assert_eq!(args.jwt_secret_file.as_deref(), Some(secret.as_path()));
+        assert_eq!(args.jwt_leeway, Some(Duration::from_secs(1)));
+        let verifier = super::verifier(&args).unwrap().unwrap();
+        assert!(format!("{verifier:?}").contains("issuer: Some(\"me\")"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,6 +46,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
     let signals = block_signals();
 
     let origins = Arc::new(s.origins.clone());
+    let authenticated = s.auth.is_some();
     let mut builder = Server::builder()
         .bind(s.listen)
         .handshake_timeout(s.handshake_timeout)
@@ -61,12 +62,23 @@ fn run(s: Settings) -> anyhow::Result<()> {
                 }
             }
             // The id becomes the UUID during the upgrade (409 if taken; in cluster mode
-            // claimed on every node without holding up the shard).
+            // claimed on every node without holding up the shard). With authentication, only
+            // the token's user may take it (docs/security.md, "Users and connections").
             if let Some(id) = req.param("id").map(str::to_string) {
+                if authenticated && req.user() != Some(id.as_str()) {
+                    return Err(Rejection::new(403, "the id is not the token's user"));
+                }
                 req.set_uuid(id);
             }
             Ok(())
         });
+    match &s.auth {
+        Some(verifier) => builder = builder.authenticate(verifier.clone()),
+        None => tracing::warn!(
+            "clients are not authenticated: any client may connect, as any id, to any topic \
+             (--jwt-secret-file or --jwt-public-key-file turns tokens on)"
+        ),
+    }
     if let Some(c) = &s.cluster {
         builder = builder.cluster(
             ClusterConfig::nats(&c.url)
@@ -85,6 +97,9 @@ fn run(s: Settings) -> anyhow::Result<()> {
     }
     let server = builder.start().context("cannot start the server")?;
     s.mode.install(&server);
+    if authenticated {
+        service::join_user_topic(&server);
+    }
     let api = match s.api_listen {
         ApiListen::Off => None,
         ApiListen::On(addr) => {
@@ -110,6 +125,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
         cluster = %s.cluster.as_ref().map_or("off".to_string(), |c| format!("{}/{}", c.name, c.node_id)),
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr().to_string()),
         tls = server.is_tls(),
+        auth = authenticated,
         "corecast serving"
     );
 

@@ -173,8 +173,31 @@ fn pubsub_reply(key: &str, topic: &str, error: Option<&str>) -> String {
     }
 }
 
-/// Subscribes to `topic` and says so, or says why not.
+/// The answer to a client that asks for a topic outside its token's grants.
+const NOT_PERMITTED: &str = "not permitted";
+
+/// With authentication, every connection of a user joins the user-limited topic
+/// `user#<user>` when it opens, so a backend reaches all of them with one publish
+/// (docs/security.md, "Users and connections").
+pub fn join_user_topic(server: &Server) {
+    server.on(event::CONNECT, |ep| {
+        let kws = ep.kws();
+        if let Some(user) = kws.user() {
+            if let Err(e) = kws.subscribe(format!("user#{user}")) {
+                tracing::debug!(error = %e, "connection not subscribed to its user topic");
+            }
+        }
+    });
+}
+
+/// Subscribes to `topic` and says so, or says why not. A client with a token may subscribe
+/// only where its grants let it (`Identity::may_subscribe`).
 fn subscribe_and_answer(kws: &Websocket, topic: &str) {
+    if kws.identity().is_some_and(|id| !id.may_subscribe(topic)) {
+        let reply = pubsub_reply("subscribe", topic, Some(NOT_PERMITTED));
+        kws.emit(reply, MessageType::Text);
+        return;
+    }
     let reply = match kws.subscribe(topic) {
         Ok(_) => pubsub_reply("subscribed", topic, None),
         Err(e) => pubsub_reply("subscribe", topic, Some(&e.to_string())),
@@ -208,6 +231,14 @@ fn pubsub(ep: &EventPayload) {
                 pubsub_reply("unsubscribed", &topic, error),
                 MessageType::Text,
             );
+        }
+        Ok(PubsubRequest::Publish { topic, .. })
+            if kws.identity().is_some_and(|id| !id.may_publish(&topic)) =>
+        {
+            kws.emit(
+                pubsub_reply("publish", &topic, Some(NOT_PERMITTED)),
+                MessageType::Text,
+            )
         }
         Ok(PubsubRequest::Publish { topic, data }) => kws.publish(&topic, data, MessageType::Text),
         Err(e) => kws.emit(

@@ -1,0 +1,253 @@
+//! The real `corecast` binary with client tokens: the `--jwt-*` flags, 401 and 403 at the
+//! upgrade, the grants in pubsub mode, the user topic, and the warning when tokens are off.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+
+const SECRET: &str = "binary test secret";
+
+/// A running binary, killed on drop, with the log lines it wrote up to "corecast serving".
+struct Bin {
+    child: Child,
+    ws: SocketAddr,
+    api: SocketAddr,
+    log: Vec<String>,
+}
+
+impl Bin {
+    fn start(args: &[&str]) -> Bin {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(["--shards", "2"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start corecast");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        loop {
+            let line = rx.recv_timeout(WAIT).expect("the serving log line");
+            let serving = line.contains("corecast serving");
+            log.push(line);
+            if serving {
+                break;
+            }
+        }
+        let field = |name: &str| -> SocketAddr {
+            log.last()
+                .unwrap()
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .expect("address in the log")
+        };
+        Bin {
+            ws: field("listen"),
+            api: field("api"),
+            log,
+            child,
+        }
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn secret_file() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("corecast-auth-{}.secret", std::process::id()));
+    // One trailing newline, as an editor leaves it: not part of the secret.
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    path
+}
+
+fn token(sub: &str, subscribe: &[&str], publish: &[&str]) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({ "sub": sub, "exp": exp, "subscribe": subscribe, "publish": publish });
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    encode(&Header::default(), &claims, &key).unwrap()
+}
+
+fn recv_json(c: &mut Client) -> serde_json::Value {
+    serde_json::from_str(&c.recv_text()).unwrap()
+}
+
+#[test]
+fn without_a_key_clients_are_anonymous_and_one_line_says_so() {
+    let bin = Bin::start(&[]);
+    let warnings = bin
+        .log
+        .iter()
+        .filter(|l| l.contains("clients are not authenticated"))
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", bin.log);
+    assert_eq!(upgrade_status(bin.ws, "/ws"), 101);
+}
+
+#[test]
+fn both_key_flags_exit_2_with_one_line() {
+    let path = secret_file();
+    let path = path.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--jwt-secret-file", path, "--jwt-public-key-file", path])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--jwt-secret-file and --jwt-public-key-file"),
+        "{err}"
+    );
+    // A key file that is not there: one line too, from the environment as well.
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .env("CORECAST_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/key.pem"));
+}
+
+#[test]
+fn tokens_decide_who_connects_as_whom() {
+    let path = secret_file();
+    let bin = Bin::start(&["--jwt-secret-file", path.to_str().unwrap()]);
+    assert!(!bin.log.iter().any(|l| l.contains("not authenticated")));
+    assert_eq!(upgrade_status(bin.ws, "/ws"), 401);
+    let forged = encode(
+        &Header::default(),
+        &json!({ "sub": "alice" }),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
+    assert_eq!(upgrade_status(bin.ws, &format!("/ws?token={forged}")), 401);
+    let bob = token("bob", &[], &[]);
+    assert_eq!(
+        upgrade_status(bin.ws, &format!("/ws/alice?token={bob}")),
+        403
+    );
+    let alice = token("alice", &[], &[]);
+    let _alice = Client::connect(bin.ws, &format!("/ws/alice?token={alice}"));
+    // The id is the user's: a second connection on it is 409, as ever.
+    assert_eq!(
+        upgrade_status(bin.ws, &format!("/ws/alice?token={alice}")),
+        409
+    );
+    // Header style, on /ws: a random UUID, the same user.
+    let (_raw, head) =
+        RawClient::connect_with(bin.ws, "/ws", &format!("Authorization: Bearer {alice}\r\n"));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+#[test]
+fn pubsub_follows_the_grants_and_user_topics() {
+    let path = secret_file();
+    let bin = Bin::start(&[
+        "--jwt-secret-file",
+        path.to_str().unwrap(),
+        "--mode",
+        "pubsub",
+    ]);
+    let alice = token("alice", &["scores.*"], &["chat"]);
+    let bob = token("bob", &["*"], &["scores.*"]);
+    // At connect: granted topics are subscribed, the others answered with an error.
+    let mut a = Client::connect(bin.ws, &format!("/ws?token={alice}&topics=scores.nba,news"));
+    assert_eq!(recv_json(&mut a), json!({ "subscribed": "scores.nba" }));
+    assert_eq!(
+        recv_json(&mut a),
+        json!({ "subscribe": "news", "error": "not permitted" })
+    );
+    let mut b = Client::connect(bin.ws, &format!("/ws?token={bob}"));
+    b.send_text(r#"{"subscribe":"chat"}"#);
+    assert_eq!(recv_json(&mut b), json!({ "subscribed": "chat" }));
+    // Another user's topic, whatever the grants (bob holds `*`).
+    b.send_text(r#"{"subscribe":"inbox#alice"}"#);
+    assert_eq!(
+        recv_json(&mut b),
+        json!({ "subscribe": "inbox#alice", "error": "not permitted" })
+    );
+    a.send_text(r#"{"subscribe":"inbox#alice"}"#);
+    assert_eq!(recv_json(&mut a), json!({ "subscribed": "inbox#alice" }));
+    // Publish outside the grant: refused, and nothing reaches the subscriber.
+    a.send_text(r#"{"publish":"scores.nba","data":"forged"}"#);
+    assert_eq!(
+        recv_json(&mut a),
+        json!({ "publish": "scores.nba", "error": "not permitted" })
+    );
+    a.send_text(r#"{"publish":"chat","data":"hi bob"}"#);
+    assert_eq!(b.recv_text(), "hi bob");
+    b.send_text(r#"{"publish":"scores.nba","data":"3-2"}"#);
+    assert_eq!(a.recv_text(), "3-2");
+    // The backend reaches every connection of a user through `user#<user>`.
+    let mut a2 = Client::connect(bin.ws, &format!("/ws?token={alice}"));
+    wait_until(
+        || {
+            let (_, body) = api_get(bin.api, "/api/topics");
+            body.contains("\"user#alice\"") && body.contains("\"subscribers\":2")
+        },
+        "both of alice's connections on user#alice",
+    );
+    let status = api_post(bin.api, "/api/publish/user%23alice", "for alice");
+    assert_eq!(status, 200);
+    assert_eq!(a.recv_text(), "for alice");
+    assert_eq!(a2.recv_text(), "for alice");
+}
+
+fn api_post(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_status(addr, &req)
+}
+
+fn api_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
