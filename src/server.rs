@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::Verifier;
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
@@ -36,6 +37,7 @@ pub struct Builder {
     shards: Option<usize>,
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
+    auth: Option<Arc<Verifier>>,
     options: Options,
     cluster: Option<ClusterConfig>,
     tls: Option<TlsConfig>,
@@ -89,6 +91,18 @@ impl Builder {
         gate: impl Fn(&mut UpgradeRequest) -> Result<(), Rejection> + Send + Sync + 'static,
     ) -> Self {
         self.gate = Some(Arc::new(gate));
+        self
+    }
+
+    /// Lets a client in only with a token `verifier` accepts: the `token` query parameter or
+    /// an `Authorization: Bearer` header, checked after the route, drain and connection-limit
+    /// checks and before the `before_upgrade` gate. A missing or refused token gets 401 with
+    /// a short reason, before any WebSocket state is made, and is counted by cause
+    /// (`corecast_auth_refusals_total`). The connection carries the token's identity
+    /// (`Websocket::user`, `Websocket::identity`, and `UpgradeRequest::user` for the gate).
+    /// docs/security.md covers the tokens and the rules.
+    pub fn authenticate(mut self, verifier: Verifier) -> Self {
+        self.auth = Some(Arc::new(verifier));
         self
     }
 
@@ -195,6 +209,7 @@ impl Builder {
             cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
             gate: self.gate,
+            auth: self.auth,
             listeners: Arc::new(ListenerRegistry::default()),
             registry: Arc::new(Registry::new(shards * 16)),
             topics: Arc::new(TopicTable::new(shards, shards * 16)),
@@ -377,6 +392,7 @@ impl Server {
             shards: None,
             routes: Vec::new(),
             gate: None,
+            auth: None,
             cluster: None,
             tls: None,
             options: Options {
