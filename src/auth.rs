@@ -348,14 +348,17 @@ fn names_an_algorithm(token: &str) -> bool {
 /// The token of a request, as `Builder::authenticate` finds it: the `Authorization: Bearer`
 /// header's (the scheme in any case), else the `token` query parameter's.
 pub fn token_from<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
-    let bearer = authorization.and_then(|h| {
-        let (scheme, token) = h.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty())
-    });
-    bearer.or(query.filter(|t| !t.is_empty()))
+    bearer(authorization).or(query.filter(|t| !t.is_empty()))
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` header; the scheme is matched
+/// in any case (RFC 9110 §11.1). `None` for another scheme or empty credentials.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, credentials) = authorization?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]

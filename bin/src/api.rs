@@ -303,15 +303,10 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
 /// `Authorization: Bearer <token>`, compared in time independent of where a guess differs.
 pub(crate) fn token_matches(authorization: Option<&str>, token: &str) -> bool {
     // The scheme is case-insensitive (RFC 9110 §11.1): curl and clients send `bearer` too.
-    let Some(given) = authorization
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim())
-        .filter(|credentials| !credentials.is_empty())
-    else {
+    let Some(given) = corecast::auth::bearer(authorization) else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     let mut diff = a.len() ^ b.len();
     for (i, expected) in b.iter().enumerate() {
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ expected);
