@@ -3,79 +3,19 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
+use support::*;
 
 const SECRET: &str = "binary test secret";
-
-/// A running binary, killed on drop, with the log lines it wrote up to "corecast serving".
-struct Bin {
-    child: Child,
-    ws: SocketAddr,
-    api: SocketAddr,
-    log: Vec<String>,
-}
-
-impl Bin {
-    fn start(args: &[&str]) -> Bin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
-            .args(["--shards", "2"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start corecast");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        loop {
-            let line = rx.recv_timeout(WAIT).expect("the serving log line");
-            let serving = line.contains("corecast serving");
-            log.push(line);
-            if serving {
-                break;
-            }
-        }
-        let field = |name: &str| -> SocketAddr {
-            log.last()
-                .unwrap()
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.parse().ok())
-                .expect("address in the log")
-        };
-        Bin {
-            ws: field("listen"),
-            api: field("api"),
-            log,
-            child,
-        }
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn secret_file() -> PathBuf {
     let path = std::env::temp_dir().join(format!("corecast-auth-{}.secret", std::process::id()));
@@ -211,12 +151,12 @@ fn pubsub_follows_the_grants_and_user_topics() {
     let mut a2 = Client::connect(bin.ws, &format!("/ws?token={alice}"));
     wait_until(
         || {
-            let (_, body) = api_get(bin.api, "/api/topics");
+            let (_, body) = api_get(bin.api.unwrap(), "/api/topics");
             body.contains("\"user#alice\"") && body.contains("\"subscribers\":2")
         },
         "both of alice's connections on user#alice",
     );
-    let status = api_post(bin.api, "/api/publish/user%23alice", "for alice");
+    let status = api_post(bin.api.unwrap(), "/api/publish/user%23alice", "for alice");
     assert_eq!(status, 200);
     assert_eq!(a.recv_text(), "for alice");
     assert_eq!(a2.recv_text(), "for alice");
@@ -231,23 +171,5 @@ fn api_post(addr: SocketAddr, path: &str, body: &str) -> u16 {
 }
 
 fn api_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+    http_request(addr, "GET", path, &[], b"")
 }
