@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Verifier;
 use crate::cluster::handle::ClusterHandle;
@@ -15,12 +14,10 @@ use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
 use crate::http::{self, RoutePattern, Router};
 use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
-use crate::registry::{Registry, ShardId};
-use crate::runtime;
+use crate::registry::Registry;
 use crate::shard::dispatch::{each_shard, send_to, Dispatch};
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg, DEFAULT_INBOX_CAPACITY};
-use crate::shard::readiness::Readiness;
 use crate::shard::shared::{Options, Route, RouteCallback, Shared};
 use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
@@ -157,7 +154,7 @@ impl Builder {
     /// one (address in use, memlock limit too low, io_uring unavailable, bad config).
     pub fn start(self) -> Result<Server, Error> {
         let addr = self.addr?;
-        let cpus = allowed_cpus();
+        let cpus = shard::allowed_cpus();
         let shards = self.shards.unwrap_or(cpus.len());
         if shards == 0 || shards > 4096 {
             return Err(Error::Config(format!(
@@ -220,7 +217,7 @@ impl Builder {
         });
         // An address another server listens on fails here, before this node joins a cluster;
         // shard 0 checks again right before it binds (`Listener::bind`).
-        Listener::ensure_free(addr).map_err(|e| listen_error(0, addr, e))?;
+        Listener::ensure_free(addr).map_err(|e| shard::listen_error(0, addr, e))?;
         // NATS first: a node that cannot join its cluster does not start serving alone.
         let link = match cluster {
             Some((cfg, handle, inbox)) => {
@@ -236,7 +233,7 @@ impl Builder {
             // Shard 0 claims the address and resolves port 0; the others join it on the same
             // port (SO_REUSEPORT).
             let cpu = cpus[i % cpus.len()];
-            match spawn_shard(i, cpu, local_addr, Arc::clone(&shared), inbox) {
+            match shard::spawn(i, cpu, local_addr, Arc::clone(&shared), inbox) {
                 Ok((handle, bound)) => {
                     handles.push(handle);
                     local_addr = bound;
@@ -265,89 +262,10 @@ impl Builder {
     }
 }
 
-/// How long a shard may take to report that it is accepting.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Memory glommio registers per ring: sockets need little (docs/architecture.md, "glommio facts").
-const IO_MEMORY: usize = 64 << 10;
-/// Submission queue depth per ring.
-const RING_DEPTH: usize = 256;
-
-type ShardHandle = glommio::ExecutorJoinHandle<()>;
-
-fn spawn_shard(
-    i: usize,
-    cpu: usize,
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    inbox: flume::Receiver<ShardMsg>,
-) -> Result<(ShardHandle, SocketAddr), Error> {
-    let start_error = move |reason: String| Error::Start { shard: i, reason };
-    let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name(&format!("corecast-{i}"))
-        .io_memory(IO_MEMORY)
-        .ring_depth(RING_DEPTH);
-    let started = runtime::spawn_ready(builder, START_TIMEOUT, move |ready| async move {
-        let bound = Listener::bind(addr, i == 0).and_then(|l| Ok((l.local_addr()?, l)));
-        let (local, listener) = match bound {
-            Ok(bound) => bound,
-            Err(e) => return ready.fail(listen_error(i, addr, e)),
-        };
-        match Readiness::new() {
-            Ok(readiness) => {
-                ready.ok(local);
-                shard::run(ShardId(i), shared, listener, readiness, inbox).await;
-            }
-            Err(e) => ready.fail(start_error(format!("cannot create an epoll set: {e}"))),
-        }
-    });
-    started.map_err(|e| match e {
-        // The executor itself did not start: most often io_uring or the memlock limit.
-        Error::Executor(reason) => start_error(with_hint(reason)),
-        other => other,
-    })
-}
-
-/// Shard `shard` cannot listen on `addr`: the start error, naming the address.
-fn listen_error(shard: usize, addr: SocketAddr, e: std::io::Error) -> Error {
-    Error::Start {
-        shard,
-        reason: format!("cannot listen on {addr}: {e}"),
-    }
-}
-
-fn with_hint(reason: String) -> String {
-    format!(
-        "{reason} (corecast needs io_uring: Linux 5.8 or later, not blocked by seccomp \
-         (Docker: --security-opt seccomp=unconfined) nor by sysctl kernel.io_uring_disabled; \
-         and a memlock limit of about 512 KiB per shard: `ulimit -l` / LimitMEMLOCK=, or \
-         CAP_IPC_LOCK)"
-    )
-}
-
-/// The CPUs this process may run on (taskset, cgroup cpusets), in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
-    let cpus = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            Vec::new()
-        } else {
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
-        }
-    };
-    if cpus.is_empty() {
-        vec![0]
-    } else {
-        cpus
-    }
-}
-
 struct Inner {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    handles: Mutex<Vec<ShardHandle>>,
+    handles: Mutex<Vec<shard::ShardHandle>>,
     link: Mutex<Option<Link>>,
 }
 

@@ -29,6 +29,7 @@ mod socket;
 pub(crate) mod state;
 mod timers;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,12 +37,14 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::TcpListener;
 use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
 
 use self::link::ShardMsg;
 use self::readiness::Readiness;
 use self::shared::Shared;
 use self::state::ShardCore;
 use crate::registry::ShardId;
+use crate::{runtime, Error};
 
 /// What a shard thread runs: the acceptor, the timers, the flush pass and the inbox, until
 /// told to stop; then it drops every socket left and ends.
@@ -170,6 +173,89 @@ fn stop_listening(listener: &Listener) {
     // fails the pending accept.
     unsafe {
         libc::shutdown(listener.fd, libc::SHUT_RDWR);
+    }
+}
+
+/// How long a shard may take to report that it is accepting.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory glommio registers per ring: sockets need little (docs/architecture.md, "glommio facts").
+const IO_MEMORY: usize = 64 << 10;
+/// Submission queue depth per ring.
+const RING_DEPTH: usize = 256;
+
+/// A running shard's thread.
+pub(crate) type ShardHandle = glommio::ExecutorJoinHandle<()>;
+
+/// Starts shard `i` on its own executor pinned to `cpu`: it binds `addr` (shard 0 claims it,
+/// see `Listener::bind`) and reports the address it listens on, or why it could not start.
+pub(crate) fn spawn(
+    i: usize,
+    cpu: usize,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    inbox: flume::Receiver<ShardMsg>,
+) -> Result<(ShardHandle, SocketAddr), Error> {
+    let start_error = move |reason: String| Error::Start { shard: i, reason };
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("corecast-{i}"))
+        .io_memory(IO_MEMORY)
+        .ring_depth(RING_DEPTH);
+    let started = runtime::spawn_ready(builder, START_TIMEOUT, move |ready| async move {
+        let bound = Listener::bind(addr, i == 0).and_then(|l| Ok((l.local_addr()?, l)));
+        let (local, listener) = match bound {
+            Ok(bound) => bound,
+            Err(e) => return ready.fail(listen_error(i, addr, e)),
+        };
+        match Readiness::new() {
+            Ok(readiness) => {
+                ready.ok(local);
+                run(ShardId(i), shared, listener, readiness, inbox).await;
+            }
+            Err(e) => ready.fail(start_error(format!("cannot create an epoll set: {e}"))),
+        }
+    });
+    started.map_err(|e| match e {
+        // The executor itself did not start: most often io_uring or the memlock limit.
+        Error::Executor(reason) => start_error(with_hint(reason)),
+        other => other,
+    })
+}
+
+/// Shard `shard` cannot listen on `addr`: the start error, naming the address.
+pub(crate) fn listen_error(shard: usize, addr: SocketAddr, e: std::io::Error) -> Error {
+    Error::Start {
+        shard,
+        reason: format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// A start error's reason with what corecast needs of the machine.
+fn with_hint(reason: String) -> String {
+    format!(
+        "{reason} (corecast needs io_uring: Linux 5.8 or later, not blocked by seccomp \
+         (Docker: --security-opt seccomp=unconfined) nor by sysctl kernel.io_uring_disabled; \
+         and a memlock limit of about 512 KiB per shard: `ulimit -l` / LimitMEMLOCK=, or \
+         CAP_IPC_LOCK)"
+    )
+}
+
+/// The CPUs this process may run on (taskset, cgroup cpusets), in order.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
     }
 }
 
