@@ -27,6 +27,49 @@ use crate::Error;
 /// token's issuer and of this server may differ by this much.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
 
+/// How long a connection whose token expired may stay open to present a fresh one
+/// (`Websocket::refresh_token`) unless told otherwise ([`Verifier::refresh_grace`]).
+pub const DEFAULT_REFRESH_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a live connection's token stands at some moment: the rule [`expiry`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The token has no `exp`: nothing to enforce.
+    Never,
+    /// Valid until `until` (its `exp`, seconds since the epoch), when the connection is told.
+    Valid {
+        /// The token's `exp`.
+        until: u64,
+    },
+    /// Expired, within the grace: the connection is closed at `until` (`exp` plus the grace)
+    /// unless a fresh token comes first.
+    Grace {
+        /// `exp` plus the grace.
+        until: u64,
+    },
+    /// Past `exp` plus the grace: the connection is closed (1008 "token expired").
+    Over,
+}
+
+/// The rule for a token on a live connection, at `now` (seconds since the epoch), for a token
+/// that expires at `expires` (its `exp`) and a grace of `grace` seconds: valid before `exp`;
+/// from `exp` on the connection is told, and has until `exp + grace` to refresh; from then on
+/// it is over. The leeway plays no part here: it is the verification's, at the upgrade and
+/// at each refresh.
+pub fn expiry(now: u64, expires: Option<u64>, grace: u64) -> Expiry {
+    let Some(exp) = expires else {
+        return Expiry::Never;
+    };
+    let until = exp.saturating_add(grace);
+    if now < exp {
+        Expiry::Valid { until: exp }
+    } else if now < until {
+        Expiry::Grace { until }
+    } else {
+        Expiry::Over
+    }
+}
+
 /// Why a token was refused. Each cause is counted (`corecast_auth_refusals_total{cause}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -103,7 +146,7 @@ pub struct Identity {
     /// The user: the token's `sub`.
     pub user: String,
     /// When the token expires (`exp`), in seconds since the epoch; `None` if it never does.
-    /// Not enforced on a live connection yet: checked at the upgrade only.
+    /// Enforced on a live connection too: see [`expiry`] and `Websocket::refresh_token`.
     pub expires: Option<u64>,
     /// Topic patterns the client may subscribe to (`subscribe`).
     pub subscribe: Vec<String>,
@@ -175,6 +218,7 @@ pub struct Verifier {
     audience: Option<String>,
     issuer: Option<String>,
     leeway: u64,
+    refresh_grace: u64,
 }
 
 impl fmt::Debug for Verifier {
@@ -185,6 +229,7 @@ impl fmt::Debug for Verifier {
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("leeway", &self.leeway)
+            .field("refresh_grace", &self.refresh_grace)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +242,7 @@ impl Verifier {
             audience: None,
             issuer: None,
             leeway: DEFAULT_LEEWAY.as_secs(),
+            refresh_grace: DEFAULT_REFRESH_GRACE.as_secs(),
         }
     }
 
@@ -256,6 +302,20 @@ impl Verifier {
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway.as_secs();
         self
+    }
+
+    /// How long a connection whose token expired stays open for a fresh one
+    /// (`DEFAULT_REFRESH_GRACE` unless set), in whole seconds: from the token's `exp` the
+    /// connection is told (`event::TOKEN_EXPIRING`), and past `exp` plus this without a
+    /// refresh it is closed with 1008 "token expired". Zero closes it at `exp`.
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace.as_secs();
+        self
+    }
+
+    /// The grace set by [`Verifier::refresh_grace`], in seconds.
+    pub fn grace(&self) -> u64 {
+        self.refresh_grace
     }
 
     /// The algorithms this verifier takes, from its key.

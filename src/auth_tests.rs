@@ -307,3 +307,33 @@ fn tokens_come_from_the_header_or_the_query() {
     assert_eq!(token_from(None, Some("")), None);
     assert_eq!(token_from(None, None), None);
 }
+
+#[test]
+fn a_live_token_is_valid_until_exp_then_has_the_grace_then_is_over() {
+    // exp at 1000, a grace of 30 s.
+    assert_eq!(expiry(0, Some(1000), 30), Expiry::Valid { until: 1000 });
+    assert_eq!(expiry(999, Some(1000), 30), Expiry::Valid { until: 1000 });
+    // From exp on: told, with until exp + grace to refresh.
+    assert_eq!(expiry(1000, Some(1000), 30), Expiry::Grace { until: 1030 });
+    assert_eq!(expiry(1029, Some(1000), 30), Expiry::Grace { until: 1030 });
+    assert_eq!(expiry(1030, Some(1000), 30), Expiry::Over);
+    assert_eq!(expiry(5000, Some(1000), 30), Expiry::Over);
+    // No grace: over at exp.
+    assert_eq!(expiry(999, Some(1000), 0), Expiry::Valid { until: 1000 });
+    assert_eq!(expiry(1000, Some(1000), 0), Expiry::Over);
+    // No exp: nothing to enforce, ever.
+    assert_eq!(expiry(u64::MAX, None, 30), Expiry::Never);
+    // An exp at the end of time does not overflow.
+    assert_eq!(
+        expiry(u64::MAX - 1, Some(u64::MAX - 1), 30),
+        Expiry::Grace { until: u64::MAX }
+    );
+}
+
+#[test]
+fn the_refresh_grace_is_the_verifiers() {
+    assert_eq!(hmac().grace(), DEFAULT_REFRESH_GRACE.as_secs());
+    let v = hmac().refresh_grace(Duration::from_secs(7));
+    assert_eq!(v.grace(), 7);
+    assert!(format!("{v:?}").contains("refresh_grace: 7"));
+}

@@ -84,6 +84,11 @@ pub enum Error {
     /// Cluster mode: NATS could not be reached, or a cross-node request failed.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A token presented on an open connection (`Websocket::refresh_token`) was refused: the
+    /// reason is `AuthRefusal::reason`'s (`token expired`, `bad token signature`, ...), or
+    /// `the token is for another user` (the connection is then closed with 1008).
+    #[error("{0}")]
+    Token(&'static str),
     /// A blocking call was made on a shard thread, where it would stall every connection of that
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]

@@ -21,6 +21,11 @@ pub const CONNECT: &str = "connect";
 pub const CLOSE: &str = "close";
 /// Something failed on this connection; `error` says what.
 pub const ERROR: &str = "error";
+/// The connection's token reached its `exp` (on a server with `Builder::authenticate`, for a
+/// token that has one); `data` is the number of whole seconds left, as decimal text (`"30"`),
+/// before the connection is closed with 1008 "token expired". A fresh token for the same user
+/// (`Websocket::refresh_token`) within them keeps it open. Fires once per token.
+pub const TOKEN_EXPIRING: &str = "token_expiring";
 
 /// An event name without an allocation for the built-in ones.
 #[derive(Clone, Debug)]

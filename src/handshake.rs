@@ -3,9 +3,11 @@
 //! Pure: no socket, no clock, no waiting. `shard::io` reads the head, writes the answer and,
 //! in cluster mode, claims a gate-given name across the cluster after this has decided.
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::{self, AuthRefusal, Identity, Verifier};
 use crate::http::{self, HttpError, Params, RequestHead, Router, UpgradeCheck};
@@ -33,7 +35,7 @@ pub(crate) struct Admission {
 }
 
 /// What a connection keeps of its upgrade request, fixed for its whole life (listeners of
-/// `disconnect` included).
+/// `disconnect` included), but for its token, which a refresh replaces.
 pub(crate) struct RequestData {
     pub(crate) head: RequestHead,
     pub(crate) params: Params,
@@ -51,7 +53,36 @@ pub(crate) struct RequestExtras {
     /// The subprotocol the 101 named, shared with the route.
     pub(crate) protocol: Option<Arc<str>>,
     /// Who the client's token said it is, when the server authenticates.
-    pub(crate) identity: Option<Identity>,
+    pub(crate) token: Option<Token>,
+}
+
+/// An authenticated connection's token: the user, fixed for the connection's life; the
+/// identity, which a refresh replaces; and when the connection glue next looks at its expiry.
+/// Kept in the extras box, so a connection without a token pays nothing for it.
+pub(crate) struct Token {
+    /// The token's `sub`: a refresh may change the grants, never the user.
+    pub(crate) user: Box<str>,
+    pub(crate) identity: RefCell<Arc<Identity>>,
+    /// When the expiry rule (`auth::expiry`) is next applied; `None` for a token without `exp`.
+    pub(crate) check_at: Cell<Option<Instant>>,
+    /// Whether the connection was told its token expired (once per token).
+    pub(crate) told: Cell<bool>,
+}
+
+impl Token {
+    fn new(identity: Identity) -> Token {
+        Token {
+            user: identity.user.as_str().into(),
+            identity: RefCell::new(Arc::new(identity)),
+            check_at: Cell::new(None),
+            told: Cell::new(false),
+        }
+    }
+
+    /// The identity now: the upgrade's, or the last refresh's.
+    pub(crate) fn identity(&self) -> Arc<Identity> {
+        Arc::clone(&self.identity.borrow())
+    }
 }
 
 impl RequestData {
@@ -59,8 +90,12 @@ impl RequestData {
         self.extras.as_ref()?.protocol.as_deref()
     }
 
-    pub(crate) fn identity(&self) -> Option<&Identity> {
-        self.extras.as_ref()?.identity.as_ref()
+    pub(crate) fn token(&self) -> Option<&Token> {
+        self.extras.as_ref()?.token.as_ref()
+    }
+
+    pub(crate) fn identity(&self) -> Option<Arc<Identity>> {
+        self.token().map(Token::identity)
     }
 }
 
@@ -239,7 +274,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
             Box::new(RequestExtras {
                 locals: req.locals,
                 protocol: req.protocol,
-                identity: req.identity,
+                token: req.identity.map(Token::new),
             })
         });
     let request = RequestData {

@@ -160,14 +160,28 @@ impl Websocket {
     /// authenticates (`Builder::authenticate`); `None` on one that does not. Not the UUID: a
     /// user may hold several connections.
     pub fn user(&self) -> Option<&str> {
-        self.conn.request.identity().map(|i| i.user.as_str())
+        self.conn.request.token().map(|t| &*t.user)
     }
 
     /// The verified token's identity: user, expiry and topic grants
-    /// ([`Identity::may_subscribe`](crate::Identity::may_subscribe)). `None` without
-    /// authentication.
-    pub fn identity(&self) -> Option<&crate::Identity> {
+    /// ([`Identity::may_subscribe`](crate::Identity::may_subscribe)), from the upgrade or the
+    /// last [`Websocket::refresh_token`]. `None` without authentication.
+    pub fn identity(&self) -> Option<Arc<crate::Identity>> {
         self.conn.request.identity()
+    }
+
+    /// Presents a fresh token on this open connection, verified with the server's verifier
+    /// (`Builder::authenticate`) at the current time. Taken, it replaces the connection's
+    /// identity: its grants and its expiry, which is enforced anew (`event::TOKEN_EXPIRING` at
+    /// its `exp`, 1008 "token expired" past the grace).
+    ///
+    /// Errors: `Error::Token` with the refusal's reason for a token the verifier refuses
+    /// (nothing changes); `Error::Token("the token is for another user")` for a token whose
+    /// `sub` is not the connection's user, and the connection is closed with 1008;
+    /// `Error::InvalidConnection` once closing or gone; `Error::Config` on a server that does
+    /// not authenticate.
+    pub fn refresh_token(&self, token: &str) -> Result<(), Error> {
+        self.conn.refresh_token(token)
     }
 
     /// A copy of a value the `before_upgrade` gate stored with `set_local`.

@@ -1,15 +1,16 @@
 //! Client tokens at the upgrade (`Builder::authenticate`): who gets 401, who gets in, and what
-//! the connection and the gate know of its user.
+//! the connection and the gate know of its user; then on the live connection: expiry, the
+//! grace, and refresh (`Websocket::refresh_token`).
 
 mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use corecast::{Rejection, Server, Verifier};
+use corecast::{event, MessageType, Rejection, Server, Verifier};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 
@@ -160,4 +161,126 @@ fn without_authenticate_clients_are_anonymous() {
     }));
     let _c = ts.client(&format!("/ws?token={}", token("alice")));
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), None);
+}
+
+/// A server with a grace of 1 s whose connections answer `refresh:<jwt>` with `ok` or
+/// `err:<error>`, `grants` with their subscribe grants, anything else with itself; and say
+/// `expiring:<seconds left>` when their token expires.
+fn refresh_server() -> TestServer {
+    let verifier = Verifier::hmac(SECRET)
+        .unwrap()
+        .refresh_grace(Duration::from_secs(1));
+    let builder = Server::builder()
+        .authenticate(verifier)
+        .route("/ws", |kws| {
+            kws.on(event::MESSAGE, |ep| {
+                let kws = ep.kws();
+                let text = String::from_utf8_lossy(ep.data()).into_owned();
+                let reply = if let Some(jwt) = text.strip_prefix("refresh:") {
+                    match kws.refresh_token(jwt) {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("err:{e}"),
+                    }
+                } else if text == "grants" {
+                    kws.identity().unwrap().subscribe.join(",")
+                } else {
+                    text
+                };
+                kws.emit(reply, MessageType::Text);
+            });
+            kws.on(event::TOKEN_EXPIRING, |ep| {
+                let left = String::from_utf8_lossy(ep.data()).into_owned();
+                ep.kws().emit(format!("expiring:{left}"), MessageType::Text);
+            });
+        });
+    TestServer::start(builder)
+}
+
+fn token_until(sub: &str, exp: u64, subscribe: &[&str]) -> String {
+    token_with(
+        SECRET,
+        json!({ "sub": sub, "exp": exp, "subscribe": subscribe }),
+    )
+}
+
+#[test]
+fn an_expired_token_is_told_then_closed_with_1008_past_the_grace() {
+    let ts = refresh_server();
+    let mut c = ts.client(&format!(
+        "/ws?token={}",
+        token_until("alice", now() + 2, &[])
+    ));
+    // At `exp`: told, with the grace left (1 s, or 0 on a slow machine).
+    let told = c.recv_text();
+    assert!(told.starts_with("expiring:"), "{told}");
+    let left: u64 = told["expiring:".len()..].parse().unwrap();
+    assert!(left <= 1, "{told}");
+    // Past the grace: 1008. The read is bounded by the client's read timeout (`WAIT`).
+    assert_eq!(c.recv_close(), (1008, "token expired".into()));
+    ts.wait_connections(0);
+}
+
+#[test]
+fn a_refresh_before_the_deadline_keeps_the_connection_with_the_new_grants() {
+    let ts = refresh_server();
+    let exp = now() + 2;
+    let mut c = ts.client(&format!("/ws?token={}", token_until("alice", exp, &["a"])));
+    c.send_text(&format!(
+        "refresh:{}",
+        token_until("alice", now() + 600, &["b.*"])
+    ));
+    assert_eq!(c.recv_text(), "ok");
+    assert_eq!(
+        {
+            c.send_text("grants");
+            c.recv_text()
+        },
+        "b.*"
+    );
+    // Until the old token's deadline (exp plus the 1 s grace) has passed, round trips (which
+    // also keep the connection from idling out): never told, never closed.
+    wait_until(
+        || {
+            c.send_text("tick");
+            assert_eq!(c.recv_text(), "tick");
+            now() > exp + 1
+        },
+        "the old token's deadline to pass",
+    );
+    c.send_text("still here");
+    assert_eq!(c.recv_text(), "still here");
+    assert_eq!(ts.server.connections(), 1);
+}
+
+#[test]
+fn a_refresh_for_another_user_closes_with_1008() {
+    let ts = refresh_server();
+    let mut c = ts.client(&format!("/ws?token={}", token("alice")));
+    c.send_text(&format!("refresh:{}", token("mallory")));
+    assert_eq!(c.recv_close(), (1008, "token for another user".into()));
+    ts.wait_connections(0);
+}
+
+#[test]
+fn a_bad_refresh_token_is_an_error_and_changes_nothing() {
+    let ts = refresh_server();
+    let mut c = ts.client(&format!("/ws?token={}", token("alice")));
+    let forged = token_with(
+        b"not the secret",
+        json!({ "sub": "alice", "subscribe": ["*"] }),
+    );
+    c.send_text(&format!("refresh:{forged}"));
+    assert_eq!(c.recv_text(), "err:bad token signature");
+    let expired = token_with(
+        SECRET,
+        json!({ "sub": "alice", "exp": now() - 600, "subscribe": ["*"] }),
+    );
+    c.send_text(&format!("refresh:{expired}"));
+    assert_eq!(c.recv_text(), "err:token expired");
+    c.send_text("refresh:nonsense");
+    assert_eq!(c.recv_text(), "err:malformed token");
+    // The grants are the upgrade's, and the connection is open.
+    c.send_text("grants");
+    assert_eq!(c.recv_text(), "scores.*");
+    assert_eq!(ts.server.connections(), 1);
 }

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -19,8 +19,9 @@ use super::connections::Connections;
 use super::handle::{EventPayload, Websocket};
 use super::readiness;
 use super::socket::{recv, send_vectored, LentSocket};
+use crate::auth::{self, Expiry};
 use crate::event::{self, Attributes, EventName};
-use crate::handshake::RequestData;
+use crate::handshake::{RequestData, Token};
 use crate::metrics::DropCause;
 use crate::registry::ConnId;
 
@@ -72,6 +73,13 @@ impl Conn {
         let mut session = Session::opened(config, now, response);
         if let Some(agreement) = request.deflate {
             session.accept_deflate(agreement);
+        }
+        if let Some(token) = request.token() {
+            // The expiry rule is first applied at `exp` (at once if that is past).
+            let expires = token.identity.borrow().expires;
+            token
+                .check_at
+                .set(expires.map(|e| instant_of(e, now, since_epoch())));
         }
         Conn {
             id,
@@ -386,6 +394,16 @@ impl Conn {
     /// Makes sure the timer heap looks at this connection by the session's next deadline.
     fn schedule(&self) {
         let next = self.session.borrow().poll_timeout();
+        // The token's next check, while open; nothing to look at without a token.
+        let token = self
+            .request
+            .token()
+            .and_then(|t| t.check_at.get())
+            .filter(|_| self.is_open());
+        let next = match (next, token) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(at) = next {
             self.conns.timers.schedule(&self.scheduled, self.id, at);
         }
@@ -469,7 +487,76 @@ impl Conn {
             return;
         }
         self.session.borrow_mut().handle_timeout(now);
+        if let Some(token) = self.request.token() {
+            self.check_token(token, now);
+        }
         self.drive();
+    }
+
+    // ---- the token -------------------------------------------------------------------------
+
+    /// The grace an expired token's connection has (`Verifier::refresh_grace`), in seconds.
+    fn grace(&self) -> u64 {
+        self.conns
+            .auth
+            .as_ref()
+            .map_or(auth::DEFAULT_REFRESH_GRACE.as_secs(), |v| v.grace())
+    }
+
+    /// Applies the expiry rule (`auth::expiry`) once its check is due: from `exp` on, tells
+    /// the connection (`event::TOKEN_EXPIRING`, once per token, with the seconds left);
+    /// past the grace, closes it with 1008.
+    fn check_token(self: &Rc<Self>, token: &Token, now: Instant) {
+        if !self.is_open() || !token.check_at.get().is_some_and(|at| at <= now) {
+            return;
+        }
+        let since = since_epoch();
+        let expires = token.identity.borrow().expires;
+        match auth::expiry(since.as_secs(), expires, self.grace()) {
+            Expiry::Never => token.check_at.set(None),
+            Expiry::Valid { until } => token.check_at.set(Some(instant_of(until, now, since))),
+            Expiry::Grace { until } => {
+                token.check_at.set(Some(instant_of(until, now, since)));
+                if !token.told.replace(true) {
+                    let left = until.saturating_sub(since.as_secs());
+                    let data = Bytes::from(left.to_string());
+                    self.fire(EventName::Static(event::TOKEN_EXPIRING), data, None);
+                }
+            }
+            Expiry::Over => {
+                token.check_at.set(None);
+                self.close(1008, "token expired");
+            }
+        }
+    }
+
+    /// A fresh token for this connection, verified with the server's verifier now. A token
+    /// for another user closes the connection with 1008; a refused one changes nothing.
+    pub(crate) fn refresh_token(self: &Rc<Self>, jwt: &str) -> Result<(), Error> {
+        if !self.is_open() {
+            return Err(Error::InvalidConnection);
+        }
+        let (Some(token), Some(verifier)) = (self.request.token(), self.conns.auth.as_ref()) else {
+            return Err(Error::Config(
+                "the server does not authenticate clients".into(),
+            ));
+        };
+        let since = since_epoch();
+        let identity = verifier
+            .verify(jwt, since.as_secs())
+            .map_err(|refusal| Error::Token(refusal.reason()))?;
+        if *identity.user != *token.user {
+            self.close(1008, "token for another user");
+            return Err(Error::Token("the token is for another user"));
+        }
+        let check_at = identity
+            .expires
+            .map(|e| instant_of(e, Instant::now(), since));
+        *token.identity.borrow_mut() = Arc::new(identity);
+        token.told.set(false);
+        token.check_at.set(check_at);
+        self.schedule();
+        Ok(())
     }
 
     // ---- events ----------------------------------------------------------------------------
@@ -620,4 +707,17 @@ impl Conn {
         self.conns.teardowns.notify();
         self.wake();
     }
+}
+
+/// The time since the epoch by the system clock (zero before 1970), for token expiry.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The instant of `secs` (seconds since the epoch), given that `now` is `since` after the
+/// epoch; `now` itself for a time already past.
+fn instant_of(secs: u64, now: Instant, since: Duration) -> Instant {
+    now + Duration::from_secs(secs).saturating_sub(since)
 }

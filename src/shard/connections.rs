@@ -17,6 +17,7 @@ use super::link::ShardLinks;
 use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
 use super::timers::Timers;
+use crate::auth::Verifier;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
 use crate::metrics::ShardMetrics;
@@ -53,6 +54,9 @@ pub(crate) struct Connections {
     pub(crate) topic_table: Arc<TopicTable>,
     /// This node's NATS link, in cluster mode.
     pub(crate) cluster: Option<Arc<ClusterHandle>>,
+    /// `Builder::authenticate`'s verifier: refreshed tokens are verified with it, and its
+    /// grace bounds an expired token's connection.
+    pub(crate) auth: Option<Arc<Verifier>>,
 }
 
 impl Connections {
@@ -83,6 +87,7 @@ impl Connections {
             topics: RefCell::default(),
             topic_table,
             cluster,
+            auth: None,
         }
     }
 

@@ -75,7 +75,7 @@ impl Drop for SocketHold<'_> {
 impl ShardCore {
     /// The shard `id` of `shared`, made the current shard of this thread.
     pub(crate) fn install(id: ShardId, shared: Arc<Shared>, readiness: Readiness) -> Rc<ShardCore> {
-        let conns = Connections::new(
+        let mut conns = Connections::new(
             id,
             Arc::clone(&shared.registry),
             Arc::clone(&shared.links),
@@ -84,6 +84,7 @@ impl ShardCore {
             shared.cluster.clone(),
             readiness,
         );
+        conns.auth = shared.auth.clone();
         let core = Rc::new(ShardCore {
             conns: Rc::new(conns),
             shared,
