@@ -69,6 +69,10 @@ pub struct Args {
     /// Clock difference allowed on a token's "exp" and "nbf" [default: 5s]
     #[arg(long, env = "CORECAST_JWT_LEEWAY", value_name = "DURATION", value_parser = parse_duration)]
     pub jwt_leeway: Option<Duration>,
+    /// How long a connection whose token expired stays open for a fresh one ({"refresh":..}
+    /// in pubsub mode) before it is closed with 1008 [default: 30s]
+    #[arg(long, env = "CORECAST_JWT_REFRESH_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub jwt_refresh_grace: Option<Duration>,
     /// Comma-separated Origin values allowed to connect [default: any]
     #[arg(long, env = "CORECAST_ORIGINS", value_name = "LIST")]
     pub origins: Option<String>,
@@ -374,13 +378,22 @@ fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
         (None, Some(path)) => Verifier::public_key_pem(&read(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
         (None, None) => {
-            if a.jwt_audience.is_some() || a.jwt_issuer.is_some() || a.jwt_leeway.is_some() {
-                return Err("--jwt-audience, --jwt-issuer and --jwt-leeway need --jwt-secret-file or --jwt-public-key-file".into());
+            if a.jwt_audience.is_some()
+                || a.jwt_issuer.is_some()
+                || a.jwt_leeway.is_some()
+                || a.jwt_refresh_grace.is_some()
+            {
+                return Err("--jwt-audience, --jwt-issuer, --jwt-leeway and --jwt-refresh-grace need --jwt-secret-file or --jwt-public-key-file".into());
             }
             return Ok(None);
         }
     };
-    let mut verifier = verifier.leeway(a.jwt_leeway.unwrap_or(corecast::auth::DEFAULT_LEEWAY));
+    let mut verifier = verifier
+        .leeway(a.jwt_leeway.unwrap_or(corecast::auth::DEFAULT_LEEWAY))
+        .refresh_grace(
+            a.jwt_refresh_grace
+                .unwrap_or(corecast::auth::DEFAULT_REFRESH_GRACE),
+        );
     if let Some(aud) = a.jwt_audience.as_ref().filter(|s| !s.is_empty()) {
         verifier = verifier.audience(aud);
     }
@@ -504,6 +517,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "jwt-audience" => fill!(jwt_audience, |s: &str| Ok::<_, String>(s.to_string())),
             "jwt-issuer" => fill!(jwt_issuer, |s: &str| Ok::<_, String>(s.to_string())),
             "jwt-leeway" => fill!(jwt_leeway, parse_duration),
+            "jwt-refresh-grace" => fill!(jwt_refresh_grace, parse_duration),
             "subprotocols" => fill!(subprotocols, parse_subprotocols),
             "deflate" => fill!(deflate, parse_switch),
             "deflate-level" => fill!(deflate_level, parse_level),
@@ -681,6 +695,11 @@ mod tests {
         let verifier = s.auth.unwrap();
         assert_eq!(verifier.algorithms(), ["HS256", "HS384", "HS512"]);
         assert!(format!("{verifier:?}").contains("leeway: 120"));
+        assert_eq!(verifier.grace(), 30);
+        let s = load(&["--jwt-secret-file", path, "--jwt-refresh-grace", "5s"]).unwrap();
+        assert_eq!(s.auth.unwrap().grace(), 5);
+        let e = load(&["--jwt-refresh-grace", "5s"]).unwrap_err();
+        assert!(e.contains("need --jwt-secret-file"), "{e}");
         assert!(verifier.verify(token, 0).is_err());
         let both = load(&["--jwt-secret-file", path, "--jwt-public-key-file", path]);
         assert!(both.unwrap_err().contains("exclude each other"));
@@ -690,12 +709,16 @@ mod tests {
         assert!(e.contains("need --jwt-secret-file"), "{e}");
         assert!(load(&[]).unwrap().auth.is_none());
         let mut args = Args::default();
-        let text = format!("jwt-secret-file = {path:?}\njwt_issuer = \"me\"\njwt-leeway = 1");
+        let text = format!(
+            "jwt-secret-file = {path:?}\njwt_issuer = \"me\"\njwt-leeway = 1\njwt-refresh-grace = \"1m\""
+        );
         fill_from_file(&mut args, &text).unwrap();
         assert_eq!(args.jwt_secret_file.as_deref(), Some(secret.as_path()));
         assert_eq!(args.jwt_leeway, Some(Duration::from_secs(1)));
+        assert_eq!(args.jwt_refresh_grace, Some(Duration::from_secs(60)));
         let verifier = super::verifier(&args).unwrap().unwrap();
         assert!(format!("{verifier:?}").contains("issuer: Some(\"me\")"));
+        assert_eq!(verifier.grace(), 60);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,7 +16,8 @@ pub enum Mode {
     /// The hashrocket websocket-shootout JSON protocol.
     Shootout,
     /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}`, `{"unsubscribe":..}` and
-    /// `{"publish":..,"data":..}` text frames (see `pubsub_request`).
+    /// `{"publish":..,"data":..}` text frames (see `pubsub_request`); with tokens, also
+    /// `{"refresh":"<jwt>"}`, and the `{"expiring":<seconds>}` notice.
     Pubsub,
     /// Ignore client messages: only the server's API sends.
     Push,
@@ -57,6 +58,7 @@ impl Mode {
             Mode::Pubsub => {
                 server.on(event::CONNECT, subscribe_from_query);
                 server.on(event::MESSAGE, pubsub);
+                server.on(event::TOKEN_EXPIRING, tell_expiring);
             }
             Mode::Push => {}
         }
@@ -134,6 +136,8 @@ pub(crate) enum PubsubRequest {
         topic: String,
         data: String,
     },
+    /// A fresh token for this connection (docs/security.md, "Expiry and refresh").
+    Refresh(String),
 }
 
 /// Reads one pubsub client frame; the error is the message of the error frame sent back.
@@ -160,7 +164,10 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
         };
         return Ok(PubsubRequest::Publish { topic: t, data });
     }
-    Err("expected \"subscribe\", \"unsubscribe\" or \"publish\"".into())
+    if let Some(jwt) = topic("refresh")? {
+        return Ok(PubsubRequest::Refresh(jwt));
+    }
+    Err("expected \"subscribe\", \"unsubscribe\", \"publish\" or \"refresh\"".into())
 }
 
 /// A JSON text frame: `{"<key>":"<topic>"}`, plus `"error"` when there is one.
@@ -215,6 +222,32 @@ fn subscribe_from_query(ep: &EventPayload) {
     }
 }
 
+/// The answer to `{"refresh":"<jwt>"}`: `{"refreshed":true}`, or `{"refresh":null,"error":..}`
+/// (the token is not sent back). A token for another user closes the connection with 1008
+/// instead.
+fn refresh_and_answer(kws: &Websocket, jwt: &str) {
+    let result = match kws.user() {
+        None => Err("tokens are not in use".to_string()),
+        Some(_) => kws.refresh_token(jwt).map_err(|e| e.to_string()),
+    };
+    let reply = match result {
+        Ok(()) => serde_json::json!({ "refreshed": true }),
+        Err(e) => serde_json::json!({ "refresh": null, "error": e }),
+    };
+    kws.emit(reply.to_string(), MessageType::Text);
+}
+
+/// The connection's token expired: `{"expiring":<seconds left>}`, the time the client has to
+/// send `{"refresh":"<jwt>"}` before it is closed with 1008.
+fn tell_expiring(ep: &EventPayload) {
+    let left: u64 = std::str::from_utf8(ep.data())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let notice = serde_json::json!({ "expiring": left });
+    ep.kws().emit(notice.to_string(), MessageType::Text);
+}
+
 fn pubsub(ep: &EventPayload) {
     let kws = ep.kws();
     let request = if ep.message_type() == MessageType::Text {
@@ -241,6 +274,7 @@ fn pubsub(ep: &EventPayload) {
             )
         }
         Ok(PubsubRequest::Publish { topic, data }) => kws.publish(&topic, data, MessageType::Text),
+        Ok(PubsubRequest::Refresh(jwt)) => refresh_and_answer(kws, &jwt),
         Err(e) => kws.emit(
             serde_json::json!({ "error": e }).to_string(),
             MessageType::Text,
@@ -291,6 +325,13 @@ mod tests {
         assert!(pubsub_request(br#"{"publish":"a"}"#)
             .unwrap_err()
             .contains("data"));
+        assert_eq!(
+            pubsub_request(br#"{"refresh":"a.b.c"}"#),
+            Ok(Refresh("a.b.c".into()))
+        );
+        assert!(pubsub_request(br#"{"refresh":null}"#)
+            .unwrap_err()
+            .contains("string"));
         assert!(pubsub_request(br#"{"subscribe":3}"#)
             .unwrap_err()
             .contains("string"));

@@ -1,5 +1,6 @@
 //! The real `corecast` binary with client tokens: the `--jwt-*` flags, 401 and 403 at the
-//! upgrade, the grants in pubsub mode, the user topic, and the warning when tokens are off.
+//! upgrade, the grants in pubsub mode, the user topic, refresh and expiry in pubsub mode, and
+//! the warning when tokens are off.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -24,12 +25,18 @@ fn secret_file() -> PathBuf {
     path
 }
 
-fn token(sub: &str, subscribe: &[&str], publish: &[&str]) -> String {
-    let exp = SystemTime::now()
+fn now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 600;
+}
+
+fn token(sub: &str, subscribe: &[&str], publish: &[&str]) -> String {
+    token_until(sub, now() + 600, subscribe, publish)
+}
+
+fn token_until(sub: &str, exp: u64, subscribe: &[&str], publish: &[&str]) -> String {
     let claims = json!({ "sub": sub, "exp": exp, "subscribe": subscribe, "publish": publish });
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     encode(&Header::default(), &claims, &key).unwrap()
@@ -160,6 +167,55 @@ fn pubsub_follows_the_grants_and_user_topics() {
     assert_eq!(status, 200);
     assert_eq!(a.recv_text(), "for alice");
     assert_eq!(a2.recv_text(), "for alice");
+}
+
+#[test]
+fn pubsub_refreshes_tokens_and_closes_expired_connections_with_1008() {
+    let path = secret_file();
+    let bin = Bin::start(&[
+        "--jwt-secret-file",
+        path.to_str().unwrap(),
+        "--mode",
+        "pubsub",
+        "--jwt-refresh-grace",
+        "1s",
+    ]);
+    let mut a = Client::connect(bin.ws, &format!("/ws?token={}", token("alice", &[], &[])));
+    a.send_text(r#"{"subscribe":"news"}"#);
+    assert_eq!(
+        recv_json(&mut a),
+        json!({ "subscribe": "news", "error": "not permitted" })
+    );
+    // A fresh token with more grants: taken, and its grants hold from then on.
+    let fresh = token("alice", &["news"], &[]);
+    a.send_text(&json!({ "refresh": fresh }).to_string());
+    assert_eq!(recv_json(&mut a), json!({ "refreshed": true }));
+    a.send_text(r#"{"subscribe":"news"}"#);
+    assert_eq!(recv_json(&mut a), json!({ "subscribed": "news" }));
+    // A bad one: an error, and nothing changes.
+    let forged = encode(
+        &Header::default(),
+        &json!({ "sub": "alice" }),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
+    a.send_text(&json!({ "refresh": forged }).to_string());
+    assert_eq!(
+        recv_json(&mut a),
+        json!({ "refresh": null, "error": "bad token signature" })
+    );
+    // A token about to expire: the notice at exp, then 1008 past the 1 s grace.
+    let soon = token_until("bob", now() + 1, &[], &[]);
+    let mut b = Client::connect(bin.ws, &format!("/ws?token={soon}"));
+    let notice = recv_json(&mut b);
+    assert!(
+        notice["expiring"].as_u64().is_some_and(|s| s <= 1),
+        "{notice}"
+    );
+    assert_eq!(b.recv_close(), (1008, "token expired".into()));
+    // Alice's connection is still served.
+    a.send_text(r#"{"unsubscribe":"news"}"#);
+    assert_eq!(recv_json(&mut a), json!({ "unsubscribed": "news" }));
 }
 
 fn api_post(addr: SocketAddr, path: &str, body: &str) -> u16 {
