@@ -206,6 +206,13 @@ fn token_until(sub: &str, exp: u64, subscribe: &[&str]) -> String {
 #[test]
 fn an_expired_token_is_told_then_closed_with_1008_past_the_grace() {
     let ts = refresh_server();
+    let names = [
+        event::TOKEN_EXPIRING,
+        event::CLOSE,
+        event::DISCONNECT,
+        event::ERROR,
+    ];
+    let rec = Recorder::attach(&ts.server, &names);
     let mut c = ts.client(&format!(
         "/ws?token={}",
         token_until("alice", now() + 2, &[])
@@ -217,6 +224,9 @@ fn an_expired_token_is_told_then_closed_with_1008_past_the_grace() {
     assert!(left <= 1, "{told}");
     // Past the grace: 1008. The read is bounded by the client's read timeout (`WAIT`).
     assert_eq!(c.recv_close(), (1008, "token expired".into()));
+    // A close of the server's, as in docs/behaviour.md's teardown table: no error.
+    let told = rec.wait("token_expiring", |s| s.name == event::TOKEN_EXPIRING);
+    rec.expect_sequence(&told.uuid, &["token_expiring", "close", "disconnect"]);
     ts.wait_connections(0);
 }
 
