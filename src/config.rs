@@ -49,6 +49,12 @@ pub struct Config {
     /// permessage-deflate (RFC 7692) for this route: `Some` offers it to clients that ask, with
     /// these settings. Default `None`: messages go out as they are.
     pub deflate: Option<Deflate>,
+    /// Messages per second one connection may send, in bursts of up to as many: a token
+    /// bucket of this size refilled at this rate. A message past it is not delivered (the
+    /// connection's `error` listeners get `Error::RateLimited` with it), and a client that
+    /// keeps on (more refusals than this before its bucket is full again) is closed with 1008
+    /// "rate limit" (docs/behaviour.md). Default 0: no limit.
+    pub client_message_rate: u32,
 }
 
 impl Default for Config {
@@ -68,6 +74,7 @@ impl Default for Config {
             recover_handler: None,
             subprotocols: Vec::new(),
             deflate: None,
+            client_message_rate: 0,
         }
     }
 }
@@ -126,6 +133,7 @@ impl Config {
             recover_handler: self.recover_handler.clone(),
             subprotocols: self.subprotocols.clone(),
             deflate: self.deflate,
+            client_message_rate: self.client_message_rate,
         }
     }
 
@@ -159,6 +167,9 @@ impl Settings for Config {
     fn deflate(&self) -> Option<&Deflate> {
         self.deflate.as_ref()
     }
+    fn client_message_rate(&self) -> u32 {
+        self.client_message_rate
+    }
 }
 
 impl fmt::Debug for Config {
@@ -175,6 +186,7 @@ impl fmt::Debug for Config {
             .field("recover_handler", &self.recover_handler.is_some())
             .field("subprotocols", &self.subprotocols)
             .field("deflate", &self.deflate)
+            .field("client_message_rate", &self.client_message_rate)
             .finish()
     }
 }
@@ -196,6 +208,7 @@ mod tests {
             recover_handler: None,
             subprotocols: Vec::new(),
             deflate: None,
+            client_message_rate: 0,
         }
     }
 
@@ -211,6 +224,7 @@ mod tests {
         assert_eq!(c.retry_send_timeout, Duration::from_millis(20));
         assert_eq!(c.max_topics, 1_000);
         assert!(c.recover_handler.is_none());
+        assert_eq!(c.client_message_rate, 0, "no rate limit by default");
     }
 
     #[test]

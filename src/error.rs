@@ -89,6 +89,11 @@ pub enum Error {
     /// `the token is for another user` (the connection is then closed with 1008).
     #[error("{0}")]
     Token(&'static str),
+    /// The peer sent a message past its route's `Config::client_message_rate`: it was not
+    /// delivered (the `error` event carries it). One refusal too many closes the connection
+    /// with 1008 "rate limit".
+    #[error("rate limit: message not delivered")]
+    RateLimited,
     /// A blocking call was made on a shard thread, where it would stall every connection of that
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]

@@ -15,9 +15,11 @@ pub(crate) enum DropCause {
     QueueFull = 0,
     /// Its connection was closing or gone.
     Closed = 1,
+    /// An inbound message past its connection's rate limit (`Config::client_message_rate`).
+    RateLimited = 2,
 }
 
-const DROP_CAUSES: [&str; 2] = ["queue_full", "closed"];
+const DROP_CAUSES: [&str; 3] = ["queue_full", "closed", "rate_limited"];
 
 /// Why a connection went before its upgrade was answered, with no HTTP answer to give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +77,7 @@ pub(crate) struct ShardMetrics {
     bytes_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
-    drops: [AtomicU64; 2],
+    drops: [AtomicU64; DROP_CAUSES.len()],
     teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
     rejections: [AtomicU64; 10],
     handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
@@ -357,7 +359,7 @@ impl MetricsSnapshot {
         let labelled: [Labelled; 5] = [
             (
                 "corecast_dropped_messages_total",
-                "Messages dropped instead of sent.",
+                "Messages dropped instead of sent, or (rate_limited) instead of delivered.",
                 "cause",
                 &self.drops,
             ),
@@ -490,10 +492,13 @@ mod tests {
         shards[0].unsubscribed(1);
         shards[1].published(40, 1_000);
         shards[1].published(2, 1_000);
+        shards[0].dropped(DropCause::RateLimited);
+        shards[1].dropped(DropCause::RateLimited);
         let shards: Vec<&ShardMetrics> = shards.iter().collect();
         let m = MetricsSnapshot::collect(&shards, &[3, 4]);
         assert_eq!(m.bytes_in, vec![5, 7]);
         assert_eq!(m.drops[0], ("queue_full", 1));
+        assert_eq!(m.drops[2], ("rate_limited", 2));
         assert_eq!(m.teardowns[0], ("clean", 1));
         assert_eq!(m.teardowns[3], ("idle_timeout", 1));
         let text = m.to_prometheus();
@@ -502,6 +507,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("corecast_bytes_in_total{shard=\"0\"} 5\n"));
+        assert!(text.contains("corecast_dropped_messages_total{cause=\"rate_limited\"} 2\n"));
         assert!(text.contains("corecast_upgrade_rejections_total{status=\"503\"} 1\n"));
         assert!(text.contains("corecast_upgrade_rejections_total{status=\"other\"} 1\n"));
         assert_eq!(

@@ -12,6 +12,11 @@ use corecast::{Config, Deflate, TlsConfig, Verifier};
 
 use corecast::units::{parse_duration, parse_size};
 
+/// `--client-message-rate` when not set: 100 messages a second per client. A fan-out server's
+/// clients mostly listen; subscribing, publishing and acknowledging stay far below this, while
+/// one client can no longer make the server fan out more than this many of its messages.
+pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
+
 /// Command-line flags; each also reads `CORECAST_<NAME>` from the environment.
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -126,6 +131,10 @@ pub struct Args {
     /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
     #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_topics: Option<usize>,
+    /// Messages per second one client may send, in bursts of up to as many; past it messages
+    /// are refused, and a client that keeps on is closed with 1008; 0: no limit [default: 100]
+    #[arg(long, env = "CORECAST_CLIENT_MESSAGE_RATE", value_name = "N", value_parser = parse_number::<u32>)]
+    pub client_message_rate: Option<u32>,
     /// Retry periods a message waits for room in a full queue [default: 5]
     #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N", value_parser = parse_number::<u32>)]
     pub max_send_retry: Option<u32>,
@@ -343,6 +352,7 @@ impl Settings {
                 max_send_retry: a.max_send_retry.unwrap_or_default(),
                 retry_send_timeout: a.retry_send_timeout.unwrap_or_default(),
                 max_topics: a.max_topics.unwrap_or_default(),
+                client_message_rate: a.client_message_rate.unwrap_or(DEFAULT_CLIENT_MESSAGE_RATE),
                 recover_handler: None,
                 subprotocols: list(&a.subprotocols),
                 deflate: a.deflate.unwrap_or(true).then(|| Deflate {
@@ -534,6 +544,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "max-message-size" => fill!(max_message_size, parse_size),
             "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
             "max-topics" => fill!(max_topics, parse_number::<usize>),
+            "client-message-rate" => fill!(client_message_rate, parse_number::<u32>),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
             "retry-send-timeout" => fill!(retry_send_timeout, parse_duration),
             "cluster" => fill!(cluster, |s: &str| Ok::<_, String>(s.to_string())),
@@ -676,6 +687,19 @@ mod tests {
         assert!(s.origins.is_empty());
         assert!(s.config.subprotocols.is_empty());
         assert_eq!(s.config.deflate, Some(Deflate::default()));
+        assert_eq!(s.config.client_message_rate, 100);
+    }
+
+    #[test]
+    fn client_message_rate_from_flag_and_file_and_zero_turns_it_off() {
+        let a = Args::try_parse_from(["corecast", "--client-message-rate", "0"]).unwrap();
+        assert_eq!(Settings::from_args(a).config.client_message_rate, 0);
+        let mut args = Args::default();
+        fill_from_file(&mut args, "client-message-rate = 7").unwrap();
+        assert_eq!(Settings::from_args(args).config.client_message_rate, 7);
+        let mut args = Args::default();
+        let err = fill_from_file(&mut args, "client-message-rate = -1").unwrap_err();
+        assert!(err.contains("client-message-rate"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use corecast::{event, EventPayload, MessageType, Server, Websocket};
+use corecast::{event, Error, EventPayload, MessageType, Server, Websocket};
 
 /// How client messages are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,7 @@ impl Mode {
                 server.on(event::CONNECT, subscribe_from_query);
                 server.on(event::MESSAGE, pubsub);
                 server.on(event::TOKEN_EXPIRING, tell_expiring);
+                server.on(event::ERROR, answer_rate_limited);
             }
             Mode::Push => {}
         }
@@ -247,6 +248,31 @@ fn tell_expiring(ep: &EventPayload) {
     let notice = serde_json::json!({ "expiring": left });
     ep.kws().emit(notice.to_string(), MessageType::Text);
 }
+
+/// The answer to a request past the client's `--client-message-rate`, which was not acted on:
+/// `{"publish":"t","error":"rate limit"}` for a publish, and the same form for a subscribe or
+/// an unsubscribe; `{"error":"rate limit"}` for anything else. (A client refused once too often
+/// is being closed with 1008, and gets no answer.)
+fn answer_rate_limited(ep: &EventPayload) {
+    // Not alive: refused once too often, and already closing.
+    if !matches!(ep.error(), Some(Error::RateLimited)) || !ep.kws().is_alive() {
+        return;
+    }
+    let reply = match pubsub_request(ep.data()) {
+        Ok(PubsubRequest::Publish { topic, .. }) => {
+            pubsub_reply("publish", &topic, Some(RATE_LIMIT))
+        }
+        Ok(PubsubRequest::Subscribe(topic)) => pubsub_reply("subscribe", &topic, Some(RATE_LIMIT)),
+        Ok(PubsubRequest::Unsubscribe(topic)) => {
+            pubsub_reply("unsubscribe", &topic, Some(RATE_LIMIT))
+        }
+        _ => serde_json::json!({ "error": RATE_LIMIT }).to_string(),
+    };
+    ep.kws().emit(reply, MessageType::Text);
+}
+
+/// The error of a request refused by the rate limit.
+const RATE_LIMIT: &str = "rate limit";
 
 fn pubsub(ep: &EventPayload) {
     let kws = ep.kws();

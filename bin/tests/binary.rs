@@ -306,6 +306,102 @@ fn pubsub_mode_speaks_its_protocol() {
     assert_eq!(b.recv_text(), "end");
 }
 
+/// `corecast_dropped_messages_total{cause="rate_limited"}` from `/metrics`.
+fn rate_limited_drops(bin: &Bin) -> u64 {
+    let (_, metrics) = bin.api("GET", "/metrics", &[], b"");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("corecast_dropped_messages_total{cause=\"rate_limited\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rate_limited drops in {metrics}"))
+}
+
+/// `n` publishes to `t` of "<prefix>0", "<prefix>1", ..., as client frames in one buffer.
+fn publishes(prefix: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let text = format!(r#"{{"publish":"t","data":"{prefix}{i}"}}"#);
+            masked_frame(0x81, text.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn pubsub_refuses_a_publish_past_the_client_message_rate() {
+    let bin = Bin::start(&["--mode", "pubsub", "--client-message-rate", "3"]);
+    let mut a = bin.client("/ws?topics=t");
+    assert_eq!(recv_json(&mut a), serde_json::json!({ "subscribed": "t" }));
+    let mut b = bin.client("/ws");
+    b.ws.get_mut().write_all(&publishes("p", 4)).unwrap();
+    // The burst of 3 goes out; the 4th is refused, with the error form of a publish.
+    for i in 0..3 {
+        assert_eq!(a.recv_text(), format!("p{i}"));
+    }
+    assert_eq!(
+        recv_json(&mut b),
+        serde_json::json!({ "publish": "t", "error": "rate limit" })
+    );
+    assert_eq!(rate_limited_drops(&bin), 1);
+    // A second later the bucket is full again, and p3 never went out.
+    std::thread::sleep(Duration::from_millis(1100));
+    b.send_text(r#"{"publish":"t","data":"later"}"#);
+    assert_eq!(a.recv_text(), "later");
+    // A flood: answered refusals, then the close.
+    b.ws.get_mut().write_all(&publishes("f", 20)).unwrap();
+    assert_eq!(b.recv_close(), (1008, "rate limit".to_string()));
+    assert_eq!(a.recv_text(), "f0");
+    assert_eq!(a.recv_text(), "f1");
+}
+
+#[test]
+fn client_message_rate_comes_from_env_and_file_and_defaults_to_100() {
+    // The environment: 2 a second, in echo mode (no answer for a refused message).
+    let bin = Bin::start_with_env(
+        &["--mode", "echo"],
+        &[("CORECAST_CLIENT_MESSAGE_RATE", "2")],
+    );
+    let mut c = bin.client("/ws");
+    let abc: Vec<u8> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|m| masked_frame(0x81, m.as_bytes()))
+        .collect();
+    c.ws.get_mut().write_all(&abc).unwrap();
+    assert_eq!(c.recv_text(), "a");
+    assert_eq!(c.recv_text(), "b");
+    wait_until(|| rate_limited_drops(&bin) == 1, "the refusal of c");
+    drop(bin);
+
+    // The file: 0 turns the limit off.
+    let dir = std::env::temp_dir().join(format!("corecast-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "mode = \"echo\"\nclient-message-rate = 0\n").unwrap();
+    let bin = Bin::start(&["--config", file.to_str().unwrap()]);
+    let mut c = bin.client("/ws");
+    for i in 0..150 {
+        c.send_text(&i.to_string());
+    }
+    for i in 0..150 {
+        assert_eq!(c.recv_text(), i.to_string());
+    }
+    assert_eq!(rate_limited_drops(&bin), 0);
+    drop(bin);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The default: a burst of 100, the 101st refused.
+    let bin = Bin::start(&["--mode", "echo"]);
+    let mut c = bin.client("/ws");
+    // At once: sent one by one they could take long enough for a token to come back.
+    let burst: Vec<u8> = (0..101)
+        .flat_map(|i: u32| masked_frame(0x81, i.to_string().as_bytes()))
+        .collect();
+    c.ws.get_mut().write_all(&burst).unwrap();
+    for i in 0..100 {
+        assert_eq!(c.recv_text(), i.to_string());
+    }
+    wait_until(|| rate_limited_drops(&bin) == 1, "the refusal of the 101st");
+}
+
 #[test]
 fn api_token_is_required_on_api_paths() {
     let bin = Bin::start(&["--api-token", "s3cret"]);

@@ -376,6 +376,10 @@ impl Conn {
                     self.conns.metrics().dropped(DropCause::QueueFull);
                     self.fire_error(Error::QueueFull, payload);
                 }
+                Event::RateLimited(payload) => {
+                    self.conns.metrics().dropped(DropCause::RateLimited);
+                    self.fire_error(Error::RateLimited, payload);
+                }
                 Event::CloseComplete => {
                     self.fire(EventName::Static(event::CLOSE), Bytes::new(), None)
                 }

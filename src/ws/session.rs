@@ -39,6 +39,11 @@ pub trait Settings {
     fn retry_window(&self) -> Duration;
     /// permessage-deflate settings, when the route offers it.
     fn deflate(&self) -> Option<&Deflate>;
+    /// Inbound messages a connection may send per second, in bursts of up to as many; 0: no
+    /// limit (see `RateLimit`).
+    fn client_message_rate(&self) -> u32 {
+        0
+    }
 }
 
 /// Why a session ended other than by a clean close.
@@ -71,6 +76,93 @@ pub enum SessionError {
 /// them) before it is torn down with `SessionError::PingFlood`.
 pub const MAX_UNANSWERED_PINGS: usize = 1024;
 
+/// The close reason sent with 1008 when a peer keeps sending past its rate limit.
+pub const RATE_LIMIT_REASON: &str = "rate limit";
+
+/// A token bucket of `rate` tokens, refilled at `rate` tokens per second and never above
+/// `rate`, as a pure function of the time: `refill` and `take` change nothing but the values
+/// they are given.
+///
+/// The rule past the limit: a message that finds the bucket empty is refused, and one refused
+/// when more than `rate` have been refused since the bucket was last full closes the connection
+/// (1008 "rate limit"): a client that floods at once has `rate` messages delivered and
+/// `rate + 1` refused, the last of them closing; one that stays a little over the limit loses
+/// what is over it until, `rate + 1` refusals later, it is closed; one that slows down until the
+/// bucket fills again starts afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// When `tokens` was last brought up to date (the time of the last whole token earned, so
+    /// the fraction of one earned since is not lost).
+    pub refilled: Instant,
+    /// Messages that may still be sent now.
+    pub tokens: u32,
+    /// Messages refused since the bucket was last full.
+    pub refused: u32,
+}
+
+/// What `RateLimit::take` decided about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Within the limit: delivered.
+    Yes,
+    /// Past the limit: not delivered.
+    Refused,
+    /// Past the limit once too often: not delivered, and the connection is closed.
+    Close,
+}
+
+impl RateLimit {
+    /// A full bucket at `now`.
+    pub fn full(rate: u32, now: Instant) -> RateLimit {
+        RateLimit {
+            refilled: now,
+            tokens: rate,
+            refused: 0,
+        }
+    }
+
+    /// The bucket at `now`: `tokens` plus one per `1 / rate` s since `refilled`, never more
+    /// than `rate`. A clock that did not move (or went back) changes nothing.
+    pub fn refill(self, rate: u32, now: Instant) -> RateLimit {
+        const NANOS: u128 = 1_000_000_000;
+        let Some(elapsed) = now.checked_duration_since(self.refilled) else {
+            return self;
+        };
+        let earned = elapsed.as_nanos() * u128::from(rate) / NANOS;
+        if earned == 0 {
+            return self;
+        }
+        let tokens = u128::from(self.tokens) + earned;
+        if tokens >= u128::from(rate) {
+            // Full: what was earned past the burst is lost, and so are the refusals.
+            return RateLimit::full(rate, now);
+        }
+        // Only the time the whole tokens took is used up; the rest counts towards the next.
+        let used = Duration::from_nanos((earned * NANOS / u128::from(rate)) as u64);
+        RateLimit {
+            refilled: self.refilled + used,
+            tokens: tokens as u32,
+            refused: self.refused,
+        }
+    }
+
+    /// Refills to `now`, then takes a token for one message, or counts a refusal.
+    pub fn take(self, rate: u32, now: Instant) -> (RateLimit, Admit) {
+        let mut bucket = self.refill(rate, now);
+        if bucket.tokens > 0 {
+            bucket.tokens -= 1;
+            return (bucket, Admit::Yes);
+        }
+        bucket.refused = bucket.refused.saturating_add(1);
+        let admit = if bucket.refused > rate {
+            Admit::Close
+        } else {
+            Admit::Refused
+        };
+        (bucket, admit)
+    }
+}
+
 /// An empty unmasked ping frame (RFC 6455 §5.5.2): the server's keep-alive.
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
@@ -88,6 +180,10 @@ pub enum Event {
     Ping(Bytes),
     /// The peer ponged.
     Pong(Bytes),
+    /// A message from the peer was refused by the rate limit (`Settings::client_message_rate`)
+    /// and not delivered; carries its payload. When it was one refusal too many, the session is
+    /// already closing with 1008 "rate limit".
+    RateLimited(Bytes),
     /// A data message waited past the retry window for room in the full queue and was dropped;
     /// carries its payload.
     Dropped(Bytes),
@@ -149,6 +245,8 @@ pub struct Session<C> {
     unanswered_pings: u32,
     /// permessage-deflate: the window the client allows the server, in bits; 0 when not agreed.
     deflate_window: u8,
+    /// The inbound rate limit's bucket; `None` (no heap memory) when the route has no limit.
+    rate: Option<Box<RateLimit>>,
 }
 
 impl<C: Settings> Session<C> {
@@ -164,6 +262,10 @@ impl<C: Settings> Session<C> {
             write_blocked_since: None,
             unanswered_pings: 0,
             deflate_window: 0,
+            rate: match config.client_message_rate() {
+                0 => None,
+                rate => Some(Box::new(RateLimit::full(rate, now))),
+            },
             config,
         }
     }
@@ -426,7 +528,23 @@ impl<C: Settings> Session<C> {
     /// pending then).
     fn act_on(&mut self, frame: Inbound) -> Option<Event> {
         match frame {
-            Inbound::Message { data, binary } => Some(Event::Message { data, binary }),
+            Inbound::Message { data, binary } => {
+                let Some(bucket) = self.rate.as_deref_mut() else {
+                    return Some(Event::Message { data, binary });
+                };
+                // The last read is the best "now" a frame decoded from it has.
+                let now = self.last_inbound;
+                let (next, admit) = bucket.take(self.config.client_message_rate(), now);
+                *bucket = next;
+                match admit {
+                    Admit::Yes => Some(Event::Message { data, binary }),
+                    Admit::Refused => Some(Event::RateLimited(data)),
+                    Admit::Close => {
+                        self.close(now, 1008, RATE_LIMIT_REASON);
+                        Some(Event::RateLimited(data))
+                    }
+                }
+            }
             Inbound::Ping(data) => {
                 self.unanswered_pings += 1;
                 if self.unanswered_pings as usize > MAX_UNANSWERED_PINGS {

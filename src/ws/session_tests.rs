@@ -67,6 +67,7 @@ fn events(s: &mut Session) -> Vec<String> {
             Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(&d)),
             Event::Pong(d) => format!("pong {}", String::from_utf8_lossy(&d)),
             Event::Dropped(d) => format!("dropped {}", String::from_utf8_lossy(&d)),
+            Event::RateLimited(d) => format!("limited {}", String::from_utf8_lossy(&d)),
             Event::CloseComplete => "close".into(),
             Event::Closed(None) => "closed".into(),
             Event::Closed(Some(e)) => format!("closed: {e:?}"),
@@ -531,4 +532,182 @@ fn a_dropped_message_is_reported_as_it_was_given_not_as_compressed() {
     );
     s.handle_timeout(t0 + Duration::from_millis(100));
     assert_eq!(events(&mut s), [format!("dropped {text}")]);
+}
+
+// ---- the inbound rate limit -------------------------------------------------------------------
+
+fn limited(rate: u32) -> Arc<Config> {
+    Arc::new(
+        Config {
+            client_message_rate: rate,
+            ..(*config()).clone()
+        }
+        .effective(),
+    )
+}
+
+/// Takes `n` tokens at `now`; what each got.
+fn take_n(bucket: &mut RateLimit, rate: u32, now: Instant, n: usize) -> Vec<Admit> {
+    (0..n)
+        .map(|_| {
+            let (next, admit) = bucket.take(rate, now);
+            *bucket = next;
+            admit
+        })
+        .collect()
+}
+
+#[test]
+fn a_bucket_allows_a_burst_of_its_rate_then_refuses() {
+    let t0 = Instant::now();
+    let mut b = RateLimit::full(5, t0);
+    assert_eq!(take_n(&mut b, 5, t0, 5), vec![Admit::Yes; 5]);
+    assert_eq!(b.tokens, 0);
+    assert_eq!(take_n(&mut b, 5, t0, 5), vec![Admit::Refused; 5]);
+    // One refusal more than the rate since the bucket was full closes.
+    assert_eq!(take_n(&mut b, 5, t0, 1), vec![Admit::Close]);
+    assert_eq!(b.refused, 6);
+}
+
+#[test]
+fn a_bucket_refills_at_its_rate_per_second() {
+    let t0 = Instant::now();
+    let mut b = RateLimit::full(10, t0);
+    take_n(&mut b, 10, t0, 10);
+    // 10/s: one token per 100 ms, none before.
+    assert_eq!(b.refill(10, t0 + Duration::from_millis(99)).tokens, 0);
+    assert_eq!(b.refill(10, t0 + Duration::from_millis(100)).tokens, 1);
+    assert_eq!(b.refill(10, t0 + Duration::from_millis(550)).tokens, 5);
+    // The half token earned by 550 ms is kept for the next refill.
+    let at_550 = b.refill(10, t0 + Duration::from_millis(550));
+    assert_eq!(at_550.refilled, t0 + Duration::from_millis(500));
+    assert_eq!(at_550.refill(10, t0 + Duration::from_millis(600)).tokens, 6);
+    // Taking one every 100 ms is sustained for ever.
+    let mut now = t0;
+    for _ in 0..50 {
+        now += Duration::from_millis(100);
+        assert_eq!(take_n(&mut b, 10, now, 1), vec![Admit::Yes]);
+    }
+    assert_eq!(take_n(&mut b, 10, now, 1), vec![Admit::Refused]);
+}
+
+#[test]
+fn a_bucket_never_refills_beyond_its_burst() {
+    let t0 = Instant::now();
+    let mut b = RateLimit::full(3, t0);
+    take_n(&mut b, 3, t0, 4);
+    assert_eq!(b.refused, 1);
+    let later = b.refill(3, t0 + Duration::from_secs(3600));
+    assert_eq!(later, RateLimit::full(3, t0 + Duration::from_secs(3600)));
+    let mut later = later;
+    assert_eq!(
+        take_n(&mut later, 3, t0 + Duration::from_secs(3600), 4),
+        vec![Admit::Yes, Admit::Yes, Admit::Yes, Admit::Refused]
+    );
+}
+
+#[test]
+fn a_clock_that_does_not_move_refills_nothing() {
+    let t0 = Instant::now() + Duration::from_secs(1);
+    let mut b = RateLimit::full(2, t0);
+    take_n(&mut b, 2, t0, 2);
+    assert_eq!(b.refill(2, t0), b);
+    // Nor does one that goes back.
+    assert_eq!(b.refill(2, t0 - Duration::from_secs(1)), b);
+    assert_eq!(take_n(&mut b, 2, t0, 1), vec![Admit::Refused]);
+}
+
+#[test]
+fn a_slow_enough_client_starts_afresh_once_its_bucket_is_full() {
+    let t0 = Instant::now();
+    let mut b = RateLimit::full(2, t0);
+    take_n(&mut b, 2, t0, 4);
+    assert_eq!(b.refused, 2);
+    // Half a second: one token, refusals still count.
+    let t1 = t0 + Duration::from_millis(500);
+    assert_eq!(take_n(&mut b, 2, t1, 1), vec![Admit::Yes]);
+    assert_eq!(b.refused, 2);
+    // A full bucket again forgets them.
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(
+        take_n(&mut b, 2, t2, 3),
+        vec![Admit::Yes, Admit::Yes, Admit::Refused]
+    );
+    assert_eq!(b.refused, 1);
+}
+
+#[test]
+fn a_session_without_a_limit_delivers_everything_and_keeps_no_bucket() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    assert!(s.rate.is_none());
+    let burst: Vec<u8> = (0..50).flat_map(|_| client(OpCode::Text, b"m")).collect();
+    s.handle_read(t0, &burst);
+    assert_eq!(events(&mut s), vec!["message false m"; 50]);
+}
+
+#[test]
+fn a_session_refuses_past_its_limit_and_closes_1008_on_a_flood() {
+    let t0 = Instant::now();
+    let mut s = Session::new(limited(3), t0);
+    let burst: Vec<u8> = (0..10u8)
+        .flat_map(|i| client(OpCode::Text, &[b'0' + i]))
+        .collect();
+    s.handle_read(t0, &burst);
+    assert_eq!(
+        events(&mut s),
+        vec![
+            "message false 0",
+            "message false 1",
+            "message false 2",
+            "limited 3",
+            "limited 4",
+            "limited 5",
+            // The fourth refusal (more than the rate) closes; 7, 8 and 9 are dropped.
+            "limited 6",
+        ]
+    );
+    assert!(!s.is_open());
+    assert_eq!(
+        write_all(&mut s, t0),
+        frame::encode_close(1008, RATE_LIMIT_REASON)
+    );
+    assert_eq!(events(&mut s), vec!["close", "closed"]);
+}
+
+#[test]
+fn a_session_under_its_limit_is_never_refused() {
+    let t0 = Instant::now();
+    let mut s = Session::new(limited(3), t0);
+    let mut now = t0;
+    for _ in 0..30 {
+        // Three every second: the whole rate, never more.
+        let three: Vec<u8> = (0..3).flat_map(|_| client(OpCode::Text, b"m")).collect();
+        s.handle_read(now, &three);
+        assert_eq!(events(&mut s), vec!["message false m"; 3]);
+        now += Duration::from_secs(1);
+        s.handle_timeout(now);
+        write_all(&mut s, now);
+    }
+    assert!(s.is_open());
+    // Pings and pongs are not messages: they never use up the bucket.
+    let pings: Vec<u8> = (0..10).flat_map(|_| client(OpCode::Ping, b"")).collect();
+    s.handle_read(now, &pings);
+    assert_eq!(events(&mut s), vec!["ping "; 10]);
+    let three: Vec<u8> = (0..3).flat_map(|_| client(OpCode::Text, b"m")).collect();
+    s.handle_read(now, &three);
+    assert_eq!(events(&mut s), vec!["message false m"; 3]);
+}
+
+#[test]
+fn a_session_over_its_limit_by_a_little_loses_the_excess() {
+    let t0 = Instant::now();
+    let mut s = Session::new(limited(4), t0);
+    // Five in the first second: one refused, and the connection stays.
+    let five: Vec<u8> = (0..5).flat_map(|_| client(OpCode::Text, b"m")).collect();
+    s.handle_read(t0, &five);
+    let mut expected = vec!["message false m"; 4];
+    expected.push("limited m");
+    assert_eq!(events(&mut s), expected);
+    assert!(s.is_open());
 }
