@@ -95,6 +95,10 @@ impl Peer {
                     "1024",
                     "--ping-interval",
                     "10s",
+                    // The benchmarks' clients send as fast as the server answers, far past
+                    // the default 100 messages a second, and the peers have no such limit.
+                    "--client-message-rate",
+                    "0",
                 ]);
                 c
             }

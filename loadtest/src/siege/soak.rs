@@ -155,7 +155,8 @@ impl Counters {
     }
 }
 
-/// Runs the soak against a fresh `binary --mode pubsub` with the server's default limits.
+/// Runs the soak against a fresh `binary --mode pubsub` with the server's default limits, but
+/// no inbound rate limit (see `ServerProcess::start`).
 /// The calling thread should already run on `cpus.attackers`; `progress` gets one line per
 /// sample.
 pub fn run(
