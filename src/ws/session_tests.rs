@@ -29,6 +29,17 @@ fn config() -> Arc<Config> {
     )
 }
 
+/// `config()` with permessage-deflate offered.
+fn deflate_config() -> Arc<Config> {
+    Arc::new(
+        Config {
+            deflate: Some(crate::Deflate::default()),
+            ..(*config()).clone()
+        }
+        .effective(),
+    )
+}
+
 fn client(op: OpCode, payload: &[u8]) -> Vec<u8> {
     frame::encode_masked(op, payload, KEY)
 }
@@ -469,13 +480,7 @@ fn the_keepalive_ping_matches_the_encoder() {
 #[test]
 fn with_deflate_agreed_data_goes_out_compressed_and_compressed_data_comes_in() {
     let t0 = Instant::now();
-    let cfg = Arc::new(
-        Config {
-            deflate: Some(crate::Deflate::default()),
-            ..(*config()).clone()
-        }
-        .effective(),
-    );
+    let cfg = deflate_config();
     let json: Vec<u8> = br#"{"id":1,"symbol":"ETH-USD","side":"buy","price":3100.25},"#
         .repeat(12)
         .into_iter()
@@ -512,13 +517,7 @@ fn with_deflate_agreed_data_goes_out_compressed_and_compressed_data_comes_in() {
 #[test]
 fn a_dropped_message_is_reported_as_it_was_given_not_as_compressed() {
     let t0 = Instant::now();
-    let cfg = Arc::new(
-        Config {
-            deflate: Some(crate::Deflate::default()),
-            ..(*config()).clone()
-        }
-        .effective(),
-    );
+    let cfg = deflate_config();
     let text = "compressible ".repeat(40);
     let mut s = Session::new(cfg, t0);
     s.accept_deflate(deflate::negotiate(["permessage-deflate"]).unwrap());
