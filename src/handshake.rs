@@ -32,6 +32,8 @@ pub(crate) struct Admission {
     pub(crate) connections: usize,
     /// `Builder::max_connections`.
     pub(crate) max_connections: Option<usize>,
+    /// The time, in seconds since the epoch, a client's token is checked against.
+    pub(crate) unix_now: u64,
 }
 
 /// What a connection keeps of its upgrade request, fixed for its whole life (listeners of
@@ -177,16 +179,14 @@ impl Refusal {
 
 /// Decides an upgrade, in this order: route (404), RFC 6455 §4.2.1 checks (426, 400), drain
 /// and connection limit (503), the client's token when `verifier` is given (401, checked at
-/// `now`, seconds since the epoch), subprotocol, the `before_upgrade` gate (its status, or 500
+/// `admission.unix_now`), subprotocol, the `before_upgrade` gate (its status, or 500
 /// if it panicked), the name it gave (409 if taken), permessage-deflate.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide<R: RouteOffer + Clone>(
     head: RequestHead,
     remote: SocketAddr,
     routes: &Router<R>,
     admission: Admission,
     verifier: Option<&Verifier>,
-    now: u64,
     gate: Option<&Gate>,
     registry: &Arc<Registry>,
 ) -> Result<Accepted<R>, Refusal> {
@@ -226,7 +226,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
         Some(verifier) => {
             let token = auth::token_from(head.header("authorization"), head.query("token"))
                 .ok_or(AuthRefusal::Missing);
-            let identity = token.and_then(|t| verifier.verify(t, now));
+            let identity = token.and_then(|t| verifier.verify(t, admission.unix_now));
             Some(identity.map_err(Refusal::unauthenticated)?)
         }
         None => None,

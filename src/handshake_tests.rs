@@ -54,6 +54,7 @@ const OPEN: Admission = Admission {
     draining: false,
     connections: 0,
     max_connections: None,
+    unix_now: NOW,
 };
 
 fn run(
@@ -69,7 +70,6 @@ fn run(
         router,
         admission,
         None,
-        0,
         gate,
         registry,
     )
@@ -340,7 +340,6 @@ fn decide_authed(head: RequestHead, gate: Option<&Gate>) -> Result<Accepted<Test
         &routes(&[], false),
         OPEN,
         Some(&verifier),
-        NOW,
         gate,
         &registry(),
     )

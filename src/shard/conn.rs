@@ -714,7 +714,7 @@ impl Conn {
 }
 
 /// The time since the epoch by the system clock (zero before 1970), for token expiry.
-fn since_epoch() -> Duration {
+pub(crate) fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

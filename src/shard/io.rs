@@ -24,7 +24,7 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use super::conn::Conn;
+use super::conn::{since_epoch, Conn};
 use super::connections::Connections;
 use super::handle::Websocket;
 use super::shared::Route;
@@ -361,6 +361,7 @@ async fn handshake(
         draining: shared.draining.load(Ordering::Acquire) || core.is_stopping(),
         connections: shared.links.connections(),
         max_connections: shared.options.max_connections,
+        unix_now: since_epoch().as_secs(),
     };
     let accepted = handshake::decide(
         head,
@@ -368,7 +369,6 @@ async fn handshake(
         &shared.routes,
         admission,
         shared.auth.as_deref(),
-        unix_now(),
         shared.gate.as_ref(),
         &shared.registry,
     )?;
@@ -377,13 +377,6 @@ async fn handshake(
         None => None,
     };
     Ok((accepted, leftover, claim))
-}
-
-/// Seconds since the epoch, for token expiry (0 if the clock is before 1970).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// In cluster mode, claims the name a gate gave the connection across the cluster: this task
