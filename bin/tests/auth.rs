@@ -25,6 +25,14 @@ fn secret_file() -> PathBuf {
     path
 }
 
+/// The binary verifying client tokens with `SECRET`, and `extra` flags.
+fn with_secret(extra: &[&str]) -> Bin {
+    let path = secret_file();
+    let mut args = vec!["--jwt-secret-file", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Bin::start(&args)
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -86,8 +94,7 @@ fn both_key_flags_exit_2_with_one_line() {
 
 #[test]
 fn tokens_decide_who_connects_as_whom() {
-    let path = secret_file();
-    let bin = Bin::start(&["--jwt-secret-file", path.to_str().unwrap()]);
+    let bin = with_secret(&[]);
     assert!(!bin.log.iter().any(|l| l.contains("not authenticated")));
     assert_eq!(upgrade_status(bin.ws, "/ws"), 401);
     let forged = encode(
@@ -117,13 +124,7 @@ fn tokens_decide_who_connects_as_whom() {
 
 #[test]
 fn pubsub_follows_the_grants_and_user_topics() {
-    let path = secret_file();
-    let bin = Bin::start(&[
-        "--jwt-secret-file",
-        path.to_str().unwrap(),
-        "--mode",
-        "pubsub",
-    ]);
+    let bin = with_secret(&["--mode", "pubsub"]);
     let alice = token("alice", &["scores.*"], &["chat"]);
     let bob = token("bob", &["*"], &["scores.*"]);
     // At connect: granted topics are subscribed, the others answered with an error.
@@ -171,15 +172,7 @@ fn pubsub_follows_the_grants_and_user_topics() {
 
 #[test]
 fn pubsub_refreshes_tokens_and_closes_expired_connections_with_1008() {
-    let path = secret_file();
-    let bin = Bin::start(&[
-        "--jwt-secret-file",
-        path.to_str().unwrap(),
-        "--mode",
-        "pubsub",
-        "--jwt-refresh-grace",
-        "1s",
-    ]);
+    let bin = with_secret(&["--mode", "pubsub", "--jwt-refresh-grace", "1s"]);
     let mut a = Client::connect(bin.ws, &format!("/ws?token={}", token("alice", &[], &[])));
     a.send_text(r#"{"subscribe":"news"}"#);
     assert_eq!(
