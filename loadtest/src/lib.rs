@@ -14,6 +14,7 @@
 //! | `tally` | per-receiver delivery accounting |
 //! | `procstat` | the server's CPU time, memory and open files from procfs |
 //! | `report` | results as JSON and as a summary |
+//! | `token` | signing keys and connection tokens for runs against a server that authenticates |
 //! | `siege` | the `corecast-siege` binary's attacks and soak against the real server |
 
 pub mod options;
@@ -24,6 +25,7 @@ pub mod run;
 mod shootout;
 pub mod siege;
 pub mod tally;
+pub mod token;
 pub mod topics;
 pub mod ws;
 
