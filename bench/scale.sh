@@ -21,7 +21,7 @@ port=19500
 for s in $counts; do
   port=$((port + 1))
   taskset -c "0-$((s - 1))" "$bin/corecast" --mode relay --listen "127.0.0.1:$port" --api-listen off \
-    --send-queue-size 1024 --ping-interval 10s --client-message-rate 0 2>"$out/server-$s.log" &
+    --send-queue-size 1024 --ping-interval 10s --client-message-rate 0 --client-byte-rate 0 2>"$out/server-$s.log" &
   pid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   "$bin/corecast-load" broadcast --url "ws://127.0.0.1:$port/ws" --clients 10000 --messages 3000 \
@@ -46,7 +46,7 @@ if [ "$nodes" -gt 0 ]; then
     first_cpu=$((n * per_node))
     taskset -c "$first_cpu-$((first_cpu + per_node - 1))" "$bin/corecast" --mode relay \
       --listen "127.0.0.1:$port" --api-listen off --send-queue-size 1024 --ping-interval 10s \
-      --client-message-rate 0 --cluster "nats://127.0.0.1:$nats_port" --cluster-name scale --node-id "node-$n" \
+      --client-message-rate 0 --client-byte-rate 0 --cluster "nats://127.0.0.1:$nats_port" --cluster-name scale --node-id "node-$n" \
       2>"$out/node-$n.log" &
     pids="$pids,$!"
     for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done

@@ -55,6 +55,12 @@ pub struct Config {
     /// keeps on (more refusals than this before its bucket is full again) is closed with 1008
     /// "rate limit" (docs/behaviour.md). Default 0: no limit.
     pub client_message_rate: u32,
+    /// Payload bytes per second one connection may send, in bursts of up to as many: a second
+    /// token bucket, counted in bytes, beside `client_message_rate` and with the same answer
+    /// past it. A message larger than the burst needs a full bucket and empties it; more than
+    /// `ws::session::BYTE_REFUSALS_BEFORE_CLOSE` (32) refusals before the bucket is full again
+    /// close with 1008 "rate limit". Default 0: no limit.
+    pub client_byte_rate: u32,
 }
 
 impl Default for Config {
@@ -75,6 +81,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             deflate: None,
             client_message_rate: 0,
+            client_byte_rate: 0,
         }
     }
 }
@@ -134,6 +141,7 @@ impl Config {
             subprotocols: self.subprotocols.clone(),
             deflate: self.deflate,
             client_message_rate: self.client_message_rate,
+            client_byte_rate: self.client_byte_rate,
         }
     }
 
@@ -170,6 +178,9 @@ impl Settings for Config {
     fn client_message_rate(&self) -> u32 {
         self.client_message_rate
     }
+    fn client_byte_rate(&self) -> u32 {
+        self.client_byte_rate
+    }
 }
 
 impl fmt::Debug for Config {
@@ -187,6 +198,7 @@ impl fmt::Debug for Config {
             .field("subprotocols", &self.subprotocols)
             .field("deflate", &self.deflate)
             .field("client_message_rate", &self.client_message_rate)
+            .field("client_byte_rate", &self.client_byte_rate)
             .finish()
     }
 }
@@ -209,6 +221,7 @@ mod tests {
             subprotocols: Vec::new(),
             deflate: None,
             client_message_rate: 0,
+            client_byte_rate: 0,
         }
     }
 

@@ -96,8 +96,11 @@ impl Peer {
                     "--ping-interval",
                     "10s",
                     // The benchmarks' clients send as fast as the server answers, far past
-                    // the default 100 messages a second, and the peers have no such limit.
+                    // the default 100 messages (and 1 MiB) a second, and the peers have no
+                    // such limit.
                     "--client-message-rate",
+                    "0",
+                    "--client-byte-rate",
                     "0",
                 ]);
                 c

@@ -17,6 +17,10 @@ use corecast::units::{parse_duration, parse_size};
 /// one client can no longer make the server fan out more than this many of its messages.
 pub const DEFAULT_CLIENT_MESSAGE_RATE: u32 = 100;
 
+/// `--client-byte-rate` when not set: 1 MiB of payload a second per client, in bursts of as
+/// much, so a client may still send one message of the default `--max-message-size` at once.
+pub const DEFAULT_CLIENT_BYTE_RATE: u32 = 1 << 20;
+
 /// Command-line flags; each also reads `CORECAST_<NAME>` from the environment.
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -135,6 +139,11 @@ pub struct Args {
     /// are refused, and a client that keeps on is closed with 1008; 0: no limit [default: 100]
     #[arg(long, env = "CORECAST_CLIENT_MESSAGE_RATE", value_name = "N", value_parser = parse_number::<u32>)]
     pub client_message_rate: Option<u32>,
+    /// Payload bytes per second one client may send, in bursts of up to as many (a larger
+    /// message needs a full bucket); past it messages are refused like past
+    /// --client-message-rate; 0: no limit [default: 1MiB]
+    #[arg(long, env = "CORECAST_CLIENT_BYTE_RATE", value_name = "SIZE", value_parser = parse_byte_rate)]
+    pub client_byte_rate: Option<u32>,
     /// Retry periods a message waits for room in a full queue [default: 5]
     #[arg(long, env = "CORECAST_MAX_SEND_RETRY", value_name = "N", value_parser = parse_number::<u32>)]
     pub max_send_retry: Option<u32>,
@@ -188,6 +197,13 @@ fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("invalid number {s:?}: expected a whole number, like 100"))
+}
+
+/// A byte rate: a size (`64KiB`, `1MiB`, `0`) a client may send each second, at most 4 GiB - 1.
+fn parse_byte_rate(s: &str) -> Result<u32, String> {
+    let size = parse_size(s)?;
+    u32::try_from(size)
+        .map_err(|_| format!("invalid byte rate {s:?}: at most 4GiB a second (or 0 for no limit)"))
 }
 
 /// The items of a comma-separated flag, trimmed, empty ones dropped.
@@ -353,6 +369,7 @@ impl Settings {
                 retry_send_timeout: a.retry_send_timeout.unwrap_or_default(),
                 max_topics: a.max_topics.unwrap_or_default(),
                 client_message_rate: a.client_message_rate.unwrap_or(DEFAULT_CLIENT_MESSAGE_RATE),
+                client_byte_rate: a.client_byte_rate.unwrap_or(DEFAULT_CLIENT_BYTE_RATE),
                 recover_handler: None,
                 subprotocols: list(&a.subprotocols),
                 deflate: a.deflate.unwrap_or(true).then(|| Deflate {
@@ -545,6 +562,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
             "max-topics" => fill!(max_topics, parse_number::<usize>),
             "client-message-rate" => fill!(client_message_rate, parse_number::<u32>),
+            "client-byte-rate" => fill!(client_byte_rate, parse_byte_rate),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
             "retry-send-timeout" => fill!(retry_send_timeout, parse_duration),
             "cluster" => fill!(cluster, |s: &str| Ok::<_, String>(s.to_string())),
@@ -688,6 +706,19 @@ mod tests {
         assert!(s.config.subprotocols.is_empty());
         assert_eq!(s.config.deflate, Some(Deflate::default()));
         assert_eq!(s.config.client_message_rate, 100);
+    }
+
+    #[test]
+    fn client_byte_rate_defaults_to_1mib_and_takes_sizes_from_flag_and_file() {
+        let s = Settings::from_args(Args::try_parse_from(["corecast"]).unwrap());
+        assert_eq!(s.config.client_byte_rate, 1 << 20);
+        let a = Args::try_parse_from(["corecast", "--client-byte-rate", "64KiB"]).unwrap();
+        assert_eq!(Settings::from_args(a).config.client_byte_rate, 64 << 10);
+        let mut args = Args::try_parse_from(["corecast"]).unwrap();
+        fill_from_file(&mut args, "client-byte-rate = \"0\"").unwrap();
+        assert_eq!(Settings::from_args(args).config.client_byte_rate, 0);
+        let err = Args::try_parse_from(["corecast", "--client-byte-rate", "8GiB"]).unwrap_err();
+        assert!(err.to_string().contains("at most 4GiB"), "{err}");
     }
 
     #[test]

@@ -354,6 +354,38 @@ fn pubsub_refuses_a_publish_past_the_client_message_rate() {
 }
 
 #[test]
+fn pubsub_refuses_a_publish_past_the_client_byte_rate() {
+    let bin = Bin::start(&[
+        "--mode",
+        "pubsub",
+        "--client-message-rate",
+        "0",
+        "--client-byte-rate",
+        "200",
+    ]);
+    let mut a = bin.client("/ws?topics=t");
+    assert_eq!(recv_json(&mut a), serde_json::json!({ "subscribed": "t" }));
+    let mut b = bin.client("/ws");
+    // Each request is 126 bytes: the first fits in 200, the second does not, and a small one
+    // still does: bytes, not messages, are what ran out.
+    let big = |tag: &str| format!(r#"{{"publish":"t","data":"{tag}{}"}}"#, "x".repeat(100));
+    let small = r#"{"publish":"t","data":"s"}"#;
+    assert_eq!(big("1").len(), 126);
+    let burst: Vec<u8> = [big("1"), big("2"), small.to_string()]
+        .iter()
+        .flat_map(|m| masked_frame(0x81, m.as_bytes()))
+        .collect();
+    b.ws.get_mut().write_all(&burst).unwrap();
+    assert_eq!(a.recv_text(), format!("1{}", "x".repeat(100)));
+    assert_eq!(
+        recv_json(&mut b),
+        serde_json::json!({ "publish": "t", "error": "rate limit" })
+    );
+    assert_eq!(a.recv_text(), "s");
+    assert_eq!(rate_limited_drops(&bin), 1);
+}
+
+#[test]
 fn client_message_rate_comes_from_env_and_file_and_defaults_to_100() {
     // The environment: 2 a second, in echo mode (no answer for a refused message).
     let bin = Bin::start_with_env(

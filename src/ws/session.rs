@@ -44,6 +44,11 @@ pub trait Settings {
     fn client_message_rate(&self) -> u32 {
         0
     }
+    /// Inbound payload bytes a connection may send per second, in bursts of up to as many; 0:
+    /// no limit (see `InboundLimit`).
+    fn client_byte_rate(&self) -> u32 {
+        0
+    }
 }
 
 /// Why a session ended other than by a clean close.
@@ -101,7 +106,7 @@ pub struct RateLimit {
 }
 
 /// What `RateLimit::take` decided about one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Admit {
     /// Within the limit: delivered.
     Yes,
@@ -146,20 +151,88 @@ impl RateLimit {
         }
     }
 
-    /// Refills to `now`, then takes a token for one message, or counts a refusal.
+    /// Refills to `now`, then takes a token for one message, or counts a refusal; more than
+    /// `rate` refusals close.
     pub fn take(self, rate: u32, now: Instant) -> (RateLimit, Admit) {
+        self.take_cost(rate, 1, rate, now)
+    }
+
+    /// Refills to `now`, then takes `cost` tokens, or counts a refusal when fewer are left;
+    /// more than `patience` refusals close. A cost above `rate` counts as `rate`: it needs a
+    /// full bucket and empties it, so no message is refused for ever.
+    pub fn take_cost(
+        self,
+        rate: u32,
+        cost: u32,
+        patience: u32,
+        now: Instant,
+    ) -> (RateLimit, Admit) {
         let mut bucket = self.refill(rate, now);
-        if bucket.tokens > 0 {
-            bucket.tokens -= 1;
+        let cost = cost.min(rate);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             return (bucket, Admit::Yes);
         }
         bucket.refused = bucket.refused.saturating_add(1);
-        let admit = if bucket.refused > rate {
+        let admit = if bucket.refused > patience {
             Admit::Close
         } else {
             Admit::Refused
         };
         (bucket, admit)
+    }
+}
+
+/// Refusals by the byte bucket since it was last full after which the connection is closed
+/// (1008 "rate limit"). Fixed, unlike the message bucket's (its rate): a byte rate says
+/// nothing about how many messages are abuse.
+pub const BYTE_REFUSALS_BEFORE_CLOSE: u32 = 32;
+
+/// A connection's inbound limits: a bucket of messages (`Settings::client_message_rate`) and one
+/// of payload bytes (`Settings::client_byte_rate`), either of them off. A message is admitted
+/// only when both have room, and then takes from both; one that either refuses takes nothing
+/// and counts as a refusal of the bucket that refused it (of both, when both did), so a
+/// message refused for its size does not use up the message count, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundLimit {
+    pub messages: Option<RateLimit>,
+    pub bytes: Option<RateLimit>,
+}
+
+impl InboundLimit {
+    /// Full buckets at `now` for the rates; `None` when both are off.
+    pub fn new(message_rate: u32, byte_rate: u32, now: Instant) -> Option<InboundLimit> {
+        let bucket = |rate| (rate > 0).then(|| RateLimit::full(rate, now));
+        let limit = InboundLimit {
+            messages: bucket(message_rate),
+            bytes: bucket(byte_rate),
+        };
+        (limit.messages.is_some() || limit.bytes.is_some()).then_some(limit)
+    }
+
+    /// Whether a message of `len` payload bytes read at `now` is admitted.
+    pub fn admit(&mut self, message_rate: u32, byte_rate: u32, len: usize, now: Instant) -> Admit {
+        let messages = self.messages.map(|b| b.take(message_rate, now));
+        let cost = u32::try_from(len).unwrap_or(u32::MAX);
+        let bytes = self
+            .bytes
+            .map(|b| b.take_cost(byte_rate, cost, BYTE_REFUSALS_BEFORE_CLOSE, now));
+        let admit = [messages, bytes]
+            .iter()
+            .flatten()
+            .map(|&(_, admit)| admit)
+            .max()
+            .unwrap_or(Admit::Yes);
+        // Admitted: both buckets pay. Refused: only a bucket that refused keeps its new state
+        // (its refusal count); the other is left as it was.
+        for (bucket, taken) in [(&mut self.messages, messages), (&mut self.bytes, bytes)] {
+            if let Some((next, own)) = taken {
+                if admit == Admit::Yes || own != Admit::Yes {
+                    *bucket = Some(next);
+                }
+            }
+        }
+        admit
     }
 }
 
@@ -180,8 +253,8 @@ pub enum Event {
     Ping(Bytes),
     /// The peer ponged.
     Pong(Bytes),
-    /// A message from the peer was refused by the rate limit (`Settings::client_message_rate`)
-    /// and not delivered; carries its payload. When it was one refusal too many, the session is
+    /// A message from the peer was refused by the rate limit (`Settings::client_message_rate`,
+    /// `Settings::client_byte_rate`) and not delivered; carries its payload. When it was one refusal too many, the session is
     /// already closing with 1008 "rate limit".
     RateLimited(Bytes),
     /// A data message waited past the retry window for room in the full queue and was dropped;
@@ -245,8 +318,8 @@ pub struct Session<C> {
     unanswered_pings: u32,
     /// permessage-deflate: the window the client allows the server, in bits; 0 when not agreed.
     deflate_window: u8,
-    /// The inbound rate limit's bucket; `None` (no heap memory) when the route has no limit.
-    rate: Option<Box<RateLimit>>,
+    /// The inbound rate limit's buckets; `None` (no heap memory) when the route has no limit.
+    rate: Option<Box<InboundLimit>>,
 }
 
 impl<C: Settings> Session<C> {
@@ -262,10 +335,8 @@ impl<C: Settings> Session<C> {
             write_blocked_since: None,
             unanswered_pings: 0,
             deflate_window: 0,
-            rate: match config.client_message_rate() {
-                0 => None,
-                rate => Some(Box::new(RateLimit::full(rate, now))),
-            },
+            rate: InboundLimit::new(config.client_message_rate(), config.client_byte_rate(), now)
+                .map(Box::new),
             config,
         }
     }
@@ -529,14 +600,16 @@ impl<C: Settings> Session<C> {
     fn act_on(&mut self, frame: Inbound) -> Option<Event> {
         match frame {
             Inbound::Message { data, binary } => {
-                let Some(bucket) = self.rate.as_deref_mut() else {
+                let Some(limit) = self.rate.as_deref_mut() else {
                     return Some(Event::Message { data, binary });
                 };
                 // The last read is the best "now" a frame decoded from it has.
                 let now = self.last_inbound;
-                let (next, admit) = bucket.take(self.config.client_message_rate(), now);
-                *bucket = next;
-                match admit {
+                let (messages, bytes) = (
+                    self.config.client_message_rate(),
+                    self.config.client_byte_rate(),
+                );
+                match limit.admit(messages, bytes, data.len(), now) {
                     Admit::Yes => Some(Event::Message { data, binary }),
                     Admit::Refused => Some(Event::RateLimited(data)),
                     Admit::Close => {

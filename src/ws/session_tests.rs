@@ -710,3 +710,95 @@ fn a_session_over_its_limit_by_a_little_loses_the_excess() {
     assert_eq!(events(&mut s), expected);
     assert!(s.is_open());
 }
+
+// ---- the inbound byte limit -------------------------------------------------------------------
+
+fn byte_limited(message_rate: u32, byte_rate: u32) -> Arc<Config> {
+    Arc::new(
+        Config {
+            client_message_rate: message_rate,
+            client_byte_rate: byte_rate,
+            ..(*config()).clone()
+        }
+        .effective(),
+    )
+}
+
+#[test]
+fn a_cost_takes_that_many_tokens_and_one_above_the_burst_needs_a_full_bucket() {
+    let t0 = Instant::now();
+    let b = RateLimit::full(100, t0);
+    let (b, admit) = b.take_cost(100, 60, 5, t0);
+    assert_eq!((admit, b.tokens), (Admit::Yes, 40));
+    // 50 do not fit in 40: refused, and nothing is taken.
+    let (b, admit) = b.take_cost(100, 50, 5, t0);
+    assert_eq!((admit, b.tokens, b.refused), (Admit::Refused, 40, 1));
+    // A message larger than the burst passes only with a full bucket, and empties it.
+    let full = RateLimit::full(100, t0);
+    let (after, admit) = full.take_cost(100, 5_000, 5, t0);
+    assert_eq!((admit, after.tokens), (Admit::Yes, 0));
+    // More refusals than the patience close.
+    let mut b = after;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (next, admit) = b.take_cost(100, 10, 2, t0);
+        b = next;
+        seen.push(admit);
+    }
+    assert_eq!(seen, [Admit::Refused, Admit::Refused, Admit::Close]);
+}
+
+#[test]
+fn a_message_refused_by_one_bucket_takes_nothing_from_the_other() {
+    let t0 = Instant::now();
+    let mut limit = InboundLimit::new(10, 100, t0).unwrap();
+    assert_eq!(limit.admit(10, 100, 80, t0), Admit::Yes);
+    // Refused for its size: the message bucket keeps its token.
+    assert_eq!(limit.admit(10, 100, 30, t0), Admit::Refused);
+    assert_eq!(limit.messages.unwrap().tokens, 9);
+    assert_eq!(limit.bytes.unwrap().refused, 1);
+    // Small ones still pass until the message count runs out; then the bytes are kept.
+    for _ in 0..9 {
+        assert_eq!(limit.admit(10, 100, 1, t0), Admit::Yes);
+    }
+    assert_eq!(limit.bytes.unwrap().tokens, 11);
+    assert_eq!(limit.admit(10, 100, 1, t0), Admit::Refused);
+    assert_eq!(limit.bytes.unwrap().tokens, 11);
+    assert_eq!(limit.messages.unwrap().refused, 1);
+    // Both buckets fit the 48 bytes docs/behaviour.md gives them.
+    assert!(std::mem::size_of::<InboundLimit>() <= 48);
+    // No limit at all is no bucket at all.
+    assert_eq!(InboundLimit::new(0, 0, t0), None);
+    let only_bytes = InboundLimit::new(0, 5, t0).unwrap();
+    assert_eq!(only_bytes.messages, None);
+}
+
+#[test]
+fn a_session_refuses_bytes_past_its_byte_rate_and_closes_1008_when_it_keeps_on() {
+    let t0 = Instant::now();
+    let mut s = Session::new(byte_limited(0, 10), t0);
+    // 10 bytes a second: "12345" and "67890" pass, "x" does not.
+    let mut burst: Vec<u8> = client(OpCode::Text, b"12345");
+    burst.extend(client(OpCode::Text, b"67890"));
+    burst.extend(client(OpCode::Text, b"x"));
+    s.handle_read(t0, &burst);
+    assert_eq!(
+        events(&mut s),
+        ["message false 12345", "message false 67890", "limited x"]
+    );
+    // Half a second later, 5 bytes are back.
+    let t1 = t0 + Duration::from_millis(500);
+    s.handle_read(t1, &client(OpCode::Text, b"abcde"));
+    assert_eq!(events(&mut s), ["message false abcde"]);
+    // A flood of refusals: the 33rd since the bucket was last full closes.
+    let flood: Vec<u8> = (0..40).flat_map(|_| client(OpCode::Text, b"y")).collect();
+    s.handle_read(t1, &flood);
+    let seen = events(&mut s);
+    assert_eq!(seen.len(), BYTE_REFUSALS_BEFORE_CLOSE as usize);
+    assert!(seen.iter().all(|e| e == "limited y"), "{seen:?}");
+    assert!(!s.is_open());
+    assert_eq!(
+        write_all(&mut s, t1),
+        frame::encode_close(1008, RATE_LIMIT_REASON)
+    );
+}

@@ -69,7 +69,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # Messages up to 16 MiB (cases 9.x); no unsolicited pings while a case runs; no inbound rate
 # limit (cases 9.7 and 9.8 send a thousand messages as fast as they are echoed).
 ./target/release/corecast --mode echo --listen "127.0.0.1:$port" --api-listen off \
-  --max-message-size 64MiB --ping-interval 60s --write-timeout 30s --client-message-rate 0 2>"$work/server.log" &
+  --max-message-size 64MiB --ping-interval 60s --write-timeout 30s --client-message-rate 0 --client-byte-rate 0 2>"$work/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

@@ -168,7 +168,7 @@ impl ServerProcess {
             // No inbound rate limit: the healthy client sends 100 messages a second and the
             // soak's probe publishes `--rate` a second (100 by default), at or above the
             // binary's default of 100, and none of the attacks floods messages.
-            .args(["--client-message-rate", "0"])
+            .args(["--client-message-rate", "0", "--client-byte-rate", "0"])
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
