@@ -40,6 +40,7 @@
 //! | `handshake` | the upgrade decision: request head and server state in, the 101 or a refusal out (pure) |
 //! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
 //! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
+//! | `backend::client` | a minimal HTTP/1.1 client on glommio: POST a JSON body to the backend, keep-alive, bounded by a timeout |
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
@@ -48,6 +49,7 @@
 //! | `metrics` | per-shard counters and their Prometheus text |
 //! | [`auth`] | client tokens (JWT) verified into an `Identity`, and the topic rules its grants follow (pure) |
 //! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
+//! | `backend` | where the backend listens: its endpoints and the bounds on talking to it |
 //! | `config` | `Config`, a route's settings |
 //! | `error` | `Error`, the library's one error type |
 //! | [`event`], `registry`, [`units`], [`limits`] | event names and the listener registry; the UUID map; human units; the open-file limit |
@@ -94,6 +96,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod backend;
 pub mod cluster;
 mod config;
 mod error;

@@ -206,6 +206,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["handshake"], false),
     (&["upgrade"], false),
     (&["runtime"], false),
+    (&["backend::client"], false),
     (&["cluster::handle"], false),
     (&["shard::link"], false),
     (
@@ -217,6 +218,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["metrics"], false),
     (&["auth"], false),
     (&["cluster", "cluster::wire"], false),
+    (&["backend"], false),
     (&["config"], false),
     (&["error"], false),
     (&["event", "registry", "units", "limits"], false),
