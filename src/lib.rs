@@ -47,6 +47,7 @@
 //! | `shard::notify` | a wake-up signal for one thread |
 //! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
 //! | `metrics` | per-shard counters and their Prometheus text |
+//! | `backend::outbox`, `backend::wire` | one shard's webhook outbox: batches, one delivery in flight, retries with backoff; the backend's JSON: events, hook requests, verdicts (pure) |
 //! | [`auth`] | client tokens (JWT) verified into an `Identity`, and the topic rules its grants follow (pure) |
 //! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
 //! | `backend` | where the backend listens: its endpoints and the bounds on talking to it |

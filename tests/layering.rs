@@ -216,6 +216,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["shard::notify"], false),
     (&["topics"], false),
     (&["metrics"], false),
+    (&["backend::outbox", "backend::wire"], false),
     (&["auth"], false),
     (&["cluster", "cluster::wire"], false),
     (&["backend"], false),

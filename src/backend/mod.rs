@@ -3,3 +3,7 @@
 // Used once the shards forward events and ask hooks.
 #[allow(dead_code)]
 pub(crate) mod client;
+#[allow(dead_code)]
+pub(crate) mod outbox;
+#[allow(dead_code)]
+pub(crate) mod wire;
