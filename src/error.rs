@@ -98,6 +98,18 @@ pub enum Error {
     /// shard; use the `async` twin instead.
     #[error("blocking call on a shard thread: use the async variant")]
     OnShardThread,
+    /// A hook was not asked: this shard already has `Backend::max_in_flight` calls waiting for
+    /// the backend. Try again later.
+    #[error("backend busy")]
+    BackendBusy,
+    /// A hook call failed: the backend could not be reached, did not answer within
+    /// `Backend::timeout`, answered with a status other than 200, or with a body that is not
+    /// the hook's JSON. The reason is for logs; clients are told "backend unavailable".
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
+    /// The hook asked is not configured (`Backend::hook`).
+    #[error("no {0} hook is configured")]
+    NoHook(&'static str),
 }
 
 impl From<ProtocolError> for Error {

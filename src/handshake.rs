@@ -171,16 +171,44 @@ impl Refusal {
         )
     }
 
+    /// The connect hook refused the client: its status (400–599) and reason.
+    pub(crate) fn hook_refused(status: u16, reason: &str) -> Self {
+        Self::with(status, "refused by the connect hook", reason, &[])
+    }
+
+    /// The connect hook could not be asked (`busy`: this shard has its limit of calls in
+    /// flight) or gave no usable answer in time: 503, worth a retry in a second.
+    pub(crate) fn backend_down(busy: bool) -> Self {
+        let reason = if busy {
+            "backend busy"
+        } else {
+            "backend unavailable"
+        };
+        Self::with(503, reason, reason, &[("Retry-After", "1")])
+    }
+
     /// The name the gate gave is held by another connection.
     pub(crate) fn name_taken() -> Self {
         Self::new(409, "id already in use")
     }
 }
 
-/// Decides an upgrade, in this order: route (404), RFC 6455 §4.2.1 checks (426, 400), drain
-/// and connection limit (503), the client's token when `verifier` is given (401, checked at
-/// `admission.unix_now`), subprotocol, the `before_upgrade` gate (its status, or 500
-/// if it panicked), the name it gave (409 if taken), permessage-deflate.
+/// An upgrade that passed the checks that need nothing but the request and the server's state:
+/// what `finish` decides the rest from, and what a connect hook is asked about.
+pub(crate) struct Checked<R> {
+    pub(crate) route: R,
+    pub(crate) params: Params,
+    pub(crate) head: RequestHead,
+    accept: String,
+    pub(crate) remote: SocketAddr,
+    connections: usize,
+    /// Who the token says the client is; a connect hook may replace it.
+    pub(crate) identity: Option<Identity>,
+}
+
+/// Decides an upgrade: `check`, then `finish` (what the shard does, less the connect hook
+/// between them).
+#[cfg(test)]
 pub(crate) fn decide<R: RouteOffer + Clone>(
     head: RequestHead,
     remote: SocketAddr,
@@ -190,6 +218,20 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
     gate: Option<&Gate>,
     registry: &Arc<Registry>,
 ) -> Result<Accepted<R>, Refusal> {
+    let checked = check(head, remote, routes, admission, verifier)?;
+    finish(checked, gate, registry)
+}
+
+/// The first checks, in this order: route (404), RFC 6455 §4.2.1 (426, 400), drain and
+/// connection limit (503), the client's token when `verifier` is given (401, checked at
+/// `admission.unix_now`).
+pub(crate) fn check<R: RouteOffer + Clone>(
+    head: RequestHead,
+    remote: SocketAddr,
+    routes: &Router<R>,
+    admission: Admission,
+    verifier: Option<&Verifier>,
+) -> Result<Checked<R>, Refusal> {
     let Some((route, params)) = routes.find(head.path()) else {
         return Err(Refusal::new(404, "not found"));
     };
@@ -231,6 +273,33 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
         }
         None => None,
     };
+    Ok(Checked {
+        route: route.clone(),
+        params,
+        head,
+        accept,
+        remote,
+        connections: admission.connections,
+        identity,
+    })
+}
+
+/// The rest, in this order: subprotocol, the `before_upgrade` gate (its status, or 500 if it
+/// panicked), the name it gave (409 if taken), permessage-deflate.
+pub(crate) fn finish<R: RouteOffer + Clone>(
+    checked: Checked<R>,
+    gate: Option<&Gate>,
+    registry: &Arc<Registry>,
+) -> Result<Accepted<R>, Refusal> {
+    let Checked {
+        route,
+        params,
+        head,
+        accept,
+        remote,
+        connections,
+        identity,
+    } = checked;
     let protocol = http::select_protocol(route.subprotocols(), &head).cloned();
     let mut req = UpgradeRequest {
         protocol,
@@ -239,7 +308,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
         remote,
         locals: Locals::default(),
         registry: Arc::clone(registry),
-        connections: admission.connections,
+        connections,
         uuid: None,
         identity,
     };
@@ -285,7 +354,7 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
         deflate,
     };
     Ok(Accepted {
-        route: route.clone(),
+        route,
         request,
         response,
         name,

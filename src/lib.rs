@@ -28,7 +28,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
-//! | `cluster::link` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats |
+//! | `cluster::link`, `backend::nats` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats; the thread that publishes forwarded events to NATS |
 //! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, readiness reads, timers, flush pass) |
 //! | `shard::io` | the connection task: TLS and upgrade I/O, writes that wait for room, the final linger |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
@@ -39,7 +39,9 @@
 //! | `shard::conn`, `shard::connections`, `shard::handle` | one layer, as their types refer to each other: a connection's glue; the slab and what a shard's connections share; `Websocket` and `EventPayload` |
 //! | `handshake` | the upgrade decision: request head and server state in, the 101 or a refusal out (pure) |
 //! | `upgrade` | `UpgradeRequest` / `Rejection`: what the `before_upgrade` gate sees |
+//! | `backend::link` | what one shard holds of the backend: the webhook outbox and its delivery task, the NATS events queue, hook clients, calls in flight |
 //! | [`runtime`] | glommio plumbing the shards and the binary's HTTP API share: ready-reporting executors, request-head reading, draining close |
+//! | [`backend`] | `Backend`: where the application's backend listens, which events it gets, its hooks, and the bounds on talking to it |
 //! | `backend::client` | a minimal HTTP/1.1 client on glommio: POST a JSON body to the backend, keep-alive, bounded by a timeout |
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
@@ -50,7 +52,6 @@
 //! | `backend::outbox`, `backend::wire` | one shard's webhook outbox: batches, one delivery in flight, retries with backoff; the backend's JSON: events, hook requests, verdicts (pure) |
 //! | [`auth`] | client tokens (JWT) verified into an `Identity`, and the topic rules its grants follow (pure) |
 //! | [`cluster`], `cluster::wire` | cluster mode's config and view; the subjects and bodies that travel (pure) |
-//! | `backend` | where the backend listens: its endpoints and the bounds on talking to it |
 //! | `config` | `Config`, a route's settings |
 //! | `error` | `Error`, the library's one error type |
 //! | [`event`], `registry`, [`units`], [`limits`] | event names and the listener registry; the UUID map; human units; the open-file limit |
@@ -97,7 +98,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
-mod backend;
+pub mod backend;
 pub mod cluster;
 mod config;
 mod error;

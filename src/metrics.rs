@@ -49,6 +49,11 @@ const TEARDOWN_CAUSES: [&str; 11] = [
     "other",
 ];
 
+/// The teardown cause label of `error` (`clean` for none): what a disconnect event says.
+pub(crate) fn teardown_cause(error: Option<&Error>) -> &'static str {
+    TEARDOWN_CAUSES[teardown_index(error)]
+}
+
 fn teardown_index(error: Option<&Error>) -> usize {
     match error {
         None => 0,
@@ -64,6 +69,45 @@ fn teardown_index(error: Option<&Error>) -> usize {
         Some(_) => 10,
     }
 }
+
+/// What became of an event for the backend (`corecast_backend_events_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackendEvent {
+    /// The webhook took it.
+    WebhookDelivered = 0,
+    /// The shard's webhook outbox was full: dropped at once.
+    WebhookQueueFull = 1,
+    /// Its delivery failed past the retries, or was refused: dropped.
+    WebhookFailed = 2,
+    /// Handed to the NATS connection.
+    NatsSent = 3,
+    /// The NATS queue was full or NATS refused it: dropped.
+    NatsDropped = 4,
+}
+
+const BACKEND_EVENTS: [&str; 5] = [
+    "webhook_delivered",
+    "webhook_queue_full",
+    "webhook_failed",
+    "nats_sent",
+    "nats_dropped",
+];
+
+/// How a hook call ended (`corecast_backend_hook_calls_total{hook,outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookOutcome {
+    /// The backend allowed (or answered).
+    Allowed = 0,
+    /// The backend refused.
+    Refused = 1,
+    /// Not asked: the shard had its limit of calls in flight.
+    Busy = 2,
+    /// Down, slow, or an answer that is not the hook's JSON.
+    Failed = 3,
+}
+
+const HOOK_OUTCOMES: [&str; 4] = ["allowed", "refused", "busy", "failed"];
+const HOOKS: [&str; 4] = ["connect", "subscribe", "publish", "rpc"];
 
 /// Statuses counted one by one; any other refusal counts as "other".
 const REJECT_STATUSES: [u16; 10] = [400, 401, 403, 404, 409, 426, 431, 500, 503, 0];
@@ -89,6 +133,9 @@ pub(crate) struct ShardMetrics {
     publish_nanos: AtomicU64,
     subscriptions: AtomicU64,
     inbox_refusals: AtomicU64,
+    backend_events: [AtomicU64; BACKEND_EVENTS.len()],
+    /// By hook (`backend::Hook` order), then outcome.
+    hook_calls: [[AtomicU64; HOOK_OUTCOMES.len()]; HOOKS.len()],
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -149,6 +196,14 @@ impl ShardMetrics {
     pub(crate) fn inbox_refused(&self) {
         add(&self.inbox_refusals, 1);
     }
+    /// `n` events for the backend had `outcome`.
+    pub(crate) fn backend_events(&self, outcome: BackendEvent, n: usize) {
+        add(&self.backend_events[outcome as usize], n as u64);
+    }
+    /// A call to hook number `hook` (`backend::Hook as usize`) ended with `outcome`.
+    pub(crate) fn hook_called(&self, hook: usize, outcome: HookOutcome) {
+        add(&self.hook_calls[hook][outcome as usize], 1);
+    }
     #[cfg(test)]
     pub(crate) fn inbox_refusals(&self) -> u64 {
         self.inbox_refusals.load(Ordering::Relaxed)
@@ -199,6 +254,12 @@ pub struct MetricsSnapshot {
     pub subscriptions: Vec<u64>,
     /// Messages for connections that a shard's full inbox refused, per shard.
     pub inbox_refusals: Vec<u64>,
+    /// Events for the backend by outcome (`webhook_delivered`, `webhook_queue_full`,
+    /// `webhook_failed`, `nats_sent`, `nats_dropped`), summed over shards.
+    pub backend_events: Vec<(&'static str, u64)>,
+    /// Hook calls by hook (`connect`, `subscribe`, `publish`, `rpc`) and outcome (`allowed`,
+    /// `refused`, `busy`, `failed`), summed over shards.
+    pub hook_calls: Vec<(&'static str, &'static str, u64)>,
     /// Cluster mode: the NATS link's counters; `None` without cluster mode.
     pub cluster: Option<ClusterMetrics>,
 }
@@ -273,6 +334,17 @@ impl MetricsSnapshot {
             publish_nanos: sum(&|s| s.publish_nanos.load(Ordering::Relaxed)),
             subscriptions: load(|s| &s.subscriptions),
             inbox_refusals: load(|s| &s.inbox_refusals),
+            backend_events: by_label(&BACKEND_EVENTS, |s| &s.backend_events),
+            hook_calls: HOOKS
+                .iter()
+                .enumerate()
+                .flat_map(|(h, hook)| {
+                    HOOK_OUTCOMES.iter().enumerate().map(move |(o, outcome)| {
+                        let n = sum(&|s| s.hook_calls[h][o].load(Ordering::Relaxed));
+                        (*hook, *outcome, n)
+                    })
+                })
+                .collect(),
             cluster: None,
         }
     }
@@ -356,7 +428,7 @@ impl MetricsSnapshot {
             .iter()
             .map(|(l, n)| (l.as_str(), *n))
             .collect();
-        let labelled: [Labelled; 5] = [
+        let labelled: [Labelled; 6] = [
             (
                 "corecast_dropped_messages_total",
                 "Messages dropped instead of sent, or (rate_limited) instead of delivered.",
@@ -387,12 +459,23 @@ impl MetricsSnapshot {
                 "cause",
                 &self.auth_refusals,
             ),
+            (
+                "corecast_backend_events_total",
+                "Events for the backend: delivered, or dropped and why.",
+                "outcome",
+                &self.backend_events,
+            ),
         ];
         for (name, help, label, values) in labelled {
             head(&mut out, name, "counter", help);
             for (value, n) in values {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
+        }
+        let name = "corecast_backend_hook_calls_total";
+        head(&mut out, name, "counter", "Calls to the backend's hooks, by outcome.");
+        for (hook, outcome, n) in &self.hook_calls {
+            let _ = writeln!(out, "{name}{{hook=\"{hook}\",outcome=\"{outcome}\"}} {n}");
         }
         let publishes: u64 = self.publishes.iter().sum();
         let summaries = [

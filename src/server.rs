@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::auth::Verifier;
+use crate::backend::link::BackendShared;
+use crate::backend::Backend;
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
@@ -35,6 +37,7 @@ pub struct Builder {
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
     auth: Option<Arc<Verifier>>,
+    backend: Option<Backend>,
     options: Options,
     cluster: Option<ClusterConfig>,
     tls: Option<TlsConfig>,
@@ -100,6 +103,15 @@ impl Builder {
     /// docs/security.md covers the tokens and the rules.
     pub fn authenticate(mut self, verifier: Verifier) -> Self {
         self.auth = Some(Arc::new(verifier));
+        self
+    }
+
+    /// The application's backend: which events are forwarded to it (a webhook, NATS), and the
+    /// hooks that ask it (connect, subscribe, publish, RPC). The connect hook runs on every
+    /// upgrade, after the token (when `authenticate` is set) and before the gate; its answer
+    /// may set the connection's identity. docs/backend.md has the JSON and the failure rules.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
         self
     }
 
@@ -202,7 +214,15 @@ impl Builder {
             }
             None => None,
         };
+        let (backend, events) = match self.backend {
+            Some(b) => {
+                let (events, nats) = start_nats_events(&b)?;
+                (Some(BackendShared::new(b, nats)), events)
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
+            backend,
             cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
             gate: self.gate,
@@ -250,6 +270,7 @@ impl Builder {
                 local_addr,
                 handles: Mutex::new(handles),
                 link: Mutex::new(link),
+                events: Mutex::new(events),
             }),
         };
         if let Some(e) = failure {
@@ -267,6 +288,41 @@ struct Inner {
     local_addr: SocketAddr,
     handles: Mutex<Vec<shard::ShardHandle>>,
     link: Mutex<Option<Link>>,
+    /// The NATS events thread, when `Builder::backend` sends events to NATS.
+    events: Mutex<Option<NatsEvents>>,
+}
+
+/// The NATS events thread, where the library is built with cluster mode (NATS).
+#[cfg(feature = "cluster")]
+use crate::backend::nats::NatsEventsThread as NatsEvents;
+
+#[cfg(not(feature = "cluster"))]
+struct NatsEvents;
+
+#[cfg(not(feature = "cluster"))]
+impl NatsEvents {
+    fn stop(&mut self) {}
+}
+
+type NatsQueue = flume::Sender<crate::backend::link::NatsEvent>;
+
+/// Starts the NATS events thread when `backend` sends events to NATS.
+fn start_nats_events(backend: &Backend) -> Result<(Option<NatsEvents>, Option<NatsQueue>), Error> {
+    let Some(cfg) = &backend.nats else {
+        return Ok((None, None));
+    };
+    #[cfg(feature = "cluster")]
+    {
+        let (thread, queue) = NatsEvents::start(cfg, backend.queue_capacity)?;
+        Ok((Some(thread), Some(queue)))
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = cfg;
+        Err(Error::Config(
+            "events to NATS need the \"cluster\" feature, which this build of corecast lacks".into(),
+        ))
+    }
 }
 
 /// This node's NATS link, where the library is built with cluster mode.
@@ -311,6 +367,7 @@ impl Server {
             routes: Vec::new(),
             gate: None,
             auth: None,
+            backend: None,
             cluster: None,
             tls: None,
             options: Options {
@@ -649,6 +706,15 @@ impl Server {
             .take();
         if let Some(mut link) = link {
             link.stop();
+        }
+        let events = self
+            .inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut events) = events {
+            events.stop();
         }
         result
     }

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::backend::wire::{self, Origin, Verdict};
+use crate::backend::Hook;
 use crate::event::EventName;
 use crate::registry::RenameError;
 use crate::shard::dispatch::Dispatch;
@@ -168,6 +170,53 @@ impl Websocket {
     /// last [`Websocket::refresh_token`]. `None` without authentication.
     pub fn identity(&self) -> Option<Arc<crate::Identity>> {
         self.conn.request.identity()
+    }
+
+    /// Whether the server's backend (`Builder::backend`) has `hook` configured.
+    pub fn has_hook(&self, hook: Hook) -> bool {
+        self.conn.conns.backend.as_ref().is_some_and(|b| b.has_hook(hook))
+    }
+
+    /// Asks the backend's subscribe hook whether this connection may join `topic`. Nothing is
+    /// subscribed: act on the verdict. The call waits for the backend (within
+    /// `Backend::timeout`) without holding up the shard; await it on a task
+    /// (`glommio::spawn_local`), not in a listener.
+    ///
+    /// Errors: `Error::NoHook` when no subscribe hook is set; `Error::BackendBusy` when this
+    /// shard already has `Backend::max_in_flight` calls waiting; `Error::BackendUnavailable`
+    /// when the backend could not be reached, was too slow, or answered wrongly.
+    pub async fn ask_subscribe(&self, topic: &str) -> Result<Verdict, Error> {
+        let request = wire::subscribe_request(self.origin(&self.conn.uuid()), topic);
+        self.ask(Hook::Subscribe, request).await
+    }
+
+    /// Asks the backend's publish hook about publishing `data` to `topic`: `Allow(Some(v))`
+    /// replaces the data with `v`. Errors as `ask_subscribe`.
+    pub async fn ask_publish(&self, topic: &str, data: &str) -> Result<Verdict, Error> {
+        let request = wire::publish_request(self.origin(&self.conn.uuid()), topic, data);
+        self.ask(Hook::Publish, request).await
+    }
+
+    /// Sends an RPC request to the backend's RPC hook: `Allow(data)` is its answer. Errors as
+    /// `ask_subscribe`.
+    pub async fn ask_rpc(&self, method: &str, data: &serde_json::Value) -> Result<Verdict, Error> {
+        let request = wire::rpc_request(self.origin(&self.conn.uuid()), method, data);
+        self.ask(Hook::Rpc, request).await
+    }
+
+    fn origin<'a>(&'a self, uuid: &'a str) -> Origin<'a> {
+        Origin {
+            uuid,
+            user: self.user(),
+            path: self.path(),
+        }
+    }
+
+    async fn ask(&self, hook: Hook, request: Vec<u8>) -> Result<Verdict, Error> {
+        let Some(backend) = self.conn.conns.backend.clone() else {
+            return Err(Error::NoHook(hook.name()));
+        };
+        backend.ask_verdict(hook, request).await
     }
 
     /// Presents a fresh token on this open connection, verified with the server's verifier

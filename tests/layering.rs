@@ -191,7 +191,7 @@ fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
 /// and the handles users hold refer to one another through `Rc`.
 const LAYERS: &[(&[&str], bool)] = &[
     (&["server"], false),
-    (&["cluster::link"], false),
+    (&["cluster::link", "backend::nats"], false),
     (&["shard"], false),
     (&["shard::io"], false),
     (&["websocket"], false),
@@ -205,7 +205,9 @@ const LAYERS: &[(&[&str], bool)] = &[
     ),
     (&["handshake"], false),
     (&["upgrade"], false),
+    (&["backend::link"], false),
     (&["runtime"], false),
+    (&["backend"], false),
     (&["backend::client"], false),
     (&["cluster::handle"], false),
     (&["shard::link"], false),
@@ -219,7 +221,6 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["backend::outbox", "backend::wire"], false),
     (&["auth"], false),
     (&["cluster", "cluster::wire"], false),
-    (&["backend"], false),
     (&["config"], false),
     (&["error"], false),
     (&["event", "registry", "units", "limits"], false),

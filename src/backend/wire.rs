@@ -88,6 +88,11 @@ impl EventSet {
         Ok(set)
     }
 
+    /// The kinds in either set.
+    pub fn union(self, other: EventSet) -> EventSet {
+        EventSet(self.0 | other.0)
+    }
+
     /// This set and `kind`.
     pub fn with(self, kind: EventKind) -> EventSet {
         EventSet(self.0 | kind.bit())

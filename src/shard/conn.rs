@@ -20,9 +20,10 @@ use super::handle::{EventPayload, Websocket};
 use super::readiness;
 use super::socket::{recv, send_vectored, LentSocket};
 use crate::auth::{self, Expiry};
+use crate::backend::wire::{EventBody, Origin};
 use crate::event::{self, Attributes, EventName};
 use crate::handshake::{RequestData, Token};
-use crate::metrics::DropCause;
+use crate::metrics::{self, DropCause};
 use crate::registry::ConnId;
 
 use crate::ws::queue::{Push, MAX_IOVECS};
@@ -150,6 +151,7 @@ impl Conn {
             self.conns.interest_changed(&name);
         }
         self.conns.metrics().subscribed(1);
+        self.forward(EventBody::Subscribe { topic });
         Ok(true)
     }
 
@@ -163,6 +165,7 @@ impl Conn {
         if left {
             self.conns.leave_topic(topic);
             self.conns.metrics().unsubscribed(1);
+            self.forward(EventBody::Unsubscribe { topic });
         }
         left
     }
@@ -574,10 +577,15 @@ impl Conn {
         self.fire_unchecked(name, data, error, false);
     }
 
-    /// Fires `message` for a message that arrived, with its type.
+    /// Fires `message` for a message that arrived, with its type (forwarded to the backend
+    /// first, so it sees the message before anything a listener does about it).
     pub(crate) fn fire_message(self: &Rc<Self>, data: Bytes, binary: bool) {
         self.conns.metrics().received(data.len());
         if !self.is_gone() {
+            self.forward(EventBody::Message {
+                data: &data,
+                binary,
+            });
             self.fire_unchecked(EventName::Static(event::MESSAGE), data, None, binary);
         }
     }
@@ -652,6 +660,24 @@ impl Conn {
         self.fire(EventName::Static(event::ERROR), data, Some(Arc::new(error)));
     }
 
+    /// Forwards an event about this connection to the backend, when its kind goes anywhere.
+    pub(crate) fn forward(&self, body: EventBody<'_>) {
+        let Some(backend) = &self.conns.backend else {
+            return;
+        };
+        if !backend.forwards(body.kind()) {
+            return;
+        }
+        let uuid = self.uuid();
+        let token = self.request.token();
+        let origin = Origin {
+            uuid: &uuid,
+            user: token.map(|t| &*t.user),
+            path: self.request.head.path(),
+        };
+        backend.forward(origin, body);
+    }
+
     // ---- teardown --------------------------------------------------------------------------
 
     fn unregister(&self) {
@@ -693,6 +719,11 @@ impl Conn {
         }
         let error = error.map(Arc::new);
         self.conns.metrics().torn_down(error.as_deref());
+        let code = self.session.borrow().close_code();
+        self.forward(EventBody::Disconnect {
+            code,
+            cause: metrics::teardown_cause(error.as_deref()),
+        });
         self.fire_unchecked(
             EventName::Static(event::DISCONNECT),
             Bytes::new(),

@@ -18,6 +18,7 @@ use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
 use super::timers::Timers;
 use crate::auth::Verifier;
+use crate::backend::link::BackendLink;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
 use crate::metrics::ShardMetrics;
@@ -57,6 +58,8 @@ pub(crate) struct Connections {
     /// `Builder::authenticate`'s verifier: refreshed tokens are verified with it, and its
     /// grace bounds an expired token's connection.
     pub(crate) auth: Option<Arc<Verifier>>,
+    /// `Builder::backend`: this shard's side of the application's backend.
+    pub(crate) backend: Option<Rc<BackendLink>>,
 }
 
 impl Connections {
@@ -88,6 +91,7 @@ impl Connections {
             topic_table,
             cluster,
             auth: None,
+            backend: None,
         }
     }
 

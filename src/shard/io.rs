@@ -30,7 +30,10 @@ use super::handle::Websocket;
 use super::shared::Route;
 use super::state::ShardCore;
 use crate::event::{self, EventName};
-use crate::handshake::{self, Accepted, Admission, Refusal, RequestData};
+use crate::backend::link::BackendLink;
+use crate::backend::wire::{self, ConnectVerdict, EventBody};
+use crate::backend::Hook;
+use crate::handshake::{self, Accepted, Admission, Checked, Refusal, RequestData};
 use crate::metrics::HandshakeFailure;
 use crate::runtime::{self, HeadError};
 use crate::Error;
@@ -208,6 +211,11 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         // The session ends with `Failed`, which the listeners see as `Error::CallbackPanic`.
         conn.fail(1011);
     } else {
+        if conn.conns.backend.is_some() {
+            conn.forward(EventBody::Connect {
+                remote: &remote.to_string(),
+            });
+        }
         conn.fire(EventName::Static(event::CONNECT), Bytes::new(), None);
     }
     drop(kws);
@@ -363,20 +371,51 @@ async fn handshake(
         max_connections: shared.options.max_connections,
         unix_now: since_epoch().as_secs(),
     };
-    let accepted = handshake::decide(
+    let mut checked = handshake::check(
         head,
         remote,
         &shared.routes,
         admission,
         shared.auth.as_deref(),
-        shared.gate.as_ref(),
-        &shared.registry,
     )?;
+    if let Some(backend) = core.conns.backend.as_ref().filter(|b| b.has_hook(Hook::Connect)) {
+        ask_connect_hook(backend, &mut checked).await?;
+    }
+    let accepted = handshake::finish(checked, shared.gate.as_ref(), &shared.registry)?;
     let claim = match &accepted.name {
         Some(name) => claim_name(core, name).await?,
         None => None,
     };
     Ok((accepted, leftover, claim))
+}
+
+/// Asks the backend's connect hook about an upgrade that passed the first checks: its answer
+/// refuses it, or lets it in as it came or as the identity it gives. This task waits for the
+/// backend (within the handshake timeout), the shard does not.
+async fn ask_connect_hook(
+    backend: &BackendLink,
+    checked: &mut Checked<Arc<Route>>,
+) -> Result<(), Refusal> {
+    let head = &checked.head;
+    let headers: Vec<(&str, &str)> = head.headers().collect();
+    let request = wire::connect_request(
+        head.path(),
+        head.raw_query(),
+        &checked.remote.to_string(),
+        &headers,
+        checked.identity.as_ref().map(|i| i.user.as_str()),
+    );
+    match backend.ask_connect(request).await {
+        Ok(ConnectVerdict::Allow(Some(identity))) => {
+            checked.identity = Some(identity);
+            Ok(())
+        }
+        Ok(ConnectVerdict::Allow(None)) => Ok(()),
+        Ok(ConnectVerdict::Refuse { status, reason }) => {
+            Err(Refusal::hook_refused(status, &reason))
+        }
+        Err(e) => Err(Refusal::backend_down(matches!(e, Error::BackendBusy))),
+    }
 }
 
 /// In cluster mode, claims the name a gate gave the connection across the cluster: this task

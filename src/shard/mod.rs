@@ -22,7 +22,7 @@ pub(crate) mod dispatch;
 pub(crate) mod handle;
 mod io;
 pub(crate) mod link;
-mod notify;
+pub(crate) mod notify;
 pub(crate) mod readiness;
 pub(crate) mod shared;
 mod socket;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::handle::{EventPayload, Websocket};
 use super::link::ShardLinks;
 use crate::auth::Verifier;
+use crate::backend::link::BackendShared;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
 use crate::handshake::RouteOffer;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Option<Gate>,
     /// `Builder::authenticate`: every upgrade's token is verified with it, before the gate.
     pub(crate) auth: Option<Arc<Verifier>>,
+    /// `Builder::backend`: what each shard's `BackendLink` is made of.
+    pub(crate) backend: Option<BackendShared>,
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) topics: Arc<TopicTable>,

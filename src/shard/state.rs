@@ -85,6 +85,10 @@ impl ShardCore {
             readiness,
         );
         conns.auth = shared.auth.clone();
+        conns.backend = shared
+            .backend
+            .as_ref()
+            .map(|b| b.link(id, Arc::clone(&shared.links)));
         let core = Rc::new(ShardCore {
             conns: Rc::new(conns),
             shared,

@@ -318,6 +318,9 @@ pub struct Session<C> {
     unanswered_pings: u32,
     /// permessage-deflate: the window the client allows the server, in bits; 0 when not agreed.
     deflate_window: u8,
+    /// The code of the first close frame, the server's or the peer's; 0 before one (or for an
+    /// empty one).
+    close_code: u16,
     /// The inbound rate limit's buckets; `None` (no heap memory) when the route has no limit.
     rate: Option<Box<InboundLimit>>,
 }
@@ -335,6 +338,7 @@ impl<C: Settings> Session<C> {
             write_blocked_since: None,
             unanswered_pings: 0,
             deflate_window: 0,
+            close_code: 0,
             rate: InboundLimit::new(config.client_message_rate(), config.client_byte_rate(), now)
                 .map(Box::new),
             config,
@@ -359,6 +363,12 @@ impl<C: Settings> Session<C> {
     /// The settings the session runs with.
     pub fn config(&self) -> &C {
         &self.config
+    }
+
+    /// The code of the first close frame, sent or received: what the connection ended with.
+    /// `None` before one, for an empty one, and for a session that ended without one.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.close_code != 0).then_some(self.close_code)
     }
 
     /// Serving: not closing, not closed.
@@ -499,6 +509,12 @@ impl<C: Settings> Session<C> {
             return;
         }
         self.phase = Phase::Closing { deadline };
+        // A server frame is unmasked; its code, when it has one, is the first two payload bytes.
+        if let [_, len, hi, lo, ..] = close_frame[..] {
+            if len >= 2 {
+                self.close_code = u16::from_be_bytes([hi, lo]);
+            }
+        }
         self.out.push_close(close_frame);
         self.drop_inbound();
     }
@@ -629,6 +645,9 @@ impl<C: Settings> Session<C> {
             }
             Inbound::Pong(data) => Some(Event::Pong(data)),
             Inbound::Close { code, reason } => {
+                if self.close_code == 0 {
+                    self.close_code = code.unwrap_or(0);
+                }
                 // Answer with the same code and reason (RFC 6455 §5.5.1), as browsers show the
                 // reason to the page; an empty close gets an empty one.
                 self.out

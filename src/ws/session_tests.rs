@@ -802,3 +802,21 @@ fn a_session_refuses_bytes_past_its_byte_rate_and_closes_1008_when_it_keeps_on()
         frame::encode_close(1008, RATE_LIMIT_REASON)
     );
 }
+
+#[test]
+fn the_first_close_frame_names_the_code_the_session_ended_with() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    assert_eq!(s.close_code(), None);
+    s.close(t0, 4001, "bye");
+    assert_eq!(s.close_code(), Some(4001));
+    // The peer's answer does not change it.
+    s.handle_read(t0, &client_close(1000));
+    events(&mut s);
+    assert_eq!(s.close_code(), Some(4001));
+
+    let mut s = Session::new(config(), t0);
+    s.handle_read(t0, &client_close(1001));
+    events(&mut s);
+    assert_eq!(s.close_code(), Some(1001));
+}
