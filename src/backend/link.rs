@@ -271,9 +271,9 @@ fn warn_throttled(what: &'static str) {
     }
     let now = Instant::now();
     LAST.with(|last| {
-        if last
+        if !last
             .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
         {
             last.set(Some(now));
             tracing::warn!("{what} (see corecast_backend_* in /metrics)");
