@@ -55,6 +55,8 @@ impl Hook {
 /// Where events go over NATS: `<subject>.<type>` (`corecast.events.message`, ...).
 #[derive(Debug, Clone)]
 pub(crate) struct NatsEvents {
+    /// Read by the NATS events thread, which only a build with cluster mode has.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) url: String,
     pub(crate) subject: String,
     pub(crate) events: EventSet,
