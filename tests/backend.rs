@@ -283,3 +283,46 @@ fn http_exchange(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .to_string();
     (status, body)
 }
+
+#[test]
+fn events_go_to_nats_subjects_in_order() {
+    let nats = Nats::start();
+    let mut watcher = backend::NatsWatcher::subscribe(nats.port, "app.events.>");
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .backend(
+                Backend::new()
+                    .nats_events(
+                        &nats.url(),
+                        "app.events",
+                        EventSet::parse("connect,message").unwrap(),
+                    )
+                    .unwrap(),
+            )
+            .route("/ws", |_| {}),
+    );
+    let mut c = ts.client("/ws?x=1");
+    for i in 0..10 {
+        c.send_text(&format!("n{i}"));
+    }
+    let (subject, connect) = watcher.next();
+    assert_eq!(subject, "app.events.connect");
+    assert_eq!(connect["path"], "/ws");
+    for i in 0..10 {
+        let (subject, event) = watcher.next();
+        assert_eq!(subject, "app.events.message");
+        assert_eq!(event["text"], format!("n{i}"));
+        assert_eq!(event["uuid"], connect["uuid"]);
+    }
+    wait_until(
+        || events_total(&ts.server, "nats_sent") == 11,
+        "the NATS events counted",
+    );
+    // A prefix with a wildcard is refused when configured.
+    let err = Backend::new()
+        .nats_events(&nats.url(), "app.*", EventSet::ALL)
+        .err()
+        .expect("a wildcard prefix is refused");
+    assert!(err.to_string().contains("invalid NATS subject prefix"), "{err}");
+}

@@ -214,3 +214,62 @@ fn serve(stream: TcpStream, state: &State) {
         }
     }
 }
+
+/// A NATS subscriber speaking the plain text protocol over TCP: enough to watch the subjects
+/// the server publishes events on, without a client library.
+pub struct NatsWatcher {
+    reader: BufReader<TcpStream>,
+}
+
+impl NatsWatcher {
+    /// Subscribes to `subject` (wildcards allowed) on the NATS server at `port`, and returns
+    /// once the server confirmed the subscription.
+    pub fn subscribe(port: u16, subject: &str) -> NatsWatcher {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("NATS accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\nPING\r\n").unwrap();
+        let mut watcher = NatsWatcher {
+            reader: BufReader::new(stream),
+        };
+        // INFO first, then PONG once the SUB before the PING is in place.
+        loop {
+            let line = watcher.line();
+            if line.starts_with("PONG") {
+                return watcher;
+            }
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .expect("a line from NATS within 10 s");
+        assert!(n > 0, "NATS closed the connection");
+        line
+    }
+
+    /// The next message: its subject and payload (answering the server's pings meanwhile).
+    pub fn next(&mut self) -> (String, serde_json::Value) {
+        loop {
+            let line = self.line();
+            if line.starts_with("PING") {
+                self.reader.get_mut().write_all(b"PONG\r\n").unwrap();
+                continue;
+            }
+            let Some(rest) = line.strip_prefix("MSG ") else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            let size: usize = parts.last().and_then(|s| s.parse().ok()).expect("MSG size");
+            let mut payload = vec![0; size + 2];
+            self.reader.read_exact(&mut payload).expect("MSG payload");
+            payload.truncate(size);
+            let value = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+            return (parts[0].to_string(), value);
+        }
+    }
+}
