@@ -326,3 +326,48 @@ fn events_go_to_nats_subjects_in_order() {
         .expect("a wildcard prefix is refused");
     assert!(err.to_string().contains("invalid NATS subject prefix"), "{err}");
 }
+
+#[test]
+fn in_cluster_mode_every_node_forwards_its_own_connections_events_once() {
+    let nats = Nats::start();
+    let mut watcher = backend::NatsWatcher::subscribe(nats.port, "corecast.events.message");
+    let node = |id: &str| {
+        TestServer::start(
+            Server::builder()
+                .shards(2)
+                .cluster(corecast::ClusterConfig::nats(nats.url()).node_id(id))
+                .backend(
+                    Backend::new()
+                        .nats_events(
+                            &nats.url(),
+                            "corecast.events",
+                            EventSet::parse("message").unwrap(),
+                        )
+                        .unwrap(),
+                )
+                .route("/ws", |kws| {
+                    kws.on(event::MESSAGE, |ep| {
+                        // Relayed to every node's clients: none of that is a client message.
+                        ep.kws().broadcast(ep.data().clone(), true, MessageType::Text);
+                    });
+                }),
+        )
+    };
+    let (a, b) = (node("a"), node("b"));
+    let mut on_a = a.client("/ws");
+    let mut on_b = b.client("/ws");
+    on_a.send_text("from a");
+    on_b.send_text("from b");
+    let mut seen: Vec<String> = (0..2)
+        .map(|_| watcher.next().1["text"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["from a", "from b"]);
+    // Each node counted only its own, though both delivered both messages.
+    wait_until(
+        || events_total(&a.server, "nats_sent") == 1 && events_total(&b.server, "nats_sent") == 1,
+        "one event per node",
+    );
+    on_a.send_text("last");
+    assert_eq!(watcher.next().1["text"], "last", "no duplicate came between");
+}
