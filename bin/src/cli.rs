@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::service::Mode;
 use clap::Parser;
+use corecast::backend::{Backend, EventSet, Hook};
 use corecast::{Config, Deflate, TlsConfig, Verifier};
 
 use corecast::units::{parse_duration, parse_size};
@@ -159,6 +160,55 @@ pub struct Args {
     /// Cluster mode: this node's id [default: host name and port]
     #[arg(long, env = "CORECAST_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
+    /// Backend: POST client events to this URL (http://host:port/path), in batches, retried
+    /// while it fails [default: none]
+    #[arg(long, env = "CORECAST_WEBHOOK", value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Backend: the events --webhook gets, comma-separated: connect, disconnect, message,
+    /// subscribe, unsubscribe, or all [default: all]
+    #[arg(long, env = "CORECAST_WEBHOOK_EVENTS", value_name = "LIST", value_parser = parse_events)]
+    pub webhook_events: Option<EventSet>,
+    /// Backend: the events published to NATS, each on <subject>.<type>, named as for
+    /// --webhook-events [default: none]
+    #[arg(long, env = "CORECAST_NATS_EVENTS", value_name = "LIST", value_parser = parse_events)]
+    pub nats_events: Option<EventSet>,
+    /// Backend: the NATS server --nats-events go to [default: the --cluster URL]
+    #[arg(long, env = "CORECAST_NATS_EVENTS_URL", value_name = "URL")]
+    pub nats_events_url: Option<String>,
+    /// Backend: the subject prefix of --nats-events [default: <cluster-name>.events, i.e.
+    /// corecast.events]
+    #[arg(long, env = "CORECAST_NATS_EVENTS_SUBJECT", value_name = "PREFIX")]
+    pub nats_events_subject: Option<String>,
+    /// Backend: ask this URL about every upgrade: who the client is and what it may do, or a
+    /// refusal [default: none]
+    #[arg(long, env = "CORECAST_HOOK_CONNECT", value_name = "URL")]
+    pub hook_connect: Option<String>,
+    /// Backend: ask this URL before a client joins a topic (pubsub mode) [default: none]
+    #[arg(long, env = "CORECAST_HOOK_SUBSCRIBE", value_name = "URL")]
+    pub hook_subscribe: Option<String>,
+    /// Backend: ask this URL before a client's publish goes out: allow, refuse or replace the
+    /// data (pubsub mode) [default: none]
+    #[arg(long, env = "CORECAST_HOOK_PUBLISH", value_name = "URL")]
+    pub hook_publish: Option<String>,
+    /// Backend: send clients' {"rpc":..} requests to this URL (pubsub mode) [default: none]
+    #[arg(long, env = "CORECAST_HOOK_RPC", value_name = "URL")]
+    pub hook_rpc: Option<String>,
+    /// Backend: how long one call may take, connecting included; a hook past it is answered
+    /// "backend unavailable", a webhook delivery is retried [default: 2s]
+    #[arg(long, env = "CORECAST_BACKEND_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub backend_timeout: Option<Duration>,
+    /// Backend: hook calls one shard may have waiting; past it clients are answered "backend
+    /// busy" [default: 256]
+    #[arg(long, env = "CORECAST_BACKEND_MAX_IN_FLIGHT", value_name = "N", value_parser = parse_positive)]
+    pub backend_max_in_flight: Option<usize>,
+    /// Backend: events one shard holds for the webhook; past it new events are dropped and
+    /// counted [default: 10000]
+    #[arg(long, env = "CORECAST_BACKEND_QUEUE", value_name = "N", value_parser = parse_positive)]
+    pub backend_queue: Option<usize>,
+    /// Backend: every webhook and hook call carries "Authorization: Bearer <secret>", the
+    /// secret being this file's bytes, one trailing newline ignored [default: none]
+    #[arg(long, env = "CORECAST_BACKEND_SECRET_FILE", value_name = "FILE")]
+    pub backend_secret_file: Option<PathBuf>,
     /// A TOML file with any of these settings
     #[arg(long, env = "CORECAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -213,6 +263,38 @@ fn list(flag: &Option<String>) -> Vec<String> {
         .map(|o| o.trim().to_string())
         .filter(|o| !o.is_empty())
         .collect()
+}
+
+/// A list of backend events: `message,connect`, or `all`; at least one.
+fn parse_events(s: &str) -> Result<EventSet, String> {
+    let events = EventSet::parse(s)?;
+    if events.is_empty() {
+        return Err(format!(
+            "invalid event list {s:?}: expected connect, disconnect, message, subscribe, \
+             unsubscribe or all, comma-separated"
+        ));
+    }
+    Ok(events)
+}
+
+/// A duration over zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "invalid duration {s:?}: must be more than 0, like 2s"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// A whole number over zero.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid number {s:?}: expected a whole number from 1, like 100"
+        )),
+    }
 }
 
 fn parse_subprotocols(s: &str) -> Result<String, String> {
@@ -276,6 +358,9 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// wss://: the certificate chain and key files.
     pub tls: Option<TlsConfig>,
+    /// The application's backend: the webhook, events to NATS, the hooks; `None` when none
+    /// of them is set.
+    pub backend: Option<Backend>,
 }
 
 /// Cluster mode's settings.
@@ -312,8 +397,10 @@ impl Settings {
             _ => {}
         }
         let auth = verifier(&args)?;
+        let backend = backend(&args)?;
         Ok(Settings {
             auth,
+            backend,
             ..Settings::from_args(args)
         })
     }
@@ -353,6 +440,7 @@ impl Settings {
                 .unwrap_or(ApiListen::On(SocketAddr::from(([127, 0, 0, 1], 8081)))),
             api_token: a.api_token.filter(|t| !t.is_empty()),
             auth: None,
+            backend: None,
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
@@ -393,14 +481,7 @@ fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
             )
         }
         (Some(path), None) => {
-            let mut secret = read(path)?;
-            if secret.ends_with(b"\n") {
-                secret.pop();
-                if secret.ends_with(b"\r") {
-                    secret.pop();
-                }
-            }
-            Verifier::hmac(&secret).map_err(|e| format!("{}: {e}", path.display()))?
+            Verifier::hmac(&read_secret(path)?).map_err(|e| format!("{}: {e}", path.display()))?
         }
         (None, Some(path)) => Verifier::public_key_pem(&read(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -428,6 +509,109 @@ fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
         verifier = verifier.issuer(iss);
     }
     Ok(Some(verifier))
+}
+
+/// Reads a secret file: its bytes, one trailing newline (LF or CRLF) dropped.
+fn read_secret(path: &PathBuf) -> Result<Vec<u8>, String> {
+    let mut secret =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
+}
+
+/// The backend the `--webhook`, `--nats-events*`, `--hook-*` and `--backend-*` settings
+/// describe, reading its secret file; `None` when nothing sends to it.
+fn backend(a: &Args) -> Result<Option<Backend>, String> {
+    let config = |flag: &str, e: corecast::Error| match e {
+        corecast::Error::Config(why) => format!("{flag}: {why}"),
+        other => format!("{flag}: {other}"),
+    };
+    let mut backend = Backend::new();
+    let mut used = false;
+    if let Some(url) = &a.webhook {
+        let events = a.webhook_events.unwrap_or(EventSet::ALL);
+        backend = backend
+            .webhook(url, events)
+            .map_err(|e| config("--webhook", e))?;
+        used = true;
+    } else if a.webhook_events.is_some() {
+        return Err("--webhook-events needs --webhook".into());
+    }
+    match a.nats_events {
+        Some(events) => {
+            let cluster = a.cluster.as_ref().filter(|u| !u.is_empty());
+            let Some(url) = a.nats_events_url.as_ref().or(cluster) else {
+                return Err(
+                    "--nats-events needs --nats-events-url, or --cluster to send to its NATS server"
+                        .into(),
+                );
+            };
+            let subject = match &a.nats_events_subject {
+                Some(subject) => subject.clone(),
+                None => format!("{}.events", a.cluster_name.as_deref().unwrap_or("corecast")),
+            };
+            backend = backend
+                .nats_events(url, &subject, events)
+                .map_err(|e| config("--nats-events-subject", e))?;
+            used = true;
+        }
+        None if a.nats_events_url.is_some() || a.nats_events_subject.is_some() => {
+            return Err("--nats-events-url and --nats-events-subject need --nats-events".into())
+        }
+        None => {}
+    }
+    let hooks = [
+        (Hook::Connect, "--hook-connect", &a.hook_connect),
+        (Hook::Subscribe, "--hook-subscribe", &a.hook_subscribe),
+        (Hook::Publish, "--hook-publish", &a.hook_publish),
+        (Hook::Rpc, "--hook-rpc", &a.hook_rpc),
+    ];
+    for (hook, flag, url) in hooks {
+        if let Some(url) = url {
+            backend = backend.hook(hook, url).map_err(|e| config(flag, e))?;
+            used = true;
+        }
+    }
+    if !used {
+        if a.backend_timeout.is_some()
+            || a.backend_max_in_flight.is_some()
+            || a.backend_queue.is_some()
+            || a.backend_secret_file.is_some()
+        {
+            return Err(
+                "--backend-timeout, --backend-max-in-flight, --backend-queue and \
+                        --backend-secret-file need --webhook, --nats-events or a --hook-* URL"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    }
+    if let Some(path) = &a.backend_secret_file {
+        let secret = read_secret(path)?;
+        let secret = String::from_utf8(secret)
+            .ok()
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+            .ok_or_else(|| {
+                format!(
+                    "{}: the secret must be one non-empty line of text without control characters",
+                    path.display()
+                )
+            })?;
+        backend = backend.authorization(format!("Bearer {secret}"));
+    }
+    backend = backend
+        .timeout(a.backend_timeout.unwrap_or(Backend::DEFAULT_TIMEOUT))
+        .max_in_flight(
+            a.backend_max_in_flight
+                .unwrap_or(Backend::DEFAULT_MAX_IN_FLIGHT),
+        )
+        .queue_capacity(a.backend_queue.unwrap_or(Backend::DEFAULT_QUEUE_CAPACITY));
+    Ok(Some(backend))
 }
 
 /// A clap error as one line: clap's own message (its first line), with the flag it suggests,
@@ -568,6 +752,27 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "cluster" => fill!(cluster, |s: &str| Ok::<_, String>(s.to_string())),
             "cluster-name" => fill!(cluster_name, |s: &str| Ok::<_, String>(s.to_string())),
             "node-id" => fill!(node_id, |s: &str| Ok::<_, String>(s.to_string())),
+            "webhook" => fill!(webhook, |s: &str| Ok::<_, String>(s.to_string())),
+            "webhook-events" => fill!(webhook_events, parse_events),
+            "nats-events" => fill!(nats_events, parse_events),
+            "nats-events-url" => fill!(nats_events_url, |s: &str| Ok::<_, String>(s.to_string())),
+            "nats-events-subject" => {
+                fill!(nats_events_subject, |s: &str| Ok::<_, String>(
+                    s.to_string()
+                ))
+            }
+            "hook-connect" => fill!(hook_connect, |s: &str| Ok::<_, String>(s.to_string())),
+            "hook-subscribe" => fill!(hook_subscribe, |s: &str| Ok::<_, String>(s.to_string())),
+            "hook-publish" => fill!(hook_publish, |s: &str| Ok::<_, String>(s.to_string())),
+            "hook-rpc" => fill!(hook_rpc, |s: &str| Ok::<_, String>(s.to_string())),
+            "backend-timeout" => fill!(backend_timeout, parse_timeout),
+            "backend-max-in-flight" => fill!(backend_max_in_flight, parse_positive),
+            "backend-queue" => fill!(backend_queue, parse_positive),
+            "backend-secret-file" => {
+                fill!(backend_secret_file, |s: &str| Ok::<_, String>(
+                    PathBuf::from(s)
+                ))
+            }
             other => return Err(format!("unknown setting {other:?}")),
         }
     }
@@ -739,10 +944,6 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let load = |extra: &[&str]| {
-            let argv = ["corecast"].iter().chain(extra).map(Into::into).collect();
-            Settings::load_from(argv)
-        };
         let path = secret.to_str().unwrap();
         // The trailing newline is not part of the secret.
         let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.";
@@ -775,5 +976,307 @@ mod tests {
         assert!(format!("{verifier:?}").contains("issuer: Some(\"me\")"));
         assert_eq!(verifier.grace(), 60);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Held while a test sets a `CORECAST_*` variable, and by every load: a load in another
+    /// test would see the variable.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Flags and environment, then the file, as the binary loads them.
+    fn load(extra: &[&str]) -> Result<Settings, String> {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        load_unlocked(extra)
+    }
+
+    fn load_unlocked(extra: &[&str]) -> Result<Settings, String> {
+        let argv = ["corecast"].iter().chain(extra).map(Into::into).collect();
+        Settings::load_from(argv)
+    }
+
+    #[test]
+    fn backend_flags() {
+        let dir = std::env::temp_dir().join(format!("corecast-cli-backend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let s = load(&[
+            "--webhook",
+            "http://127.0.0.1:9/events",
+            "--webhook-events",
+            "message, disconnect",
+            "--hook-subscribe",
+            "http://127.0.0.1:9/subscribe",
+            "--hook-connect=http://127.0.0.1:9/connect",
+            "--backend-timeout",
+            "500ms",
+            "--backend-max-in-flight",
+            "8",
+            "--backend-queue",
+            "100",
+            "--backend-secret-file",
+            secret.to_str().unwrap(),
+        ])
+        .unwrap();
+        let b = s.backend.unwrap();
+        assert!(b.has_hook(Hook::Subscribe) && b.has_hook(Hook::Connect));
+        assert!(!b.has_hook(Hook::Publish));
+        let debug = format!("{b:?}");
+        for part in [
+            "webhook: Some(\"http://127.0.0.1:9/events\")",
+            "webhook_events: \"disconnect,message\"",
+            "nats: None",
+            "timeout: 500ms",
+            "max_in_flight: 8",
+            "queue_capacity: 100",
+            "authorization: Some(\"***\")",
+        ] {
+            assert!(debug.contains(part), "{part}: {debug}");
+        }
+        // Only the webhook: every event, the bounds' defaults, no secret.
+        let b = load(&["--webhook", "http://127.0.0.1:9/"])
+            .unwrap()
+            .backend
+            .unwrap();
+        let debug = format!("{b:?}");
+        for part in [
+            "webhook_events: \"connect,disconnect,message,subscribe,unsubscribe\"",
+            "timeout: 2s",
+            "max_in_flight: 256",
+            "queue_capacity: 10000",
+            "authorization: None",
+        ] {
+            assert!(debug.contains(part), "{part}: {debug}");
+        }
+        let b = load(&["--hook-publish", "http://127.0.0.1:9/p"])
+            .unwrap()
+            .backend
+            .unwrap();
+        assert!(b.has_hook(Hook::Publish) && !b.has_hook(Hook::Subscribe));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nats_events_default_to_the_cluster_and_its_name() {
+        let debug = |extra: &[&str]| format!("{:?}", load(extra).unwrap().backend.unwrap());
+        let d = debug(&[
+            "--nats-events",
+            "message",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+        ]);
+        assert!(d.contains("url: \"nats://127.0.0.1:4222\""), "{d}");
+        assert!(d.contains("subject: \"corecast.events\""), "{d}");
+        assert!(d.contains("webhook: None"), "{d}");
+        let d = debug(&[
+            "--nats-events",
+            "all",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+            "--cluster-name",
+            "blue",
+            "--nats-events-url",
+            "nats://10.0.0.1:4222",
+        ]);
+        assert!(d.contains("url: \"nats://10.0.0.1:4222\""), "{d}");
+        assert!(d.contains("subject: \"blue.events\""), "{d}");
+        let d = debug(&[
+            "--nats-events",
+            "connect,disconnect",
+            "--nats-events-url",
+            "nats://127.0.0.1:1",
+            "--nats-events-subject",
+            "app.ws",
+        ]);
+        assert!(d.contains("subject: \"app.ws\""), "{d}");
+    }
+
+    #[test]
+    fn backend_settings_from_the_file() {
+        let mut args = Args::default();
+        let text = "webhook = \"http://127.0.0.1:9/events\"\nwebhook-events = [\"message\", \"connect\"]\n\
+                    nats_events = \"subscribe\"\nnats-events-url = \"nats://127.0.0.1:1\"\n\
+                    nats-events-subject = \"x.y\"\nhook-connect = \"http://127.0.0.1:9/c\"\n\
+                    hook-subscribe = \"http://127.0.0.1:9/s\"\nhook-publish = \"http://127.0.0.1:9/p\"\n\
+                    hook-rpc = \"http://127.0.0.1:9/r\"\nbackend-timeout = 3\n\
+                    backend-max-in-flight = 4\nbackend-queue = 5\nbackend-secret-file = \"/s\"\n";
+        fill_from_file(&mut args, text).unwrap();
+        assert_eq!(args.webhook.as_deref(), Some("http://127.0.0.1:9/events"));
+        assert_eq!(
+            args.webhook_events,
+            Some(EventSet::parse("connect,message").unwrap())
+        );
+        assert_eq!(
+            args.nats_events,
+            Some(EventSet::parse("subscribe").unwrap())
+        );
+        assert_eq!(args.nats_events_url.as_deref(), Some("nats://127.0.0.1:1"));
+        assert_eq!(args.nats_events_subject.as_deref(), Some("x.y"));
+        assert_eq!(args.hook_rpc.as_deref(), Some("http://127.0.0.1:9/r"));
+        assert_eq!(args.backend_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(args.backend_max_in_flight, Some(4));
+        assert_eq!(args.backend_queue, Some(5));
+        assert_eq!(args.backend_secret_file, Some(PathBuf::from("/s")));
+        args.backend_secret_file = None;
+        let b = backend(&args).unwrap().unwrap();
+        assert!(Hook::ALL.iter().all(|h| b.has_hook(*h)));
+        // A flag wins over the file.
+        let mut args = Args::try_parse_from(["corecast", "--backend-timeout", "1s"]).unwrap();
+        fill_from_file(&mut args, "backend-timeout = \"9s\"").unwrap();
+        assert_eq!(args.backend_timeout, Some(Duration::from_secs(1)));
+        let e =
+            fill_from_file(&mut Args::default(), "webhook-events = \"everything\"").unwrap_err();
+        assert!(
+            e.starts_with("webhook-events: unknown event \"everything\""),
+            "{e}"
+        );
+        let e = fill_from_file(&mut Args::default(), "backend-queue = 0").unwrap_err();
+        assert!(e.starts_with("backend-queue: invalid number \"0\""), "{e}");
+    }
+
+    #[test]
+    fn backend_errors_say_what_is_wrong() {
+        let e = load(&["--webhook", "https://example.com/x"]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "--webhook: backend URL \"https://example.com/x\": https is not supported"
+            ),
+            "{e}"
+        );
+        let e = load(&["--hook-rpc", "127.0.0.1:9/rpc"]).unwrap_err();
+        assert!(e.starts_with("--hook-rpc: backend URL"), "{e}");
+        let e = load(&["--hook-subscribe", "http://127.0.0.1:0/"]).unwrap_err();
+        assert!(e.contains("bad port"), "{e}");
+        let e = load(&["--webhook-events", "message"]).unwrap_err();
+        assert_eq!(e, "--webhook-events needs --webhook");
+        let e = load(&["--nats-events", "message"]).unwrap_err();
+        assert!(
+            e.starts_with("--nats-events needs --nats-events-url"),
+            "{e}"
+        );
+        let e = load(&["--nats-events-subject", "a.b"]).unwrap_err();
+        assert!(e.contains("need --nats-events"), "{e}");
+        let e = load(&[
+            "--nats-events",
+            "message",
+            "--nats-events-url",
+            "nats://127.0.0.1:1",
+            "--nats-events-subject",
+            "a.>",
+        ])
+        .unwrap_err();
+        assert!(
+            e.starts_with("--nats-events-subject: invalid NATS subject prefix"),
+            "{e}"
+        );
+        let e = load(&["--backend-timeout", "1s"]).unwrap_err();
+        assert!(
+            e.contains("need --webhook, --nats-events or a --hook-* URL"),
+            "{e}"
+        );
+        let e = load(&[
+            "--hook-rpc",
+            "http://127.0.0.1:9/",
+            "--backend-secret-file",
+            "/nonexistent/s",
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("cannot read /nonexistent/s"), "{e}");
+        // Values clap refuses: one line each, naming the flag.
+        for (argv, needle) in [
+            (&["--webhook-events", "msgs"][..], "unknown event \"msgs\""),
+            (&["--nats-events", ","][..], "invalid event list"),
+            (&["--backend-timeout", "0"][..], "must be more than 0"),
+            (&["--backend-timeout", "soon"][..], "invalid duration"),
+            (
+                &["--backend-max-in-flight", "0"][..],
+                "expected a whole number from 1",
+            ),
+            (
+                &["--backend-queue", "lots"][..],
+                "expected a whole number from 1",
+            ),
+        ] {
+            let e = load(argv).unwrap_err();
+            assert!(e.contains(needle), "{argv:?}: {e}");
+            assert!(e.contains(argv[0]), "{argv:?}: {e}");
+            assert_eq!(one_line(&e), e, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn backend_secret_file_must_be_one_line() {
+        let dir = std::env::temp_dir().join(format!("corecast-cli-bsecret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        for bad in ["", "\n", "two\nlines\n"] {
+            std::fs::write(&path, bad).unwrap();
+            let e = load(&[
+                "--hook-rpc",
+                "http://127.0.0.1:9/",
+                "--backend-secret-file",
+                path.to_str().unwrap(),
+            ])
+            .unwrap_err();
+            assert!(
+                e.contains("the secret must be one non-empty line"),
+                "{bad:?}: {e}"
+            );
+        }
+        std::fs::write(&path, "ok\r\n").unwrap();
+        let s = load(&[
+            "--hook-rpc",
+            "http://127.0.0.1:9/",
+            "--backend-secret-file",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(format!("{:?}", s.backend.unwrap()).contains("authorization: Some(\"***\")"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backend_from_the_environment() {
+        let env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(load_unlocked(&[]).unwrap().backend.is_none());
+        std::env::set_var("CORECAST_HOOK_RPC", "http://127.0.0.1:9/rpc");
+        let from_env = load_unlocked(&[]);
+        let bad = {
+            std::env::set_var("CORECAST_HOOK_RPC", "ftp://127.0.0.1:9/rpc");
+            load_unlocked(&[])
+        };
+        std::env::remove_var("CORECAST_HOOK_RPC");
+        drop(env);
+        assert!(from_env.unwrap().backend.unwrap().has_hook(Hook::Rpc));
+        let e = bad.unwrap_err();
+        assert!(
+            e.starts_with("--hook-rpc: backend URL \"ftp://127.0.0.1:9/rpc\": not an http:// URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn help_lists_the_backend_flags_with_their_defaults() {
+        use clap::CommandFactory;
+        let help = Args::command().render_help().to_string();
+        for (flag, default) in [
+            ("--webhook <URL>", "[default: none]"),
+            ("--webhook-events <LIST>", "[default: all]"),
+            ("--nats-events <LIST>", "[default: none]"),
+            ("--nats-events-url <URL>", "[default: the --cluster URL]"),
+            ("--nats-events-subject <PREFIX>", "corecast.events]"),
+            ("--hook-connect <URL>", "[default: none]"),
+            ("--hook-subscribe <URL>", "[default: none]"),
+            ("--hook-publish <URL>", "[default: none]"),
+            ("--hook-rpc <URL>", "[default: none]"),
+            ("--backend-timeout <DURATION>", "[default: 2s]"),
+            ("--backend-max-in-flight <N>", "[default: 256]"),
+            ("--backend-queue <N>", "[default: 10000]"),
+            ("--backend-secret-file <FILE>", "[default: none]"),
+        ] {
+            let at = help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
+            let entry = &help[at..];
+            let end = entry[2..].find("\n  -").map_or(entry.len(), |e| e + 2);
+            assert!(entry[..end].contains(default), "{flag}: {}", &entry[..end]);
+        }
     }
 }

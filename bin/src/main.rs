@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use api::{Api, ApiOptions};
+use corecast::backend::Hook;
 use corecast::{ClusterConfig, Rejection, Server};
 
 use cli::{ApiListen, Settings};
@@ -47,6 +48,11 @@ fn run(s: Settings) -> anyhow::Result<()> {
 
     let origins = Arc::new(s.origins.clone());
     let authenticated = s.auth.is_some();
+    // The connect hook may name the client's user too, with or without tokens.
+    let connect_hook = s
+        .backend
+        .as_ref()
+        .is_some_and(|b| b.has_hook(Hook::Connect));
     let mut builder = Server::builder()
         .bind(s.listen)
         .handshake_timeout(s.handshake_timeout)
@@ -62,10 +68,11 @@ fn run(s: Settings) -> anyhow::Result<()> {
                 }
             }
             // The id becomes the UUID during the upgrade (409 if taken; in cluster mode
-            // claimed on every node without holding up the shard). With authentication, only
-            // the token's user may take it (docs/security.md, "Users and connections").
+            // claimed on every node without holding up the shard). With authentication, or a
+            // user named by the connect hook, only that user may take it (docs/security.md,
+            // "Users and connections").
             if let Some(id) = req.param("id").map(str::to_string) {
-                if authenticated && req.user() != Some(id.as_str()) {
+                if (authenticated || req.user().is_some()) && req.user() != Some(id.as_str()) {
                     return Err(Rejection::new(403, "the id is not the token's user"));
                 }
                 req.set_uuid(id);
@@ -74,6 +81,8 @@ fn run(s: Settings) -> anyhow::Result<()> {
         });
     match &s.auth {
         Some(verifier) => builder = builder.authenticate(verifier.clone()),
+        // The backend decides who connects.
+        None if connect_hook => {}
         None => tracing::warn!(
             "clients are not authenticated: any client may connect, as any id, to any topic \
              (--jwt-secret-file or --jwt-public-key-file turns tokens on)"
@@ -95,9 +104,13 @@ fn run(s: Settings) -> anyhow::Result<()> {
     if let Some(tls) = &s.tls {
         builder = builder.tls(tls.clone());
     }
+    if let Some(backend) = &s.backend {
+        tracing::info!(?backend, "application backend");
+        builder = builder.backend(backend.clone());
+    }
     let server = builder.start().context("cannot start the server")?;
     s.mode.install(&server);
-    if authenticated {
+    if authenticated || connect_hook {
         service::join_user_topic(&server);
     }
     let api = match s.api_listen {
@@ -126,6 +139,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr().to_string()),
         tls = server.is_tls(),
         auth = authenticated,
+        backend = s.backend.is_some(),
         "corecast serving"
     );
 
