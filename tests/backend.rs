@@ -371,3 +371,29 @@ fn in_cluster_mode_every_node_forwards_its_own_connections_events_once() {
     on_a.send_text("last");
     assert_eq!(watcher.next().1["text"], "last", "no duplicate came between");
 }
+
+#[test]
+fn a_shutdown_delivers_the_last_events_first() {
+    // Slow enough that the disconnects are still waiting when the shard stops.
+    let backend = TestBackend::start(|_| Answer::Slow(Duration::from_millis(100), 200, "{}".into()));
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .backend(
+                Backend::new()
+                    .webhook(&backend.url("/events"), EventSet::parse("disconnect").unwrap())
+                    .unwrap()
+                    .batch_max(1),
+            )
+            .route("/ws", |_| {}),
+    );
+    let clients: Vec<Client> = (0..3).map(|_| ts.client("/ws")).collect();
+    ts.wait_connections(3);
+    ts.server.shutdown_within(Duration::from_secs(2));
+    ts.server.join().unwrap();
+    // join returned: every disconnect was delivered before the shard ended.
+    let events = backend.events("/events");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| e["code"] == 1001), "{events:?}");
+    drop(clients);
+}

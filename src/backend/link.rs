@@ -65,6 +65,8 @@ pub(crate) struct BackendLink {
     webhook: Option<(RefCell<Outbox>, Client)>,
     /// Signalled when the outbox gets its first waiting event.
     wake: LocalNotify,
+    /// Signalled after each webhook delivery is settled.
+    settled: LocalNotify,
     /// Towards the NATS events thread, when events go to NATS.
     nats: Option<flume::Sender<NatsEvent>>,
     hooks: [Option<Client>; 4],
@@ -89,6 +91,7 @@ impl BackendLink {
             seq: Cell::new(0),
             webhook,
             wake: LocalNotify::default(),
+            settled: LocalNotify::default(),
             nats,
             hooks,
             in_flight: Cell::new(0),
@@ -187,6 +190,33 @@ impl BackendLink {
                 }
                 Settled::RetryAt(_) => {}
             }
+            self.settled.notify();
+        }
+    }
+
+    /// At shutdown, after the shard's connections are gone: waits until the webhook outbox is
+    /// empty (their disconnect events included), for at most one `Backend::timeout`; what is
+    /// left then is dropped and counted.
+    pub(crate) async fn drain(&self) {
+        let Some((outbox, _)) = &self.webhook else {
+            return;
+        };
+        let give_up = Instant::now() + self.config.timeout;
+        loop {
+            let left = outbox.borrow().len();
+            if left == 0 {
+                return;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                self.metrics().backend_events(BackendEvent::WebhookFailed, left);
+                tracing::warn!(left, "webhook events not delivered at shutdown");
+                return;
+            }
+            futures_lite::future::or(self.settled.wait(), async {
+                glommio::timer::Timer::new(give_up - now).await;
+            })
+            .await;
         }
     }
 

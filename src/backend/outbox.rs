@@ -108,6 +108,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Events waiting, those in flight included.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Whether none wait.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
@@ -204,7 +209,7 @@ mod tests {
     fn a_bounded_outbox_refuses_past_its_capacity() {
         let mut o = filled(4);
         assert_eq!(o.push(b"e4".to_vec()), Err(Full));
-        assert_eq!(o.waiting.len(), 4);
+        assert_eq!(o.len(), 4);
     }
 
     #[test]

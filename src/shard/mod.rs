@@ -85,6 +85,9 @@ pub(crate) async fn run(
     stop_listening(&listener);
     drop(acceptor);
     core.halt_sockets().await;
+    if let Some(backend) = &core.conns.backend {
+        backend.drain().await;
+    }
     drop(timers);
     drop(flusher);
     drop(reader);
