@@ -131,7 +131,7 @@ fn a_refused_delivery_is_dropped_and_counted_and_a_full_outbox_drops_at_once() {
                     .unwrap()
                     .queue_capacity(2)
                     .batch_max(1)
-                    .timeout(Duration::from_secs(30)),
+                    .timeout(Duration::from_secs(2)),
             )
             .route("/ws", |kws| {
                 kws.on(event::MESSAGE, |ep| {
