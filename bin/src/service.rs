@@ -1,10 +1,15 @@
 //! What the standalone server does with client messages: the `--mode` behaviours (echo, relay,
 //! shootout, pubsub, push), as listeners on a `Server`. Not the transport, and not the HTTP API.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
 
+use corecast::backend::{Hook, Verdict};
 use corecast::{event, Error, EventPayload, MessageType, Server, Websocket};
+use serde_json::Value;
 
 /// How client messages are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +20,10 @@ pub enum Mode {
     Relay,
     /// The hashrocket websocket-shootout JSON protocol.
     Shootout,
-    /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}`, `{"unsubscribe":..}` and
-    /// `{"publish":..,"data":..}` text frames (see `pubsub_request`); with tokens, also
-    /// `{"refresh":"<jwt>"}`, and the `{"expiring":<seconds>}` notice.
+    /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}`, `{"unsubscribe":..}`,
+    /// `{"publish":..,"data":..}` and `{"rpc":..}` text frames (see `pubsub_request`); with
+    /// tokens, also `{"refresh":"<jwt>"}`, and the `{"expiring":<seconds>}` notice. The
+    /// backend's subscribe, publish and RPC hooks are asked on the way (see `Lane`).
     Pubsub,
     /// Ignore client messages: only the server's API sends.
     Push,
@@ -58,6 +64,7 @@ impl Mode {
             Mode::Pubsub => {
                 server.on(event::CONNECT, subscribe_from_query);
                 server.on(event::MESSAGE, pubsub);
+                server.on(event::DISCONNECT, Lane::forget);
                 server.on(event::TOKEN_EXPIRING, tell_expiring);
                 server.on(event::ERROR, answer_rate_limited);
             }
@@ -139,6 +146,12 @@ pub(crate) enum PubsubRequest {
     },
     /// A fresh token for this connection (docs/security.md, "Expiry and refresh").
     Refresh(String),
+    /// A request only the backend answers (its RPC hook): `id` comes back with the answer.
+    Rpc {
+        method: String,
+        id: Option<Value>,
+        data: Value,
+    },
 }
 
 /// Reads one pubsub client frame; the error is the message of the error frame sent back.
@@ -168,7 +181,29 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
     if let Some(jwt) = topic("refresh")? {
         return Ok(PubsubRequest::Refresh(jwt));
     }
-    Err("expected \"subscribe\", \"unsubscribe\", \"publish\" or \"refresh\"".into())
+    if let Some(method) = topic("rpc")? {
+        return Ok(PubsubRequest::Rpc {
+            method,
+            id: msg.remove("id"),
+            data: msg.remove("data").unwrap_or(Value::Null),
+        });
+    }
+    Err("expected \"subscribe\", \"unsubscribe\", \"publish\", \"refresh\" or \"rpc\"".into())
+}
+
+/// The answer to an RPC request: `{"rpc":"<method>","id":<id>,"data":<answer>}`, or
+/// `"error"` in place of `"data"`. `"id"` is there when the request had one.
+fn rpc_reply(method: &str, id: Option<&Value>, answer: Result<Value, &str>) -> String {
+    let mut reply = serde_json::Map::new();
+    reply.insert("rpc".into(), method.into());
+    if let Some(id) = id {
+        reply.insert("id".into(), id.clone());
+    }
+    match answer {
+        Ok(data) => reply.insert("data".into(), data),
+        Err(e) => reply.insert("error".into(), e.into()),
+    };
+    Value::Object(reply).to_string()
 }
 
 /// A JSON text frame: `{"<key>":"<topic>"}`, plus `"error"` when there is one.
@@ -198,14 +233,8 @@ pub fn join_user_topic(server: &Server) {
     });
 }
 
-/// Subscribes to `topic` and says so, or says why not. A client with a token may subscribe
-/// only where its grants let it (`Identity::may_subscribe`).
+/// Subscribes to `topic` (already allowed) and says so, or says why not.
 fn subscribe_and_answer(kws: &Websocket, topic: &str) {
-    if kws.identity().is_some_and(|id| !id.may_subscribe(topic)) {
-        let reply = pubsub_reply("subscribe", topic, Some(NOT_PERMITTED));
-        kws.emit(reply, MessageType::Text);
-        return;
-    }
     let reply = match kws.subscribe(topic) {
         Ok(_) => pubsub_reply("subscribed", topic, None),
         Err(e) => pubsub_reply("subscribe", topic, Some(&e.to_string())),
@@ -213,12 +242,18 @@ fn subscribe_and_answer(kws: &Websocket, topic: &str) {
     kws.emit(reply, MessageType::Text);
 }
 
-/// `?topics=a,b` on the upgrade: one subscription per name, each answered like a frame's.
+/// `?topics=a,b` on the upgrade: one subscription per name, each answered like a frame's, in
+/// the connection's lane like its frames.
 fn subscribe_from_query(ep: &EventPayload) {
     let kws = ep.kws();
     if let Some(list) = kws.query("topics") {
-        for topic in list.split(',').filter(|t| !t.is_empty()) {
-            subscribe_and_answer(kws, topic);
+        let topics: Vec<String> = list
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !topics.is_empty() {
+            Lane::submit(kws, Job::Topics(topics.into_iter()));
         }
     }
 }
@@ -266,6 +301,9 @@ fn answer_rate_limited(ep: &EventPayload) {
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             pubsub_reply("unsubscribe", &topic, Some(RATE_LIMIT))
         }
+        Ok(PubsubRequest::Rpc { method, id, .. }) => {
+            rpc_reply(&method, id.as_ref(), Err(RATE_LIMIT))
+        }
         _ => serde_json::json!({ "error": RATE_LIMIT }).to_string(),
     };
     ep.kws().emit(reply, MessageType::Text);
@@ -275,14 +313,184 @@ fn answer_rate_limited(ep: &EventPayload) {
 const RATE_LIMIT: &str = "rate limit";
 
 fn pubsub(ep: &EventPayload) {
-    let kws = ep.kws();
     let request = if ep.message_type() == MessageType::Text {
         pubsub_request(ep.data())
     } else {
         Err("expected a JSON text frame".into())
     };
+    Lane::submit(ep.kws(), Job::Request(request));
+}
+
+/// What a connection asked of pubsub mode, waiting its turn in the connection's lane.
+enum Job {
+    /// A frame: a request, or why it is not one.
+    Request(Result<PubsubRequest, String>),
+    /// The `?topics=` of the upgrade still to subscribe, in order.
+    Topics(std::vec::IntoIter<String>),
+}
+
+/// A hook call a request waits on.
+enum Ask {
+    Subscribe(String),
+    Publish {
+        topic: String,
+        data: String,
+    },
+    Rpc {
+        method: String,
+        id: Option<Value>,
+        data: Value,
+    },
+}
+
+/// Requests one connection may have waiting behind a hook call; past it a request is answered
+/// `too many requests waiting` and not acted on.
+const MAX_WAITING: usize = 64;
+
+/// The error of a request that found its connection's lane full.
+const TOO_MANY_WAITING: &str = "too many requests waiting";
+
+thread_local! {
+    /// This shard's busy lanes, by connection UUID. A lane is here exactly while its task runs:
+    /// a connection without one is served inline.
+    static LANES: RefCell<HashMap<String, Rc<Lane>>> = RefCell::new(HashMap::new());
+}
+
+/// One connection's requests in the order it sent them, while one of them waits on a hook:
+/// a later request (an unsubscribe after a subscribe the backend is still deciding) never
+/// overtakes an earlier one, while the shard goes on serving everyone else. A request that
+/// needs no hook, from a connection with no lane, is acted on at once, with no lane made.
+struct Lane {
+    kws: Websocket,
+    waiting: RefCell<VecDeque<Job>>,
+}
+
+impl Lane {
+    /// Acts on `job` now if nothing of the connection waits and it needs no hook; otherwise
+    /// queues it in the connection's lane, made (with its task) if there is none.
+    fn submit(kws: &Websocket, job: Job) {
+        // Nothing waits on this shard: the usual case, with nothing to look up.
+        if LANES.with(|l| l.borrow().is_empty()) {
+            if let Some((ask, rest)) = start(kws, job) {
+                Lane::open(kws, kws.uuid(), ask, rest);
+            }
+            return;
+        }
+        let uuid = kws.uuid();
+        let lane = LANES.with(|l| l.borrow().get(&uuid).cloned());
+        match lane {
+            Some(lane) => {
+                let mut waiting = lane.waiting.borrow_mut();
+                if waiting.len() >= MAX_WAITING {
+                    drop(waiting);
+                    refuse(kws, job, TOO_MANY_WAITING);
+                } else {
+                    waiting.push_back(job);
+                }
+            }
+            None => {
+                if let Some((ask, rest)) = start(kws, job) {
+                    Lane::open(kws, uuid, ask, rest);
+                }
+            }
+        }
+    }
+
+    /// Makes the connection's lane, with `rest` waiting, and the task that asks `ask` and then
+    /// works through the lane.
+    fn open(kws: &Websocket, uuid: String, ask: Ask, rest: Option<Job>) {
+        let lane = Rc::new(Lane {
+            kws: kws.clone(),
+            waiting: RefCell::new(rest.into_iter().collect()),
+        });
+        LANES.with(|l| l.borrow_mut().insert(uuid.clone(), Rc::clone(&lane)));
+        glommio::spawn_local(lane.work(uuid, ask)).detach();
+    }
+
+    /// The lane's task: asks, then takes the jobs in order, asking where they need to, until
+    /// none waits or the connection is no longer open; then the lane goes.
+    async fn work(self: Rc<Self>, uuid: String, ask: Ask) {
+        let kws = &self.kws;
+        finish(kws, ask).await;
+        loop {
+            let job = self.waiting.borrow_mut().pop_front();
+            let Some(job) = job else {
+                break;
+            };
+            if !kws.is_alive() {
+                break;
+            }
+            if let Some((ask, rest)) = start(kws, job) {
+                if let Some(rest) = rest {
+                    self.waiting.borrow_mut().push_front(rest);
+                }
+                finish(kws, ask).await;
+            }
+            glommio::yield_if_needed().await;
+        }
+        self.waiting.borrow_mut().clear();
+        LANES.with(|l| {
+            let mut lanes = l.borrow_mut();
+            if lanes.get(&uuid).is_some_and(|lane| Rc::ptr_eq(lane, &self)) {
+                lanes.remove(&uuid);
+            }
+        });
+    }
+
+    /// `disconnect`: the connection's lane goes, with what waits in it (its task ends after
+    /// the call in flight).
+    fn forget(ep: &EventPayload) {
+        if LANES.with(|l| l.borrow().is_empty()) {
+            return;
+        }
+        let uuid = ep.kws().uuid();
+        LANES.with(|l| {
+            let mut lanes = l.borrow_mut();
+            // A lane whose connection is still open is a newer connection's under this UUID.
+            if lanes.get(&uuid).is_some_and(|lane| !lane.kws.is_alive()) {
+                if let Some(lane) = lanes.remove(&uuid) {
+                    lane.waiting.borrow_mut().clear();
+                }
+            }
+        });
+    }
+}
+
+/// Acts at once on what `job` needs no backend for. When it needs a hook: the call to make,
+/// and what remains of the job after it.
+fn start(kws: &Websocket, job: Job) -> Option<(Ask, Option<Job>)> {
+    match job {
+        Job::Request(request) => start_request(kws, request).map(|ask| (ask, None)),
+        Job::Topics(mut topics) => {
+            while let Some(topic) = topics.next() {
+                if let Some(ask) = start_subscribe(kws, topic) {
+                    let rest = (!topics.as_slice().is_empty()).then_some(Job::Topics(topics));
+                    return Some((ask, rest));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// A subscribe: refused here when the connection's grants do not cover the topic
+/// (`Identity::may_subscribe`), the backend's question with a subscribe hook, else done.
+fn start_subscribe(kws: &Websocket, topic: String) -> Option<Ask> {
+    if kws.identity().is_some_and(|id| !id.may_subscribe(&topic)) {
+        let reply = pubsub_reply("subscribe", &topic, Some(NOT_PERMITTED));
+        kws.emit(reply, MessageType::Text);
+        return None;
+    }
+    if kws.has_hook(Hook::Subscribe) {
+        return Some(Ask::Subscribe(topic));
+    }
+    subscribe_and_answer(kws, &topic);
+    None
+}
+
+fn start_request(kws: &Websocket, request: Result<PubsubRequest, String>) -> Option<Ask> {
     match request {
-        Ok(PubsubRequest::Subscribe(topic)) => subscribe_and_answer(kws, &topic),
+        Ok(PubsubRequest::Subscribe(topic)) => return start_subscribe(kws, topic),
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             let was = kws.unsubscribe(&topic);
             let error = (!was).then_some("not subscribed");
@@ -299,12 +507,99 @@ fn pubsub(ep: &EventPayload) {
                 MessageType::Text,
             )
         }
+        Ok(PubsubRequest::Publish { topic, data }) if kws.has_hook(Hook::Publish) => {
+            return Some(Ask::Publish { topic, data })
+        }
         Ok(PubsubRequest::Publish { topic, data }) => kws.publish(&topic, data, MessageType::Text),
         Ok(PubsubRequest::Refresh(jwt)) => refresh_and_answer(kws, &jwt),
+        Ok(PubsubRequest::Rpc { method, id, data }) if kws.has_hook(Hook::Rpc) => {
+            return Some(Ask::Rpc { method, id, data })
+        }
+        Ok(PubsubRequest::Rpc { method, id, .. }) => kws.emit(
+            rpc_reply(&method, id.as_ref(), Err(NO_RPC_HOOK)),
+            MessageType::Text,
+        ),
         Err(e) => kws.emit(
             serde_json::json!({ "error": e }).to_string(),
             MessageType::Text,
         ),
+    }
+    None
+}
+
+/// The error of an RPC request on a server without an RPC hook.
+const NO_RPC_HOOK: &str = "no rpc hook";
+
+/// What a client is told when its hook call failed: the reason stays in the server's log.
+fn backend_failure(e: &Error) -> String {
+    match e {
+        Error::BackendBusy => "backend busy".into(),
+        Error::BackendUnavailable(_) => "backend unavailable".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Asks the backend and acts on its verdict.
+async fn finish(kws: &Websocket, ask: Ask) {
+    let reply = match ask {
+        Ask::Subscribe(topic) => match kws.ask_subscribe(&topic).await {
+            Ok(Verdict::Allow(_)) => {
+                subscribe_and_answer(kws, &topic);
+                return;
+            }
+            Ok(Verdict::Refuse(reason)) => pubsub_reply("subscribe", &topic, Some(&reason)),
+            Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+        },
+        Ask::Publish { topic, data } => match kws.ask_publish(&topic, &data).await {
+            Ok(Verdict::Allow(replaced)) => {
+                let data = match replaced {
+                    None => data,
+                    Some(Value::String(s)) => s,
+                    Some(v) => v.to_string(),
+                };
+                kws.publish(&topic, data, MessageType::Text);
+                return;
+            }
+            Ok(Verdict::Refuse(reason)) => pubsub_reply("publish", &topic, Some(&reason)),
+            Err(e) => pubsub_reply("publish", &topic, Some(&backend_failure(&e))),
+        },
+        Ask::Rpc { method, id, data } => {
+            let id = id.as_ref();
+            match kws.ask_rpc(&method, &data).await {
+                Ok(Verdict::Allow(answer)) => {
+                    rpc_reply(&method, id, Ok(answer.unwrap_or(Value::Null)))
+                }
+                Ok(Verdict::Refuse(reason)) => rpc_reply(&method, id, Err(&reason)),
+                Err(e) => rpc_reply(&method, id, Err(&backend_failure(&e))),
+            }
+        }
+    };
+    kws.emit(reply, MessageType::Text);
+}
+
+/// Answers a job that is not acted on with `error`, in its request's error form.
+fn refuse(kws: &Websocket, job: Job, error: &str) {
+    let replies: Vec<String> = match job {
+        Job::Topics(topics) => topics
+            .map(|t| pubsub_reply("subscribe", &t, Some(error)))
+            .collect(),
+        Job::Request(request) => vec![match request {
+            Ok(PubsubRequest::Subscribe(t)) => pubsub_reply("subscribe", &t, Some(error)),
+            Ok(PubsubRequest::Unsubscribe(t)) => pubsub_reply("unsubscribe", &t, Some(error)),
+            Ok(PubsubRequest::Publish { topic, .. }) => {
+                pubsub_reply("publish", &topic, Some(error))
+            }
+            Ok(PubsubRequest::Refresh(_)) => {
+                serde_json::json!({ "refresh": null, "error": error }).to_string()
+            }
+            Ok(PubsubRequest::Rpc { method, id, .. }) => {
+                rpc_reply(&method, id.as_ref(), Err(error))
+            }
+            Err(_) => serde_json::json!({ "error": error }).to_string(),
+        }],
+    };
+    for reply in replies {
+        kws.emit(reply, MessageType::Text);
     }
 }
 
@@ -369,6 +664,53 @@ mod tests {
             pubsub_reply("subscribe", "a\"b", Some("too many topics")),
             r#"{"error":"too many topics","subscribe":"a\"b"}"#
         );
+    }
+
+    #[test]
+    fn rpc_frames_and_answers() {
+        use serde_json::json;
+        assert_eq!(
+            pubsub_request(br#"{"rpc":"time","id":7,"data":{"tz":"UTC"}}"#),
+            Ok(PubsubRequest::Rpc {
+                method: "time".into(),
+                id: Some(json!(7)),
+                data: json!({ "tz": "UTC" })
+            })
+        );
+        // Without an id or data: none comes back, and the backend gets null.
+        assert_eq!(
+            pubsub_request(br#"{"rpc":"ping"}"#),
+            Ok(PubsubRequest::Rpc {
+                method: "ping".into(),
+                id: None,
+                data: Value::Null
+            })
+        );
+        assert_eq!(
+            pubsub_request(br#"{"rpc":["x"]}"#),
+            Err("\"rpc\" must be a string".into())
+        );
+        assert_eq!(
+            pubsub_request(br#"{"other":1}"#),
+            Err(
+                "expected \"subscribe\", \"unsubscribe\", \"publish\", \"refresh\" or \"rpc\""
+                    .into()
+            )
+        );
+        let reply = |r: String| serde_json::from_str::<Value>(&r).unwrap();
+        assert_eq!(
+            reply(rpc_reply("time", Some(&json!("a1")), Ok(json!([1, 2])))),
+            json!({ "rpc": "time", "id": "a1", "data": [1, 2] })
+        );
+        assert_eq!(
+            reply(rpc_reply("time", None, Err(NO_RPC_HOOK))),
+            json!({ "rpc": "time", "error": "no rpc hook" })
+        );
+        assert_eq!(
+            backend_failure(&Error::BackendUnavailable("status 500".into())),
+            "backend unavailable"
+        );
+        assert_eq!(backend_failure(&Error::BackendBusy), "backend busy");
     }
 
     #[test]
