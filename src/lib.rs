@@ -78,6 +78,9 @@
 //! * [`event`]: event names (`event::MESSAGE`, ...) and [`Attributes`], for listeners.
 //! * [`auth`]: client tokens: the [`Verifier`] a server takes (`Builder::authenticate`), the
 //!   [`Identity`] a connection carries and the topic rules of its grants.
+//! * [`backend`]: the application's backend: [`backend::Backend`] says where events are
+//!   forwarded (a webhook, NATS) and which hooks are asked (connect, subscribe, publish,
+//!   RPC); a server takes it with `Builder::backend`.
 //! * [`cluster`]: cluster mode's [`ClusterConfig`] and [`ClusterView`].
 //! * [`topics`]: the topic-name rule, to check a name before `subscribe` or `publish`.
 //! * [`units`]: human durations and sizes (`5s`, `64KiB`), for `Config` values read from text.
