@@ -101,6 +101,90 @@ impl Bin {
     }
 }
 
+impl Bin {
+    /// `start_with_env` on `shards` shards instead of 2.
+    pub fn start_on_shards(shards: usize, args: &[&str], env: &[(&str, &str)]) -> Bin {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
+        cmd.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(["--shards", &shards.to_string()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start corecast");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let line = loop {
+            let line = rx.recv_timeout(WAIT).expect("the serving log line");
+            log.push(line.clone());
+            if line.contains("corecast serving") {
+                break line;
+            }
+        };
+        let field = |name: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+        };
+        Bin {
+            ws: field("listen").expect("listen address in the log"),
+            api: field("api"),
+            log,
+            child,
+        }
+    }
+}
+
+/// An upgrade request to `path`: the status, and the body of a refusal.
+pub fn upgrade(addr: SocketAddr, path: &str) -> (u16, String) {
+    let headers = [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // A 101 keeps the connection open: read its head only.
+    let mut resp = Vec::new();
+    let mut byte = [0u8; 1];
+    while !resp.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => resp.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&resp).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if status == 101 {
+        return (status, String::new());
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    (status, body)
+}
+
 impl Drop for Bin {
     fn drop(&mut self) {
         let _ = self.child.kill();
