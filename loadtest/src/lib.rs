@@ -9,6 +9,7 @@
 //! | `run` | scenarios broadcast, chat, echo, idle, topics: threads, connections, send windows |
 //! | `shootout` | the step-wise websocket-shootout scenario |
 //! | `topics` | the topics scenario's plan: who joins what, where each publish goes |
+//! | `upgrades` | the upgrades scenario: connect, upgrade (or be refused) and close, many at a time |
 //! | `ws` | a lean WebSocket client connection on glommio |
 //! | `payload` | the stamp each message carries |
 //! | `tally` | per-receiver delivery accounting |
@@ -27,6 +28,7 @@ pub mod siege;
 pub mod tally;
 pub mod token;
 pub mod topics;
+pub mod upgrades;
 pub mod ws;
 
 pub use options::{Options, Scenario};

@@ -6,29 +6,35 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use corecast::units::parse_duration;
+use corecast_load::token::{Signing, TokenKey};
 use corecast_load::topics::TopicPlan;
-use corecast_load::ws::Target;
+use corecast_load::upgrades::spoil;
+use corecast_load::ws::{Target, TokenPlace, Tokens};
 use corecast_load::{Options, Scenario};
 
-/// Loads a WebSocket server and counts every delivery.
+/// Loads a WebSocket server and counts every delivery, or opens connections as fast as it
+/// takes them (upgrades).
 #[derive(Parser, Debug)]
 #[command(name = "corecast-load", version)]
 struct Args {
     /// broadcast: one publisher, everyone receives; chat: everyone publishes to everyone;
     /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit;
-    /// topics: subscribers on topics, publishers cycling through them (pubsub protocol)
+    /// topics: subscribers on topics, publishers cycling through them (pubsub protocol);
+    /// upgrades: connect, upgrade (or be refused, --expect) and close, --clients at a time
     scenario: Scenario,
     /// Server URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
     /// over a cluster's nodes (connection i goes to URL i mod n; the first publishes)
     #[arg(long)]
     url: String,
-    /// Connections (shootout: the most to try; topics: subscribers, publishers come on top)
+    /// Connections (shootout: the most to try; topics: subscribers, publishers come on top;
+    /// upgrades: requests at a time)
     #[arg(long, default_value_t = 100)]
     clients: usize,
     /// Broadcast: messages to publish [default: 1000]; chat and echo: per client, topics: per
-    /// publisher [default: until --duration]
+    /// publisher, upgrades: requests in all [default: until --duration]
     #[arg(long)]
     messages: Option<u64>,
     /// How long to run (broadcast: the most to publish for, then in-flight messages drain)
@@ -87,16 +93,133 @@ struct Args {
     /// Topics: publishers cycle through only the first N topics [default: all]
     #[arg(long)]
     publish_topics: Option<usize>,
+    /// Connection tokens, one JWT a line (from --mint-tokens, or your issuer): connection i
+    /// sends line i mod n
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Where tokens travel: query (`?token=`) or header (`Authorization: Bearer`)
+    #[arg(long, default_value = "query", value_parser = token_place)]
+    token_in: TokenPlace,
+    /// Spoil every token's signature, for a run of refused requests (with --expect 401)
+    #[arg(long)]
+    bad_tokens: bool,
+    /// Upgrades: the answer every request should get: 101, or a refusal's status (401 for
+    /// --bad-tokens or no token, 404 for a path the server does not serve)
+    #[arg(long, default_value_t = 101)]
+    expect: u16,
+    /// Make a signing key in DIR, write there the file the server verifies with and
+    /// DIR/tokens (--clients tokens, users load-0, load-1, ...), print the server's flags, and
+    /// exit: start the server with them, then run with --tokens DIR/tokens
+    #[arg(long, value_name = "DIR")]
+    mint_tokens: Option<PathBuf>,
+    /// --mint-tokens: hs256 or es256
+    #[arg(long, default_value = "hs256", value_parser = signing)]
+    token_signing: Signing,
+    /// --mint-tokens: comma-separated topic patterns the tokens may subscribe to (`t*`)
+    #[arg(long, value_delimiter = ',')]
+    grant_subscribe: Vec<String>,
+    /// --mint-tokens: comma-separated topic patterns the tokens may publish to
+    #[arg(long, value_delimiter = ',')]
+    grant_publish: Vec<String>,
+    /// --mint-tokens: how long the tokens live
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    token_ttl: Duration,
+}
+
+fn token_place(s: &str) -> Result<TokenPlace, String> {
+    match s {
+        "query" => Ok(TokenPlace::Query),
+        "header" => Ok(TokenPlace::Header),
+        _ => Err(format!("{s:?}: expected query or header")),
+    }
+}
+
+fn signing(s: &str) -> Result<Signing, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "hs256" => Ok(Signing::Hs256),
+        "es256" => Ok(Signing::Es256),
+        _ => Err(format!("{s:?}: expected hs256 or es256")),
+    }
+}
+
+/// `--mint-tokens`: the key, the server's file and the tokens in `dir`; prints the flags.
+fn mint(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = TokenKey::generate(a.token_signing, dir)?;
+    let subscribe: Vec<&str> = a.grant_subscribe.iter().map(String::as_str).collect();
+    let publish: Vec<&str> = a.grant_publish.iter().map(String::as_str).collect();
+    let mut out = String::new();
+    for i in 0..a.clients.max(1) {
+        let sub = format!("load-{i}");
+        out += &key.mint_for(&sub, a.token_ttl.as_secs(), &subscribe, &publish)?;
+        out.push('\n');
+    }
+    let file = dir.join("tokens");
+    std::fs::write(&file, out).with_context(|| format!("writing {}", file.display()))?;
+    let [flag, path] = key.server_args();
+    println!("{flag} {path}");
+    eprintln!(
+        "corecast-load: {} tokens in {}; start the server with the flag above",
+        a.clients.max(1),
+        file.display()
+    );
+    Ok(())
+}
+
+/// The tokens of `--tokens`, spoiled with `--bad-tokens`.
+fn read_tokens(a: &Args) -> anyhow::Result<Tokens> {
+    let Some(path) = &a.tokens else {
+        return Ok(Tokens::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let list: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|t| {
+            if a.bad_tokens {
+                spoil(t)
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        anyhow::bail!("{} holds no token", path.display());
+    }
+    Ok(Tokens {
+        list: list.into(),
+        place: a.token_in,
+    })
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if let Some(dir) = &a.mint_tokens {
+        return match mint(&a, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("corecast-load: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let tokens = match read_tokens(&a) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("corecast-load: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let targets = match a
         .url
         .split(',')
         .map(|url| {
             Target::parse(url).map(|t| Target {
                 deflate: a.deflate,
+                tokens: tokens.clone(),
+                expect: a.expect,
                 ..t
             })
         })
@@ -168,8 +291,42 @@ mod tests {
         let help = Args::command().render_long_help().to_string();
         let from = help.find(flag).expect("the flag is in --help");
         let rest = &help[from..];
-        let to = rest.find("\n  -").unwrap_or(rest.len());
+        // The next option's line: `  -h, --help`, or `      --name` for one without a short.
+        let to = ["\n  -", "\n      --"]
+            .iter()
+            .filter_map(|next| rest.find(next))
+            .min()
+            .unwrap_or(rest.len());
         rest[..to].to_string()
+    }
+
+    #[test]
+    fn token_flags_parse() {
+        use clap::Parser as _;
+        let a = Args::try_parse_from([
+            "corecast-load",
+            "upgrades",
+            "--url",
+            "ws://127.0.0.1:1/nope",
+            "--token-in",
+            "header",
+            "--token-signing",
+            "ES256",
+            "--expect",
+            "404",
+            "--grant-subscribe",
+            "t*,news.*",
+        ])
+        .unwrap();
+        assert_eq!(a.token_in, super::TokenPlace::Header);
+        assert_eq!(a.token_signing, super::Signing::Es256);
+        assert_eq!(a.expect, 404);
+        assert_eq!(a.grant_subscribe, ["t*", "news.*"]);
+        let a = Args::try_parse_from(["corecast-load", "upgrades", "--url", "ws://x:1/"]).unwrap();
+        assert_eq!((a.token_in, a.expect), (super::TokenPlace::Query, 101));
+        assert!(
+            Args::try_parse_from(["x", "upgrades", "--url", "u", "--token-in", "cookie"]).is_err()
+        );
     }
 
     #[test]

@@ -23,17 +23,22 @@ pub enum Scenario {
     /// Subscribers on topics, publishers cycling through the topics (the pubsub protocol);
     /// with no publishers, connections and subscriptions held (for memory).
     Topics,
+    /// Connections opened as fast as the server takes them, `clients` at a time: each sends
+    /// its upgrade request, reads the answer (101, or the refusal a run of refused requests
+    /// expects) and closes cleanly. Upgrades per second and server CPU per upgrade.
+    Upgrades,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--help` lists them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Broadcast,
         Scenario::Chat,
         Scenario::Echo,
         Scenario::Idle,
         Scenario::Shootout,
         Scenario::Topics,
+        Scenario::Upgrades,
     ];
 
     /// The name on the command line and in the report.
@@ -45,6 +50,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Shootout => "shootout",
             Scenario::Topics => "topics",
+            Scenario::Upgrades => "upgrades",
         }
     }
 }
@@ -68,11 +74,12 @@ pub struct Options {
     /// Where to connect: connection `i` goes to `targets[i % len]` (several for a cluster).
     pub targets: Vec<Target>,
     pub url: String,
-    /// Connections (for shootout: the most to try).
+    /// Connections (for shootout: the most to try; for upgrades: how many at a time).
     pub clients: usize,
     /// Broadcast: messages to publish (default 1000). Chat and echo: per client, optional.
+    /// Upgrades: requests to make in all (default: until the duration ends).
     pub messages: Option<u64>,
-    /// Chat, echo, idle: how long to measure. Broadcast: the most to wait.
+    /// Chat, echo, idle, upgrades: how long to measure. Broadcast: the most to wait.
     pub duration: Duration,
     /// Messages a sender may have in flight.
     pub in_flight: usize,
@@ -127,7 +134,15 @@ mod tests {
         let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,
-            ["broadcast", "chat", "echo", "idle", "shootout", "topics"]
+            [
+                "broadcast",
+                "chat",
+                "echo",
+                "idle",
+                "shootout",
+                "topics",
+                "upgrades"
+            ]
         );
     }
 }

@@ -1,6 +1,8 @@
 //! The result of one run: what was measured, in JSON and as a human summary. Not the
 //! measuring itself.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -45,6 +47,25 @@ pub struct ServerUsage {
     pub rss_per_connection_bytes: Option<f64>,
 }
 
+/// The upgrades scenario's counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct UpgradeStats {
+    /// The answer every request should get: 101, or the refusal a run of refused requests
+    /// is after.
+    pub expected_status: u16,
+    pub requests: u64,
+    /// Requests answered with the expected status (after a 101, closed cleanly too).
+    pub answered: u64,
+    /// Answered requests per second of the window.
+    pub per_second: f64,
+    /// Answers by status; 0 counts requests that got none (refused connect, timeout).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Upgrades whose close the server answered with its close frame and end of stream.
+    pub clean_closes: u64,
+    /// The server's CPU time over the window per answered request.
+    pub server_cpu_us_per_request: Option<f64>,
+}
+
 /// One shootout step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShootoutStep {
@@ -82,6 +103,9 @@ pub struct Report {
     pub shootout_max_clients: Option<usize>,
     /// Topics: subscriptions held (subscribers × topics each).
     pub subscriptions: Option<u64>,
+    /// Upgrades: requests, answers and CPU per request (`latency` is the handshake's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrades: Option<UpgradeStats>,
     pub fault_count: u64,
     pub faults: Vec<String>,
     pub ok: bool,
@@ -99,11 +123,34 @@ impl Report {
             s += &format!(", {} B payloads", self.payload_bytes);
         }
         s += "\n";
-        s += &format!(
-            "  connect: {:.2}s ({:.0}/s); window {:.2}s\n",
-            self.connect_seconds, self.connects_per_second, self.window_seconds
-        );
-        if self.expected_deliveries > 0 || self.deliveries > 0 {
+        if self.upgrades.is_some() {
+            // Connecting is what it measures: no separate connect phase.
+            s += &format!("  window {:.2}s\n", self.window_seconds);
+        } else {
+            s += &format!(
+                "  connect: {:.2}s ({:.0}/s); window {:.2}s\n",
+                self.connect_seconds, self.connects_per_second, self.window_seconds
+            );
+        }
+        if let Some(u) = &self.upgrades {
+            let statuses: Vec<String> = u
+                .statuses
+                .iter()
+                .map(|(s, n)| match s {
+                    0 => format!("{n} unanswered"),
+                    s => format!("{n} × {s}"),
+                })
+                .collect();
+            s += &format!(
+                "  upgrades: {} of {} requests answered {} ({:.0}/s); {}; {} closed cleanly\n",
+                u.answered,
+                u.requests,
+                u.expected_status,
+                u.per_second,
+                statuses.join(", "),
+                u.clean_closes
+            );
+        } else if self.expected_deliveries > 0 || self.deliveries > 0 {
             s += &format!(
                 "  sent {}, delivered {}/{} ({:.0}/s)\n",
                 self.sent, self.deliveries, self.expected_deliveries, self.deliveries_per_second
@@ -119,7 +166,12 @@ impl Report {
             )
         };
         if self.latency.count > 0 {
-            s += &lat("latency per recipient", &self.latency);
+            let name = if self.upgrades.is_some() {
+                "handshake"
+            } else {
+                "latency per recipient"
+            };
+            s += &lat(name, &self.latency);
         }
         if let Some(b) = &self.broadcast_latency {
             s += &lat("whole broadcast", b);
@@ -127,7 +179,12 @@ impl Report {
         if let Some(srv) = &self.server {
             s += &format!("  server: {:.2} CPU-s", srv.cpu_seconds);
             if let Some(c) = srv.cpu_us_per_delivery {
-                s += &format!(", {c:.2} CPU-µs per delivery");
+                let per = if self.upgrades.is_some() {
+                    "request"
+                } else {
+                    "delivery"
+                };
+                s += &format!(", {c:.2} CPU-µs per {per}");
             }
             s += &format!(", RSS {} → {} KiB", srv.rss_before_kib, srv.rss_after_kib);
             if let Some(r) = srv.rss_per_connection_bytes {
@@ -151,7 +208,11 @@ impl Report {
             s += &format!("  shootout: {m} clients under the limit\n");
         }
         if self.ok {
-            s += "  OK: every message delivered exactly once, in order\n";
+            s += if self.upgrades.is_some() {
+                "  OK: every request answered as expected\n"
+            } else {
+                "  OK: every message delivered exactly once, in order\n"
+            };
         } else {
             s += &format!("  FAILED: {} faults\n", self.fault_count);
             for f in &self.faults {

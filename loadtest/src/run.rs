@@ -23,6 +23,7 @@ use crate::report::{Latency, Report, ServerUsage};
 use crate::shootout;
 use crate::tally::Tally;
 use crate::topics;
+use crate::upgrades;
 use crate::ws::{self, WsConn};
 
 /// Messages one topics publisher may send at most (bounds the completion counters).
@@ -99,8 +100,10 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs one scenario to its end and reports.
 pub fn run(opts: Options) -> anyhow::Result<Report> {
-    if opts.scenario == Scenario::Shootout {
-        return shootout::run(opts);
+    match opts.scenario {
+        Scenario::Shootout => return shootout::run(opts),
+        Scenario::Upgrades => return upgrades::run(opts),
+        _ => {}
     }
     if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 || opts.targets.is_empty() {
         bail!("clients, threads and in-flight must be at least 1");
@@ -348,6 +351,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         shootout_steps: Vec::new(),
         shootout_max_clients: None,
         subscriptions: topics.then_some((n * plan.per_client) as u64),
+        upgrades: None,
         ok: fault_count == 0,
         fault_count,
         faults,
@@ -494,7 +498,7 @@ async fn thread_main(
                 glommio::spawn_local(async move {
                     let timeout = Duration::from_secs(10);
                     let connected = async {
-                        let mut c = WsConn::connect(&target, source, timeout).await?;
+                        let mut c = WsConn::connect_as(&target, i, source, timeout).await?;
                         if socket_io {
                             let joined = future::or(c.join_socket_io(), async {
                                 Timer::new(timeout).await;

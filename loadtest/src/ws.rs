@@ -2,7 +2,8 @@
 //! server frames in through corecast's decoder, pongs answered; optionally Socket.IO's framing
 //! on top (Engine.IO v4 over WebSocket), to load a Socket.IO server with the same stamps; and
 //! optionally permessage-deflate, inflating what the server compressed as a browser would; and
-//! `wss://` over rustls. Not a general client: it sends uncompressed, and over TLS it trusts
+//! `wss://` over rustls; a connection token in the query or an `Authorization: Bearer`
+//! header when the target has tokens. Not a general client: it sends uncompressed, and over TLS it trusts
 //! any certificate (it loads servers of your own on loopback, it does not check who they are).
 
 use std::io;
@@ -40,6 +41,36 @@ pub struct Target {
     pub deflate: bool,
     /// `wss://`: TLS first.
     pub tls: bool,
+    /// Connection tokens to send, minted before the run; none by default.
+    pub tokens: Tokens,
+    /// The answer the `upgrades` scenario expects: 101, or the status of the refusal a run of
+    /// deliberately refused requests is after (401, 404). Every other scenario needs 101.
+    pub expect: u16,
+}
+
+/// Where a connection's token travels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenPlace {
+    /// The `token` query parameter, as browsers send it.
+    #[default]
+    Query,
+    /// `Authorization: Bearer <jwt>`.
+    Header,
+}
+
+/// The tokens of a run's connections: connection `i` sends `list[i % len]`; an empty list
+/// sends none.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub list: Arc<[String]>,
+    pub place: TokenPlace,
+}
+
+impl Tokens {
+    /// Connection `i`'s token, if the run sends tokens.
+    pub fn of(&self, i: usize) -> Option<&str> {
+        (!self.list.is_empty()).then(|| self.list[i % self.list.len()].as_str())
+    }
 }
 
 impl Target {
@@ -64,7 +95,40 @@ impl Target {
             host: authority,
             deflate: false,
             tls,
+            tokens: Tokens::default(),
+            expect: 101,
         })
+    }
+
+    /// The upgrade request connection `i` sends: its token (if any) in the query or the
+    /// `Authorization` header, and the permessage-deflate offer when asked for.
+    pub fn request(&self, i: usize) -> String {
+        let mut path = self.path.clone();
+        let mut auth = String::new();
+        match (self.tokens.of(i), self.tokens.place) {
+            (Some(token), TokenPlace::Query) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                path = format!("{path}{sep}token={token}");
+            }
+            (Some(token), TokenPlace::Header) => {
+                auth = format!("Authorization: Bearer {token}\r\n");
+            }
+            (None, _) => {}
+        }
+        let extensions = if self.deflate {
+            // What browsers offer, and no context takeover by the server: this client inflates
+            // every message on its own (as corecast's decoder does).
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_max_window_bits\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             {auth}{extensions}\r\n",
+            self.host
+        )
     }
 }
 
@@ -100,9 +164,20 @@ pub struct WsConn {
 }
 
 impl WsConn {
-    /// Connects (from `source`, to spread past one address's ephemeral ports) and upgrades.
+    /// Connects (from `source`, to spread past one address's ephemeral ports) and upgrades,
+    /// as connection 0 of the run (whose token it sends, if the target has tokens).
     pub async fn connect(
         target: &Target,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> io::Result<WsConn> {
+        WsConn::connect_as(target, 0, source, timeout).await
+    }
+
+    /// `connect` as connection `i` of the run: it sends connection `i`'s token.
+    pub async fn connect_as(
+        target: &Target,
+        i: usize,
         source: Option<IpAddr>,
         timeout: Duration,
     ) -> io::Result<WsConn> {
@@ -125,26 +200,12 @@ impl WsConn {
             socket_io: false,
             pings: 0,
         };
-        conn.handshake(target).await?;
+        conn.handshake(target, i).await?;
         Ok(conn)
     }
 
-    async fn handshake(&mut self, target: &Target) -> io::Result<()> {
-        let extensions = if target.deflate {
-            // What browsers offer, and no context takeover by the server: this client inflates
-            // every message on its own (as corecast's decoder does).
-            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
-             client_max_window_bits\r\n"
-        } else {
-            ""
-        };
-        let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             {extensions}\r\n",
-            target.path, target.host
-        );
-        self.stream.write_all(req.as_bytes()).await?;
+    async fn handshake(&mut self, target: &Target, i: usize) -> io::Result<()> {
+        self.stream.write_all(target.request(i).as_bytes()).await?;
         let mut head = Vec::with_capacity(256);
         loop {
             let n = self.stream.read(&mut self.buf).await?;
@@ -435,6 +496,30 @@ mod tests {
         assert!(Target::parse("wss://x:1/").is_err());
         assert!(Target::parse("http://127.0.0.1:1/").is_err());
         assert!(Target::parse("ws://nohost/").is_err());
+    }
+
+    #[test]
+    fn a_connection_sends_its_token_in_the_query_or_the_header() {
+        let mut t = Target::parse("ws://127.0.0.1:8080/ws?topics=t1").unwrap();
+        assert!(t.request(3).starts_with("GET /ws?topics=t1 HTTP/1.1\r\n"));
+        assert!(!t.request(3).contains("Authorization"));
+        t.tokens = Tokens {
+            list: vec!["a.b.c".to_string(), "d.e.f".to_string()].into(),
+            place: TokenPlace::Query,
+        };
+        assert!(t
+            .request(3)
+            .starts_with("GET /ws?topics=t1&token=d.e.f HTTP/1.1\r\n"));
+        t.path = "/ws".into();
+        assert!(t.request(4).starts_with("GET /ws?token=a.b.c HTTP/1.1\r\n"));
+        t.tokens.place = TokenPlace::Header;
+        let head = t.request(5);
+        assert!(head.starts_with("GET /ws HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nAuthorization: Bearer d.e.f\r\n"),
+            "{head}"
+        );
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
     }
 
     #[test]
