@@ -11,8 +11,10 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use corecast_load::token::{Signing, TokenKey};
 use corecast_load::topics::TopicPlan;
-use corecast_load::ws::Target;
+use corecast_load::upgrades::spoil;
+use corecast_load::ws::{Target, Tokens};
 use corecast_load::{Options, Scenario};
 use output::{Outcome, ScenarioResult};
 use peers::Peer;
@@ -45,6 +47,9 @@ struct Args {
     /// Repository root
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// The corecast binary to run [default: <root>/target/release/corecast]
+    #[arg(long)]
+    corecast_bin: Option<PathBuf>,
 }
 
 /// A parameter that differs between the quick run and the full one.
@@ -107,7 +112,58 @@ struct Plan {
     tls: bool,
     /// Run only with `--full`.
     full_only: bool,
+    /// corecast started in these ways, each a row of its own, in place of plain corecast
+    /// (empty: plain corecast among the peers).
+    variants: &'static [Variant],
+    /// With variants: times each variant runs, the variants in turn (A B A B), so the rows
+    /// show the run-to-run noise beside the difference.
+    rounds: QuickFull<usize>,
+    /// With variants: the other peers run too (once each), as they would with none.
+    with_peers: bool,
+    /// A sentence under the table: what the variants' rows are.
+    note: &'static str,
 }
+
+/// How a variant's clients ask: what they request and what the server should answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// The plan's scenario as usual, with a valid token when the variant verifies tokens: 101.
+    Upgrade,
+    /// An upgrade with no token at a server that needs one: 401.
+    NoToken,
+    /// An upgrade with a token of the server's key whose signature is spoiled, so the server
+    /// verifies it in full and refuses it: 401.
+    BadToken,
+    /// A path the server does not serve (with the same valid token): 404.
+    NotFound,
+}
+
+impl Ask {
+    /// The answer the upgrades scenario counts.
+    fn status(self) -> u16 {
+        match self {
+            Ask::Upgrade => 101,
+            Ask::NoToken | Ask::BadToken => 401,
+            Ask::NotFound => 404,
+        }
+    }
+}
+
+/// corecast started one way: its row's name, the tokens it verifies, how its clients ask.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    /// The server verifies client tokens signed so (`--jwt-secret-file` or
+    /// `--jwt-public-key-file`), and every client sends one in its query, minted before the
+    /// run.
+    auth: Option<Signing>,
+    /// Topic patterns each token grants for subscribe and for publish.
+    grants: &'static [&'static str],
+    ask: Ask,
+}
+
+/// Tokens for at most this many connections are minted; more connections take them in turn.
+const MAX_TOKENS: usize = 20_000;
 
 /// What a plan has unless it says otherwise: no shootout steps, no topics, one node, no
 /// compression, 64-byte messages over plain TCP, in both runs. Every plan names the rest.
@@ -135,6 +191,30 @@ const USUAL: Plan = Plan {
     size: 64,
     tls: false,
     full_only: false,
+    variants: &[],
+    rounds: QuickFull::both(1),
+    with_peers: false,
+    note: "",
+};
+
+/// Plain corecast.
+const PLAIN: Variant = Variant {
+    name: "corecast",
+    auth: None,
+    grants: &[],
+    ask: Ask::Upgrade,
+};
+
+/// What every token of the authentication plans grants: a pattern, so the check matches it
+/// against each topic rather than comparing names.
+const GRANTS: &[&str] = &["t*"];
+
+/// corecast verifying HS256 tokens.
+const HS256: Variant = Variant {
+    name: "corecast-hs256",
+    auth: Some(Signing::Hs256),
+    grants: GRANTS,
+    ask: Ask::Upgrade,
 };
 
 /// Server memory per idle connection; idle-tls is the same over TLS, so the two compare.
@@ -153,7 +233,7 @@ const IDLE_10K: Plan = Plan {
 };
 
 /// Every scenario, in the order they run.
-const PLANS: [Plan; 17] = [
+const PLANS: [Plan; 20] = [
     Plan {
         id: "broadcast-1k",
         title: "Broadcast to 1,000 clients, 8 in flight",
@@ -413,11 +493,204 @@ const PLANS: [Plan; 17] = [
         },
         ..USUAL
     },
+    Plan {
+        id: "upgrades",
+        title: "Upgrades: connect, upgrade and close, 64 at a time, without and with tokens",
+        metric: "upgrades/s",
+        higher_is_better: true,
+        mode: "echo",
+        scenario: Scenario::Upgrades,
+        clients: QuickFull::both(64),
+        messages: None,
+        duration_s: QuickFull { quick: 5, full: 15 },
+        variants: &[
+            PLAIN,
+            HS256,
+            Variant {
+                name: "corecast-es256",
+                auth: Some(Signing::Es256),
+                ..HS256
+            },
+        ],
+        rounds: QuickFull { quick: 2, full: 3 },
+        with_peers: true,
+        note: "corecast-hs256 and corecast-es256: corecast verifying an HS256 or ES256 token \
+               (granting `t*`) that each connection sends in its query, minted before the run. \
+               p99 is the handshake's: connect until the 101's head is in. Each connection \
+               closes with a close frame and waits for the server's close frame and end of \
+               stream. `(2)`, `(3)`: the same server again, the variants taking turns.",
+        ..USUAL
+    },
+    Plan {
+        id: "upgrades-refused",
+        title: "Refused upgrades: a bad token's 401 against a 404, 64 at a time",
+        metric: "server CPU-µs per request",
+        higher_is_better: false,
+        mode: "echo",
+        scenario: Scenario::Upgrades,
+        clients: QuickFull::both(64),
+        messages: None,
+        duration_s: QuickFull { quick: 4, full: 10 },
+        variants: &[
+            Variant {
+                name: "404 not found",
+                ask: Ask::NotFound,
+                ..HS256
+            },
+            Variant {
+                name: "401 bad token (HS256)",
+                ask: Ask::BadToken,
+                ..HS256
+            },
+            Variant {
+                name: "401 bad token (ES256)",
+                auth: Some(Signing::Es256),
+                ask: Ask::BadToken,
+                ..HS256
+            },
+            Variant {
+                name: "401 no token",
+                ask: Ask::NoToken,
+                ..HS256
+            },
+        ],
+        rounds: QuickFull { quick: 2, full: 3 },
+        note: "corecast verifying tokens (HS256, or ES256 for that row). 404: an upgrade \
+               request with a valid token for a path the server does not serve; 401 bad \
+               token: a token of the server's key with one character of its signature changed, \
+               so it is verified in full and refused; 401 no token: an upgrade request without \
+               one. Each request is a connection of its own, closed after the answer.",
+        ..USUAL
+    },
+    Plan {
+        id: "topics-10k-auth",
+        title: "Topics with permission checks: topics-10k with and without tokens",
+        metric: "deliveries/s",
+        higher_is_better: true,
+        mode: "pubsub",
+        scenario: Scenario::Topics,
+        clients: QuickFull::both(10_000),
+        messages: None,
+        duration_s: QuickFull { quick: 8, full: 30 },
+        in_flight: 8,
+        topics: TopicPlan {
+            topics: 100,
+            per_client: 1,
+            publishers: 4,
+            publish_topics: 0,
+        },
+        variants: &[
+            PLAIN,
+            Variant {
+                name: "corecast-auth",
+                ..HS256
+            },
+        ],
+        rounds: QuickFull { quick: 2, full: 3 },
+        note: "`topics-10k` (10,000 subscribers on 100 topics, 4 publishers × 8 in flight) \
+               against plain corecast and corecast-auth: corecast verifying HS256 tokens, each \
+               client's granting subscribe and publish on `t*`, so its `?topics=` subscription \
+               and every publish are checked against the pattern. `(2)`, `(3)`: the same \
+               server again, the two taking turns.",
+        ..USUAL
+    },
 ];
 
 /// The plans of the quick run, or of the full one.
 fn plans(full: bool) -> impl Iterator<Item = &'static Plan> {
     PLANS.iter().filter(move |p| full || !p.full_only)
+}
+
+/// The rows of a plan: the table's name, the server, and the corecast variant it runs.
+fn rows(plan: &Plan, peers: &[Peer], full: bool) -> Vec<(String, Peer, Option<Variant>)> {
+    let one = |p: Peer| (p.name().to_string(), p, None);
+    if plan.cluster {
+        if !peers.contains(&Peer::Corecast) {
+            return Vec::new();
+        }
+        return [Peer::Corecast, Peer::CorecastCluster, Peer::SocketIoRedis]
+            .into_iter()
+            .map(one)
+            .collect();
+    }
+    let eligible: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| !p.is_cluster() && (!plan.deflate || p.has_deflate()))
+        .filter(|p| !plan.tls || p.has_tls())
+        .collect();
+    if plan.variants.is_empty() {
+        return eligible.into_iter().map(one).collect();
+    }
+    let mut rows = Vec::new();
+    if eligible.contains(&Peer::Corecast) {
+        for round in 1..=plan.rounds.pick(full).max(1) {
+            for v in plan.variants {
+                let name = if round == 1 {
+                    v.name.to_string()
+                } else {
+                    format!("{} ({round})", v.name)
+                };
+                rows.push((name, Peer::Corecast, Some(*v)));
+            }
+        }
+    }
+    if plan.with_peers {
+        rows.extend(
+            eligible
+                .into_iter()
+                .filter(|p| *p != Peer::Corecast)
+                .map(one),
+        );
+    }
+    rows
+}
+
+/// A variant's server flags and its clients' tokens: a fresh key (its verifying file under
+/// `target/bench-tokens/`) and a token per connection, minted now, before anything is
+/// measured, so signing never counts; spoiled or left out as the variant asks.
+fn tokens_for(
+    plan: &Plan,
+    v: Variant,
+    root: &std::path::Path,
+    full: bool,
+) -> anyhow::Result<(Vec<String>, Tokens)> {
+    let Some(signing) = v.auth else {
+        return Ok((Vec::new(), Tokens::default()));
+    };
+    let dir = root.join("target/bench-tokens").join(match signing {
+        Signing::Hs256 => "hs256",
+        Signing::Es256 => "es256",
+    });
+    std::fs::create_dir_all(&dir)?;
+    let key = TokenKey::generate(signing, &dir)?;
+    let connections = match plan.scenario {
+        // Connections come and go: a thousand tokens, taken in turn.
+        Scenario::Upgrades => 1000,
+        Scenario::Topics => plan.clients.pick(full) + plan.topics.publishers,
+        _ => plan.clients.pick(full),
+    };
+    let list = if v.ask == Ask::NoToken {
+        Vec::new()
+    } else {
+        (0..connections.min(MAX_TOKENS))
+            .map(|i| {
+                let token = key.mint_for(&format!("load-{i}"), 3600, v.grants, v.grants)?;
+                Ok(if v.ask == Ask::BadToken {
+                    spoil(&token)
+                } else {
+                    token
+                })
+            })
+            .collect::<anyhow::Result<Vec<String>>>()?
+    };
+    Ok((
+        key.server_args().to_vec(),
+        Tokens {
+            list: list.into(),
+            ..Tokens::default()
+        },
+    ))
 }
 
 fn machine(root: &std::path::Path) -> serde_json::Value {
@@ -470,6 +743,9 @@ fn main() -> ExitCode {
     if a.load_cpus.is_empty() && cpus >= 2 {
         a.load_cpus = vec![1];
     }
+    if let Some(bin) = a.corecast_bin.clone() {
+        peers::use_corecast_binary(bin);
+    }
     let peers: Vec<Peer> = match a.peers.iter().map(|p| Peer::parse(p).ok_or(p)).collect() {
         Ok(p) => p,
         Err(bad) => {
@@ -517,48 +793,47 @@ fn main() -> ExitCode {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for plan in selected {
         let mut outcomes = Vec::new();
-        let plan_peers: Vec<Peer> = if plan.cluster {
-            if peers.contains(&Peer::Corecast) {
-                vec![Peer::Corecast, Peer::CorecastCluster, Peer::SocketIoRedis]
-            } else {
-                Vec::new()
-            }
-        } else {
-            peers
-                .iter()
-                .copied()
-                .filter(|p| !p.is_cluster() && (!plan.deflate || p.has_deflate()))
-                .filter(|p| !plan.tls || p.has_tls())
-                .collect()
-        };
-        for peer in &plan_peers {
+        for (row, peer, variant) in rows(plan, &peers, a.full) {
             eprintln!(
-                "[{:>5.0}s] {} / {}",
+                "[{:>5.0}s] {} / {row}",
                 started.elapsed().as_secs_f64(),
                 plan.id,
-                peer.name()
             );
-            let started_peer = peers::start(
-                *peer,
-                &a.root,
-                plan.mode,
-                plan.deflate,
-                plan.tls.then_some(&tls),
-                &a.server_cpus,
-            );
+            let ask = variant.map_or(Ask::Upgrade, |v| v.ask);
+            let prepared = match variant {
+                Some(v) => tokens_for(plan, v, &a.root, a.full),
+                None => Ok((Vec::new(), Tokens::default())),
+            };
+            let started_peer = prepared.and_then(|(flags, tokens)| {
+                let server = peers::start(
+                    peer,
+                    &a.root,
+                    plan.mode,
+                    plan.deflate,
+                    plan.tls.then_some(&tls),
+                    &a.server_cpus,
+                    &flags,
+                )?;
+                Ok((server, tokens))
+            });
             let outcome = match started_peer {
                 Err(e) => Outcome {
-                    peer: peer.name().into(),
+                    peer: row,
                     report: None,
                     error: Some(format!("{e:#}")),
                 },
-                Ok(server) => {
+                Ok((server, tokens)) => {
+                    let path = if ask == Ask::NotFound {
+                        "/nope"
+                    } else {
+                        peer.path()
+                    };
                     let urls: Vec<String> = server
                         .addrs
                         .iter()
                         .map(|a| {
                             let scheme = if plan.tls { "wss" } else { "ws" };
-                            format!("{scheme}://{a}{}", peer.path())
+                            format!("{scheme}://{a}{path}")
                         })
                         .collect();
                     let url = urls.join(",");
@@ -568,6 +843,8 @@ fn main() -> ExitCode {
                             .iter()
                             .map(|u| Target {
                                 deflate: plan.deflate,
+                                tokens: tokens.clone(),
+                                expect: ask.status(),
                                 ..Target::parse(u).expect("a valid URL")
                             })
                             .collect(),
@@ -586,7 +863,7 @@ fn main() -> ExitCode {
                         concurrent: 4,
                         limit: Duration::from_millis(500),
                         topics: plan.topics,
-                        socket_io: *peer == Peer::SocketIoRedis,
+                        socket_io: peer == Peer::SocketIoRedis,
                         deflate: plan.deflate,
                     };
                     let result = corecast_load::run(opts);
@@ -603,13 +880,13 @@ fn main() -> ExitCode {
                                 if r.ok { "" } else { "(FAULTS)" }
                             );
                             Outcome {
-                                peer: peer.name().into(),
+                                peer: row,
                                 report: Some(r),
                                 error: None,
                             }
                         }
                         Err(e) => Outcome {
-                            peer: peer.name().into(),
+                            peer: row,
                             report: None,
                             error: Some(format!("{e:#}")),
                         },
@@ -633,7 +910,10 @@ fn main() -> ExitCode {
                 "in_flight": plan.in_flight, "payload_bytes": 64, "server_cpus": a.server_cpus, "load_cpus": a.load_cpus,
                 "topics": plan.topics.topics, "topics_per_client": plan.topics.per_client,
                 "publishers": plan.topics.publishers, "publish_topics": plan.topics.publish_topics,
+                "variants": plan.variants.iter().map(|v| v.name).collect::<Vec<_>>(),
+                "rounds": if plan.variants.is_empty() { 1 } else { plan.rounds.pick(a.full) },
             }),
+            note: plan.note.into(),
             outcomes,
         };
         let base = a.out.join(format!("{date}-{}", plan.id));
@@ -691,7 +971,7 @@ fn main() -> ExitCode {
 mod tests {
     use std::time::Duration;
 
-    use super::{plans, Plan};
+    use super::{plans, rows, Peer, Plan};
 
     /// One plan in the quick or the full run, every field labelled, as a line to compare.
     fn describe(p: &Plan, full: bool) -> String {
@@ -716,6 +996,24 @@ mod tests {
             p.deflate,
             p.size,
             p.tls
+        ) + &variants(p, full)
+    }
+
+    /// A plan's variants, spelled out, or nothing for a plan without.
+    fn variants(p: &Plan, full: bool) -> String {
+        if p.variants.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = p
+            .variants
+            .iter()
+            .map(|v| format!("{} {:?} {:?} {:?}", v.name, v.auth, v.grants, v.ask))
+            .collect();
+        format!(
+            " | variants [{}] × {} | with peers {}",
+            each.join(", "),
+            p.rounds.pick(full),
+            p.with_peers
         )
     }
 
@@ -741,6 +1039,9 @@ mod tests {
         idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 8000 | messages None | 5s | in flight 1 | step 2000 | sample 10 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 2 | with peers true\n\
+        upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 4s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 2 | with peers false\n\
+        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade] × 2 | with peers false\n\
         ";
 
     /// The full run's plans: longer, more messages, a bigger shootout, and topics-10k-x10.
@@ -762,7 +1063,37 @@ mod tests {
         idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 18000 | messages None | 5s | in flight 1 | step 2000 | sample 20 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 15s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 3 | with peers true\n\
+        upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 10s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 3 | with peers false\n\
+        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade] × 3 | with peers false\n\
         ";
+
+    #[test]
+    fn variants_take_turns_and_peers_follow() {
+        let plan = plans(false).find(|p| p.id == "upgrades").unwrap();
+        let peers = [Peer::Corecast, Peer::Bun, Peer::Tokio];
+        let names: Vec<String> = rows(plan, &peers, false).into_iter().map(|r| r.0).collect();
+        assert_eq!(
+            names,
+            [
+                "corecast",
+                "corecast-hs256",
+                "corecast-es256",
+                "corecast (2)",
+                "corecast-hs256 (2)",
+                "corecast-es256 (2)",
+                "bun",
+                "tokio-tungstenite"
+            ]
+        );
+        // Without corecast there is no variant to run.
+        let rows = rows(plan, &[Peer::Bun], false);
+        assert_eq!(rows.len(), 1);
+        let refused = plans(false).find(|p| p.id == "upgrades-refused").unwrap();
+        assert!(super::rows(refused, &peers, false)
+            .iter()
+            .all(|r| r.1 == Peer::Corecast));
+    }
 
     #[test]
     fn quick_plans_keep_their_parameters() {

@@ -26,12 +26,34 @@ pub struct ScenarioResult {
     pub higher_is_better: bool,
     pub machine: serde_json::Value,
     pub parameters: serde_json::Value,
+    /// A sentence under the table: what its rows are, when they are not plain servers.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
     pub outcomes: Vec<Outcome>,
+}
+
+/// Whether a scenario's headline is the server's CPU per request (refused upgrades: the rate is
+/// the generator's, the cost is the figure).
+fn cpu_is_headline(id: &str) -> bool {
+    id.starts_with("upgrades-refused")
+}
+
+/// What a scenario's server CPU is counted per.
+fn cpu_unit(id: &str) -> &'static str {
+    if cpu_is_headline(id) {
+        "request"
+    } else if id.starts_with("upgrades") {
+        "upgrade"
+    } else {
+        "delivery"
+    }
 }
 
 /// The headline number of a report for a scenario id.
 pub fn headline(id: &str, r: &Report) -> Option<f64> {
-    if id.starts_with("echo") {
+    if cpu_is_headline(id) {
+        r.server.as_ref()?.cpu_us_per_delivery
+    } else if id.starts_with("echo") {
         r.round_trips_per_second
     } else if id.starts_with("idle") || id.starts_with("subs") {
         r.server.as_ref()?.rss_per_connection_bytes
@@ -50,16 +72,42 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// The Markdown table.
+/// The Markdown table. Ratios are to the `corecast` row, oriented so that above 1 favours
+/// corecast; a table without one (rows that are all corecast, run different ways) takes its
+/// first row as the base and gives each row's figure ÷ the base's.
 pub fn markdown(res: &ScenarioResult) -> String {
-    let base = res
+    let base_row = res
         .outcomes
         .iter()
         .find(|o| o.peer == "corecast")
+        .or_else(|| res.outcomes.first());
+    let base_name = base_row.map_or("corecast", |o| o.peer.as_str());
+    let against_corecast = base_name == "corecast";
+    let base = base_row
         .and_then(|o| o.report.as_ref())
         .and_then(|r| headline(&res.id, r));
+    let upgrades = res.id.starts_with("upgrades");
+    let ratio_name = if against_corecast {
+        "corecast ÷ server".to_string()
+    } else {
+        format!("÷ {base_name}")
+    };
+    // The column beside the headline: the server's CPU, or the rate where CPU is the headline.
+    let extra_name = if cpu_is_headline(&res.id) {
+        "answers/s".to_string()
+    } else {
+        format!("server CPU-µs per {}", cpu_unit(&res.id))
+    };
+    let exact_name = if upgrades {
+        "every answer as expected"
+    } else {
+        "exact delivery"
+    };
     let mut md = format!("### {}\n\n", res.title);
-    md += &format!("| server | {} | corecast ÷ server | p99 latency | server CPU-µs per delivery | exact delivery |\n", res.metric);
+    md += &format!(
+        "| server | {} | {ratio_name} | p99 latency | {extra_name} | {exact_name} |\n",
+        res.metric
+    );
     md += "|---|---:|---:|---:|---:|---|\n";
     for o in &res.outcomes {
         let Some(r) = &o.report else {
@@ -74,7 +122,11 @@ pub fn markdown(res: &ScenarioResult) -> String {
         let v = headline(&res.id, r);
         let ratio = match (base, v) {
             (Some(b), Some(v)) if v > 0.0 && b > 0.0 => {
-                let x = if res.higher_is_better { b / v } else { v / b };
+                let x = if !against_corecast || !res.higher_is_better {
+                    v / b
+                } else {
+                    b / v
+                };
                 format!("{x:.2}×")
             }
             _ => "–".into(),
@@ -92,12 +144,15 @@ pub fn markdown(res: &ScenarioResult) -> String {
                     .map(|s| format!("{:.1} ms (p95, last step)", s.rtt.p95_us as f64 / 1000.0))
             })
             .unwrap_or_else(|| "–".into());
-        let cpu = r
-            .server
-            .as_ref()
-            .and_then(|s| s.cpu_us_per_delivery)
-            .map(|c| format!("{c:.2}"))
-            .unwrap_or_else(|| "–".into());
+        let extra = if cpu_is_headline(&res.id) {
+            fmt_num(r.deliveries_per_second)
+        } else {
+            r.server
+                .as_ref()
+                .and_then(|s| s.cpu_us_per_delivery)
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "–".into())
+        };
         let exact = if r.ok {
             "yes".to_string()
         } else {
@@ -110,18 +165,26 @@ pub fn markdown(res: &ScenarioResult) -> String {
             v.map(fmt_num).unwrap_or_else(|| "–".into()),
             ratio,
             p99,
-            cpu,
+            extra,
             exact
         );
     }
     md += &format!(
-        "\n{} Ratios above 1 favour corecast.\n",
+        "\n{} {}\n",
         if res.higher_is_better {
             "Higher is better."
         } else {
             "Lower is better."
+        },
+        if against_corecast {
+            "Ratios above 1 favour corecast.".to_string()
+        } else {
+            format!("Ratios are each row's figure ÷ the `{base_name}` row's.")
         }
     );
+    if !res.note.is_empty() {
+        md += &format!("\n{}\n", res.note);
+    }
     md
 }
 
@@ -212,6 +275,57 @@ pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn refused(peer: &str, cpu: f64) -> Outcome {
+        Outcome {
+            peer: peer.into(),
+            report: Some(Report {
+                deliveries_per_second: 9000.0,
+                server: Some(corecast_load::report::ServerUsage {
+                    cpu_us_per_delivery: Some(cpu),
+                    ..Default::default()
+                }),
+                ok: true,
+                ..Report::default()
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn rows_of_corecast_run_different_ways_compare_with_the_first() {
+        let res = ScenarioResult {
+            id: "upgrades-refused".into(),
+            title: "Refused".into(),
+            metric: "server CPU-µs per request".into(),
+            higher_is_better: false,
+            machine: serde_json::Value::Null,
+            parameters: serde_json::Value::Null,
+            note: "What the rows are.".into(),
+            outcomes: vec![
+                refused("404 not found", 40.0),
+                refused("401 bad token", 50.0),
+            ],
+        };
+        let md = markdown(&res);
+        assert!(
+            md.contains("| server | server CPU-µs per request | ÷ 404 not found | p99 latency | answers/s | every answer as expected |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 404 not found | 40.00 | 1.00× | – | 9,000 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 401 bad token | 50.00 | 1.25× | – | 9,000 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Ratios are each row's figure ÷ the `404 not found` row's."),
+            "{md}"
+        );
+        assert!(md.ends_with("\n\nWhat the rows are.\n"), "{md}");
+    }
+
     #[test]
     fn subscription_memory_is_a_table_not_a_code_block() {
         let result = |id: &str| ScenarioResult {
@@ -221,6 +335,7 @@ mod tests {
             higher_is_better: false,
             machine: serde_json::Value::Null,
             parameters: serde_json::Value::Null,
+            note: String::new(),
             outcomes: vec![Outcome {
                 peer: "corecast".into(),
                 report: None,

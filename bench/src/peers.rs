@@ -6,9 +6,26 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+
+/// The corecast binary `--corecast-bin` named, for the whole run.
+static CORECAST_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Runs corecast (and its cluster nodes) from `path` instead of `target/release/corecast`: a
+/// copy made for the run stays the same while the tree is rebuilt meanwhile.
+pub fn use_corecast_binary(path: PathBuf) {
+    let _ = CORECAST_BIN.set(path);
+}
+
+fn corecast_binary(root: &Path) -> PathBuf {
+    CORECAST_BIN
+        .get()
+        .cloned()
+        .unwrap_or_else(|| root.join("target/release/corecast"))
+}
 
 /// A server implementation the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +96,7 @@ impl Peer {
         let peers = root.join("bench/peers");
         let mut c = match self {
             Peer::Corecast | Peer::CorecastCluster => {
-                let mut c = Command::new(root.join("target/release/corecast"));
+                let mut c = Command::new(corecast_binary(root));
                 c.args([
                     "--mode",
                     mode,
@@ -138,7 +155,7 @@ impl Peer {
     /// What must exist before this peer can run.
     pub fn executable(self, root: &Path) -> PathBuf {
         match self {
-            Peer::Corecast => root.join("target/release/corecast"),
+            Peer::Corecast => corecast_binary(root),
             Peer::CorecastCluster => PathBuf::from("/usr/sbin/nats-server"),
             Peer::SocketIoRedis => root.join("bench/peers/node_modules/socket.io/package.json"),
             Peer::Bun => root.join("bench/peers/node_modules/.bin/bun"),
@@ -194,7 +211,8 @@ pub fn certificate(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// it offers permessage-deflate (corecast does by default; the JavaScript peers read
 /// `DEFLATE=1`); without, corecast is started with it off, as the peers are. With `tls`, it
 /// serves wss with that certificate and key (the JavaScript peers read `TLS_CERT` and
-/// `TLS_KEY`).
+/// `TLS_KEY`). `extra` goes on corecast's command line after the rest (a variant's flags, such
+/// as the key file it verifies client tokens with); the other peers take none.
 pub fn start(
     peer: Peer,
     root: &Path,
@@ -202,10 +220,15 @@ pub fn start(
     deflate: bool,
     tls: Option<&(PathBuf, PathBuf)>,
     cpus: &[usize],
+    extra: &[String],
 ) -> anyhow::Result<Running> {
+    if !extra.is_empty() && !matches!(peer, Peer::Corecast | Peer::CorecastCluster) {
+        bail!("{} takes no extra flags", peer.name());
+    }
     if !peer.is_cluster() {
         let port = free_port()?;
         let mut cmd = peer.command(root, mode, port);
+        cmd.args(extra);
         if peer == Peer::Corecast {
             cmd.args(["--deflate", if deflate { "on" } else { "off" }]);
         } else if deflate {
@@ -252,7 +275,8 @@ pub fn start(
         let mut cmd = peer.command(root, mode, port);
         if peer == Peer::CorecastCluster {
             cmd.args(["--cluster", &format!("nats://127.0.0.1:{broker_port}")])
-                .args(["--cluster-name", "bench", "--node-id", node]);
+                .args(["--cluster-name", "bench", "--node-id", node])
+                .args(extra);
         } else {
             cmd.arg(&port_arg);
         }

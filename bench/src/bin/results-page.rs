@@ -23,11 +23,14 @@ const ORDER: &[&str] = &[
     "echo-50",
     "idle-10k",
     "topics-10k",
+    "topics-10k-auth",
     "topics-10k-x10",
     "topic-hot",
     "subs-100k",
     "subscription-memory",
     "shootout",
+    "upgrades",
+    "upgrades-refused",
     "broadcast-deflate",
     "broadcast-tls",
     "chat-tls",
@@ -131,7 +134,9 @@ fn against_bun(run: &Run) -> Option<String> {
     };
     let (ours, bun) = (row("corecast")?, row("bun")?);
     let ratio = bun.get(col("corecast ÷ server")?)?;
-    let cpu = col("server CPU-µs per delivery")
+    let cpu = header
+        .iter()
+        .position(|h| h.starts_with("server CPU-µs per "))
         .map(|c| format!("{} : {}", ours[c], bun[c]))
         .filter(|c| c != "– : –")
         .unwrap_or_else(|| "–".into());
@@ -162,7 +167,7 @@ fn generate(runs: &[Run], results: &Path) -> String {
         out += &format!("\nMachine ({which}): {m}.\n");
     }
     out += "\n### corecast against Bun (uWebSockets)\n\n\
-            | scenario | measure | corecast | Bun | corecast ÷ Bun | server CPU-µs per delivery, corecast : Bun |\n\
+            | scenario | measure | corecast | Bun | corecast ÷ Bun | server CPU-µs per delivery (`upgrades`: per upgrade), corecast : Bun |\n\
             |---|---|---:|---:|---:|---:|\n";
     for line in runs.iter().filter_map(against_bun) {
         out += &line;
