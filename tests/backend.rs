@@ -397,3 +397,35 @@ fn a_shutdown_delivers_the_last_events_first() {
     assert!(events.iter().all(|e| e["code"] == 1001), "{events:?}");
     drop(clients);
 }
+
+#[test]
+fn a_connect_hook_call_cut_off_by_the_handshake_timeout_frees_its_slot() {
+    // The first call hangs; every later one answers at once.
+    let calls = AtomicUsize::new(0);
+    let backend = TestBackend::start(move |_| {
+        if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+            Answer::Hang
+        } else {
+            Answer::ok("{}")
+        }
+    });
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .handshake_timeout(Duration::from_millis(300))
+            .backend(
+                Backend::new()
+                    .connect_hook(&backend.url("/connect"))
+                    .unwrap()
+                    .timeout(Duration::from_secs(5))
+                    .max_in_flight(1),
+            )
+            .route("/ws", |_| {}),
+    );
+    // Dropped at the handshake timeout, while its hook call still hangs.
+    let (status, _) = http_exchange(ts.addr(), "/ws");
+    assert_eq!(status, 0, "no answer past the handshake timeout");
+    // The one slot is free again: the next upgrade is asked about and let in.
+    let _c = ts.client("/ws");
+    assert_eq!(backend.requests().len(), 2);
+}

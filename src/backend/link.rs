@@ -234,10 +234,10 @@ impl BackendLink {
             self.metrics().hook_called(hook as usize, HookOutcome::Busy);
             return Err(Error::BackendBusy);
         }
-        self.in_flight.set(self.in_flight.get() + 1);
+        let slot = InFlight::take(&self.in_flight);
         let headers = authorization(self.config.authorization.as_deref());
         let answer = client.post(&body, &headers, self.config.timeout).await;
-        self.in_flight.set(self.in_flight.get() - 1);
+        drop(slot);
         let failed = |why: String| {
             self.metrics().hook_called(hook as usize, HookOutcome::Failed);
             warn_throttled("backend hook calls failing");
@@ -279,6 +279,23 @@ impl BackendLink {
         let verdict = wire::verdict(&body).map_err(|e| self.unreadable(hook, e))?;
         self.count(hook, matches!(verdict, Verdict::Allow(_)));
         Ok(verdict)
+    }
+}
+
+/// One hook call counted in flight until it is dropped: when it ends, and also when the caller
+/// stops waiting for it (an upgrade past its handshake timeout drops its connect hook call).
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn take(count: &'a Cell<usize>) -> InFlight<'a> {
+        count.set(count.get() + 1);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
