@@ -217,6 +217,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     ),
     (&["shard::notify"], false),
     (&["topics"], false),
+    (&["history"], false),
     (&["metrics"], false),
     (&["backend::outbox", "backend::wire"], false),
     (&["auth"], false),

@@ -1,0 +1,135 @@
+//! Topic history and the recovery seam, with a virtual clock.
+
+use super::*;
+
+const EPOCH: Epoch = Epoch(0xabcd_0001);
+
+fn history(size: usize, ttl_s: u64) -> TopicHistory {
+    TopicHistory::new(
+        EPOCH,
+        Retention {
+            size,
+            ttl: Duration::from_secs(ttl_s),
+        },
+    )
+}
+
+fn publish(h: &mut TopicHistory, n: u64, now: Instant) {
+    for i in 0..n {
+        h.append(Bytes::from(format!("p{i}")), false, now);
+    }
+}
+
+fn offsets(kept: &[Kept]) -> Vec<u64> {
+    kept.iter().map(|k| k.offset).collect()
+}
+
+fn at(offset: u64) -> Position {
+    Position {
+        offset,
+        epoch: EPOCH,
+    }
+}
+
+#[test]
+fn offsets_grow_by_one_from_one_and_the_epoch_prints_as_8_hex_digits() {
+    let t0 = Instant::now();
+    let mut h = history(10, 60);
+    assert_eq!(h.last(), at(0));
+    assert_eq!(h.append(Bytes::from("a"), false, t0), at(1));
+    assert_eq!(h.append(Bytes::from("b"), true, t0), at(2));
+    assert_eq!(h.last(), at(2));
+    assert_eq!(EPOCH.to_string(), "abcd0001");
+    assert_eq!(Epoch::parse("abcd0001"), Some(EPOCH));
+    assert_eq!(Epoch::parse("abcd001"), None);
+    assert_eq!(Epoch::parse("abcd000g"), None);
+}
+
+#[test]
+fn recovery_gives_everything_after_the_position_in_order() {
+    let t0 = Instant::now();
+    let mut h = history(10, 60);
+    publish(&mut h, 5, t0);
+    let missed = h.since(at(2), t0).unwrap();
+    assert_eq!(offsets(&missed), [3, 4, 5]);
+    assert_eq!(missed[0].data, Bytes::from("p2"));
+    // Up to date: nothing missed. From the start: all.
+    assert!(h.since(at(5), t0).unwrap().is_empty());
+    assert_eq!(offsets(&h.since(at(0), t0).unwrap()), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_history_keeps_its_size_and_a_position_before_it_is_too_old() {
+    let t0 = Instant::now();
+    let mut h = history(3, 60);
+    publish(&mut h, 5, t0);
+    assert_eq!(h.window(t0), Some((3, 5)));
+    // After 2: 3, 4, 5 are all kept.
+    assert_eq!(offsets(&h.since(at(2), t0).unwrap()), [3, 4, 5]);
+    // After 1: 2 is gone.
+    assert_eq!(h.since(at(1), t0), Err(NotRecovered::TooOld));
+}
+
+#[test]
+fn publications_older_than_the_ttl_are_dropped() {
+    let t0 = Instant::now();
+    let mut h = history(100, 10);
+    publish(&mut h, 2, t0);
+    publish(&mut h, 2, t0 + Duration::from_secs(5));
+    let t1 = t0 + Duration::from_secs(11);
+    assert_eq!(h.window(t1), Some((3, 4)));
+    assert_eq!(h.since(at(1), t1), Err(NotRecovered::TooOld));
+    assert_eq!(offsets(&h.since(at(2), t1).unwrap()), [3, 4]);
+    // All expired: nothing kept, but a subscriber that saw the last one missed nothing.
+    let t2 = t0 + Duration::from_secs(16);
+    assert_eq!(h.window(t2), None);
+    assert!(h.since(at(4), t2).unwrap().is_empty());
+    assert_eq!(h.since(at(3), t2), Err(NotRecovered::TooOld));
+}
+
+#[test]
+fn another_epoch_or_a_future_offset_is_not_recovered() {
+    let t0 = Instant::now();
+    let mut h = history(10, 60);
+    publish(&mut h, 3, t0);
+    let other = Position {
+        offset: 1,
+        epoch: Epoch(7),
+    };
+    assert_eq!(h.since(other, t0), Err(NotRecovered::EpochChanged));
+    assert_eq!(h.since(at(4), t0), Err(NotRecovered::Unknown));
+    assert_eq!(NotRecovered::TooOld.reason(), "position too old");
+}
+
+fn delivered(out: &[(u64, Bytes, bool)]) -> Vec<u64> {
+    out.iter().map(|(o, _, _)| *o).collect()
+}
+
+#[test]
+fn the_seam_joins_recovered_and_live_without_gap_or_duplicate() {
+    let t0 = Instant::now();
+    let mut h = history(10, 60);
+    publish(&mut h, 6, t0);
+    // The subscriber saw 2; while its recovery was fetched, 5, 6 and 7 arrived live (5 and 6
+    // are also in the recovery).
+    let mut seam = Seam::default();
+    for o in [5, 6, 7] {
+        seam.hold(o, Bytes::from(format!("live{o}")), false);
+    }
+    let recovered = h.since(at(2), t0).unwrap();
+    let out = seam.join(2, Some(recovered));
+    assert_eq!(delivered(&out), [3, 4, 5, 6, 7]);
+    // The recovered copy of 5 went out, and the live 7.
+    assert_eq!(out[2].1, Bytes::from("p4"));
+    assert_eq!(out[4].1, Bytes::from("live7"));
+}
+
+#[test]
+fn a_seam_without_recovery_delivers_what_came_after_the_start() {
+    let mut seam = Seam::default();
+    for o in [4, 3, 5] {
+        seam.hold(o, Bytes::new(), false);
+    }
+    assert_eq!(delivered(&seam.join(3, None)), [4, 5]);
+    assert!(Seam::default().join(0, None).is_empty());
+}
