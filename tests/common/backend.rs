@@ -99,7 +99,10 @@ impl TestBackend {
         let mut requests = self.state.requests.lock().unwrap();
         while !done(&requests) {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "backend: timed out waiting for {what}: {requests:?}");
+            assert!(
+                !left.is_zero(),
+                "backend: timed out waiting for {what}: {requests:?}"
+            );
             requests = self.state.arrived.wait_timeout(requests, left).unwrap().0;
         }
         requests.clone()
@@ -229,7 +232,11 @@ impl NatsWatcher {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        write!(stream, "CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\nPING\r\n").unwrap();
+        write!(
+            stream,
+            "CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\nPING\r\n"
+        )
+        .unwrap();
         let mut watcher = NatsWatcher {
             reader: BufReader::new(stream),
         };
