@@ -77,7 +77,9 @@ fn every_event_reaches_the_webhook_once_in_order_through_failures() {
     assert_eq!(events[0]["topic"], "room");
     // One connection, one path, no user; every id once.
     let uuid = &events[0]["uuid"];
-    assert!(events.iter().all(|e| &e["uuid"] == uuid && e["path"] == "/ws"));
+    assert!(events
+        .iter()
+        .all(|e| &e["uuid"] == uuid && e["path"] == "/ws"));
     assert!(events.iter().all(|e| e["user"] == Value::Null));
     let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
@@ -181,7 +183,11 @@ fn the_connect_hook_refuses_names_or_lets_in_and_a_down_backend_gets_503() {
     assert_eq!((status, body.as_str()), (451, "banned"));
     for who in ["bad", "500"] {
         let (status, body) = http_exchange(ts.addr(), &format!("/ws?who={who}"));
-        assert_eq!((status, body.as_str()), (503, "backend unavailable"), "{who}");
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "backend unavailable"),
+            "{who}"
+        );
     }
     let _bob = ts.client("/ws?who=bob");
     let got = users.recv_timeout(WAIT).unwrap();
@@ -324,7 +330,10 @@ fn events_go_to_nats_subjects_in_order() {
         .nats_events(&nats.url(), "app.*", EventSet::ALL)
         .err()
         .expect("a wildcard prefix is refused");
-    assert!(err.to_string().contains("invalid NATS subject prefix"), "{err}");
+    assert!(
+        err.to_string().contains("invalid NATS subject prefix"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -348,7 +357,8 @@ fn in_cluster_mode_every_node_forwards_its_own_connections_events_once() {
                 .route("/ws", |kws| {
                     kws.on(event::MESSAGE, |ep| {
                         // Relayed to every node's clients: none of that is a client message.
-                        ep.kws().broadcast(ep.data().clone(), true, MessageType::Text);
+                        ep.kws()
+                            .broadcast(ep.data().clone(), true, MessageType::Text);
                     });
                 }),
         )
@@ -369,19 +379,27 @@ fn in_cluster_mode_every_node_forwards_its_own_connections_events_once() {
         "one event per node",
     );
     on_a.send_text("last");
-    assert_eq!(watcher.next().1["text"], "last", "no duplicate came between");
+    assert_eq!(
+        watcher.next().1["text"],
+        "last",
+        "no duplicate came between"
+    );
 }
 
 #[test]
 fn a_shutdown_delivers_the_last_events_first() {
     // Slow enough that the disconnects are still waiting when the shard stops.
-    let backend = TestBackend::start(|_| Answer::Slow(Duration::from_millis(100), 200, "{}".into()));
+    let backend =
+        TestBackend::start(|_| Answer::Slow(Duration::from_millis(100), 200, "{}".into()));
     let ts = TestServer::start(
         Server::builder()
             .shards(1)
             .backend(
                 Backend::new()
-                    .webhook(&backend.url("/events"), EventSet::parse("disconnect").unwrap())
+                    .webhook(
+                        &backend.url("/events"),
+                        EventSet::parse("disconnect").unwrap(),
+                    )
                     .unwrap()
                     .batch_max(1),
             )

@@ -185,7 +185,8 @@ impl BackendLink {
                     .metrics()
                     .backend_events(BackendEvent::WebhookDelivered, n),
                 Settled::Dropped(n) => {
-                    self.metrics().backend_events(BackendEvent::WebhookFailed, n);
+                    self.metrics()
+                        .backend_events(BackendEvent::WebhookFailed, n);
                     warn_throttled("webhook deliveries failing: events dropped");
                 }
                 Settled::RetryAt(_) => {}
@@ -209,7 +210,8 @@ impl BackendLink {
             }
             let now = Instant::now();
             if now >= give_up {
-                self.metrics().backend_events(BackendEvent::WebhookFailed, left);
+                self.metrics()
+                    .backend_events(BackendEvent::WebhookFailed, left);
                 tracing::warn!(left, "webhook events not delivered at shutdown");
                 return;
             }
@@ -239,7 +241,8 @@ impl BackendLink {
         let answer = client.post(&body, &headers, self.config.timeout).await;
         drop(slot);
         let failed = |why: String| {
-            self.metrics().hook_called(hook as usize, HookOutcome::Failed);
+            self.metrics()
+                .hook_called(hook as usize, HookOutcome::Failed);
             warn_throttled("backend hook calls failing");
             tracing::debug!(hook = hook.name(), why, "hook call failed");
             Error::BackendUnavailable(why)
@@ -261,14 +264,16 @@ impl BackendLink {
     }
 
     fn unreadable(&self, hook: Hook, e: wire::BadAnswer) -> Error {
-        self.metrics().hook_called(hook as usize, HookOutcome::Failed);
+        self.metrics()
+            .hook_called(hook as usize, HookOutcome::Failed);
         Error::BackendUnavailable(e.to_string())
     }
 
     /// The connect hook's verdict on an upgrade.
     pub(crate) async fn ask_connect(&self, request: Vec<u8>) -> Result<ConnectVerdict, Error> {
         let body = self.ask(Hook::Connect, request).await?;
-        let verdict = wire::connect_verdict(&body).map_err(|e| self.unreadable(Hook::Connect, e))?;
+        let verdict =
+            wire::connect_verdict(&body).map_err(|e| self.unreadable(Hook::Connect, e))?;
         self.count(Hook::Connect, matches!(verdict, ConnectVerdict::Allow(_)));
         Ok(verdict)
     }

@@ -132,7 +132,12 @@ impl Backend {
     }
 
     /// Publishes the `events` to the NATS server at `url`, each on `<subject>.<type>`.
-    pub fn nats_events(mut self, url: &str, subject: &str, events: EventSet) -> Result<Self, Error> {
+    pub fn nats_events(
+        mut self,
+        url: &str,
+        subject: &str,
+        events: EventSet,
+    ) -> Result<Self, Error> {
         let token_ok = |t: &str| !t.is_empty() && !t.contains(['*', '>']);
         if !subject.split('.').all(token_ok) || subject.contains(char::is_whitespace) {
             return Err(Error::Config(format!(

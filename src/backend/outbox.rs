@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(o.settle(Outcome::Refused, later), Settled::Dropped(3));
         batch(&mut o, later).unwrap();
         // A fresh batch has its own two retries.
-        assert!(matches!(o.settle(Outcome::Retry, later), Settled::RetryAt(_)));
+        assert!(matches!(
+            o.settle(Outcome::Retry, later),
+            Settled::RetryAt(_)
+        ));
         assert_eq!(o.wake_at(), Some(later + Duration::from_millis(100)));
     }
 }
