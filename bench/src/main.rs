@@ -209,6 +209,12 @@ const PLAIN: Variant = Variant {
 /// against each topic rather than comparing names.
 const GRANTS: &[&str] = &["t*"];
 
+/// Sixteen patterns, the one that matches last: a check that scans them all.
+const GRANTS_16: &[&str] = &[
+    "a0.*", "a1.*", "a2.*", "a3.*", "a4.*", "a5.*", "a6.*", "a7.*", "a8.*", "a9.*", "a10.*",
+    "a11.*", "a12.*", "a13.*", "a14.*", "t*",
+];
+
 /// corecast verifying HS256 tokens.
 const HS256: Variant = Variant {
     name: "corecast-hs256",
@@ -585,13 +591,19 @@ const PLANS: [Plan; 20] = [
                 name: "corecast-auth",
                 ..HS256
             },
+            Variant {
+                name: "corecast-auth-16",
+                grants: GRANTS_16,
+                ..HS256
+            },
         ],
         rounds: QuickFull { quick: 2, full: 3 },
         note: "`topics-10k` (10,000 subscribers on 100 topics, 4 publishers × 8 in flight) \
                against plain corecast and corecast-auth: corecast verifying HS256 tokens, each \
                client's granting subscribe and publish on `t*`, so its `?topics=` subscription \
-               and every publish are checked against the pattern. `(2)`, `(3)`: the same \
-               server again, the two taking turns.",
+               and every publish are checked against the pattern. corecast-auth-16: the same \
+               with 16 patterns per grant, `t*` the last, so every check scans all 16. `(2)`, \
+               `(3)`: the same server again, the three taking turns.",
         ..USUAL
     },
 ];
@@ -1041,7 +1053,7 @@ mod tests {
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 8000 | messages None | 5s | in flight 1 | step 2000 | sample 10 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 2 | with peers true\n\
         upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 4s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 2 | with peers false\n\
-        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade] × 2 | with peers false\n\
+        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade, corecast-auth-16 Some(Hs256) [\"a0.*\", \"a1.*\", \"a2.*\", \"a3.*\", \"a4.*\", \"a5.*\", \"a6.*\", \"a7.*\", \"a8.*\", \"a9.*\", \"a10.*\", \"a11.*\", \"a12.*\", \"a13.*\", \"a14.*\", \"t*\"] Upgrade] × 2 | with peers false\n\
         ";
 
     /// The full run's plans: longer, more messages, a bigger shootout, and topics-10k-x10.
@@ -1065,7 +1077,7 @@ mod tests {
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 18000 | messages None | 5s | in flight 1 | step 2000 | sample 20 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 15s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 3 | with peers true\n\
         upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 10s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 3 | with peers false\n\
-        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade] × 3 | with peers false\n\
+        topics-10k-auth | Topics with permission checks: topics-10k with and without tokens | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-auth Some(Hs256) [\"t*\"] Upgrade, corecast-auth-16 Some(Hs256) [\"a0.*\", \"a1.*\", \"a2.*\", \"a3.*\", \"a4.*\", \"a5.*\", \"a6.*\", \"a7.*\", \"a8.*\", \"a9.*\", \"a10.*\", \"a11.*\", \"a12.*\", \"a13.*\", \"a14.*\", \"t*\"] Upgrade] × 3 | with peers false\n\
         ";
 
     #[test]
