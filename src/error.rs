@@ -107,6 +107,9 @@ pub enum Error {
     /// the hook's JSON. The reason is for logs; clients are told "backend unavailable".
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// `Websocket::subscribe_from` on a topic that keeps no history (`Builder::history`).
+    #[error("this topic keeps no history")]
+    NoHistory,
     /// The hook asked is not configured (`Backend::hook`).
     #[error("no {0} hook is configured")]
     NoHook(&'static str),

@@ -44,8 +44,11 @@ impl Epoch {
 /// One kept publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
+    /// Its offset in its topic's history.
     pub offset: u64,
+    /// The payload as published.
     pub data: Bytes,
+    /// Binary, or text.
     pub binary: bool,
     at: Instant,
 }
@@ -53,7 +56,9 @@ pub struct Kept {
 /// How much a topic keeps: at most `size` publications, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
+    /// Publications kept, at most.
     pub size: usize,
+    /// How long one is kept, at most.
     pub ttl: Duration,
 }
 
@@ -78,6 +83,33 @@ impl NotRecovered {
             NotRecovered::Unknown => "unknown position",
         }
     }
+}
+
+/// What `Websocket::subscribe_from` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// A fresh subscription: the live stream from `position` on (`None`: nothing published
+    /// yet).
+    Fresh {
+        /// The topic's last position.
+        position: Option<Position>,
+    },
+    /// Every publication after the given position was sent (`missed` of them), then the live
+    /// stream.
+    Recovered {
+        /// Publications sent to catch up.
+        missed: usize,
+        /// The topic's last position when they were.
+        position: Option<Position>,
+    },
+    /// What was missed cannot be told: the live stream from `position` on, and the client
+    /// should treat what it had as stale.
+    NotRecovered {
+        /// Why not.
+        reason: NotRecovered,
+        /// The topic's last position: the live stream follows it.
+        position: Option<Position>,
+    },
 }
 
 /// One topic's history.
@@ -172,35 +204,197 @@ impl TopicHistory {
 /// and in order.
 #[derive(Debug, Default)]
 pub struct Seam {
-    held: Vec<(u64, Bytes, bool)>,
+    held: Vec<(Position, Bytes, bool)>,
 }
 
 impl Seam {
     /// Holds a live publication that arrived before the recovery was answered.
-    pub fn hold(&mut self, offset: u64, data: Bytes, binary: bool) {
-        self.held.push((offset, data, binary));
+    pub fn hold(&mut self, position: Position, data: Bytes, binary: bool) {
+        self.held.push((position, data, binary));
     }
 
-    /// What to deliver, in order, once the recovery answered with `recovered` (the publications
-    /// after `after`): those, then the held live ones not among them. With no recovery
-    /// (`None`: the subscriber starts afresh), the held ones after `after`.
-    pub fn join(self, after: u64, recovered: Option<Vec<Kept>>) -> Vec<(u64, Bytes, bool)> {
-        let mut out: Vec<(u64, Bytes, bool)> = recovered
-            .unwrap_or_default()
-            .into_iter()
-            .map(|k| (k.offset, k.data, k.binary))
-            .collect();
-        let mut last = out.last().map_or(after, |(o, _, _)| *o);
+    /// What to deliver, in order, once the recovery answered: the publications of epoch
+    /// `epoch` after offset `after` that it `recovered`, then the held live ones that come
+    /// after them. With nothing recovered (the subscriber starts afresh), the held ones after
+    /// `after`.
+    pub fn join(
+        self,
+        epoch: Option<Epoch>,
+        after: u64,
+        recovered: Vec<Kept>,
+    ) -> Vec<(Position, Bytes, bool)> {
+        let mut out: Vec<(Position, Bytes, bool)> = match epoch {
+            Some(epoch) => recovered
+                .into_iter()
+                .map(|k| (Position { offset: k.offset, epoch }, k.data, k.binary))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut last = out.last().map_or(after, |(p, _, _)| p.offset);
         let mut held = self.held;
-        held.sort_by_key(|(o, _, _)| *o);
-        for (offset, data, binary) in held {
-            if offset > last {
-                last = offset;
-                out.push((offset, data, binary));
+        held.sort_by_key(|(p, _, _)| p.offset);
+        for (position, data, binary) in held {
+            if position.offset > last {
+                last = position.offset;
+                out.push((position, data, binary));
             }
         }
         out
     }
+}
+
+/// Which topics keep history, and how much: the first rule whose pattern matches a topic
+/// (an exact name, or a prefix ending in `*`, as token grants are written).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRules {
+    rules: Vec<(String, Retention)>,
+}
+
+impl HistoryRules {
+    /// Adds a rule; earlier rules win.
+    pub fn add(&mut self, pattern: impl Into<String>, retention: Retention) {
+        self.rules.push((pattern.into(), retention));
+    }
+
+    /// Whether there is any rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// What `topic` keeps, if anything.
+    pub fn retention(&self, topic: &str) -> Option<Retention> {
+        self.rules
+            .iter()
+            .find(|(p, _)| crate::auth::pattern_matches(p, topic))
+            .map(|(_, r)| *r)
+    }
+}
+
+/// The shard that keeps `topic`'s history and gives its publications their offsets: one per
+/// topic, so a topic's order is kept by one thread with no lock (FNV-1a of the name).
+pub fn home_shard(topic: &str, shards: usize) -> usize {
+    let hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// The payload of a frame the server made (unmasked, FIN set, RFC 6455 §5.2), and whether it
+/// is binary; the frame's own bytes, not a copy.
+pub fn unframe(frame: &Bytes) -> (Bytes, bool) {
+    let binary = frame.first().is_some_and(|b| b & 0x0f == 0x2);
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    (frame.slice(header.min(frame.len())..), binary)
+}
+
+/// The text frame a subscriber that asked for positions gets instead of the bare payload:
+/// `{"topic":"t","offset":5,"epoch":"abcd0001","data":"<text>"}`, or `"binary":"<base64>"`
+/// for a binary payload (or text that is not UTF-8).
+pub fn envelope(topic: &str, position: Position, payload: &[u8], binary: bool) -> Bytes {
+    use base64::Engine;
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let (key, value) = match (binary, std::str::from_utf8(payload)) {
+        (false, Ok(text)) => ("data", quoted(text)),
+        _ => (
+            "binary",
+            quoted(&base64::engine::general_purpose::STANDARD.encode(payload)),
+        ),
+    };
+    let text = format!(
+        r#"{{"topic":{},"offset":{},"epoch":"{}","{key}":{value}}}"#,
+        quoted(topic),
+        position.offset,
+        position.epoch
+    );
+    crate::ws::frame::encode(crate::ws::frame::OpCode::Text, text.as_bytes())
+}
+
+/// A home shard's answer to a recovering subscriber: what it missed (or why that cannot be
+/// told), and the topic's position now (`None` when it has no history).
+pub type RecoverAnswer = (Result<Vec<Kept>, NotRecovered>, Option<Position>);
+
+/// The histories one shard keeps: those of the topics it is home to.
+#[derive(Debug, Default)]
+pub struct Histories {
+    topics: std::collections::HashMap<std::sync::Arc<str>, TopicHistory>,
+    /// Appends since the last sweep.
+    appends: u32,
+}
+
+/// Appends between two sweeps of every history (what expired is dropped, and a history left
+/// empty is forgotten: its topic starts a new epoch).
+const SWEEP_EVERY: u32 = 1024;
+
+impl Histories {
+    /// Records a publication of `topic` (which keeps `retention`), starting its history with a
+    /// fresh epoch if it has none.
+    pub fn append(
+        &mut self,
+        topic: &std::sync::Arc<str>,
+        retention: Retention,
+        frame: Bytes,
+        now: Instant,
+    ) -> Position {
+        self.appends += 1;
+        if self.appends >= SWEEP_EVERY {
+            self.appends = 0;
+            self.sweep(now);
+        }
+        let (data, binary) = unframe(&frame);
+        self.topics
+            .entry(std::sync::Arc::clone(topic))
+            .or_insert_with(|| TopicHistory::new(new_epoch(), retention))
+            .append(data, binary, now)
+    }
+
+    /// What a subscriber of `topic` that last saw `since` missed (`None`: a fresh subscriber,
+    /// which only learns where the topic stands); and the topic's position now.
+    pub fn recover(&mut self, topic: &str, since: Option<Position>, now: Instant) -> RecoverAnswer {
+        let Some(history) = self.topics.get_mut(topic) else {
+            // No history: nothing was published, or it all expired and was forgotten.
+            let answer = match since {
+                None => Ok(Vec::new()),
+                Some(_) => Err(NotRecovered::EpochChanged),
+            };
+            return (answer, None);
+        };
+        let answer = match since {
+            None => Ok(Vec::new()),
+            Some(position) => history.since(position, now),
+        };
+        (answer, Some(history.last()))
+    }
+
+    /// The kept window of `topic`: first and last offsets, and the epoch.
+    pub fn window(&mut self, topic: &str, now: Instant) -> Option<(u64, u64, Epoch)> {
+        let history = self.topics.get_mut(topic)?;
+        let (first, last) = history.window(now)?;
+        Some((first, last, history.epoch))
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.topics.retain(|_, h| h.window(now).is_some());
+    }
+
+    /// Topics with a history here.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Whether none has.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+}
+
+/// A random epoch: a restarted server, or a history started again, never reuses one (but by
+/// a 1 in 2^32 chance).
+fn new_epoch() -> Epoch {
+    Epoch(uuid::Uuid::new_v4().as_u128() as u32)
 }
 
 #[cfg(test)]

@@ -101,8 +101,8 @@ fn another_epoch_or_a_future_offset_is_not_recovered() {
     assert_eq!(NotRecovered::TooOld.reason(), "position too old");
 }
 
-fn delivered(out: &[(u64, Bytes, bool)]) -> Vec<u64> {
-    out.iter().map(|(o, _, _)| *o).collect()
+fn delivered(out: &[(Position, Bytes, bool)]) -> Vec<u64> {
+    out.iter().map(|(p, _, _)| p.offset).collect()
 }
 
 #[test]
@@ -114,10 +114,10 @@ fn the_seam_joins_recovered_and_live_without_gap_or_duplicate() {
     // are also in the recovery).
     let mut seam = Seam::default();
     for o in [5, 6, 7] {
-        seam.hold(o, Bytes::from(format!("live{o}")), false);
+        seam.hold(at(o), Bytes::from(format!("live{o}")), false);
     }
     let recovered = h.since(at(2), t0).unwrap();
-    let out = seam.join(2, Some(recovered));
+    let out = seam.join(Some(EPOCH), 2, recovered);
     assert_eq!(delivered(&out), [3, 4, 5, 6, 7]);
     // The recovered copy of 5 went out, and the live 7.
     assert_eq!(out[2].1, Bytes::from("p4"));
@@ -128,8 +128,101 @@ fn the_seam_joins_recovered_and_live_without_gap_or_duplicate() {
 fn a_seam_without_recovery_delivers_what_came_after_the_start() {
     let mut seam = Seam::default();
     for o in [4, 3, 5] {
-        seam.hold(o, Bytes::new(), false);
+        seam.hold(at(o), Bytes::new(), false);
     }
-    assert_eq!(delivered(&seam.join(3, None)), [4, 5]);
-    assert!(Seam::default().join(0, None).is_empty());
+    assert_eq!(delivered(&seam.join(None, 3, vec![])), [4, 5]);
+    assert!(Seam::default().join(None, 0, vec![]).is_empty());
 }
+
+#[test]
+fn rules_pick_the_first_matching_pattern() {
+    let mut rules = HistoryRules::default();
+    let short = Retention {
+        size: 10,
+        ttl: Duration::from_secs(1),
+    };
+    let long = Retention {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    rules.add("scores.live", short);
+    rules.add("scores.*", long);
+    assert_eq!(rules.retention("scores.live"), Some(short));
+    assert_eq!(rules.retention("scores.nba"), Some(long));
+    assert_eq!(rules.retention("chat"), None);
+}
+
+#[test]
+fn a_topic_has_one_home_among_the_shards() {
+    assert_eq!(home_shard("t", 1), 0);
+    let homes: std::collections::HashSet<usize> =
+        (0..64).map(|i| home_shard(&format!("topic{i}"), 4)).collect();
+    assert_eq!(homes.len(), 4, "64 topics spread over every shard");
+    assert_eq!(home_shard("scores", 4), home_shard("scores", 4));
+}
+
+#[test]
+fn unframe_gives_the_payload_of_every_header_length() {
+    use crate::ws::frame::{encode, OpCode};
+    for len in [0, 125, 126, 65_535, 65_536] {
+        let payload = vec![b'x'; len];
+        let (data, binary) = unframe(&encode(OpCode::Binary, &payload));
+        assert_eq!((data.len(), binary), (len, true), "{len}");
+    }
+    assert_eq!(
+        unframe(&encode(OpCode::Text, b"hi")),
+        (Bytes::from("hi"), false)
+    );
+}
+
+#[test]
+fn the_envelope_names_topic_position_and_data() {
+    let frame = envelope("t\"1", at(7), b"hello", false);
+    let (text, binary) = unframe(&frame);
+    assert!(!binary);
+    assert_eq!(
+        text,
+        Bytes::from(r#"{"topic":"t\"1","offset":7,"epoch":"abcd0001","data":"hello"}"#)
+    );
+    let (text, _) = unframe(&envelope("t", at(1), &[0, 255], true));
+    assert_eq!(
+        text,
+        Bytes::from(r#"{"topic":"t","offset":1,"epoch":"abcd0001","binary":"AP8="}"#)
+    );
+}
+
+#[test]
+fn histories_start_an_epoch_per_topic_and_forget_what_expired() {
+    use crate::ws::frame::{encode, OpCode};
+    let t0 = Instant::now();
+    let retention = Retention {
+        size: 10,
+        ttl: Duration::from_secs(5),
+    };
+    let mut hs = Histories::default();
+    let topic: std::sync::Arc<str> = "t".into();
+    let p1 = hs.append(&topic, retention, encode(OpCode::Text, b"a"), t0);
+    let p2 = hs.append(&topic, retention, encode(OpCode::Text, b"b"), t0);
+    assert_eq!((p1.offset, p2.offset, p1.epoch), (1, 2, p2.epoch));
+    let (missed, now) = hs.recover("t", Some(p1), t0);
+    let missed = missed.unwrap();
+    assert_eq!(offsets(&missed), [2]);
+    assert_eq!(missed[0].data, Bytes::from("b"));
+    assert_eq!(now, Some(p2));
+    assert_eq!(hs.window("t", t0), Some((1, 2, p1.epoch)));
+    // A fresh subscriber learns the position; a topic never published has none.
+    assert_eq!(hs.recover("t", None, t0), (Ok(vec![]), Some(p2)));
+    assert_eq!(hs.recover("u", None, t0), (Ok(vec![]), None));
+    assert_eq!(
+        hs.recover("u", Some(p1), t0).0,
+        Err(NotRecovered::EpochChanged)
+    );
+    // Expired and swept: the next publication starts a new epoch.
+    let later = t0 + Duration::from_secs(6);
+    hs.sweep(later);
+    assert!(hs.is_empty());
+    let p3 = hs.append(&topic, retention, encode(OpCode::Text, b"c"), later);
+    assert_eq!(p3.offset, 1);
+    assert_ne!(p3.epoch, p1.epoch);
+}
+

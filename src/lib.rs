@@ -48,7 +48,7 @@
 //! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
 //! | `shard::notify` | a wake-up signal for one thread |
 //! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
-//! | `history` | topic history: positions (offset, epoch), what a topic keeps, and the seam that joins a recovery to the live stream (pure) |
+//! | [`history`] | topic history: positions (offset, epoch), what a topic keeps, and the seam that joins a recovery to the live stream (pure) |
 //! | `metrics` | per-shard counters and their Prometheus text |
 //! | `backend::outbox`, `backend::wire` | one shard's webhook outbox: batches, one delivery in flight, retries with backoff; the backend's JSON: events, hook requests, verdicts (pure) |
 //! | [`auth`] | client tokens (JWT) verified into an `Identity`, and the topic rules its grants follow (pure) |
@@ -83,6 +83,8 @@
 //!   forwarded (a webhook, NATS) and which hooks are asked (connect, subscribe, publish,
 //!   RPC); a server takes it with `Builder::backend`.
 //! * [`cluster`]: cluster mode's [`ClusterConfig`] and [`ClusterView`].
+//! * [`history`]: topic history's positions and recovery results (`Builder::history`,
+//!   `Websocket::subscribe_from`).
 //! * [`topics`]: the topic-name rule, to check a name before `subscribe` or `publish`.
 //! * [`units`]: human durations and sizes (`5s`, `64KiB`), for `Config` values read from text.
 //! * [`limits`]: raising the open-file limit, which a server with many connections needs.
@@ -108,9 +110,7 @@ mod config;
 mod error;
 pub mod event;
 mod handshake;
-// Joined to the shards' publish path by the topic-history work; pure until then.
-#[allow(dead_code)]
-mod history;
+pub mod history;
 pub mod http;
 pub mod limits;
 mod metrics;
@@ -143,6 +143,7 @@ pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
 pub use shard::handle::{EventPayload, Websocket};
+pub use websocket::Catchup;
 pub use tls::TlsConfig;
 pub use upgrade::{Rejection, UpgradeRequest};
 pub use ws::frame::MessageType;

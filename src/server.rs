@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::auth::Verifier;
 use crate::backend::link::BackendShared;
 use crate::backend::Backend;
+use crate::history::{HistoryRules, Retention};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
@@ -36,6 +37,7 @@ pub struct Builder {
     shards: Option<usize>,
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
+    history: HistoryRules,
     auth: Option<Arc<Verifier>>,
     backend: Option<Backend>,
     options: Options,
@@ -112,6 +114,20 @@ impl Builder {
     /// may set the connection's identity. docs/backend.md has the JSON and the failure rules.
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = Some(backend);
+        self
+    }
+
+    /// Topics matching `pattern` (an exact name, or a prefix ending in `*`) keep their last
+    /// `size` publications, each for at most `ttl`: every publication gets a position (offset
+    /// and epoch), and a subscriber that comes back with the last position it saw gets what it
+    /// missed (`Websocket::subscribe_from`). The first matching pattern wins. Topics without
+    /// history cost nothing more. One node only: in cluster mode each node keeps its own.
+    pub fn history(mut self, pattern: &str, size: usize, ttl: Duration) -> Self {
+        let retention = Retention {
+            size: size.max(1),
+            ttl,
+        };
+        self.history.add(pattern, retention);
         self
     }
 
@@ -221,7 +237,9 @@ impl Builder {
             }
             None => (None, None),
         };
+        let history = (!self.history.is_empty()).then(|| Arc::new(self.history));
         let shared = Arc::new(Shared {
+            history,
             backend,
             cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
@@ -366,6 +384,7 @@ impl Server {
             shards: None,
             routes: Vec::new(),
             gate: None,
+            history: HistoryRules::default(),
             auth: None,
             backend: None,
             cluster: None,

@@ -14,10 +14,47 @@ use crate::backend::wire::{self, Origin, Verdict};
 use crate::backend::Hook;
 use crate::event::EventName;
 use crate::registry::RenameError;
-use crate::shard::dispatch::Dispatch;
+use crate::history::{self, NotRecovered, Position, Recovery};
+use crate::registry::ShardId;
+use crate::shard::dispatch::{send_to, Dispatch};
+use crate::shard::link::ShardMsg;
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::ws::frame::MessageType;
 use crate::Error;
+
+/// A subscription catching up (`Websocket::subscribe_from`): what it found, and what is still
+/// to send. Until it is delivered (or dropped), live publications of the topic for this
+/// connection are held, so nothing is lost between the answer and the catch-up.
+pub struct Catchup {
+    kws: Websocket,
+    topic: Arc<str>,
+    epoch: Option<history::Epoch>,
+    after: u64,
+    kept: Vec<history::Kept>,
+    recovery: Recovery,
+}
+
+impl Catchup {
+    /// What the recovery found.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Sends what was missed and what arrived meanwhile, in order, in the position envelope;
+    /// the live stream follows.
+    pub fn deliver(self) {
+        // Drop does it.
+    }
+}
+
+impl Drop for Catchup {
+    fn drop(&mut self) {
+        let kept = std::mem::take(&mut self.kept);
+        self.kws
+            .conn
+            .end_recovery(&self.topic, self.epoch, self.after, kept);
+    }
+}
 
 impl Websocket {
     /// The connection's UUID (Go: `GetUUID`).
@@ -345,6 +382,84 @@ impl Websocket {
     /// This connection's topics, in the order it subscribed.
     pub fn topics(&self) -> Vec<String> {
         self.conn.topics()
+    }
+
+    /// Publications of topics with history (`Builder::history`) reach this connection in the
+    /// position envelope, `{"topic":..,"offset":..,"epoch":..,"data":..}`, instead of as bare
+    /// payloads, so the client can come back with the last position it saw. Set by
+    /// `subscribe_from`; off by default.
+    pub fn set_positions(&self, on: bool) {
+        self.conn.set_positions(on);
+    }
+
+    /// Subscribes to `topic`, which keeps history, and turns positions on (`set_positions`).
+    /// With `since`, the last position the client saw, the client is to get every publication
+    /// it missed, then the live stream, with no gap and no duplicate at the seam even while
+    /// publishing goes on; when that cannot be told (another epoch, too old), the result says
+    /// so and the client gets the live stream. Without `since`, the result says where the
+    /// topic stands. Asks the topic's home shard without blocking this one.
+    ///
+    /// Nothing is sent yet when this returns: answer the client first if the protocol says
+    /// so, then `Catchup::deliver` (or drop the `Catchup`) sends what was missed and what
+    /// arrived meanwhile, and the live stream goes on after it.
+    ///
+    /// Errors: `Error::NoHistory` for a topic without history; as `subscribe` otherwise.
+    pub async fn subscribe_from(
+        &self,
+        topic: &str,
+        since: Option<Position>,
+    ) -> Result<Catchup, Error> {
+        let conns = &self.conn.conns;
+        if !conns
+            .history_rules
+            .as_ref()
+            .is_some_and(|r| r.retention(topic).is_some())
+        {
+            return Err(Error::NoHistory);
+        }
+        self.conn.set_positions(true);
+        self.conn.begin_recovery(topic);
+        let mut catchup = Catchup {
+            kws: self.clone(),
+            topic: topic.into(),
+            epoch: None,
+            after: 0,
+            kept: Vec::new(),
+            recovery: Recovery::Fresh { position: None },
+        };
+        // On an error the catch-up ends here, with nothing to send.
+        self.conn.subscribe(topic)?;
+        let (done, answer) = flume::bounded(1);
+        let home = ShardId(history::home_shard(topic, conns.links.len()));
+        let ask = ShardMsg::Recover {
+            topic: topic.into(),
+            since,
+            done,
+        };
+        let _ = send_to(&conns.links, home, ask);
+        // A home shard that stopped dropped the question: nothing can be told.
+        let (missed, now) = answer
+            .recv_async()
+            .await
+            .unwrap_or((Err(NotRecovered::Unknown), None));
+        catchup.epoch = now.map(|p| p.epoch);
+        catchup.after = now.map_or(0, |p| p.offset);
+        catchup.recovery = match (since, missed) {
+            (None, _) => Recovery::Fresh { position: now },
+            (Some(since), Ok(kept)) => {
+                catchup.after = since.offset;
+                catchup.kept = kept;
+                Recovery::Recovered {
+                    missed: catchup.kept.len(),
+                    position: now,
+                }
+            }
+            (Some(_), Err(reason)) => Recovery::NotRecovered {
+                reason,
+                position: now,
+            },
+        };
+        Ok(catchup)
     }
 
     /// Sends to every subscriber of `topic`, on every shard, except this connection (as

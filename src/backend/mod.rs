@@ -68,8 +68,9 @@ pub(crate) struct NatsEvents {
 /// ```
 /// use corecast::backend::{Backend, EventSet};
 ///
+/// let events = EventSet::parse("message,connect,disconnect").map_err(corecast::Error::Config)?;
 /// let backend = Backend::new()
-///     .webhook("http://127.0.0.1:3000/events", EventSet::parse("message,connect,disconnect")?)?
+///     .webhook("http://127.0.0.1:3000/events", events)?
 ///     .subscribe_hook("http://127.0.0.1:3000/subscribe")?
 ///     .timeout(std::time::Duration::from_secs(2));
 /// # Ok::<(), corecast::Error>(())

@@ -23,6 +23,7 @@ use crate::auth::{self, Expiry};
 use crate::backend::wire::{EventBody, Origin};
 use crate::event::{self, Attributes, EventName};
 use crate::handshake::{RequestData, Token};
+use crate::history::{self, Epoch, Kept, Position, Seam};
 use crate::metrics::{self, DropCause};
 use crate::registry::ConnId;
 
@@ -58,6 +59,11 @@ pub(crate) struct Conn {
     dirty: Cell<bool>,
     /// Cluster mode: the revision of this connection's claim on its UUID, 0 for none.
     claim: Cell<u64>,
+    /// Publications of topics with history reach it in the position envelope.
+    positions: Cell<bool>,
+    /// Topics it is catching up on, with the live publications held meanwhile; allocated
+    /// only during a recovery.
+    recovering: RefCell<Option<Box<Vec<(Arc<str>, Seam)>>>>,
 }
 
 impl Conn {
@@ -97,6 +103,8 @@ impl Conn {
             waker: RefCell::new(None),
             fd: LentSocket::default(),
             dirty: Cell::new(false),
+            positions: Cell::new(false),
+            recovering: RefCell::new(None),
         }
     }
 
@@ -194,6 +202,72 @@ impl Conn {
             self.conns.leave_topic(topic);
         }
         self.conns.metrics().unsubscribed(topics.len() as u64);
+    }
+
+    // ---- history ---------------------------------------------------------------------------
+
+    /// Whether publications of topics with history reach it in the position envelope.
+    pub(crate) fn wants_positions(&self) -> bool {
+        self.positions.get()
+    }
+
+    pub(crate) fn set_positions(&self, on: bool) {
+        self.positions.set(on);
+    }
+
+    /// While it catches up on `topic`, holds a live publication for the seam: `true` when held.
+    pub(crate) fn hold_if_recovering(&self, topic: &str, position: Position, frame: &Bytes) -> bool {
+        let mut recovering = self.recovering.borrow_mut();
+        let Some(seam) = recovering
+            .as_mut()
+            .and_then(|r| r.iter_mut().find(|(t, _)| &**t == topic))
+        else {
+            return false;
+        };
+        let (payload, binary) = history::unframe(frame);
+        seam.1.hold(position, payload, binary);
+        true
+    }
+
+    /// Starts catching up on `topic`: live publications are held until `end_recovery`.
+    pub(crate) fn begin_recovery(&self, topic: &str) {
+        let mut recovering = self.recovering.borrow_mut();
+        let list = recovering.get_or_insert_with(Box::default);
+        if !list.iter().any(|(t, _)| &**t == topic) {
+            list.push((topic.into(), Seam::default()));
+        }
+    }
+
+    /// Ends catching up on `topic`: sends what it missed (`recovered`: of `epoch`, after
+    /// offset `after`) and what was held, joined without gap or duplicate, in the position
+    /// envelope. Returns how many went out.
+    pub(crate) fn end_recovery(
+        self: &Rc<Self>,
+        topic: &str,
+        epoch: Option<Epoch>,
+        after: u64,
+        recovered: Vec<Kept>,
+    ) -> usize {
+        let seam = {
+            let mut recovering = self.recovering.borrow_mut();
+            let Some(list) = recovering.as_mut() else {
+                return 0;
+            };
+            let Some(i) = list.iter().position(|(t, _)| &**t == topic) else {
+                return 0;
+            };
+            let (_, seam) = list.swap_remove(i);
+            if list.is_empty() {
+                *recovering = None;
+            }
+            seam
+        };
+        let out = seam.join(epoch, after, recovered);
+        let now = Instant::now();
+        for (position, payload, binary) in &out {
+            self.offer_frame(history::envelope(topic, *position, payload, *binary), now);
+        }
+        out.len()
     }
 
     // ---- the connection task's side ------------------------------------------------------

@@ -19,6 +19,7 @@ use super::readiness::{self, Readiness};
 use super::timers::Timers;
 use crate::auth::Verifier;
 use crate::backend::link::BackendLink;
+use crate::history::{self, Histories, HistoryRules, Position};
 use crate::cluster::handle::ClusterHandle;
 use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
 use crate::metrics::ShardMetrics;
@@ -60,6 +61,10 @@ pub(crate) struct Connections {
     pub(crate) auth: Option<Arc<Verifier>>,
     /// `Builder::backend`: this shard's side of the application's backend.
     pub(crate) backend: Option<Rc<BackendLink>>,
+    /// `Builder::history`: which topics keep history.
+    pub(crate) history_rules: Option<Arc<HistoryRules>>,
+    /// The histories of the topics this shard is home to.
+    pub(crate) histories: RefCell<Histories>,
 }
 
 impl Connections {
@@ -92,6 +97,8 @@ impl Connections {
             cluster,
             auth: None,
             backend: None,
+            history_rules: None,
+            histories: RefCell::default(),
         }
     }
 
@@ -203,15 +210,41 @@ impl Connections {
     /// Queues `frame` for every open subscriber of `topic` on this shard but `except`: walks
     /// the topic's members only, never the slab. Pushing runs no listener, so neither the
     /// index nor the slab changes while it goes.
-    pub(crate) fn deliver_to_topic(&self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+    pub(crate) fn deliver_to_topic(
+        &self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        position: Option<Position>,
+    ) {
         let now = Instant::now();
         let index = self.topics.borrow();
         let slab = self.slab.borrow();
         let mut delivered = 0u64;
+        // Made once, for the first subscriber that asked for positions.
+        let mut enveloped: Option<Bytes> = None;
         for slot in index.members(topic) {
-            if let Some(c) = slab.get(slot).filter(|c| Some(c.id) != except) {
+            let Some(c) = slab.get(slot).filter(|c| Some(c.id) != except) else {
+                continue;
+            };
+            let Some(position) = position else {
                 delivered += u64::from(c.offer_frame(frame.clone(), now));
+                continue;
+            };
+            if c.hold_if_recovering(topic, position, frame) {
+                continue;
             }
+            let frame = if c.wants_positions() {
+                enveloped
+                    .get_or_insert_with(|| {
+                        let (payload, binary) = history::unframe(frame);
+                        history::envelope(topic, position, &payload, binary)
+                    })
+                    .clone()
+            } else {
+                frame.clone()
+            };
+            delivered += u64::from(c.offer_frame(frame, now));
         }
         let nanos = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics().published(delivered, nanos);

@@ -14,6 +14,7 @@ use super::shared::Shared;
 use super::state::{on_shard_thread, running};
 use crate::cluster::handle::{ClusterHandle, Work};
 use crate::cluster::wire::Op;
+use crate::history::{self, HistoryRules};
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::topics::{self, TopicTable};
 use crate::Error;
@@ -26,6 +27,7 @@ pub(crate) struct Dispatch<'a> {
     registry: &'a Registry,
     topics: &'a TopicTable,
     cluster: Option<&'a ClusterHandle>,
+    history: Option<&'a HistoryRules>,
 }
 
 impl<'a> Dispatch<'a> {
@@ -36,6 +38,7 @@ impl<'a> Dispatch<'a> {
             registry: &shared.registry,
             topics: &shared.topics,
             cluster: shared.cluster.as_deref(),
+            history: shared.history.as_deref(),
         }
     }
 
@@ -46,6 +49,7 @@ impl<'a> Dispatch<'a> {
             registry: &conns.registry,
             topics: &conns.topic_table,
             cluster: conns.cluster.as_deref(),
+            history: conns.history_rules.as_deref(),
         }
     }
 
@@ -131,6 +135,31 @@ impl<'a> Dispatch<'a> {
     /// `frame` for every subscriber of `topic`, maybe but `except`: one message to each shard
     /// of this node that holds a subscriber, and in cluster mode one to the other nodes.
     pub(crate) fn to_topic(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+        if self
+            .history
+            .is_some_and(|rules| rules.retention(topic).is_some())
+        {
+            // A topic with history: its home shard orders and keeps it, then fans it out.
+            let home = ShardId(history::home_shard(topic, self.links.len()));
+            let msg = ShardMsg::Record {
+                topic: topic.into(),
+                frame: frame.clone(),
+                except,
+            };
+            let _ = send_to(self.links, home, msg);
+        } else {
+            self.fan_out(topic, frame, except);
+        }
+        if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
+            cluster.send(Work::Publish {
+                topic: topic.into(),
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// Sends a publication to every shard with subscribers of `topic`.
+    fn fan_out(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
         let shards = self.topics.shards_with(topic);
         if !shards.is_empty() {
             let name: Arc<str> = topic.into();
@@ -139,15 +168,10 @@ impl<'a> Dispatch<'a> {
                     topic: Arc::clone(&name),
                     frame: frame.clone(),
                     except: except.filter(|id| id.shard == shard),
+                    position: None,
                 };
                 let _ = send_to(self.links, shard, msg);
             }
-        }
-        if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
-            cluster.send(Work::Publish {
-                topic: topic.into(),
-                frame: frame.clone(),
-            });
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::history::{Position, RecoverAnswer};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, ShardId};
 use crate::Error;
@@ -21,11 +22,27 @@ pub(crate) enum ShardMsg {
         frame: Bytes,
         except: Option<ConnId>,
     },
-    /// A framed message for the shard's subscribers of `topic`, maybe but one.
+    /// A framed message for the shard's subscribers of `topic`, maybe but one; with its
+    /// position when the topic keeps history.
     Publish {
         topic: Arc<str>,
         frame: Bytes,
         except: Option<ConnId>,
+        position: Option<Position>,
+    },
+    /// A publication of a topic with history, for the topic's home shard: it records it (its
+    /// position), then sends it to the shards with subscribers.
+    Record {
+        topic: Arc<str>,
+        frame: Bytes,
+        except: Option<ConnId>,
+    },
+    /// What a subscriber of `topic` that last saw `since` missed, asked of the topic's home
+    /// shard, and where the topic stands.
+    Recover {
+        topic: Arc<str>,
+        since: Option<Position>,
+        done: flume::Sender<RecoverAnswer>,
     },
     /// Subscribe (or unsubscribe) one connection, and answer on `done`.
     Subscription {
@@ -62,6 +79,7 @@ impl ShardMsg {
             ShardMsg::Emit { .. }
                 | ShardMsg::Broadcast { .. }
                 | ShardMsg::Publish { .. }
+                | ShardMsg::Record { .. }
                 | ShardMsg::Fire { .. }
         )
     }

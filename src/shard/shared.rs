@@ -10,6 +10,7 @@ use super::handle::{EventPayload, Websocket};
 use super::link::ShardLinks;
 use crate::auth::Verifier;
 use crate::backend::link::BackendShared;
+use crate::history::HistoryRules;
 use crate::cluster::handle::ClusterHandle;
 use crate::event::ListenerRegistry;
 use crate::handshake::RouteOffer;
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Option<Gate>,
     /// `Builder::authenticate`: every upgrade's token is verified with it, before the gate.
     pub(crate) auth: Option<Arc<Verifier>>,
+    /// `Builder::history`: which topics keep history; `None` when none does.
+    pub(crate) history: Option<Arc<HistoryRules>>,
     /// `Builder::backend`: what each shard's `BackendLink` is made of.
     pub(crate) backend: Option<BackendShared>,
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,

@@ -21,7 +21,7 @@ use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use super::shared::Shared;
 use crate::event::EventName;
-use crate::registry::ShardId;
+use crate::registry::{ConnId, ShardId};
 
 thread_local! {
     /// The shard this thread runs, if it is a shard thread.
@@ -85,6 +85,7 @@ impl ShardCore {
             readiness,
         );
         conns.auth = shared.auth.clone();
+        conns.history_rules = shared.history.clone();
         conns.backend = shared
             .backend
             .as_ref()
@@ -192,7 +193,19 @@ impl ShardCore {
                 topic,
                 frame,
                 except,
-            } => self.conns.deliver_to_topic(&topic, &frame, except),
+                position,
+            } => self
+                .conns
+                .deliver_to_topic(&topic, &frame, except, position),
+            ShardMsg::Record {
+                topic,
+                frame,
+                except,
+            } => self.record(topic, frame, except, now),
+            ShardMsg::Recover { topic, since, done } => {
+                let answer = self.conns.histories.borrow_mut().recover(&topic, since, now);
+                let _ = done.send(answer);
+            }
             ShardMsg::Subscription {
                 to,
                 topic,
@@ -243,6 +256,41 @@ impl ShardCore {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// As the home of a topic with history: gives the publication its position, keeps it, and
+    /// sends it to every shard with subscribers (this one inline).
+    fn record(&self, topic: Arc<str>, frame: Bytes, except: Option<ConnId>, now: Instant) {
+        let retention = self
+            .conns
+            .history_rules
+            .as_ref()
+            .and_then(|rules| rules.retention(&topic));
+        let Some(retention) = retention else {
+            return;
+        };
+        let position =
+            self.conns
+                .histories
+                .borrow_mut()
+                .append(&topic, retention, frame.clone(), now);
+        for shard in self.conns.topic_table.shards_with(&topic) {
+            let except = except.filter(|id| id.shard == shard);
+            if shard == self.conns.id {
+                self.conns
+                    .deliver_to_topic(&topic, &frame, except, Some(position));
+                continue;
+            }
+            let msg = ShardMsg::Publish {
+                topic: Arc::clone(&topic),
+                frame: frame.clone(),
+                except,
+                position: Some(position),
+            };
+            // A full inbox misses this publication, as for any publish; its subscribers can
+            // recover it from the history.
+            let _ = self.shared.links.post(shard, msg);
         }
     }
 
