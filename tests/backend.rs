@@ -328,8 +328,7 @@ fn events_go_to_nats_subjects_in_order() {
     // A prefix with a wildcard is refused when configured.
     let err = Backend::new()
         .nats_events(&nats.url(), "app.*", EventSet::ALL)
-        .err()
-        .expect("a wildcard prefix is refused");
+        .expect_err("a wildcard prefix is refused");
     assert!(
         err.to_string().contains("invalid NATS subject prefix"),
         "{err}"

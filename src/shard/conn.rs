@@ -63,8 +63,11 @@ pub(crate) struct Conn {
     positions: Cell<bool>,
     /// Topics it is catching up on, with the live publications held meanwhile; allocated
     /// only during a recovery.
-    recovering: RefCell<Option<Box<Vec<(Arc<str>, Seam)>>>>,
+    recovering: RefCell<Option<Box<Recovering>>>,
 }
+
+/// The topics a connection is catching up on, each with its seam.
+type Recovering = Vec<(Arc<str>, Seam)>;
 
 impl Conn {
     pub(crate) fn new(
