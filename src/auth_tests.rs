@@ -337,3 +337,64 @@ fn the_refresh_grace_is_the_verifiers() {
     assert_eq!(v.grace(), 7);
     assert!(format!("{v:?}").contains("refresh_grace: 7"));
 }
+
+#[test]
+fn claims_are_refused_before_the_signature_is_checked() {
+    // Forged with another key: the signature is bad, but the claims already refuse it, so the
+    // refusal names them and no signature check was paid for.
+    let forged = |claims: serde_json::Value| {
+        sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"not the key"),
+            &claims,
+        )
+    };
+    let v = hmac().audience("app").issuer("issuer");
+    let ok = json!({ "sub": "a", "aud": ["x", "app"], "iss": "issuer" });
+    assert_eq!(
+        v.verify(&forged(ok.clone()), NOW),
+        Err(AuthRefusal::BadSignature)
+    );
+    let cases = [
+        (
+            json!({ "sub": "a", "aud": "app", "iss": "issuer", "exp": NOW - 3600 }),
+            AuthRefusal::Expired,
+        ),
+        (
+            json!({ "sub": "a", "aud": "app", "iss": "issuer", "nbf": NOW + 3600 }),
+            AuthRefusal::NotYetValid,
+        ),
+        (
+            json!({ "sub": "a", "aud": "other", "iss": "issuer" }),
+            AuthRefusal::WrongAudience,
+        ),
+        (
+            json!({ "sub": "a", "iss": "issuer" }),
+            AuthRefusal::WrongAudience,
+        ),
+        (
+            json!({ "sub": "a", "aud": "app", "iss": "else" }),
+            AuthRefusal::WrongIssuer,
+        ),
+        (
+            json!({ "sub": "", "aud": "app", "iss": "issuer" }),
+            AuthRefusal::Malformed,
+        ),
+    ];
+    for (claims, refusal) in cases {
+        assert_eq!(
+            v.verify(&forged(claims.clone()), NOW),
+            Err(refusal),
+            "{claims}"
+        );
+    }
+    // An EC verifier refuses an HMAC token by its header alone.
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ec = Verifier::public_key_pem(pair.public_key_pem().as_bytes()).unwrap();
+    assert_eq!(
+        ec.verify(&hs256(alice()), NOW),
+        Err(AuthRefusal::WrongAlgorithm)
+    );
+    // Valid claims and a good signature still pass.
+    assert!(v.verify(&hs256(ok), NOW).is_ok());
+}
