@@ -14,13 +14,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::ws::session::RateLimit;
 use crate::Error;
 
 /// The leeway a [`Verifier`] allows on `exp` and `nbf` unless told otherwise: clocks of the
@@ -219,6 +220,7 @@ pub struct Verifier {
     issuer: Option<String>,
     leeway: u64,
     refresh_grace: u64,
+    refusals_per_address: u32,
 }
 
 impl fmt::Debug for Verifier {
@@ -230,6 +232,7 @@ impl fmt::Debug for Verifier {
             .field("issuer", &self.issuer)
             .field("leeway", &self.leeway)
             .field("refresh_grace", &self.refresh_grace)
+            .field("refusals_per_address", &self.refusals_per_address)
             .finish_non_exhaustive()
     }
 }
@@ -243,6 +246,7 @@ impl Verifier {
             issuer: None,
             leeway: DEFAULT_LEEWAY.as_secs(),
             refresh_grace: DEFAULT_REFRESH_GRACE.as_secs(),
+            refusals_per_address: DEFAULT_REFUSALS_PER_ADDRESS,
         }
     }
 
@@ -313,6 +317,22 @@ impl Verifier {
         self
     }
 
+    /// Token refusals one client address may cause per second on one shard, in bursts of up to
+    /// as many (`DEFAULT_REFUSALS_PER_ADDRESS` unless set; 0: no limit). Past it, the address's
+    /// upgrades on that shard get 429 "too many refused tokens" (with `Retry-After: 1`) and no
+    /// token check until a refusal's worth of time has passed, so a flood of forged tokens
+    /// costs what a flood of 404s does, whatever the signature algorithm. Clients behind one
+    /// address (a NAT) share its allowance.
+    pub fn refusals_per_address(mut self, n: u32) -> Self {
+        self.refusals_per_address = n;
+        self
+    }
+
+    /// The limit set by [`Verifier::refusals_per_address`].
+    pub fn refusal_limit(&self) -> u32 {
+        self.refusals_per_address
+    }
+
     /// The grace set by [`Verifier::refresh_grace`], in seconds.
     pub fn grace(&self) -> u64 {
         self.refresh_grace
@@ -371,6 +391,57 @@ impl Verifier {
             subscribe: claims.subscribe,
             publish: claims.publish,
         })
+    }
+}
+
+/// `Verifier::refusals_per_address` when not set: a client that gets a token wrong retries a
+/// few times a second at most; a forger sends thousands.
+pub const DEFAULT_REFUSALS_PER_ADDRESS: u32 = 20;
+
+/// Addresses one shard's `RefusalLimit` tracks at most; past it the buckets that refilled
+/// are forgotten, and if none did, all are.
+const MAX_ADDRESSES: usize = 4096;
+
+/// One shard's count of token refusals per client address (`Verifier::refusals_per_address`):
+/// a token bucket per address, refilled at the limit per second. Pure: the caller passes the
+/// time.
+#[derive(Debug)]
+pub(crate) struct RefusalLimit {
+    rate: u32,
+    buckets: std::collections::HashMap<std::net::IpAddr, RateLimit>,
+}
+
+impl RefusalLimit {
+    pub(crate) fn new(rate: u32) -> RefusalLimit {
+        RefusalLimit {
+            rate,
+            buckets: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether `address` has no refusal left at `now`: its upgrades are answered 429.
+    pub(crate) fn exhausted(&self, address: std::net::IpAddr, now: Instant) -> bool {
+        self.buckets
+            .get(&address)
+            .is_some_and(|b| b.refill(self.rate, now).tokens == 0)
+    }
+
+    /// Counts a token refusal of `address` at `now`.
+    pub(crate) fn refused(&mut self, address: std::net::IpAddr, now: Instant) {
+        if self.buckets.len() >= MAX_ADDRESSES && !self.buckets.contains_key(&address) {
+            let rate = self.rate;
+            self.buckets
+                .retain(|_, b| b.refill(rate, now).tokens < rate);
+            if self.buckets.len() >= MAX_ADDRESSES {
+                self.buckets.clear();
+            }
+        }
+        let rate = self.rate;
+        let bucket = self
+            .buckets
+            .entry(address)
+            .or_insert_with(|| RateLimit::full(rate, now));
+        *bucket = bucket.take(rate, now).0;
     }
 }
 

@@ -398,3 +398,27 @@ fn claims_are_refused_before_the_signature_is_checked() {
     // Valid claims and a good signature still pass.
     assert!(v.verify(&hs256(ok), NOW).is_ok());
 }
+
+#[test]
+fn refusals_per_address_run_out_and_come_back_at_the_rate() {
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let mut limit = RefusalLimit::new(2);
+    assert!(!limit.exhausted(a, t0));
+    limit.refused(a, t0);
+    assert!(!limit.exhausted(a, t0));
+    limit.refused(a, t0);
+    assert!(limit.exhausted(a, t0), "two refusals a second, both used");
+    assert!(!limit.exhausted(b, t0), "per address");
+    // 2 a second: one back after half a second.
+    assert!(limit.exhausted(a, t0 + Duration::from_millis(499)));
+    assert!(!limit.exhausted(a, t0 + Duration::from_millis(500)));
+    // The table stays bounded: a flood of addresses forgets the refilled ones.
+    for i in 0..5000u32 {
+        let ip = IpAddr::from(i.to_be_bytes());
+        limit.refused(ip, t0 + Duration::from_secs(10));
+    }
+    assert!(limit.buckets.len() <= MAX_ADDRESSES);
+}

@@ -34,6 +34,9 @@ pub(crate) struct Admission {
     pub(crate) max_connections: Option<usize>,
     /// The time, in seconds since the epoch, a client's token is checked against.
     pub(crate) unix_now: u64,
+    /// The client's address has used up its token refusals (`Verifier::refusals_per_address`):
+    /// with a verifier, 429 before any token check.
+    pub(crate) refusals_exhausted: bool,
 }
 
 /// What a connection keeps of its upgrade request, fixed for its whole life (listeners of
@@ -171,6 +174,12 @@ impl Refusal {
         )
     }
 
+    /// The client's address used up its token refusals: 429, try again in a second.
+    pub(crate) fn too_many_refusals() -> Self {
+        let reason = "too many refused tokens";
+        Self::with(429, reason, reason, &[("Retry-After", "1")])
+    }
+
     /// The connect hook refused the client: its status (400–599) and reason.
     pub(crate) fn hook_refused(status: u16, reason: &str) -> Self {
         Self::with(status, "refused by the connect hook", reason, &[])
@@ -223,7 +232,8 @@ pub(crate) fn decide<R: RouteOffer + Clone>(
 }
 
 /// The first checks, in this order: route (404), RFC 6455 §4.2.1 (426, 400), drain and
-/// connection limit (503), the client's token when `verifier` is given (401, checked at
+/// connection limit (503), the client's token when `verifier` is given (429 when its address
+/// used up its refusals, else 401 for a missing or refused token, checked at
 /// `admission.unix_now`).
 pub(crate) fn check<R: RouteOffer + Clone>(
     head: RequestHead,
@@ -265,6 +275,7 @@ pub(crate) fn check<R: RouteOffer + Clone>(
         return Err(Refusal::new(503, "too many connections"));
     }
     let identity = match verifier {
+        Some(_) if admission.refusals_exhausted => return Err(Refusal::too_many_refusals()),
         Some(verifier) => {
             let token = auth::token_from(head.header("authorization"), head.query("token"))
                 .ok_or(AuthRefusal::Missing);

@@ -55,6 +55,7 @@ const OPEN: Admission = Admission {
     connections: 0,
     max_connections: None,
     unix_now: NOW,
+    refusals_exhausted: false,
 };
 
 fn run(

@@ -110,7 +110,7 @@ const HOOK_OUTCOMES: [&str; 4] = ["allowed", "refused", "busy", "failed"];
 const HOOKS: [&str; 4] = ["connect", "subscribe", "publish", "rpc"];
 
 /// Statuses counted one by one; any other refusal counts as "other".
-const REJECT_STATUSES: [u16; 10] = [400, 401, 403, 404, 409, 426, 431, 500, 503, 0];
+const REJECT_STATUSES: [u16; 11] = [400, 401, 403, 404, 409, 426, 429, 431, 500, 503, 0];
 
 /// One shard's counters, padded so two shards never share a cache line.
 #[repr(align(128))]
@@ -123,7 +123,7 @@ pub(crate) struct ShardMetrics {
     bytes_out: AtomicU64,
     drops: [AtomicU64; DROP_CAUSES.len()],
     teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
-    rejections: [AtomicU64; 10],
+    rejections: [AtomicU64; REJECT_STATUSES.len()],
     handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
     auth_refusals: [AtomicU64; AuthRefusal::ALL.len()],
     fanout_nanos: AtomicU64,
@@ -473,7 +473,12 @@ impl MetricsSnapshot {
             }
         }
         let name = "corecast_backend_hook_calls_total";
-        head(&mut out, name, "counter", "Calls to the backend's hooks, by outcome.");
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Calls to the backend's hooks, by outcome.",
+        );
         for (hook, outcome, n) in &self.hook_calls {
             let _ = writeln!(out, "{name}{{hook=\"{hook}\",outcome=\"{outcome}\"}} {n}");
         }

@@ -294,3 +294,35 @@ fn a_bad_refresh_token_is_an_error_and_changes_nothing() {
     assert_eq!(c.recv_text(), "scores.*");
     assert_eq!(ts.server.connections(), 1);
 }
+
+#[test]
+fn an_address_past_its_refusals_gets_429_without_a_token_check() {
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .authenticate(Verifier::hmac(SECRET).unwrap().refusals_per_address(3))
+            .route("/ws", |_| {}),
+    );
+    let forged = token_with(b"not the secret", json!({ "sub": "alice" }));
+    for _ in 0..3 {
+        assert_eq!(answer(&ts, &format!("/ws?token={forged}"), "").0, 401);
+    }
+    // The fourth is not checked: 429, and it is not counted as a token refusal.
+    let (status, body) = answer(&ts, &format!("/ws?token={forged}"), "");
+    assert_eq!((status, body.as_str()), (429, "too many refused tokens"));
+    assert_eq!(refusals(&ts.server, "bad_signature"), 3);
+    // Clients behind the same address wait too, until a refusal's worth of time passed.
+    assert_eq!(
+        answer(&ts, &format!("/ws?token={}", token("alice")), "").0,
+        429
+    );
+    let text = ts.server.metrics().to_prometheus();
+    assert!(
+        text.contains("corecast_upgrade_rejections_total{status=\"429\"} 2\n"),
+        "{text}"
+    );
+    wait_until(
+        || answer(&ts, &format!("/ws?token={}", token("alice")), "").0 == 101,
+        "a refusal to come back (3 a second)",
+    );
+}

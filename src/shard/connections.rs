@@ -17,11 +17,11 @@ use super::link::ShardLinks;
 use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
 use super::timers::Timers;
-use crate::auth::Verifier;
+use crate::auth::{RefusalLimit, Verifier};
 use crate::backend::link::BackendLink;
-use crate::history::{self, Histories, HistoryRules, Position};
 use crate::cluster::handle::ClusterHandle;
 use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
+use crate::history::{self, Histories, HistoryRules, Position};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::topics::{TopicIndex, TopicTable};
@@ -59,6 +59,8 @@ pub(crate) struct Connections {
     /// `Builder::authenticate`'s verifier: refreshed tokens are verified with it, and its
     /// grace bounds an expired token's connection.
     pub(crate) auth: Option<Arc<Verifier>>,
+    /// Token refusals by client address, when the verifier limits them.
+    pub(crate) token_refusals: Option<RefCell<RefusalLimit>>,
     /// `Builder::backend`: this shard's side of the application's backend.
     pub(crate) backend: Option<Rc<BackendLink>>,
     /// `Builder::history`: which topics keep history.
@@ -96,6 +98,7 @@ impl Connections {
             topic_table,
             cluster,
             auth: None,
+            token_refusals: None,
             backend: None,
             history_rules: None,
             histories: RefCell::default(),

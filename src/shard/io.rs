@@ -29,10 +29,10 @@ use super::connections::Connections;
 use super::handle::Websocket;
 use super::shared::Route;
 use super::state::ShardCore;
-use crate::event::{self, EventName};
 use crate::backend::link::BackendLink;
 use crate::backend::wire::{self, ConnectVerdict, EventBody};
 use crate::backend::Hook;
+use crate::event::{self, EventName};
 use crate::handshake::{self, Accepted, Admission, Checked, Refusal, RequestData};
 use crate::metrics::HandshakeFailure;
 use crate::runtime::{self, HeadError};
@@ -365,20 +365,32 @@ async fn handshake(
         Err(HeadError::Http(e)) => return Err(Refusal::bad_head(&e).into()),
     };
     let shared = &core.shared;
+    let now = Instant::now();
+    let refusals = core.conns.token_refusals.as_ref();
     let admission = Admission {
+        refusals_exhausted: refusals.is_some_and(|r| r.borrow().exhausted(remote.ip(), now)),
         draining: shared.draining.load(Ordering::Acquire) || core.is_stopping(),
         connections: shared.links.connections(),
         max_connections: shared.options.max_connections,
         unix_now: since_epoch().as_secs(),
     };
-    let mut checked = handshake::check(
+    let checked = handshake::check(
         head,
         remote,
         &shared.routes,
         admission,
         shared.auth.as_deref(),
-    )?;
-    if let Some(backend) = core.conns.backend.as_ref().filter(|b| b.has_hook(Hook::Connect)) {
+    );
+    if let (Some(refusals), Err(Refusal { auth: Some(_), .. })) = (refusals, &checked) {
+        refusals.borrow_mut().refused(remote.ip(), now);
+    }
+    let mut checked = checked?;
+    if let Some(backend) = core
+        .conns
+        .backend
+        .as_ref()
+        .filter(|b| b.has_hook(Hook::Connect))
+    {
         ask_connect_hook(backend, &mut checked).await?;
     }
     let accepted = handshake::finish(checked, shared.gate.as_ref(), &shared.registry)?;

@@ -20,6 +20,7 @@ use super::link::{ShardLinks, ShardMsg};
 use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use super::shared::Shared;
+use crate::auth::RefusalLimit;
 use crate::event::EventName;
 use crate::registry::{ConnId, ShardId};
 
@@ -85,6 +86,11 @@ impl ShardCore {
             readiness,
         );
         conns.auth = shared.auth.clone();
+        conns.token_refusals = shared
+            .auth
+            .as_ref()
+            .filter(|v| v.refusal_limit() > 0)
+            .map(|v| RefCell::new(RefusalLimit::new(v.refusal_limit())));
         conns.history_rules = shared.history.clone();
         conns.backend = shared
             .backend
@@ -203,7 +209,11 @@ impl ShardCore {
                 except,
             } => self.record(topic, frame, except, now),
             ShardMsg::Recover { topic, since, done } => {
-                let answer = self.conns.histories.borrow_mut().recover(&topic, since, now);
+                let answer = self
+                    .conns
+                    .histories
+                    .borrow_mut()
+                    .recover(&topic, since, now);
                 let _ = done.send(answer);
             }
             ShardMsg::Subscription {
