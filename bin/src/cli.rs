@@ -33,7 +33,7 @@ pub const DEFAULT_CLIENT_BYTE_RATE: u32 = 1 << 20;
         Backends push through the HTTP API on --api-listen: POST /api/broadcast, \
         /api/emit/<uuid>, /api/fire/<event>, /api/close/<uuid>, /api/publish/<topic>, \
         POST and DELETE /api/subscriptions/<uuid>/<topic>; GET /api/connections, /api/topics, \
-        /metrics, /healthz.\n\n\
+        /api/topics/<topic>, /metrics, /healthz.\n\n\
         Every flag can also be set with its environment variable or in the --config file \
         (same names, e.g. ping-interval = \"5s\"); flags win over the environment, which wins \
         over the file.",
@@ -136,6 +136,12 @@ pub struct Args {
     /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
     #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_topics: Option<usize>,
+    /// Topics that keep their last publications, so a client that comes back gets what it
+    /// missed (pubsub mode): comma-separated PATTERN=SIZE/TTL rules, PATTERN an exact topic or
+    /// a prefix ending in *, e.g. scores.*=100/60s,chat.lobby=1000/10m; the first matching
+    /// rule wins [default: none]
+    #[arg(long, env = "CORECAST_HISTORY", value_name = "LIST", value_parser = parse_history)]
+    pub history: Option<HistoryRules>,
     /// Messages per second one client may send, in bursts of up to as many; past it messages
     /// are refused, and a client that keeps on is closed with 1008; 0: no limit [default: 100]
     #[arg(long, env = "CORECAST_CLIENT_MESSAGE_RATE", value_name = "N", value_parser = parse_number::<u32>)]
@@ -297,6 +303,78 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// One `--history` rule: topics matching `pattern` keep their last `size` publications, each
+/// for at most `ttl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// An exact topic name, or a prefix ending in `*`.
+    pub pattern: String,
+    /// Publications kept, at least 1.
+    pub size: usize,
+    /// How long one is kept, more than 0.
+    pub ttl: Duration,
+}
+
+/// The `--history` rules, in the order given (the first matching one wins).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryRules(pub Vec<HistoryRule>);
+
+/// What a `--history` rule looks like, for the errors.
+const HISTORY_FORM: &str = "expected PATTERN=SIZE/TTL, like scores.*=100/60s";
+
+/// `--history`: comma-separated `PATTERN=SIZE/TTL` rules, at least one.
+fn parse_history(s: &str) -> Result<HistoryRules, String> {
+    let mut rules: Vec<HistoryRule> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let rule = parse_history_rule(item)?;
+        if rules.iter().any(|r| r.pattern == rule.pattern) {
+            return Err(format!(
+                "invalid history rule {item:?}: the pattern {:?} is given twice",
+                rule.pattern
+            ));
+        }
+        rules.push(rule);
+    }
+    if rules.is_empty() {
+        return Err(format!(
+            "invalid history list {s:?}: {HISTORY_FORM}, comma-separated"
+        ));
+    }
+    Ok(HistoryRules(rules))
+}
+
+fn parse_history_rule(item: &str) -> Result<HistoryRule, String> {
+    let bad = |why: &str| format!("invalid history rule {item:?}: {why}");
+    let (pattern, retention) = item.rsplit_once('=').ok_or_else(|| bad(HISTORY_FORM))?;
+    let (size, ttl) = retention.split_once('/').ok_or_else(|| bad(HISTORY_FORM))?;
+    let pattern = pattern.trim();
+    if pattern.is_empty() {
+        return Err(bad("the pattern is empty"));
+    }
+    if pattern.trim_end_matches('*').contains('*') || pattern.ends_with("**") {
+        return Err(bad("a * may only end the pattern, as in scores.*"));
+    }
+    if pattern.len() > corecast::topics::MAX_TOPIC_LEN {
+        return Err(bad(&format!(
+            "the pattern is over {} bytes, the longest topic name",
+            corecast::topics::MAX_TOPIC_LEN
+        )));
+    }
+    let size = match size.trim().parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ => return Err(bad("SIZE must be a whole number from 1, like 100")),
+    };
+    let ttl = parse_duration(ttl).map_err(|e| bad(&format!("TTL: {e}")))?;
+    if ttl.is_zero() {
+        return Err(bad("TTL must be more than 0, like 60s"));
+    }
+    Ok(HistoryRule {
+        pattern: pattern.to_string(),
+        size,
+        ttl,
+    })
+}
+
 fn parse_subprotocols(s: &str) -> Result<String, String> {
     match s
         .split(',')
@@ -361,6 +439,8 @@ pub struct Settings {
     /// The application's backend: the webhook, events to NATS, the hooks; `None` when none
     /// of them is set.
     pub backend: Option<Backend>,
+    /// Topics that keep history (`Builder::history`), in order: the first matching rule wins.
+    pub history: Vec<HistoryRule>,
 }
 
 /// Cluster mode's settings.
@@ -441,6 +521,7 @@ impl Settings {
             api_token: a.api_token.filter(|t| !t.is_empty()),
             auth: None,
             backend: None,
+            history: a.history.map(|h| h.0).unwrap_or_default(),
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
@@ -745,6 +826,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "max-message-size" => fill!(max_message_size, parse_size),
             "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
             "max-topics" => fill!(max_topics, parse_number::<usize>),
+            "history" => fill!(history, parse_history),
             "client-message-rate" => fill!(client_message_rate, parse_number::<u32>),
             "client-byte-rate" => fill!(client_byte_rate, parse_byte_rate),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),
@@ -1255,6 +1337,104 @@ mod tests {
     }
 
     #[test]
+    fn history_rules_from_flag_environment_and_file() {
+        let rule = |pattern: &str, size, ttl| HistoryRule {
+            pattern: pattern.into(),
+            size,
+            ttl,
+        };
+        let s = load(&["--history", "scores.*=100/60s, chat.lobby=1000/10m"]).unwrap();
+        assert_eq!(
+            s.history,
+            [
+                rule("scores.*", 100, Duration::from_secs(60)),
+                rule("chat.lobby", 1000, Duration::from_secs(600)),
+            ]
+        );
+        assert!(load(&[]).unwrap().history.is_empty());
+        // A bare TTL is seconds; `*` alone is every topic; a name may hold `=`.
+        let s = load(&["--history=*=1/30,a=b=2/500ms"]).unwrap();
+        assert_eq!(
+            s.history,
+            [
+                rule("*", 1, Duration::from_secs(30)),
+                rule("a=b", 2, Duration::from_millis(500)),
+            ]
+        );
+        // The file: a string, or a list of rules.
+        let mut args = Args::default();
+        fill_from_file(&mut args, "history = [\"t*=5/1m\", \"u=6/2s\"]").unwrap();
+        assert_eq!(
+            Settings::from_args(args).history,
+            [
+                rule("t*", 5, Duration::from_secs(60)),
+                rule("u", 6, Duration::from_secs(2)),
+            ]
+        );
+        let mut args = Args::try_parse_from(["corecast", "--history", "x=1/1s"]).unwrap();
+        fill_from_file(&mut args, "history = \"y=2/2s\"").unwrap();
+        assert_eq!(
+            Settings::from_args(args).history,
+            [rule("x", 1, Duration::from_secs(1))],
+            "the flag wins"
+        );
+        let e = fill_from_file(&mut Args::default(), "history = \"t=0/1s\"").unwrap_err();
+        assert!(
+            e.starts_with("history: invalid history rule \"t=0/1s\""),
+            "{e}"
+        );
+        // The environment. (Only a valid value: tests that parse flags without the lock
+        // would see it.)
+        let env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("CORECAST_HISTORY", "news*=10/1h");
+        let from_env = load_unlocked(&[]);
+        let flag_wins = load_unlocked(&["--history", "x=1/1s"]);
+        std::env::remove_var("CORECAST_HISTORY");
+        drop(env);
+        assert_eq!(
+            from_env.unwrap().history,
+            [rule("news*", 10, Duration::from_secs(3600))]
+        );
+        assert_eq!(
+            flag_wins.unwrap().history,
+            [rule("x", 1, Duration::from_secs(1))]
+        );
+    }
+
+    #[test]
+    fn bad_history_rules_say_what_is_wrong_on_one_line() {
+        for (value, needle) in [
+            (
+                "scores",
+                "invalid history rule \"scores\": expected PATTERN=SIZE/TTL, like scores.*=100/60s",
+            ),
+            (
+                "t=100",
+                "invalid history rule \"t=100\": expected PATTERN=SIZE/TTL",
+            ),
+            ("=1/1s", "the pattern is empty"),
+            ("a*b=1/1s", "a * may only end the pattern"),
+            ("a**=1/1s", "a * may only end the pattern"),
+            ("t=0/1s", "SIZE must be a whole number from 1"),
+            ("t=-1/1s", "SIZE must be a whole number from 1"),
+            ("t=many/1s", "SIZE must be a whole number from 1"),
+            ("t=1/soon", "TTL: invalid duration \"soon\""),
+            ("t=1/5d", "unknown unit \"d\""),
+            ("t=1/0s", "TTL must be more than 0"),
+            ("t=1/1s,t=2/2s", "the pattern \"t\" is given twice"),
+            (",", "invalid history list \",\": expected PATTERN=SIZE/TTL"),
+        ] {
+            let e = load(&["--history", value]).unwrap_err();
+            assert!(e.contains(needle), "{value:?}: {e}");
+            assert!(e.contains("--history"), "{value:?}: {e}");
+            assert_eq!(one_line(&e), e, "{value:?}");
+        }
+        let long = format!("{}=1/1s", "x".repeat(257));
+        let e = load(&["--history", &long]).unwrap_err();
+        assert!(e.contains("over 256 bytes"), "{e}");
+    }
+
+    #[test]
     fn help_lists_the_backend_flags_with_their_defaults() {
         use clap::CommandFactory;
         let help = Args::command().render_help().to_string();
@@ -1272,6 +1452,7 @@ mod tests {
             ("--backend-max-in-flight <N>", "[default: 256]"),
             ("--backend-queue <N>", "[default: 10000]"),
             ("--backend-secret-file <FILE>", "[default: none]"),
+            ("--history <LIST>", "[default: none]"),
         ] {
             let at = help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
             let entry = &help[at..];

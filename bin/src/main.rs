@@ -104,6 +104,10 @@ fn run(s: Settings) -> anyhow::Result<()> {
     if let Some(tls) = &s.tls {
         builder = builder.tls(tls.clone());
     }
+    for rule in &s.history {
+        tracing::info!(pattern = %rule.pattern, size = rule.size, ttl = ?rule.ttl, "topic history");
+        builder = builder.history(&rule.pattern, rule.size, rule.ttl);
+    }
     if let Some(backend) = &s.backend {
         tracing::info!(?backend, "application backend");
         builder = builder.backend(backend.clone());
