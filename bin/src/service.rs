@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use corecast::backend::{Hook, Verdict};
+use corecast::history::{Epoch, Position, Recovery};
 use corecast::{event, Error, EventPayload, MessageType, Server, Websocket};
 use serde_json::Value;
 
@@ -20,7 +21,8 @@ pub enum Mode {
     Relay,
     /// The hashrocket websocket-shootout JSON protocol.
     Shootout,
-    /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}`, `{"unsubscribe":..}`,
+    /// Topics: `?topics=a,b` at upgrade, then `{"subscribe":..}` (with `"since"` or
+    /// `"positions"` on a topic with history), `{"unsubscribe":..}`,
     /// `{"publish":..,"data":..}` and `{"rpc":..}` text frames (see `pubsub_request`); with
     /// tokens, also `{"refresh":"<jwt>"}`, and the `{"expiring":<seconds>}` notice. The
     /// backend's subscribe, publish and RPC hooks are asked on the way (see `Lane`).
@@ -137,6 +139,13 @@ fn shootout(ep: &EventPayload) {
 #[derive(Debug, PartialEq)]
 pub(crate) enum PubsubRequest {
     Subscribe(String),
+    /// Subscribe to a topic with history, with positions: its publications come in the
+    /// position envelope. With `since`, the last position the client saw, what it missed
+    /// after it comes first; without, where the topic stands is answered.
+    SubscribeFrom {
+        topic: String,
+        since: Option<Position>,
+    },
     Unsubscribe(String),
     /// Publish `data` to the topic's other subscribers: a JSON string goes out as its text, any
     /// other JSON value as its JSON text.
@@ -159,13 +168,15 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
     let Ok(serde_json::Value::Object(mut msg)) = serde_json::from_slice(data) else {
         return Err("expected a JSON object".into());
     };
+    // A subscribe's options; ignored with any other request, as any other key is.
+    let (since, positions) = (msg.remove("since"), msg.remove("positions"));
     let mut topic = |key: &str| match msg.remove(key) {
         Some(serde_json::Value::String(t)) => Ok(Some(t)),
         Some(_) => Err(format!("\"{key}\" must be a string")),
         None => Ok(None),
     };
     if let Some(t) = topic("subscribe")? {
-        return Ok(PubsubRequest::Subscribe(t));
+        return subscribe_request(t, since, positions);
     }
     if let Some(t) = topic("unsubscribe")? {
         return Ok(PubsubRequest::Unsubscribe(t));
@@ -189,6 +200,86 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
         });
     }
     Err("expected \"subscribe\", \"unsubscribe\", \"publish\", \"refresh\" or \"rpc\"".into())
+}
+
+/// What `"since"` must look like, for the error.
+const SINCE_FORM: &str =
+    "\"since\" must be {\"offset\":<number>,\"epoch\":\"<8 hex digits>\"}, as an answer or an envelope gave them";
+
+/// `{"subscribe":"t"}`, with `"positions":true` or `"since":{..}` for a subscription from the
+/// topic's history (`"since":null`: no position yet, as `"positions":true`).
+fn subscribe_request(
+    topic: String,
+    since: Option<Value>,
+    positions: Option<Value>,
+) -> Result<PubsubRequest, String> {
+    let positions = match positions {
+        None => false,
+        Some(Value::Bool(on)) => on,
+        Some(_) => return Err("\"positions\" must be true or false".into()),
+    };
+    match since {
+        None if !positions => Ok(PubsubRequest::Subscribe(topic)),
+        None | Some(Value::Null) => Ok(PubsubRequest::SubscribeFrom { topic, since: None }),
+        Some(v) => {
+            let since = Some(position(&v).ok_or(SINCE_FORM)?);
+            Ok(PubsubRequest::SubscribeFrom { topic, since })
+        }
+    }
+}
+
+/// A position as answers and envelopes give it: `{"offset":5,"epoch":"abcd0001"}`. The
+/// position of a topic nothing was published to yet, `{"offset":0,"epoch":null}`, is offset 0
+/// of any epoch: another history's ("epoch changed", the live stream follows) or, by chance,
+/// this one's, whose every publication then follows offset 0.
+fn position(v: &Value) -> Option<Position> {
+    let offset = v.get("offset")?.as_u64()?;
+    let epoch = match v.get("epoch")? {
+        Value::Null if offset == 0 => Epoch(0),
+        e => Epoch::parse(e.as_str()?)?,
+    };
+    Some(Position { offset, epoch })
+}
+
+/// The answer to a subscription from history, sent before its catch-up:
+/// `{"subscribed":"t","offset":N,"epoch":"e"}` for a fresh one, with `"recovered":true,
+/// "missed":M` or `"recovered":false,"reason":".."` after a position. The offset and epoch are
+/// the topic's last (0 and `null` before any publication): the publications that follow come
+/// after them.
+fn recovery_reply(topic: &str, recovery: Recovery) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let (recovered, position) = match recovery {
+        Recovery::Fresh { position } => (String::new(), position),
+        Recovery::Recovered { missed, position } => {
+            (format!(r#","recovered":true,"missed":{missed}"#), position)
+        }
+        Recovery::NotRecovered { reason, position } => (
+            format!(r#","recovered":false,"reason":{}"#, quoted(reason.reason())),
+            position,
+        ),
+    };
+    let (offset, epoch) = match position {
+        Some(p) => (p.offset, format!(r#""{}""#, p.epoch)),
+        None => (0, "null".to_string()),
+    };
+    format!(
+        r#"{{"subscribed":{}{recovered},"offset":{offset},"epoch":{epoch}}}"#,
+        quoted(topic)
+    )
+}
+
+/// Subscribes from `topic`'s history (already allowed), answers, then sends the catch-up.
+async fn subscribe_from_and_answer(kws: &Websocket, topic: &str, since: Option<Position>) {
+    match kws.subscribe_from(topic, since).await {
+        Ok(catchup) => {
+            kws.emit(recovery_reply(topic, catchup.recovery()), MessageType::Text);
+            catchup.deliver();
+        }
+        Err(e) => kws.emit(
+            pubsub_reply("subscribe", topic, Some(&e.to_string())),
+            MessageType::Text,
+        ),
+    }
 }
 
 /// The answer to an RPC request: `{"rpc":"<method>","id":<id>,"data":<answer>}`, or
@@ -297,7 +388,9 @@ fn answer_rate_limited(ep: &EventPayload) {
         Ok(PubsubRequest::Publish { topic, .. }) => {
             pubsub_reply("publish", &topic, Some(RATE_LIMIT))
         }
-        Ok(PubsubRequest::Subscribe(topic)) => pubsub_reply("subscribe", &topic, Some(RATE_LIMIT)),
+        Ok(PubsubRequest::Subscribe(topic) | PubsubRequest::SubscribeFrom { topic, .. }) => {
+            pubsub_reply("subscribe", &topic, Some(RATE_LIMIT))
+        }
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             pubsub_reply("unsubscribe", &topic, Some(RATE_LIMIT))
         }
@@ -329,9 +422,15 @@ enum Job {
     Topics(std::vec::IntoIter<String>),
 }
 
-/// A hook call a request waits on.
+/// A hook call a request waits on, or a subscription from history (which waits on the
+/// topic's home shard, after the hook when there is one).
 enum Ask {
     Subscribe(String),
+    SubscribeFrom {
+        topic: String,
+        since: Option<Position>,
+        hook: bool,
+    },
     Publish {
         topic: String,
         data: String,
@@ -476,9 +575,7 @@ fn start(kws: &Websocket, job: Job) -> Option<(Ask, Option<Job>)> {
 /// A subscribe: refused here when the connection's grants do not cover the topic
 /// (`Identity::may_subscribe`), the backend's question with a subscribe hook, else done.
 fn start_subscribe(kws: &Websocket, topic: String) -> Option<Ask> {
-    if kws.identity().is_some_and(|id| !id.may_subscribe(&topic)) {
-        let reply = pubsub_reply("subscribe", &topic, Some(NOT_PERMITTED));
-        kws.emit(reply, MessageType::Text);
+    if !may_subscribe(kws, &topic) {
         return None;
     }
     if kws.has_hook(Hook::Subscribe) {
@@ -488,9 +585,31 @@ fn start_subscribe(kws: &Websocket, topic: String) -> Option<Ask> {
     None
 }
 
+/// A subscribe from history: refused here as `start_subscribe`'s, else always waited on.
+fn start_subscribe_from(kws: &Websocket, topic: String, since: Option<Position>) -> Option<Ask> {
+    may_subscribe(kws, &topic).then(|| Ask::SubscribeFrom {
+        hook: kws.has_hook(Hook::Subscribe),
+        topic,
+        since,
+    })
+}
+
+/// Whether the connection's grants cover `topic`; when they do not it is told so.
+fn may_subscribe(kws: &Websocket, topic: &str) -> bool {
+    if kws.identity().is_some_and(|id| !id.may_subscribe(topic)) {
+        let reply = pubsub_reply("subscribe", topic, Some(NOT_PERMITTED));
+        kws.emit(reply, MessageType::Text);
+        return false;
+    }
+    true
+}
+
 fn start_request(kws: &Websocket, request: Result<PubsubRequest, String>) -> Option<Ask> {
     match request {
         Ok(PubsubRequest::Subscribe(topic)) => return start_subscribe(kws, topic),
+        Ok(PubsubRequest::SubscribeFrom { topic, since }) => {
+            return start_subscribe_from(kws, topic, since)
+        }
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             let was = kws.unsubscribe(&topic);
             let error = (!was).then_some("not subscribed");
@@ -550,6 +669,21 @@ async fn finish(kws: &Websocket, ask: Ask) {
             Ok(Verdict::Refuse(reason)) => pubsub_reply("subscribe", &topic, Some(&reason)),
             Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
         },
+        Ask::SubscribeFrom { topic, since, hook } => {
+            let verdict = if hook {
+                kws.ask_subscribe(&topic).await
+            } else {
+                Ok(Verdict::Allow(None))
+            };
+            match verdict {
+                Ok(Verdict::Allow(_)) => {
+                    subscribe_from_and_answer(kws, &topic, since).await;
+                    return;
+                }
+                Ok(Verdict::Refuse(reason)) => pubsub_reply("subscribe", &topic, Some(&reason)),
+                Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+            }
+        }
         Ask::Publish { topic, data } => match kws.ask_publish(&topic, &data).await {
             Ok(Verdict::Allow(replaced)) => {
                 let data = match replaced {
@@ -584,7 +718,9 @@ fn refuse(kws: &Websocket, job: Job, error: &str) {
             .map(|t| pubsub_reply("subscribe", &t, Some(error)))
             .collect(),
         Job::Request(request) => vec![match request {
-            Ok(PubsubRequest::Subscribe(t)) => pubsub_reply("subscribe", &t, Some(error)),
+            Ok(PubsubRequest::Subscribe(t) | PubsubRequest::SubscribeFrom { topic: t, .. }) => {
+                pubsub_reply("subscribe", &t, Some(error))
+            }
             Ok(PubsubRequest::Unsubscribe(t)) => pubsub_reply("unsubscribe", &t, Some(error)),
             Ok(PubsubRequest::Publish { topic, .. }) => {
                 pubsub_reply("publish", &topic, Some(error))
@@ -663,6 +799,142 @@ mod tests {
         assert_eq!(
             pubsub_reply("subscribe", "a\"b", Some("too many topics")),
             r#"{"error":"too many topics","subscribe":"a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn subscriptions_from_history() {
+        use PubsubRequest::*;
+        let at = |offset, epoch| {
+            Some(Position {
+                offset,
+                epoch: Epoch(epoch),
+            })
+        };
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","since":{"offset":5,"epoch":"abcd0001"}}"#),
+            Ok(SubscribeFrom {
+                topic: "t".into(),
+                since: at(5, 0xabcd_0001)
+            })
+        );
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","positions":true}"#),
+            Ok(SubscribeFrom {
+                topic: "t".into(),
+                since: None
+            })
+        );
+        // `since` implies positions; `null` is no position yet.
+        assert_eq!(
+            pubsub_request(br#"{"since":{"epoch":"ABCD0001","offset":0},"subscribe":"t"}"#),
+            Ok(SubscribeFrom {
+                topic: "t".into(),
+                since: at(0, 0xabcd_0001)
+            })
+        );
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","since":null}"#),
+            Ok(SubscribeFrom {
+                topic: "t".into(),
+                since: None
+            })
+        );
+        // The position of a topic nothing was published to yet, as a fresh answer gives it.
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","since":{"offset":0,"epoch":null}}"#),
+            Ok(SubscribeFrom {
+                topic: "t".into(),
+                since: at(0, 0)
+            })
+        );
+        // Without either, or with positions off: a plain subscribe, raw payloads.
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","positions":false}"#),
+            Ok(Subscribe("t".into()))
+        );
+        assert_eq!(
+            pubsub_request(br#"{"unsubscribe":"t","since":{"offset":1}}"#),
+            Ok(Unsubscribe("t".into()))
+        );
+        for bad in [
+            r#"{"subscribe":"t","since":5}"#,
+            r#"{"subscribe":"t","since":"abcd0001"}"#,
+            r#"{"subscribe":"t","since":{"offset":5}}"#,
+            r#"{"subscribe":"t","since":{"epoch":"abcd0001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":-1,"epoch":"abcd0001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":1.5,"epoch":"abcd0001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":"5","epoch":"abcd0001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":5,"epoch":"abcd001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":5,"epoch":"abcd0001x"}}"#,
+            r#"{"subscribe":"t","since":{"offset":5,"epoch":"wxyz0001"}}"#,
+            r#"{"subscribe":"t","since":{"offset":5,"epoch":null}}"#,
+            r#"{"subscribe":"t","since":{"offset":5,"epoch":1234}}"#,
+        ] {
+            assert_eq!(
+                pubsub_request(bad.as_bytes()),
+                Err(SINCE_FORM.into()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            pubsub_request(br#"{"subscribe":"t","positions":"yes"}"#),
+            Err("\"positions\" must be true or false".into())
+        );
+        assert!(pubsub_request(br#"{"subscribe":7,"positions":true}"#)
+            .unwrap_err()
+            .contains("string"));
+    }
+
+    #[test]
+    fn answers_to_subscriptions_from_history() {
+        use corecast::history::NotRecovered;
+        let reply = |r| serde_json::from_str::<Value>(&recovery_reply("t", r)).unwrap();
+        let position = Some(Position {
+            offset: 12,
+            epoch: Epoch(0xabcd_0001),
+        });
+        assert_eq!(
+            recovery_reply("t", Recovery::Fresh { position }),
+            r#"{"subscribed":"t","offset":12,"epoch":"abcd0001"}"#
+        );
+        assert_eq!(
+            reply(Recovery::Fresh { position: None }),
+            serde_json::json!({ "subscribed": "t", "offset": 0, "epoch": null })
+        );
+        assert_eq!(
+            recovery_reply(
+                "t",
+                Recovery::Recovered {
+                    missed: 3,
+                    position
+                }
+            ),
+            r#"{"subscribed":"t","recovered":true,"missed":3,"offset":12,"epoch":"abcd0001"}"#
+        );
+        assert_eq!(
+            recovery_reply(
+                "t",
+                Recovery::NotRecovered {
+                    reason: NotRecovered::TooOld,
+                    position
+                }
+            ),
+            r#"{"subscribed":"t","recovered":false,"reason":"position too old","offset":12,"epoch":"abcd0001"}"#
+        );
+        assert_eq!(
+            reply(Recovery::NotRecovered {
+                reason: NotRecovered::EpochChanged,
+                position: None
+            }),
+            serde_json::json!({ "subscribed": "t", "recovered": false,
+                "reason": "epoch changed", "offset": 0, "epoch": null })
+        );
+        // A name that needs escaping stays one JSON string.
+        let odd = recovery_reply("a\"b", Recovery::Fresh { position: None });
+        assert_eq!(
+            serde_json::from_str::<Value>(&odd).unwrap()["subscribed"],
+            "a\"b"
         );
     }
 
