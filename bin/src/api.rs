@@ -1,5 +1,5 @@
 //! The HTTP API that backends push through (broadcast, emit, fire, close, publish, server-side
-//! subscriptions), plus `/metrics` and
+//! subscriptions, what a topic holds), plus `/metrics` and
 //! `/healthz`, served by one small glommio executor of its own. Not a general HTTP server: one
 //! request per connection, bodies by `Content-Length` only.
 
@@ -13,7 +13,9 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
+use serde_json::Value;
 
+use corecast::history::Epoch;
 use corecast::http::{self, RequestHead};
 use corecast::runtime::{self, HeadError};
 use corecast::{Error, MessageType, Server};
@@ -233,6 +235,8 @@ pub(crate) enum Endpoint<'a> {
     Fire(&'a str),
     Close(&'a str),
     Topics,
+    /// `/api/topics/{topic}`, the topic still percent-encoded: its subscribers and history.
+    Topic(&'a str),
     /// `/api/publish/{topic}`, the topic still percent-encoded.
     Publish(&'a str),
     /// `/api/subscriptions/{uuid}/{topic}`: POST subscribes, DELETE unsubscribes.
@@ -247,6 +251,7 @@ impl Endpoint<'_> {
             | Endpoint::Metrics
             | Endpoint::Connections
             | Endpoint::Topics
+            | Endpoint::Topic(_)
             | Endpoint::Cluster => "GET",
             Endpoint::Subscription(..) => "POST, DELETE",
             _ => "POST",
@@ -285,6 +290,8 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
                 Endpoint::Fire(e)
             } else if let Some(u) = one("/api/close/") {
                 Endpoint::Close(u)
+            } else if let Some(t) = one("/api/topics/") {
+                Endpoint::Topic(t)
             } else if let Some(t) = one("/api/publish/") {
                 Endpoint::Publish(t)
             } else if let Some((u, t)) = path
@@ -436,6 +443,15 @@ async fn answer(
                 .collect();
             json(200, &serde_json::json!({ "topics": list }).to_string())
         }
+        Endpoint::Topic(topic) => {
+            let topic = http::decode_segment(topic);
+            if let Err(e) = corecast::topics::check_name(&topic) {
+                return error(400, &e.to_string());
+            }
+            let window = history_window(server, &topic).await;
+            let report = topic_report(&topic, server.subscriber_count(&topic), window);
+            json(200, &report.to_string())
+        }
         Endpoint::Publish(topic) => {
             let topic = http::decode_segment(topic);
             if let Err(e) = corecast::topics::check_name(&topic) {
@@ -460,6 +476,23 @@ async fn answer(
             }
         }
     }
+}
+
+/// The publications `topic` keeps on this node: the first and last offsets, and their epoch;
+/// `None` for a topic without history or with nothing kept. Asked of `Server::history_window`
+/// (the topic's home shard keeps its history), which the library does not offer yet: until
+/// then every topic reports `"history":null`.
+async fn history_window(_server: &Server, _topic: &str) -> Option<(u64, u64, Epoch)> {
+    None
+}
+
+/// `GET /api/topics/{topic}`: `{"topic":"t","subscribers":N,"history":{"first":F,"last":L,
+/// "epoch":"e"}}`, with `"history":null` when the topic keeps nothing.
+fn topic_report(topic: &str, subscribers: usize, window: Option<(u64, u64, Epoch)>) -> Value {
+    let history = window.map_or(Value::Null, |(first, last, epoch)| {
+        serde_json::json!({ "first": first, "last": last, "epoch": epoch.to_string() })
+    });
+    serde_json::json!({ "topic": topic, "subscribers": subscribers, "history": history })
 }
 
 fn json(status: u16, body: &str) -> Vec<u8> {
@@ -487,6 +520,17 @@ mod tests {
         assert_eq!(endpoint("/api/topics"), Some(Endpoint::Topics));
         assert_eq!(endpoint("/api/cluster"), Some(Endpoint::Cluster));
         assert_eq!(
+            endpoint("/api/topics/scores.nba"),
+            Some(Endpoint::Topic("scores.nba"))
+        );
+        assert_eq!(
+            endpoint("/api/topics/a%2Fb"),
+            Some(Endpoint::Topic("a%2Fb"))
+        );
+        assert_eq!(endpoint("/api/topics/a/b"), None);
+        assert_eq!(endpoint("/api/topics/"), None);
+        assert_eq!(Endpoint::Topic("t").methods(), "GET");
+        assert_eq!(
             endpoint("/api/publish/a%2Fb"),
             Some(Endpoint::Publish("a%2Fb"))
         );
@@ -501,6 +545,20 @@ mod tests {
         assert_eq!(Endpoint::Broadcast.methods(), "POST");
         assert_eq!(Endpoint::Metrics.methods(), "GET");
         assert_eq!(Endpoint::Subscription("u", "t").methods(), "POST, DELETE");
+    }
+
+    #[test]
+    fn topic_reports() {
+        use serde_json::json;
+        assert_eq!(
+            topic_report("scores", 2, Some((6, 10, Epoch(0xabcd_0001)))),
+            json!({ "topic": "scores", "subscribers": 2,
+                    "history": { "first": 6, "last": 10, "epoch": "abcd0001" } })
+        );
+        assert_eq!(
+            topic_report("a\"b", 0, None),
+            json!({ "topic": "a\"b", "subscribers": 0, "history": null })
+        );
     }
 
     #[test]
