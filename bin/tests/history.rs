@@ -156,9 +156,9 @@ fn the_seam_holds_while_publishing_goes_on() {
         "--mode",
         "pubsub",
         "--history",
-        "live=10000/60s",
+        "live=100000/60s",
         "--send-queue-size",
-        "10000",
+        "100000",
     ]));
     let (mut watcher, _) = subscribe_with_positions(&bin, "live");
     let (mut sub, _) = subscribe_with_positions(&bin, "live");
@@ -168,7 +168,7 @@ fn the_seam_holds_while_publishing_goes_on() {
         let (bin, stop) = (Arc::clone(&bin), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) && n < 5_000 {
+            while !stop.load(Ordering::Relaxed) && n < 50_000 {
                 n += 1;
                 publish(&bin, "live", &format!("p{n}"));
             }
