@@ -11,13 +11,13 @@ use bytes::Bytes;
 use crate::auth::Verifier;
 use crate::backend::link::BackendShared;
 use crate::backend::Backend;
-use crate::history::{HistoryRules, Retention};
+use crate::history::{self, Epoch, HistoryRules, Retention};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
 use crate::http::{self, RoutePattern, Router};
 use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
-use crate::registry::Registry;
+use crate::registry::{Registry, ShardId};
 use crate::shard::dispatch::{each_shard, send_to, Dispatch};
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg, DEFAULT_INBOX_CAPACITY};
@@ -517,6 +517,21 @@ impl Server {
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         self.dispatch().to_topic(topic, &ty.frame(&data), None);
+    }
+
+    /// What `topic` keeps of its history on this node (`Builder::history`): the first and last
+    /// offsets kept and their epoch; `None` for a topic without history or with nothing kept
+    /// now. Asks the topic's home shard; works on any thread, shard threads included.
+    pub async fn history_window(&self, topic: &str) -> Option<(u64, u64, Epoch)> {
+        self.shared().history.as_ref()?.retention(topic)?;
+        let (done, answer) = flume::bounded(1);
+        let home = ShardId(history::home_shard(topic, self.links().len()));
+        let ask = ShardMsg::Window {
+            topic: topic.into(),
+            done,
+        };
+        send_to(self.links(), home, ask).ok()?;
+        answer.recv_async().await.ok().flatten()
     }
 
     /// Subscribers of `topic` on this server, all shards.

@@ -479,11 +479,9 @@ async fn answer(
 }
 
 /// The publications `topic` keeps on this node: the first and last offsets, and their epoch;
-/// `None` for a topic without history or with nothing kept. Asked of `Server::history_window`
-/// (the topic's home shard keeps its history), which the library does not offer yet: until
-/// then every topic reports `"history":null`.
-async fn history_window(_server: &Server, _topic: &str) -> Option<(u64, u64, Epoch)> {
-    None
+/// `None` for a topic without history or with nothing kept. Asked of the topic's home shard.
+async fn history_window(server: &Server, topic: &str) -> Option<(u64, u64, Epoch)> {
+    server.history_window(topic).await
 }
 
 /// `GET /api/topics/{topic}`: `{"topic":"t","subscribers":N,"history":{"first":F,"last":L,

@@ -393,7 +393,6 @@ fn the_topic_endpoint_reports_subscribers() {
 }
 
 #[test]
-#[ignore = "needs the library's Server::history_window"]
 fn the_topic_endpoint_reports_the_kept_window() {
     let bin = Bin::start(&["--mode", "pubsub", "--history", "t*=5/60s"]);
     let (mut sub, _) = subscribe_with_positions(&bin, "t1");

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::history::{Position, RecoverAnswer};
+use crate::history::{Epoch, Position, RecoverAnswer};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, ShardId};
 use crate::Error;
@@ -43,6 +43,11 @@ pub(crate) enum ShardMsg {
         topic: Arc<str>,
         since: Option<Position>,
         done: flume::Sender<RecoverAnswer>,
+    },
+    /// The kept window of `topic`, asked of its home shard: first and last offsets, epoch.
+    Window {
+        topic: Arc<str>,
+        done: flume::Sender<Option<(u64, u64, Epoch)>>,
     },
     /// Subscribe (or unsubscribe) one connection, and answer on `done`.
     Subscription {

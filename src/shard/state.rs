@@ -208,6 +208,10 @@ impl ShardCore {
                 frame,
                 except,
             } => self.record(topic, frame, except, now),
+            ShardMsg::Window { topic, done } => {
+                let window = self.conns.histories.borrow_mut().window(&topic, now);
+                let _ = done.send(window);
+            }
             ShardMsg::Recover { topic, since, done } => {
                 let answer = self
                     .conns
