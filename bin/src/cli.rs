@@ -83,6 +83,10 @@ pub struct Args {
     /// in pubsub mode) before it is closed with 1008 [default: 30s]
     #[arg(long, env = "CORECAST_JWT_REFRESH_GRACE", value_name = "DURATION", value_parser = parse_duration)]
     pub jwt_refresh_grace: Option<Duration>,
+    /// Token refusals one client address may cause per second on one shard; past it the
+    /// address gets 429 without a token check; 0: no limit [default: 20]
+    #[arg(long, env = "CORECAST_JWT_MAX_REFUSALS", value_name = "N", value_parser = parse_number::<u32>)]
+    pub jwt_max_refusals: Option<u32>,
     /// Comma-separated Origin values allowed to connect [default: any]
     #[arg(long, env = "CORECAST_ORIGINS", value_name = "LIST")]
     pub origins: Option<String>,
@@ -571,8 +575,9 @@ fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
                 || a.jwt_issuer.is_some()
                 || a.jwt_leeway.is_some()
                 || a.jwt_refresh_grace.is_some()
+                || a.jwt_max_refusals.is_some()
             {
-                return Err("--jwt-audience, --jwt-issuer, --jwt-leeway and --jwt-refresh-grace need --jwt-secret-file or --jwt-public-key-file".into());
+                return Err("--jwt-audience, --jwt-issuer, --jwt-leeway, --jwt-refresh-grace and --jwt-max-refusals need --jwt-secret-file or --jwt-public-key-file".into());
             }
             return Ok(None);
         }
@@ -582,6 +587,10 @@ fn verifier(a: &Args) -> Result<Option<Verifier>, String> {
         .refresh_grace(
             a.jwt_refresh_grace
                 .unwrap_or(corecast::auth::DEFAULT_REFRESH_GRACE),
+        )
+        .refusals_per_address(
+            a.jwt_max_refusals
+                .unwrap_or(corecast::auth::DEFAULT_REFUSALS_PER_ADDRESS),
         );
     if let Some(aud) = a.jwt_audience.as_ref().filter(|s| !s.is_empty()) {
         verifier = verifier.audience(aud);
@@ -810,6 +819,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "jwt-issuer" => fill!(jwt_issuer, |s: &str| Ok::<_, String>(s.to_string())),
             "jwt-leeway" => fill!(jwt_leeway, parse_duration),
             "jwt-refresh-grace" => fill!(jwt_refresh_grace, parse_duration),
+            "jwt-max-refusals" => fill!(jwt_max_refusals, parse_number::<u32>),
             "subprotocols" => fill!(subprotocols, parse_subprotocols),
             "deflate" => fill!(deflate, parse_switch),
             "deflate-level" => fill!(deflate_level, parse_level),
@@ -1036,6 +1046,11 @@ mod tests {
         assert_eq!(verifier.grace(), 30);
         let s = load(&["--jwt-secret-file", path, "--jwt-refresh-grace", "5s"]).unwrap();
         assert_eq!(s.auth.unwrap().grace(), 5);
+        assert_eq!(verifier.refusal_limit(), 20);
+        let s = load(&["--jwt-secret-file", path, "--jwt-max-refusals", "0"]).unwrap();
+        assert_eq!(s.auth.unwrap().refusal_limit(), 0);
+        let e = load(&["--jwt-max-refusals", "5"]).unwrap_err();
+        assert!(e.contains("need --jwt-secret-file"), "{e}");
         let e = load(&["--jwt-refresh-grace", "5s"]).unwrap_err();
         assert!(e.contains("need --jwt-secret-file"), "{e}");
         assert!(verifier.verify(token, 0).is_err());
