@@ -565,7 +565,9 @@ const PLANS: [Plan; 20] = [
                request with a valid token for a path the server does not serve; 401 bad \
                token: a token of the server's key with one character of its signature changed, \
                so it is verified in full and refused; 401 no token: an upgrade request without \
-               one. Each request is a connection of its own, closed after the answer.",
+               one. Each request is a connection of its own, closed after the answer. The \
+               per-address refusal limit (--jwt-max-refusals) is off here: with it on, an \
+               address past 20 refusals a second gets 429 with no token check.",
         ..USUAL
     },
     Plan {
@@ -696,8 +698,14 @@ fn tokens_for(
             })
             .collect::<anyhow::Result<Vec<String>>>()?
     };
+    let mut args = key.server_args().to_vec();
+    if matches!(v.ask, Ask::BadToken | Ask::NoToken) {
+        // These runs measure what one refusal costs: every request comes from 127.0.0.1, and
+        // the per-address limit would answer all but 20 a second with 429 unchecked.
+        args.extend(["--jwt-max-refusals".to_string(), "0".to_string()]);
+    }
     Ok((
-        key.server_args().to_vec(),
+        args,
         Tokens {
             list: list.into(),
             ..Tokens::default()
