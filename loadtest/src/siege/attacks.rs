@@ -5,19 +5,27 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use corecast::ws::frame::Inbound;
 
+use super::auth::{self, Tokens};
 use super::client::{self, Conn, Ending};
 use super::server::Limits;
 
 /// Where and under which limits an attack runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub limits: Limits,
+    /// The server's `--client-message-rate` (`Setup::message_rate`).
+    pub message_rate: Option<u32>,
+    /// The signing key and tokens, when the server authenticates (`Setup::auth`).
+    pub tokens: Option<Arc<Tokens>>,
+    /// The server's HTTP API, for `/metrics` (when it authenticates).
+    pub api: Option<SocketAddr>,
 }
 
 /// What the attackers saw, counted by kind, and how many of them got the documented answer.
@@ -26,13 +34,21 @@ pub struct Seen {
     pub attackers: usize,
     pub documented: usize,
     pub answers: BTreeMap<String, usize>,
+    /// Goals beyond each attacker's answer that were missed, in words: the server's own
+    /// counters disagreeing with what the attackers saw.
+    pub failures: Vec<String>,
 }
 
 impl Seen {
-    fn add(&mut self, answer: impl Into<String>, documented: bool) {
+    pub(super) fn add(&mut self, answer: impl Into<String>, documented: bool) {
         self.attackers += 1;
         self.documented += usize::from(documented);
         *self.answers.entry(answer.into()).or_default() += 1;
+    }
+
+    /// Records a missed goal that is no attacker's answer.
+    pub(super) fn fail(&mut self, why: impl Into<String>) {
+        self.failures.push(why.into());
     }
 
     pub fn merge(&mut self, other: Seen) {
@@ -41,6 +57,7 @@ impl Seen {
         for (answer, n) in other.answers {
             *self.answers.entry(answer).or_default() += n;
         }
+        self.failures.extend(other.failures);
     }
 
     /// "close 1009 ×50, reset ×2".
@@ -61,10 +78,49 @@ pub struct Attack {
     /// The answer each attacker should get, as docs/reliability.md documents it (the
     /// "documented answer" column of its table of attacks).
     pub expected: &'static str,
-    /// Run against `--mode relay` (else echo).
-    pub relay: bool,
+    /// The server it runs against.
+    pub setup: Setup,
     pub run: fn(&Target) -> Seen,
 }
+
+/// What the server runs (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Echo,
+    Relay,
+    Pubsub,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Relay => "relay",
+            Mode::Pubsub => "pubsub",
+        }
+    }
+}
+
+/// The server an attack runs against, beyond the siege's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub mode: Mode,
+    /// Clients need a token (`--jwt-secret-file`, HS256): the warm-up and the healthy client
+    /// carry a valid one, and `/metrics` is served for the attack to read.
+    pub auth: bool,
+    /// `--client-message-rate`; `None`: no inbound limit (see `ServerProcess::start`).
+    pub message_rate: Option<u32>,
+}
+
+/// Most attacks: `--mode echo`, anyone may connect, no inbound limit.
+const ECHO: Setup = Setup {
+    mode: Mode::Echo,
+    auth: false,
+    message_rate: None,
+};
+
+/// `--mode echo` with tokens.
+const AUTH: Setup = Setup { auth: true, ..ECHO };
 
 /// Every attack, in the order the suite runs them.
 pub const ALL: &[Attack] = &[
@@ -72,87 +128,104 @@ pub const ALL: &[Attack] = &[
         name: "slowloris",
         what: "300 connections (1 ms apart) send an upgrade request a byte every 100 ms, never finishing",
         expected: "dropped without an answer at the handshake timeout",
-        relay: false,
+        setup: ECHO,
         run: slowloris,
     },
     Attack {
         name: "header-bomb",
         what: "100 upgrade requests with 100 KB of headers",
         expected: "HTTP 431",
-        relay: false,
+        setup: ECHO,
         run: header_bomb,
     },
     Attack {
         name: "dribble",
         what: "20 clients send a valid 10 KB frame one byte per millisecond",
         expected: "served: the whole frame echoed",
-        relay: false,
+        setup: ECHO,
         run: dribble,
     },
     Attack {
         name: "absurd-length",
         what: "75 frames declaring 2^63-1 bytes, max_message_size+1 bytes, or a length with the top bit set",
         expected: "close 1009 (too big), close 1002 (top bit set)",
-        relay: false,
+        setup: ECHO,
         run: absurd_length,
     },
     Attack {
         name: "fragment-flood",
         what: "one-byte continuation frames: 60,000 (under the 64 KiB limit) and 100,000 (over), 3 clients each, 50 ms between floods",
         expected: "under: the message echoed; over: close 1009",
-        relay: false,
+        setup: ECHO,
         run: fragment_flood,
     },
     Attack {
         name: "ping-flood",
         what: "10 clients with a 4 KiB receive window send ten 125-byte pings every millisecond and never read",
         expected: "torn down once their unread replies stall the writes for write_timeout",
-        relay: false,
+        setup: ECHO,
         run: ping_flood,
     },
     Attack {
         name: "garbage",
         what: "80 clients: unmasked, reserved opcode, RSV1, invalid UTF-8, bad close codes, fragmented ping, stray continuation",
         expected: "close 1002 (protocol), close 1007 (UTF-8)",
-        relay: false,
+        setup: ECHO,
         run: garbage,
     },
     Attack {
         name: "churn",
         what: "2,000 connect/upgrade/close cycles from 8 threads, 10 ms apart on each",
         expected: "101, then close 1000 echoed",
-        relay: false,
+        setup: ECHO,
         run: churn,
     },
     Attack {
         name: "slow-consumers",
         what: "relay mode: 20 clients with a 4 KiB receive window send 1 KB every 50 ms (relayed to all) and never read",
         expected: "torn down at write_timeout (WriteTimeout); others unaffected",
-        relay: true,
+        setup: Setup {
+            mode: Mode::Relay,
+            ..ECHO
+        },
         run: slow_consumers,
     },
     Attack {
         name: "half-open",
         what: "200 upgraded clients (1 ms apart) fall silent: no reads, no pongs, no close",
         expected: "torn down at read_idle_timeout (IdleTimeout)",
-        relay: false,
+        setup: ECHO,
         run: half_open,
+    },
+    Attack {
+        name: "bad-tokens",
+        what: "8 threads, each from an address of its own, 2 ms apart on each (about 3,000 a second), upgrade with invalid tokens of ten kinds (none, not a JWT, no sub, altered signature, another key, alg none, alg RS256, expired, not yet valid, a foreign audience), in the query and in Authorization: Bearer",
+        expected: "HTTP 401 with the cause as the body while the address has token refusals left (20 a second, bursts of 20), then 429 \"too many refused tokens\"; each counted in /metrics by cause and status",
+        setup: AUTH,
+        run: auth::bad_tokens,
+    },
+    Attack {
+        name: "huge-tokens",
+        what: "4 threads, each from an address of its own, upgrade with a 64 KB or 1 MB token, in the query and in Authorization: Bearer; and with a 7 KB one (a bad signature) under the head limit",
+        expected: "HTTP 431 (the head is over 8 KiB), before any token is read; the 7 KB one verified: 401",
+        setup: AUTH,
+        run: auth::huge_tokens,
     },
 ];
 
-const BOUND: Duration = Duration::from_secs(5);
+pub(super) const BOUND: Duration = Duration::from_secs(5);
 
 /// Pause between one attacker's cycles where an attack repeats quickly: the attackers share
 /// this machine's cores with the server and the healthy client, and an attacker that takes
 /// all the CPU measures the machine, not the server.
-const PACE: Duration = Duration::from_millis(10);
+pub(super) const PACE: Duration = Duration::from_millis(10);
 
 /// Gap between the connections of an attack that holds hundreds open: they arrive over a
 /// fraction of a second, as from a real tool, not in one instant.
-const RAMP: Duration = Duration::from_millis(1);
+pub(super) const RAMP: Duration = Duration::from_millis(1);
 
 /// Runs `each(i)` on `threads` threads over `0..n` and merges what they saw.
-fn spread(n: usize, threads: usize, each: impl Fn(usize, &mut Seen) + Sync) -> Seen {
+pub(super) fn spread(n: usize, threads: usize, each: impl Fn(usize, &mut Seen) + Sync) -> Seen {
     let mut seen = Seen::default();
     thread::scope(|s| {
         let each = &each;

@@ -3,7 +3,7 @@
 //! to the client. Not a load client: one thread per connection, std sockets, no batching.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use corecast::ws::frame::{Decoder, Inbound};
@@ -17,10 +17,32 @@ pub fn upgrade_request(path: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `path` with `token=<token>` added to its query, when there is a token.
+pub fn with_token(path: &str, token: Option<&str>) -> String {
+    match token {
+        None => path.to_string(),
+        Some(t) if path.contains('?') => format!("{path}&token={t}"),
+        Some(t) => format!("{path}?token={t}"),
+    }
+}
+
 /// Connects with `TCP_NODELAY` (so a one-byte write is one segment) and a bound on every read
 /// and write.
 pub fn connect(addr: SocketAddr, bound: Duration) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, bound)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(bound))?;
+    stream.set_write_timeout(Some(bound))?;
+    Ok(stream)
+}
+
+/// Connects like `connect`, from the local address `from` (any of 127.0.0.0/8 on loopback):
+/// attackers that come from addresses of their own, as from other machines.
+pub fn connect_from(addr: SocketAddr, from: IpAddr, bound: Duration) -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), bound)?;
+    let stream: TcpStream = socket.into();
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(bound))?;
     stream.set_write_timeout(Some(bound))?;
@@ -257,6 +279,45 @@ pub fn http_ending(stream: &mut TcpStream, bound: Duration) -> Ending {
             Ending::Open
         }
         Err(_) => Ending::Reset,
+    }
+}
+
+/// How the server answered an upgrade it refused: its status and body, read to the end of the
+/// stream (at most 64 KiB); or, with no whole head, how the stream ended, within `bound` a read.
+/// A reset or a timeout after the whole head still gives its status.
+pub fn http_answer(stream: &mut TcpStream, bound: Duration) -> (Ending, String) {
+    let _ = stream.set_read_timeout(Some(bound));
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    let ended = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break Ending::Eof,
+            Ok(n) if buf.len() + n > 64 * 1024 => break Ending::Open,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break Ending::Open
+            }
+            Err(_) => break Ending::Reset,
+        }
+    };
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (ended, String::new());
+    };
+    let status = std::str::from_utf8(&buf[..end])
+        .ok()
+        .and_then(|head| head.split(' ').nth(1))
+        .and_then(|code| code.parse().ok());
+    match status {
+        Some(status) => (
+            Ending::Status(status),
+            String::from_utf8_lossy(&buf[end + 4..]).into_owned(),
+        ),
+        None => (ended, String::new()),
     }
 }
 

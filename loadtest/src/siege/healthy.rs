@@ -107,25 +107,29 @@ pub struct Probe {
 
 impl Probe {
     /// Connects and starts sending, one message every `period`, in phase 0. Its threads run
-    /// on `cpus`.
+    /// on `cpus`. `token`: for a server that authenticates, the token its connections carry
+    /// (in the query), which must grant the route's topic.
     pub fn start(
         addr: SocketAddr,
         route: Route,
+        token: Option<&str>,
         period: Duration,
         phases: usize,
         cpus: &[usize],
     ) -> anyhow::Result<Probe> {
         let bound = Duration::from_secs(5);
-        let sending = client::open(addr, "/ws", bound)?;
+        let path = |path: &str| client::with_token(path, token);
+        let sending = client::open(addr, &path("/ws"), bound)?;
         let mut receiving = Vec::new();
         match &route {
             Route::Echo => {}
-            Route::Relay => receiving.push(client::open(addr, "/ws", bound)?),
+            Route::Relay => receiving.push(client::open(addr, &path("/ws"), bound)?),
             Route::Publish {
                 topic, receivers, ..
             } => {
                 for _ in 0..*receivers {
-                    let mut conn = client::open(addr, &format!("/ws?topics={topic}"), bound)?;
+                    let mut conn =
+                        client::open(addr, &path(&format!("/ws?topics={topic}")), bound)?;
                     // The subscription is answered before any publish can reach it.
                     match conn.next_message()? {
                         Some(Inbound::Message { data, .. })

@@ -8,10 +8,12 @@
 //! | `server` | the binary as a child process, its documented limits, its RSS and fds |
 //! | `client` | blocking WebSocket pieces: upgrade, raw frames, how a connection ended |
 //! | `healthy` | the healthy client: a message every 10 ms, latency and losses per phase |
-//! | `attacks` | the ten attacks and the answer each attacker must get |
+//! | `attacks` | the attacks and the answer each attacker must get |
+//! | `auth` | the attacks on tokens, their key and tokens, the checks against `/metrics` |
 //! | `soak` | the long mixed run, sampled into CSV and an SVG plot |
 
 pub mod attacks;
+pub mod auth;
 pub mod client;
 pub mod healthy;
 pub mod server;
@@ -24,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use attacks::{Attack, Target};
+use attacks::{Attack, Mode, Target};
+use auth::Tokens;
 use healthy::{Probe, Route};
-use server::{Cpus, Limits, ServerProcess};
+use server::{Cpus, Extras, Limits, ServerProcess};
 
 /// Phases of one attack run, as the healthy client counts them.
 const BASELINE: usize = 0;
@@ -124,14 +127,16 @@ const MIN_ATTACK: Duration = Duration::from_secs(10);
 /// Connections the warm-up opens at once, and closes, before the baseline.
 const WARM_UP_CONNECTIONS: usize = 300;
 
-/// Ordinary use before the baseline: `WARM_UP_CONNECTIONS` clients connect together, each is
-/// answered once, and all leave. The allocator then holds what ordinary traffic of that size
-/// needs, so the RSS goal measures what an attack leaves behind beyond it.
-fn warm_up(server: &ServerProcess) -> anyhow::Result<()> {
+/// Ordinary use before the baseline: `WARM_UP_CONNECTIONS` clients connect together (with
+/// `token`, when the server authenticates), each is answered once, and all leave. The
+/// allocator then holds what ordinary traffic of that size needs, so the RSS goal measures
+/// what an attack leaves behind beyond it.
+fn warm_up(server: &ServerProcess, token: Option<&str>) -> anyhow::Result<()> {
     let fds = server.fds();
+    let path = client::with_token("/ws", token);
     let mut conns = Vec::with_capacity(WARM_UP_CONNECTIONS);
     for _ in 0..WARM_UP_CONNECTIONS {
-        conns.push(client::open(server.addr, "/ws", Duration::from_secs(5))?);
+        conns.push(client::open(server.addr, &path, Duration::from_secs(5))?);
     }
     drop(conns);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -156,24 +161,39 @@ pub fn run_attack(
     latency_advisory: bool,
 ) -> anyhow::Result<AttackResult> {
     let limits = Limits::SIEGE;
-    let mode = if attack.relay { "relay" } else { "echo" };
-    let mut server = ServerProcess::start(binary, mode, &limits, &cpus.server)?;
-    warm_up(&server)?;
-    let route = if attack.relay {
-        Route::Relay
-    } else {
-        Route::Echo
+    let setup = attack.setup;
+    let tokens = setup.auth.then(Tokens::generate).transpose()?.map(Arc::new);
+    let extras = Extras {
+        message_rate: setup.message_rate,
+        args: tokens.as_ref().map(|t| t.server_args()).unwrap_or_default(),
+        api: setup.auth,
     };
-    let probe = Probe::start(server.addr, route, healthy::PERIOD, 3, &cpus.server)?;
+    let mut server =
+        ServerProcess::start_with(binary, setup.mode.name(), &limits, &cpus.server, &extras)?;
+    let token = tokens.as_ref().map(|t| t.healthy.as_str());
+    warm_up(&server, token)?;
+    let target = Target {
+        addr: server.addr,
+        limits,
+        message_rate: setup.message_rate,
+        tokens: tokens.clone(),
+        api: server.api,
+    };
+    let route = match setup.mode {
+        Mode::Echo => Route::Echo,
+        Mode::Relay => Route::Relay,
+        Mode::Pubsub => Route::Publish {
+            topic: auth::HEALTHY_TOPIC.into(),
+            receivers: 1,
+            size: 64,
+        },
+    };
+    let probe = Probe::start(server.addr, route, token, healthy::PERIOD, 3, &cpus.server)?;
     std::thread::sleep(baseline);
     let (rss_before, fds_before) = (server.rss_kib(), server.fds());
 
     probe.set_phase(DURING);
     let peaks = Peaks::start(server.pid());
-    let target = Target {
-        addr: server.addr,
-        limits,
-    };
     let started = Instant::now();
     let cpu_before = server.cpu_seconds();
     let mut seen = attacks::Seen::default();
@@ -234,6 +254,12 @@ pub fn run_attack(
         notes: Vec::new(),
     };
     result.failures = judge(&result);
+    // Goals beyond each attacker's answer, once each however often the attack repeated.
+    for why in seen.failures {
+        if !result.failures.contains(&why) {
+            result.failures.push(why);
+        }
+    }
     if latency_advisory {
         let (slow, rest): (Vec<_>, Vec<_>) = result
             .failures

@@ -2,6 +2,8 @@
 //! loopback port, with the timeouts the siege documents, and its memory and open files read
 //! from procfs. Not the attacks, and not a supervisor: a server that dies stays dead.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -96,6 +98,12 @@ impl Cpus {
     }
 }
 
+/// A loopback address whose port was free a moment ago.
+fn free_port() -> std::io::Result<SocketAddr> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(([127, 0, 0, 1], port).into())
+}
+
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
     unsafe {
@@ -125,23 +133,61 @@ pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a server is started with beyond its mode and limits: the attacks on authentication and
+/// on the inbound rate limit need more than the others.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// `--client-message-rate`; `None`: no inbound limit at all (the message and byte rates 0).
+    pub message_rate: Option<u32>,
+    /// More arguments, such as the token key's flag pair (`TokenKey::server_args`).
+    pub args: Vec<String>,
+    /// Serve the HTTP API on a free loopback port, so `/metrics` can be read.
+    pub api: bool,
+}
+
 /// A running `corecast` child process; killed when dropped.
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTP API (`/metrics`), when `Extras::api` asked for it.
+    pub api: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts `binary --mode <mode>` on a free port, on `cpus` (it runs one shard per CPU it
-    /// may use), and waits (bounded) until it accepts.
+    /// may use), with no inbound rate limit, and waits (bounded) until it accepts.
     pub fn start(
         binary: &Path,
         mode: &str,
         limits: &Limits,
         cpus: &[usize],
     ) -> anyhow::Result<ServerProcess> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Self::start_with(binary, mode, limits, cpus, &Extras::default())
+    }
+
+    /// Starts the server like `start`, with `extras`.
+    pub fn start_with(
+        binary: &Path,
+        mode: &str,
+        limits: &Limits,
+        cpus: &[usize],
+        extras: &Extras,
+    ) -> anyhow::Result<ServerProcess> {
+        let addr = free_port()?;
+        let api = extras.api.then(free_port).transpose()?;
+        let api_listen = api.map_or("off".to_string(), |a| a.to_string());
+        let rate_limit: Vec<String> = match extras.message_rate {
+            // No inbound rate limit: the healthy client sends 100 messages a second and the
+            // soak's probe publishes `--rate` a second (100 by default), at or above the
+            // binary's default of 100, and only the attacks on the limit flood messages.
+            None => vec![
+                "--client-message-rate".into(),
+                "0".into(),
+                "--client-byte-rate".into(),
+                "0".into(),
+            ],
+            Some(n) => vec!["--client-message-rate".into(), n.to_string()],
+        };
         let cpus = cpus.to_vec();
         let mut command = Command::new(binary);
         // SAFETY: the closure only makes system calls (prctl, sched_setaffinity), which are
@@ -162,20 +208,18 @@ impl ServerProcess {
                 "--mode",
                 mode,
                 "--api-listen",
-                "off",
+                &api_listen,
             ])
             .args(limits.args())
-            // No inbound rate limit: the healthy client sends 100 messages a second and the
-            // soak's probe publishes `--rate` a second (100 by default), at or above the
-            // binary's default of 100, and none of the attacks floods messages.
-            .args(["--client-message-rate", "0", "--client-byte-rate", "0"])
+            .args(rate_limit)
+            .args(&extras.args)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let mut server = ServerProcess { child, addr };
+        let mut server = ServerProcess { child, addr, api };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if let Some(status) = server.child.try_wait()? {
@@ -219,4 +263,29 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The counters of the server whose HTTP API is at `api`, read from `/metrics`, each series by
+/// its full name (`corecast_auth_refusals_total{cause="expired"}`); gauges and summaries too,
+/// as whole numbers.
+pub fn metrics(api: SocketAddr) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut stream = TcpStream::connect_timeout(&api, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("/metrics answered no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect())
 }

@@ -177,7 +177,7 @@ pub fn run(
         size: opts.size,
     };
     let period = Duration::from_secs(1) / opts.rate.max(1);
-    let probe = Probe::start(addr, route, period, windows + 1, &cpus.server)?;
+    let probe = Probe::start(addr, route, None, period, windows + 1, &cpus.server)?;
 
     let mut load = Vec::new();
     {
