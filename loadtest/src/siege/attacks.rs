@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use corecast::ws::frame::Inbound;
 
-use super::auth::{self, Tokens};
+use super::auth::{self, BigTopic, Tokens};
 use super::client::{self, Conn, Ending};
 use super::server::Limits;
 
@@ -26,6 +26,8 @@ pub struct Target {
     pub tokens: Option<Arc<Tokens>>,
     /// The server's HTTP API, for `/metrics` (when it authenticates).
     pub api: Option<SocketAddr>,
+    /// The big topic's subscribers (`Setup::big_topic`).
+    pub big_topic: Option<Arc<BigTopic>>,
 }
 
 /// What the attackers saw, counted by kind, and how many of them got the documented answer.
@@ -35,7 +37,7 @@ pub struct Seen {
     pub documented: usize,
     pub answers: BTreeMap<String, usize>,
     /// Goals beyond each attacker's answer that were missed, in words: the server's own
-    /// counters disagreeing with what the attackers saw.
+    /// counters disagreeing with what the attackers saw, bystanders the server dropped.
     pub failures: Vec<String>,
 }
 
@@ -110,6 +112,9 @@ pub struct Setup {
     pub auth: bool,
     /// `--client-message-rate`; `None`: no inbound limit (see `ServerProcess::start`).
     pub message_rate: Option<u32>,
+    /// 2,000 clients subscribe to one topic (`auth::BigTopic`) before the baseline and
+    /// stay until after the measurements: bystanders the attack fans out to.
+    pub big_topic: bool,
 }
 
 /// Most attacks: `--mode echo`, anyone may connect, no inbound limit.
@@ -117,6 +122,7 @@ const ECHO: Setup = Setup {
     mode: Mode::Echo,
     auth: false,
     message_rate: None,
+    big_topic: false,
 };
 
 /// `--mode echo` with tokens.
@@ -210,6 +216,18 @@ pub const ALL: &[Attack] = &[
         expected: "HTTP 431 (the head is over 8 KiB), before any token is read; the 7 KB one verified: 401",
         setup: AUTH,
         run: auth::huge_tokens,
+    },
+    Attack {
+        name: "publish-flood",
+        what: "pubsub, --client-message-rate 100: 2,000 subscribers of one topic; a client granted publish to it publishes as fast as it can, a new connection each second",
+        expected: "at most the burst plus the rate × its time of its publications reach the subscribers (each of them), the rest refused ({\"error\":\"rate limit\"}; each counted), then close 1008 \"rate limit\"",
+        setup: Setup {
+            mode: Mode::Pubsub,
+            auth: true,
+            message_rate: Some(auth::FLOOD_RATE),
+            big_topic: true,
+        },
+        run: auth::publish_flood,
     },
 ];
 

@@ -1,22 +1,26 @@
-//! The attacks on authentication, against a server that verifies tokens: a flood of invalid
-//! tokens, and tokens too big for a request head. Also the key and the tokens they use, and the
+//! The attacks on authentication and on the inbound rate limit, against a server that verifies
+//! tokens: a flood of invalid tokens, tokens too big for a request head, and a client that
+//! publishes to a big topic as fast as it can. Also the key and the tokens they use, and the
 //! check of each against the server's own counters in `/metrics`. Not the other attacks
 //! (`attacks`), which need no token.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::thread;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use corecast::ws::frame::Inbound;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use super::attacks::{spread, Seen, Target, BOUND, PACE};
-use super::client::{self, Ending};
+use super::attacks::{spread, Seen, Target, BOUND, PACE, RAMP};
+use super::client::{self, Conn, Ending};
 use super::server;
 use crate::token::{unix_now, Claims, Signing, TokenKey};
 
@@ -153,6 +157,18 @@ impl Tokens {
         // Base64 makes 4 bytes of every 3; the header, the signature and `sub` take the rest.
         let pad = "p".repeat(UNDER_LIMIT * 3 / 4 - 100);
         altered(&self.sign(&json!({ "sub": "mallory", "pad": pad }))?)
+    }
+
+    /// A token for the big topic's subscribers.
+    fn subscriber(&self) -> anyhow::Result<String> {
+        self.key
+            .mint_for("siege-subscriber", 3600, &[BIG_TOPIC], &[])
+    }
+
+    /// A token for a client granted publish to the big topic.
+    fn publisher(&self) -> anyhow::Result<String> {
+        self.key
+            .mint_for("siege-publisher", 3600, &[], &[BIG_TOPIC])
     }
 }
 
@@ -432,6 +448,476 @@ pub fn huge_tokens(target: &Target) -> Seen {
     seen
 }
 
+/// `--client-message-rate` of the server `publish_flood` runs against: the binary's default.
+pub const FLOOD_RATE: u32 = 100;
+
+/// The big topic and its subscribers.
+const BIG_TOPIC: &str = "siege.big";
+const SUBSCRIBERS: usize = 2_000;
+
+/// One flooding connection is opened every `FLOOD_EVERY`, for `FLOOD_FOR`.
+const FLOOD_EVERY: Duration = Duration::from_secs(1);
+const FLOOD_FOR: Duration = Duration::from_secs(10);
+
+/// Publications per write of the flooding client.
+const FLOOD_BATCH: usize = 16;
+
+/// How long the subscribers must have received nothing before a flood counts as fanned out.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A client granted publish to the big topic (`Target::big_topic`, `SUBSCRIBERS` subscribers)
+/// publishes to it as fast as it can, one new connection a second. Each connection's
+/// publications that reach the subscribers must stay within its bucket (the burst, plus the
+/// rate times how long it lasted) and reach every subscriber, and the connection must be
+/// refused past that and closed with 1008 "rate limit"; the server must count each refusal.
+pub fn publish_flood(target: &Target) -> Seen {
+    let mut seen = Seen::default();
+    let (Some(tokens), Some(rate), Some(subscribers)) =
+        (&target.tokens, target.message_rate, &target.big_topic)
+    else {
+        seen.fail(
+            "publish-flood needs a server that authenticates, with a message rate and a big topic",
+        );
+        return seen;
+    };
+    let publisher = match tokens.publisher() {
+        Ok(token) => token,
+        Err(e) => {
+            seen.fail(format!("making the tokens: {e:#}"));
+            return seen;
+        }
+    };
+    let before = counters(target, &mut seen);
+    let started = Instant::now();
+    let mut floods = Vec::new();
+    let mut attacker = 0;
+    while started.elapsed() < FLOOD_FOR {
+        let cycle = Instant::now();
+        floods.push(flood(target, &publisher, attacker, rate, subscribers));
+        attacker += 1;
+        thread::sleep(FLOOD_EVERY.saturating_sub(cycle.elapsed()));
+    }
+    // The documented answers under one range of fan-outs (each is within its own bound).
+    let fanned = floods.iter().flatten().filter(|f| f.documented());
+    let least = fanned.clone().map(|f| f.most).min().unwrap_or(0);
+    let most = fanned.map(|f| f.most).max().unwrap_or(0);
+    let mut refused = 0;
+    for flooded in &floods {
+        match flooded {
+            Ok(f) if f.documented() => seen.add(
+                format!(
+                    "{least}..{most} fanned out to all {SUBSCRIBERS}, {} refused, close 1008 \"rate limit\"",
+                    f.answers.refused
+                ),
+                true,
+            ),
+            Ok(f) => seen.add(
+                format!(
+                    "{}..{} fanned out (at most {} due), {} refused, {} other answers, {} {:?}",
+                    f.least,
+                    f.most,
+                    f.bound,
+                    f.answers.refused,
+                    f.answers.other,
+                    f.answers.ending,
+                    f.answers.reason
+                ),
+                false,
+            ),
+            Err(why) => seen.add(why.clone(), false),
+        }
+        refused += flooded.as_ref().map_or(0, Flooded::counted_refusals);
+    }
+    let series = "corecast_dropped_messages_total{cause=\"rate_limited\"}".to_string();
+    check_counted(
+        target,
+        before,
+        &BTreeMap::from([(series, refused)]),
+        &mut seen,
+    );
+    seen
+}
+
+/// The attacker number of the publications of `BigTopic::open`, and its bursts.
+const IN_USE: u32 = u32::MAX;
+const IN_USE_BURSTS: u64 = 2;
+
+/// A publication to the big topic, numbered as `publication` reads it back.
+fn publication_frame(attacker: u32, seq: u64) -> Vec<u8> {
+    let publish = json!({ "publish": BIG_TOPIC, "data": format!("flood {attacker} {seq}") });
+    client::frame(0x1, publish.to_string().as_bytes())
+}
+
+/// What one flooding connection got.
+struct Flooded {
+    /// Its publications each subscriber received: the fewest and the most.
+    least: u64,
+    most: u64,
+    /// The most its bucket allowed: the burst, plus the rate times how long it lasted.
+    bound: u64,
+    answers: Answers,
+}
+
+impl Flooded {
+    /// Within its bucket, delivered to every subscriber, refused past it and closed.
+    fn documented(&self) -> bool {
+        self.closed_for_rate()
+            && self.answers.refused > 0
+            && self.answers.other == 0
+            && self.most <= self.bound
+            && self.least == self.most
+    }
+
+    fn closed_for_rate(&self) -> bool {
+        self.answers.ending == Ending::Close(1008) && self.answers.reason == "rate limit"
+    }
+
+    /// Its refusals as the server counts them: those it answered, and the one that closed
+    /// the connection, which is not answered (docs/operating.md, pubsub).
+    fn counted_refusals(&self) -> u64 {
+        self.answers.refused + u64::from(self.closed_for_rate())
+    }
+}
+
+/// One flooding connection: publishes to the big topic as fast as it can until the server
+/// closes it, then waits for the subscribers to have received what was fanned out. An error
+/// says why it could not flood.
+fn flood(
+    target: &Target,
+    token: &str,
+    attacker: u32,
+    rate: u32,
+    subscribers: &BigTopic,
+) -> Result<Flooded, String> {
+    let path = client::with_token("/ws", Some(token));
+    let mut conn =
+        client::open(target.addr, &path, BOUND).map_err(|e| format!("upgrade failed: {e}"))?;
+    // The writer below owns the socket's writes: no pong may interleave with them.
+    conn.answers_pings = false;
+    let mut writer = conn
+        .stream
+        .try_clone()
+        .map_err(|e| format!("socket: {e}"))?;
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(1)));
+    let closed = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let reader = {
+        let closed = Arc::clone(&closed);
+        thread::spawn(move || {
+            let answers = read_answers(&mut conn);
+            closed.store(true, Ordering::Release);
+            (answers, started.elapsed())
+        })
+    };
+    let mut seq = 0u64;
+    let mut batch = Vec::new();
+    while !closed.load(Ordering::Acquire) && started.elapsed() < BOUND {
+        batch.clear();
+        for _ in 0..FLOOD_BATCH {
+            batch.extend_from_slice(&publication_frame(attacker, seq));
+            seq += 1;
+        }
+        if writer.write_all(&batch).is_err() {
+            break;
+        }
+    }
+    let (answers, lasted) = reader
+        .join()
+        .map_err(|_| "the reader panicked".to_string())?;
+    let counts = subscribers.settle(attacker);
+    Ok(Flooded {
+        least: counts.iter().copied().min().unwrap_or(0),
+        most: counts.iter().copied().max().unwrap_or(0),
+        bound: u64::from(rate) + (f64::from(rate) * lasted.as_secs_f64()).ceil() as u64,
+        answers,
+    })
+}
+
+/// What a flooding client was answered, until the server ended its connection.
+struct Answers {
+    /// `{"publish":"<topic>","error":"rate limit"}` answers.
+    refused: u64,
+    /// Any other message.
+    other: u64,
+    ending: Ending,
+    /// The close frame's reason.
+    reason: String,
+}
+
+fn read_answers(conn: &mut Conn) -> Answers {
+    let mut answers = Answers {
+        refused: 0,
+        other: 0,
+        ending: Ending::Open,
+        reason: String::new(),
+    };
+    loop {
+        match conn.next_item() {
+            Ok(Some(Inbound::Message { data, .. })) => {
+                let refusal = serde_json::from_slice::<serde_json::Value>(&data)
+                    .is_ok_and(|v| v["publish"] == BIG_TOPIC && v["error"] == "rate limit");
+                if refusal {
+                    answers.refused += 1;
+                } else {
+                    answers.other += 1;
+                }
+            }
+            Ok(Some(Inbound::Close { code, reason })) => {
+                answers.ending = Ending::Close(code.unwrap_or(1005));
+                answers.reason = reason;
+                return answers;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                answers.ending = Ending::Eof;
+                return answers;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return answers;
+            }
+            Err(_) => {
+                answers.ending = Ending::Reset;
+                return answers;
+            }
+        }
+    }
+}
+
+/// What the big topic's subscribers received.
+#[derive(Default)]
+struct Tally {
+    /// For each flooding connection, how many of its publications each subscriber received.
+    per_attacker: BTreeMap<u32, Vec<u64>>,
+    /// When the last publication arrived.
+    last: Option<Instant>,
+    /// Publications out of order or twice at one subscriber.
+    disorder: u64,
+    /// Messages that were no publication of a flooding client.
+    unexpected: u64,
+    /// Subscribers whose connection the server ended.
+    dropped: usize,
+}
+
+/// The big topic's `SUBSCRIBERS` subscribers: bystanders whose fan-out an attack drives, held
+/// from before the baseline until after the measurements (`Setup::big_topic`), so the RSS and
+/// open-file goals compare the server with them against the server with them. Read by one
+/// thread that waits on all their sockets at once (`poll`) and answers their pings.
+pub struct BigTopic {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BigTopic {
+    /// Opens the subscribers 1 ms apart, each subscribed at connect and read (its pings
+    /// answered) from then on; then ordinary use: a client granted publish sends
+    /// `IN_USE_BURSTS` bursts within its limit (as many publications as the rate, a second
+    /// apart), each delivered to every subscriber, and leaves.
+    pub fn open(target: &Target) -> anyhow::Result<BigTopic> {
+        let tokens = target.tokens.as_ref().context("a big topic needs tokens")?;
+        let rate = target
+            .message_rate
+            .context("a big topic needs a message rate")?;
+        let big = BigTopic::subscribe(target, &tokens.subscriber()?)?;
+        let rate = u64::from(rate);
+        let path = client::with_token("/ws", Some(&tokens.publisher()?));
+        let mut conn = client::open(target.addr, &path, BOUND)?;
+        for burst in 0..IN_USE_BURSTS {
+            let frames: Vec<u8> = (burst * rate..(burst + 1) * rate)
+                .flat_map(|seq| publication_frame(IN_USE, seq))
+                .collect();
+            conn.stream.write_all(&frames)?;
+            let deadline = Instant::now() + BOUND;
+            while big.counts(IN_USE).iter().any(|&n| n < (burst + 1) * rate) {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "a burst within the limit did not reach every subscriber in {BOUND:?}"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+            // The bucket full again.
+            thread::sleep(Duration::from_secs(1));
+        }
+        conn.stream
+            .write_all(&client::frame(0x8, &1000u16.to_be_bytes()))?;
+        let ending = conn.ending(BOUND);
+        anyhow::ensure!(
+            ending == Ending::Close(1000),
+            "the publisher's close: {ending}"
+        );
+        Ok(big)
+    }
+
+    fn subscribe(target: &Target, token: &str) -> anyhow::Result<BigTopic> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (add, added) = mpsc::channel();
+        let reader = {
+            let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+            thread::spawn(move || read_subscribers(&added, &stop, &tally))
+        };
+        let big = BigTopic {
+            stop,
+            tally,
+            reader: Mutex::new(Some(reader)),
+        };
+        let path = client::with_token(&format!("/ws?topics={BIG_TOPIC}"), Some(token));
+        for _ in 0..SUBSCRIBERS {
+            let mut conn = client::open(target.addr, &path, BOUND)?;
+            match conn.next_message()? {
+                Some(Inbound::Message { data, .. }) if data.starts_with(b"{\"subscribed\"") => {}
+                other => anyhow::bail!("subscribing to {BIG_TOPIC} answered {other:?}"),
+            }
+            conn.stream.set_nonblocking(true)?;
+            add.send(conn)?;
+            thread::sleep(RAMP);
+        }
+        Ok(big)
+    }
+
+    /// Closes the subscribers; what went wrong for them (dropped by the server, publications
+    /// out of order, messages that were none) are missed goals.
+    pub fn finish(&self) -> Seen {
+        self.stop_reading();
+        let tally = std::mem::take(&mut *lock(&self.tally));
+        let mut seen = Seen::default();
+        if tally.dropped > 0 {
+            seen.fail(format!("the server dropped {} subscribers", tally.dropped));
+        }
+        if tally.disorder > 0 {
+            seen.fail(format!(
+                "{} publications reached a subscriber out of order or twice",
+                tally.disorder
+            ));
+        }
+        if tally.unexpected > 0 {
+            seen.fail(format!(
+                "the subscribers got {} messages that were no publication",
+                tally.unexpected
+            ));
+        }
+        seen
+    }
+
+    fn stop_reading(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(reader) = lock(&self.reader).take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// Once nothing has arrived for `QUIET` (at most `BOUND`), how many publications of
+    /// `attacker` each subscriber received.
+    fn settle(&self, attacker: u32) -> Vec<u64> {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            thread::sleep(QUIET / 3);
+            let quiet = lock(&self.tally).last.is_none_or(|t| t.elapsed() >= QUIET);
+            if quiet || Instant::now() > deadline {
+                return self.counts(attacker);
+            }
+        }
+    }
+
+    /// How many publications of `attacker` each subscriber received so far.
+    fn counts(&self, attacker: u32) -> Vec<u64> {
+        lock(&self.tally)
+            .per_attacker
+            .get(&attacker)
+            .cloned()
+            .unwrap_or_else(|| vec![0; SUBSCRIBERS])
+    }
+}
+
+impl Drop for BigTopic {
+    fn drop(&mut self) {
+        self.stop_reading();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads every subscriber `added` sends until `stop`, then drops them (which closes them).
+fn read_subscribers(added: &mpsc::Receiver<Conn>, stop: &AtomicBool, tally: &Mutex<Tally>) {
+    let mut conns = Vec::with_capacity(SUBSCRIBERS);
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(SUBSCRIBERS);
+    // The last publication each subscriber received: (attacker, sequence number).
+    let mut last: Vec<Option<(u32, u64)>> = Vec::with_capacity(SUBSCRIBERS);
+    let mut got = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        for conn in added.try_iter() {
+            fds.push(libc::pollfd {
+                fd: conn.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            conns.push(conn);
+            last.push(None);
+        }
+        // SAFETY: `fds` is a live, exclusively borrowed array of `fds.len()` pollfd structs;
+        // poll writes only their `revents`.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10) };
+        if ready <= 0 {
+            continue;
+        }
+        let (mut unexpected, mut dropped) = (0, 0);
+        for (i, pfd) in fds.iter_mut().enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            loop {
+                match conns[i].next_item() {
+                    Ok(Some(Inbound::Message { data, .. })) => match publication(&data) {
+                        Some(p) => got.push((i, p)),
+                        None => unexpected += 1,
+                    },
+                    Ok(Some(_)) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Ok(None) | Err(_) => {
+                        dropped += 1;
+                        // Left out of the next polls.
+                        pfd.fd = -1;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut tally = lock(tally);
+        tally.unexpected += unexpected;
+        tally.dropped += dropped;
+        if !got.is_empty() {
+            tally.last = Some(Instant::now());
+        }
+        for (i, (attacker, seq)) in got.drain(..) {
+            if last[i].is_some_and(|(a, s)| a == attacker && s >= seq) {
+                tally.disorder += 1;
+            }
+            last[i] = Some((attacker, seq));
+            let counts = tally
+                .per_attacker
+                .entry(attacker)
+                .or_insert_with(|| vec![0; SUBSCRIBERS]);
+            counts[i] += 1;
+        }
+    }
+}
+
+/// A flooding client's publication as a subscriber receives it: "flood <attacker> <seq>".
+fn publication(data: &[u8]) -> Option<(u32, u64)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut fields = text.strip_prefix("flood ")?.split(' ');
+    let attacker = fields.next()?.parse().ok()?;
+    let seq = fields.next()?.parse().ok()?;
+    Some((attacker, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,5 +951,11 @@ mod tests {
         let dir = tokens.dir.clone();
         drop(tokens);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn publications_read_back() {
+        assert_eq!(publication(b"flood 3 17"), Some((3, 17)));
+        assert_eq!(publication(b"healthy 1 2 3"), None);
     }
 }

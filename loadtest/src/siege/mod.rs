@@ -9,7 +9,7 @@
 //! | `client` | blocking WebSocket pieces: upgrade, raw frames, how a connection ended |
 //! | `healthy` | the healthy client: a message every 10 ms, latency and losses per phase |
 //! | `attacks` | the attacks and the answer each attacker must get |
-//! | `auth` | the attacks on tokens, their key and tokens, the checks against `/metrics` |
+//! | `auth` | the attacks on tokens and the rate limit, their key and tokens, `/metrics` checks |
 //! | `soak` | the long mixed run, sampled into CSV and an SVG plot |
 
 pub mod attacks;
@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use attacks::{Attack, Mode, Target};
@@ -60,6 +61,11 @@ pub struct AttackResult {
     pub healthy_disorder: u64,
     pub healthy_broken: Option<String>,
     pub rss_kib_before: u64,
+    /// The most the server held during the ordinary use of the big topic before the baseline
+    /// (`Setup::big_topic`): what a burst's fan-out leaves to the allocator varies from run to
+    /// run by more than the goal's 10%, so the RSS goal is against the larger of this and
+    /// `rss_kib_before`.
+    pub rss_kib_in_use: Option<u64>,
     pub rss_kib_peak: u64,
     pub rss_kib_after: u64,
     pub fds_before: usize,
@@ -172,13 +178,21 @@ pub fn run_attack(
         ServerProcess::start_with(binary, setup.mode.name(), &limits, &cpus.server, &extras)?;
     let token = tokens.as_ref().map(|t| t.healthy.as_str());
     warm_up(&server, token)?;
-    let target = Target {
+    let mut target = Target {
         addr: server.addr,
         limits,
         message_rate: setup.message_rate,
         tokens: tokens.clone(),
         api: server.api,
+        big_topic: None,
     };
+    let mut rss_kib_in_use = None;
+    if setup.big_topic {
+        let peaks = Peaks::start(server.pid());
+        let big = auth::BigTopic::open(&target).context("subscribing to the big topic")?;
+        rss_kib_in_use = Some(peaks.finish().0);
+        target.big_topic = Some(Arc::new(big));
+    }
     let route = match setup.mode {
         Mode::Echo => Route::Echo,
         Mode::Relay => Route::Relay,
@@ -219,6 +233,9 @@ pub fn run_attack(
     let (rss_after, fds_after) = (server.rss_kib(), server.fds());
     let (rss_peak, fds_peak) = peaks.finish();
     let (phases, broken, disorder) = probe.finish(Duration::from_secs(3));
+    if let Some(big) = &target.big_topic {
+        seen.merge(big.finish());
+    }
     let server_alive = server.alive();
 
     let q = |phase: usize, quantile: f64| phases[phase].latency_us.value_at_quantile(quantile);
@@ -243,6 +260,7 @@ pub fn run_attack(
         healthy_disorder: disorder,
         healthy_broken: broken,
         rss_kib_before: rss_before,
+        rss_kib_in_use,
         rss_kib_peak: rss_peak,
         rss_kib_after: rss_after,
         fds_before,
@@ -317,10 +335,17 @@ fn judge(r: &AttackResult) -> Vec<String> {
             r.healthy_during_p99_us, r.healthy_baseline_p99_us
         ));
     }
-    if r.rss_kib_after * 10 > r.rss_kib_before * 11 {
+    let rss_in_use = r.rss_kib_in_use.unwrap_or(0);
+    if r.rss_kib_after * 10 > r.rss_kib_before.max(rss_in_use) * 11 {
+        let against = if rss_in_use > r.rss_kib_before {
+            "at most in ordinary use"
+        } else {
+            "before"
+        };
         failures.push(format!(
-            "RSS {} KiB after against {} KiB before (over +10%)",
-            r.rss_kib_after, r.rss_kib_before
+            "RSS {} KiB after against {} KiB {against} (over +10%)",
+            r.rss_kib_after,
+            r.rss_kib_before.max(rss_in_use)
         ));
     }
     if r.fds_back_after_s.is_none() {
@@ -357,6 +382,11 @@ pub fn markdown(results: &[AttackResult], limits: &Limits, cpus: &Cpus) -> Strin
             .fds_back_after_s
             .map_or("never".into(), |s| format!("{s:.1} s"));
         let verdict = verdict(&r.failures, &r.notes);
+        // The big topic's ordinary use, where the RSS goal counts it (see `rss_kib_in_use`).
+        let rss_before = match r.rss_kib_in_use {
+            Some(in_use) => format!("{} (in use {in_use})", r.rss_kib_before),
+            None => r.rss_kib_before.to_string(),
+        };
         out.push_str(&format!(
             "| {} | {}: {} | {} / {} / {} | {} / {} / {} | {} | {:.0}% | {} / {} / {} | {} / {} / {} | {} | {} |\n",
             r.attack,
@@ -370,7 +400,7 @@ pub fn markdown(results: &[AttackResult], limits: &Limits, cpus: &Cpus) -> Strin
             r.healthy_during_max_us,
             r.healthy_lost,
             r.server_cpu_percent,
-            r.rss_kib_before,
+            rss_before,
             r.rss_kib_peak,
             r.rss_kib_after,
             r.fds_before,
