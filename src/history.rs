@@ -226,7 +226,16 @@ impl Seam {
         let mut out: Vec<(Position, Bytes, bool)> = match epoch {
             Some(epoch) => recovered
                 .into_iter()
-                .map(|k| (Position { offset: k.offset, epoch }, k.data, k.binary))
+                .map(|k| {
+                    (
+                        Position {
+                            offset: k.offset,
+                            epoch,
+                        },
+                        k.data,
+                        k.binary,
+                    )
+                })
                 .collect(),
             None => Vec::new(),
         };

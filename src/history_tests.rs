@@ -155,8 +155,9 @@ fn rules_pick_the_first_matching_pattern() {
 #[test]
 fn a_topic_has_one_home_among_the_shards() {
     assert_eq!(home_shard("t", 1), 0);
-    let homes: std::collections::HashSet<usize> =
-        (0..64).map(|i| home_shard(&format!("topic{i}"), 4)).collect();
+    let homes: std::collections::HashSet<usize> = (0..64)
+        .map(|i| home_shard(&format!("topic{i}"), 4))
+        .collect();
     assert_eq!(homes.len(), 4, "64 topics spread over every shard");
     assert_eq!(home_shard("scores", 4), home_shard("scores", 4));
 }
@@ -225,4 +226,3 @@ fn histories_start_an_epoch_per_topic_and_forget_what_expired() {
     assert_eq!(p3.offset, 1);
     assert_ne!(p3.epoch, p1.epoch);
 }
-

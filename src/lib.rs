@@ -143,7 +143,7 @@ pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
 pub use shard::handle::{EventPayload, Websocket};
-pub use websocket::Catchup;
 pub use tls::TlsConfig;
 pub use upgrade::{Rejection, UpgradeRequest};
+pub use websocket::Catchup;
 pub use ws::frame::MessageType;

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use crate::auth::Verifier;
 use crate::backend::link::BackendShared;
 use crate::backend::Backend;
-use crate::history::{self, Epoch, HistoryRules, Retention};
 use crate::cluster::handle::ClusterHandle;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::event::ListenerRegistry;
+use crate::history::{self, Epoch, HistoryRules, Retention};
 use crate::http::{self, RoutePattern, Router};
 use crate::metrics::{ClusterMetrics, MetricsSnapshot, ShardMetrics};
 use crate::registry::{Registry, ShardId};
@@ -338,7 +338,8 @@ fn start_nats_events(backend: &Backend) -> Result<(Option<NatsEvents>, Option<Na
     {
         let _ = cfg;
         Err(Error::Config(
-            "events to NATS need the \"cluster\" feature, which this build of corecast lacks".into(),
+            "events to NATS need the \"cluster\" feature, which this build of corecast lacks"
+                .into(),
         ))
     }
 }

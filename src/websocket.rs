@@ -13,12 +13,12 @@ use bytes::Bytes;
 use crate::backend::wire::{self, Origin, Verdict};
 use crate::backend::Hook;
 use crate::event::EventName;
-use crate::registry::RenameError;
 use crate::history::{self, NotRecovered, Position, Recovery};
+use crate::registry::RenameError;
 use crate::registry::ShardId;
 use crate::shard::dispatch::{send_to, Dispatch};
-use crate::shard::link::ShardMsg;
 use crate::shard::handle::{EventPayload, Websocket};
+use crate::shard::link::ShardMsg;
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -211,7 +211,11 @@ impl Websocket {
 
     /// Whether the server's backend (`Builder::backend`) has `hook` configured.
     pub fn has_hook(&self, hook: Hook) -> bool {
-        self.conn.conns.backend.as_ref().is_some_and(|b| b.has_hook(hook))
+        self.conn
+            .conns
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.has_hook(hook))
     }
 
     /// Asks the backend's subscribe hook whether this connection may join `topic`. Nothing is

@@ -67,9 +67,10 @@ fn queue_for_catchups() -> Config {
 
 fn describe(r: Recovery) -> Value {
     let pos = |p: Option<Position>| {
-        p.map_or(Value::Null, |p| {
-            json!({ "offset": p.offset, "epoch": p.epoch.to_string() })
-        })
+        p.map_or(
+            Value::Null,
+            |p| json!({ "offset": p.offset, "epoch": p.epoch.to_string() }),
+        )
     };
     match r {
         Recovery::Fresh { position } => json!({ "fresh": pos(position) }),
@@ -99,8 +100,8 @@ fn read_until(c: &mut Client, data: &str) -> (Vec<u64>, String) {
 }
 
 #[test]
-fn a_subscriber_that_comes_back_gets_what_it_missed_then_the_live_stream_without_gap_or_duplicate(
-) {
+fn a_subscriber_that_comes_back_gets_what_it_missed_then_the_live_stream_without_gap_or_duplicate()
+{
     let ts = server(2, 100_000, Duration::from_secs(60));
     let mut sub = ts.client("/ws");
     sub.send_text("sub t1");

@@ -126,7 +126,11 @@ mod tests {
             };
             let identity = verifier.verify(&token, unix_now()).unwrap();
             assert_eq!(identity.user, "alice", "{signing:?}");
-            assert_eq!(identity.subscribe, vec!["scores.*".to_string()], "{signing:?}");
+            assert_eq!(
+                identity.subscribe,
+                vec!["scores.*".to_string()],
+                "{signing:?}"
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

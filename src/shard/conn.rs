@@ -219,7 +219,12 @@ impl Conn {
     }
 
     /// While it catches up on `topic`, holds a live publication for the seam: `true` when held.
-    pub(crate) fn hold_if_recovering(&self, topic: &str, position: Position, frame: &Bytes) -> bool {
+    pub(crate) fn hold_if_recovering(
+        &self,
+        topic: &str,
+        position: Position,
+        frame: &Bytes,
+    ) -> bool {
         let mut recovering = self.recovering.borrow_mut();
         let Some(seam) = recovering
             .as_mut()
