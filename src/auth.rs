@@ -373,18 +373,7 @@ impl Verifier {
             Some(sub) if !sub.is_empty() => sub,
             _ => return Err(AuthRefusal::Malformed),
         };
-        if claims
-            .exp
-            .is_some_and(|exp| exp.saturating_add(self.leeway) < now)
-        {
-            return Err(AuthRefusal::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
-        {
-            return Err(AuthRefusal::NotYetValid);
-        }
+        self.check_times(claims.exp, claims.nbf, now)?;
         Ok(Identity {
             user,
             expires: claims.exp,
@@ -477,18 +466,7 @@ impl Verifier {
         if claims.sub.as_deref().map_or(true, str::is_empty) {
             return Err(AuthRefusal::Malformed);
         }
-        if claims
-            .exp
-            .is_some_and(|exp| exp.saturating_add(self.leeway) < now)
-        {
-            return Err(AuthRefusal::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
-        {
-            return Err(AuthRefusal::NotYetValid);
-        }
+        self.check_times(claims.exp, claims.nbf, now)?;
         if let Some(want) = &self.audience {
             let names = |v: &serde_json::Value| v.as_str() == Some(want.as_str());
             let named = match &claims.aud {
@@ -504,6 +482,17 @@ impl Verifier {
             if claims.iss.as_deref() != Some(want.as_str()) {
                 return Err(AuthRefusal::WrongIssuer);
             }
+        }
+        Ok(())
+    }
+
+    /// `exp` and `nbf` against `now`, within the leeway.
+    fn check_times(&self, exp: Option<u64>, nbf: Option<u64>, now: u64) -> Result<(), AuthRefusal> {
+        if exp.is_some_and(|exp| exp.saturating_add(self.leeway) < now) {
+            return Err(AuthRefusal::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(AuthRefusal::NotYetValid);
         }
         Ok(())
     }

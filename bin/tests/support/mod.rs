@@ -25,50 +25,7 @@ impl Bin {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Bin {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-        ])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start corecast");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        let line = loop {
-            let line = rx.recv_timeout(WAIT).expect("the serving log line");
-            log.push(line.clone());
-            if line.contains("corecast serving") {
-                break line;
-            }
-        };
-        let field = |name: &str| -> Option<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.parse().ok())
-        };
-        Bin {
-            ws: field("listen").expect("listen address in the log"),
-            api: field("api"),
-            log,
-            child,
-        }
+        Self::start_on_shards(2, args, env)
     }
 
     pub fn client(&self, path: &str) -> Client {
@@ -102,7 +59,8 @@ impl Bin {
 }
 
 impl Bin {
-    /// `start_with_env` on `shards` shards instead of 2.
+    /// The binary on `shards` shards (`start` and `start_with_env` run 2), with the API on,
+    /// both on 127.0.0.1:0; returns once it logged that it serves.
     pub fn start_on_shards(shards: usize, args: &[&str], env: &[(&str, &str)]) -> Bin {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
         cmd.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
