@@ -156,6 +156,22 @@ fn warm_up(server: &ServerProcess, token: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's open files at rest: the most of a few samples 10 ms apart. A shard waiting on
+/// its readiness set holds one more descriptor than a shard at work (a duplicate of the set's
+/// epoll, made for each wait), so one sample taken while the healthy client keeps it busy may
+/// come out one short, and the open-files goal would then ask for less than the server holds
+/// at rest.
+fn steady_fds(server: &ServerProcess) -> usize {
+    (0..10)
+        .map(|_| {
+            let n = server.fds();
+            std::thread::sleep(Duration::from_millis(10));
+            n
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Runs one attack against a fresh server and judges it against the goals.
 /// The calling thread should already run on `cpus.attackers` (`server::pin_current_thread`).
 /// `latency_advisory`: a healthy p99 over 2× its baseline is noted, not failed.
@@ -204,7 +220,7 @@ pub fn run_attack(
     };
     let probe = Probe::start(server.addr, route, token, healthy::PERIOD, 3, &cpus.server)?;
     std::thread::sleep(baseline);
-    let (rss_before, fds_before) = (server.rss_kib(), server.fds());
+    let (rss_before, fds_before) = (server.rss_kib(), steady_fds(&server));
 
     probe.set_phase(DURING);
     let peaks = Peaks::start(server.pid());
