@@ -1,6 +1,7 @@
 //! The server builder and the `Server` handle: start the shards, route cross-shard work to
 //! their inboxes, drain and stop. Not the per-connection work: that runs on the shards.
 
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use crate::shard::shared::{Options, Route, RouteCallback, Shared};
 use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
 use crate::tls::{Tls, TlsConfig};
-use crate::topics::{self, TopicTable};
+use crate::topics::{self, PublishReport, TopicTable};
 use crate::upgrade::Gate;
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::ws::frame::{self, MessageType};
@@ -518,6 +519,23 @@ impl Server {
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         self.dispatch().to_topic(topic, &ty.frame(&data), None);
+    }
+
+    /// `publish`, then what it reached on this node: subscribers offered it, how many queued
+    /// it, how many were skipped as closing or gone, summed over the shards that answered
+    /// within 2 s. `partial` when a shard's inbox refused it, a shard did not answer in time,
+    /// or (cluster mode) it also went to other nodes, which are not counted. Sent at the call;
+    /// the future only waits for the answers. Works on any thread, shard threads included,
+    /// and never blocks one (docs/behaviour.md, "Publish reports").
+    pub fn publish_reported(
+        &self,
+        topic: &str,
+        data: impl Into<Bytes>,
+        ty: MessageType,
+    ) -> impl Future<Output = PublishReport> + Send + 'static {
+        let data = data.into();
+        self.dispatch()
+            .to_topic_reported(topic, &ty.frame(&data), None)
     }
 
     /// What `topic` keeps of its history on this node (`Builder::history`): the first and last

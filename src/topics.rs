@@ -33,6 +33,36 @@ pub fn check_name(topic: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What one publish reached on this node, summed over its shards (`Server::publish_reported`,
+/// `Websocket::publish_reported`). This node only: in cluster mode the other nodes are not
+/// counted, and `partial` is set (docs/behaviour.md, "Publish reports").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Subscribers it was offered to (the sender left out).
+    pub subscribers: u64,
+    /// Those that accepted it into their send queue (or held it while catching up on the
+    /// topic's history).
+    pub queued: u64,
+    /// Those skipped because they were closing or gone.
+    pub closed: u64,
+    /// Shards that answered.
+    pub shards: usize,
+    /// Whether something is missing: a shard's inbox refused the publication, a shard did not
+    /// answer within the bound, or it also went to other nodes.
+    pub partial: bool,
+}
+
+impl PublishReport {
+    /// Adds another shard's part.
+    pub(crate) fn add(&mut self, part: &PublishReport) {
+        self.subscribers += part.subscribers;
+        self.queued += part.queued;
+        self.closed += part.closed;
+        self.shards += part.shards;
+        self.partial |= part.partial;
+    }
+}
+
 /// One shard's subscriptions. Members are the slab slots of live connections: a connection
 /// leaves the index (`remove_member`) before its slot can be reused. No I/O, no clock.
 ///

@@ -3,6 +3,7 @@
 //! in `shard::conn`, and it is not `Send`: it lives on its connection's shard.
 
 use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::registry::ShardId;
 use crate::shard::dispatch::{send_to, Dispatch};
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::ShardMsg;
+use crate::topics::PublishReport;
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -472,6 +474,19 @@ impl Websocket {
         let data = data.into();
         self.dispatch()
             .to_topic(topic, &ty.frame(&data), Some(self.conn.id));
+    }
+
+    /// `publish` (this connection left out), then what it reached on this node, as
+    /// `Server::publish_reported`. Never blocks the shard: await the future in a task.
+    pub fn publish_reported(
+        &self,
+        topic: &str,
+        data: impl Into<Bytes>,
+        ty: MessageType,
+    ) -> impl Future<Output = PublishReport> + Send + 'static {
+        let data = data.into();
+        self.dispatch()
+            .to_topic_reported(topic, &ty.frame(&data), Some(self.conn.id))
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

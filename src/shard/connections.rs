@@ -24,7 +24,7 @@ use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
 use crate::history::{self, Histories, HistoryRules, Position};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, Registry, ShardId};
-use crate::topics::{TopicIndex, TopicTable};
+use crate::topics::{PublishReport, TopicIndex, TopicTable};
 
 /// Size of the shard's read buffer: the most one `recv` takes.
 pub(crate) const SCRATCH: usize = 64 << 10;
@@ -212,45 +212,56 @@ impl Connections {
 
     /// Queues `frame` for every open subscriber of `topic` on this shard but `except`: walks
     /// the topic's members only, never the slab. Pushing runs no listener, so neither the
-    /// index nor the slab changes while it goes.
+    /// index nor the slab changes while it goes. Returns what it did (`shards` left at 0).
     pub(crate) fn deliver_to_topic(
         &self,
         topic: &str,
         frame: &Bytes,
         except: Option<ConnId>,
         position: Option<Position>,
-    ) {
+    ) -> PublishReport {
         let now = Instant::now();
         let index = self.topics.borrow();
         let slab = self.slab.borrow();
-        let mut delivered = 0u64;
+        let mut done = PublishReport::default();
+        let mut held = 0u64;
         // Made once, for the first subscriber that asked for positions.
         let mut enveloped: Option<Bytes> = None;
         for slot in index.members(topic) {
-            let Some(c) = slab.get(slot).filter(|c| Some(c.id) != except) else {
-                continue;
-            };
-            let Some(position) = position else {
-                delivered += u64::from(c.offer_frame(frame.clone(), now));
-                continue;
-            };
-            if c.hold_if_recovering(topic, position, frame) {
+            let conn = slab.get(slot);
+            if conn.is_some_and(|c| Some(c.id) == except) {
                 continue;
             }
-            let frame = if c.wants_positions() {
-                enveloped
-                    .get_or_insert_with(|| {
+            done.subscribers += 1;
+            let Some(c) = conn else {
+                done.closed += 1;
+                continue;
+            };
+            let queued = match position {
+                None => c.offer_frame(frame.clone(), now),
+                Some(position) if c.hold_if_recovering(topic, position, frame) => {
+                    // Held for the seam, sent when the catch-up ends: accepted, not yet queued.
+                    held += 1;
+                    true
+                }
+                Some(position) if c.wants_positions() => {
+                    let frame = enveloped.get_or_insert_with(|| {
                         let (payload, binary) = history::unframe(frame);
                         history::envelope(topic, position, &payload, binary)
-                    })
-                    .clone()
-            } else {
-                frame.clone()
+                    });
+                    c.offer_frame(frame.clone(), now)
+                }
+                Some(_) => c.offer_frame(frame.clone(), now),
             };
-            delivered += u64::from(c.offer_frame(frame, now));
+            if queued {
+                done.queued += 1;
+            } else {
+                done.closed += 1;
+            }
         }
         let nanos = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.metrics().published(delivered, nanos);
+        self.metrics().published(done.queued - held, nanos);
+        done
     }
 
     /// One subscriber of `topic` on this shard left.

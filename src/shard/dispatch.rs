@@ -3,10 +3,13 @@
 //! nodes. The one path that `Server`, `Websocket` and the NATS link share. Not what a shard
 //! does with the work (`ShardCore::handle`), nor how work crosses to other nodes (`nats`).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::future;
+use glommio::timer::Timer;
 
 use super::connections::Connections;
 use super::link::{Refused, ShardLinks, ShardMsg};
@@ -16,7 +19,7 @@ use crate::cluster::handle::{ClusterHandle, Work};
 use crate::cluster::wire::Op;
 use crate::history::{self, HistoryRules};
 use crate::registry::{ConnId, Registry, ShardId};
-use crate::topics::{self, TopicTable};
+use crate::topics::{self, PublishReport, TopicTable};
 use crate::Error;
 
 /// What dispatching reaches: this node's shards, its UUID map and topic table, and in cluster
@@ -135,7 +138,35 @@ impl<'a> Dispatch<'a> {
     /// `frame` for every subscriber of `topic`, maybe but `except`: one message to each shard
     /// of this node that holds a subscriber, and in cluster mode one to the other nodes.
     pub(crate) fn to_topic(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
-        if self
+        self.publish(topic, frame, except, None);
+    }
+
+    /// `to_topic`, each shard reached answering with what it did; the future sums the answers
+    /// (this node only), waiting at most `REPORT_WAIT`. Sent at the call, not at the first poll.
+    pub(crate) fn to_topic_reported(
+        self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+    ) -> impl Future<Output = PublishReport> + Send + 'static {
+        let (report, answers) = flume::unbounded();
+        let partial = self.publish(topic, frame, except, Some(&report));
+        // Each shard drops its sender once it answered (or its message was dropped unread):
+        // when the last is gone every answer is in.
+        drop(report);
+        collect(answers, partial, REPORT_WAIT)
+    }
+
+    /// Sends a publication (see `to_topic`), handing `report` to each message. Returns whether
+    /// the report will be partial: an inbox refused it, or it went to other nodes too.
+    fn publish(
+        self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        report: Option<&ReportSender>,
+    ) -> bool {
+        let mut partial = if self
             .history
             .is_some_and(|rules| rules.retention(topic).is_some())
         {
@@ -145,22 +176,33 @@ impl<'a> Dispatch<'a> {
                 topic: topic.into(),
                 frame: frame.clone(),
                 except,
+                report: report.cloned(),
             };
-            let _ = send_to(self.links, home, msg);
+            send_to(self.links, home, msg).is_err()
         } else {
-            self.fan_out(topic, frame, except);
-        }
+            self.fan_out(topic, frame, except, report)
+        };
         if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
             cluster.send(Work::Publish {
                 topic: topic.into(),
                 frame: frame.clone(),
             });
+            partial = true;
         }
+        partial
     }
 
-    /// Sends a publication to every shard with subscribers of `topic`.
-    fn fan_out(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
+    /// Sends a publication to every shard with subscribers of `topic`; true when an inbox
+    /// refused it.
+    fn fan_out(
+        self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        report: Option<&ReportSender>,
+    ) -> bool {
         let shards = self.topics.shards_with(topic);
+        let mut refused = false;
         if !shards.is_empty() {
             let name: Arc<str> = topic.into();
             for shard in shards {
@@ -169,10 +211,12 @@ impl<'a> Dispatch<'a> {
                     frame: frame.clone(),
                     except: except.filter(|id| id.shard == shard),
                     position: None,
+                    report: report.cloned(),
                 };
-                let _ = send_to(self.links, shard, msg);
+                refused |= send_to(self.links, shard, msg).is_err();
             }
         }
+        refused
     }
 
     /// Runs the listeners of `name` once per live connection, on every shard and node.
@@ -248,5 +292,93 @@ fn post(links: &ShardLinks, shard: ShardId, msg: ShardMsg) -> Result<(), Error> 
             }
             Ok(())
         }
+    }
+}
+
+/// Where a shard answers a reported publish (`ShardMsg::Publish`, `ShardMsg::Record`).
+type ReportSender = flume::Sender<PublishReport>;
+
+/// Longest a reported publish waits for the shards' answers.
+pub(crate) const REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// Sums the shards' answers until every sender is gone, or `wait` has passed (then partial).
+/// Answers already in (the caller's own shard answers inline) need no wait and no timer.
+fn collect(
+    answers: flume::Receiver<PublishReport>,
+    partial: bool,
+    wait: Duration,
+) -> impl Future<Output = PublishReport> + Send + 'static {
+    let mut report = PublishReport {
+        partial,
+        ..PublishReport::default()
+    };
+    let mut pending = true;
+    while pending {
+        match answers.try_recv() {
+            Ok(part) => report.add(&part),
+            Err(flume::TryRecvError::Empty) => break,
+            Err(flume::TryRecvError::Disconnected) => pending = false,
+        }
+    }
+    let timer = pending.then(|| deadline(wait));
+    async move {
+        let Some(timer) = timer else {
+            return report;
+        };
+        let all_in = future::or(
+            async {
+                while let Ok(part) = answers.recv_async().await {
+                    report.add(&part);
+                }
+                true
+            },
+            async {
+                timer.await;
+                false
+            },
+        )
+        .await;
+        report.partial |= !all_in;
+        report
+    }
+}
+
+/// A future that resolves `wait` from now, and can be awaited on any thread: the timer runs
+/// on this shard (a task of its own) when called on a shard thread, else on a short-lived
+/// thread. Dropping the future ends the timer at once.
+fn deadline(wait: Duration) -> impl Future<Output = ()> + Send + 'static {
+    let (fire, fired) = flume::bounded::<()>(1);
+    let (cancel, cancelled) = flume::bounded::<()>(1);
+    if on_shard_thread() {
+        glommio::spawn_local(async move {
+            let ended = future::or(
+                async {
+                    Timer::new(wait).await;
+                    true
+                },
+                async {
+                    let _ = cancelled.recv_async().await;
+                    false
+                },
+            )
+            .await;
+            if ended {
+                let _ = fire.send(());
+            }
+        })
+        .detach();
+    } else {
+        // Without a thread the wait ends at once: the report says partial.
+        let _ = std::thread::Builder::new()
+            .name("corecast-report".into())
+            .spawn(move || {
+                if let Err(flume::RecvTimeoutError::Timeout) = cancelled.recv_timeout(wait) {
+                    let _ = fire.send(());
+                }
+            });
+    }
+    async move {
+        let _cancel = cancel;
+        let _ = fired.recv_async().await;
     }
 }

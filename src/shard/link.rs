@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::history::{Epoch, Position, RecoverAnswer};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, ShardId};
+use crate::topics::PublishReport;
 use crate::Error;
 
 /// Work sent to a shard by other threads (or run inline by the shard's own thread).
@@ -23,19 +24,23 @@ pub(crate) enum ShardMsg {
         except: Option<ConnId>,
     },
     /// A framed message for the shard's subscribers of `topic`, maybe but one; with its
-    /// position when the topic keeps history.
+    /// position when the topic keeps history. With `report`, the shard answers once there
+    /// with what it did (`Server::publish_reported`).
     Publish {
         topic: Arc<str>,
         frame: Bytes,
         except: Option<ConnId>,
         position: Option<Position>,
+        report: Option<flume::Sender<PublishReport>>,
     },
     /// A publication of a topic with history, for the topic's home shard: it records it (its
-    /// position), then sends it to the shards with subscribers.
+    /// position), then sends it to the shards with subscribers. With `report`, the home shard
+    /// answers for itself and hands it on to each shard it sends the publication to.
     Record {
         topic: Arc<str>,
         frame: Bytes,
         except: Option<ConnId>,
+        report: Option<flume::Sender<PublishReport>>,
     },
     /// What a subscriber of `topic` that last saw `since` missed, asked of the topic's home
     /// shard, and where the topic stands.

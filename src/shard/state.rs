@@ -16,13 +16,14 @@ use glommio::timer::Timer;
 use slab::Slab;
 
 use super::connections::Connections;
-use super::link::{ShardLinks, ShardMsg};
+use super::link::{Refused, ShardLinks, ShardMsg};
 use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use super::shared::Shared;
 use crate::auth::RefusalLimit;
 use crate::event::EventName;
 use crate::registry::{ConnId, ShardId};
+use crate::topics::PublishReport;
 
 thread_local! {
     /// The shard this thread runs, if it is a shard thread.
@@ -200,14 +201,21 @@ impl ShardCore {
                 frame,
                 except,
                 position,
-            } => self
-                .conns
-                .deliver_to_topic(&topic, &frame, except, position),
+                report,
+            } => {
+                let done = self
+                    .conns
+                    .deliver_to_topic(&topic, &frame, except, position);
+                if let Some(report) = report {
+                    let _ = report.send(PublishReport { shards: 1, ..done });
+                }
+            }
             ShardMsg::Record {
                 topic,
                 frame,
                 except,
-            } => self.record(topic, frame, except, now),
+                report,
+            } => self.record(topic, frame, except, report, now),
             ShardMsg::Window { topic, done } => {
                 let window = self.conns.histories.borrow_mut().window(&topic, now);
                 let _ = done.send(window);
@@ -274,37 +282,56 @@ impl ShardCore {
     }
 
     /// As the home of a topic with history: gives the publication its position, keeps it, and
-    /// sends it to every shard with subscribers (this one inline).
-    fn record(&self, topic: Arc<str>, frame: Bytes, except: Option<ConnId>, now: Instant) {
+    /// sends it to every shard with subscribers (this one inline). With `report`, answers there
+    /// for its own delivery and hands it on with each `Publish`: every shard answers once.
+    fn record(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        except: Option<ConnId>,
+        report: Option<flume::Sender<PublishReport>>,
+        now: Instant,
+    ) {
+        let mut mine = PublishReport {
+            shards: 1,
+            ..PublishReport::default()
+        };
         let retention = self
             .conns
             .history_rules
             .as_ref()
             .and_then(|rules| rules.retention(&topic));
-        let Some(retention) = retention else {
-            return;
-        };
-        let position =
-            self.conns
-                .histories
-                .borrow_mut()
-                .append(&topic, retention, frame.clone(), now);
-        for shard in self.conns.topic_table.shards_with(&topic) {
-            let except = except.filter(|id| id.shard == shard);
-            if shard == self.conns.id {
+        if let Some(retention) = retention {
+            let position =
                 self.conns
-                    .deliver_to_topic(&topic, &frame, except, Some(position));
-                continue;
+                    .histories
+                    .borrow_mut()
+                    .append(&topic, retention, frame.clone(), now);
+            for shard in self.conns.topic_table.shards_with(&topic) {
+                let except = except.filter(|id| id.shard == shard);
+                if shard == self.conns.id {
+                    let done = self
+                        .conns
+                        .deliver_to_topic(&topic, &frame, except, Some(position));
+                    mine.add(&done);
+                    continue;
+                }
+                let msg = ShardMsg::Publish {
+                    topic: Arc::clone(&topic),
+                    frame: frame.clone(),
+                    except,
+                    position: Some(position),
+                    report: report.clone(),
+                };
+                // A full inbox misses this publication, as for any publish; its subscribers can
+                // recover it from the history.
+                if let Err(Refused::Full) = self.shared.links.post(shard, msg) {
+                    mine.partial = true;
+                }
             }
-            let msg = ShardMsg::Publish {
-                topic: Arc::clone(&topic),
-                frame: frame.clone(),
-                except,
-                position: Some(position),
-            };
-            // A full inbox misses this publication, as for any publish; its subscribers can
-            // recover it from the history.
-            let _ = self.shared.links.post(shard, msg);
+        }
+        if let Some(report) = report {
+            let _ = report.send(mine);
         }
     }
 
