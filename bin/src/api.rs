@@ -18,7 +18,7 @@ use serde_json::Value;
 use corecast::history::Epoch;
 use corecast::http::{self, RequestHead};
 use corecast::runtime::{self, HeadError};
-use corecast::{Error, MessageType, Server};
+use corecast::{Error, MessageType, PublishReport, Server};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -457,6 +457,10 @@ async fn answer(
             if let Err(e) = corecast::topics::check_name(&topic) {
                 return error(400, &e.to_string());
             }
+            if wants_report(head) {
+                let report = server.publish_reported(&topic, body, ty).await;
+                return json(200, &publish_report(&report));
+            }
             server.publish(&topic, body, ty);
             let n = server.subscriber_count(&topic);
             json(200, &format!(r#"{{"ok":true,"subscribers":{n}}}"#))
@@ -476,6 +480,27 @@ async fn answer(
             }
         }
     }
+}
+
+/// `?report=1` (or `true`): the publish waits for what it reached on this node.
+fn wants_report(head: &RequestHead) -> bool {
+    head.query("report")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// `POST /api/publish/{topic}?report=1`: `{"subscribers":N,"queued":Q,"closed":C,"shards":S,
+/// "partial":false}`, this node only.
+fn publish_report(report: &PublishReport) -> String {
+    let PublishReport {
+        subscribers,
+        queued,
+        closed,
+        shards,
+        partial,
+    } = report;
+    format!(
+        r#"{{"subscribers":{subscribers},"queued":{queued},"closed":{closed},"shards":{shards},"partial":{partial}}}"#
+    )
 }
 
 /// The publications `topic` keeps on this node: the first and last offsets, and their epoch;
