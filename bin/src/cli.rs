@@ -178,14 +178,14 @@ pub struct Args {
     /// subscribe, unsubscribe, or all [default: all]
     #[arg(long, env = "CORECAST_WEBHOOK_EVENTS", value_name = "LIST", value_parser = parse_events)]
     pub webhook_events: Option<EventSet>,
-    /// Backend: the events published to NATS, each on <subject>.<type>, named as for
+    /// Backend: the events published to NATS, each on PREFIX.TYPE (--nats-events-subject), named as for
     /// --webhook-events [default: none]
     #[arg(long, env = "CORECAST_NATS_EVENTS", value_name = "LIST", value_parser = parse_events)]
     pub nats_events: Option<EventSet>,
     /// Backend: the NATS server --nats-events go to [default: the --cluster URL]
     #[arg(long, env = "CORECAST_NATS_EVENTS_URL", value_name = "URL")]
     pub nats_events_url: Option<String>,
-    /// Backend: the subject prefix of --nats-events [default: <cluster-name>.events, i.e.
+    /// Backend: the subject prefix of --nats-events [default: CLUSTER-NAME.events, i.e.
     /// corecast.events]
     #[arg(long, env = "CORECAST_NATS_EVENTS_SUBJECT", value_name = "PREFIX")]
     pub nats_events_subject: Option<String>,
@@ -215,7 +215,7 @@ pub struct Args {
     /// counted [default: 10000]
     #[arg(long, env = "CORECAST_BACKEND_QUEUE", value_name = "N", value_parser = parse_positive)]
     pub backend_queue: Option<usize>,
-    /// Backend: every webhook and hook call carries "Authorization: Bearer <secret>", the
+    /// Backend: every webhook and hook call carries "Authorization: Bearer SECRET", the
     /// secret being this file's bytes, one trailing newline ignored [default: none]
     #[arg(long, env = "CORECAST_BACKEND_SECRET_FILE", value_name = "FILE")]
     pub backend_secret_file: Option<PathBuf>,
