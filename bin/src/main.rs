@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod pubsub;
 mod service;
 
 use std::process::ExitCode;
@@ -115,7 +116,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
     let server = builder.start().context("cannot start the server")?;
     s.mode.install(&server);
     if authenticated || connect_hook {
-        service::join_user_topic(&server);
+        pubsub::join_user_topic(&server);
     }
     let api = match s.api_listen {
         ApiListen::Off => None,
