@@ -12,26 +12,6 @@ use common::*;
 use corecast::{event, MessageType, PublishReport, Server};
 use futures_lite::future::block_on;
 
-/// A route callback that subscribes each connection to the comma-separated topics of its
-/// `?t=` query, then reports its UUID and shard.
-fn subscribe_from_query() -> (
-    impl Fn(&corecast::Websocket) + Send + Sync + 'static,
-    mpsc::Receiver<(String, usize)>,
-) {
-    let (report, uuids) = uuid_reporter();
-    (
-        move |kws: &corecast::Websocket| {
-            if let Some(list) = kws.query("t") {
-                for t in list.split(',').filter(|t| !t.is_empty()) {
-                    assert_eq!(kws.subscribe(t).ok(), Some(true));
-                }
-            }
-            report(kws);
-        },
-        uuids,
-    )
-}
-
 /// Connects subscribers of `topic` until at least two sit on each of the two shards (bounded).
 fn on_both_shards(
     ts: &TestServer,

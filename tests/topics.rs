@@ -11,26 +11,6 @@ use common::*;
 use corecast::{event, Config, Error, MessageType, Server};
 use tungstenite::Message;
 
-/// A route callback that subscribes each connection to the comma-separated topics of its
-/// `?t=` query, then reports its UUID and shard.
-fn subscribe_from_query() -> (
-    impl Fn(&corecast::Websocket) + Send + Sync + 'static,
-    mpsc::Receiver<(String, usize)>,
-) {
-    let (report, uuids) = uuid_reporter();
-    (
-        move |kws: &corecast::Websocket| {
-            if let Some(list) = kws.query("t") {
-                for t in list.split(',').filter(|t| !t.is_empty()) {
-                    assert_eq!(kws.subscribe(t).ok(), Some(true));
-                }
-            }
-            report(kws);
-        },
-        uuids,
-    )
-}
-
 /// Connects clients with `query` until at least one sits on each of the two shards (bounded).
 fn one_per_shard(
     ts: &TestServer,

@@ -445,6 +445,26 @@ pub fn uuid_reporter() -> (
     )
 }
 
+/// A route callback that subscribes each connection to the comma-separated topics of its
+/// `?t=` query, then reports its UUID and shard.
+pub fn subscribe_from_query() -> (
+    impl Fn(&corecast::Websocket) + Send + Sync + 'static,
+    mpsc::Receiver<(String, usize)>,
+) {
+    let (report, uuids) = uuid_reporter();
+    (
+        move |kws: &corecast::Websocket| {
+            if let Some(list) = kws.query("t") {
+                for t in list.split(',').filter(|t| !t.is_empty()) {
+                    assert_eq!(kws.subscribe(t).ok(), Some(true));
+                }
+            }
+            report(kws);
+        },
+        uuids,
+    )
+}
+
 /// Receives the next reported UUID, bounded.
 pub fn next_uuid(rx: &mpsc::Receiver<(String, usize)>) -> (String, usize) {
     rx.recv_timeout(WAIT).expect("route callback ran")
