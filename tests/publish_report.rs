@@ -140,3 +140,53 @@ fn a_connection_s_report_leaves_out_its_sender() {
     ts.server.publish("a", "after", MessageType::Text);
     assert_eq!(subs[0].0.recv_text(), "after");
 }
+
+#[test]
+fn a_shard_whose_inbox_refused_the_publish_makes_the_report_partial() {
+    let (route, uuids) = subscribe_from_query();
+    let ts = TestServer::start(
+        Server::builder()
+            .shards(1)
+            .inbox_capacity(4)
+            .route("/ws", route),
+    );
+    // A listener holds the only shard's thread until told to go on: its inbox fills meanwhile.
+    let (go, wait) = mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    ts.server.on(event::MESSAGE, move |ep| {
+        if ep.data() == "hold" {
+            let _ = wait.lock().unwrap().recv_timeout(WAIT);
+        }
+    });
+    let mut sub = ts.client("/ws?t=p");
+    next_uuid(&uuids);
+    sub.send_text("hold");
+    wait_until(|| ts.server.metrics().messages_in == [1], "the shard held");
+    for i in 0..4 {
+        ts.server
+            .publish("p", format!("fill{i}"), MessageType::Text);
+    }
+    // Refused at once: nothing was offered, and the report says it is not the whole story.
+    let report = block_on(
+        ts.server
+            .publish_reported("p", "refused", MessageType::Text),
+    );
+    assert_eq!(
+        report,
+        PublishReport {
+            subscribers: 0,
+            queued: 0,
+            closed: 0,
+            shards: 0,
+            partial: true,
+        }
+    );
+    go.send(()).unwrap();
+    for i in 0..4 {
+        assert_eq!(sub.recv_text(), format!("fill{i}"));
+    }
+    // With room again, a report is whole.
+    let report = block_on(ts.server.publish_reported("p", "last", MessageType::Text));
+    assert_eq!(report, counted(1, 1));
+    assert_eq!(sub.recv_text(), "last");
+}
