@@ -672,12 +672,7 @@ fn read_answers(conn: &mut Conn) -> Answers {
                 answers.ending = Ending::Eof;
                 return answers;
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if client::is_timeout(&e) => {
                 return answers;
             }
             Err(_) => {

@@ -165,6 +165,14 @@ impl std::fmt::Display for Ending {
 }
 
 /// Whether an I/O error means the peer reset or abandoned the connection.
+/// A read that ran out of its time: the peer is there but said nothing.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 pub fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -249,14 +257,7 @@ impl Conn {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ending::Eof,
                 Err(e) if is_reset(&e) => return Ending::Reset,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ending::Open
-                }
+                Err(e) if is_timeout(&e) => return Ending::Open,
                 Err(_) => return Ending::Reset,
             }
         }
@@ -270,14 +271,7 @@ pub fn http_ending(stream: &mut TcpStream, bound: Duration) -> Ending {
     match read_head(stream) {
         Ok((status, _)) => Ending::Status(status),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ending::Eof,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Ending::Open
-        }
+        Err(e) if is_timeout(&e) => Ending::Open,
         Err(_) => Ending::Reset,
     }
 }
@@ -294,14 +288,7 @@ pub fn http_answer(stream: &mut TcpStream, bound: Duration) -> (Ending, String) 
             Ok(0) => break Ending::Eof,
             Ok(n) if buf.len() + n > 64 * 1024 => break Ending::Open,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break Ending::Open
-            }
+            Err(e) if is_timeout(&e) => break Ending::Open,
             Err(_) => break Ending::Reset,
         }
     };
