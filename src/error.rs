@@ -107,6 +107,16 @@ pub enum Error {
     /// the hook's JSON. The reason is for logs; clients are told "backend unavailable".
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// Publications of `topic` meant for this connection were dropped by the topic's
+    /// slow-consumer policy (`Builder::slow_consumers`): its send queue was full. The
+    /// connection stays open; fired as an `error` event with the topic as data.
+    #[error("{dropped} publication(s) of topic {topic:?} dropped: the send queue was full")]
+    Dropped {
+        /// The topic.
+        topic: String,
+        /// How many were dropped.
+        dropped: u64,
+    },
     /// `Websocket::subscribe_from` on a topic that keeps no history (`Builder::history`).
     #[error("this topic keeps no history")]
     NoHistory,

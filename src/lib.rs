@@ -144,7 +144,7 @@ pub use metrics::{ClusterMetrics, MetricsSnapshot};
 pub use server::{Builder, Server};
 pub use shard::handle::{EventPayload, Websocket};
 pub use tls::TlsConfig;
-pub use topics::PublishReport;
+pub use topics::{PublishReport, SlowConsumerPolicy};
 pub use upgrade::{Rejection, UpgradeRequest};
 pub use websocket::Catchup;
 pub use ws::frame::MessageType;

@@ -2,8 +2,10 @@
 //! metrics framework: plain relaxed atomics, one cache line set per shard so shards never
 //! contend on a counter.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::auth::AuthRefusal;
 use crate::Error;
@@ -17,9 +19,11 @@ pub(crate) enum DropCause {
     Closed = 1,
     /// An inbound message past its connection's rate limit (`Config::client_message_rate`).
     RateLimited = 2,
+    /// A publication a full queue dropped under its topic's slow-consumer policy.
+    SlowConsumer = 3,
 }
 
-const DROP_CAUSES: [&str; 3] = ["queue_full", "closed", "rate_limited"];
+const DROP_CAUSES: [&str; 4] = ["queue_full", "closed", "rate_limited", "slow_consumer"];
 
 /// Why a connection went before its upgrade was answered, with no HTTP answer to give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +140,9 @@ pub(crate) struct ShardMetrics {
     backend_events: [AtomicU64; BACKEND_EVENTS.len()],
     /// By hook (`backend::Hook` order), then outcome.
     hook_calls: [[AtomicU64; HOOK_OUTCOMES.len()]; HOOKS.len()],
+    /// Publications dropped under a slow-consumer policy, by topic, with the policy's name.
+    /// Locked only when something was dropped, once per topic per publish.
+    topic_drops: std::sync::Mutex<HashMap<Arc<str>, (&'static str, u64)>>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -158,6 +165,18 @@ impl ShardMetrics {
     }
     pub(crate) fn dropped(&self, cause: DropCause) {
         add(&self.drops[cause as usize], 1);
+    }
+    /// `n` publications of `topic` dropped under its slow-consumer policy `policy`.
+    pub(crate) fn dropped_by_policy(&self, topic: &str, policy: &'static str, n: u64) {
+        add(&self.drops[DropCause::SlowConsumer as usize], n);
+        if let Ok(mut drops) = self.topic_drops.lock() {
+            match drops.get_mut(topic) {
+                Some(entry) => entry.1 += n,
+                None => {
+                    drops.insert(Arc::from(topic), (policy, n));
+                }
+            }
+        }
     }
     pub(crate) fn torn_down(&self, error: Option<&Error>) {
         add(&self.teardowns[teardown_index(error)], 1);
@@ -260,8 +279,37 @@ pub struct MetricsSnapshot {
     /// Hook calls by hook (`connect`, `subscribe`, `publish`, `rpc`) and outcome (`allowed`,
     /// `refused`, `busy`, `failed`), summed over shards.
     pub hook_calls: Vec<(&'static str, &'static str, u64)>,
+    /// Publications dropped under a topic's slow-consumer policy (`drop-oldest`,
+    /// `keep-latest`), by topic, with the policy's name, summed over shards, by topic name.
+    pub topic_drops: Vec<(String, &'static str, u64)>,
     /// Cluster mode: the NATS link's counters; `None` without cluster mode.
     pub cluster: Option<ClusterMetrics>,
+}
+
+/// Every shard's drops by topic, summed, in topic order.
+fn topic_drops(shards: &[&ShardMetrics]) -> Vec<(String, &'static str, u64)> {
+    let mut all: BTreeMap<String, (&'static str, u64)> = BTreeMap::new();
+    for shard in shards {
+        let Ok(drops) = shard.topic_drops.lock() else {
+            continue;
+        };
+        for (topic, (policy, n)) in drops.iter() {
+            all.entry(topic.to_string()).or_insert((policy, 0)).1 += n;
+        }
+    }
+    all.into_iter().map(|(t, (p, n))| (t, p, n)).collect()
+}
+
+/// A label value as the text format writes it: backslash, double quote and newline escaped.
+fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// The NATS link's counters (cluster mode).
@@ -345,6 +393,7 @@ impl MetricsSnapshot {
                     })
                 })
                 .collect(),
+            topic_drops: topic_drops(shards),
             cluster: None,
         }
     }
@@ -471,6 +520,17 @@ impl MetricsSnapshot {
             for (value, n) in values {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
+        }
+        let name = "corecast_topic_dropped_total";
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Publications dropped under the topic's slow-consumer policy.",
+        );
+        for (topic, policy, n) in &self.topic_drops {
+            let topic = label_value(topic);
+            let _ = writeln!(out, "{name}{{topic=\"{topic}\",policy=\"{policy}\"}} {n}");
         }
         let name = "corecast_backend_hook_calls_total";
         head(

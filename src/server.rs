@@ -26,7 +26,7 @@ use crate::shard::shared::{Options, Route, RouteCallback, Shared};
 use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
 use crate::tls::{Tls, TlsConfig};
-use crate::topics::{self, PublishReport, TopicTable};
+use crate::topics::{self, PublishReport, SlowConsumerPolicy, TopicRules, TopicTable};
 use crate::upgrade::Gate;
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::ws::frame::{self, MessageType};
@@ -39,6 +39,7 @@ pub struct Builder {
     routes: Vec<(String, Config, RouteCallback)>,
     gate: Option<Gate>,
     history: HistoryRules,
+    slow_consumers: TopicRules<SlowConsumerPolicy>,
     auth: Option<Arc<Verifier>>,
     backend: Option<Backend>,
     options: Options,
@@ -129,6 +130,18 @@ impl Builder {
             ttl,
         };
         self.history.add(pattern, retention);
+        self
+    }
+
+    /// What a subscriber's full send queue does with the publications of topics matching
+    /// `pattern` (an exact name, or a prefix ending in `*`; the first matching pattern wins):
+    /// tear a consumer that falls behind down (`Teardown`, the default for every topic), drop
+    /// the oldest queued publication (`DropOldest`), or keep only the latest per key
+    /// (`KeepLatest`, with `publish_keyed`). Every drop is counted per topic in the metrics, fires
+    /// `error` with `Error::Dropped` on the connection, and is told in band to connections that
+    /// asked for notices (`Websocket::set_notices`). docs/behaviour.md, "Slow consumers".
+    pub fn slow_consumers(mut self, pattern: &str, policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumers.add(pattern, policy);
         self
     }
 
@@ -239,8 +252,11 @@ impl Builder {
             None => (None, None),
         };
         let history = (!self.history.is_empty()).then(|| Arc::new(self.history));
+        let slow_consumers =
+            (!self.slow_consumers.is_empty()).then(|| Arc::new(self.slow_consumers));
         let shared = Arc::new(Shared {
             history,
+            slow_consumers,
             backend,
             cluster: cluster.as_ref().map(|(_, handle, _)| Arc::clone(handle)),
             routes,
@@ -387,6 +403,7 @@ impl Server {
             routes: Vec::new(),
             gate: None,
             history: HistoryRules::default(),
+            slow_consumers: TopicRules::default(),
             auth: None,
             backend: None,
             cluster: None,
@@ -518,7 +535,16 @@ impl Server {
     /// nobody, and that is not an error.
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
-        self.dispatch().to_topic(topic, &ty.frame(&data), None);
+        self.dispatch().to_topic(topic, &ty.frame(&data), 0, None);
+    }
+
+    /// `publish` with a conflation key (a symbol, a user id): where `topic`'s slow-consumer
+    /// policy is `KeepLatest`, a subscriber's full queue keeps only the latest publication
+    /// per key (`Builder::slow_consumers`). Elsewhere the key changes nothing.
+    pub fn publish_keyed(&self, topic: &str, key: &str, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let key = topics::key_hash(key);
+        self.dispatch().to_topic(topic, &ty.frame(&data), key, None);
     }
 
     /// `publish`, then what it reached on this node: subscribers offered it, how many queued
@@ -533,9 +559,21 @@ impl Server {
         data: impl Into<Bytes>,
         ty: MessageType,
     ) -> impl Future<Output = PublishReport> + Send + 'static {
+        self.publish_keyed_reported(topic, None, data, ty)
+    }
+
+    /// `publish_reported`, with a conflation key when `key` is given (`publish_keyed`).
+    pub fn publish_keyed_reported(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        data: impl Into<Bytes>,
+        ty: MessageType,
+    ) -> impl Future<Output = PublishReport> + Send + 'static {
         let data = data.into();
+        let key = key.map_or(0, topics::key_hash);
         self.dispatch()
-            .to_topic_reported(topic, &ty.frame(&data), None)
+            .to_topic_reported(topic, &ty.frame(&data), key, None)
     }
 
     /// What `topic` keeps of its history on this node (`Builder::history`): the first and last

@@ -33,6 +33,107 @@ pub fn check_name(topic: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a subscriber's full send queue does with a topic's publications
+/// (`Builder::slow_consumers`; docs/behaviour.md, "Slow consumers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// A publication waits for room within the retry window, then is dropped (`error` with
+    /// `QueueFull`); a queue full for `write_timeout` tears the connection down. The default,
+    /// and what every other message gets.
+    #[default]
+    Teardown,
+    /// The oldest queued publication of the topic is dropped to make room; the connection
+    /// stays, and is told what it missed.
+    DropOldest,
+    /// Only the latest publication per key is kept (conflation): a new one takes the place of
+    /// the queued one with the same key (the publisher's, `publish_keyed`), or else of the
+    /// topic's oldest. The connection stays, and is told what it missed.
+    KeepLatest,
+}
+
+impl SlowConsumerPolicy {
+    /// The name the binary's flags and `/metrics` use: `teardown`, `drop-oldest`,
+    /// `keep-latest`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Teardown => "teardown",
+            SlowConsumerPolicy::DropOldest => "drop-oldest",
+            SlowConsumerPolicy::KeepLatest => "keep-latest",
+        }
+    }
+}
+
+impl std::str::FromStr for SlowConsumerPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            SlowConsumerPolicy::Teardown,
+            SlowConsumerPolicy::DropOldest,
+            SlowConsumerPolicy::KeepLatest,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| {
+            format!("{s:?} is not a slow-consumer policy: teardown, drop-oldest or keep-latest")
+        })
+    }
+}
+
+/// Settings chosen per topic by name pattern (an exact name, or a prefix ending in `*`): the
+/// first pattern that matches wins.
+#[derive(Debug, Clone)]
+pub struct TopicRules<T> {
+    rules: Vec<(String, T)>,
+}
+
+impl<T> Default for TopicRules<T> {
+    fn default() -> Self {
+        TopicRules { rules: Vec::new() }
+    }
+}
+
+impl<T: Copy> TopicRules<T> {
+    /// Adds a rule after the others.
+    pub fn add(&mut self, pattern: impl Into<String>, value: T) {
+        self.rules.push((pattern.into(), value));
+    }
+
+    /// Whether there is any rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The setting of the first rule matching `topic`.
+    pub fn get(&self, topic: &str) -> Option<T> {
+        self.rules
+            .iter()
+            .find(|(p, _)| crate::auth::pattern_matches(p, topic))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// FNV-1a of `bytes`: how a name becomes a 64-bit number where a stable, fast hash is wanted
+/// (a topic's home shard, a queued publication's topic and key).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A conflation key as a queued publication holds it: never 0, which stands for no key.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    fnv1a(key.as_bytes()).max(1)
+}
+
+/// The in-band notice of publications of `topic` dropped for a connection under the topic's
+/// slow-consumer policy: `{"topic":"t","missed":N}`, a text frame (RFC 6455 §5.6).
+pub(crate) fn missed_notice(topic: &str, missed: u64) -> bytes::Bytes {
+    let topic = serde_json::to_string(topic).unwrap_or_default();
+    let text = format!(r#"{{"topic":{topic},"missed":{missed}}}"#);
+    crate::ws::frame::encode(crate::ws::frame::OpCode::Text, text.as_bytes())
+}
+
 /// What one publish reached on this node, summed over its shards (`Server::publish_reported`,
 /// `Websocket::publish_reported`). This node only: in cluster mode the other nodes are not
 /// counted, and `partial` is set (docs/behaviour.md, "Publish reports").
@@ -45,6 +146,10 @@ pub struct PublishReport {
     pub queued: u64,
     /// Those skipped because they were closing or gone.
     pub closed: u64,
+    /// Those whose full send queue dropped a publication of the topic on its arrival, under
+    /// the topic's slow-consumer policy: an older one to make room for it, or it (then it is
+    /// not counted in `queued`).
+    pub dropped: u64,
     /// Shards that answered.
     pub shards: usize,
     /// Whether something is missing: a shard's inbox refused the publication, a shard did not
@@ -58,6 +163,7 @@ impl PublishReport {
         self.subscribers += part.subscribers;
         self.queued += part.queued;
         self.closed += part.closed;
+        self.dropped += part.dropped;
         self.shards += part.shards;
         self.partial |= part.partial;
     }

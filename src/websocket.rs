@@ -20,7 +20,7 @@ use crate::registry::ShardId;
 use crate::shard::dispatch::{send_to, Dispatch};
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::ShardMsg;
-use crate::topics::PublishReport;
+use crate::topics::{self, PublishReport};
 use crate::ws::frame::MessageType;
 use crate::Error;
 
@@ -473,7 +473,26 @@ impl Websocket {
     pub fn publish(&self, topic: &str, data: impl Into<Bytes>, ty: MessageType) {
         let data = data.into();
         self.dispatch()
-            .to_topic(topic, &ty.frame(&data), Some(self.conn.id));
+            .to_topic(topic, &ty.frame(&data), 0, Some(self.conn.id));
+    }
+
+    /// `publish` with a conflation key (a symbol, a user id): where `topic`'s slow-consumer
+    /// policy is `KeepLatest`, a subscriber's full queue keeps only the latest publication
+    /// per key (`Builder::slow_consumers`). Elsewhere the key changes nothing.
+    pub fn publish_keyed(&self, topic: &str, key: &str, data: impl Into<Bytes>, ty: MessageType) {
+        let data = data.into();
+        let key = topics::key_hash(key);
+        self.dispatch()
+            .to_topic(topic, &ty.frame(&data), key, Some(self.conn.id));
+    }
+
+    /// Turns on (or off) the in-band notice `{"topic":"t","missed":N}`, sent when this
+    /// connection's full queue dropped N publications of `t` under the topic's slow-consumer
+    /// policy (`Builder::slow_consumers`); counts of drops not yet told add up in one notice.
+    /// On whenever positions are (`set_positions`). Off by default, since a client that did
+    /// not ask for it may not expect JSON among its messages.
+    pub fn set_notices(&self, on: bool) {
+        self.conn.set_notices(on);
     }
 
     /// `publish` (this connection left out), then what it reached on this node, as
@@ -486,7 +505,7 @@ impl Websocket {
     ) -> impl Future<Output = PublishReport> + Send + 'static {
         let data = data.into();
         self.dispatch()
-            .to_topic_reported(topic, &ty.frame(&data), Some(self.conn.id))
+            .to_topic_reported(topic, &ty.frame(&data), 0, Some(self.conn.id))
     }
 
     /// Runs the listeners of `name` for this connection only, now (nothing goes on the wire).

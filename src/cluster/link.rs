@@ -273,7 +273,7 @@ async fn receive_topic(
         handle.stats.received.fetch_add(1, Ordering::Relaxed);
         Dispatch::of(&shared)
             .local()
-            .to_topic(&topic, &msg.payload, None);
+            .to_topic(&topic, &msg.payload, 0, None);
     }
 }
 

@@ -26,8 +26,9 @@ use crate::handshake::{RequestData, Token};
 use crate::history::{self, Epoch, Kept, Position, Seam};
 use crate::metrics::{self, DropCause};
 use crate::registry::ConnId;
+use crate::topics;
 
-use crate::ws::queue::{Push, MAX_IOVECS};
+use crate::ws::queue::{Displace, Droppable, Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
 use crate::{Config, Error};
 
@@ -61,6 +62,8 @@ pub(crate) struct Conn {
     claim: Cell<u64>,
     /// Publications of topics with history reach it in the position envelope.
     positions: Cell<bool>,
+    /// Publications its full queue drops under a slow-consumer policy are told to it in band.
+    notices: Cell<bool>,
     /// Topics it is catching up on, with the live publications held meanwhile; allocated
     /// only during a recovery.
     recovering: RefCell<Option<Box<Recovering>>>,
@@ -107,6 +110,7 @@ impl Conn {
             fd: LentSocket::default(),
             dirty: Cell::new(false),
             positions: Cell::new(false),
+            notices: Cell::new(false),
             recovering: RefCell::new(None),
         }
     }
@@ -216,6 +220,50 @@ impl Conn {
 
     pub(crate) fn set_positions(&self, on: bool) {
         self.positions.set(on);
+    }
+
+    pub(crate) fn set_notices(&self, on: bool) {
+        self.notices.set(on);
+    }
+
+    /// Queues a publication of a topic whose slow-consumer policy lets a full queue drop it
+    /// (`OutboundQueue::push_droppable`); the caller tells the connection of a drop
+    /// (`tell_dropped`) once it holds no borrow of the shard's tables.
+    pub(crate) fn offer_droppable(
+        self: &Rc<Self>,
+        frame: Bytes,
+        tag: Droppable,
+        displace: Displace,
+    ) -> Push {
+        let push = self
+            .session
+            .borrow_mut()
+            .send_droppable(frame, tag, displace);
+        match push {
+            Push::Closed | Push::Dropped => {}
+            _ => {
+                self.conns.metrics().queued();
+                self.mark_dirty();
+            }
+        }
+        push
+    }
+
+    /// A publication of `topic` (`hash` is `topics::fnv1a` of it) was dropped for this
+    /// connection under the topic's slow-consumer policy: the in-band notice, when it asked for
+    /// notices, and `error` with `Error::Dropped`.
+    pub(crate) fn tell_dropped(self: &Rc<Self>, topic: &str, hash: u64) {
+        if self.notices.get() || self.positions.get() {
+            self.session
+                .borrow_mut()
+                .send_notice(hash, 1, |n| topics::missed_notice(topic, n));
+            self.mark_dirty();
+        }
+        let error = Error::Dropped {
+            topic: topic.to_string(),
+            dropped: 1,
+        };
+        self.fire_error(error, Bytes::copy_from_slice(topic.as_bytes()));
     }
 
     /// While it catches up on `topic`, holds a live publication for the seam: `true` when held.
@@ -522,7 +570,8 @@ impl Conn {
                     .timers
                     .schedule(&self.scheduled, self.id, deadline)
             }
-            Push::Closed => return false,
+            // Only `push_droppable` answers these.
+            Push::Closed | Push::Displaced { .. } | Push::Dropped => return false,
         }
         self.conns.metrics().queued();
         self.mark_dirty();

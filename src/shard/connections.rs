@@ -24,7 +24,8 @@ use crate::event::{ListenerMap, ListenerRegistry, ServerListener};
 use crate::history::{self, Histories, HistoryRules, Position};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, Registry, ShardId};
-use crate::topics::{PublishReport, TopicIndex, TopicTable};
+use crate::topics::{self, PublishReport, SlowConsumerPolicy, TopicIndex, TopicRules, TopicTable};
+use crate::ws::queue::{Displace, Droppable, Push};
 
 /// Size of the shard's read buffer: the most one `recv` takes.
 pub(crate) const SCRATCH: usize = 64 << 10;
@@ -65,6 +66,8 @@ pub(crate) struct Connections {
     pub(crate) backend: Option<Rc<BackendLink>>,
     /// `Builder::history`: which topics keep history.
     pub(crate) history_rules: Option<Arc<HistoryRules>>,
+    /// `Builder::slow_consumers`: what full queues do with each topic's publications.
+    pub(crate) slow_consumers: Option<Arc<TopicRules<SlowConsumerPolicy>>>,
     /// The histories of the topics this shard is home to.
     pub(crate) histories: RefCell<Histories>,
 }
@@ -101,6 +104,7 @@ impl Connections {
             token_refusals: None,
             backend: None,
             history_rules: None,
+            slow_consumers: None,
             histories: RefCell::default(),
         }
     }
@@ -210,58 +214,131 @@ impl Connections {
             .collect()
     }
 
-    /// Queues `frame` for every open subscriber of `topic` on this shard but `except`: walks
-    /// the topic's members only, never the slab. Pushing runs no listener, so neither the
-    /// index nor the slab changes while it goes. Returns what it did (`shards` left at 0).
+    /// Queues a publication for this shard's subscribers of `topic` (maybe but `except`),
+    /// enveloped with its position for those that asked; under the topic's slow-consumer
+    /// policy a full queue may drop one of the topic's publications (`key`, the conflation
+    /// key's hash, picks which under `KeepLatest`), and the connection is told. Returns what
+    /// it did, for a publish report.
     pub(crate) fn deliver_to_topic(
         &self,
         topic: &str,
         frame: &Bytes,
+        key: u64,
         except: Option<ConnId>,
         position: Option<Position>,
     ) -> PublishReport {
         let now = Instant::now();
-        let index = self.topics.borrow();
-        let slab = self.slab.borrow();
+        let policy = self.policy_of(topic);
+        let droppable = match policy {
+            SlowConsumerPolicy::Teardown => None,
+            SlowConsumerPolicy::DropOldest => Some((0, Displace::Oldest)),
+            SlowConsumerPolicy::KeepLatest => Some((key, Displace::SameKey)),
+        }
+        .map(|(key, displace)| {
+            let tag = Droppable {
+                topic: topics::fnv1a(topic.as_bytes()),
+                key,
+            };
+            (tag, displace)
+        });
         let mut done = PublishReport::default();
         let mut held = 0u64;
-        // Made once, for the first subscriber that asked for positions.
-        let mut enveloped: Option<Bytes> = None;
-        for slot in index.members(topic) {
-            let conn = slab.get(slot);
-            if conn.is_some_and(|c| Some(c.id) == except) {
-                continue;
-            }
-            done.subscribers += 1;
-            let Some(c) = conn else {
-                done.closed += 1;
-                continue;
-            };
-            let queued = match position {
-                None => c.offer_frame(frame.clone(), now),
-                Some(position) if c.hold_if_recovering(topic, position, frame) => {
-                    // Held for the seam, sent when the catch-up ends: accepted, not yet queued.
-                    held += 1;
-                    true
+        // Subscribers whose queue dropped a publication, with the dropped one's topic hash.
+        let mut drops: Vec<(Rc<Conn>, u64)> = Vec::new();
+        {
+            let index = self.topics.borrow();
+            let slab = self.slab.borrow();
+            // Made once, for the first subscriber that asked for positions.
+            let mut enveloped: Option<Bytes> = None;
+            for slot in index.members(topic) {
+                let conn = slab.get(slot);
+                if conn.is_some_and(|c| Some(c.id) == except) {
+                    continue;
                 }
-                Some(position) if c.wants_positions() => {
-                    let frame = enveloped.get_or_insert_with(|| {
-                        let (payload, binary) = history::unframe(frame);
-                        history::envelope(topic, position, &payload, binary)
-                    });
-                    c.offer_frame(frame.clone(), now)
+                done.subscribers += 1;
+                let Some(c) = conn else {
+                    done.closed += 1;
+                    continue;
+                };
+                let out = match position {
+                    Some(position) if c.hold_if_recovering(topic, position, frame) => {
+                        // Held for the seam, sent when the catch-up ends: accepted, not yet
+                        // queued.
+                        held += 1;
+                        done.queued += 1;
+                        continue;
+                    }
+                    Some(position) if c.wants_positions() => enveloped
+                        .get_or_insert_with(|| {
+                            let (payload, binary) = history::unframe(frame);
+                            history::envelope(topic, position, &payload, binary)
+                        })
+                        .clone(),
+                    _ => frame.clone(),
+                };
+                let push = match droppable {
+                    Some((tag, displace)) => c.offer_droppable(out, tag, displace),
+                    None if c.offer_frame(out, now) => Push::Queued,
+                    None => Push::Closed,
+                };
+                match push {
+                    Push::Queued | Push::Waiting { .. } => done.queued += 1,
+                    Push::Closed => done.closed += 1,
+                    Push::Displaced { topic } => {
+                        done.queued += 1;
+                        done.dropped += 1;
+                        drops.push((Rc::clone(c), topic));
+                    }
+                    Push::Dropped => {
+                        done.dropped += 1;
+                        drops.extend(droppable.map(|(tag, _)| (Rc::clone(c), tag.topic)));
+                    }
                 }
-                Some(_) => c.offer_frame(frame.clone(), now),
-            };
-            if queued {
-                done.queued += 1;
-            } else {
-                done.closed += 1;
             }
         }
         let nanos = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics().published(done.queued - held, nanos);
+        if !drops.is_empty() {
+            self.tell_dropped(topic, drops);
+        }
         done
+    }
+
+    /// What full queues do with `topic`'s publications.
+    fn policy_of(&self, topic: &str) -> SlowConsumerPolicy {
+        self.slow_consumers
+            .as_ref()
+            .and_then(|rules| rules.get(topic))
+            .unwrap_or_default()
+    }
+
+    /// Counts and tells the drops a publication of `topic` caused. A dropped publication may
+    /// be of another of the connection's topics (one with nothing queued takes the oldest
+    /// droppable place): its name is found among the connection's topics by hash.
+    fn tell_dropped(&self, topic: &str, drops: Vec<(Rc<Conn>, u64)>) {
+        let hash = topics::fnv1a(topic.as_bytes());
+        let named: Vec<(Rc<Conn>, Arc<str>, u64)> = {
+            let index = self.topics.borrow();
+            drops
+                .into_iter()
+                .filter_map(|(c, dropped)| {
+                    let name = if dropped == hash {
+                        Arc::from(topic)
+                    } else {
+                        let name = index
+                            .topics_of(c.id.slot)
+                            .find(|t| topics::fnv1a(t.as_bytes()) == dropped)?;
+                        Arc::clone(name)
+                    };
+                    Some((c, name, dropped))
+                })
+                .collect()
+        };
+        for (c, name, dropped) in named {
+            let policy = self.policy_of(&name).name();
+            self.metrics().dropped_by_policy(&name, policy, 1);
+            c.tell_dropped(&name, dropped);
+        }
     }
 
     /// One subscriber of `topic` on this shard left.

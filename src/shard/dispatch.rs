@@ -136,9 +136,10 @@ impl<'a> Dispatch<'a> {
     }
 
     /// `frame` for every subscriber of `topic`, maybe but `except`: one message to each shard
-    /// of this node that holds a subscriber, and in cluster mode one to the other nodes.
-    pub(crate) fn to_topic(self, topic: &str, frame: &Bytes, except: Option<ConnId>) {
-        self.publish(topic, frame, except, None);
+    /// of this node that holds a subscriber, and in cluster mode one to the other nodes. `key`
+    /// is the conflation key's hash (`topics::key_hash`), 0 for none.
+    pub(crate) fn to_topic(self, topic: &str, frame: &Bytes, key: u64, except: Option<ConnId>) {
+        self.publish(topic, frame, key, except, None);
     }
 
     /// `to_topic`, each shard reached answering with what it did; the future sums the answers
@@ -147,10 +148,11 @@ impl<'a> Dispatch<'a> {
         self,
         topic: &str,
         frame: &Bytes,
+        key: u64,
         except: Option<ConnId>,
     ) -> impl Future<Output = PublishReport> + Send + 'static {
         let (report, answers) = flume::unbounded();
-        let partial = self.publish(topic, frame, except, Some(&report));
+        let partial = self.publish(topic, frame, key, except, Some(&report));
         // Each shard drops its sender once it answered (or its message was dropped unread):
         // when the last is gone every answer is in.
         drop(report);
@@ -163,6 +165,7 @@ impl<'a> Dispatch<'a> {
         self,
         topic: &str,
         frame: &Bytes,
+        key: u64,
         except: Option<ConnId>,
         report: Option<&ReportSender>,
     ) -> bool {
@@ -175,12 +178,13 @@ impl<'a> Dispatch<'a> {
             let msg = ShardMsg::Record {
                 topic: topic.into(),
                 frame: frame.clone(),
+                key,
                 except,
                 report: report.cloned(),
             };
             send_to(self.links, home, msg).is_err()
         } else {
-            self.fan_out(topic, frame, except, report)
+            self.fan_out(topic, frame, key, except, report)
         };
         if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
             cluster.send(Work::Publish {
@@ -198,6 +202,7 @@ impl<'a> Dispatch<'a> {
         self,
         topic: &str,
         frame: &Bytes,
+        key: u64,
         except: Option<ConnId>,
         report: Option<&ReportSender>,
     ) -> bool {
@@ -209,6 +214,7 @@ impl<'a> Dispatch<'a> {
                 let msg = ShardMsg::Publish {
                     topic: Arc::clone(&name),
                     frame: frame.clone(),
+                    key,
                     except: except.filter(|id| id.shard == shard),
                     position: None,
                     report: report.cloned(),

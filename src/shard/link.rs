@@ -29,6 +29,8 @@ pub(crate) enum ShardMsg {
     Publish {
         topic: Arc<str>,
         frame: Bytes,
+        /// The conflation key's hash (`topics::key_hash`), 0 for none.
+        key: u64,
         except: Option<ConnId>,
         position: Option<Position>,
         report: Option<flume::Sender<PublishReport>>,
@@ -39,6 +41,7 @@ pub(crate) enum ShardMsg {
     Record {
         topic: Arc<str>,
         frame: Bytes,
+        key: u64,
         except: Option<ConnId>,
         report: Option<flume::Sender<PublishReport>>,
     },

@@ -17,7 +17,7 @@ use crate::history::HistoryRules;
 use crate::http::Router;
 use crate::registry::Registry;
 use crate::tls::Tls;
-use crate::topics::TopicTable;
+use crate::topics::{SlowConsumerPolicy, TopicRules, TopicTable};
 use crate::upgrade::Gate;
 use crate::Config;
 
@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) auth: Option<Arc<Verifier>>,
     /// `Builder::history`: which topics keep history; `None` when none does.
     pub(crate) history: Option<Arc<HistoryRules>>,
+    /// `Builder::slow_consumers`: topics whose full queues drop publications; `None` when
+    /// every topic has the default.
+    pub(crate) slow_consumers: Option<Arc<TopicRules<SlowConsumerPolicy>>>,
     /// `Builder::backend`: what each shard's `BackendLink` is made of.
     pub(crate) backend: Option<BackendShared>,
     pub(crate) listeners: Arc<ListenerRegistry<EventPayload>>,

@@ -93,6 +93,7 @@ impl ShardCore {
             .filter(|v| v.refusal_limit() > 0)
             .map(|v| RefCell::new(RefusalLimit::new(v.refusal_limit())));
         conns.history_rules = shared.history.clone();
+        conns.slow_consumers = shared.slow_consumers.clone();
         conns.backend = shared
             .backend
             .as_ref()
@@ -199,13 +200,14 @@ impl ShardCore {
             ShardMsg::Publish {
                 topic,
                 frame,
+                key,
                 except,
                 position,
                 report,
             } => {
                 let done = self
                     .conns
-                    .deliver_to_topic(&topic, &frame, except, position);
+                    .deliver_to_topic(&topic, &frame, key, except, position);
                 if let Some(report) = report {
                     let _ = report.send(PublishReport { shards: 1, ..done });
                 }
@@ -213,9 +215,10 @@ impl ShardCore {
             ShardMsg::Record {
                 topic,
                 frame,
+                key,
                 except,
                 report,
-            } => self.record(topic, frame, except, report, now),
+            } => self.record(topic, frame, key, except, report, now),
             ShardMsg::Window { topic, done } => {
                 let window = self.conns.histories.borrow_mut().window(&topic, now);
                 let _ = done.send(window);
@@ -288,6 +291,7 @@ impl ShardCore {
         &self,
         topic: Arc<str>,
         frame: Bytes,
+        key: u64,
         except: Option<ConnId>,
         report: Option<flume::Sender<PublishReport>>,
         now: Instant,
@@ -310,15 +314,16 @@ impl ShardCore {
             for shard in self.conns.topic_table.shards_with(&topic) {
                 let except = except.filter(|id| id.shard == shard);
                 if shard == self.conns.id {
-                    let done = self
-                        .conns
-                        .deliver_to_topic(&topic, &frame, except, Some(position));
+                    let done =
+                        self.conns
+                            .deliver_to_topic(&topic, &frame, key, except, Some(position));
                     mine.add(&done);
                     continue;
                 }
                 let msg = ShardMsg::Publish {
                     topic: Arc::clone(&topic),
                     frame: frame.clone(),
+                    key,
                     except,
                     position: Some(position),
                     report: report.clone(),

@@ -1,5 +1,6 @@
 //! The outbound queue of one connection: framed bytes waiting for the socket, the queue-full
-//! policy and its retry window. Pure bookkeeping; not the socket writes themselves.
+//! policies (wait for room, or drop a publication a topic's slow-consumer policy lets go) and
+//! the notices of what was dropped. Pure bookkeeping; not the socket writes themselves.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -21,6 +22,35 @@ pub enum Push {
     },
     /// A close frame is already queued; nothing may follow it (RFC 6455 §5.5.1).
     Closed,
+    /// The queue was full: the publication was queued in place of an older one of topic
+    /// `topic` (a hash, as in `Droppable`), which was dropped.
+    Displaced {
+        /// The topic of the publication dropped.
+        topic: u64,
+    },
+    /// The queue was full of what may not be dropped: this publication was dropped.
+    Dropped,
+}
+
+/// A publication whose topic's slow-consumer policy lets a full queue drop it: its topic and,
+/// for a topic that keeps the latest publication per key, its key, both as 64-bit hashes
+/// (`topic_hash`; 0 for no key). Hashes keep each queued frame small; two names sharing one
+/// are as likely as two random 64-bit numbers being equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Droppable {
+    /// The topic's hash.
+    pub topic: u64,
+    /// The key's hash, 0 without a key.
+    pub key: u64,
+}
+
+/// Which queued publication a full queue drops for a new `Droppable` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Displace {
+    /// The oldest of the same topic.
+    Oldest,
+    /// The one with the same topic and key; without one, the oldest of the same topic.
+    SameKey,
 }
 
 /// Most pongs kept queued at once; past it, a new pong replaces the newest unwritten one
@@ -31,6 +61,11 @@ pub const MAX_QUEUED_PONGS: usize = 16;
 enum Kind {
     /// A data message: counts against the capacity.
     Data,
+    /// A data message a full queue may drop: counts against the capacity.
+    Droppable(Droppable),
+    /// A notice of `count` publications of `topic` dropped: does not count, like a control
+    /// frame, and at most one per topic is left unwritten (`push_notice`).
+    Notice { topic: u64, count: u64 },
     /// A ping, a close frame or the handshake response.
     Control,
     /// A pong: counted, so a ping flood cannot grow the queue.
@@ -83,6 +118,14 @@ impl Frames {
         match i {
             0 => self.first.as_mut(),
             i => self.rest.get_mut(i - 1),
+        }
+    }
+
+    /// Takes out the frame at `i`, keeping the order of the others.
+    fn remove(&mut self, i: usize) -> Option<Frame> {
+        match i {
+            0 => self.pop_front(),
+            i => self.rest.remove(i - 1),
         }
     }
 
@@ -143,6 +186,7 @@ impl OutboundQueue {
     }
 
     /// Queues a framed data message, or lets it wait `window` for room when the queue is full.
+    #[cfg(test)]
     pub fn push_data(&mut self, frame: Bytes, now: Instant, window: std::time::Duration) -> Push {
         self.push_data_from(frame, None, now, window)
     }
@@ -182,6 +226,84 @@ impl OutboundQueue {
         Push::Queued
     }
 
+    /// Queues a publication a full queue may drop: with room it is queued as any data message;
+    /// a full queue drops, to make room, the queued publication `displace` picks among those
+    /// not yet started, or, with none of its topic, the oldest droppable one of any topic (so a
+    /// busy topic cannot starve a quiet one), or else this one. It never waits, so a queue
+    /// full of droppable publications is never a reason to tear the connection down.
+    pub fn push_droppable(&mut self, frame: Bytes, tag: Droppable, displace: Displace) -> Push {
+        if self.closed {
+            return Push::Closed;
+        }
+        if self.waiting.is_empty() && self.data_count < self.capacity {
+            self.push(frame, Kind::Droppable(tag));
+            return Push::Queued;
+        }
+        let first_free = (self.offset > 0) as usize;
+        let mut oldest_of_topic = None;
+        let mut oldest_any = None;
+        let mut same_key = None;
+        for (i, f) in self.frames.iter().enumerate().skip(first_free) {
+            let Kind::Droppable(queued) = f.kind else {
+                continue;
+            };
+            oldest_any.get_or_insert(i);
+            if queued.topic == tag.topic {
+                oldest_of_topic.get_or_insert(i);
+                if displace == Displace::SameKey && queued.key == tag.key {
+                    same_key = Some(i);
+                    break;
+                }
+                if displace == Displace::Oldest {
+                    break;
+                }
+            }
+        }
+        let Some(victim) = same_key.or(oldest_of_topic).or(oldest_any) else {
+            return Push::Dropped;
+        };
+        let topic = match self.frames.remove(victim).map(|f| f.kind) {
+            Some(Kind::Droppable(dropped)) => dropped.topic,
+            _ => tag.topic,
+        };
+        // One out, one in: the count of data messages stays as it was.
+        self.frames.push_back(Frame {
+            bytes: frame,
+            kind: Kind::Droppable(tag),
+        });
+        Push::Displaced { topic }
+    }
+
+    /// Tells the client that `added` more publications of `topic` (a hash) were dropped: an
+    /// unwritten notice for the topic is rewritten to the new total (`make` frames it), or else
+    /// a new one goes last. Notices never wait and do not count against the capacity; there
+    /// is at most one unwritten per topic, so they take bounded room.
+    pub fn push_notice(&mut self, topic: u64, added: u64, make: impl FnOnce(u64) -> Bytes) {
+        if self.closed {
+            return;
+        }
+        let first_free = (self.offset > 0) as usize;
+        for i in first_free..self.frames.len() {
+            if let Some(f) = self.frames.get_mut(i) {
+                if let Kind::Notice { topic: t, count } = f.kind {
+                    if t == topic {
+                        let count = count.saturating_add(added);
+                        f.kind = Kind::Notice { topic, count };
+                        f.bytes = make(count);
+                        return;
+                    }
+                }
+            }
+        }
+        self.push(
+            make(added),
+            Kind::Notice {
+                topic,
+                count: added,
+            },
+        );
+    }
+
     /// Queues a pong like a control frame; with `MAX_QUEUED_PONGS` already waiting, it replaces
     /// the newest one not yet started instead, so pongs never take more than a fixed amount of
     /// memory. Returns false when it replaced one.
@@ -210,9 +332,9 @@ impl OutboundQueue {
 
     fn push(&mut self, bytes: Bytes, kind: Kind) {
         match kind {
-            Kind::Data => self.data_count += 1,
+            Kind::Data | Kind::Droppable(_) => self.data_count += 1,
             Kind::Pong => self.pongs += 1,
-            Kind::Control => {}
+            Kind::Control | Kind::Notice { .. } => {}
         }
         self.frames.push_back(Frame { bytes, kind });
     }
@@ -293,7 +415,7 @@ impl OutboundQueue {
             written -= left;
             self.offset = 0;
             match self.frames.pop_front().map(|f| f.kind) {
-                Some(Kind::Data) => self.data_count -= 1,
+                Some(Kind::Data | Kind::Droppable(_)) => self.data_count -= 1,
                 Some(Kind::Pong) => self.pongs -= 1,
                 _ => {}
             }
@@ -479,5 +601,101 @@ mod tests {
         q.advance(3);
         q.compact();
         assert_eq!(q.frames.rest.capacity(), 0);
+    }
+
+    const A: u64 = 0xa;
+    const B: u64 = 0xb;
+
+    fn pub_(topic: u64, key: u64) -> Droppable {
+        Droppable { topic, key }
+    }
+
+    fn drop_oldest(q: &mut OutboundQueue, bytes: &'static [u8], topic: u64) -> Push {
+        q.push_droppable(Bytes::from_static(bytes), pub_(topic, 0), Displace::Oldest)
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_publication_of_the_topic() {
+        let mut q = OutboundQueue::new(3);
+        assert_eq!(drop_oldest(&mut q, b"1", A), Push::Queued);
+        assert_eq!(drop_oldest(&mut q, b"x", B), Push::Queued);
+        assert_eq!(drop_oldest(&mut q, b"2", A), Push::Queued);
+        assert_eq!(drop_oldest(&mut q, b"3", A), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"x23");
+        assert_eq!(drop_oldest(&mut q, b"4", A), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"x34");
+        // Nothing waits, so a full queue of droppable publications is not "full" for teardown.
+        assert_eq!(q.full_since(), None);
+        assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn a_topic_with_nothing_queued_displaces_the_oldest_droppable_of_another() {
+        let mut q = OutboundQueue::new(2);
+        drop_oldest(&mut q, b"1", A);
+        drop_oldest(&mut q, b"2", A);
+        assert_eq!(drop_oldest(&mut q, b"y", B), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"2y");
+    }
+
+    #[test]
+    fn a_queue_full_of_plain_messages_drops_the_new_publication() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(1);
+        q.push_data(Bytes::from_static(b"m"), t0, W);
+        assert_eq!(drop_oldest(&mut q, b"1", A), Push::Dropped);
+        assert_eq!(written(&q), b"m");
+        assert_eq!(q.full_since(), None);
+    }
+
+    #[test]
+    fn keep_latest_replaces_the_same_key_and_moves_it_last() {
+        let mut q = OutboundQueue::new(3);
+        let latest = |q: &mut OutboundQueue, b: &'static [u8], key| {
+            q.push_droppable(Bytes::from_static(b), pub_(A, key), Displace::SameKey)
+        };
+        latest(&mut q, b"a1", 1);
+        latest(&mut q, b"b1", 2);
+        latest(&mut q, b"c1", 3);
+        assert_eq!(latest(&mut q, b"a2", 1), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"b1c1a2");
+        assert_eq!(latest(&mut q, b"c2", 3), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"b1a2c2");
+        // A key with nothing queued takes the place of the topic's oldest.
+        assert_eq!(latest(&mut q, b"d1", 4), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"a2c2d1");
+    }
+
+    #[test]
+    fn a_started_publication_is_never_dropped() {
+        let mut q = OutboundQueue::new(2);
+        drop_oldest(&mut q, b"11", A);
+        drop_oldest(&mut q, b"22", A);
+        q.advance(1);
+        assert_eq!(drop_oldest(&mut q, b"33", A), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"133");
+        q.advance(3);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn notices_add_up_until_one_is_started() {
+        let mut q = OutboundQueue::new(1);
+        let make = |n: u64| Bytes::from(format!("<{n}>"));
+        q.push_notice(A, 2, make);
+        q.push_notice(B, 1, make);
+        q.push_notice(A, 3, make);
+        assert_eq!(written(&q), b"<5><1>");
+        q.advance(1);
+        // A started notice stays as it is; the next drops get a notice of their own.
+        q.push_notice(A, 1, make);
+        assert_eq!(written(&q), b"5><1><1>");
+        // Notices do not count against the capacity.
+        assert_eq!(drop_oldest(&mut q, b"x", A), Push::Queued);
+        q.push_close(Bytes::from_static(b"X"));
+        q.push_notice(B, 1, make);
+        assert_eq!(written(&q), b"5><1><1>xX");
+        assert_eq!(drop_oldest(&mut q, b"y", A), Push::Closed);
     }
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::deflate::{self, Agreement, Deflate};
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
-use super::queue::{OutboundQueue, Push};
+use super::queue::{Displace, Droppable, OutboundQueue, Push};
 
 /// What a session needs of its route's settings, every duration and size already resolved
 /// (no zero meaning "default"). The library's `Config` is one.
@@ -478,14 +478,39 @@ impl<C: Settings> Session<C> {
             return Push::Closed;
         }
         let window = self.config.retry_window();
+        let (sent, plain) = self.outgoing(frame);
+        self.out.push_data_from(sent, plain, now, window)
+    }
+
+    /// `send` for a publication of a topic whose slow-consumer policy lets a full queue drop
+    /// it (`OutboundQueue::push_droppable`): it never waits.
+    pub fn send_droppable(&mut self, frame: Bytes, tag: Droppable, displace: Displace) -> Push {
+        if self.phase != Phase::Open {
+            return Push::Closed;
+        }
+        let (sent, _) = self.outgoing(frame);
+        self.out.push_droppable(sent, tag, displace)
+    }
+
+    /// Tells the client of `added` more dropped publications of `topic`
+    /// (`OutboundQueue::push_notice`); the notice goes uncompressed, which RFC 7692 §6 allows
+    /// on any connection. Does nothing unless open.
+    pub fn send_notice(&mut self, topic: u64, added: u64, make: impl FnOnce(u64) -> Bytes) {
+        if self.phase == Phase::Open {
+            self.out.push_notice(topic, added, make);
+        }
+    }
+
+    /// A data frame as it goes out (compressed where permessage-deflate is on) and, when that
+    /// differs, the frame as given, which is what a drop reports.
+    fn outgoing(&self, frame: Bytes) -> (Bytes, Option<Bytes>) {
         match (self.config.deflate(), self.deflate_window) {
             (Some(settings), bits @ 1..) => {
                 let sent = deflate::compress_frame(&frame, settings, bits);
-                // A drop reports the message as it was given, not as it went out.
                 let plain = (sent.as_ptr() != frame.as_ptr()).then_some(frame);
-                self.out.push_data_from(sent, plain, now, window)
+                (sent, plain)
             }
-            _ => self.out.push_data(frame, now, window),
+            _ => (frame, None),
         }
     }
 
