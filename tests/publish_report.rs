@@ -36,6 +36,7 @@ fn counted(n: usize, shards: usize) -> PublishReport {
         subscribers: n as u64,
         queued: n as u64,
         closed: 0,
+        dropped: 0,
         shards,
         partial: false,
     }
@@ -177,6 +178,7 @@ fn a_shard_whose_inbox_refused_the_publish_makes_the_report_partial() {
             subscribers: 0,
             queued: 0,
             closed: 0,
+            dropped: 0,
             shards: 0,
             partial: true,
         }

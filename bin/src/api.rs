@@ -457,11 +457,20 @@ async fn answer(
             if let Err(e) = corecast::topics::check_name(&topic) {
                 return error(400, &e.to_string());
             }
+            // `?key=`: the conflation key, for topics whose full queues keep the latest
+            // publication per key.
+            let key = head.query("key");
+            if key.is_some_and(|k| k.is_empty() || k.len() > corecast::topics::MAX_TOPIC_LEN) {
+                return error(400, "key must be 1 to 256 bytes");
+            }
             if wants_report(head) {
-                let report = server.publish_reported(&topic, body, ty).await;
+                let report = server.publish_keyed_reported(&topic, key, body, ty).await;
                 return json(200, &publish_report(&report));
             }
-            server.publish(&topic, body, ty);
+            match key {
+                Some(key) => server.publish_keyed(&topic, key, body, ty),
+                None => server.publish(&topic, body, ty),
+            }
             let n = server.subscriber_count(&topic);
             json(200, &format!(r#"{{"ok":true,"subscribers":{n}}}"#))
         }
@@ -488,18 +497,19 @@ fn wants_report(head: &RequestHead) -> bool {
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// `POST /api/publish/{topic}?report=1`: `{"subscribers":N,"queued":Q,"closed":C,"shards":S,
-/// "partial":false}`, this node only.
+/// `POST /api/publish/{topic}?report=1`: `{"subscribers":N,"queued":Q,"closed":C,
+/// "dropped":D,"shards":S,"partial":false}`, this node only.
 fn publish_report(report: &PublishReport) -> String {
     let PublishReport {
         subscribers,
         queued,
         closed,
+        dropped,
         shards,
         partial,
     } = report;
     format!(
-        r#"{{"subscribers":{subscribers},"queued":{queued},"closed":{closed},"shards":{shards},"partial":{partial}}}"#
+        r#"{{"subscribers":{subscribers},"queued":{queued},"closed":{closed},"dropped":{dropped},"shards":{shards},"partial":{partial}}}"#
     )
 }
 

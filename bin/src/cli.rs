@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::service::Mode;
 use clap::Parser;
 use corecast::backend::{Backend, EventSet, Hook};
-use corecast::{Config, Deflate, TlsConfig, Verifier};
+use corecast::{Config, Deflate, SlowConsumerPolicy, TlsConfig, Verifier};
 
 use corecast::units::{parse_duration, parse_size};
 
@@ -146,6 +146,13 @@ pub struct Args {
     /// rule wins [default: none]
     #[arg(long, env = "CORECAST_HISTORY", value_name = "LIST", value_parser = parse_history)]
     pub history: Option<HistoryRules>,
+    /// What a client's full send queue does with a topic's publications (pubsub mode):
+    /// comma-separated PATTERN=POLICY rules, POLICY one of teardown (wait, then drop the
+    /// client), drop-oldest, keep-latest (one per publisher's key), e.g.
+    /// prices.*=keep-latest,feed=drop-oldest; the first matching rule wins [default: teardown
+    /// for every topic]
+    #[arg(long, env = "CORECAST_SLOW_CONSUMERS", value_name = "LIST", value_parser = parse_slow_consumers)]
+    pub slow_consumers: Option<SlowConsumerRules>,
     /// Messages per second one client may send, in bursts of up to as many; past it messages
     /// are refused, and a client that keeps on is closed with 1008; 0: no limit [default: 100]
     #[arg(long, env = "CORECAST_CLIENT_MESSAGE_RATE", value_name = "N", value_parser = parse_number::<u32>)]
@@ -323,47 +330,80 @@ pub struct HistoryRule {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HistoryRules(pub Vec<HistoryRule>);
 
+/// The `--slow-consumers` rules, in the order given (the first matching one wins).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlowConsumerRules(pub Vec<(String, SlowConsumerPolicy)>);
+
 /// What a `--history` rule looks like, for the errors.
 const HISTORY_FORM: &str = "expected PATTERN=SIZE/TTL, like scores.*=100/60s";
 
+/// What a `--slow-consumers` rule looks like, for the errors.
+const SLOW_CONSUMERS_FORM: &str = "expected PATTERN=POLICY, like prices.*=keep-latest";
+
 /// `--history`: comma-separated `PATTERN=SIZE/TTL` rules, at least one.
 fn parse_history(s: &str) -> Result<HistoryRules, String> {
-    let mut rules: Vec<HistoryRule> = Vec::new();
+    let rules = parse_rules(s, "history", HISTORY_FORM, |item, setting| {
+        parse_retention(item, setting)
+    })?;
+    let rules = rules
+        .into_iter()
+        .map(|(pattern, (size, ttl))| HistoryRule { pattern, size, ttl });
+    Ok(HistoryRules(rules.collect()))
+}
+
+/// `--slow-consumers`: comma-separated `PATTERN=POLICY` rules, at least one.
+fn parse_slow_consumers(s: &str) -> Result<SlowConsumerRules, String> {
+    let rules = parse_rules(s, "slow-consumers", SLOW_CONSUMERS_FORM, |item, policy| {
+        policy
+            .trim()
+            .parse::<SlowConsumerPolicy>()
+            .map_err(|e| format!("invalid slow-consumers rule {item:?}: {e}"))
+    })?;
+    Ok(SlowConsumerRules(rules))
+}
+
+/// Comma-separated `PATTERN=SETTING` rules, at least one, no pattern twice; `what` names the
+/// flag and `form` shows a rule in the errors.
+fn parse_rules<T>(
+    s: &str,
+    what: &str,
+    form: &str,
+    setting: impl Fn(&str, &str) -> Result<T, String>,
+) -> Result<Vec<(String, T)>, String> {
+    let mut rules: Vec<(String, T)> = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let rule = parse_history_rule(item)?;
-        if rules.iter().any(|r| r.pattern == rule.pattern) {
-            return Err(format!(
-                "invalid history rule {item:?}: the pattern {:?} is given twice",
-                rule.pattern
-            ));
+        let bad = |why: &str| format!("invalid {what} rule {item:?}: {why}");
+        let (pattern, value) = item.rsplit_once('=').ok_or_else(|| bad(form))?;
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            return Err(bad("the pattern is empty"));
         }
-        rules.push(rule);
+        if pattern.trim_end_matches('*').contains('*') || pattern.ends_with("**") {
+            return Err(bad("a * may only end the pattern, as in scores.*"));
+        }
+        if pattern.len() > corecast::topics::MAX_TOPIC_LEN {
+            return Err(bad(&format!(
+                "the pattern is over {} bytes, the longest topic name",
+                corecast::topics::MAX_TOPIC_LEN
+            )));
+        }
+        if rules.iter().any(|(p, _)| p == pattern) {
+            return Err(bad(&format!("the pattern {pattern:?} is given twice")));
+        }
+        rules.push((pattern.to_string(), setting(item, value)?));
     }
     if rules.is_empty() {
         return Err(format!(
-            "invalid history list {s:?}: {HISTORY_FORM}, comma-separated"
+            "invalid {what} list {s:?}: {form}, comma-separated"
         ));
     }
-    Ok(HistoryRules(rules))
+    Ok(rules)
 }
 
-fn parse_history_rule(item: &str) -> Result<HistoryRule, String> {
+/// A `--history` rule's `SIZE/TTL`.
+fn parse_retention(item: &str, retention: &str) -> Result<(usize, Duration), String> {
     let bad = |why: &str| format!("invalid history rule {item:?}: {why}");
-    let (pattern, retention) = item.rsplit_once('=').ok_or_else(|| bad(HISTORY_FORM))?;
     let (size, ttl) = retention.split_once('/').ok_or_else(|| bad(HISTORY_FORM))?;
-    let pattern = pattern.trim();
-    if pattern.is_empty() {
-        return Err(bad("the pattern is empty"));
-    }
-    if pattern.trim_end_matches('*').contains('*') || pattern.ends_with("**") {
-        return Err(bad("a * may only end the pattern, as in scores.*"));
-    }
-    if pattern.len() > corecast::topics::MAX_TOPIC_LEN {
-        return Err(bad(&format!(
-            "the pattern is over {} bytes, the longest topic name",
-            corecast::topics::MAX_TOPIC_LEN
-        )));
-    }
     let size = match size.trim().parse::<usize>() {
         Ok(n) if n > 0 => n,
         _ => return Err(bad("SIZE must be a whole number from 1, like 100")),
@@ -372,11 +412,7 @@ fn parse_history_rule(item: &str) -> Result<HistoryRule, String> {
     if ttl.is_zero() {
         return Err(bad("TTL must be more than 0, like 60s"));
     }
-    Ok(HistoryRule {
-        pattern: pattern.to_string(),
-        size,
-        ttl,
-    })
+    Ok((size, ttl))
 }
 
 fn parse_subprotocols(s: &str) -> Result<String, String> {
@@ -445,6 +481,8 @@ pub struct Settings {
     pub backend: Option<Backend>,
     /// Topics that keep history (`Builder::history`), in order: the first matching rule wins.
     pub history: Vec<HistoryRule>,
+    /// Topics whose full queues drop publications (`Builder::slow_consumers`), in order.
+    pub slow_consumers: Vec<(String, SlowConsumerPolicy)>,
 }
 
 /// Cluster mode's settings.
@@ -526,6 +564,7 @@ impl Settings {
             auth: None,
             backend: None,
             history: a.history.map(|h| h.0).unwrap_or_default(),
+            slow_consumers: a.slow_consumers.map(|r| r.0).unwrap_or_default(),
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
@@ -837,6 +876,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "send-queue-size" => fill!(send_queue_size, parse_number::<usize>),
             "max-topics" => fill!(max_topics, parse_number::<usize>),
             "history" => fill!(history, parse_history),
+            "slow-consumers" => fill!(slow_consumers, parse_slow_consumers),
             "client-message-rate" => fill!(client_message_rate, parse_number::<u32>),
             "client-byte-rate" => fill!(client_byte_rate, parse_byte_rate),
             "max-send-retry" => fill!(max_send_retry, parse_number::<u32>),

@@ -109,6 +109,10 @@ fn run(s: Settings) -> anyhow::Result<()> {
         tracing::info!(pattern = %rule.pattern, size = rule.size, ttl = ?rule.ttl, "topic history");
         builder = builder.history(&rule.pattern, rule.size, rule.ttl);
     }
+    for (pattern, policy) in &s.slow_consumers {
+        tracing::info!(%pattern, policy = policy.name(), "slow-consumer policy");
+        builder = builder.slow_consumers(pattern, *policy);
+    }
     if let Some(backend) = &s.backend {
         tracing::info!(?backend, "application backend");
         builder = builder.backend(backend.clone());

@@ -9,12 +9,13 @@ use std::rc::Rc;
 
 use corecast::backend::{Hook, Verdict};
 use corecast::history::{Epoch, Position, Recovery};
+use corecast::topics::MAX_TOPIC_LEN;
 use corecast::{event, Error, EventPayload, MessageType, Server, Websocket};
 use serde_json::Value;
 
 /// Registers the listeners of `--mode pubsub`.
 pub fn install(server: &Server) {
-    server.on(event::CONNECT, subscribe_from_query);
+    server.on(event::CONNECT, on_connect);
     server.on(event::MESSAGE, pubsub);
     server.on(event::DISCONNECT, Lane::forget);
     server.on(event::TOKEN_EXPIRING, tell_expiring);
@@ -34,10 +35,12 @@ pub(crate) enum PubsubRequest {
     },
     Unsubscribe(String),
     /// Publish `data` to the topic's other subscribers: a JSON string goes out as its text, any
-    /// other JSON value as its JSON text.
+    /// other JSON value as its JSON text. `key`: the conflation key, for topics whose full
+    /// queues keep the latest publication per key.
     Publish {
         topic: String,
         data: String,
+        key: Option<String>,
     },
     /// A fresh token for this connection (docs/security.md, "Expiry and refresh").
     Refresh(String),
@@ -54,8 +57,10 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
     let Ok(serde_json::Value::Object(mut msg)) = serde_json::from_slice(data) else {
         return Err("expected a JSON object".into());
     };
-    // A subscribe's options; ignored with any other request, as any other key is.
+    // A subscribe's options and a publish's key; ignored with any other request, as any
+    // other member is.
     let (since, positions) = (msg.remove("since"), msg.remove("positions"));
+    let key = msg.remove("key");
     let mut topic = |key: &str| match msg.remove(key) {
         Some(serde_json::Value::String(t)) => Ok(Some(t)),
         Some(_) => Err(format!("\"{key}\" must be a string")),
@@ -73,7 +78,17 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
             Some(v) => v.to_string(),
             None => return Err("\"publish\" needs \"data\"".into()),
         };
-        return Ok(PubsubRequest::Publish { topic: t, data });
+        let key = match key {
+            None => None,
+            Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_TOPIC_LEN => Some(k),
+            Some(Value::String(_)) => return Err("\"key\" must be 1 to 256 bytes".into()),
+            Some(_) => return Err("\"key\" must be a string".into()),
+        };
+        return Ok(PubsubRequest::Publish {
+            topic: t,
+            data,
+            key,
+        });
     }
     if let Some(jwt) = topic("refresh")? {
         return Ok(PubsubRequest::Refresh(jwt));
@@ -219,10 +234,13 @@ fn subscribe_and_answer(kws: &Websocket, topic: &str) {
     kws.emit(reply, MessageType::Text);
 }
 
-/// `?topics=a,b` on the upgrade: one subscription per name, each answered like a frame's, in
-/// the connection's lane like its frames.
-fn subscribe_from_query(ep: &EventPayload) {
+/// A new pubsub connection: notices on, and `?topics=a,b` on the upgrade: one subscription
+/// per name, each answered like a frame's, in the connection's lane like its frames.
+fn on_connect(ep: &EventPayload) {
     let kws = ep.kws();
+    // Pubsub clients read JSON answers among their messages already, so they are told in
+    // band when a topic's slow-consumer policy drops publications for them.
+    kws.set_notices(true);
     if let Some(list) = kws.query("topics") {
         let topics: Vec<String> = list
             .split(',')
@@ -320,6 +338,7 @@ enum Ask {
     Publish {
         topic: String,
         data: String,
+        key: Option<String>,
     },
     Rpc {
         method: String,
@@ -512,10 +531,10 @@ fn start_request(kws: &Websocket, request: Result<PubsubRequest, String>) -> Opt
                 MessageType::Text,
             )
         }
-        Ok(PubsubRequest::Publish { topic, data }) if kws.has_hook(Hook::Publish) => {
-            return Some(Ask::Publish { topic, data })
+        Ok(PubsubRequest::Publish { topic, data, key }) if kws.has_hook(Hook::Publish) => {
+            return Some(Ask::Publish { topic, data, key })
         }
-        Ok(PubsubRequest::Publish { topic, data }) => kws.publish(&topic, data, MessageType::Text),
+        Ok(PubsubRequest::Publish { topic, data, key }) => publish(kws, &topic, key, data),
         Ok(PubsubRequest::Refresh(jwt)) => refresh_and_answer(kws, &jwt),
         Ok(PubsubRequest::Rpc { method, id, data }) if kws.has_hook(Hook::Rpc) => {
             return Some(Ask::Rpc { method, id, data })
@@ -570,14 +589,14 @@ async fn finish(kws: &Websocket, ask: Ask) {
                 Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
             }
         }
-        Ask::Publish { topic, data } => match kws.ask_publish(&topic, &data).await {
+        Ask::Publish { topic, data, key } => match kws.ask_publish(&topic, &data).await {
             Ok(Verdict::Allow(replaced)) => {
                 let data = match replaced {
                     None => data,
                     Some(Value::String(s)) => s,
                     Some(v) => v.to_string(),
                 };
-                kws.publish(&topic, data, MessageType::Text);
+                publish(kws, &topic, key, data);
                 return;
             }
             Ok(Verdict::Refuse(reason)) => pubsub_reply("publish", &topic, Some(&reason)),
@@ -595,6 +614,14 @@ async fn finish(kws: &Websocket, ask: Ask) {
         }
     };
     kws.emit(reply, MessageType::Text);
+}
+
+/// Publishes a client's text, with its conflation key when it gave one.
+fn publish(kws: &Websocket, topic: &str, key: Option<String>, data: String) {
+    match key {
+        Some(key) => kws.publish_keyed(topic, &key, data, MessageType::Text),
+        None => kws.publish(topic, data, MessageType::Text),
+    }
 }
 
 /// Answers a job that is not acted on with `error`, in its request's error form.

@@ -17,14 +17,33 @@ fn pubsub_frames() {
         pubsub_request(br#"{"publish":"a","data":"hi"}"#),
         Ok(Publish {
             topic: "a".into(),
-            data: "hi".into()
+            data: "hi".into(),
+            key: None,
         })
     );
+    assert_eq!(
+        pubsub_request(br#"{"publish":"p","data":"1.5","key":"AAPL"}"#),
+        Ok(Publish {
+            topic: "p".into(),
+            data: "1.5".into(),
+            key: Some("AAPL".into()),
+        })
+    );
+    for key in [String::new(), "k".repeat(257)] {
+        let frame = serde_json::json!({ "publish": "p", "data": "1", "key": key }).to_string();
+        assert!(pubsub_request(frame.as_bytes())
+            .unwrap_err()
+            .contains("1 to 256 bytes"));
+    }
+    assert!(pubsub_request(br#"{"publish":"p","data":"1","key":7}"#)
+        .unwrap_err()
+        .contains(r#""key" must be a string"#));
     assert_eq!(
         pubsub_request(br#"{"publish":"a","data":{"x":[1,2]}}"#),
         Ok(Publish {
             topic: "a".into(),
-            data: r#"{"x":[1,2]}"#.into()
+            data: r#"{"x":[1,2]}"#.into(),
+            key: None,
         })
     );
     assert!(pubsub_request(br#"{"publish":"a"}"#)

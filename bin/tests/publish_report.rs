@@ -37,7 +37,9 @@ fn a_reported_publish_answers_with_its_counts() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        format!(r#"{{"subscribers":4,"queued":4,"closed":0,"shards":{shards},"partial":false}}"#)
+        format!(
+            r#"{{"subscribers":4,"queued":4,"closed":0,"dropped":0,"shards":{shards},"partial":false}}"#
+        )
     );
     for c in &mut clients {
         assert_eq!(c.recv_text(), "goal");
@@ -48,7 +50,7 @@ fn a_reported_publish_answers_with_its_counts() {
         (status, body.as_str()),
         (
             200,
-            r#"{"subscribers":0,"queued":0,"closed":0,"shards":0,"partial":false}"#
+            r#"{"subscribers":0,"queued":0,"closed":0,"dropped":0,"shards":0,"partial":false}"#
         )
     );
     // Without `report` the answer is as before.

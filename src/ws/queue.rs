@@ -227,10 +227,10 @@ impl OutboundQueue {
     }
 
     /// Queues a publication a full queue may drop: with room it is queued as any data message;
-    /// a full queue drops, to make room, the queued publication `displace` picks among those
-    /// not yet started, or, with none of its topic, the oldest droppable one of any topic (so a
-    /// busy topic cannot starve a quiet one), or else this one. It never waits, so a queue
-    /// full of droppable publications is never a reason to tear the connection down.
+    /// a full queue drops, to make room, the queued publication `victim` picks (with none of
+    /// its topic, the oldest droppable one of any topic, so a busy topic cannot starve a quiet
+    /// one), or else this one. It never waits, so a queue full of droppable publications is
+    /// never a reason to tear the connection down.
     pub fn push_droppable(&mut self, frame: Bytes, tag: Droppable, displace: Displace) -> Push {
         if self.closed {
             return Push::Closed;
@@ -239,27 +239,7 @@ impl OutboundQueue {
             self.push(frame, Kind::Droppable(tag));
             return Push::Queued;
         }
-        let first_free = (self.offset > 0) as usize;
-        let mut oldest_of_topic = None;
-        let mut oldest_any = None;
-        let mut same_key = None;
-        for (i, f) in self.frames.iter().enumerate().skip(first_free) {
-            let Kind::Droppable(queued) = f.kind else {
-                continue;
-            };
-            oldest_any.get_or_insert(i);
-            if queued.topic == tag.topic {
-                oldest_of_topic.get_or_insert(i);
-                if displace == Displace::SameKey && queued.key == tag.key {
-                    same_key = Some(i);
-                    break;
-                }
-                if displace == Displace::Oldest {
-                    break;
-                }
-            }
-        }
-        let Some(victim) = same_key.or(oldest_of_topic).or(oldest_any) else {
+        let Some(victim) = self.victim(tag, displace) else {
             return Push::Dropped;
         };
         let topic = match self.frames.remove(victim).map(|f| f.kind) {
@@ -272,6 +252,43 @@ impl OutboundQueue {
             kind: Kind::Droppable(tag),
         });
         Push::Displaced { topic }
+    }
+
+    /// Which queued publication a full queue drops for `tag` (an index into `frames`), among
+    /// those not yet started: under `SameKey`, the one with the same key, or else the oldest
+    /// one of the topic that a later one with its key supersedes (so each key's latest stays
+    /// while the queue holds more places than the topic has keys); then the oldest of the
+    /// topic; then the oldest droppable one of any topic.
+    fn victim(&self, tag: Droppable, displace: Displace) -> Option<usize> {
+        let first_free = (self.offset > 0) as usize;
+        let droppable = || {
+            self.frames
+                .iter()
+                .enumerate()
+                .skip(first_free)
+                .filter_map(|(i, f)| match f.kind {
+                    Kind::Droppable(queued) => Some((i, queued)),
+                    _ => None,
+                })
+        };
+        let of_topic = || droppable().filter(|(_, q)| q.topic == tag.topic);
+        let oldest_any = || droppable().next().map(|(i, _)| i);
+        let oldest_of_topic = || of_topic().next().map(|(i, _)| i);
+        if displace == Displace::Oldest {
+            return oldest_of_topic().or_else(oldest_any);
+        }
+        if let Some((i, _)) = of_topic().find(|(_, q)| q.key == tag.key) {
+            return Some(i);
+        }
+        let mut later_keys = std::collections::HashSet::new();
+        let mut superseded = None;
+        let queued: Vec<(usize, u64)> = of_topic().map(|(i, q)| (i, q.key)).collect();
+        for (i, key) in queued.into_iter().rev() {
+            if !later_keys.insert(key) {
+                superseded = Some(i);
+            }
+        }
+        superseded.or_else(oldest_of_topic).or_else(oldest_any)
     }
 
     /// Tells the client that `added` more publications of `topic` (a hash) were dropped: an
@@ -664,6 +681,21 @@ mod tests {
         // A key with nothing queued takes the place of the topic's oldest.
         assert_eq!(latest(&mut q, b"d1", 4), Push::Displaced { topic: A });
         assert_eq!(written(&q), b"a2c2d1");
+    }
+
+    #[test]
+    fn keep_latest_drops_a_superseded_value_before_any_key_s_latest() {
+        let mut q = OutboundQueue::new(3);
+        let latest = |q: &mut OutboundQueue, b: &'static [u8], key| {
+            q.push_droppable(Bytes::from_static(b), pub_(A, key), Displace::SameKey)
+        };
+        // Queued while there was room: key 1 twice.
+        latest(&mut q, b"a1", 1);
+        latest(&mut q, b"b1", 2);
+        latest(&mut q, b"a2", 1);
+        // Key 3 has nothing queued: a1, superseded by a2, goes, not b1, key 2's latest.
+        assert_eq!(latest(&mut q, b"c1", 3), Push::Displaced { topic: A });
+        assert_eq!(written(&q), b"b1a2c1");
     }
 
     #[test]
