@@ -573,6 +573,60 @@ fn bad_history_rules_say_what_is_wrong_on_one_line() {
 }
 
 #[test]
+fn slow_consumer_rules_from_flag_environment_and_file() {
+    use corecast::SlowConsumerPolicy::{DropOldest, KeepLatest, Teardown};
+    let s = load(&[
+        "--slow-consumers",
+        "prices.*=keep-latest, feed=drop-oldest,x=teardown",
+    ]);
+    assert_eq!(
+        s.unwrap().slow_consumers,
+        [
+            ("prices.*".to_string(), KeepLatest),
+            ("feed".to_string(), DropOldest),
+            ("x".to_string(), Teardown),
+        ]
+    );
+    assert!(load(&[]).unwrap().slow_consumers.is_empty());
+    let mut args = Args::default();
+    fill_from_file(&mut args, "slow-consumers = [\"t*=drop-oldest\"]").unwrap();
+    assert_eq!(
+        Settings::from_args(args).slow_consumers,
+        [("t*".to_string(), DropOldest)]
+    );
+    let env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("CORECAST_SLOW_CONSUMERS", "news*=keep-latest");
+    let from_env = load_unlocked(&[]);
+    std::env::remove_var("CORECAST_SLOW_CONSUMERS");
+    drop(env);
+    assert_eq!(
+        from_env.unwrap().slow_consumers,
+        [("news*".to_string(), KeepLatest)]
+    );
+    for (value, needle) in [
+        (
+            "feed",
+            "invalid slow-consumers rule \"feed\": expected PATTERN=POLICY",
+        ),
+        (
+            "feed=sometimes",
+            "\"sometimes\" is not a slow-consumer policy: teardown, drop-oldest or keep-latest",
+        ),
+        ("=drop-oldest", "the pattern is empty"),
+        ("a*b=drop-oldest", "a * may only end the pattern"),
+        (
+            "t=drop-oldest,t=keep-latest",
+            "the pattern \"t\" is given twice",
+        ),
+    ] {
+        let e = load(&["--slow-consumers", value]).unwrap_err();
+        assert!(e.contains(needle), "{value:?}: {e}");
+        assert!(e.contains("--slow-consumers"), "{value:?}: {e}");
+        assert_eq!(one_line(&e), e, "{value:?}");
+    }
+}
+
+#[test]
 fn help_lists_the_backend_flags_with_their_defaults() {
     use clap::CommandFactory;
     let help = Args::command().render_help().to_string();
@@ -591,6 +645,7 @@ fn help_lists_the_backend_flags_with_their_defaults() {
         ("--backend-queue <N>", "[default: 10000]"),
         ("--backend-secret-file <FILE>", "[default: none]"),
         ("--history <LIST>", "[default: none]"),
+        ("--slow-consumers <LIST>", "[default: teardown"),
     ] {
         let at = help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
         let entry = &help[at..];
