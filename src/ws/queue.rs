@@ -712,6 +712,13 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_frame_is_56_bytes() {
+        // What docs/behaviour.md ("Slow consumers") says a frame costs; one is held inline in
+        // every connection.
+        assert_eq!(std::mem::size_of::<Frame>(), 56);
+    }
+
+    #[test]
     fn notices_add_up_until_one_is_started() {
         let mut q = OutboundQueue::new(1);
         let make = |n: u64| Bytes::from(format!("<{n}>"));
