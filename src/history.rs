@@ -53,6 +53,19 @@ pub struct Kept {
     at: Instant,
 }
 
+impl Kept {
+    /// A publication read back from a history kept elsewhere (cluster mode's JetStream), which
+    /// keeps its own times.
+    pub(crate) fn read_back(offset: u64, data: Bytes, binary: bool) -> Kept {
+        Kept {
+            offset,
+            data,
+            binary,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// How much a topic keeps: at most `size` publications, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -72,6 +85,9 @@ pub enum NotRecovered {
     TooOld,
     /// The position is ahead of the history: not one this server gave.
     Unknown,
+    /// The history could not be read in time (in cluster mode: NATS is unreachable, or did
+    /// not answer within the bound): what was missed is not known, so it is not claimed.
+    Unavailable,
 }
 
 impl NotRecovered {
@@ -81,6 +97,7 @@ impl NotRecovered {
             NotRecovered::EpochChanged => "epoch changed",
             NotRecovered::TooOld => "position too old",
             NotRecovered::Unknown => "unknown position",
+            NotRecovered::Unavailable => "history unavailable",
         }
     }
 }
@@ -216,7 +233,8 @@ impl Seam {
     /// What to deliver, in order, once the recovery answered: the publications of epoch
     /// `epoch` after offset `after` that it `recovered`, then the held live ones that come
     /// after them. With nothing recovered (the subscriber starts afresh), the held ones after
-    /// `after`.
+    /// `after`. Held ones of another epoch (the history was started again while this one
+    /// caught up) follow, in the order they came: their offsets count from a new start.
     pub fn join(
         self,
         epoch: Option<Epoch>,
@@ -240,7 +258,10 @@ impl Seam {
             None => Vec::new(),
         };
         let mut last = out.last().map_or(after, |(p, _, _)| p.offset);
-        let mut held = self.held;
+        let (mut held, newer): (Vec<_>, Vec<_>) = self
+            .held
+            .into_iter()
+            .partition(|(p, _, _)| epoch.map_or(true, |e| p.epoch == e));
         held.sort_by_key(|(p, _, _)| p.offset);
         for (position, data, binary) in held {
             if position.offset > last {
@@ -248,6 +269,7 @@ impl Seam {
                 out.push((position, data, binary));
             }
         }
+        out.extend(newer);
         out
     }
 }

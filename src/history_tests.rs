@@ -135,6 +135,40 @@ fn a_seam_without_recovery_delivers_what_came_after_the_start() {
 }
 
 #[test]
+fn held_publications_of_a_new_epoch_follow_the_recovered_ones_in_their_order() {
+    // While the subscriber caught up on EPOCH, the history was started again (cluster mode: its
+    // stream was made again): 2 and 1 of the new epoch arrived live, after 4 of the old one.
+    let new = Epoch(0xabcd_0002);
+    let mut seam = Seam::default();
+    seam.hold(at(4), Bytes::from("old4"), false);
+    seam.hold(
+        Position {
+            offset: 1,
+            epoch: new,
+        },
+        Bytes::from("new1"),
+        false,
+    );
+    seam.hold(
+        Position {
+            offset: 2,
+            epoch: new,
+        },
+        Bytes::from("new2"),
+        false,
+    );
+    let recovered = vec![Kept::read_back(3, Bytes::from("old3"), false)];
+    let out = seam.join(Some(EPOCH), 2, recovered);
+    let got: Vec<(u64, Epoch)> = out.iter().map(|(p, _, _)| (p.offset, p.epoch)).collect();
+    assert_eq!(got, [(3, EPOCH), (4, EPOCH), (1, new), (2, new)]);
+}
+
+#[test]
+fn an_unavailable_history_says_so() {
+    assert_eq!(NotRecovered::Unavailable.reason(), "history unavailable");
+}
+
+#[test]
 fn rules_pick_the_first_matching_pattern() {
     let mut rules = HistoryRules::default();
     let short = Retention {

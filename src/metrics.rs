@@ -327,6 +327,9 @@ pub struct ClusterMetrics {
     pub nodes: usize,
     /// Whether the link to NATS is up.
     pub connected: bool,
+    /// Publications of topics with history that no JetStream stream took (NATS unreachable,
+    /// the link behind, or JetStream refused them): delivered nowhere, kept nowhere.
+    pub history_lost: u64,
 }
 
 impl MetricsSnapshot {
@@ -586,6 +589,12 @@ impl MetricsSnapshot {
                     "counter",
                     "Cross-node messages not sent or lost.",
                     c.dropped as f64,
+                ),
+                (
+                    "corecast_cluster_history_lost_total",
+                    "counter",
+                    "Publications of topics with history that no JetStream stream took.",
+                    c.history_lost as f64,
                 ),
                 (
                     "corecast_cluster_nats_rtt_seconds",

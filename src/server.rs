@@ -123,7 +123,9 @@ impl Builder {
     /// `size` publications, each for at most `ttl`: every publication gets a position (offset
     /// and epoch), and a subscriber that comes back with the last position it saw gets what it
     /// missed (`Websocket::subscribe_from`). The first matching pattern wins. Topics without
-    /// history cost nothing more. One node only: in cluster mode each node keeps its own.
+    /// history cost nothing more. In cluster mode the history is kept in JetStream, one
+    /// stream per topic shared by every node, so a position from one node is recovered from on
+    /// any other (docs/cluster.md, "Topic history"); every node must have the same rules.
     pub fn history(mut self, pattern: &str, size: usize, ttl: Duration) -> Self {
         let retention = Retention {
             size: size.max(1),
@@ -578,7 +580,9 @@ impl Server {
 
     /// What `topic` keeps of its history on this node (`Builder::history`): the first and last
     /// offsets kept and their epoch; `None` for a topic without history or with nothing kept
-    /// now. Asks the topic's home shard; works on any thread, shard threads included.
+    /// now. Asks the topic's home shard; works on any thread, shard threads included. In
+    /// cluster mode, the window of the topic's JetStream stream, read within the cluster's
+    /// history timeout (`None` past it, or with NATS down).
     pub async fn history_window(&self, topic: &str) -> Option<(u64, u64, Epoch)> {
         self.shared().history.as_ref()?.retention(topic)?;
         let (done, answer) = flume::bounded(1);
@@ -688,6 +692,7 @@ impl Server {
                 nats_rtt: Duration::from_nanos(load(&c.stats.rtt_nanos)),
                 nodes: c.view(0).nodes.len(),
                 connected: c.stats.connected.load(Ordering::Acquire),
+                history_lost: load(&c.stats.history_lost),
             }
         });
         snapshot

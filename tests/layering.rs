@@ -192,6 +192,7 @@ fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
 const LAYERS: &[(&[&str], bool)] = &[
     (&["server"], false),
     (&["cluster::link", "backend::nats"], false),
+    (&["cluster::streams"], false),
     (&["shard"], false),
     (&["shard::io"], false),
     (&["websocket"], false),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,8 @@ use glommio::timer::Timer;
 
 use super::wire::Op;
 use super::{ClusterView, NodeInfo};
+use crate::history::{Epoch, HistoryRules, NotRecovered, Position, RecoverAnswer, Retention};
+use crate::registry::ConnId;
 use crate::Error;
 
 /// Cross-node data, in the order it must arrive.
@@ -25,6 +27,16 @@ pub(crate) enum Work {
     Op(Op),
     /// A framed message for a topic's subscribers on the other nodes.
     Publish { topic: Arc<str>, frame: Bytes },
+    /// A publication of a topic with history, for its JetStream stream, which orders it among
+    /// every node's and gives it its position; every node (this one too) delivers it from
+    /// there. `key` is the conflation key's hash (0: none); `except` is skipped.
+    Record {
+        topic: Arc<str>,
+        frame: Bytes,
+        key: u64,
+        except: Option<ConnId>,
+        retention: Retention,
+    },
 }
 
 /// Requests that must not be dropped.
@@ -39,6 +51,19 @@ pub(crate) enum Control {
     },
     /// Give up a claim made at `revision` (the connection went, or took another UUID).
     Release { uuid: Arc<str>, revision: u64 },
+    /// What a subscriber of a topic with history that last saw `since` missed, read from the
+    /// topic's stream; answered within the history timeout, whatever happens.
+    Recover {
+        topic: Arc<str>,
+        retention: Retention,
+        since: Option<Position>,
+        done: flume::Sender<RecoverAnswer>,
+    },
+    /// The kept window of a topic's stream: first and last offsets, epoch.
+    Window {
+        topic: Arc<str>,
+        done: flume::Sender<Option<(u64, u64, Epoch)>>,
+    },
     /// End the link.
     Stop,
 }
@@ -65,6 +90,12 @@ pub(crate) struct LinkStats {
     pub(crate) dropped: AtomicU64,
     pub(crate) rtt_nanos: AtomicU64,
     pub(crate) connected: AtomicBool,
+    /// Connections made to NATS so far: what was learnt of JetStream on an earlier one (a
+    /// topic's stream exists) is checked again on the next.
+    pub(crate) connects: AtomicU64,
+    /// Publications of topics with history that no stream took: NATS unreachable, the link
+    /// behind, or JetStream refused or did not confirm them.
+    pub(crate) history_lost: AtomicU64,
 }
 
 pub(crate) struct ClusterHandle {
@@ -78,6 +109,10 @@ pub(crate) struct ClusterHandle {
     /// Other nodes by id: connections and when their last heartbeat came.
     nodes: Mutex<HashMap<String, (usize, Instant)>>,
     last_warning: Mutex<Option<Instant>>,
+    last_history_warning: Mutex<Option<Instant>>,
+    /// Which topics keep history (set by the link as it starts): theirs go to their streams
+    /// from their home shard (`record`), never as a plain cross-node publish.
+    history: OnceLock<Arc<HistoryRules>>,
 }
 
 impl ClusterHandle {
@@ -99,6 +134,8 @@ impl ClusterHandle {
             stats: LinkStats::default(),
             nodes: Mutex::default(),
             last_warning: Mutex::default(),
+            last_history_warning: Mutex::default(),
+            history: OnceLock::new(),
         });
         let inbox = LinkInbox {
             work: work_rx,
@@ -110,6 +147,11 @@ impl ClusterHandle {
     /// Hands cross-node work to the link, or, when NATS is down or the link is this far
     /// behind, drops it and counts it: a shard never waits on NATS.
     pub(crate) fn send(&self, work: Work) {
+        if let Work::Publish { topic, .. } = &work {
+            if self.keeps_history(topic) {
+                return;
+            }
+        }
         if !self.stats.connected.load(Ordering::Acquire) {
             return self.dropped(1, "NATS is not connected");
         }
@@ -131,6 +173,107 @@ impl ClusterHandle {
                 reason = why,
                 "cross-node messages dropped"
             );
+        }
+    }
+
+    /// Learns which topics keep history (`Builder::history`), once.
+    pub(crate) fn set_history(&self, rules: Option<Arc<HistoryRules>>) {
+        if let Some(rules) = rules {
+            let _ = self.history.set(rules);
+        }
+    }
+
+    /// Whether `topic` keeps history, hence lives in a JetStream stream.
+    pub(crate) fn keeps_history(&self, topic: &str) -> bool {
+        self.history
+            .get()
+            .is_some_and(|rules| rules.retention(topic).is_some())
+    }
+
+    /// Hands a publication of a topic with history to the link for its stream (see
+    /// `Work::Record`), or, when NATS is down or the link this far behind, counts it lost:
+    /// no node delivers it, and no position is given to it. Called on the topic's home shard,
+    /// which never waits.
+    pub(crate) fn record(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        key: u64,
+        except: Option<ConnId>,
+        retention: Retention,
+    ) {
+        if !self.stats.connected.load(Ordering::Acquire) {
+            return self.history_lost(1, "NATS is not connected");
+        }
+        let work = Work::Record {
+            topic,
+            frame,
+            key,
+            except,
+            retention,
+        };
+        if self.work.try_send(work).is_err() {
+            self.history_lost(1, "the NATS link is behind");
+        }
+    }
+
+    /// Counts `n` publications of topics with history that no stream took, and warns at most
+    /// once per `WARN_EVERY`.
+    pub(crate) fn history_lost(&self, n: u64, why: &str) {
+        let total = self.stats.history_lost.fetch_add(n, Ordering::Relaxed) + n;
+        let now = Instant::now();
+        let mut last = self
+            .last_history_warning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if warning_due(*last, now, WARN_EVERY) {
+            *last = Some(now);
+            tracing::warn!(
+                lost_total = total,
+                reason = why,
+                "publications of topics with history lost: not delivered, not kept"
+            );
+        }
+    }
+
+    /// Asks the link what a subscriber of `topic` that last saw `since` missed; `done` hears
+    /// the answer within the history timeout. At once, without asking, when NATS is down or
+    /// the link's control queue is full: the history cannot be read, and the answer says so.
+    pub(crate) fn recover(
+        &self,
+        topic: Arc<str>,
+        retention: Retention,
+        since: Option<Position>,
+        done: flume::Sender<RecoverAnswer>,
+    ) {
+        if !self.stats.connected.load(Ordering::Acquire) {
+            let _ = done.send((Err(NotRecovered::Unavailable), None));
+            return;
+        }
+        let ask = Control::Recover {
+            topic,
+            retention,
+            since,
+            done,
+        };
+        if let Err(flume::TrySendError::Full(Control::Recover { done, .. })) =
+            self.control.try_send(ask)
+        {
+            let _ = done.send((Err(NotRecovered::Unavailable), None));
+        }
+    }
+
+    /// Asks the link for the kept window of `topic`'s stream; `done` hears it within the
+    /// history timeout (`None` when NATS is down, or nothing is kept).
+    pub(crate) fn window(&self, topic: Arc<str>, done: flume::Sender<Option<(u64, u64, Epoch)>>) {
+        if !self.stats.connected.load(Ordering::Acquire) {
+            let _ = done.send(None);
+            return;
+        }
+        if let Err(flume::TrySendError::Full(Control::Window { done, .. })) =
+            self.control.try_send(Control::Window { topic, done })
+        {
+            let _ = done.send(None);
         }
     }
 

@@ -23,8 +23,10 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinHandle as Task;
 
 use crate::cluster::handle::{ClusterHandle, Control, LinkInbox, Work};
+use crate::cluster::streams::{Cursor, Streams};
 use crate::cluster::wire::{self, Op, Subjects};
 use crate::cluster::ClusterConfig;
+use crate::history::{NotRecovered, Retention};
 use crate::shard::dispatch::Dispatch;
 use crate::shard::shared::Shared;
 use crate::Error;
@@ -109,6 +111,7 @@ async fn run(
     ready: flume::Sender<Result<(), Error>>,
 ) {
     let subjects = Subjects::new(&handle.name);
+    handle.set_history(shared.history.clone());
     let events = Arc::clone(&handle);
     let mut options = ConnectOptions::new()
         // A node never hears its own messages: it delivered them locally already.
@@ -161,6 +164,13 @@ async fn run(
     let _ = ready.send(Ok(()));
     tracing::info!(node = %handle.node_id, cluster = %handle.name, url = %cfg.url, "cluster link up");
 
+    let streams = Streams::new(
+        client.clone(),
+        subjects.clone(),
+        Arc::clone(&shared),
+        Arc::clone(&handle),
+        cfg.history_timeout,
+    );
     let tasks = [
         tokio::spawn(receive_ops(all, Arc::clone(&shared), Arc::clone(&handle))),
         tokio::spawn(receive_heartbeats(beats, Arc::clone(&handle))),
@@ -175,6 +185,7 @@ async fn run(
             subjects.clone(),
             inbox.work,
             Arc::clone(&handle),
+            Arc::clone(&streams),
         )),
     ];
     let claims = Claims {
@@ -185,13 +196,12 @@ async fn run(
         shared: Arc::clone(&shared),
     };
     control_loop(
-        &client,
-        &subjects,
         &shared,
         &handle,
         inbox.control,
         cfg.interest_grace,
         claims,
+        &streams,
     )
     .await;
     for task in tasks {
@@ -204,6 +214,7 @@ async fn run(
 fn on_event(handle: &ClusterHandle, event: Event) {
     match event {
         Event::Connected => {
+            handle.stats.connects.fetch_add(1, Ordering::AcqRel);
             handle.stats.connected.store(true, Ordering::Release);
             tracing::info!(node = %handle.node_id, "NATS connected");
         }
@@ -216,18 +227,30 @@ fn on_event(handle: &ClusterHandle, event: Event) {
     }
 }
 
-/// Publishes cross-node work in the order shards handed it over.
+/// Publishes cross-node work in the order shards handed it over. A topic with history goes
+/// to its stream (`Work::Record`, from its home shard), never to its core subject.
 async fn publish_work(
     client: Client,
     subjects: Subjects,
     work: flume::Receiver<Work>,
     handle: Arc<ClusterHandle>,
+    streams: Arc<Streams>,
 ) {
     let all = subjects.all();
     while let Ok(item) = work.recv_async().await {
         let (subject, body) = match item {
             Work::Op(op) => (all.clone(), op.encode()),
             Work::Publish { topic, frame } => (subjects.topic(&topic), frame),
+            Work::Record {
+                topic,
+                frame,
+                key,
+                except,
+                retention,
+            } => {
+                streams.publish(topic, frame, key, except, retention).await;
+                continue;
+            }
         };
         match client.publish(subject, body).await {
             Ok(()) => {
@@ -315,21 +338,36 @@ async fn send_heartbeats(
 }
 
 /// A topic subject this node holds: the task reading it, and since when the node has had no
-/// subscriber of it (it lets go after the grace period, so churn is not NATS traffic).
+/// subscriber of it (it lets go after the grace period, so churn is not NATS traffic). For a
+/// topic with history the reader follows the topic's stream, and `cursor` says how far.
 struct Held {
     reader: Task<()>,
     idle_since: Option<Instant>,
+    cursor: Option<tokio::sync::watch::Receiver<Cursor>>,
 }
 
+/// Starts following `topic`'s stream (a topic with history that keeps `retention`).
+fn follow(streams: &Arc<Streams>, topic: &Arc<str>, retention: Retention) -> Held {
+    let (cursor, watching) = tokio::sync::watch::channel(Cursor::default());
+    let reader = tokio::spawn(Arc::clone(streams).follow(Arc::clone(topic), retention, cursor));
+    Held {
+        reader,
+        idle_since: None,
+        cursor: Some(watching),
+    }
+}
+
+/// Interest, claims, releases, recoveries and windows, in the order asked; core NATS and
+/// JetStream are reached through `streams`' client.
 async fn control_loop(
-    client: &Client,
-    subjects: &Subjects,
     shared: &Arc<Shared>,
     handle: &Arc<ClusterHandle>,
     control: flume::Receiver<Control>,
     grace: Duration,
     claims: Claims,
+    streams: &Arc<Streams>,
 ) {
+    let (client, subjects) = (streams.client(), streams.subjects());
     let mut held: HashMap<Arc<str>, Held> = HashMap::new();
     let mut tick = tokio::time::interval((grace / 4).max(Duration::from_millis(10)));
     loop {
@@ -339,19 +377,25 @@ async fn control_loop(
                     // The table, not the message, says whether there is interest now: two
                     // shards' changes may arrive in either order.
                     let wanted = shared.topics.count(&topic) > 0;
+                    let history = streams.retention(&topic);
                     match (wanted, held.get_mut(&topic)) {
                         (true, Some(h)) => h.idle_since = None,
-                        (true, None) => match client.subscribe(subjects.topic(&topic)).await {
-                            Ok(sub) => {
-                                let reader = tokio::spawn(receive_topic(
-                                    sub,
-                                    Arc::clone(&topic),
-                                    Arc::clone(shared),
-                                    Arc::clone(handle),
-                                ));
-                                held.insert(topic, Held { reader, idle_since: None });
+                        (true, None) => match history {
+                            Some(retention) => {
+                                held.insert(Arc::clone(&topic), follow(streams, &topic, retention));
                             }
-                            Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot take a topic's NATS subject"),
+                            None => match client.subscribe(subjects.topic(&topic)).await {
+                                Ok(sub) => {
+                                    let reader = tokio::spawn(receive_topic(
+                                        sub,
+                                        Arc::clone(&topic),
+                                        Arc::clone(shared),
+                                        Arc::clone(handle),
+                                    ));
+                                    held.insert(topic, Held { reader, idle_since: None, cursor: None });
+                                }
+                                Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot take a topic's NATS subject"),
+                            },
                         },
                         (false, Some(h)) => {
                             h.idle_since.get_or_insert_with(Instant::now);
@@ -368,6 +412,37 @@ async fn control_loop(
                 Ok(Control::Release { uuid, revision }) => {
                     let claims = claims.clone();
                     tokio::spawn(async move { claims.release(&uuid, revision).await });
+                }
+                Ok(Control::Recover { topic, retention, since, done }) => {
+                    // The subscriber has joined: this node follows the topic's stream from
+                    // now on if it did not already, and the recovery reads what it has not
+                    // handed over yet.
+                    let h = held.entry(Arc::clone(&topic)).or_insert_with(|| {
+                        let mut h = follow(streams, &topic, retention);
+                        if shared.topics.count(&topic) == 0 {
+                            h.idle_since = Some(Instant::now());
+                        }
+                        h
+                    });
+                    match h.cursor.clone() {
+                        Some(cursor) => {
+                            let streams = Arc::clone(streams);
+                            tokio::spawn(async move {
+                                let answer = streams.recover(&topic, retention, since, cursor).await;
+                                let _ = done.send(answer);
+                            });
+                        }
+                        // Held as a topic without history: the rules changed under it.
+                        None => {
+                            let _ = done.send((Err(NotRecovered::Unavailable), None));
+                        }
+                    }
+                }
+                Ok(Control::Window { topic, done }) => {
+                    let streams = Arc::clone(streams);
+                    tokio::spawn(async move {
+                        let _ = done.send(streams.window(&topic).await);
+                    });
                 }
                 Ok(Control::Stop) | Err(_) => break,
             },

@@ -8,6 +8,8 @@
 pub(crate) mod handle;
 #[cfg(feature = "cluster")]
 pub(crate) mod link;
+#[cfg(feature = "cluster")]
+pub(crate) mod streams;
 pub(crate) mod wire;
 
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub struct ClusterConfig {
     pub(crate) claim_timeout: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) interest_grace: Duration,
+    pub(crate) history_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -42,6 +45,8 @@ impl ClusterConfig {
     /// Default heartbeat period; a node silent for three periods leaves the view and its
     /// UUID claims may be taken over.
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+    /// Default bound on one read of a topic's history from JetStream (a recovery, a window).
+    pub const DEFAULT_HISTORY_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// A node of the cluster named `corecast` on the NATS server at `url`
     /// (`nats://host:port`), with an id made of the host name and the process id.
@@ -55,6 +60,7 @@ impl ClusterConfig {
             claim_timeout: Self::DEFAULT_CLAIM_TIMEOUT,
             heartbeat: Self::DEFAULT_HEARTBEAT,
             interest_grace: Duration::from_secs(1),
+            history_timeout: Self::DEFAULT_HISTORY_TIMEOUT,
         }
     }
 
@@ -97,6 +103,15 @@ impl ClusterConfig {
         self
     }
 
+    /// Bound on reading a topic's history from JetStream (`Builder::history` in cluster mode):
+    /// a recovery (`Websocket::subscribe_from`) not answered within it is answered
+    /// `NotRecovered::Unavailable`, a window (`Server::history_window`) `None`. Each request
+    /// to JetStream that publishing makes is bounded by it too. Default 5 s.
+    pub fn history_timeout(mut self, timeout: Duration) -> ClusterConfig {
+        self.history_timeout = timeout;
+        self
+    }
+
     /// The cluster's name and node id, checked; the node id defaults to host name and pid.
     pub(crate) fn checked(&self) -> Result<(String, String), crate::Error> {
         let ok = |s: &str, extra: &str| {
@@ -120,9 +135,12 @@ impl ClusterConfig {
                 "node id {node:?}: use 1-64 letters, digits, '-', '_', '.' or ':'"
             )));
         }
-        if self.heartbeat.is_zero() || self.claim_timeout.is_zero() {
+        if self.heartbeat.is_zero()
+            || self.claim_timeout.is_zero()
+            || self.history_timeout.is_zero()
+        {
             return Err(crate::Error::Config(
-                "cluster heartbeat and claim timeout must be above zero".into(),
+                "cluster heartbeat, claim timeout and history timeout must be above zero".into(),
             ));
         }
         Ok((self.name.clone(), node))

@@ -9,6 +9,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::registry::{ConnId, ShardId};
+
 /// Subjects and keys of one cluster.
 #[derive(Debug, Clone)]
 pub(crate) struct Subjects {
@@ -43,6 +45,87 @@ impl Subjects {
     pub(crate) fn bucket(&self) -> String {
         format!("corecast_{}_uuids", self.name)
     }
+
+    /// The subject a topic with history is published to: its JetStream stream's only subject.
+    /// Apart from the topic subjects, so a node holding a topic's core subject never hears it.
+    pub(crate) fn history(&self, topic: &str) -> String {
+        format!("{}.h.{}", self.prefix, hex(topic.as_bytes()))
+    }
+
+    /// The JetStream stream keeping a topic's history: the cluster's name and a hash of the
+    /// topic (stream names allow few characters and a bounded length; the stream's subject,
+    /// checked on use, tells a hash collision apart).
+    pub(crate) fn stream(&self, topic: &str) -> String {
+        let hash = fnv1a(&[self.name.as_bytes(), b"\0", topic.as_bytes()].concat());
+        format!("corecast_{}_h_{hash:016x}", self.name)
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A topic history's epoch in cluster mode: a hash of its stream's name and the stream's
+/// creation time (ns since the Unix epoch), which every node reads alike from JetStream and
+/// which changes whenever the stream is made again (deleted, or lost with a NATS restart).
+pub(crate) fn epoch_of(stream: &str, created_unix_nanos: i128) -> u32 {
+    let hash = fnv1a(&[stream.as_bytes(), &created_unix_nanos.to_be_bytes()].concat());
+    (hash >> 32) as u32 ^ hash as u32
+}
+
+/// Where a message a JetStream push consumer delivered sits, read from its reply subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// The stream's sequence: the topic's offset.
+    pub(crate) stream_seq: u64,
+    /// The consumer's own count, one more per delivery: a jump means one was lost on the way.
+    pub(crate) consumer_seq: u64,
+}
+
+/// Reads a delivery's reply subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.
+/// <consumer seq>.<time>.<pending>`, or the longer form with a domain and an account hash
+/// first (and a token last).
+pub(crate) fn delivered(reply: &str) -> Option<Delivered> {
+    let tokens: Vec<&str> = reply.split('.').collect();
+    if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+        return None;
+    }
+    let at = if tokens.len() == 9 { 2 } else { 4 };
+    let number = |i: usize| tokens.get(at + i)?.parse::<u64>().ok();
+    Some(Delivered {
+        stream_seq: number(3)?,
+        consumer_seq: number(4)?,
+    })
+}
+
+/// The header naming the connection a history publication skips (`kws.publish`): the node
+/// and the connection's id there.
+pub(crate) const EXCEPT_HEADER: &str = "Corecast-Except";
+
+/// The header carrying a history publication's conflation key hash.
+pub(crate) const KEY_HEADER: &str = "Corecast-Key";
+
+/// `<node> <shard> <slot> <generation>`: the value of `EXCEPT_HEADER`.
+pub(crate) fn except_value(node: &str, id: ConnId) -> String {
+    format!("{node} {} {} {}", id.shard.0, id.slot, id.generation)
+}
+
+/// The connection to skip, when `value` names one of node `me`.
+pub(crate) fn parse_except(value: &str, me: &str) -> Option<ConnId> {
+    let mut parts = value.split(' ');
+    if parts.next()? != me {
+        return None;
+    }
+    let mut number = || parts.next()?.parse::<u64>().ok();
+    let (shard, slot, generation) = (number()?, number()?, number()?);
+    Some(ConnId {
+        shard: ShardId(usize::try_from(shard).ok()?),
+        slot: usize::try_from(slot).ok()?,
+        generation,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -295,6 +378,69 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn history_subjects_streams_and_epochs() {
+        let s = Subjects::new("prod");
+        assert_eq!(s.history("a.b c"), "corecast.prod.h.612e622063");
+        let name = s.stream("scores");
+        assert!(name.starts_with("corecast_prod_h_"), "{name}");
+        assert_eq!(name.len(), "corecast_prod_h_".len() + 16);
+        // One name per cluster and topic, none shared between them.
+        assert_eq!(name, Subjects::new("prod").stream("scores"));
+        assert_ne!(name, s.stream("scores2"));
+        assert_ne!(
+            Subjects::new("a").stream("bc"),
+            Subjects::new("ab").stream("c")
+        );
+        // Made again, a stream has another creation time, hence another epoch.
+        let created = 1_700_000_000_123_456_789i128;
+        assert_eq!(epoch_of(&name, created), epoch_of(&name, created));
+        assert_ne!(epoch_of(&name, created), epoch_of(&name, created + 1));
+        assert_ne!(epoch_of(&name, created), epoch_of(&s.stream("x"), created));
+    }
+
+    #[test]
+    fn deliveries_are_placed_by_their_reply_subject() {
+        let at = |stream_seq, consumer_seq| {
+            Some(Delivered {
+                stream_seq,
+                consumer_seq,
+            })
+        };
+        assert_eq!(
+            delivered("$JS.ACK.corecast_p_h_00ff.c1.1.42.7.1700000000000000000.0"),
+            at(42, 7)
+        );
+        assert_eq!(
+            delivered("$JS.ACK.dom.acchash.corecast_p_h_00ff.c1.1.42.7.1700000000000000000.0.tok"),
+            at(42, 7)
+        );
+        for bad in [
+            "",
+            "_INBOX.x",
+            "$JS.ACK.s.c.1.x.7.1.0",
+            "$JS.ACK.s.c.1",
+            "$JS.NAK.s.c.1.42.7.1.0",
+        ] {
+            assert_eq!(delivered(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_except_header_names_a_connection_of_one_node() {
+        let id = ConnId {
+            shard: ShardId(3),
+            slot: 17,
+            generation: 99,
+        };
+        let value = except_value("node-a", id);
+        assert_eq!(value, "node-a 3 17 99");
+        assert_eq!(parse_except(&value, "node-a"), Some(id));
+        assert_eq!(parse_except(&value, "node-b"), None);
+        assert_eq!(parse_except("node-a 3 17", "node-a"), None);
+        assert_eq!(parse_except("node-a 3 x 99", "node-a"), None);
     }
 
     #[test]

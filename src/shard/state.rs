@@ -22,6 +22,7 @@ use super::readiness::Readiness;
 use super::shared::Shared;
 use crate::auth::RefusalLimit;
 use crate::event::EventName;
+use crate::history::Retention;
 use crate::registry::{ConnId, ShardId};
 use crate::topics::PublishReport;
 
@@ -219,17 +220,29 @@ impl ShardCore {
                 except,
                 report,
             } => self.record(topic, frame, key, except, report, now),
-            ShardMsg::Window { topic, done } => {
-                let window = self.conns.histories.borrow_mut().window(&topic, now);
-                let _ = done.send(window);
-            }
+            // In cluster mode the topic's history is its JetStream stream, read by the NATS
+            // link, which answers within its bound.
+            ShardMsg::Window { topic, done } => match &self.conns.cluster {
+                Some(cluster) => cluster.window(topic, done),
+                None => {
+                    let window = self.conns.histories.borrow_mut().window(&topic, now);
+                    let _ = done.send(window);
+                }
+            },
             ShardMsg::Recover { topic, since, done } => {
-                let answer = self
-                    .conns
-                    .histories
-                    .borrow_mut()
-                    .recover(&topic, since, now);
-                let _ = done.send(answer);
+                match (&self.conns.cluster, self.retention(&topic)) {
+                    (Some(cluster), Some(retention)) => {
+                        cluster.recover(topic, retention, since, done)
+                    }
+                    _ => {
+                        let answer = self
+                            .conns
+                            .histories
+                            .borrow_mut()
+                            .recover(&topic, since, now);
+                        let _ = done.send(answer);
+                    }
+                }
             }
             ShardMsg::Subscription {
                 to,
@@ -284,9 +297,17 @@ impl ShardCore {
         }
     }
 
+    /// What `topic` keeps, if it keeps history.
+    fn retention(&self, topic: &str) -> Option<Retention> {
+        self.conns.history_rules.as_ref()?.retention(topic)
+    }
+
     /// As the home of a topic with history: gives the publication its position, keeps it, and
     /// sends it to every shard with subscribers (this one inline). With `report`, answers there
     /// for its own delivery and hands it on with each `Publish`: every shard answers once.
+    /// In cluster mode it hands the publication to the topic's JetStream stream instead, from
+    /// which every node, this one too, delivers it with its position: nothing is delivered
+    /// here now, and the report says so (it is partial, as any in cluster mode).
     fn record(
         &self,
         topic: Arc<str>,
@@ -300,12 +321,13 @@ impl ShardCore {
             shards: 1,
             ..PublishReport::default()
         };
-        let retention = self
-            .conns
-            .history_rules
-            .as_ref()
-            .and_then(|rules| rules.retention(&topic));
-        if let Some(retention) = retention {
+        let retention = self.retention(&topic);
+        if let (Some(retention), Some(cluster)) = (retention, &self.conns.cluster) {
+            // A name no subscriber can hold reaches nobody, and is not kept.
+            if crate::topics::check_name(&topic).is_ok() {
+                cluster.record(topic, frame, key, except, retention);
+            }
+        } else if let Some(retention) = retention {
             let position =
                 self.conns
                     .histories
