@@ -10,6 +10,7 @@
 //! | `shootout` | the step-wise websocket-shootout scenario |
 //! | `topics` | the topics scenario's plan: who joins what, where each publish goes |
 //! | `upgrades` | the upgrades scenario: connect, upgrade (or be refused) and close, many at a time |
+//! | `recovery` | the recovery scenario: a reconnect storm against topics with history, every publication checked across it |
 //! | `ws` | a lean WebSocket client connection on glommio |
 //! | `payload` | the stamp each message carries |
 //! | `tally` | per-receiver delivery accounting |
@@ -21,6 +22,7 @@
 pub mod options;
 pub mod payload;
 pub mod procstat;
+pub mod recovery;
 pub mod report;
 pub mod run;
 mod shootout;

@@ -1,6 +1,6 @@
 //! `corecast-load`: command line over the load engine. Prints a progress line while it runs,
 //! a summary at the end, and the JSON report with `--json`. Exits 1 when a message was lost,
-//! duplicated or reordered.
+//! duplicated or reordered (recovery: also on a not-recovered answer).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use corecast::units::parse_duration;
+use corecast_load::recovery::{self, Protocol, RecoveryOptions};
 use corecast_load::token::{Signing, TokenKey};
 use corecast_load::topics::TopicPlan;
 use corecast_load::upgrades::spoil;
@@ -23,16 +24,19 @@ struct Args {
     /// broadcast: one publisher, everyone receives; chat: everyone publishes to everyone;
     /// echo: closed-loop round trips; idle: hold connections; shootout: grow until p95 > limit;
     /// topics: subscribers on topics, publishers cycling through them (pubsub protocol);
-    /// upgrades: connect, upgrade (or be refused, --expect) and close, --clients at a time
+    /// upgrades: connect, upgrade (or be refused, --expect) and close, --clients at a time;
+    /// recovery: a reconnect storm, subscribers of topics with history drop at once and come
+    /// back for what they missed (corecast pubsub positions, or Socket.IO's connection-state
+    /// recovery with --socket-io)
     scenario: Scenario,
     /// Server URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
     /// over a cluster's nodes (connection i goes to URL i mod n; the first publishes)
     #[arg(long)]
     url: String,
     /// Connections (shootout: the most to try; topics: subscribers, publishers come on top;
-    /// upgrades: requests at a time)
-    #[arg(long, default_value_t = 100)]
-    clients: usize,
+    /// upgrades: requests at a time) [default: 100; recovery: 1000]
+    #[arg(long)]
+    clients: Option<usize>,
     /// Broadcast: messages to publish [default: 1000]; chat and echo: per client, topics: per
     /// publisher, upgrades: requests in all [default: until --duration]
     #[arg(long)]
@@ -74,9 +78,9 @@ struct Args {
     /// Shootout: the broadcast p95 limit
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     limit: Duration,
-    /// Topics: topics in all
-    #[arg(long, default_value_t = 100)]
-    topics: usize,
+    /// Topics and recovery: topics in all [default: 100; recovery: 1]
+    #[arg(long)]
+    topics: Option<usize>,
     /// Topics: topics each subscriber joins
     #[arg(long, default_value_t = 1)]
     per_client: usize,
@@ -124,6 +128,28 @@ struct Args {
     /// --mint-tokens: how long the tokens live
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     token_ttl: Duration,
+    /// Recovery: publications a second, over all topics (round robin), from one connection
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Recovery: how long after publishing starts the clients drop
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    storm_at: Duration,
+    /// Recovery: how long publishing goes on once every dropped client is back
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    after: Duration,
+    /// Recovery: the share of the clients that drop, 0 to 1
+    #[arg(long, default_value_t = 1.0)]
+    drop_fraction: f64,
+    /// Recovery: each dropped client waits this long before reconnecting [default: 0]
+    #[arg(long, value_parser = parse_duration)]
+    reconnect_delay: Option<Duration>,
+    /// Recovery: and its own share of up to this on top [default: 0]
+    #[arg(long, value_parser = parse_duration)]
+    jitter: Option<Duration>,
+    /// Recovery: a not-recovered answer is counted, not a failure; the client takes the live
+    /// stream from there
+    #[arg(long)]
+    stale_ok: bool,
 }
 
 fn token_place(s: &str) -> Result<TokenPlace, String> {
@@ -148,8 +174,9 @@ fn mint(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let key = TokenKey::generate(a.token_signing, dir)?;
     let subscribe: Vec<&str> = a.grant_subscribe.iter().map(String::as_str).collect();
     let publish: Vec<&str> = a.grant_publish.iter().map(String::as_str).collect();
+    let clients = a.clients.unwrap_or(100).max(1);
     let mut out = String::new();
-    for i in 0..a.clients.max(1) {
+    for i in 0..clients {
         let sub = format!("load-{i}");
         out += &key.mint_for(&sub, a.token_ttl.as_secs(), &subscribe, &publish)?;
         out.push('\n');
@@ -160,7 +187,7 @@ fn mint(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{flag} {path}");
     eprintln!(
         "corecast-load: {} tokens in {}; start the server with the flag above",
-        a.clients.max(1),
+        clients,
         file.display()
     );
     Ok(())
@@ -194,8 +221,69 @@ fn read_tokens(a: &Args) -> anyhow::Result<Tokens> {
     })
 }
 
+/// `corecast-load recovery`: the storm against the one server of `--url`.
+fn recovery_run(a: &Args) -> ExitCode {
+    let target = match Target::parse(&a.url) {
+        Ok(t) if !a.url.contains(',') => t,
+        Ok(_) => {
+            eprintln!("corecast-load: recovery runs against one server (a position means something only on the node that gave it)");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("corecast-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let protocol = if a.socket_io {
+        Protocol::SocketIo
+    } else {
+        Protocol::Corecast
+    };
+    let defaults = RecoveryOptions::new(target, a.url.clone(), protocol);
+    let opts = RecoveryOptions {
+        clients: a.clients.unwrap_or(defaults.clients),
+        topics: a.topics.unwrap_or(defaults.topics),
+        rate: a.rate,
+        size: a.size,
+        storm_at: a.storm_at,
+        after: a.after,
+        drop_fraction: a.drop_fraction,
+        reconnect_delay: a.reconnect_delay.unwrap_or_default(),
+        jitter: a.jitter.unwrap_or_default(),
+        stale_ok: a.stale_ok,
+        threads: a.threads,
+        cpus: a.cpus.clone(),
+        server_pids: a.server_pid.clone(),
+        progress: !a.quiet,
+        ..defaults
+    };
+    let report = match recovery::run(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corecast-load: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.summary());
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("corecast-load: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.scenario == Scenario::Recovery {
+        return recovery_run(&a);
+    }
     if let Some(dir) = &a.mint_tokens {
         return match mint(&a, dir) {
             Ok(()) => ExitCode::SUCCESS,
@@ -235,7 +323,7 @@ fn main() -> ExitCode {
         scenario: a.scenario,
         targets,
         url: a.url.clone(),
-        clients: a.clients,
+        clients: a.clients.unwrap_or(100),
         messages: a.messages,
         duration: a.duration,
         in_flight: a.in_flight,
@@ -249,7 +337,7 @@ fn main() -> ExitCode {
         concurrent: a.concurrent,
         limit: a.limit,
         topics: TopicPlan {
-            topics: a.topics,
+            topics: a.topics.unwrap_or(100),
             per_client: a.per_client,
             publishers: a.publishers,
             // TopicPlan's 0 stands for all topics, as `--publish-topics 0` always has.

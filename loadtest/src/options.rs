@@ -27,11 +27,15 @@ pub enum Scenario {
     /// its upgrade request, reads the answer (101, or the refusal a run of refused requests
     /// expects) and closes cleanly. Upgrades per second and server CPU per upgrade.
     Upgrades,
+    /// A reconnect storm against topics with history: subscribers drop at once and come back
+    /// for what they missed. Run by `recovery::run` (its options and report are its own), not
+    /// by `run::run`.
+    Recovery,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--help` lists them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Broadcast,
         Scenario::Chat,
         Scenario::Echo,
@@ -39,6 +43,7 @@ impl Scenario {
         Scenario::Shootout,
         Scenario::Topics,
         Scenario::Upgrades,
+        Scenario::Recovery,
     ];
 
     /// The name on the command line and in the report.
@@ -51,6 +56,7 @@ impl Scenario {
             Scenario::Shootout => "shootout",
             Scenario::Topics => "topics",
             Scenario::Upgrades => "upgrades",
+            Scenario::Recovery => "recovery",
         }
     }
 }
@@ -141,7 +147,8 @@ mod tests {
                 "idle",
                 "shootout",
                 "topics",
-                "upgrades"
+                "upgrades",
+                "recovery"
             ]
         );
     }
