@@ -1,0 +1,407 @@
+//! The client against a scripted server (a fake WebSocket): resubscribe and recovery after a
+//! reconnect, no duplicate across the seam, in-flight requests failing on disconnect, publishes
+//! settled by later answers, notices, token refresh, timeouts and when not to reconnect.
+
+import { test, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { BARRIER_TOPIC, CorecastClient } from '../../src/index.js';
+import { FakeWebSocket } from '../support/fake-websocket.js';
+import { hs256, recorder, sleep } from '../support/server.js';
+
+beforeEach(() => FakeWebSocket.reset());
+
+/** A client on the fake socket whose reconnects wait 0 ms (random 0), not yet connected. */
+function client(options = {}) {
+  const c = new CorecastClient('ws://server.test/ws', {
+    WebSocket: FakeWebSocket,
+    reconnect: { initialDelayMs: 10, maxDelayMs: 10, random: () => 0 },
+    ...options,
+  });
+  const events = recorder(c);
+  return { c, events };
+}
+
+/** Lets queued microtasks and 0 ms timers run. */
+const settle = () => sleep(5);
+
+/** Connects `c` and opens its socket; returns the socket. */
+async function connected(c) {
+  const done = c.connect();
+  await settle();
+  const ws = FakeWebSocket.last;
+  ws.open();
+  await done;
+  return ws;
+}
+
+/** Waits (bounded) for the client to make its next socket, and opens it. */
+async function reconnected(count) {
+  for (let i = 0; i < 200 && FakeWebSocket.made.length < count; i++) await sleep(5);
+  assert.equal(FakeWebSocket.made.length, count, 'the client reconnected');
+  const ws = FakeWebSocket.last;
+  ws.open();
+  return ws;
+}
+
+test('after a reconnect every topic is resubscribed, from its last position where it has one', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  const h = c.subscribe('h');
+  const p = c.subscribe('p');
+  assert.deepEqual(ws.take(), [
+    { subscribe: 'h', positions: true },
+    { subscribe: 'p', positions: true },
+  ]);
+  ws.receive({ subscribed: 'h', offset: 2, epoch: 'e1' });
+  ws.receive({ subscribe: 'p', error: 'this topic keeps no history' });
+  assert.deepEqual(ws.take(), [{ subscribe: 'p' }], 'p falls back to a plain subscription');
+  ws.receive({ subscribed: 'p' });
+  assert.deepEqual(await h, { topic: 'h', positions: true, offset: 2, epoch: 'e1', resubscribed: false });
+  assert.deepEqual(await p, { topic: 'p', positions: false, resubscribed: false });
+  for (let i = 3; i <= 5; i++) ws.receive({ topic: 'h', offset: i, epoch: 'e1', data: `m${i}` });
+  ws.receive('bare');
+
+  ws.closed(1006);
+  await settle();
+  assert.equal(events.of('disconnected')[0].code, 1006);
+  assert.equal(events.of('disconnected')[0].reconnectInMs, 0);
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.take(), [{ subscribe: 'h', since: { offset: 5, epoch: 'e1' } }, { subscribe: 'p' }]);
+  ws2.receive({ subscribed: 'h', recovered: true, missed: 2, offset: 7, epoch: 'e1' });
+  ws2.receive({ subscribed: 'p' });
+  // The server's catch-up, with one it had already sent before the seam, then live.
+  for (const i of [5, 6, 7, 7, 8]) ws2.receive({ topic: 'h', offset: i, epoch: 'e1', data: `m${i}` });
+  assert.deepEqual(events.messages('h'), [
+    [3, 'm3'],
+    [4, 'm4'],
+    [5, 'm5'],
+    [6, 'm6'],
+    [7, 'm7'],
+    [8, 'm8'],
+  ]);
+  assert.deepEqual(events.messages(null), ['bare']);
+  const resubscribed = events.of('subscribed').filter((s) => s.resubscribed);
+  assert.deepEqual(
+    resubscribed.map((s) => [s.topic, s.recovered]),
+    [
+      ['h', true],
+      ['p', undefined],
+    ],
+  );
+  assert.deepEqual(events.of('notRecovered'), []);
+  assert.deepEqual(c.position('h'), { offset: 8, epoch: 'e1' });
+});
+
+test('a position the server cannot recover from is reported with its reason', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  const got = [];
+  c.subscribe('h', { onMessage: (m) => got.push([m.epoch, m.offset]) });
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ topic: 'h', offset: 1, epoch: 'e1', data: 'a' });
+  ws.closed(1006);
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.take(), [{ subscribe: 'h', since: { offset: 1, epoch: 'e1' } }]);
+  ws2.receive({ subscribed: 'h', recovered: false, reason: 'epoch changed', offset: 3, epoch: 'e2' });
+  ws2.receive({ topic: 'h', offset: 4, epoch: 'e2', data: 'b' });
+  assert.deepEqual(events.of('notRecovered'), [
+    {
+      topic: 'h',
+      positions: true,
+      offset: 3,
+      epoch: 'e2',
+      recovered: false,
+      reason: 'epoch changed',
+      resubscribed: true,
+    },
+  ]);
+  assert.deepEqual(got, [
+    ['e1', 1],
+    ['e2', 4],
+  ]);
+});
+
+test('requests in flight are rejected when the connection drops; the topic is still resubscribed', async () => {
+  const { c } = client();
+  const ws = await connected(c);
+  const sub = c.subscribe('t');
+  const pub = c.publish('t', 'x');
+  const rpc = c.rpc('time');
+  const unsub = c.unsubscribe('other');
+  ws.closed(1001, 'server shutting down');
+  for (const p of [sub, pub, rpc, unsub]) {
+    await assert.rejects(
+      p,
+      (e) => e.kind === 'disconnected' && e.code === 1001 && e.reason === 'server shutting down',
+    );
+  }
+  await assert.rejects(c.publish('t', 'y'), (e) => e.kind === 'not-connected');
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.take(), [{ subscribe: 't', positions: true }]);
+});
+
+test('a subscribe made while disconnected is sent at the next connection and settled by its answer', async () => {
+  const { c } = client();
+  const early = c.subscribe('t', { history: false });
+  const ws = await connected(c);
+  assert.deepEqual(ws.take(), [{ subscribe: 't' }]);
+  ws.receive({ subscribed: 't' });
+  assert.deepEqual(await early, { topic: 't', positions: false, resubscribed: false });
+  assert.deepEqual(
+    await c.subscribe('t'),
+    { topic: 't', positions: false, resubscribed: false },
+    'already subscribed',
+  );
+  assert.deepEqual(ws.take(), []);
+});
+
+test('publishes are settled by the answers that follow them', async () => {
+  const { c } = client();
+  const ws = await connected(c);
+  const p1 = c.publish('t', 'one');
+  const p2 = c.publish('u', { n: 2 });
+  const p3 = c.publish('t', 'three');
+  await settle();
+  const barrier = { unsubscribe: BARRIER_TOPIC };
+  assert.deepEqual(ws.take(), [
+    { publish: 't', data: 'one' },
+    { publish: 'u', data: { n: 2 } },
+    barrier, // t is published again: an answer must stand between the two
+    { publish: 't', data: 'three' },
+    barrier, // the end of the turn: proves p3
+  ]);
+  ws.receive({ error: 'not permitted', publish: 't' });
+  await assert.rejects(p1, (e) => e.kind === 'server' && e.error === 'not permitted' && e.topic === 't');
+  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
+  await p2;
+  let p3done = false;
+  p3.then(() => (p3done = true));
+  await settle();
+  assert.equal(p3done, false, 'p3 is not proven by the first barrier');
+  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
+  await p3;
+  // A later request's answer proves a publish without a barrier.
+  const p4 = c.publish('v', 'four', { key: 'AAPL' });
+  const s = c.subscribe('w', { history: false });
+  await settle();
+  assert.deepEqual(ws.take(), [{ publish: 'v', data: 'four', key: 'AAPL' }, { subscribe: 'w' }]);
+  ws.receive({ subscribed: 'w' });
+  await Promise.all([p4, s]);
+});
+
+test('a publish refused by the rate limit is rejected; the barrier refused with it is asked again', async () => {
+  const { c } = client();
+  const ws = await connected(c);
+  const p = c.publish('t', 'x');
+  await settle();
+  ws.take();
+  ws.receive({ error: 'rate limit', publish: 't' });
+  await assert.rejects(p, (e) => e.error === 'rate limit');
+  const q = c.publish('t', 'y');
+  await settle();
+  ws.take();
+  ws.receive({ error: 'rate limit', unsubscribe: BARRIER_TOPIC });
+  for (let i = 0; i < 300 && ws.sent.length === 0; i++) await sleep(5);
+  assert.deepEqual(ws.take(), [{ unsubscribe: BARRIER_TOPIC }]);
+  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
+  await q;
+});
+
+test("refusals reject with the server's error; a resubscribe refused drops the topic and says so", async () => {
+  const { c, events } = client({ token: () => hs256('k', { sub: 'a' }) });
+  const ws = await connected(c);
+  const s = c.subscribe('secret');
+  const u = c.unsubscribe('never');
+  const r = c.rpc('time', { tz: 'UTC' });
+  assert.deepEqual(ws.take(), [
+    { subscribe: 'secret', positions: true },
+    { unsubscribe: 'never' },
+    { rpc: 'time', id: 1, data: { tz: 'UTC' } },
+  ]);
+  ws.receive({ error: 'not permitted', subscribe: 'secret' });
+  ws.receive({ error: 'not subscribed', unsubscribed: 'never' });
+  ws.receive({ rpc: 'time', id: 1, error: 'no rpc hook' });
+  await assert.rejects(
+    s,
+    (e) => e.kind === 'server' && e.request === 'subscribe' && e.error === 'not permitted',
+  );
+  await assert.rejects(u, (e) => e.request === 'unsubscribe' && e.error === 'not subscribed');
+  await assert.rejects(r, (e) => e.request === 'rpc' && e.error === 'no rpc hook');
+  assert.deepEqual(c.topics, []);
+
+  const kept = c.subscribe('kept', { history: false });
+  ws.take();
+  ws.receive({ subscribed: 'kept' });
+  await kept;
+  ws.closed(1006);
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.take(), [{ subscribe: 'kept' }]);
+  ws2.receive({ error: 'not permitted', subscribe: 'kept' });
+  assert.deepEqual(events.of('unsubscribed'), [{ topic: 'kept', error: 'not permitted' }]);
+  assert.equal(events.of('error').at(-1).error, 'not permitted');
+  assert.deepEqual(c.topics, []);
+});
+
+test("unsubscribe stops the topic's messages at once and it is not resubscribed", async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  c.subscribe('h');
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ topic: 'h', offset: 1, epoch: 'e', data: 'in' });
+  const u = c.unsubscribe('h');
+  ws.receive({ topic: 'h', offset: 2, epoch: 'e', data: 'after' });
+  ws.receive({ unsubscribed: 'h' });
+  await u;
+  assert.deepEqual(events.messages('h'), [[1, 'in']]);
+  ws.closed(1006);
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.take(), []);
+});
+
+test('missed notices and gaps in offsets are events', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  c.subscribe('h');
+  ws.receive({ subscribed: 'h', offset: 10, epoch: 'e' });
+  ws.receive({ topic: 'h', missed: 3 });
+  ws.receive({ topic: 'h', offset: 14, epoch: 'e', data: 'x' });
+  ws.receive({ topic: 'plain', missed: 1 });
+  assert.deepEqual(events.of('missed'), [
+    { topic: 'h', count: 3 },
+    { topic: 'plain', count: 1 },
+  ]);
+  assert.deepEqual(events.of('gap'), [{ topic: 'h', after: 10, count: 3, offset: 14, epoch: 'e' }]);
+  assert.deepEqual(events.messages('h'), [[14, 'x']]);
+});
+
+test('binary publications arrive as bytes, bare or in the envelope', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  c.subscribe('h');
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ topic: 'h', offset: 1, epoch: 'e', binary: 'AAEC/w==' });
+  ws.receive(new Uint8Array([9, 8]).buffer);
+  const [enveloped, bare] = events.of('message');
+  assert.deepEqual([enveloped.binary, [...enveloped.data]], [true, [0, 1, 2, 255]]);
+  assert.deepEqual([bare.topic, bare.binary, [...bare.data]], [null, true, [9, 8]]);
+});
+
+test('the token travels in the query; it is refreshed on the expiring notice and ahead of exp', async () => {
+  let n = 0;
+  const exp = () => Math.floor(Date.now() / 1000) + 2;
+  const { c, events } = client({ token: async () => hs256('k', { sub: 'a', exp: exp(), n: ++n }) });
+  const ws = await connected(c);
+  assert.equal(new URL(ws.url).searchParams.get('token').split('.').length, 3);
+  ws.receive({ expiring: 30 });
+  await settle();
+  const [refresh] = ws.take();
+  assert.ok(refresh.refresh.length > 20, JSON.stringify(refresh));
+  ws.receive({ refreshed: true });
+  await events.waitFor('refreshed');
+  assert.deepEqual(events.of('expiring'), [{ seconds: 30 }]);
+  // exp is 2 s away: the next refresh goes at about half of it, with no notice.
+  for (let i = 0; i < 400 && ws.sent.length === 0; i++) await sleep(5);
+  assert.equal(ws.take().length, 1, 'refreshed ahead of exp');
+  ws.receive({ refresh: null, error: 'token expired' });
+  const [err] = await events.waitFor('error');
+  assert.equal(err.request, 'refresh');
+  c.close();
+});
+
+test('a token function that fails counts as a failed attempt and is retried', async () => {
+  let calls = 0;
+  const { c, events } = client({
+    token: async () => {
+      calls += 1;
+      if (calls === 1) throw new Error('identity provider down');
+      return 'tok';
+    },
+  });
+  const done = c.connect();
+  const ws = await reconnected(1);
+  await done;
+  assert.equal(new URL(ws.url).searchParams.get('token'), 'tok');
+  assert.equal(events.of('error')[0].kind, 'token');
+  assert.equal(events.of('disconnected')[0].reconnectInMs, 0);
+});
+
+test('a request with no answer times out, and its late answer is not taken for another', async () => {
+  const { c, events } = client({ requestTimeoutMs: 30 });
+  const ws = await connected(c);
+  await assert.rejects(c.subscribe('slow', { history: false }), (e) => e.kind === 'timeout');
+  ws.receive({ subscribed: 'slow' });
+  assert.deepEqual(events.of('error'), []);
+  assert.deepEqual(await c.subscribe('slow'), { topic: 'slow', positions: false, resubscribed: false });
+});
+
+test('a rate-limited subscribe is asked again; the application waits for the real answer', async () => {
+  const { c } = client();
+  const ws = await connected(c);
+  const s = c.subscribe('t', { history: false });
+  ws.take();
+  ws.receive({ error: 'rate limit', subscribe: 't' });
+  for (let i = 0; i < 500 && ws.sent.length === 0; i++) await sleep(5);
+  assert.deepEqual(ws.take(), [{ subscribe: 't' }]);
+  ws.receive({ subscribed: 't' });
+  assert.equal((await s).topic, 't');
+});
+
+test('close() stops reconnecting; some closes are not retried', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  await c.close();
+  assert.equal(c.state, 'closed');
+  assert.equal(ws.readyState, 3);
+  await sleep(30);
+  assert.equal(FakeWebSocket.made.length, 1);
+  await assert.rejects(c.subscribe('t'), (e) => e.kind === 'closed');
+  assert.deepEqual(
+    events.of('disconnected').map((d) => d.reconnectInMs),
+    [null],
+  );
+
+  for (const [code, reason, token] of [
+    [1008, 'token for another user', () => 't'],
+    [1008, 'token expired', 'static'],
+  ]) {
+    FakeWebSocket.reset();
+    const { c: d, events: e } = client({ token });
+    const s = await connected(d);
+    s.closed(code, reason, true);
+    await sleep(30);
+    assert.equal(FakeWebSocket.made.length, 1, reason);
+    assert.equal(d.state, 'closed');
+    assert.deepEqual(
+      e.of('disconnected').map((x) => [x.code, x.reason, x.reconnectInMs]),
+      [[code, reason, null]],
+    );
+  }
+  // With a token function an expired token is worth a new connection.
+  FakeWebSocket.reset();
+  const { c: f } = client({ token: () => 'fresh' });
+  (await connected(f)).closed(1008, 'token expired', true);
+  await reconnected(2);
+  f.close();
+});
+
+test('the backoff grows while attempts fail and starts over after a connection that stayed up', async () => {
+  const delays = [];
+  const c = new CorecastClient('ws://server.test/ws', {
+    WebSocket: FakeWebSocket,
+    reconnect: { initialDelayMs: 4, maxDelayMs: 16, stableAfterMs: 50, random: () => 0.999 },
+  });
+  c.on('disconnected', (d) => delays.push(d.reconnectInMs));
+  c.on('error', () => {});
+  await connected(c);
+  FakeWebSocket.last.closed(1006);
+  for (let n = 2; n <= 5; n++) {
+    for (let i = 0; i < 200 && FakeWebSocket.made.length < n; i++) await sleep(2);
+    FakeWebSocket.last.closed(1006); // refused before it opened
+  }
+  for (let i = 0; i < 200 && FakeWebSocket.made.length < 6; i++) await sleep(2);
+  FakeWebSocket.last.open();
+  await sleep(60);
+  FakeWebSocket.last.closed(1006);
+  assert.deepEqual(delays, [3, 7, 15, 15, 15, 3]);
+  await c.close();
+});
