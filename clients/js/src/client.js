@@ -448,18 +448,20 @@ export class CorecastClient {
     this.#connections += 1;
     const attempt = this.#attempt;
     this.#attempt = 0;
-    this.#setState('connected');
+    // The resubscriptions go first, before anything a listener of the events below sends.
+    const previous = this.#state;
+    this.#state = 'connected';
+    for (const st of this.#topics.wanted()) {
+      if (!st.inFlight && st.retryTimer === null) this.#sendSubscribe(st, st.everSubscribed);
+    }
+    this.#scheduleRefresh();
+    this.#emit('state', { state: 'connected', previous });
     this.#emit('connected', {
       attempt,
       reconnected: this.#connections > 1,
       extensions: ws.extensions ?? '',
       protocol: ws.protocol ?? '',
     });
-    if (this.#ws !== ws) return;
-    for (const st of this.#topics.wanted()) {
-      if (!st.inFlight && st.retryTimer === null) this.#sendSubscribe(st, st.everSubscribed);
-    }
-    this.#scheduleRefresh();
     for (const d of this.#connectWaiters.splice(0)) d.resolve();
   }
 

@@ -49,6 +49,9 @@ export class Chromium {
       '--disable-extensions',
       '--disable-background-networking',
       '--disable-component-update',
+      '--disable-sync',
+      // No traffic of its own: on a closed network its lookups and connections only fail.
+      '--disable-quic',
       '--remote-debugging-address=127.0.0.1',
       '--remote-debugging-port=0',
       `--user-data-dir=${profile}`,

@@ -405,3 +405,20 @@ test('the backoff grows while attempts fail and starts over after a connection t
   assert.deepEqual(delays, [3, 7, 15, 15, 15, 3]);
   await c.close();
 });
+
+test('resubscriptions go out before what a connected listener sends', async () => {
+  const { c } = client();
+  const ws = await connected(c);
+  c.subscribe('t', { history: false });
+  ws.receive({ subscribed: 't' });
+  ws.take();
+  c.on('connected', () => c.publish('t', 'hello again').catch(() => {}));
+  ws.closed(1006);
+  const ws2 = await reconnected(2);
+  await settle();
+  assert.deepEqual(ws2.take(), [
+    { subscribe: 't' },
+    { publish: 't', data: 'hello again' },
+    { unsubscribe: BARRIER_TOPIC },
+  ]);
+});
