@@ -82,10 +82,8 @@ fn api_publisher(
         let mut accepted = 0u64;
         while !flag.load(Ordering::Relaxed) && accepted < 100_000 {
             let body = format!("{prefix}{}", accepted + 1);
-            let sent =
-                std::panic::catch_unwind(|| http_request(api, "POST", &path, &[], body.as_bytes()));
-            match sent {
-                Ok((200, _)) => accepted += 1,
+            match try_post(api, &path, body.as_bytes()) {
+                Some(200) => accepted += 1,
                 _ => break,
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -93,6 +91,28 @@ fn api_publisher(
         accepted
     });
     (stop, thread)
+}
+
+/// `POST path` with `body`: the answer's status, `None` when the node did not answer (it is
+/// gone). Every read and write bounded by `WAIT`.
+fn try_post(api: std::net::SocketAddr, path: &str, body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    s.set_write_timeout(Some(WAIT)).ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn stop(publisher: (Arc<AtomicBool>, JoinHandle<u64>)) -> u64 {
@@ -204,7 +224,9 @@ fn a_client_whose_node_is_killed_recovers_everything_on_another_node() {
     assert_eq!(numbers(&all, "b"), (1..=accepted_b).collect::<Vec<_>>());
     let kept_a = numbers(&all, "a");
     assert_eq!(kept_a, (1..=kept_a.len() as u64).collect::<Vec<_>>());
-    assert!(kept_a.len() as u64 <= accepted_a && !kept_a.is_empty());
+    // One more than accepted when the kill came between A handing the last one on and its
+    // answer reaching the publisher.
+    assert!(kept_a.len() as u64 <= accepted_a + 1 && !kept_a.is_empty());
     let from_client = numbers(&all, "c");
     assert_eq!(from_client, (1..=30).collect::<Vec<_>>());
 

@@ -89,15 +89,17 @@ pub(crate) struct Delivered {
 /// <consumer seq>.<time>.<pending>`, or the longer form with a domain and an account hash
 /// first (and a token last).
 pub(crate) fn delivered(reply: &str) -> Option<Delivered> {
-    let tokens: Vec<&str> = reply.split('.').collect();
-    if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+    // Read for every delivery: counted and walked in place, nothing allocated.
+    let tokens = reply.split('.').count();
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    if tokens < 9 {
         return None;
     }
-    let at = if tokens.len() == 9 { 2 } else { 4 };
-    let number = |i: usize| tokens.get(at + i)?.parse::<u64>().ok();
+    let skip = if tokens == 9 { 3 } else { 5 };
+    let mut numbers = rest.split('.').skip(skip).map(|t| t.parse::<u64>().ok());
     Some(Delivered {
-        stream_seq: number(3)?,
-        consumer_seq: number(4)?,
+        stream_seq: numbers.next()??,
+        consumer_seq: numbers.next()??,
     })
 }
 
