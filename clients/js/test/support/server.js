@@ -118,12 +118,13 @@ export class Server {
     throw lastError;
   }
 
-  /** POST /api/publish/{topic}: the parsed answer. */
-  async publish(topic, data, { binary = false } = {}) {
+  /** POST /api/publish/{topic} (`?report=1` with `report`): the parsed answer. */
+  async publish(topic, data, { binary = false, report = false } = {}) {
     const headers = binary
       ? { 'content-type': 'application/octet-stream' }
       : { 'content-type': 'text/plain' };
-    const res = await fetch(`http://${this.api}/api/publish/${encodeURIComponent(topic)}`, {
+    const query = report ? '?report=1' : '';
+    const res = await fetch(`http://${this.api}/api/publish/${encodeURIComponent(topic)}${query}`, {
       method: 'POST',
       headers,
       body: data,
