@@ -56,6 +56,7 @@ pub struct Kept {
 impl Kept {
     /// A publication read back from a history kept elsewhere (cluster mode's JetStream), which
     /// keeps its own times.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn read_back(offset: u64, data: Bytes, binary: bool) -> Kept {
         Kept {
             offset,

@@ -4,6 +4,8 @@
 //! getting exactly what it missed, then the live stream; and the answers when a position cannot
 //! be recovered from: too old or unknown on another node, another epoch once the stream is
 //! deleted or NATS restarts without it, and history unavailable while NATS is down.
+// Cluster mode, and the NATS client that deletes a stream, come with the `cluster` feature.
+#![cfg(feature = "cluster")]
 
 mod common;
 
