@@ -1,6 +1,7 @@
 //! What a shard or a `Server` holds of this node's NATS link: a way to hand it cross-node work
-//! without ever waiting on NATS, a way to ask for a cluster-wide UUID claim, and what the link
-//! reports back (its state, the nodes it hears, its counters). Not the link: `cluster::link`.
+//! without ever waiting on NATS, a way to ask for a cluster-wide UUID claim or for a topic's
+//! history (answered within a bound), and what the link reports back (its state, the nodes it
+//! hears, its counters). Not the link: `cluster::link`.
 //!
 //! What depends on time is decided by pure functions of the time read once by the caller
 //! (`is_live`, `warning_due`), so the tests below move instants by hand.

@@ -2,8 +2,9 @@
 //! It publishes the cross-node work shards hand it (in order), holds a topic's subject while
 //! the node has subscribers of it, hands what other nodes send to the local shards (through
 //! their inboxes, as any thread would), answers UUID claims from a JetStream key-value bucket,
-//! and sends and hears heartbeats. Shards never wait on it. Not the wire format
-//! (`cluster::wire`) nor what shards hold of it (`cluster::handle`).
+//! and sends and hears heartbeats. For topics with history it publishes to, follows and reads
+//! their JetStream streams instead (`cluster::streams`). Shards never wait on it. Not the wire
+//! format (`cluster::wire`) nor what shards hold of it (`cluster::handle`).
 //!
 //! What depends on time is decided by pure functions of the time read once where the decision
 //! is made (`claim_is_stale`, `subject_kept`), so the tests below move the clock by hand.

@@ -1,7 +1,8 @@
 //! Cluster mode: `ClusterConfig` (how a node joins), `ClusterView` (who is in the cluster).
 //! Several nodes act as one server by carrying cross-node work over NATS. The NATS link
-//! itself, one thread per node, is `link` (built with the `cluster` feature only); what a
-//! shard hands to it is `handle`, what travels is `wire`.
+//! itself, one thread per node, is `link` (built with the `cluster` feature only), and topic
+//! history's JetStream streams are `streams`; what a shard hands to it is `handle`, what
+//! travels is `wire`.
 // Built without the `cluster` feature there is no NATS link to read what shards hand it.
 #![cfg_attr(not(feature = "cluster"), allow(dead_code))]
 

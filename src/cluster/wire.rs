@@ -4,6 +4,9 @@
 //! Every cross-node operation is one NATS message. Node-wide work (broadcast, fire, emit to
 //! UUIDs, close) shares one subject, so one node's operations arrive everywhere in the order
 //! it sent them; each topic has a subject of its own, taken only by nodes with subscribers.
+//! A topic with history has instead a subject its JetStream stream keeps (`Subjects::history`,
+//! `Subjects::stream`), whose deliveries are placed by their reply subject (`delivered`) and
+//! carry the skipped connection and the conflation key in headers.
 //! Messages carry server frames already encoded: a receiving node queues the same bytes for
 //! every local recipient.
 
