@@ -1278,13 +1278,18 @@ pub fn run(opts: RecoveryOptions) -> anyhow::Result<RecoveryReport> {
         })
         .collect();
     let dropped = shared.dropped.load(Ordering::SeqCst);
-    // The storm's CPU beyond what the steady stream cost before it, per dropped client.
+    let recovered_messages = shared.recovered_messages.load(Ordering::SeqCst);
+    // The storm's CPU beyond what its deliveries (live and recovered alike) cost at the CPU
+    // per delivery before it, per dropped client: what reconnecting and recovering cost.
     let (before, during) = (&phases[0], &phases[1]);
     let storm_cpu = before
-        .server_cpu_seconds
+        .server_cpu_us_per_delivery
         .zip(during.server_cpu_seconds)
-        .filter(|_| dropped > 0 && before.seconds > 0.0)
-        .map(|(b, d)| (d - b / before.seconds * during.seconds) * 1e6 / dropped as f64);
+        .filter(|_| dropped > 0)
+        .map(|(per, d)| {
+            let delivering = per * (during.deliveries + recovered_messages) as f64;
+            (d * 1e6 - delivering) / dropped as f64
+        });
     let storm_ns = shared.storm_ns.load(Ordering::SeqCst);
     let last_back = shared.last_back_ns.load(Ordering::SeqCst);
     let not_recovered = shared.not_recovered.load(Ordering::SeqCst);
@@ -1309,7 +1314,7 @@ pub fn run(opts: RecoveryOptions) -> anyhow::Result<RecoveryReport> {
         recovered: shared.recovered.load(Ordering::SeqCst),
         not_recovered,
         reconnect_retries: shared.retries.load(Ordering::SeqCst),
-        messages_recovered: shared.recovered_messages.load(Ordering::SeqCst),
+        messages_recovered: recovered_messages,
         messages_lost: lost,
         reconnect_to_recovered: Latency::of(&reconnect),
         all_recovered_seconds: (all_back && dropped > 0 && last_back >= storm_ns)

@@ -66,7 +66,9 @@ pub struct RecoveryReport {
     pub all_recovered_seconds: Option<f64>,
     /// before, during, after.
     pub phases: Vec<Phase>,
-    /// The server's CPU during the storm beyond its rate before it, per dropped client.
+    /// The server's CPU during the storm beyond what its deliveries (live and recovered)
+    /// cost at the CPU per delivery before it, per dropped client: what a reconnect and its
+    /// recovery cost the server, less the publications it sends.
     pub storm_cpu_us_per_reconnect: Option<f64>,
     pub server_rss_before_kib: Option<u64>,
     pub server_rss_after_kib: Option<u64>,
@@ -137,7 +139,9 @@ impl RecoveryReport {
             s += "\n";
         }
         if let Some(c) = self.storm_cpu_us_per_reconnect {
-            s += &format!("  storm: {c:.0} server CPU-µs per reconnect beyond the steady rate\n");
+            s += &format!(
+                "  storm: {c:.0} server CPU-µs per reconnect beyond its deliveries' cost\n"
+            );
         }
         if self.ok {
             s += "  OK: every publication delivered exactly once, in order, across the reconnect\n";
