@@ -1,10 +1,12 @@
 //! `corecast-bench`: runs every scenario against corecast and its peers in one run on one
 //! machine, server and generator pinned to different CPUs, and writes `bench/results/`:
-//! JSON per scenario, a Markdown table with ratios to corecast, and an SVG chart.
+//! JSON per scenario, a Markdown table with ratios to corecast, and an SVG chart; the
+//! recovery scenario (`recovery`) has tables of its own.
 //! Use `bench/run`, which builds and installs everything first.
 
 mod output;
 mod peers;
+mod recovery;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -630,7 +632,8 @@ fn rows(plan: &Plan, peers: &[Peer], full: bool) -> Vec<(String, Peer, Option<Va
     let eligible: Vec<Peer> = peers
         .iter()
         .copied()
-        .filter(|p| !p.is_cluster() && (!plan.deflate || p.has_deflate()))
+        .filter(|p| !p.is_cluster() && !p.is_recovery_only())
+        .filter(|p| !plan.deflate || p.has_deflate())
         .filter(|p| !plan.tls || p.has_tls())
         .collect();
     if plan.variants.is_empty() {
@@ -796,10 +799,13 @@ fn main() -> ExitCode {
     let selected: Vec<&Plan> = plans(a.full)
         .filter(|p| a.only.is_empty() || a.only.iter().any(|o| o == p.id))
         .collect();
+    // The reconnect storm runs last, against corecast and Socket.IO with recovery.
+    let storm = (a.only.is_empty() || a.only.iter().any(|o| o == recovery::ID))
+        && peers.contains(&Peer::Corecast);
     eprintln!(
         "corecast-bench ({} mode): {} scenarios × {} servers; server on CPUs {:?}, generator on {:?}",
         if a.full { "full, about 20 minutes" } else { "quick, about 5 minutes" },
-        selected.len(),
+        selected.len() + usize::from(storm),
         peers.len(),
         a.server_cpus,
         a.load_cpus
@@ -953,6 +959,28 @@ fn main() -> ExitCode {
         summary += &md;
         summary += "\n";
         results.push(res);
+    }
+    if storm {
+        let setting = recovery::Setting {
+            root: &a.root,
+            out: &a.out,
+            date: &date,
+            machine: &machine,
+            server_cpus: &a.server_cpus,
+            load_cpus: &a.load_cpus,
+            full: a.full,
+            started,
+        };
+        match recovery::run(&setting) {
+            Ok(md) => {
+                summary += &md;
+                summary += "\n";
+            }
+            Err(e) => {
+                eprintln!("corecast-bench: {}: {e:#}", recovery::ID);
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let by_id = |id: &str| results.iter().find(|r| r.id == id);
     if let (Some(idle), Some(subs)) = (by_id("idle-10k"), by_id("subs-100k")) {

@@ -38,16 +38,20 @@ pub enum Peer {
     CorecastCluster,
     /// Two Socket.IO nodes with the Redis adapter and the redis-server between them.
     SocketIoRedis,
+    /// One Socket.IO node with connection-state recovery (in-memory adapter), for the
+    /// recovery benchmark only.
+    SocketIoRecovery,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 6] = [
+    pub const ALL: [Peer; 7] = [
         Peer::Corecast,
         Peer::Bun,
         Peer::NodeWs,
         Peer::Tokio,
         Peer::CorecastCluster,
         Peer::SocketIoRedis,
+        Peer::SocketIoRecovery,
     ];
 
     /// A multi-node peer, run only in cluster scenarios.
@@ -55,7 +59,11 @@ impl Peer {
         matches!(self, Peer::CorecastCluster | Peer::SocketIoRedis)
     }
 
-    /// The path clients upgrade at.
+    /// A peer that runs only in the recovery benchmark (it speaks nothing else).
+    pub fn is_recovery_only(self) -> bool {
+        self == Peer::SocketIoRecovery
+    }
+
     /// Whether it speaks permessage-deflate (tungstenite does not).
     pub fn has_deflate(self) -> bool {
         self != Peer::Tokio
@@ -66,9 +74,10 @@ impl Peer {
         self != Peer::Tokio
     }
 
+    /// The path clients upgrade at.
     pub fn path(self) -> &'static str {
         match self {
-            Peer::SocketIoRedis => "/socket.io/?EIO=4&transport=websocket",
+            Peer::SocketIoRedis | Peer::SocketIoRecovery => "/socket.io/?EIO=4&transport=websocket",
             _ => "/ws",
         }
     }
@@ -81,6 +90,7 @@ impl Peer {
             Peer::Tokio => "tokio-tungstenite",
             Peer::CorecastCluster => "corecast-2-nodes",
             Peer::SocketIoRedis => "socket.io-redis-2-nodes",
+            Peer::SocketIoRecovery => "socket.io",
         }
     }
 
@@ -140,6 +150,12 @@ impl Peer {
                     .args([mode, &port.to_string()]);
                 c
             }
+            Peer::SocketIoRecovery => {
+                let mut c = Command::new("node");
+                c.arg(peers.join("socketio-recovery-server.js"))
+                    .args([mode, &port.to_string()]);
+                c
+            }
             Peer::Tokio => {
                 let mut c = Command::new(peers.join("tokio-relay/target/release/tokio-relay"));
                 c.args([mode, &port.to_string()]);
@@ -157,7 +173,9 @@ impl Peer {
         match self {
             Peer::Corecast => corecast_binary(root),
             Peer::CorecastCluster => PathBuf::from("/usr/sbin/nats-server"),
-            Peer::SocketIoRedis => root.join("bench/peers/node_modules/socket.io/package.json"),
+            Peer::SocketIoRedis | Peer::SocketIoRecovery => {
+                root.join("bench/peers/node_modules/socket.io/package.json")
+            }
             Peer::Bun => root.join("bench/peers/node_modules/.bin/bun"),
             Peer::NodeWs => root.join("bench/peers/node_modules/ws/package.json"),
             Peer::Tokio => root.join("bench/peers/tokio-relay/target/release/tokio-relay"),

@@ -36,6 +36,7 @@ const ORDER: &[&str] = &[
     "chat-tls",
     "idle-tls",
     "cluster-broadcast",
+    "recovery",
     "attacks",
     "soak",
 ];
