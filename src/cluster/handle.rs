@@ -513,4 +513,66 @@ mod tests {
         h.heard("b".into(), 1, at);
         assert!(h.is_live("b", at));
     }
+
+    fn retention() -> Retention {
+        Retention {
+            size: 10,
+            ttl: SECOND,
+        }
+    }
+
+    fn frame() -> Bytes {
+        Bytes::from_static(b"\x81\x01x")
+    }
+
+    #[test]
+    fn with_nats_down_a_history_publication_is_counted_lost_and_a_recovery_unavailable() {
+        let (h, inbox) = ClusterHandle::new("c".into(), "me".into(), SECOND, SECOND);
+        h.record("t1".into(), frame(), 0, None, retention());
+        assert_eq!(h.stats.history_lost.load(Ordering::Relaxed), 1);
+        assert!(inbox.work.is_empty());
+        // Answered at once, without asking the link: nothing can be told.
+        let (done, answer) = flume::bounded(1);
+        h.recover("t1".into(), retention(), None, done);
+        assert_eq!(
+            answer.try_recv().unwrap(),
+            (Err(NotRecovered::Unavailable), None)
+        );
+        assert!(inbox.control.is_empty());
+        let (done, window) = flume::bounded(1);
+        h.window("t1".into(), done);
+        assert_eq!(window.try_recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_topic_with_history_goes_to_its_stream_never_as_a_plain_publish() {
+        let (h, inbox) = ClusterHandle::new("c".into(), "me".into(), SECOND, SECOND);
+        h.stats.connected.store(true, Ordering::Release);
+        let mut rules = HistoryRules::default();
+        rules.add("t*", retention());
+        h.set_history(Some(Arc::new(rules)));
+        let publish = |topic: &str| Work::Publish {
+            topic: topic.into(),
+            frame: frame(),
+        };
+        h.send(publish("t1"));
+        assert!(inbox.work.is_empty(), "its home shard records it instead");
+        h.send(publish("other"));
+        assert!(
+            matches!(inbox.work.try_recv(), Ok(Work::Publish { topic, .. }) if &*topic == "other")
+        );
+        h.record("t1".into(), frame(), 7, None, retention());
+        assert!(matches!(
+            inbox.work.try_recv(),
+            Ok(Work::Record { topic, key: 7, .. }) if &*topic == "t1"
+        ));
+        assert_eq!(h.stats.history_lost.load(Ordering::Relaxed), 0);
+        // A recovery is asked of the link.
+        let (done, _answer) = flume::bounded(1);
+        h.recover("t1".into(), retention(), None, done);
+        assert!(matches!(
+            inbox.control.try_recv(),
+            Ok(Control::Recover { topic, .. }) if &*topic == "t1"
+        ));
+    }
 }
