@@ -131,8 +131,8 @@ not-recovered answer is counted with what it lost, and everything else is checke
 reconnection delay), and a not-recovered answer fails the run. Reconnect → recovered: from the \
 client's connect until it has the answer and every publication it missed. Server CPU per \
 reconnect: the server's CPU from the drop until every client is back, less what that window's \
-deliveries (live and recovered) cost at the CPU per delivery before the storm, over the clients \
-that dropped. Live p99: publish to receipt of the live stream (recovered publications not \
+live deliveries cost at the CPU per delivery before the storm, over the clients that dropped \
+(the handshake, the subscription and the recovery, recovered publications included). Live p99: publish to receipt of the live stream (recovered publications not \
 included). Load average: the machine's, read before each run (others' work shared it).";
 
 /// Where and how the harness runs: what every scenario shares.

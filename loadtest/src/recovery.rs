@@ -1279,17 +1279,15 @@ pub fn run(opts: RecoveryOptions) -> anyhow::Result<RecoveryReport> {
         .collect();
     let dropped = shared.dropped.load(Ordering::SeqCst);
     let recovered_messages = shared.recovered_messages.load(Ordering::SeqCst);
-    // The storm's CPU beyond what its deliveries (live and recovered alike) cost at the CPU
-    // per delivery before it, per dropped client: what reconnecting and recovering cost.
+    // The storm's CPU beyond what its live deliveries cost at the CPU per delivery before it,
+    // per dropped client: what a reconnect costs, its recovered publications included (a
+    // catch-up may go out in fewer writes than the live stream, so it is not priced as one).
     let (before, during) = (&phases[0], &phases[1]);
     let storm_cpu = before
         .server_cpu_us_per_delivery
         .zip(during.server_cpu_seconds)
         .filter(|_| dropped > 0)
-        .map(|(per, d)| {
-            let delivering = per * (during.deliveries + recovered_messages) as f64;
-            (d * 1e6 - delivering) / dropped as f64
-        });
+        .map(|(per, d)| (d * 1e6 - per * during.deliveries as f64) / dropped as f64);
     let storm_ns = shared.storm_ns.load(Ordering::SeqCst);
     let last_back = shared.last_back_ns.load(Ordering::SeqCst);
     let not_recovered = shared.not_recovered.load(Ordering::SeqCst);

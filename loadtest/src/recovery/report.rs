@@ -66,9 +66,9 @@ pub struct RecoveryReport {
     pub all_recovered_seconds: Option<f64>,
     /// before, during, after.
     pub phases: Vec<Phase>,
-    /// The server's CPU during the storm beyond what its deliveries (live and recovered)
-    /// cost at the CPU per delivery before it, per dropped client: what a reconnect and its
-    /// recovery cost the server, less the publications it sends.
+    /// The server's CPU during the storm beyond what its live deliveries cost at the CPU per
+    /// delivery before it, per dropped client: what a reconnect costs the server, its
+    /// recovered publications included.
     pub storm_cpu_us_per_reconnect: Option<f64>,
     pub server_rss_before_kib: Option<u64>,
     pub server_rss_after_kib: Option<u64>,
@@ -140,7 +140,7 @@ impl RecoveryReport {
         }
         if let Some(c) = self.storm_cpu_us_per_reconnect {
             s += &format!(
-                "  storm: {c:.0} server CPU-µs per reconnect beyond its deliveries' cost\n"
+                "  storm: {c:.0} server CPU-µs per reconnect, its recovered publications included\n"
             );
         }
         if self.ok {
