@@ -85,8 +85,9 @@ impl RecoveryReport {
 
     /// A few lines for a person.
     pub fn summary(&self) -> String {
+        let topics = if self.topics == 1 { "topic" } else { "topics" };
         let mut s = format!(
-            "recovery against {} ({}): {} clients on {} topics, {} publications/s, {} B payloads\n",
+            "recovery against {} ({}): {} clients on {} {topics}, {} publications/s, {} B payloads\n",
             self.url, self.protocol, self.clients, self.topics, self.rate, self.payload_bytes
         );
         s += &format!(
