@@ -121,6 +121,21 @@ impl Frames {
         }
     }
 
+    /// Puts `frame` at `i` (at most `len()`), keeping the order of the others.
+    fn insert(&mut self, i: usize, frame: Frame) {
+        match (i, self.first.take()) {
+            (_, None) => self.first = Some(frame),
+            (0, Some(first)) => {
+                self.rest.push_front(first);
+                self.first = Some(frame);
+            }
+            (i, Some(first)) => {
+                self.first = Some(first);
+                self.rest.insert(i - 1, frame);
+            }
+        }
+    }
+
     /// Takes out the frame at `i`, keeping the order of the others.
     fn remove(&mut self, i: usize) -> Option<Frame> {
         match i {
@@ -223,6 +238,33 @@ impl OutboundQueue {
             return Push::Closed;
         }
         self.push(frame, Kind::Control);
+        Push::Queued
+    }
+
+    /// Queues a ping ahead of the data messages not yet started (behind the frame being
+    /// written and the control frames before them): RFC 6455 §5.5 lets control frames go
+    /// between messages, and a reader slower than its publishers, whose queue stays full, then
+    /// sees each ping after what its socket already holds rather than after its whole queue,
+    /// so its liveness does not depend on its backlog.
+    pub fn push_ping(&mut self, frame: Bytes) -> Push {
+        if self.closed {
+            return Push::Closed;
+        }
+        let first_free = (self.offset > 0) as usize;
+        let at = self
+            .frames
+            .iter()
+            .enumerate()
+            .skip(first_free)
+            .find(|(_, f)| matches!(f.kind, Kind::Data | Kind::Droppable(_)))
+            .map_or(self.frames.len(), |(i, _)| i);
+        self.frames.insert(
+            at,
+            Frame {
+                bytes: frame,
+                kind: Kind::Control,
+            },
+        );
         Push::Queued
     }
 
@@ -709,6 +751,28 @@ mod tests {
         q.advance(3);
         assert!(q.is_empty());
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_ping_goes_ahead_of_the_data_not_yet_started() {
+        let t0 = Instant::now();
+        let mut q = OutboundQueue::new(10);
+        q.push_control(Bytes::from_static(b"H"));
+        q.push_data(Bytes::from_static(b"ab"), t0, W);
+        q.push_data(Bytes::from_static(b"cd"), t0, W);
+        // Behind the handshake, ahead of the data.
+        q.push_ping(Bytes::from_static(b"1"));
+        assert_eq!(written(&q), b"H1abcd");
+        q.advance(3);
+        // A started frame stays first; a second ping goes behind the first one's place.
+        assert_eq!(q.push_ping(Bytes::from_static(b"2")), Push::Queued);
+        assert_eq!(written(&q), b"b2cd");
+        q.advance(4);
+        assert!(q.is_empty());
+        q.push_ping(Bytes::from_static(b"3"));
+        assert_eq!(written(&q), b"3");
+        q.push_close(Bytes::from_static(b"X"));
+        assert_eq!(q.push_ping(Bytes::from_static(b"4")), Push::Closed);
     }
 
     #[test]

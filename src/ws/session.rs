@@ -459,7 +459,7 @@ impl<C: Settings> Session<C> {
                     self.next_ping = now + self.config.ping_interval();
                     // Once per ping interval: an idle connection gives back what a burst left.
                     self.out.compact();
-                    self.out.push_control(Bytes::from_static(&PING_FRAME));
+                    self.out.push_ping(Bytes::from_static(&PING_FRAME));
                 }
             }
             Phase::Closing {
