@@ -166,6 +166,18 @@ impl Builder {
         self
     }
 
+    /// The kernel's send buffer of each accepted socket (`SO_SNDBUF`; Linux keeps twice the
+    /// value, for its own bookkeeping). Unset, Linux grows it with the connection's throughput
+    /// up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default): what a slow reader has not read
+    /// then waits there, out of reach of the slow-consumer policies and of the send queue's
+    /// bounds. A fixed size (64 KiB is plenty for event traffic) keeps that backlog in the
+    /// send queue, where `slow_consumers` and `send_queue_size` apply, and bounds the kernel
+    /// memory a slow reader can hold. Default: unset.
+    pub fn socket_send_buffer(mut self, bytes: usize) -> Self {
+        self.options.socket_send_buffer = Some(bytes);
+        self
+    }
+
     /// Messages a shard's inbox holds (work from other threads and shards: emits, broadcasts,
     /// publishes, fires) before it refuses more. A refused emit returns `Error::InboxFull`; a
     /// refused broadcast, publish or fire misses that shard; each refusal is counted in
@@ -415,6 +427,7 @@ impl Server {
                 max_handshake_size: 8 << 10,
                 max_connections: None,
                 inbox_capacity: DEFAULT_INBOX_CAPACITY,
+                socket_send_buffer: None,
             },
         }
     }

@@ -137,6 +137,11 @@ pub struct Args {
     /// Messages a client may have undelivered before new ones wait [default: 100]
     #[arg(long, env = "CORECAST_SEND_QUEUE_SIZE", value_name = "N", value_parser = parse_number::<usize>)]
     pub send_queue_size: Option<usize>,
+    /// The kernel's send buffer per client socket (SO_SNDBUF), e.g. 64KiB, so a slow reader's
+    /// backlog waits in its send queue, where --slow-consumers applies, not in the kernel
+    /// [default: the kernel's, which grows up to net.ipv4.tcp_wmem's maximum]
+    #[arg(long, env = "CORECAST_SOCKET_SEND_BUFFER", value_name = "SIZE", value_parser = parse_size)]
+    pub socket_send_buffer: Option<usize>,
     /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
     #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_topics: Option<usize>,
@@ -466,6 +471,8 @@ pub struct Settings {
     /// lets clients in unauthenticated.
     pub auth: Option<Verifier>,
     pub origins: Vec<String>,
+    /// `SO_SNDBUF` of client sockets (`Builder::socket_send_buffer`).
+    pub socket_send_buffer: Option<usize>,
     pub max_connections: Option<usize>,
     /// After the first SIGINT/SIGTERM: time spent draining (503s) before the shutdown starts.
     pub drain_delay: Duration,
@@ -567,6 +574,7 @@ impl Settings {
             slow_consumers: a.slow_consumers.map(|r| r.0).unwrap_or_default(),
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
+            socket_send_buffer: a.socket_send_buffer.filter(|n| *n > 0),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
             shutdown_timeout: a.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
@@ -866,6 +874,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "tls-cert" => fill!(tls_cert, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "tls-key" => fill!(tls_key, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
+            "socket-send-buffer" => fill!(socket_send_buffer, parse_size),
             "drain-delay" => fill!(drain_delay, parse_duration),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),

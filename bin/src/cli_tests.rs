@@ -573,6 +573,16 @@ fn bad_history_rules_say_what_is_wrong_on_one_line() {
 }
 
 #[test]
+fn the_socket_send_buffer_is_a_size() {
+    let s = load(&["--socket-send-buffer", "64KiB"]).unwrap();
+    assert_eq!(s.socket_send_buffer, Some(64 * 1024));
+    assert_eq!(load(&[]).unwrap().socket_send_buffer, None);
+    assert_eq!(load(&["--socket-send-buffer", "0"]).unwrap().socket_send_buffer, None);
+    let e = load(&["--socket-send-buffer", "lots"]).unwrap_err();
+    assert!(e.contains("--socket-send-buffer"), "{e}");
+}
+
+#[test]
 fn slow_consumer_rules_from_flag_environment_and_file() {
     use corecast::SlowConsumerPolicy::{DropOldest, KeepLatest, Teardown};
     let s = load(&[

@@ -99,6 +99,9 @@ fn run(s: Settings) -> anyhow::Result<()> {
     if let Some(n) = s.shards {
         builder = builder.shards(n);
     }
+    if let Some(bytes) = s.socket_send_buffer {
+        builder = builder.socket_send_buffer(bytes);
+    }
     if let Some(n) = s.max_connections {
         builder = builder.max_connections(n);
     }

@@ -166,6 +166,10 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         return None;
     };
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = core.shared.options.socket_send_buffer {
+        // Best effort, like TCP_NODELAY: a socket the kernel refuses it for keeps its own.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let timeout = core.shared.options.handshake_timeout;
     let accepted = future::or(accept(&core, stream, remote), async {
         Timer::new(timeout).await;

@@ -50,6 +50,8 @@ pub(crate) struct Options {
     pub(crate) max_handshake_size: usize,
     pub(crate) max_connections: Option<usize>,
     pub(crate) inbox_capacity: usize,
+    /// `Builder::socket_send_buffer`: `SO_SNDBUF` of accepted sockets; `None`: the kernel's.
+    pub(crate) socket_send_buffer: Option<usize>,
 }
 
 pub(crate) struct Shared {
