@@ -115,6 +115,8 @@ pub struct Setup {
     /// 2,000 clients subscribe to one topic (`auth::BigTopic`) before the baseline and
     /// stay until after the measurements: bystanders the attack fans out to.
     pub big_topic: bool,
+    /// Topics with slow-consumer policies (`topics::SERVER_ARGS`), and `/metrics` served.
+    pub slow_consumers: bool,
 }
 
 /// Most attacks: `--mode echo`, anyone may connect, no inbound limit.
@@ -123,6 +125,7 @@ const ECHO: Setup = Setup {
     auth: false,
     message_rate: None,
     big_topic: false,
+    slow_consumers: false,
 };
 
 /// `--mode echo` with tokens.
@@ -226,8 +229,20 @@ pub const ALL: &[Attack] = &[
             auth: true,
             message_rate: Some(auth::FLOOD_RATE),
             big_topic: true,
+            slow_consumers: false,
         },
         run: auth::publish_flood,
+    },
+    Attack {
+        name: "slow-topic-consumers",
+        what: "pubsub: three topics published to 250 times a second each (1 KB) for 4 s, --socket-send-buffer 64KiB, one per slow-consumer policy (teardown, drop-oldest, keep-latest with 8 keys); on each, 3 clients with a 4 KiB window that never read, 3 that read a message every 10 ms, and 2 healthy subscribers",
+        expected: "never-readers torn down at write_timeout under every policy; slow readers torn down under teardown, kept under drop-oldest and keep-latest with the newest publication (the latest of every key), and {\"missed\":N} notices that add up with what they got to what was published; healthy subscribers get every publication in order; the publisher is never slowed",
+        setup: Setup {
+            mode: Mode::Pubsub,
+            slow_consumers: true,
+            ..ECHO
+        },
+        run: super::topics::slow_topic_consumers,
     },
 ];
 

@@ -10,6 +10,7 @@
 //! | `healthy` | the healthy client: a message every 10 ms, latency and losses per phase |
 //! | `attacks` | the attacks and the answer each attacker must get |
 //! | `auth` | the attacks on tokens and the rate limit, their key and tokens, `/metrics` checks |
+//! | `topics` | the attack of slow consumers on topics, under each slow-consumer policy |
 //! | `soak` | the long mixed run, sampled into CSV and an SVG plot |
 
 pub mod attacks;
@@ -18,6 +19,7 @@ pub mod client;
 pub mod healthy;
 pub mod server;
 pub mod soak;
+pub mod topics;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,10 +187,14 @@ pub fn run_attack(
     let limits = Limits::SIEGE;
     let setup = attack.setup;
     let tokens = setup.auth.then(Tokens::generate).transpose()?.map(Arc::new);
+    let mut args = tokens.as_ref().map(|t| t.server_args()).unwrap_or_default();
+    if setup.slow_consumers {
+        args.extend(topics::SERVER_ARGS.map(String::from));
+    }
     let extras = Extras {
         message_rate: setup.message_rate,
-        args: tokens.as_ref().map(|t| t.server_args()).unwrap_or_default(),
-        api: setup.auth,
+        args,
+        api: setup.auth || setup.slow_consumers,
     };
     let mut server =
         ServerProcess::start_with(binary, setup.mode.name(), &limits, &cpus.server, &extras)?;
