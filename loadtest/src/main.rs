@@ -226,7 +226,7 @@ fn recovery_run(a: &Args) -> ExitCode {
     let target = match Target::parse(&a.url) {
         Ok(t) if !a.url.contains(',') => t,
         Ok(_) => {
-            eprintln!("corecast-load: recovery runs against one server (a position means something only on the node that gave it)");
+            eprintln!("corecast-load: recovery runs against the one server of --url");
             return ExitCode::from(2);
         }
         Err(e) => {

@@ -103,6 +103,8 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     match opts.scenario {
         Scenario::Shootout => return shootout::run(opts),
         Scenario::Upgrades => return upgrades::run(opts),
+        // Its options and report are its own.
+        Scenario::Recovery => bail!("the recovery scenario runs through recovery::run"),
         _ => {}
     }
     if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 || opts.targets.is_empty() {
