@@ -134,9 +134,9 @@ pub(crate) fn missed_notice(topic: &str, missed: u64) -> bytes::Bytes {
     crate::ws::frame::encode(crate::ws::frame::OpCode::Text, text.as_bytes())
 }
 
-/// What one publish reached on this node, summed over its shards (`Server::publish_reported`,
-/// `Websocket::publish_reported`). This node only: in cluster mode the other nodes are not
-/// counted, and `partial` is set (docs/behaviour.md, "Publish reports").
+/// What one publish reached, summed over the shards of this node and, in cluster mode, of the
+/// other nodes that answered in time (`Server::publish_reported`,
+/// `Websocket::publish_reported`; docs/behaviour.md, "Publish reports").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
     /// Subscribers it was offered to (the sender left out).
@@ -152,8 +152,12 @@ pub struct PublishReport {
     pub dropped: u64,
     /// Shards that answered.
     pub shards: usize,
-    /// Whether something is missing: a shard's inbox refused the publication, a shard did not
-    /// answer within the bound, or it also went to other nodes.
+    /// Nodes whose shards' answers are summed: 1 on one node; in cluster mode this node and
+    /// each other node that answered in time.
+    pub nodes: usize,
+    /// Whether something is missing: a shard's inbox refused the publication, a shard or (in
+    /// cluster mode) a live node did not answer within the bound, NATS was unreachable, or
+    /// the topic keeps history in cluster mode, where delivery comes later, from JetStream.
     pub partial: bool,
 }
 
@@ -165,6 +169,7 @@ impl PublishReport {
         self.closed += part.closed;
         self.dropped += part.dropped;
         self.shards += part.shards;
+        self.nodes += part.nodes;
         self.partial |= part.partial;
     }
 }

@@ -38,6 +38,7 @@ fn counted(n: usize, shards: usize) -> PublishReport {
         closed: 0,
         dropped: 0,
         shards,
+        nodes: 1,
         partial: false,
     }
 }
@@ -63,10 +64,15 @@ fn a_report_counts_the_subscribers_on_both_shards() {
 #[test]
 fn a_topic_nobody_holds_reports_zeros() {
     let ts = TestServer::start(Server::builder().shards(2).route("/ws", |_| {}));
+    // Zeros, from this node alone.
+    let zeros = PublishReport {
+        nodes: 1,
+        ..PublishReport::default()
+    };
     let report = block_on(ts.server.publish_reported("nobody", "x", MessageType::Text));
-    assert_eq!(report, PublishReport::default());
+    assert_eq!(report, zeros);
     let report = block_on(ts.server.publish_reported("", "x", MessageType::Text));
-    assert_eq!(report, PublishReport::default());
+    assert_eq!(report, zeros);
 }
 
 #[test]
@@ -180,6 +186,7 @@ fn a_shard_whose_inbox_refused_the_publish_makes_the_report_partial() {
             closed: 0,
             dropped: 0,
             shards: 0,
+            nodes: 1,
             partial: true,
         }
     );
@@ -191,4 +198,50 @@ fn a_shard_whose_inbox_refused_the_publish_makes_the_report_partial() {
     let report = block_on(ts.server.publish_reported("p", "last", MessageType::Text));
     assert_eq!(report, counted(1, 1));
     assert_eq!(sub.recv_text(), "last");
+}
+
+#[test]
+fn a_shard_that_answers_too_late_makes_the_report_partial_and_still_delivers() {
+    let (route, uuids) = subscribe_from_query();
+    let ts = TestServer::start(Server::builder().shards(2).route("/ws", route));
+    // A listener holds its shard's thread until told to go on.
+    let (go, wait) = mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    ts.server.on(event::MESSAGE, move |ep| {
+        if ep.data() == "hold" {
+            let _ = wait.lock().unwrap().recv_timeout(WAIT);
+        }
+    });
+    let mut subs = on_both_shards(&ts, &uuids, "late");
+    let held = subs[0].2;
+    let on_held = subs.iter().filter(|s| s.2 == held).count();
+    subs[0].0.send_text("hold");
+    wait_until(
+        || ts.server.metrics().messages_in[held] == 1,
+        "the shard held",
+    );
+
+    // The held shard answers only after the report's 2 s bound: the report has the other
+    // shard's part alone, and says it is partial.
+    let report = block_on(
+        ts.server
+            .publish_reported("late", "slow", MessageType::Text),
+    );
+    go.send(()).unwrap();
+    assert_eq!(
+        report,
+        PublishReport {
+            subscribers: (subs.len() - on_held) as u64,
+            queued: (subs.len() - on_held) as u64,
+            closed: 0,
+            dropped: 0,
+            shards: 1,
+            nodes: 1,
+            partial: true,
+        }
+    );
+    // Late is not lost: every subscriber, on the held shard too, gets the publication.
+    for (c, _, _) in &mut subs {
+        assert_eq!(c.recv_text(), "slow");
+    }
 }

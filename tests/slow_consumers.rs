@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use corecast::{event, Config, MessageType, Server, SlowConsumerPolicy};
+use corecast::{event, ClusterConfig, Config, MessageType, Server, SlowConsumerPolicy};
 use futures_lite::future::block_on;
 use serde_json::Value;
 
@@ -153,32 +153,46 @@ fn healthy(ts: &TestServer, topic: &str, n: u64) -> mpsc::Receiver<Vec<u64>> {
 /// Publishes to `topic` (with `keys` in turn) until the server counts a drop for it, then
 /// `extra` more; returns how many it published. Bounded by `MAX_PUBLICATIONS`.
 fn publish_past_full(ts: &TestServer, topic: &str, keys: &[&str], extra: u64) -> u64 {
+    publish_until_dropped(&ts.server, &ts.server, topic, keys, extra)
+}
+
+/// `publish_past_full` through `publisher`, watching the drops on `subscribers`, the server
+/// (or, in cluster mode, the node) that holds the subscribers.
+fn publish_until_dropped(
+    publisher: &Server,
+    subscribers: &Server,
+    topic: &str,
+    keys: &[&str],
+    extra: u64,
+) -> u64 {
+    let handled = || subscribers.metrics().publishes.iter().sum::<u64>();
+    let before = handled();
     let mut seq = 0;
     let publish = |seq: u64| {
         let key = keys[seq as usize % keys.len()];
         let data = payload(seq, key);
         if key.is_empty() {
-            ts.server.publish(topic, data, MessageType::Text);
+            publisher.publish(topic, data, MessageType::Text);
         } else {
-            ts.server.publish_keyed(topic, key, data, MessageType::Text);
+            publisher.publish_keyed(topic, key, data, MessageType::Text);
         }
     };
     while seq < MAX_PUBLICATIONS {
         publish(seq);
         seq += 1;
-        if seq % 32 == 0 && topic_drops(&ts.server, topic) > 0 {
+        if seq % 32 == 0 && topic_drops(subscribers, topic) > 0 {
             break;
         }
         if seq % 32 == 0 {
             // The shard queues what it is handed; let it catch up with the publisher.
             wait_until(
-                || ts.server.metrics().publishes.iter().sum::<u64>() >= seq,
+                || handled() >= before + seq,
                 "the shard to take the publications",
             );
         }
     }
     assert!(
-        topic_drops(&ts.server, topic) > 0,
+        topic_drops(subscribers, topic) > 0,
         "{MAX_PUBLICATIONS} publications and no drop"
     );
     for _ in 0..extra {
@@ -359,6 +373,58 @@ fn keep_latest_under_a_slow_reader_ends_with_the_latest_value_of_every_key() {
     total_tx.send(total).unwrap();
     let (got, total) = reader.join().unwrap();
     assert_accounted(&got, "feed.prices", total);
+    for (i, key) in keys.iter().enumerate() {
+        let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
+        let last_received = got.publications.iter().rev().find(|p| key_of(p) == *key);
+        assert_eq!(
+            last_received.map(|p| seq_of(p)),
+            last_published,
+            "latest of {key}"
+        );
+    }
+}
+
+#[test]
+fn the_conflation_key_crosses_nodes() {
+    let nats = Nats::start();
+    let node = |id: &str| {
+        let builder = Server::builder()
+            .shards(1)
+            .slow_consumers("feed*", SlowConsumerPolicy::KeepLatest)
+            .cluster(
+                ClusterConfig::nats(nats.url())
+                    .name("keys")
+                    .node_id(id)
+                    .heartbeat(Duration::from_millis(200)),
+            );
+        TestServer::start(routes(builder, Duration::from_secs(60)))
+    };
+    let (a, b) = (node("a"), node("b"));
+    // A subscriber on b sees a probe from a once b has taken the topic's subject.
+    let mut probe = b.client("/healthy");
+    probe.send_text("sub feed.prices");
+    assert!(probe.recv_text().starts_with("ok "));
+    let (stop, stopped) = mpsc::channel::<()>();
+    let prober = {
+        let a = a.server.clone();
+        thread::spawn(move || {
+            for _ in 0..200 {
+                a.publish("feed.prices", "probe", MessageType::Text);
+                if stopped.recv_timeout(Duration::from_millis(50)).is_ok() {
+                    return;
+                }
+            }
+        })
+    };
+    assert_eq!(probe.recv_text(), "probe");
+    stop.send(()).unwrap();
+    prober.join().unwrap();
+    // Subscribed after the probes, so all it gets is numbered; the topic stays held.
+    let mut slow = Slow::connect(&b, &["feed.prices"]);
+    drop(probe);
+    let keys = ["AAPL", "MSFT", "GOOG"];
+    let total = publish_until_dropped(&a.server, &b.server, "feed.prices", &keys, 60);
+    let got = slow.read_until(|p, _| p.last().is_some_and(|l| seq_of(l) == total - 1));
     for (i, key) in keys.iter().enumerate() {
         let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
         let last_received = got.publications.iter().rev().find(|p| key_of(p) == *key);

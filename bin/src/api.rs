@@ -498,7 +498,7 @@ fn wants_report(head: &RequestHead) -> bool {
 }
 
 /// `POST /api/publish/{topic}?report=1`: `{"subscribers":N,"queued":Q,"closed":C,
-/// "dropped":D,"shards":S,"partial":false}`, this node only.
+/// "dropped":D,"shards":S,"nodes":1,"partial":false}`, summed over the nodes that answered.
 fn publish_report(report: &PublishReport) -> String {
     let PublishReport {
         subscribers,
@@ -506,10 +506,11 @@ fn publish_report(report: &PublishReport) -> String {
         closed,
         dropped,
         shards,
+        nodes,
         partial,
     } = report;
     format!(
-        r#"{{"subscribers":{subscribers},"queued":{queued},"closed":{closed},"dropped":{dropped},"shards":{shards},"partial":{partial}}}"#
+        r#"{{"subscribers":{subscribers},"queued":{queued},"closed":{closed},"dropped":{dropped},"shards":{shards},"nodes":{nodes},"partial":{partial}}}"#
     )
 }
 

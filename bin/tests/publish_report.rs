@@ -38,7 +38,7 @@ fn a_reported_publish_answers_with_its_counts() {
     assert_eq!(
         body,
         format!(
-            r#"{{"subscribers":4,"queued":4,"closed":0,"dropped":0,"shards":{shards},"partial":false}}"#
+            r#"{{"subscribers":4,"queued":4,"closed":0,"dropped":0,"shards":{shards},"nodes":1,"partial":false}}"#
         )
     );
     for c in &mut clients {
@@ -50,7 +50,7 @@ fn a_reported_publish_answers_with_its_counts() {
         (status, body.as_str()),
         (
             200,
-            r#"{"subscribers":0,"queued":0,"closed":0,"dropped":0,"shards":0,"partial":false}"#
+            r#"{"subscribers":0,"queued":0,"closed":0,"dropped":0,"shards":0,"nodes":1,"partial":false}"#
         )
     );
     // Without `report` the answer is as before.
@@ -62,4 +62,97 @@ fn a_reported_publish_answers_with_its_counts() {
     for c in &mut clients {
         assert_eq!(c.recv_text(), "again");
     }
+}
+
+/// The node ids in `bin`'s cluster view.
+fn view(bin: &Bin) -> Vec<String> {
+    let (_, body) = bin.api("GET", "/api/cluster", &[], b"");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A pubsub client of `bin` subscribed to `topic`.
+fn subscriber(bin: &Bin, topic: &str) -> Client {
+    let mut c = bin.client("/ws");
+    c.send_text(&format!(r#"{{"subscribe":"{topic}"}}"#));
+    assert_eq!(c.recv_text(), format!(r#"{{"subscribed":"{topic}"}}"#));
+    c
+}
+
+/// `POST /api/publish/{topic}?report=1` on `bin`, as JSON.
+fn reported(bin: &Bin, topic: &str, data: &str) -> serde_json::Value {
+    let path = format!("/api/publish/{topic}?report=1");
+    let (status, body) = bin.api("POST", &path, &[], data.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn in_cluster_mode_a_report_sums_the_nodes_and_is_partial_while_one_cannot_answer() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let args = |id: &'static str| {
+        [
+            "--mode",
+            "pubsub",
+            "--cluster",
+            url.as_str(),
+            "--cluster-name",
+            "reports",
+            "--node-id",
+            id,
+        ]
+        .map(str::to_string)
+    };
+    let start = |id| {
+        let args = args(id);
+        Bin::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (a, b) = (start("a"), start("b"));
+    wait_until(
+        || view(&a) == ["a", "b"] && view(&b) == ["a", "b"],
+        "both nodes in both views",
+    );
+    let mut on_a: Vec<Client> = (0..2).map(|_| subscriber(&a, "scores")).collect();
+    let mut on_b: Vec<Client> = (0..3).map(|_| subscriber(&b, "scores")).collect();
+
+    let report = reported(&a, "scores", "goal");
+    assert_eq!(
+        (
+            &report["subscribers"],
+            &report["queued"],
+            &report["nodes"],
+            &report["partial"]
+        ),
+        (&5.into(), &5.into(), &2.into(), &false.into()),
+        "{report}"
+    );
+    for c in on_a.iter_mut().chain(on_b.iter_mut()) {
+        assert_eq!(c.recv_text(), "goal");
+    }
+    // From the other side, with nobody on this side: the same sum.
+    let report = reported(&b, "scores", "again");
+    assert_eq!(
+        (&report["subscribers"], &report["nodes"]),
+        (&5.into(), &2.into())
+    );
+
+    // b stops answering (frozen, still in a's view for three heartbeats): a reports what it
+    // knows, and says that it is partial.
+    b.signal(libc::SIGSTOP);
+    let report = reported(&a, "scores", "frozen");
+    b.signal(libc::SIGCONT);
+    assert_eq!(
+        (&report["subscribers"], &report["nodes"], &report["partial"]),
+        (&2.into(), &1.into(), &true.into()),
+        "{report}"
+    );
 }

@@ -19,6 +19,7 @@ use super::wire::Op;
 use super::{ClusterView, NodeInfo};
 use crate::history::{Epoch, HistoryRules, NotRecovered, Position, RecoverAnswer, Retention};
 use crate::registry::ConnId;
+use crate::topics::PublishReport;
 use crate::Error;
 
 /// Cross-node data, in the order it must arrive.
@@ -26,8 +27,15 @@ use crate::Error;
 pub(crate) enum Work {
     /// A node-wide operation.
     Op(Op),
-    /// A framed message for a topic's subscribers on the other nodes.
-    Publish { topic: Arc<str>, frame: Bytes },
+    /// A framed message for a topic's subscribers on the other nodes. `key`: the conflation
+    /// key's hash (0: none). With `report`, the link answers there once, for the other nodes
+    /// together: what those that answered in time did, partial if a live one did not.
+    Publish {
+        topic: Arc<str>,
+        frame: Bytes,
+        key: u64,
+        report: Option<flume::Sender<PublishReport>>,
+    },
     /// A publication of a topic with history, for its JetStream stream, which orders it among
     /// every node's and gives it its position; every node (this one too) delivers it from
     /// there. `key` is the conflation key's hash (0: none); `except` is skipped.
@@ -67,6 +75,16 @@ pub(crate) enum Control {
     },
     /// End the link.
     Stop,
+}
+
+/// Answers a reported publication's other nodes with nothing known: partial.
+fn unknown_reach(report: Option<&flume::Sender<PublishReport>>) {
+    if let Some(report) = report {
+        let _ = report.send(PublishReport {
+            partial: true,
+            ..PublishReport::default()
+        });
+    }
 }
 
 /// The link's end of the channels.
@@ -148,15 +166,22 @@ impl ClusterHandle {
     /// Hands cross-node work to the link, or, when NATS is down or the link is this far
     /// behind, drops it and counts it: a shard never waits on NATS.
     pub(crate) fn send(&self, work: Work) {
-        if let Work::Publish { topic, .. } = &work {
+        if let Work::Publish { topic, report, .. } = &work {
             if self.keeps_history(topic) {
-                return;
+                // Its stream delivers it, later: what it reached is not known now.
+                return unknown_reach(report.as_ref());
             }
         }
         if !self.stats.connected.load(Ordering::Acquire) {
+            if let Work::Publish { report, .. } = &work {
+                unknown_reach(report.as_ref());
+            }
             return self.dropped(1, "NATS is not connected");
         }
-        if self.work.try_send(work).is_err() {
+        if let Err(refused) = self.work.try_send(work) {
+            if let Work::Publish { report, .. } = refused.into_inner() {
+                unknown_reach(report.as_ref());
+            }
             self.dropped(1, "the NATS link is behind");
         }
     }
@@ -554,9 +579,22 @@ mod tests {
         let publish = |topic: &str| Work::Publish {
             topic: topic.into(),
             frame: frame(),
+            key: 0,
+            report: None,
         };
         h.send(publish("t1"));
         assert!(inbox.work.is_empty(), "its home shard records it instead");
+        // Reported, its reach on the other nodes is unknown now: partial.
+        let (report, part) = flume::bounded(1);
+        h.send(Work::Publish {
+            topic: "t2".into(),
+            frame: frame(),
+            key: 0,
+            report: Some(report),
+        });
+        assert!(inbox.work.is_empty());
+        let part = part.try_recv().expect("answered at once");
+        assert!(part.partial && part.nodes == 0, "{part:?}");
         h.send(publish("other"));
         assert!(
             matches!(inbox.work.try_recv(), Ok(Work::Publish { topic, .. }) if &*topic == "other")

@@ -9,7 +9,7 @@
 //! What depends on time is decided by pure functions of the time read once where the decision
 //! is made (`claim_is_stale`, `subject_kept`), so the tests below move the clock by hand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,9 +28,14 @@ use crate::cluster::streams::{Cursor, Streams};
 use crate::cluster::wire::{self, Op, Subjects};
 use crate::cluster::ClusterConfig;
 use crate::history::{NotRecovered, Retention};
-use crate::shard::dispatch::Dispatch;
+use crate::shard::dispatch::{Dispatch, REPORT_WAIT};
 use crate::shard::shared::Shared;
+use crate::topics::PublishReport;
 use crate::Error;
+
+/// How long a reported publication waits for the other nodes' answers: within the publisher's
+/// own bound (`REPORT_WAIT`), with room for the answer to reach it.
+const NODE_REPORT_WAIT: Duration = Duration::from_millis(REPORT_WAIT.as_millis() as u64 * 3 / 4);
 
 /// The running link of one node.
 pub(crate) struct NatsLink {
@@ -173,7 +178,12 @@ async fn run(
         cfg.history_timeout,
     );
     let tasks = [
-        tokio::spawn(receive_ops(all, Arc::clone(&shared), Arc::clone(&handle))),
+        tokio::spawn(receive_ops(
+            all,
+            client.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&handle),
+        )),
         tokio::spawn(receive_heartbeats(beats, Arc::clone(&handle))),
         tokio::spawn(send_heartbeats(
             client.clone(),
@@ -241,7 +251,32 @@ async fn publish_work(
     while let Ok(item) = work.recv_async().await {
         let (subject, body) = match item {
             Work::Op(op) => (all.clone(), op.encode()),
-            Work::Publish { topic, frame } => (subjects.topic(&topic), frame),
+            Work::Publish {
+                topic,
+                frame,
+                key,
+                report: Some(report),
+            } => {
+                let op = Op::Publish {
+                    topic: topic.to_string(),
+                    key,
+                    frame,
+                };
+                publish_reported(&client, &all, op, &handle, report).await;
+                continue;
+            }
+            Work::Publish {
+                topic, frame, key, ..
+            } if key != 0 => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(wire::KEY_HEADER, key.to_string());
+                let sent = client
+                    .publish_with_headers(subjects.topic(&topic), headers, frame)
+                    .await;
+                count_sent(&handle, sent.is_ok());
+                continue;
+            }
+            Work::Publish { topic, frame, .. } => (subjects.topic(&topic), frame),
             Work::Record {
                 topic,
                 frame,
@@ -253,17 +288,78 @@ async fn publish_work(
                 continue;
             }
         };
-        match client.publish(subject, body).await {
-            Ok(()) => {
-                handle.stats.out.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => handle.dropped(1, "publishing to NATS failed"),
-        }
+        let sent = client.publish(subject, body).await;
+        count_sent(&handle, sent.is_ok());
     }
 }
 
+fn count_sent(handle: &ClusterHandle, sent: bool) {
+    if sent {
+        handle.stats.out.fetch_add(1, Ordering::Relaxed);
+    } else {
+        handle.dropped(1, "publishing to NATS failed");
+    }
+}
+
+/// Sends a reported publication to every node (`Op::Publish`, on the node-wide subject, with
+/// a reply subject of its own), then, without holding up the work behind it, sums the
+/// answers of the nodes in this node's view until each has answered or `NODE_REPORT_WAIT`
+/// has passed, and hands the sum to `report`: partial when a live node did not answer.
+async fn publish_reported(
+    client: &Client,
+    all: &str,
+    op: Op,
+    handle: &Arc<ClusterHandle>,
+    report: flume::Sender<PublishReport>,
+) {
+    let unknown = PublishReport {
+        partial: true,
+        ..PublishReport::default()
+    };
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
+        handle.dropped(1, "publishing to NATS failed");
+        let _ = report.send(unknown);
+        return;
+    };
+    let sent = client
+        .publish_with_reply(all.to_string(), inbox, op.encode())
+        .await;
+    count_sent(handle, sent.is_ok());
+    if sent.is_err() {
+        let _ = report.send(unknown);
+        return;
+    }
+    // The other live nodes: each one answers, with zeros when it holds no subscriber.
+    let expected = handle.view(0).nodes.len().saturating_sub(1);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + NODE_REPORT_WAIT;
+        let mut heard = HashSet::new();
+        let mut sum = PublishReport::default();
+        while heard.len() < expected {
+            match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some(msg)) => {
+                    if let Ok((node, part)) = wire::decode_report(&msg.payload) {
+                        if heard.insert(node) {
+                            sum.add(&part);
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        sum.partial |= heard.len() < expected;
+        let _ = report.send(sum);
+    });
+}
+
 /// Node-wide operations from other nodes, done on this node's shards.
-async fn receive_ops(mut sub: Subscriber, shared: Arc<Shared>, handle: Arc<ClusterHandle>) {
+async fn receive_ops(
+    mut sub: Subscriber,
+    client: Client,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+) {
     while let Some(msg) = sub.next().await {
         handle.stats.received.fetch_add(1, Ordering::Relaxed);
         let Ok(op) = Op::decode(&msg.payload) else {
@@ -282,6 +378,18 @@ async fn receive_ops(mut sub: Subscriber, shared: Arc<Shared>, handle: Arc<Clust
             Op::Close { uuid, code, reason } => {
                 let _ = here.close(&uuid, code, &reason);
             }
+            Op::Publish { topic, key, frame } => match msg.reply {
+                // Handed to the shards now, in order; the answer when they have answered.
+                Some(reply) => {
+                    let done = here.to_topic_reported(&topic, &frame, key, None);
+                    let (client, node) = (client.clone(), handle.node_id.clone());
+                    tokio::spawn(async move {
+                        let answer = wire::encode_report(&node, &done.await);
+                        let _ = client.publish(reply, answer).await;
+                    });
+                }
+                None => here.to_topic(&topic, &frame, key, None),
+            },
         }
     }
 }
@@ -295,9 +403,15 @@ async fn receive_topic(
 ) {
     while let Some(msg) = sub.next().await {
         handle.stats.received.fetch_add(1, Ordering::Relaxed);
+        let key = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::KEY_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(0);
         Dispatch::of(&shared)
             .local()
-            .to_topic(&topic, &msg.payload, 0, None);
+            .to_topic(&topic, &msg.payload, key, None);
     }
 }
 

@@ -13,6 +13,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::registry::{ConnId, ShardId};
+use crate::topics::PublishReport;
 
 /// Subjects and keys of one cluster.
 #[derive(Debug, Clone)]
@@ -175,6 +176,14 @@ pub(crate) enum Op {
         code: u16,
         reason: String,
     },
+    /// A publication whose publisher waits for a report (`publish_reported`): every node
+    /// delivers it to its subscribers of `topic` and answers the message's reply subject with
+    /// what it did (`encode_report`), none or not. `key`: the conflation key's hash.
+    Publish {
+        topic: String,
+        key: u64,
+        frame: Bytes,
+    },
 }
 
 /// Why a body could not be read: another version's message, or a damaged one.
@@ -185,6 +194,7 @@ const BROADCAST: u8 = 1;
 const FIRE: u8 = 2;
 const EMIT: u8 = 3;
 const CLOSE: u8 = 4;
+const PUBLISH: u8 = 5;
 
 fn put_str(out: &mut BytesMut, s: &str) {
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
@@ -221,6 +231,12 @@ impl Op {
                 out.put_u16(*code);
                 out.put_slice(reason.as_bytes());
             }
+            Op::Publish { topic, key, frame } => {
+                out.put_u8(PUBLISH);
+                put_str(&mut out, topic);
+                out.put_u64(*key);
+                out.put_slice(frame);
+            }
         }
         out.freeze()
     }
@@ -250,6 +266,11 @@ impl Op {
                 code: r.u16()?,
                 reason: String::from_utf8(r.rest().to_vec()).map_err(|_| Malformed)?,
             }),
+            Some(&PUBLISH) => Ok(Op::Publish {
+                topic: r.string()?,
+                key: r.u64()?,
+                frame: r.rest(),
+            }),
             _ => Err(Malformed),
         }
     }
@@ -278,6 +299,13 @@ impl Reader<'_> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        let b = self.take(8)?;
+        let mut n = [0u8; 8];
+        n.copy_from_slice(b);
+        Ok(u64::from_be_bytes(n))
+    }
+
     fn string(&mut self) -> Result<String, Malformed> {
         let n = usize::from(self.u16()?);
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Malformed)
@@ -286,6 +314,47 @@ impl Reader<'_> {
     fn rest(&mut self) -> Bytes {
         self.body.slice(self.at.min(self.body.len())..)
     }
+}
+
+/// A node's answer to `Op::Publish`: its counts as u64 (subscribers, queued, closed, dropped,
+/// shards), whether it is partial, then the node's id.
+pub(crate) fn encode_report(node: &str, report: &PublishReport) -> Bytes {
+    let mut out = BytesMut::with_capacity(41 + node.len());
+    for n in [
+        report.subscribers,
+        report.queued,
+        report.closed,
+        report.dropped,
+        report.shards as u64,
+    ] {
+        out.put_u64(n);
+    }
+    out.put_u8(u8::from(report.partial));
+    out.put_slice(node.as_bytes());
+    out.freeze()
+}
+
+/// The node and its part of a report, from `encode_report`'s bytes.
+pub(crate) fn decode_report(body: &Bytes) -> Result<(String, PublishReport), Malformed> {
+    let mut r = Reader { body, at: 0 };
+    let (subscribers, queued, closed, dropped, shards) =
+        (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+    let partial = match r.take(1)? {
+        [0] => false,
+        [1] => true,
+        _ => return Err(Malformed),
+    };
+    let node = String::from_utf8(r.rest().to_vec()).map_err(|_| Malformed)?;
+    let report = PublishReport {
+        subscribers,
+        queued,
+        closed,
+        dropped,
+        shards: usize::try_from(shards).map_err(|_| Malformed)?,
+        nodes: 1,
+        partial,
+    };
+    Ok((node, report))
 }
 
 /// A heartbeat: the node's live connections, then its id.
@@ -358,12 +427,45 @@ mod tests {
                 },
                 b"\x04\x00\x01u\x03\xe8bye".to_vec(),
             ),
+            (
+                Op::Publish {
+                    topic: "t".into(),
+                    key: 0x0102,
+                    frame: frame.clone(),
+                },
+                b"\x05\x00\x01t\x00\x00\x00\x00\x00\x00\x01\x02\x81\x02hi".to_vec(),
+            ),
         ];
         for (op, bytes) in cases {
             let encoded = op.encode();
             assert_eq!(&encoded[..], &bytes[..], "{op:?}");
             assert_eq!(Op::decode(&encoded), Ok(op));
         }
+    }
+
+    #[test]
+    fn reports_round_trip_byte_for_byte() {
+        let report = PublishReport {
+            subscribers: 5,
+            queued: 3,
+            closed: 1,
+            dropped: 1,
+            shards: 2,
+            nodes: 1,
+            partial: true,
+        };
+        let encoded = encode_report("n1", &report);
+        let mut expected = Vec::new();
+        for n in [5u64, 3, 1, 1, 2] {
+            expected.extend(n.to_be_bytes());
+        }
+        expected.extend(b"\x01n1");
+        assert_eq!(&encoded[..], &expected[..]);
+        assert_eq!(decode_report(&encoded), Ok(("n1".to_string(), report)));
+        assert_eq!(decode_report(&encoded.slice(..40)), Err(Malformed));
+        let mut bad = expected.clone();
+        bad[40] = 2;
+        assert_eq!(decode_report(&Bytes::from(bad)), Err(Malformed));
     }
 
     #[test]
@@ -376,6 +478,7 @@ mod tests {
             b"\x03\x00\x00\x00\x01\x00\x05ab",
             b"\x04\x00\x01u\x03",
             b"\x04\x00\x01u\x03\xe8\xff",
+            b"\x05\x00\x01t\x00\x00",
         ] {
             assert_eq!(
                 Op::decode(&Bytes::copy_from_slice(bad)),

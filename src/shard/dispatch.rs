@@ -169,7 +169,7 @@ impl<'a> Dispatch<'a> {
         except: Option<ConnId>,
         report: Option<&ReportSender>,
     ) -> bool {
-        let mut partial = if self
+        let partial = if self
             .history
             .is_some_and(|rules| rules.retention(topic).is_some())
         {
@@ -187,11 +187,13 @@ impl<'a> Dispatch<'a> {
             self.fan_out(topic, frame, key, except, report)
         };
         if let Some(cluster) = self.cluster.filter(|_| topics::check_name(topic).is_ok()) {
+            // With a report, the link answers for the other nodes (or says it cannot).
             cluster.send(Work::Publish {
                 topic: topic.into(),
                 frame: frame.clone(),
+                key,
+                report: report.cloned(),
             });
-            partial = true;
         }
         partial
     }
@@ -315,6 +317,7 @@ fn collect(
     wait: Duration,
 ) -> impl Future<Output = PublishReport> + Send + 'static {
     let mut report = PublishReport {
+        nodes: 1,
         partial,
         ..PublishReport::default()
     };
