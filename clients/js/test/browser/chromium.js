@@ -135,18 +135,30 @@ export class Chromium {
   }
 
   async close() {
+    const gone = new Promise((resolve) => {
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) resolve();
+      else this.proc.once('exit', resolve);
+    });
     try {
       await this.send('Browser.close', {}, undefined, 2_000);
     } catch {
       // gone already, or not answering: killed below
     }
     this.socket.close();
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      const gone = new Promise((resolve) => this.proc.once('exit', resolve));
+    // Closed, it takes its helper processes down with it; killed, it may leave them writing.
+    const exited = await withTimeout(gone, 5_000, 'chromium to exit').then(
+      () => true,
+      () => false,
+    );
+    if (!exited) {
       this.proc.kill('SIGKILL');
-      await withTimeout(gone, WAIT_MS, 'chromium to exit').catch(() => {});
+      await withTimeout(gone, WAIT_MS, 'chromium to exit after SIGKILL').catch(() => {});
     }
-    rmSync(this.profile, { recursive: true, force: true });
+    try {
+      rmSync(this.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (e) {
+      console.warn(`left the Chromium profile ${this.profile}: ${e.message}`);
+    }
   }
 }
 

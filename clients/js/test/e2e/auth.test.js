@@ -5,17 +5,18 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CorecastClient } from '../../src/index.js';
 import { Server, hs256, recorder } from '../support/server.js';
 
 const SECRET = 'client test secret';
-const secretFile = path.join(mkdtempSync(path.join(tmpdir(), 'corecast-js-')), 'secret');
+const secretDir = mkdtempSync(path.join(tmpdir(), 'corecast-js-'));
+const secretFile = path.join(secretDir, 'secret');
 writeFileSync(secretFile, `${SECRET}\n`);
 
-const cleanup = [];
+const cleanup = [() => rmSync(secretDir, { recursive: true, force: true })];
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });

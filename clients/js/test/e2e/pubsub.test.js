@@ -51,6 +51,9 @@ test('subscribe, receive from the API and from another client, in order, with po
   const { c: pub } = client(srv.url());
   await pub.connect();
   for (let i = 1; i <= 3; i++) await srv.publish('h.a', `p${i}`);
+  // The API's publications reach the topic's shard through its inbox, after its 200: a
+  // client's made now could be numbered first. Each source's are seen before the next's.
+  await events.waitFor('message', { count: 3 });
   await Promise.all([pub.publish('h.a', 'p4'), pub.publish('h.a', 'p5')]);
   await pub.publish('plain', { score: [2, 1] });
   // Compressed on the wire (past --deflate-min-size), whole on arrival.

@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -32,6 +32,7 @@ after(async () => {
 
 test('wss: connect, subscribe and receive over TLS', { skip: opensslMissing }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'corecast-js-tls-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
   const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
   openssl([
     'req',
