@@ -1,6 +1,6 @@
 //! The HTTP API that backends push through (broadcast, emit, fire, close, publish, server-side
-//! subscriptions, what a topic holds), plus `/metrics` and
-//! `/healthz`, served by one small glommio executor of its own. Not a general HTTP server: one
+//! subscriptions, what a topic holds), plus `/metrics`, `/healthz` and the live status page
+//! (`/status`), served by one small glommio executor of its own. Not a general HTTP server: one
 //! request per connection, bodies by `Content-Length` only.
 
 use std::cell::Cell;
@@ -228,6 +228,8 @@ async fn read_request(
 pub(crate) enum Endpoint<'a> {
     Health,
     Metrics,
+    /// The live status page: static HTML whose script reads `/metrics` and `/api/*`.
+    Status,
     Connections,
     Cluster,
     Broadcast,
@@ -249,6 +251,7 @@ impl Endpoint<'_> {
         match self {
             Endpoint::Health
             | Endpoint::Metrics
+            | Endpoint::Status
             | Endpoint::Connections
             | Endpoint::Topics
             | Endpoint::Topic(_)
@@ -266,8 +269,12 @@ impl Endpoint<'_> {
         )
     }
 
+    /// The status page holds no data: the requests its script makes carry the token.
     fn needs_token(&self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::Metrics)
+        !matches!(
+            self,
+            Endpoint::Health | Endpoint::Metrics | Endpoint::Status
+        )
     }
 }
 
@@ -279,6 +286,7 @@ pub(crate) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     Some(match path {
         "/healthz" => Endpoint::Health,
         "/metrics" => Endpoint::Metrics,
+        "/status" => Endpoint::Status,
         "/api/connections" => Endpoint::Connections,
         "/api/broadcast" => Endpoint::Broadcast,
         "/api/topics" => Endpoint::Topics,
@@ -383,6 +391,17 @@ async fn answer(
             server.metrics().to_prometheus().as_bytes(),
             &[],
         ),
+        Endpoint::Status => http::response(
+            200,
+            "text/html; charset=utf-8",
+            STATUS_PAGE.as_bytes(),
+            &[
+                // Its own inline script and style, requests to this listener, nothing else.
+                ("Content-Security-Policy", STATUS_PAGE_POLICY),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-store"),
+            ],
+        ),
         Endpoint::Connections => {
             let shards = server.connections_per_shard();
             let list: Vec<String> = shards.iter().map(|n| n.to_string()).collect();
@@ -436,7 +455,15 @@ async fn answer(
             }
         },
         Endpoint::Topics => {
-            let topics = server.topics();
+            let mut topics = server.topics();
+            // `?top=N`: the N with the most subscribers, most first (the status page's list).
+            if let Some(top) = head.query("top") {
+                let Ok(n) = top.parse::<usize>() else {
+                    return error(400, "top must be a whole number");
+                };
+                topics.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                topics.truncate(n);
+            }
             let list: Vec<serde_json::Value> = topics
                 .iter()
                 .map(|(name, n)| serde_json::json!({ "topic": name, "subscribers": n }))
@@ -529,6 +556,15 @@ fn topic_report(topic: &str, subscribers: usize, window: Option<(u64, u64, Epoch
     serde_json::json!({ "topic": topic, "subscribers": subscribers, "history": history })
 }
 
+/// The live status page (`GET /status`).
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What the status page may load and run: its own inline script and style, requests to this
+/// listener; no frame may hold it.
+const STATUS_PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 fn json(status: u16, body: &str) -> Vec<u8> {
     http::response(status, "application/json", body.as_bytes(), &[])
 }
@@ -545,6 +581,12 @@ mod tests {
     #[test]
     fn endpoints_by_path() {
         assert_eq!(endpoint("/healthz"), Some(Endpoint::Health));
+        assert_eq!(endpoint("/status"), Some(Endpoint::Status));
+        // The page holds no data: what its script reads carries the token.
+        assert!(!Endpoint::Status.needs_token());
+        assert!(Endpoint::Topics.needs_token());
+        assert!(STATUS_PAGE.starts_with("<!doctype html>"));
+        assert!(!STATUS_PAGE.contains("http://") && !STATUS_PAGE.contains("https://"));
         assert_eq!(endpoint("/api/emit/abc"), Some(Endpoint::Emit("abc")));
         assert_eq!(endpoint("/api/fire/tick"), Some(Endpoint::Fire("tick")));
         assert_eq!(endpoint("/api/close/x"), Some(Endpoint::Close("x")));
