@@ -586,7 +586,10 @@ mod tests {
         assert!(!Endpoint::Status.needs_token());
         assert!(Endpoint::Topics.needs_token());
         assert!(STATUS_PAGE.starts_with("<!doctype html>"));
-        assert!(!STATUS_PAGE.contains("http://") && !STATUS_PAGE.contains("https://"));
+        // Nothing loaded from elsewhere (the SVG namespace is a name, not a load).
+        for external in [" src=", " href=", "https://", "@import", "url("] {
+            assert!(!STATUS_PAGE.contains(external), "{external}");
+        }
         assert_eq!(endpoint("/api/emit/abc"), Some(Endpoint::Emit("abc")));
         assert_eq!(endpoint("/api/fire/tick"), Some(Endpoint::Fire("tick")));
         assert_eq!(endpoint("/api/close/x"), Some(Endpoint::Close("x")));
