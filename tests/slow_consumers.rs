@@ -111,6 +111,55 @@ struct Got {
     missed: HashMap<String, u64>,
 }
 
+/// Whether `p` (publications) and `missed` (the notices' counts) account for all `total`
+/// publications of `topic`, the newest last.
+fn all_told(p: &[String], missed: &HashMap<String, u64>, topic: &str, total: u64) -> bool {
+    let told = p.len() as u64 + missed.get(topic).copied().unwrap_or(0);
+    p.last().is_some_and(|l| seq_of(l) == total - 1) && told >= total
+}
+
+/// Reads `slow` on a thread of its own, one message a millisecond, until what it got accounts
+/// for every publication of `topic` (their count comes on the channel once known); joined, it
+/// hands back what it got and the count.
+fn read_slowly(
+    mut slow: Slow,
+    topic: &'static str,
+) -> (mpsc::Sender<u64>, thread::JoinHandle<(Got, u64)>) {
+    let (total_tx, total_rx) = mpsc::channel::<u64>();
+    let reader = thread::spawn(move || {
+        let mut got = Got::default();
+        let mut total = None;
+        loop {
+            if let Ok(t) = total_rx.try_recv() {
+                total = Some(t);
+            }
+            if let Some(t) = total.filter(|t| all_told(&got.publications, &got.missed, topic, *t)) {
+                return (got, t);
+            }
+            let one = slow.read_until(|p, m| !p.is_empty() || !m.is_empty());
+            got.publications.extend(one.publications);
+            for (t, n) in one.missed {
+                *got.missed.entry(t).or_default() += n;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    (total_tx, reader)
+}
+
+/// The last publication `got` holds of each key is the last published of it (keys in turn).
+fn assert_latest_of_every_key(got: &Got, keys: &[&str], total: u64) {
+    for (i, key) in keys.iter().enumerate() {
+        let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
+        let last_received = got.publications.iter().rev().find(|p| key_of(p) == *key);
+        assert_eq!(
+            last_received.map(|p| seq_of(p)),
+            last_published,
+            "latest value of {key}"
+        );
+    }
+}
+
 /// The publication numbered `seq` of `key`: its number first, padded to `PAYLOAD` bytes.
 fn payload(seq: u64, key: &str) -> String {
     let head = format!("{seq:06} {key} ");
@@ -251,10 +300,7 @@ fn drop_oldest_keeps_a_consumer_that_stopped_reading_and_tells_it_what_it_missed
     let total = publish_past_full(&ts, "feed", &[""], 64);
     // Still there.
     assert_eq!(ts.server.connections(), 1);
-    let got = slow.read_until(|p, missed| {
-        let seen = p.len() as u64 + missed.get("feed").copied().unwrap_or(0);
-        p.last().is_some_and(|l| seq_of(l) == total - 1) && seen >= total
-    });
+    let got = slow.read_until(|p, missed| all_told(p, missed, "feed", total));
     assert_accounted(&got, "feed", total);
     let missed = got.missed["feed"];
     assert_eq!(topic_drops(&ts.server, "feed"), missed);
@@ -271,34 +317,9 @@ fn drop_oldest_keeps_a_consumer_that_stopped_reading_and_tells_it_what_it_missed
 #[test]
 fn drop_oldest_slows_neither_the_publisher_nor_a_healthy_subscriber() {
     let ts = server(SlowConsumerPolicy::DropOldest, Duration::from_secs(60));
-    let mut slow = Slow::connect(&ts, &["feed"]);
     // A healthy subscriber reads everything while the slow one reads one message a
     // millisecond on a thread of its own.
-    let (slow_tx, slow_rx) = mpsc::channel();
-    let (total_tx, total_rx) = mpsc::channel::<u64>();
-    let reader = thread::spawn(move || {
-        let mut got = Got::default();
-        let mut total = None;
-        loop {
-            if let Ok(t) = total_rx.try_recv() {
-                total = Some(t);
-            }
-            if let Some(t) = total {
-                let missed = got.missed.get("feed").copied().unwrap_or(0);
-                let last = got.publications.last().map(|p| seq_of(p));
-                if last == Some(t - 1) && got.publications.len() as u64 + missed >= t {
-                    break;
-                }
-            }
-            let one = slow.read_until(|p, m| !p.is_empty() || !m.is_empty());
-            got.publications.extend(one.publications);
-            for (t, n) in one.missed {
-                *got.missed.entry(t).or_default() += n;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        let _ = slow_tx.send(got);
-    });
+    let (total_tx, reader) = read_slowly(Slow::connect(&ts, &["feed"]), "feed");
     let mut healthy_client = ts.client("/healthy");
     healthy_client.send_text("sub feed");
     assert!(healthy_client.recv_text().starts_with("ok "));
@@ -308,10 +329,7 @@ fn drop_oldest_slows_neither_the_publisher_nor_a_healthy_subscriber() {
         .map(|_| seq_of(&healthy_client.recv_text()))
         .collect();
     assert_eq!(healthy_seqs, (0..total).collect::<Vec<_>>());
-    let got = slow_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the slow reader got to the end");
-    reader.join().unwrap();
+    let (got, total) = reader.join().unwrap();
     assert_accounted(&got, "feed", total);
     assert_eq!(topic_drops(&ts.server, "feed"), got.missed["feed"]);
 }
@@ -323,65 +341,22 @@ fn keep_latest_hands_a_consumer_that_fell_behind_the_latest_value_of_every_key()
     let keys = ["AAPL", "MSFT", "GOOG", "AMZN", "NVDA"];
     assert!(keys.len() < QUEUE, "the queue holds a place for every key");
     let total = publish_past_full(&ts, "feed.prices", &keys, 97);
-    let got = slow.read_until(|p, missed| {
-        let seen = p.len() as u64 + missed.get("feed.prices").copied().unwrap_or(0);
-        p.last().is_some_and(|l| seq_of(l) == total - 1) && seen >= total
-    });
+    let got = slow.read_until(|p, missed| all_told(p, missed, "feed.prices", total));
     assert_accounted(&got, "feed.prices", total);
-    // The last value received for each key is the last one published for it.
-    for (i, key) in keys.iter().enumerate() {
-        let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
-        let last_received = got
-            .publications
-            .iter()
-            .rev()
-            .find(|p| key_of(p) == *key)
-            .map(|p| seq_of(p));
-        assert_eq!(last_received, last_published, "latest value of {key}");
-    }
+    assert_latest_of_every_key(&got, &keys, total);
     assert_eq!(ts.server.connections(), 1);
 }
 
 #[test]
 fn keep_latest_under_a_slow_reader_ends_with_the_latest_value_of_every_key() {
     let ts = server(SlowConsumerPolicy::KeepLatest, Duration::from_secs(60));
-    let mut slow = Slow::connect(&ts, &["feed.prices"]);
     let keys = ["A", "B", "C"];
-    let (total_tx, total_rx) = mpsc::channel::<u64>();
-    let reader = thread::spawn(move || {
-        let mut got = Got::default();
-        let mut total = None;
-        loop {
-            if let Ok(t) = total_rx.try_recv() {
-                total = Some(t);
-            }
-            if let Some(t) = total {
-                let missed = got.missed.get("feed.prices").copied().unwrap_or(0);
-                if got.publications.len() as u64 + missed >= t {
-                    return (got, t);
-                }
-            }
-            let one = slow.read_until(|p, m| !p.is_empty() || !m.is_empty());
-            got.publications.extend(one.publications);
-            for (t, n) in one.missed {
-                *got.missed.entry(t).or_default() += n;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-    });
+    let (total_tx, reader) = read_slowly(Slow::connect(&ts, &["feed.prices"]), "feed.prices");
     let total = publish_past_full(&ts, "feed.prices", &keys, 150);
     total_tx.send(total).unwrap();
     let (got, total) = reader.join().unwrap();
     assert_accounted(&got, "feed.prices", total);
-    for (i, key) in keys.iter().enumerate() {
-        let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
-        let last_received = got.publications.iter().rev().find(|p| key_of(p) == *key);
-        assert_eq!(
-            last_received.map(|p| seq_of(p)),
-            last_published,
-            "latest of {key}"
-        );
-    }
+    assert_latest_of_every_key(&got, &keys, total);
 }
 
 #[test]
@@ -425,15 +400,7 @@ fn the_conflation_key_crosses_nodes() {
     let keys = ["AAPL", "MSFT", "GOOG"];
     let total = publish_until_dropped(&a.server, &b.server, "feed.prices", &keys, 60);
     let got = slow.read_until(|p, _| p.last().is_some_and(|l| seq_of(l) == total - 1));
-    for (i, key) in keys.iter().enumerate() {
-        let last_published = (0..total).rev().find(|s| *s as usize % keys.len() == i);
-        let last_received = got.publications.iter().rev().find(|p| key_of(p) == *key);
-        assert_eq!(
-            last_received.map(|p| seq_of(p)),
-            last_published,
-            "latest of {key}"
-        );
-    }
+    assert_latest_of_every_key(&got, &keys, total);
 }
 
 #[test]
