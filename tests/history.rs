@@ -3,15 +3,17 @@
 //! be recovered from (too old, expired, another epoch after a restart).
 
 mod common;
+#[path = "common/history.rs"]
+mod history_route;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use corecast::history::{Epoch, Position, Recovery};
-use corecast::{event, Config, MessageType, Server};
-use serde_json::{json, Value};
+use corecast::{MessageType, Server};
+use history_route::{json_of, queue_for_catchups, sub_and_pub};
+use serde_json::json;
 
 /// A server whose topics `t*` keep `size` publications for `ttl`, and whose clients' queues
 /// hold a whole catch-up (one larger than the queue waits like any burst). A client's text
@@ -22,69 +24,8 @@ fn server(shards: usize, size: usize, ttl: Duration) -> TestServer {
         Server::builder()
             .shards(shards)
             .history("t*", size, ttl)
-            .route_with_config("/ws", queue_for_catchups(), |kws| {
-                kws.on(event::MESSAGE, |ep| {
-                    let text = String::from_utf8_lossy(ep.data()).to_string();
-                    let words: Vec<String> = text.split(' ').map(str::to_string).collect();
-                    let kws = ep.kws().clone();
-                    match words.first().map(String::as_str) {
-                        Some("pub") => kws.publish(&words[1], words[2].clone(), MessageType::Text),
-                        Some("sub") => {
-                            let since = (words.len() == 4).then(|| Position {
-                                offset: words[2].parse().unwrap(),
-                                epoch: Epoch::parse(&words[3]).unwrap(),
-                            });
-                            let topic = words[1].clone();
-                            glommio::spawn_local(async move {
-                                match kws.subscribe_from(&topic, since).await {
-                                    Ok(catchup) => {
-                                        // The answer first, then the catch-up.
-                                        let answer = describe(catchup.recovery());
-                                        kws.emit(answer.to_string(), MessageType::Text);
-                                        catchup.deliver();
-                                    }
-                                    Err(e) => {
-                                        let answer = json!({ "error": e.to_string() });
-                                        kws.emit(answer.to_string(), MessageType::Text);
-                                    }
-                                }
-                            })
-                            .detach();
-                        }
-                        _ => {}
-                    }
-                });
-            }),
+            .route_with_config("/ws", queue_for_catchups(), sub_and_pub),
     )
-}
-
-fn queue_for_catchups() -> Config {
-    Config {
-        send_queue_size: 100_000,
-        ..Config::default()
-    }
-}
-
-fn describe(r: Recovery) -> Value {
-    let pos = |p: Option<Position>| {
-        p.map_or(
-            Value::Null,
-            |p| json!({ "offset": p.offset, "epoch": p.epoch.to_string() }),
-        )
-    };
-    match r {
-        Recovery::Fresh { position } => json!({ "fresh": pos(position) }),
-        Recovery::Recovered { missed, position } => {
-            json!({ "recovered": missed, "position": pos(position) })
-        }
-        Recovery::NotRecovered { reason, position } => {
-            json!({ "not_recovered": reason.reason(), "position": pos(position) })
-        }
-    }
-}
-
-fn json_of(c: &mut Client) -> Value {
-    serde_json::from_str(&c.recv_text()).unwrap()
 }
 
 /// Reads envelopes until one with `data`; their offsets, and the epoch.
