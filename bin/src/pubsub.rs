@@ -52,11 +52,20 @@ pub(crate) enum PubsubRequest {
     },
 }
 
-/// Reads one pubsub client frame; the error is the message of the error frame sent back.
-pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
+/// Reads one pubsub client frame: the request (the error is the message of the error frame
+/// sent back), and its `"id"`, which every answer to it carries.
+pub(crate) fn pubsub_request(data: &[u8]) -> (Result<PubsubRequest, String>, Option<Value>) {
     let Ok(serde_json::Value::Object(mut msg)) = serde_json::from_slice(data) else {
-        return Err("expected a JSON object".into());
+        return (Err("expected a JSON object".into()), None);
     };
+    let id = msg.remove("id");
+    (request_of(msg, id.clone()), id)
+}
+
+fn request_of(
+    mut msg: serde_json::Map<String, Value>,
+    id: Option<Value>,
+) -> Result<PubsubRequest, String> {
     // A subscribe's options and a publish's key; ignored with any other request, as any
     // other member is.
     let (since, positions) = (msg.remove("since"), msg.remove("positions"));
@@ -96,7 +105,7 @@ pub(crate) fn pubsub_request(data: &[u8]) -> Result<PubsubRequest, String> {
     if let Some(method) = topic("rpc")? {
         return Ok(PubsubRequest::Rpc {
             method,
-            id: msg.remove("id"),
+            id,
             data: msg.remove("data").unwrap_or(Value::Null),
         });
     }
@@ -170,15 +179,21 @@ fn recovery_reply(topic: &str, recovery: Recovery) -> String {
 }
 
 /// Subscribes from `topic`'s history (already allowed), answers, then sends the catch-up.
-async fn subscribe_from_and_answer(kws: &Websocket, topic: &str, since: Option<Position>) {
+async fn subscribe_from_and_answer(
+    kws: &Websocket,
+    topic: &str,
+    since: Option<Position>,
+    id: Option<&Value>,
+) {
     match kws.subscribe_from(topic, since).await {
         Ok(catchup) => {
-            kws.emit(recovery_reply(topic, catchup.recovery()), MessageType::Text);
+            answer(kws, recovery_reply(topic, catchup.recovery()), id);
             catchup.deliver();
         }
-        Err(e) => kws.emit(
+        Err(e) => answer(
+            kws,
             pubsub_reply("subscribe", topic, Some(&e.to_string())),
-            MessageType::Text,
+            id,
         ),
     }
 }
@@ -196,6 +211,22 @@ fn rpc_reply(method: &str, id: Option<&Value>, answer: Result<Value, &str>) -> S
         Err(e) => reply.insert("error".into(), e.into()),
     };
     Value::Object(reply).to_string()
+}
+
+/// Sends `reply`, a JSON object, as the answer to a request: with the request's `"id"` when it
+/// had one, so a client matches answers to requests whatever their order.
+fn answer(kws: &Websocket, reply: String, id: Option<&Value>) {
+    let reply = match id {
+        None => reply,
+        Some(id) => match serde_json::from_str::<Value>(&reply) {
+            Ok(Value::Object(mut fields)) => {
+                fields.insert("id".into(), id.clone());
+                Value::Object(fields).to_string()
+            }
+            _ => reply,
+        },
+    };
+    kws.emit(reply, MessageType::Text);
 }
 
 /// A JSON text frame: `{"<key>":"<topic>"}`, plus `"error"` when there is one.
@@ -226,12 +257,12 @@ pub fn join_user_topic(server: &Server) {
 }
 
 /// Subscribes to `topic` (already allowed) and says so, or says why not.
-fn subscribe_and_answer(kws: &Websocket, topic: &str) {
+fn subscribe_and_answer(kws: &Websocket, topic: &str, id: Option<&Value>) {
     let reply = match kws.subscribe(topic) {
         Ok(_) => pubsub_reply("subscribed", topic, None),
         Err(e) => pubsub_reply("subscribe", topic, Some(&e.to_string())),
     };
-    kws.emit(reply, MessageType::Text);
+    answer(kws, reply, id);
 }
 
 /// A new pubsub connection: notices on, and `?topics=a,b` on the upgrade: one subscription
@@ -256,7 +287,7 @@ fn on_connect(ep: &EventPayload) {
 /// The answer to `{"refresh":"<jwt>"}`: `{"refreshed":true}`, or `{"refresh":null,"error":..}`
 /// (the token is not sent back). A token for another user closes the connection with 1008
 /// instead.
-fn refresh_and_answer(kws: &Websocket, jwt: &str) {
+fn refresh_and_answer(kws: &Websocket, jwt: &str, id: Option<&Value>) {
     let result = match kws.user() {
         None => Err("tokens are not in use".to_string()),
         Some(_) => kws.refresh_token(jwt).map_err(|e| e.to_string()),
@@ -265,7 +296,7 @@ fn refresh_and_answer(kws: &Websocket, jwt: &str) {
         Ok(()) => serde_json::json!({ "refreshed": true }),
         Err(e) => serde_json::json!({ "refresh": null, "error": e }),
     };
-    kws.emit(reply.to_string(), MessageType::Text);
+    answer(kws, reply.to_string(), id);
 }
 
 /// The connection's token expired: `{"expiring":<seconds left>}`, the time the client has to
@@ -280,17 +311,22 @@ fn tell_expiring(ep: &EventPayload) {
 }
 
 /// The answer to a request past the client's `--client-message-rate`, which was not acted on:
-/// `{"publish":"t","error":"rate limit"}` for a publish, and the same form for a subscribe or
-/// an unsubscribe; `{"error":"rate limit"}` for anything else. (A client refused once too often
-/// is being closed with 1008, and gets no answer.)
+/// `{"publish":"t","error":"rate limit"}` for a publish, and the same form for a subscribe, an
+/// unsubscribe, a refresh and an RPC; `{"error":"rate limit"}` for anything else; with the
+/// request's `"id"`. (A client refused once too often is being closed with 1008, and gets no
+/// answer.)
 fn answer_rate_limited(ep: &EventPayload) {
     // Not alive: refused once too often, and already closing.
     if !matches!(ep.error(), Some(Error::RateLimited)) || !ep.kws().is_alive() {
         return;
     }
-    let reply = match pubsub_request(ep.data()) {
+    let (request, id) = pubsub_request(ep.data());
+    let reply = match request {
         Ok(PubsubRequest::Publish { topic, .. }) => {
             pubsub_reply("publish", &topic, Some(RATE_LIMIT))
+        }
+        Ok(PubsubRequest::Refresh(_)) => {
+            serde_json::json!({ "refresh": null, "error": RATE_LIMIT }).to_string()
         }
         Ok(PubsubRequest::Subscribe(topic) | PubsubRequest::SubscribeFrom { topic, .. }) => {
             pubsub_reply("subscribe", &topic, Some(RATE_LIMIT))
@@ -298,30 +334,28 @@ fn answer_rate_limited(ep: &EventPayload) {
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             pubsub_reply("unsubscribe", &topic, Some(RATE_LIMIT))
         }
-        Ok(PubsubRequest::Rpc { method, id, .. }) => {
-            rpc_reply(&method, id.as_ref(), Err(RATE_LIMIT))
-        }
-        _ => serde_json::json!({ "error": RATE_LIMIT }).to_string(),
+        Ok(PubsubRequest::Rpc { method, id, .. }) => rpc_reply(&method, None, Err(RATE_LIMIT)),
+        Err(_) => serde_json::json!({ "error": RATE_LIMIT }).to_string(),
     };
-    ep.kws().emit(reply, MessageType::Text);
+    answer(ep.kws(), reply, id.as_ref());
 }
 
 /// The error of a request refused by the rate limit.
 const RATE_LIMIT: &str = "rate limit";
 
 fn pubsub(ep: &EventPayload) {
-    let request = if ep.message_type() == MessageType::Text {
+    let (request, id) = if ep.message_type() == MessageType::Text {
         pubsub_request(ep.data())
     } else {
-        Err("expected a JSON text frame".into())
+        (Err("expected a JSON text frame".into()), None)
     };
-    Lane::submit(ep.kws(), Job::Request(request));
+    Lane::submit(ep.kws(), Job::Request(request, id));
 }
 
 /// What a connection asked of pubsub mode, waiting its turn in the connection's lane.
 enum Job {
-    /// A frame: a request, or why it is not one.
-    Request(Result<PubsubRequest, String>),
+    /// A frame: a request, or why it is not one, and its `"id"`.
+    Request(Result<PubsubRequest, String>, Option<Value>),
     /// The `?topics=` of the upgrade still to subscribe, in order.
     Topics(std::vec::IntoIter<String>),
 }
@@ -329,16 +363,21 @@ enum Job {
 /// A hook call a request waits on, or a subscription from history (which waits on the
 /// topic's home shard, after the hook when there is one).
 enum Ask {
-    Subscribe(String),
+    Subscribe {
+        topic: String,
+        id: Option<Value>,
+    },
     SubscribeFrom {
         topic: String,
         since: Option<Position>,
         hook: bool,
+        id: Option<Value>,
     },
     Publish {
         topic: String,
         data: String,
         key: Option<String>,
+        id: Option<Value>,
     },
     Rpc {
         method: String,
@@ -464,10 +503,10 @@ impl Lane {
 /// and what remains of the job after it.
 fn start(kws: &Websocket, job: Job) -> Option<(Ask, Option<Job>)> {
     match job {
-        Job::Request(request) => start_request(kws, request).map(|ask| (ask, None)),
+        Job::Request(request, id) => start_request(kws, request, id).map(|ask| (ask, None)),
         Job::Topics(mut topics) => {
             while let Some(topic) = topics.next() {
-                if let Some(ask) = start_subscribe(kws, topic) {
+                if let Some(ask) = start_subscribe(kws, topic, None) {
                     let rest = (!topics.as_slice().is_empty()).then_some(Job::Topics(topics));
                     return Some((ask, rest));
                 }
@@ -479,63 +518,82 @@ fn start(kws: &Websocket, job: Job) -> Option<(Ask, Option<Job>)> {
 
 /// A subscribe: refused here when the connection's grants do not cover the topic
 /// (`Identity::may_subscribe`), the backend's question with a subscribe hook, else done.
-fn start_subscribe(kws: &Websocket, topic: String) -> Option<Ask> {
-    if !may_subscribe(kws, &topic) {
+fn start_subscribe(kws: &Websocket, topic: String, id: Option<Value>) -> Option<Ask> {
+    if !may_subscribe(kws, &topic, id.as_ref()) {
         return None;
     }
     if kws.has_hook(Hook::Subscribe) {
-        return Some(Ask::Subscribe(topic));
+        return Some(Ask::Subscribe { topic, id });
     }
-    subscribe_and_answer(kws, &topic);
+    subscribe_and_answer(kws, &topic, id.as_ref());
     None
 }
 
 /// A subscribe from history: refused here as `start_subscribe`'s, else always waited on.
-fn start_subscribe_from(kws: &Websocket, topic: String, since: Option<Position>) -> Option<Ask> {
-    may_subscribe(kws, &topic).then(|| Ask::SubscribeFrom {
+fn start_subscribe_from(
+    kws: &Websocket,
+    topic: String,
+    since: Option<Position>,
+    id: Option<Value>,
+) -> Option<Ask> {
+    may_subscribe(kws, &topic, id.as_ref()).then(|| Ask::SubscribeFrom {
         hook: kws.has_hook(Hook::Subscribe),
         topic,
         since,
+        id,
     })
 }
 
 /// Whether the connection's grants cover `topic`; when they do not it is told so.
-fn may_subscribe(kws: &Websocket, topic: &str) -> bool {
-    if kws.identity().is_some_and(|id| !id.may_subscribe(topic)) {
+fn may_subscribe(kws: &Websocket, topic: &str, id: Option<&Value>) -> bool {
+    if kws.identity().is_some_and(|who| !who.may_subscribe(topic)) {
         let reply = pubsub_reply("subscribe", topic, Some(NOT_PERMITTED));
-        kws.emit(reply, MessageType::Text);
+        answer(kws, reply, id);
         return false;
     }
     true
 }
 
-fn start_request(kws: &Websocket, request: Result<PubsubRequest, String>) -> Option<Ask> {
+fn start_request(
+    kws: &Websocket,
+    request: Result<PubsubRequest, String>,
+    id: Option<Value>,
+) -> Option<Ask> {
     match request {
-        Ok(PubsubRequest::Subscribe(topic)) => return start_subscribe(kws, topic),
+        Ok(PubsubRequest::Subscribe(topic)) => return start_subscribe(kws, topic, id),
         Ok(PubsubRequest::SubscribeFrom { topic, since }) => {
-            return start_subscribe_from(kws, topic, since)
+            return start_subscribe_from(kws, topic, since, id)
         }
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             let was = kws.unsubscribe(&topic);
             let error = (!was).then_some("not subscribed");
-            kws.emit(
+            answer(
+                kws,
                 pubsub_reply("unsubscribed", &topic, error),
-                MessageType::Text,
+                id.as_ref(),
             );
         }
         Ok(PubsubRequest::Publish { topic, .. })
-            if kws.identity().is_some_and(|id| !id.may_publish(&topic)) =>
+            if kws.identity().is_some_and(|who| !who.may_publish(&topic)) =>
         {
-            kws.emit(
+            answer(
+                kws,
                 pubsub_reply("publish", &topic, Some(NOT_PERMITTED)),
-                MessageType::Text,
+                id.as_ref(),
             )
         }
         Ok(PubsubRequest::Publish { topic, data, key }) if kws.has_hook(Hook::Publish) => {
-            return Some(Ask::Publish { topic, data, key })
+            return Some(Ask::Publish {
+                topic,
+                data,
+                key,
+                id,
+            })
         }
-        Ok(PubsubRequest::Publish { topic, data, key }) => publish(kws, &topic, key, data),
-        Ok(PubsubRequest::Refresh(jwt)) => refresh_and_answer(kws, &jwt),
+        Ok(PubsubRequest::Publish { topic, data, key }) => {
+            publish(kws, &topic, key, data, id.as_ref())
+        }
+        Ok(PubsubRequest::Refresh(jwt)) => refresh_and_answer(kws, &jwt, id.as_ref()),
         Ok(PubsubRequest::Rpc { method, id, data }) if kws.has_hook(Hook::Rpc) => {
             return Some(Ask::Rpc { method, id, data })
         }
@@ -543,9 +601,10 @@ fn start_request(kws: &Websocket, request: Result<PubsubRequest, String>) -> Opt
             rpc_reply(&method, id.as_ref(), Err(NO_RPC_HOOK)),
             MessageType::Text,
         ),
-        Err(e) => kws.emit(
+        Err(e) => answer(
+            kws,
             serde_json::json!({ "error": e }).to_string(),
-            MessageType::Text,
+            id.as_ref(),
         ),
     }
     None
@@ -565,16 +624,21 @@ fn backend_failure(e: &Error) -> String {
 
 /// Asks the backend and acts on its verdict.
 async fn finish(kws: &Websocket, ask: Ask) {
-    let reply = match ask {
-        Ask::Subscribe(topic) => match kws.ask_subscribe(&topic).await {
-            Ok(Verdict::Allow(_)) => {
-                subscribe_and_answer(kws, &topic);
-                return;
-            }
-            Ok(Verdict::Refuse(reason)) => pubsub_reply("subscribe", &topic, Some(&reason)),
-            Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+    let (reply, id) = match ask {
+        Ask::Subscribe { topic, id } => match kws.ask_subscribe(&topic).await {
+            Ok(Verdict::Allow(_)) => return subscribe_and_answer(kws, &topic, id.as_ref()),
+            Ok(Verdict::Refuse(reason)) => (pubsub_reply("subscribe", &topic, Some(&reason)), id),
+            Err(e) => (
+                pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+                id,
+            ),
         },
-        Ask::SubscribeFrom { topic, since, hook } => {
+        Ask::SubscribeFrom {
+            topic,
+            since,
+            hook,
+            id,
+        } => {
             let verdict = if hook {
                 kws.ask_subscribe(&topic).await
             } else {
@@ -582,73 +646,90 @@ async fn finish(kws: &Websocket, ask: Ask) {
             };
             match verdict {
                 Ok(Verdict::Allow(_)) => {
-                    subscribe_from_and_answer(kws, &topic, since).await;
-                    return;
+                    return subscribe_from_and_answer(kws, &topic, since, id.as_ref()).await
                 }
-                Ok(Verdict::Refuse(reason)) => pubsub_reply("subscribe", &topic, Some(&reason)),
-                Err(e) => pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+                Ok(Verdict::Refuse(reason)) => {
+                    (pubsub_reply("subscribe", &topic, Some(&reason)), id)
+                }
+                Err(e) => (
+                    pubsub_reply("subscribe", &topic, Some(&backend_failure(&e))),
+                    id,
+                ),
             }
         }
-        Ask::Publish { topic, data, key } => match kws.ask_publish(&topic, &data).await {
+        Ask::Publish {
+            topic,
+            data,
+            key,
+            id,
+        } => match kws.ask_publish(&topic, &data).await {
             Ok(Verdict::Allow(replaced)) => {
                 let data = match replaced {
                     None => data,
                     Some(Value::String(s)) => s,
                     Some(v) => v.to_string(),
                 };
-                publish(kws, &topic, key, data);
-                return;
+                return publish(kws, &topic, key, data, id.as_ref());
             }
-            Ok(Verdict::Refuse(reason)) => pubsub_reply("publish", &topic, Some(&reason)),
-            Err(e) => pubsub_reply("publish", &topic, Some(&backend_failure(&e))),
+            Ok(Verdict::Refuse(reason)) => (pubsub_reply("publish", &topic, Some(&reason)), id),
+            Err(e) => (
+                pubsub_reply("publish", &topic, Some(&backend_failure(&e))),
+                id,
+            ),
         },
         Ask::Rpc { method, id, data } => {
             let id = id.as_ref();
-            match kws.ask_rpc(&method, &data).await {
+            // `rpc_reply` writes the id itself.
+            let reply = match kws.ask_rpc(&method, &data).await {
                 Ok(Verdict::Allow(answer)) => {
                     rpc_reply(&method, id, Ok(answer.unwrap_or(Value::Null)))
                 }
                 Ok(Verdict::Refuse(reason)) => rpc_reply(&method, id, Err(&reason)),
                 Err(e) => rpc_reply(&method, id, Err(&backend_failure(&e))),
-            }
+            };
+            return kws.emit(reply, MessageType::Text);
         }
     };
-    kws.emit(reply, MessageType::Text);
+    answer(kws, reply, id.as_ref());
 }
 
-/// Publishes a client's text, with its conflation key when it gave one.
-fn publish(kws: &Websocket, topic: &str, key: Option<String>, data: String) {
+/// Publishes a client's text, with its conflation key when it gave one; a request with an
+/// `"id"` is answered `{"published":"t","id":..}` once its publication is handed on.
+fn publish(kws: &Websocket, topic: &str, key: Option<String>, data: String, id: Option<&Value>) {
     match key {
         Some(key) => kws.publish_keyed(topic, &key, data, MessageType::Text),
         None => kws.publish(topic, data, MessageType::Text),
+    }
+    if id.is_some() {
+        answer(kws, pubsub_reply("published", topic, None), id);
     }
 }
 
 /// Answers a job that is not acted on with `error`, in its request's error form.
 fn refuse(kws: &Websocket, job: Job, error: &str) {
-    let replies: Vec<String> = match job {
-        Job::Topics(topics) => topics
-            .map(|t| pubsub_reply("subscribe", &t, Some(error)))
-            .collect(),
-        Job::Request(request) => vec![match request {
-            Ok(PubsubRequest::Subscribe(t) | PubsubRequest::SubscribeFrom { topic: t, .. }) => {
-                pubsub_reply("subscribe", &t, Some(error))
+    match job {
+        Job::Topics(topics) => {
+            for t in topics {
+                answer(kws, pubsub_reply("subscribe", &t, Some(error)), None);
             }
-            Ok(PubsubRequest::Unsubscribe(t)) => pubsub_reply("unsubscribe", &t, Some(error)),
-            Ok(PubsubRequest::Publish { topic, .. }) => {
-                pubsub_reply("publish", &topic, Some(error))
-            }
-            Ok(PubsubRequest::Refresh(_)) => {
-                serde_json::json!({ "refresh": null, "error": error }).to_string()
-            }
-            Ok(PubsubRequest::Rpc { method, id, .. }) => {
-                rpc_reply(&method, id.as_ref(), Err(error))
-            }
-            Err(_) => serde_json::json!({ "error": error }).to_string(),
-        }],
-    };
-    for reply in replies {
-        kws.emit(reply, MessageType::Text);
+        }
+        Job::Request(request, id) => {
+            let reply = match request {
+                Ok(PubsubRequest::Subscribe(t) | PubsubRequest::SubscribeFrom { topic: t, .. }) => {
+                    pubsub_reply("subscribe", &t, Some(error))
+                }
+                Ok(PubsubRequest::Unsubscribe(t)) => pubsub_reply("unsubscribe", &t, Some(error)),
+                Ok(PubsubRequest::Publish { topic, .. }) => {
+                    pubsub_reply("publish", &topic, Some(error))
+                }
+                Ok(PubsubRequest::Refresh(_)) => {
+                    serde_json::json!({ "refresh": null, "error": error }).to_string()
+                }
+                Ok(PubsubRequest::Rpc { method, .. }) => rpc_reply(&method, None, Err(error)),
+                Err(_) => serde_json::json!({ "error": error }).to_string(),
+            };
+            answer(kws, reply, id.as_ref());
+        }
     }
 }
 

@@ -2,19 +2,21 @@
 
 use super::*;
 
+/// The request a frame holds, its id left aside.
+fn parse(data: &[u8]) -> Result<PubsubRequest, String> {
+    pubsub_request(data).0
+}
+
 #[test]
 fn pubsub_frames() {
     use PubsubRequest::*;
+    assert_eq!(parse(br#"{"subscribe":"a"}"#), Ok(Subscribe("a".into())));
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"a"}"#),
-        Ok(Subscribe("a".into()))
-    );
-    assert_eq!(
-        pubsub_request(br#"{"unsubscribe":"b"}"#),
+        parse(br#"{"unsubscribe":"b"}"#),
         Ok(Unsubscribe("b".into()))
     );
     assert_eq!(
-        pubsub_request(br#"{"publish":"a","data":"hi"}"#),
+        parse(br#"{"publish":"a","data":"hi"}"#),
         Ok(Publish {
             topic: "a".into(),
             data: "hi".into(),
@@ -22,7 +24,7 @@ fn pubsub_frames() {
         })
     );
     assert_eq!(
-        pubsub_request(br#"{"publish":"p","data":"1.5","key":"AAPL"}"#),
+        parse(br#"{"publish":"p","data":"1.5","key":"AAPL"}"#),
         Ok(Publish {
             topic: "p".into(),
             data: "1.5".into(),
@@ -31,38 +33,32 @@ fn pubsub_frames() {
     );
     for key in [String::new(), "k".repeat(257)] {
         let frame = serde_json::json!({ "publish": "p", "data": "1", "key": key }).to_string();
-        assert!(pubsub_request(frame.as_bytes())
+        assert!(parse(frame.as_bytes())
             .unwrap_err()
             .contains("1 to 256 bytes"));
     }
-    assert!(pubsub_request(br#"{"publish":"p","data":"1","key":7}"#)
+    assert!(parse(br#"{"publish":"p","data":"1","key":7}"#)
         .unwrap_err()
         .contains(r#""key" must be a string"#));
     assert_eq!(
-        pubsub_request(br#"{"publish":"a","data":{"x":[1,2]}}"#),
+        parse(br#"{"publish":"a","data":{"x":[1,2]}}"#),
         Ok(Publish {
             topic: "a".into(),
             data: r#"{"x":[1,2]}"#.into(),
             key: None,
         })
     );
-    assert!(pubsub_request(br#"{"publish":"a"}"#)
-        .unwrap_err()
-        .contains("data"));
+    assert!(parse(br#"{"publish":"a"}"#).unwrap_err().contains("data"));
     assert_eq!(
-        pubsub_request(br#"{"refresh":"a.b.c"}"#),
+        parse(br#"{"refresh":"a.b.c"}"#),
         Ok(Refresh("a.b.c".into()))
     );
-    assert!(pubsub_request(br#"{"refresh":null}"#)
+    assert!(parse(br#"{"refresh":null}"#)
         .unwrap_err()
         .contains("string"));
-    assert!(pubsub_request(br#"{"subscribe":3}"#)
-        .unwrap_err()
-        .contains("string"));
-    assert!(pubsub_request(b"{").unwrap_err().contains("JSON object"));
-    assert!(pubsub_request(br#"{"other":1}"#)
-        .unwrap_err()
-        .contains("expected"));
+    assert!(parse(br#"{"subscribe":3}"#).unwrap_err().contains("string"));
+    assert!(parse(b"{").unwrap_err().contains("JSON object"));
+    assert!(parse(br#"{"other":1}"#).unwrap_err().contains("expected"));
     assert_eq!(
         pubsub_reply("subscribe", "a\"b", Some("too many topics")),
         r#"{"error":"too many topics","subscribe":"a\"b"}"#
@@ -79,14 +75,14 @@ fn subscriptions_from_history() {
         })
     };
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","since":{"offset":5,"epoch":"abcd0001"}}"#),
+        parse(br#"{"subscribe":"t","since":{"offset":5,"epoch":"abcd0001"}}"#),
         Ok(SubscribeFrom {
             topic: "t".into(),
             since: at(5, 0xabcd_0001)
         })
     );
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","positions":true}"#),
+        parse(br#"{"subscribe":"t","positions":true}"#),
         Ok(SubscribeFrom {
             topic: "t".into(),
             since: None
@@ -94,14 +90,14 @@ fn subscriptions_from_history() {
     );
     // `since` implies positions; `null` is no position yet.
     assert_eq!(
-        pubsub_request(br#"{"since":{"epoch":"ABCD0001","offset":0},"subscribe":"t"}"#),
+        parse(br#"{"since":{"epoch":"ABCD0001","offset":0},"subscribe":"t"}"#),
         Ok(SubscribeFrom {
             topic: "t".into(),
             since: at(0, 0xabcd_0001)
         })
     );
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","since":null}"#),
+        parse(br#"{"subscribe":"t","since":null}"#),
         Ok(SubscribeFrom {
             topic: "t".into(),
             since: None
@@ -109,7 +105,7 @@ fn subscriptions_from_history() {
     );
     // The position of a topic nothing was published to yet, as a fresh answer gives it.
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","since":{"offset":0,"epoch":null}}"#),
+        parse(br#"{"subscribe":"t","since":{"offset":0,"epoch":null}}"#),
         Ok(SubscribeFrom {
             topic: "t".into(),
             since: at(0, 0)
@@ -117,11 +113,11 @@ fn subscriptions_from_history() {
     );
     // Without either, or with positions off: a plain subscribe, raw payloads.
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","positions":false}"#),
+        parse(br#"{"subscribe":"t","positions":false}"#),
         Ok(Subscribe("t".into()))
     );
     assert_eq!(
-        pubsub_request(br#"{"unsubscribe":"t","since":{"offset":1}}"#),
+        parse(br#"{"unsubscribe":"t","since":{"offset":1}}"#),
         Ok(Unsubscribe("t".into()))
     );
     for bad in [
@@ -138,17 +134,13 @@ fn subscriptions_from_history() {
         r#"{"subscribe":"t","since":{"offset":5,"epoch":null}}"#,
         r#"{"subscribe":"t","since":{"offset":5,"epoch":1234}}"#,
     ] {
-        assert_eq!(
-            pubsub_request(bad.as_bytes()),
-            Err(SINCE_FORM.into()),
-            "{bad}"
-        );
+        assert_eq!(parse(bad.as_bytes()), Err(SINCE_FORM.into()), "{bad}");
     }
     assert_eq!(
-        pubsub_request(br#"{"subscribe":"t","positions":"yes"}"#),
+        parse(br#"{"subscribe":"t","positions":"yes"}"#),
         Err("\"positions\" must be true or false".into())
     );
-    assert!(pubsub_request(br#"{"subscribe":7,"positions":true}"#)
+    assert!(parse(br#"{"subscribe":7,"positions":true}"#)
         .unwrap_err()
         .contains("string"));
 }
@@ -209,7 +201,7 @@ fn answers_to_subscriptions_from_history() {
 fn rpc_frames_and_answers() {
     use serde_json::json;
     assert_eq!(
-        pubsub_request(br#"{"rpc":"time","id":7,"data":{"tz":"UTC"}}"#),
+        parse(br#"{"rpc":"time","id":7,"data":{"tz":"UTC"}}"#),
         Ok(PubsubRequest::Rpc {
             method: "time".into(),
             id: Some(json!(7)),
@@ -218,7 +210,7 @@ fn rpc_frames_and_answers() {
     );
     // Without an id or data: none comes back, and the backend gets null.
     assert_eq!(
-        pubsub_request(br#"{"rpc":"ping"}"#),
+        parse(br#"{"rpc":"ping"}"#),
         Ok(PubsubRequest::Rpc {
             method: "ping".into(),
             id: None,
@@ -226,11 +218,11 @@ fn rpc_frames_and_answers() {
         })
     );
     assert_eq!(
-        pubsub_request(br#"{"rpc":["x"]}"#),
+        parse(br#"{"rpc":["x"]}"#),
         Err("\"rpc\" must be a string".into())
     );
     assert_eq!(
-        pubsub_request(br#"{"other":1}"#),
+        parse(br#"{"other":1}"#),
         Err("expected \"subscribe\", \"unsubscribe\", \"publish\", \"refresh\" or \"rpc\"".into())
     );
     let reply = |r: String| serde_json::from_str::<Value>(&r).unwrap();
@@ -247,4 +239,30 @@ fn rpc_frames_and_answers() {
         "backend unavailable"
     );
     assert_eq!(backend_failure(&Error::BackendBusy), "backend busy");
+}
+
+#[test]
+fn every_request_may_carry_an_id() {
+    use serde_json::json;
+    assert_eq!(
+        pubsub_request(br#"{"subscribe":"a","id":"s1"}"#),
+        (Ok(PubsubRequest::Subscribe("a".into())), Some(json!("s1")))
+    );
+    assert_eq!(
+        pubsub_request(br#"{"publish":"a","data":"d","id":3}"#),
+        (
+            Ok(PubsubRequest::Publish {
+                topic: "a".into(),
+                data: "d".into(),
+                key: None
+            }),
+            Some(json!(3))
+        )
+    );
+    // A request that is not one still has its id, for the error's answer.
+    let (request, id) = pubsub_request(br#"{"other":1,"id":[1,2]}"#);
+    assert!(request.is_err());
+    assert_eq!(id, Some(json!([1, 2])));
+    assert_eq!(pubsub_request(b"not json").1, None);
+    assert_eq!(pubsub_request(br#"{"unsubscribe":"a"}"#).1, None);
 }
