@@ -239,6 +239,86 @@ impl InboundLimit {
 /// An empty unmasked ping frame (RFC 6455 §5.5.2): the server's keep-alive.
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
+/// How long after a peer's idle deadline the shard may look at it and still judge it. A look
+/// later than this means the shard itself was behind (blocked by a long listener, overloaded):
+/// it may not have read what the peer sent meanwhile, so the peer is not blamed (`judge_silence`).
+/// Well above the timer heap's tick and ordinary scheduling jitter.
+pub const LATE_TOLERANCE: Duration = Duration::from_millis(250);
+
+/// Rechecks a silent peer is granted for looks that came late before it is judged anyway: what
+/// bounds how long a shard that stays behind keeps a truly silent peer.
+pub const MAX_LATE_RECHECKS: u8 = 2;
+
+/// What the liveness rule finds (`judge_silence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The idle deadline has not passed.
+    Alive,
+    /// The deadline passed while the shard was behind: ping the peer now and judge it at this
+    /// time instead.
+    Recheck(Instant),
+    /// Silent past its deadline, seen by a look on time (or after every recheck): torn down.
+    Idle,
+}
+
+/// The liveness rule, as a pure function. A peer whose idle `deadline` has passed at `now` is
+/// idle only when the shard looked on time (within `LATE_TOLERANCE` of the deadline): silence
+/// the shard measured while it was itself behind may be its own (the peer's answer can sit
+/// unread in the socket), so a late look grants a recheck instead, one `answer_window` after a
+/// fresh ping, at most `MAX_LATE_RECHECKS` times since the peer was last heard (`rechecks`).
+///
+/// The bound: a peer that stays silent is torn down by the first look at or after
+/// `deadline + MAX_LATE_RECHECKS × answer_window`, plus however late the shard's looks were.
+pub fn judge_silence(
+    deadline: Instant,
+    now: Instant,
+    rechecks: u8,
+    answer_window: Duration,
+) -> Liveness {
+    let Some(late) = now.checked_duration_since(deadline) else {
+        return Liveness::Alive;
+    };
+    if late > LATE_TOLERANCE && rechecks < MAX_LATE_RECHECKS {
+        Liveness::Recheck(now + answer_window)
+    } else {
+        Liveness::Idle
+    }
+}
+
+/// How long a peer has to answer a ping before it may be judged: what the regular schedule
+/// gives it (the idle timeout less one ping interval), or the whole idle timeout when that is
+/// not longer than the interval.
+pub fn answer_window(ping_interval: Duration, read_idle_timeout: Duration) -> Duration {
+    match read_idle_timeout.checked_sub(ping_interval) {
+        Some(window) if !window.is_zero() => window,
+        _ => read_idle_timeout,
+    }
+}
+
+/// The ping after one due at `due`, seen at `now`: the first of `due + k × interval` later
+/// than `now`, so a late look keeps the connection's own phase instead of moving every
+/// connection it served onto its own time (which would line their pings up into bursts).
+pub fn next_ping_after(due: Instant, now: Instant, interval: Duration) -> Instant {
+    let interval_ns = interval.as_nanos().max(1);
+    let behind = now.saturating_duration_since(due).as_nanos();
+    let steps = behind / interval_ns + 1;
+    u64::try_from(steps * interval_ns)
+        .ok()
+        .and_then(|ns| due.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(now + interval)
+}
+
+/// The first ping's delay for a connection given a `spread` key (its slab slot): a point in
+/// `(0, interval]` from the key's golden-ratio hash, so connections accepted together (a
+/// reconnect storm) ping spread over the interval rather than in one burst, and consecutive
+/// slots fall far apart.
+pub fn first_ping_delay(interval: Duration, spread: u64) -> Duration {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let fraction = u128::from(spread.wrapping_mul(GOLDEN) >> 32) + 1; // in 1..=2^32
+    let nanos = (interval.as_nanos() * fraction) >> 32;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 /// What a session reports, in the order it happened.
 #[derive(Debug)]
 pub enum Event {
@@ -312,6 +392,10 @@ pub struct Session<C> {
     /// heap memory, between inputs.
     pending: VecDeque<Pending>,
     last_inbound: Instant,
+    /// Rechecks granted since the peer was last heard because the shard looked late
+    /// (`judge_silence`); `recheck_at` is when the last one judges.
+    late_rechecks: u8,
+    recheck_at: Option<Instant>,
     next_ping: Instant,
     write_blocked_since: Option<Instant>,
     /// Pings received since the queue last held no unwritten pong.
@@ -334,6 +418,8 @@ impl<C: Settings> Session<C> {
             phase: Phase::Open,
             pending: VecDeque::new(),
             last_inbound: now,
+            late_rechecks: 0,
+            recheck_at: None,
             next_ping: now + config.ping_interval(),
             write_blocked_since: None,
             unanswered_pings: 0,
@@ -358,6 +444,12 @@ impl<C: Settings> Session<C> {
         let mut session = Session::new(config, now);
         session.out.push_control(response);
         session
+    }
+
+    /// Moves the first ping of a session opened at `now` to `first_ping_delay` for `spread`
+    /// (the shard passes the connection's slot), so pings are spread over the interval.
+    pub fn spread_pings(&mut self, now: Instant, spread: u64) {
+        self.next_ping = now + first_ping_delay(self.config.ping_interval(), spread);
     }
 
     /// The settings the session runs with.
@@ -389,6 +481,8 @@ impl<C: Settings> Session<C> {
             return;
         }
         self.last_inbound = now;
+        self.late_rechecks = 0;
+        self.recheck_at = None;
         if let Err(e) = self.decoder.feed(bytes, &mut Frames(&mut self.pending)) {
             self.pending.push_back(Pending::Violation(e));
         }
@@ -439,9 +533,21 @@ impl<C: Settings> Session<C> {
         match self.phase {
             Phase::Open => {
                 let idle = self.config.read_idle_timeout();
-                if now >= self.last_inbound + idle {
-                    self.end(Some(SessionError::IdleTimeout(idle)), None);
-                    return;
+                let window = answer_window(self.config.ping_interval(), idle);
+                match judge_silence(self.idle_deadline(), now, self.late_rechecks, window) {
+                    Liveness::Alive => {}
+                    Liveness::Recheck(at) => {
+                        self.late_rechecks += 1;
+                        self.recheck_at = Some(at);
+                        // The peer is judged on a ping it was sent after the shard caught up.
+                        if now < self.next_ping {
+                            self.out.push_ping(Bytes::from_static(&PING_FRAME));
+                        }
+                    }
+                    Liveness::Idle => {
+                        self.end(Some(SessionError::IdleTimeout(idle)), None);
+                        return;
+                    }
                 }
                 let write_timeout = self.config.write_timeout();
                 let stalled = [self.write_blocked_since, self.out.full_since()]
@@ -456,7 +562,8 @@ impl<C: Settings> Session<C> {
                     self.report(Event::Dropped(frame::payload(&framed)));
                 }
                 if now >= self.next_ping {
-                    self.next_ping = now + self.config.ping_interval();
+                    self.next_ping =
+                        next_ping_after(self.next_ping, now, self.config.ping_interval());
                     // Once per ping interval: an idle connection gives back what a burst left.
                     self.out.compact();
                     self.out.push_ping(Bytes::from_static(&PING_FRAME));
@@ -581,7 +688,7 @@ impl<C: Settings> Session<C> {
                 let write_timeout = self.config.write_timeout();
                 [
                     Some(self.next_ping),
-                    Some(self.last_inbound + self.config.read_idle_timeout()),
+                    Some(self.idle_deadline()),
                     self.write_blocked_since.map(|s| s + write_timeout),
                     self.out.full_since().map(|s| s + write_timeout),
                     self.out.next_expiry(),
@@ -635,6 +742,13 @@ impl<C: Settings> Session<C> {
     }
 
     // ---- inside ------------------------------------------------------------------------------
+
+    /// When the peer's silence is next judged: the idle timeout after it was last heard, or a
+    /// recheck granted for a late look (`judge_silence`).
+    fn idle_deadline(&self) -> Instant {
+        self.recheck_at
+            .unwrap_or(self.last_inbound + self.config.read_idle_timeout())
+    }
 
     /// What an inbound frame means now; `None` when it ended the session (its `Closed` is
     /// pending then).

@@ -820,3 +820,206 @@ fn the_first_close_frame_names_the_code_the_session_ended_with() {
     events(&mut s);
     assert_eq!(s.close_code(), Some(1001));
 }
+
+// ---- liveness when the shard is late, and the ping schedule ------------------------------------
+
+/// `ms` milliseconds after `t0`.
+fn at(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+#[test]
+fn the_liveness_rule_blames_only_silence_seen_on_time() {
+    let t0 = Instant::now();
+    let deadline = at(t0, 3000);
+    let window = Duration::from_secs(2);
+    assert_eq!(
+        judge_silence(deadline, at(t0, 2999), 0, window),
+        Liveness::Alive
+    );
+    assert_eq!(judge_silence(deadline, deadline, 0, window), Liveness::Idle);
+    let within = deadline + LATE_TOLERANCE;
+    assert_eq!(judge_silence(deadline, within, 0, window), Liveness::Idle);
+    let late = at(t0, 9000);
+    assert_eq!(
+        judge_silence(deadline, late, 0, window),
+        Liveness::Recheck(late + window)
+    );
+    assert_eq!(
+        judge_silence(deadline, late, MAX_LATE_RECHECKS - 1, window),
+        Liveness::Recheck(late + window)
+    );
+    assert_eq!(
+        judge_silence(deadline, late, MAX_LATE_RECHECKS, window),
+        Liveness::Idle,
+        "the rechecks are bounded"
+    );
+    assert_eq!(
+        answer_window(Duration::from_secs(1), Duration::from_secs(3)),
+        window
+    );
+    assert_eq!(
+        answer_window(Duration::from_secs(25), Duration::from_secs(75)),
+        Duration::from_secs(50)
+    );
+    assert_eq!(
+        answer_window(Duration::from_secs(5), Duration::from_secs(5)),
+        Duration::from_secs(5),
+        "an idle timeout no longer than the interval is the whole window"
+    );
+}
+
+#[test]
+fn a_shard_that_fell_behind_does_not_drop_its_clients() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    // On time: pinged at 1 s, answered at 1.1 s.
+    s.handle_timeout(at(t0, 1000));
+    write_all(&mut s, at(t0, 1000));
+    s.handle_read(at(t0, 1100), &client(OpCode::Pong, b""));
+    assert_eq!(events(&mut s), ["pong "]);
+    // Then the shard is blocked (a long listener) from 1.2 s to 9 s: the pongs the client sent
+    // meanwhile sit unread in the socket. Its timer pass runs first, 4.9 s after the deadline.
+    s.handle_timeout(at(t0, 9000));
+    assert!(s.is_open(), "the silence was the shard's own");
+    assert_eq!(
+        write_all(&mut s, at(t0, 9000)),
+        [0x89, 0x00],
+        "a fresh ping"
+    );
+    assert_eq!(
+        s.poll_timeout(),
+        Some(at(t0, 10_000)),
+        "the next regular ping"
+    );
+    // The read task catches up: the client was there all along.
+    s.handle_read(at(t0, 9010), &client(OpCode::Pong, b""));
+    assert_eq!(events(&mut s), ["pong "]);
+    for ms in [10_000, 11_000, 12_000] {
+        s.handle_timeout(at(t0, ms));
+    }
+    assert!(s.is_open());
+    assert!(events(&mut s).is_empty());
+    // Silent from 9.01 s, seen on time: the ordinary rule holds.
+    s.handle_timeout(at(t0, 12_010));
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+}
+
+#[test]
+fn a_late_shard_judges_a_client_on_a_ping_it_had_time_to_answer() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    // Silent from the start; the shard first looks at 8 s, long past the 3 s deadline.
+    s.handle_timeout(at(t0, 8000));
+    assert!(s.is_open());
+    assert_eq!(s.poll_timeout(), Some(at(t0, 9000)));
+    // The pings at 8 s and 9 s are answered at 9.5 s: a whole answer window was given.
+    s.handle_timeout(at(t0, 9000));
+    s.handle_read(at(t0, 9500), &client(OpCode::Pong, b""));
+    s.handle_timeout(at(t0, 10_000));
+    assert!(s.is_open());
+    assert_eq!(events(&mut s), ["pong "]);
+}
+
+#[test]
+fn a_truly_silent_client_is_dropped_within_the_bound_even_by_a_late_shard() {
+    let t0 = Instant::now();
+    let config = config();
+    let window = answer_window(config.ping_interval, config.read_idle_timeout);
+    let mut s = Session::new(Arc::clone(&config), t0);
+    // Every look comes 0.5 s late (past the tolerance), the client never answers.
+    let mut looks = 0;
+    let mut last = t0;
+    while s.is_open() {
+        let due = s.poll_timeout().expect("open: a deadline");
+        last = due + Duration::from_millis(500);
+        s.handle_timeout(last);
+        looks += 1;
+        assert!(looks < 100, "never dropped");
+    }
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+    // The documented bound: the deadline, plus MAX_LATE_RECHECKS answer windows, plus the
+    // shard's lateness at each judging look.
+    let bound = at(t0, 3000)
+        + window * u32::from(MAX_LATE_RECHECKS)
+        + Duration::from_millis(500) * (u32::from(MAX_LATE_RECHECKS) + 1);
+    assert!(last <= bound, "dropped at {:?}", last - t0);
+    assert!(
+        last >= at(t0, 3000) + window,
+        "the late look granted a recheck"
+    );
+}
+
+#[test]
+fn a_look_within_the_tolerance_drops_a_silent_client_at_once() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.handle_timeout(at(t0, 3000) + LATE_TOLERANCE);
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+}
+
+#[test]
+fn a_late_look_keeps_each_connections_ping_phase() {
+    let t0 = Instant::now();
+    let mut a = Session::new(config(), t0);
+    let mut b = Session::new(config(), at(t0, 400));
+    // One late pass serves both: each keeps its own phase instead of both moving to 2.7 s.
+    for s in [&mut a, &mut b] {
+        s.handle_read(at(t0, 2600), &client(OpCode::Pong, b""));
+        s.handle_timeout(at(t0, 2700));
+        assert_eq!(pending(s), [0x89, 0x00], "the late ping goes out");
+    }
+    assert_eq!(a.poll_timeout(), Some(at(t0, 3000)));
+    assert_eq!(b.poll_timeout(), Some(at(t0, 3400)));
+    assert_eq!(
+        next_ping_after(at(t0, 1000), at(t0, 1000), Duration::from_secs(1)),
+        at(t0, 2000)
+    );
+}
+
+#[test]
+fn first_pings_are_spread_over_the_interval() {
+    let interval = Duration::from_secs(25);
+    let mut buckets = [0u32; 10];
+    for slot in 0..1000u64 {
+        let delay = first_ping_delay(interval, slot);
+        assert!(!delay.is_zero() && delay <= interval, "{delay:?}");
+        buckets[(delay.as_nanos() * 10 / interval.as_nanos()).min(9) as usize] += 1;
+    }
+    // Consecutive slots (a burst of accepts) cover the interval evenly.
+    assert!(
+        buckets.iter().all(|&n| (90..=110).contains(&n)),
+        "{buckets:?}"
+    );
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), t0);
+    s.spread_pings(t0, 7);
+    let first = t0 + first_ping_delay(Duration::from_secs(1), 7);
+    assert_eq!(s.poll_timeout(), Some(first));
+    s.handle_timeout(first);
+    assert_eq!(pending(&s), [0x89, 0x00]);
+    assert_eq!(s.poll_timeout(), Some(first + Duration::from_secs(1)));
+}
+
+#[test]
+fn a_recheck_between_regular_pings_sends_one_of_its_own() {
+    let t0 = Instant::now();
+    let config = Arc::new(
+        Config {
+            ping_interval: Duration::from_secs(10),
+            read_idle_timeout: Duration::from_secs(3),
+            ..Config::default()
+        }
+        .effective(),
+    );
+    let mut s = Session::new(config, t0);
+    s.handle_timeout(at(t0, 8000));
+    assert!(s.is_open());
+    assert_eq!(pending(&s), [0x89, 0x00], "judged on a ping it was sent");
+    assert_eq!(s.poll_timeout(), Some(at(t0, 10_000)));
+    s.handle_timeout(at(t0, 10_000));
+    write_all(&mut s, at(t0, 10_000));
+    assert_eq!(s.poll_timeout(), Some(at(t0, 11_000)), "the recheck");
+    s.handle_timeout(at(t0, 11_000));
+    assert_eq!(events(&mut s), ["closed: IdleTimeout(3s)"]);
+}
