@@ -1,0 +1,219 @@
+//! `examples/live_chat.rs` spoken to with a plain WebSocket client, as its page's JavaScript
+//! client speaks to it: the page and tokens over HTTP, rooms with positions, lines stamped with
+//! the token's user and back to their sender too, refusals, recovery after a reconnect,
+//! in-order answers, token refresh.
+//! The same chat in headless Chromium is `clients/js/test/browser/live-chat.test.js`.
+
+mod common;
+
+#[path = "../examples/live_chat.rs"]
+#[allow(dead_code)]
+mod live_chat;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `GET path` on the chat's HTTP server, sent as written (no normalising): status and body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: chat\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status.unwrap_or(0), body.to_string())
+}
+
+fn token(chat: &live_chat::Chat, name: &str) -> String {
+    let (status, body) = get(chat.page, &format!("/token?name={name}"));
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    answer["token"].as_str().unwrap().to_string()
+}
+
+fn join(chat: &live_chat::Chat, name: &str) -> Client {
+    Client::connect(chat.ws, &format!("/chat?token={}", token(chat, name)))
+}
+
+fn next(c: &mut Client) -> Value {
+    let text = c.recv_text();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+fn send(c: &mut Client, request: Value) {
+    c.send_text(&request.to_string());
+}
+
+/// A line as subscribers get it: the envelope of the room's history.
+fn line(topic: &str, offset: u64, epoch: &Value, from: &str, text: &str) -> Value {
+    let data = json!({ "from": from, "text": text }).to_string();
+    json!({ "topic": topic, "offset": offset, "epoch": epoch, "data": data })
+}
+
+/// The same with the id its page gave it.
+fn line_with_id(
+    topic: &str,
+    offset: u64,
+    epoch: &Value,
+    from: &str,
+    text: &str,
+    id: &str,
+) -> Value {
+    let data = json!({ "from": from, "text": text, "id": id }).to_string();
+    json!({ "topic": topic, "offset": offset, "epoch": epoch, "data": data })
+}
+
+#[test]
+fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
+    let chat = live_chat::start("127.0.0.1:0", "127.0.0.1:0").expect("the chat starts");
+
+    // The page, with the WebSocket port written in; the client's modules; nothing else.
+    let (status, page) = get(chat.page, "/");
+    assert_eq!(status, 200);
+    let port = format!(r#"content="{}""#, chat.ws.port());
+    assert!(page.contains(&port), "the page names the WebSocket port");
+    assert!(page.contains("from '/client/index.js'"));
+    let (status, js) = get(chat.page, "/client/index.js");
+    assert_eq!(status, 200);
+    assert!(js.contains("CorecastClient"));
+    for path in [
+        "/client/../../Cargo.toml",
+        "/client/%2e%2e/index.js",
+        "/client/index.d.ts",
+        "/nope",
+    ] {
+        assert_eq!(get(chat.page, path).0, 404, "{path}");
+    }
+    assert_eq!(get(chat.page, "/token?name=a%20b").0, 400);
+    assert_eq!(get(chat.page, "/token").0, 400);
+    // Without a token, or with a forged one, no connection.
+    assert_eq!(upgrade_status(chat.ws, "/chat"), 401);
+    assert_eq!(upgrade_status(chat.ws, "/chat?token=e30.e30.e30"), 401);
+
+    let room = "room.test";
+    let mut alice = join(&chat, "alice");
+    let mut bob = join(&chat, "bob");
+    for c in [&mut alice, &mut bob] {
+        send(c, json!({ "subscribe": room, "positions": true }));
+        assert_eq!(
+            next(c),
+            json!({ "subscribed": room, "offset": 0, "epoch": null })
+        );
+    }
+
+    // A line reaches everyone in the room, its sender too, stamped with the token's user
+    // whatever the page says, and with the page's id when it gave one. A publish that goes
+    // out is not answered: the sender's next message is its line.
+    send(
+        &mut alice,
+        json!({ "publish": room, "data": "  hello  ", "from": "mallory" }),
+    );
+    let first = next(&mut bob);
+    let epoch = first["epoch"].clone();
+    assert!(epoch.is_string(), "{first}");
+    assert_eq!(first, line(room, 1, &epoch, "alice", "hello"));
+    assert_eq!(next(&mut alice), first);
+    send(
+        &mut bob,
+        json!({ "publish": room, "data": { "text": "hi", "id": "k3x9" } }),
+    );
+    let second = line_with_id(room, 2, &epoch, "bob", "hi", "k3x9");
+    assert_eq!(next(&mut bob), second);
+    assert_eq!(next(&mut alice), second);
+    send(
+        &mut bob,
+        json!({ "publish": room, "data": { "text": "bad id", "id": "no spaces" } }),
+    );
+    let third = line(room, 3, &epoch, "bob", "bad id");
+    assert_eq!(next(&mut bob), third);
+    assert_eq!(next(&mut alice), third);
+
+    // Refusals, each in its request's form.
+    send(&mut alice, json!({ "subscribe": "admin" }));
+    assert_eq!(
+        next(&mut alice),
+        json!({ "subscribe": "admin", "error": "not permitted" })
+    );
+    send(&mut alice, json!({ "publish": "admin", "data": "x" }));
+    assert_eq!(
+        next(&mut alice),
+        json!({ "publish": "admin", "error": "not permitted" })
+    );
+    for data in [
+        json!(5),
+        json!("   "),
+        json!("x".repeat(2001)),
+        json!({ "id": "k" }),
+    ] {
+        send(&mut alice, json!({ "publish": room, "data": data }));
+        assert_eq!(
+            next(&mut alice),
+            json!({ "publish": room, "error": "a line is 1 to 2000 characters of text" })
+        );
+    }
+    alice.send_text("not json");
+    assert_eq!(
+        next(&mut alice),
+        json!({ "error": "expected a JSON object" })
+    );
+
+    // bob goes away; what alice says meanwhile waits in the room's history.
+    bob.close(1000, "");
+    assert!(bob.wait_closed());
+    for (offset, text) in [(4, "one"), (5, "two")] {
+        send(&mut alice, json!({ "publish": room, "data": text }));
+        assert_eq!(next(&mut alice), line(room, offset, &epoch, "alice", text));
+    }
+    let mut bob = join(&chat, "bob");
+    // A request right behind the recovery is answered after it, and after what it sends.
+    send(
+        &mut bob,
+        json!({ "subscribe": room, "since": { "offset": 3, "epoch": epoch } }),
+    );
+    send(&mut bob, json!({ "unsubscribe": "$barrier" }));
+    assert_eq!(
+        next(&mut bob),
+        json!({ "subscribed": room, "recovered": true, "missed": 2, "offset": 5, "epoch": epoch })
+    );
+    assert_eq!(next(&mut bob), line(room, 4, &epoch, "alice", "one"));
+    assert_eq!(next(&mut bob), line(room, 5, &epoch, "alice", "two"));
+    assert_eq!(
+        next(&mut bob),
+        json!({ "unsubscribed": "$barrier", "error": "not subscribed" })
+    );
+    // Then the live stream, both ways.
+    send(&mut alice, json!({ "publish": room, "data": "three" }));
+    assert_eq!(next(&mut bob), line(room, 6, &epoch, "alice", "three"));
+    assert_eq!(next(&mut alice), line(room, 6, &epoch, "alice", "three"));
+
+    // A position the room never gave is told, not silently skipped.
+    let mut carol = join(&chat, "carol");
+    send(
+        &mut carol,
+        json!({ "subscribe": room, "since": { "offset": 1, "epoch": "00000000" } }),
+    );
+    assert_eq!(
+        next(&mut carol),
+        json!({ "subscribed": room, "recovered": false, "reason": "epoch changed", "offset": 6, "epoch": epoch })
+    );
+
+    // Token refresh over the open connection: a good one is taken, a bad one refused, and one
+    // for another user closes the connection.
+    let fresh = token(&chat, "alice");
+    send(&mut alice, json!({ "refresh": fresh }));
+    assert_eq!(next(&mut alice), json!({ "refreshed": true }));
+    send(&mut alice, json!({ "refresh": "e30.e30.e30" }));
+    let refused = next(&mut alice);
+    assert_eq!(refused["refresh"], Value::Null, "{refused}");
+    assert!(refused["error"].is_string(), "{refused}");
+    send(&mut alice, json!({ "refresh": token(&chat, "bob") }));
+    assert_eq!(alice.recv_close().0, 1008);
+
+    chat.server.shutdown_within(Duration::from_secs(1));
+    chat.server.join().unwrap();
+}
