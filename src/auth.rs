@@ -535,10 +535,33 @@ fn names_an_algorithm(token: &str) -> bool {
         .is_some_and(|h| h.get("alg").is_some_and(serde_json::Value::is_string))
 }
 
-/// The token of a request, as `Builder::authenticate` finds it: the `Authorization: Bearer`
-/// header's (the scheme in any case), else the `token` query parameter's.
-pub fn token_from<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
-    bearer(authorization).or(query.filter(|t| !t.is_empty()))
+/// The subprotocol a client names to carry its token: `corecast.token.<token>`. A browser
+/// cannot set headers on a WebSocket, and a token in the URL ends up in access logs; a JWT's
+/// characters are all allowed in a subprotocol name (RFC 6455 §4.1, RFC 7230 §3.2.6).
+pub const TOKEN_PROTOCOL_PREFIX: &str = "corecast.token.";
+
+/// The subprotocol the server answers with when a client that carries its token in a
+/// subprotocol also offers it and the route chose none of its own: a browser fails a
+/// handshake whose answer names none of the subprotocols it offered.
+pub const TOKEN_CARRIER_PROTOCOL: &str = "corecast";
+
+/// The token of a request, as `Builder::authenticate` finds it, the first of: the
+/// `Authorization: Bearer` header's (the scheme in any case); an offered subprotocol
+/// `corecast.token.<token>` (`protocols`, the `Sec-WebSocket-Protocol` items); the `token`
+/// query parameter's.
+pub fn token_from<'a>(
+    authorization: Option<&'a str>,
+    protocols: impl IntoIterator<Item = &'a str>,
+    query: Option<&'a str>,
+) -> Option<&'a str> {
+    bearer(authorization)
+        .or_else(|| {
+            protocols
+                .into_iter()
+                .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
+                .filter(|t| !t.is_empty())
+        })
+        .or(query.filter(|t| !t.is_empty()))
 }
 
 /// The credentials of an `Authorization: Bearer <credentials>` header; the scheme is matched

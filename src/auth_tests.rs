@@ -297,15 +297,25 @@ fn user_limited_topics() {
 }
 
 #[test]
-fn tokens_come_from_the_header_or_the_query() {
-    assert_eq!(token_from(Some("Bearer abc"), None), Some("abc"));
-    assert_eq!(token_from(Some("bearer  abc "), None), Some("abc"));
-    assert_eq!(token_from(Some("BEARER abc"), Some("q")), Some("abc"));
-    assert_eq!(token_from(Some("Basic abc"), Some("q")), Some("q"));
-    assert_eq!(token_from(Some("Bearer "), None), None);
-    assert_eq!(token_from(None, Some("q")), Some("q"));
-    assert_eq!(token_from(None, Some("")), None);
-    assert_eq!(token_from(None, None), None);
+fn tokens_come_from_the_header_a_subprotocol_or_the_query() {
+    let none: [&str; 0] = [];
+    assert_eq!(token_from(Some("Bearer abc"), none, None), Some("abc"));
+    assert_eq!(token_from(Some("bearer  abc "), none, None), Some("abc"));
+    assert_eq!(token_from(Some("BEARER abc"), none, Some("q")), Some("abc"));
+    assert_eq!(token_from(Some("Basic abc"), none, Some("q")), Some("q"));
+    assert_eq!(token_from(Some("Bearer "), none, None), None);
+    assert_eq!(token_from(None, none, Some("q")), Some("q"));
+    assert_eq!(token_from(None, none, Some("")), None);
+    assert_eq!(token_from(None, none, None), None);
+    // The header first, then a subprotocol, then the query.
+    let carried = ["corecast", "corecast.token.p.q.r"];
+    assert_eq!(token_from(None, carried, Some("q")), Some("p.q.r"));
+    assert_eq!(token_from(Some("Bearer h"), carried, None), Some("h"));
+    assert_eq!(
+        token_from(None, ["chat", "corecast.token."], Some("q")),
+        Some("q")
+    );
+    assert_eq!(token_from(None, ["corecast.tokens.x"], None), None);
 }
 
 #[test]

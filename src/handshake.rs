@@ -277,8 +277,12 @@ pub(crate) fn check<R: RouteOffer + Clone>(
     let identity = match verifier {
         Some(_) if admission.refusals_exhausted => return Err(Refusal::too_many_refusals()),
         Some(verifier) => {
-            let token = auth::token_from(head.header("authorization"), head.query("token"))
-                .ok_or(AuthRefusal::Missing);
+            let token = auth::token_from(
+                head.header("authorization"),
+                http::offered_protocols(&head),
+                head.query("token"),
+            )
+            .ok_or(AuthRefusal::Missing);
             let identity = token.and_then(|t| verifier.verify(t, admission.unix_now));
             Some(identity.map_err(Refusal::unauthenticated)?)
         }
@@ -293,6 +297,16 @@ pub(crate) fn check<R: RouteOffer + Clone>(
         connections: admission.connections,
         identity,
     })
+}
+
+/// `corecast` when the client carries its token in a subprotocol (`auth::TOKEN_PROTOCOL_PREFIX`)
+/// and offers `corecast` beside it, for a route that chose no subprotocol of its own: a
+/// browser needs one of its offers named in the 101.
+fn token_carrier(head: &RequestHead) -> Option<Arc<str>> {
+    let offered = || http::offered_protocols(head);
+    let carries = offered().any(|p| p.starts_with(auth::TOKEN_PROTOCOL_PREFIX));
+    (carries && offered().any(|p| p == auth::TOKEN_CARRIER_PROTOCOL))
+        .then(|| Arc::from(auth::TOKEN_CARRIER_PROTOCOL))
 }
 
 /// The rest, in this order: subprotocol, the `before_upgrade` gate (its status, or 500 if it
@@ -311,7 +325,9 @@ pub(crate) fn finish<R: RouteOffer + Clone>(
         connections,
         identity,
     } = checked;
-    let protocol = http::select_protocol(route.subprotocols(), &head).cloned();
+    let protocol = http::select_protocol(route.subprotocols(), &head)
+        .cloned()
+        .or_else(|| token_carrier(&head));
     let mut req = UpgradeRequest {
         protocol,
         head,

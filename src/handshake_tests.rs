@@ -363,6 +363,33 @@ fn a_token_in_the_header_or_the_query_lets_the_client_in_with_its_identity() {
 }
 
 #[test]
+fn a_token_carried_in_a_subprotocol_lets_a_browser_in_and_corecast_is_named() {
+    let t = token("alice", NOW + 60);
+    let head = upgrade(
+        "/ws/x",
+        &format!("Sec-WebSocket-Protocol: corecast, corecast.token.{t}\r\n"),
+    );
+    let accepted = decide_authed(head, None).unwrap();
+    assert_eq!(accepted.request.identity().unwrap().user, "alice");
+    let response = String::from_utf8_lossy(&accepted.response).to_string();
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    // The marker is named, never the token.
+    assert!(
+        response.contains("Sec-WebSocket-Protocol: corecast\r\n"),
+        "{response}"
+    );
+    assert!(!response.contains(&t), "{response}");
+    // Without the marker offered, no subprotocol is named (nothing offered fits).
+    let head = upgrade(
+        "/ws/x",
+        &format!("Sec-WebSocket-Protocol: corecast.token.{t}\r\n"),
+    );
+    let accepted = decide_authed(head, None).unwrap();
+    let response = String::from_utf8_lossy(&accepted.response).to_string();
+    assert!(!response.contains("Sec-WebSocket-Protocol"), "{response}");
+}
+
+#[test]
 fn a_missing_or_refused_token_gets_401_with_its_cause_and_never_reaches_the_gate() {
     let gate: Gate = Arc::new(|_| panic!("the gate runs after authentication"));
     let cases = [

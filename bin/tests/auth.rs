@@ -120,6 +120,24 @@ fn tokens_decide_who_connects_as_whom() {
     let (_raw, head) =
         RawClient::connect_with(bin.ws, "/ws", &format!("Authorization: Bearer {alice}\r\n"));
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Browser style: the token in a subprotocol, `corecast` named in the answer.
+    let carried = format!("Sec-WebSocket-Protocol: corecast, corecast.token.{alice}\r\n");
+    let (_raw, head) = RawClient::connect_with(bin.ws, "/ws", &carried);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: corecast\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains(&alice), "{head}");
+    let carried = format!("Sec-WebSocket-Protocol: corecast, corecast.token.{forged}\r\n");
+    let status = http_status(
+        bin.ws,
+        &format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{carried}\r\n"
+        )
+    );
+    assert_eq!(status, 401, "a forged token in a subprotocol");
 }
 
 #[test]
