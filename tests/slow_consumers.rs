@@ -79,7 +79,7 @@ impl Slow {
         let requests = topics.iter().map(|t| format!("sub {t}"));
         for request in requests.chain(["notices".to_string()]) {
             raw.send_frame(0x1, request.as_bytes());
-            let (_, answer) = raw.read_frame();
+            let (_, answer) = raw.read_message();
             let answer = String::from_utf8(answer).unwrap();
             uuid = answer.strip_prefix("ok ").expect("an ok").to_string();
         }
@@ -91,7 +91,7 @@ impl Slow {
     fn read_until(&mut self, done: impl Fn(&[String], &HashMap<String, u64>) -> bool) -> Got {
         let mut got = Got::default();
         while !done(&got.publications, &got.missed) {
-            let (_, payload) = self.raw.read_frame();
+            let (_, payload) = self.raw.read_message();
             let text = String::from_utf8(payload).unwrap();
             if text.starts_with("{\"topic\"") {
                 let notice: Value = serde_json::from_str(&text).unwrap();

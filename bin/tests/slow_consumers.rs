@@ -47,7 +47,7 @@ fn a_client_that_fell_behind_gets_the_latest_of_every_key_and_what_it_missed() {
     let mut slow = RawClient::connect_small_window(bin.ws, "/ws");
     let subscribe = json!({ "subscribe": TOPIC }).to_string();
     slow.send_frame(0x1, subscribe.as_bytes());
-    let (_, answer) = slow.read_frame();
+    let (_, answer) = slow.read_message();
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(answer["subscribed"], TOPIC, "{answer}");
 
@@ -68,7 +68,7 @@ fn a_client_that_fell_behind_gets_the_latest_of_every_key_and_what_it_missed() {
     let mut seqs: Vec<(u64, String)> = Vec::new();
     let mut missed = 0;
     while seqs.last().map(|s| s.0) != Some(total - 1) || seqs.len() as u64 + missed < total {
-        let (_, frame) = slow.read_frame();
+        let (_, frame) = slow.read_message();
         let text = String::from_utf8(frame).unwrap();
         if text.starts_with('{') {
             let notice: Value = serde_json::from_str(&text).unwrap();

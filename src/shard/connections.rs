@@ -312,32 +312,40 @@ impl Connections {
             .unwrap_or_default()
     }
 
-    /// Counts and tells the drops a publication of `topic` caused. A dropped publication may
-    /// be of another of the connection's topics (one with nothing queued takes the oldest
-    /// droppable place): its name is found among the connection's topics by hash.
+    /// Counts and tells the drops a publication of `topic` caused: counted once per topic,
+    /// told to each connection. A dropped publication may be of another of the connection's
+    /// topics (one with nothing queued takes the oldest droppable place): its name is found
+    /// among the connection's topics by hash.
     fn tell_dropped(&self, topic: &str, drops: Vec<(Rc<Conn>, u64)>) {
         let hash = topics::fnv1a(topic.as_bytes());
-        let named: Vec<(Rc<Conn>, Arc<str>, u64)> = {
+        // `None`: the publication's own topic, the usual case, with nothing to look up.
+        let named: Vec<(Rc<Conn>, Option<Arc<str>>, u64)> = {
             let index = self.topics.borrow();
             drops
                 .into_iter()
                 .filter_map(|(c, dropped)| {
-                    let name = if dropped == hash {
-                        Arc::from(topic)
-                    } else {
-                        let name = index
-                            .topics_of(c.id.slot)
-                            .find(|t| topics::fnv1a(t.as_bytes()) == dropped)?;
-                        Arc::clone(name)
-                    };
-                    Some((c, name, dropped))
+                    if dropped == hash {
+                        return Some((c, None, dropped));
+                    }
+                    let name = index
+                        .topics_of(c.id.slot)
+                        .find(|t| topics::fnv1a(t.as_bytes()) == dropped)?;
+                    Some((c, Some(Arc::clone(name)), dropped))
                 })
                 .collect()
         };
-        for (c, name, dropped) in named {
-            let policy = self.policy_of(&name).name();
-            self.metrics().dropped_by_policy(&name, policy, 1);
-            c.tell_dropped(&name, dropped);
+        let own = named.iter().filter(|(_, other, _)| other.is_none()).count() as u64;
+        if own > 0 {
+            let policy = self.policy_of(topic).name();
+            self.metrics().dropped_by_policy(topic, policy, own);
+        }
+        for (c, other, dropped) in named {
+            let name = other.as_deref().unwrap_or(topic);
+            if other.is_some() {
+                let policy = self.policy_of(name).name();
+                self.metrics().dropped_by_policy(name, policy, 1);
+            }
+            c.tell_dropped(name, dropped);
         }
     }
 

@@ -276,6 +276,17 @@ impl<S: Read + Write> RawClient<S> {
         (h[0], payload)
     }
 
+    /// Reads one data or close frame, skipping pings and pongs (the server may ping at any
+    /// time): (first byte, payload).
+    pub fn read_message(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            let (b0, payload) = self.read_frame();
+            if !matches!(b0 & 0x0f, 0x9 | 0xA) {
+                return (b0, payload);
+            }
+        }
+    }
+
     /// Reads frames until a close frame; returns its code.
     pub fn read_close_code(&mut self) -> u16 {
         loop {
