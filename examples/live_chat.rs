@@ -18,8 +18,9 @@
 //! | `{"subscribe":"room.lobby","positions":true}` | answers where the room stands, then its lines as `{"topic":..,"offset":..,"epoch":..,"data":..}` |
 //! | `{"subscribe":"room.lobby","since":{"offset":7,"epoch":".."}}` | answers `"recovered":true,"missed":N` and sends the N lines missed, or `"recovered":false` with the reason |
 //! | `{"publish":"room.lobby","data":"hi"}` | publishes `{"from":"<token's user>","text":"hi"}` to the room's subscribers, the sender's connection included; answers only a refusal |
-//! | `{"publish":"room.lobby","data":{"text":"hi","id":"k3x9"}}` | the same with `"id":"k3x9"` in the line, by which the page knows its own line when it comes back |
+//! | `{"publish":"room.lobby","data":{"text":"hi","ref":"k3x9"}}` | the same with `"ref":"k3x9"` in the line, by which the page knows its own line when it comes back |
 //! | `{"unsubscribe":"room.lobby"}` / `{"refresh":"<jwt>"}` | answers as the `corecast` binary does |
+//! | any of these with `"id":7` (any JSON) | every answer to it carries `"id":7`, and a publish that goes out is answered `{"published":"room.lobby","id":7}` |
 //!
 //! **A demo, not a login system.** `GET /token?name=alice` signs a token for whatever name it
 //! is given, with a secret made at random at each start. A real application signs tokens after
@@ -55,8 +56,9 @@ const MAX_NAME: usize = 24;
 const MAX_WAITING: usize = 64;
 /// The WebSocket route.
 const ROUTE: &str = "/chat";
-/// The longest id a page may give a line (it matches its own lines when they come back).
-const MAX_ID: usize = 64;
+/// The longest reference a page may give a line (it knows its own lines by it when they come
+/// back).
+const MAX_REF: usize = 64;
 /// The largest HTTP request head read.
 const MAX_HEAD: usize = 8 << 10;
 
@@ -137,14 +139,54 @@ enum Request {
     Unreadable(String),
 }
 
-impl Request {
-    fn read(data: &[u8], ty: MessageType) -> Request {
+/// A request and the `"id"` its client gave it (any JSON), which every answer to it carries
+/// back, so the client matches answers to requests whatever order they come in.
+struct Asked {
+    request: Request,
+    id: Option<Value>,
+}
+
+impl Asked {
+    fn read(data: &[u8], ty: MessageType) -> Asked {
+        let unreadable = |e: &str| Asked {
+            request: Request::Unreadable(e.into()),
+            id: None,
+        };
         if ty != MessageType::Text {
-            return Request::Unreadable("expected a JSON text frame".into());
+            return unreadable("expected a JSON text frame");
         }
         let Ok(Value::Object(mut frame)) = serde_json::from_slice(data) else {
-            return Request::Unreadable("expected a JSON object".into());
+            return unreadable("expected a JSON object");
         };
+        let id = frame.remove("id");
+        let request = Request::read(frame);
+        Asked { request, id }
+    }
+
+    /// Sends `answer`, with the request's id when it had one.
+    fn answer(&self, kws: &Websocket, mut answer: Value) {
+        if let Some(id) = &self.id {
+            answer["id"] = id.clone();
+        }
+        kws.emit(answer.to_string(), MessageType::Text);
+    }
+
+    /// The answer that refuses this request with `error`, in its request's form.
+    fn refusal(&self, error: &str) -> Value {
+        match &self.request {
+            Request::Subscribe(topic) | Request::SubscribeFrom { topic, .. } => {
+                json!({ "subscribe": topic, "error": error })
+            }
+            Request::Unsubscribe(topic) => json!({ "unsubscribe": topic, "error": error }),
+            Request::Publish { topic, .. } => json!({ "publish": topic, "error": error }),
+            Request::Refresh(_) => json!({ "refresh": null, "error": error }),
+            Request::Unreadable(_) => json!({ "error": error }),
+        }
+    }
+}
+
+impl Request {
+    fn read(mut frame: serde_json::Map<String, Value>) -> Request {
         let mut take = |key: &str| match frame.remove(key) {
             Some(Value::String(s)) => Some(s),
             _ => None,
@@ -181,20 +223,6 @@ impl Request {
             "expected \"subscribe\", \"unsubscribe\", \"publish\" or \"refresh\"".into(),
         )
     }
-
-    /// The answer that refuses this request with `error`, in its request's form.
-    fn refusal(&self, error: &str) -> String {
-        let answer = match self {
-            Request::Subscribe(topic) | Request::SubscribeFrom { topic, .. } => {
-                json!({ "subscribe": topic, "error": error })
-            }
-            Request::Unsubscribe(topic) => json!({ "unsubscribe": topic, "error": error }),
-            Request::Publish { topic, .. } => json!({ "publish": topic, "error": error }),
-            Request::Refresh(_) => json!({ "refresh": null, "error": error }),
-            Request::Unreadable(_) => json!({ "error": error }),
-        };
-        answer.to_string()
-    }
 }
 
 /// A position as answers and envelopes give it: `{"offset":7,"epoch":"9f2c01ab"}`; a room
@@ -216,78 +244,83 @@ type Rooms = Arc<OnceLock<Server>>;
 
 /// The route callback: each connection gets a lane, a queue its messages go into and one task
 /// that acts on them in order. A subscribe from history waits on the room's home shard; the
-/// lane keeps the requests after it from overtaking it, which the client relies on (an answer
-/// to a later request proves the publishes before it went out).
+/// lane keeps the requests after it from overtaking it, so answers come in request order (a
+/// client without ids relies on it).
 fn open(kws: &Websocket, rooms: &Rooms) {
-    let (lane, waiting) = flume::bounded::<Request>(MAX_WAITING);
+    let (lane, waiting) = flume::bounded::<Asked>(MAX_WAITING);
     // Dropped at the disconnect with the connection's listeners: the task's loop then ends.
     kws.on(event::MESSAGE, move |ep| {
-        let request = Request::read(ep.data(), ep.message_type());
-        if let Err(flume::TrySendError::Full(request)) = lane.try_send(request) {
-            let refusal = request.refusal("too many requests waiting");
-            ep.kws().emit(refusal, MessageType::Text);
+        let asked = Asked::read(ep.data(), ep.message_type());
+        if let Err(flume::TrySendError::Full(asked)) = lane.try_send(asked) {
+            asked.answer(ep.kws(), asked.refusal("too many requests waiting"));
         }
     });
     let kws = kws.clone();
     let rooms = Arc::clone(rooms);
     glommio::spawn_local(async move {
-        while let Ok(request) = waiting.recv_async().await {
+        while let Ok(asked) = waiting.recv_async().await {
             if kws.is_alive() {
-                act(&kws, &rooms, request).await;
+                if let Some(answer) = act(&kws, &rooms, &asked).await {
+                    asked.answer(&kws, answer);
+                }
             }
         }
     })
     .detach();
 }
 
-async fn act(kws: &Websocket, rooms: &Rooms, request: Request) {
-    let answer = match request {
-        Request::Subscribe(topic) if !may(kws, &topic, Grant::Subscribe) => {
-            json!({ "subscribe": topic, "error": "not permitted" })
-        }
-        Request::SubscribeFrom { topic, .. } if !may(kws, &topic, Grant::Subscribe) => {
-            json!({ "subscribe": topic, "error": "not permitted" })
+/// Does what `asked` asks; returns its answer, if it has one.
+async fn act(kws: &Websocket, rooms: &Rooms, asked: &Asked) -> Option<Value> {
+    let answer = match &asked.request {
+        Request::Subscribe(topic) | Request::SubscribeFrom { topic, .. }
+            if !may(kws, topic, Grant::Subscribe) =>
+        {
+            asked.refusal("not permitted")
         }
         Request::Subscribe(topic) => match kws.subscribe(topic.as_str()) {
             Ok(_) => json!({ "subscribed": topic }),
-            Err(e) => json!({ "subscribe": topic, "error": e.to_string() }),
+            Err(e) => asked.refusal(&e.to_string()),
         },
-        Request::SubscribeFrom { topic, since } => match kws.subscribe_from(&topic, since).await {
-            Ok(catchup) => {
-                // The answer first, then what was missed, then the live stream.
-                let answer = recovery_answer(&topic, catchup.recovery());
-                kws.emit(answer.to_string(), MessageType::Text);
-                catchup.deliver();
-                return;
+        Request::SubscribeFrom { topic, since } => {
+            match kws.subscribe_from(topic, *since).await {
+                Ok(catchup) => {
+                    // The answer first, then what was missed, then the live stream.
+                    asked.answer(kws, recovery_answer(topic, catchup.recovery()));
+                    catchup.deliver();
+                    return None;
+                }
+                Err(e) => asked.refusal(&e.to_string()),
             }
-            Err(e) => json!({ "subscribe": topic, "error": e.to_string() }),
-        },
-        Request::Unsubscribe(topic) if kws.unsubscribe(&topic) => json!({ "unsubscribed": topic }),
-        Request::Unsubscribe(topic) => json!({ "unsubscribed": topic, "error": "not subscribed" }),
-        Request::Publish { topic, .. } if !may(kws, &topic, Grant::Publish) => {
-            json!({ "publish": topic, "error": "not permitted" })
         }
-        Request::Publish { topic, data } => match (said(&data), rooms.get()) {
-            (Ok((text, id)), Some(server)) => {
+        Request::Unsubscribe(topic) if kws.unsubscribe(topic) => json!({ "unsubscribed": topic }),
+        Request::Unsubscribe(topic) => json!({ "unsubscribed": topic, "error": "not subscribed" }),
+        Request::Publish { topic, .. } if !may(kws, topic, Grant::Publish) => {
+            asked.refusal("not permitted")
+        }
+        Request::Publish { topic, data } => match (said(data), rooms.get()) {
+            (Ok((text, line_ref)), Some(server)) => {
                 // The sender's name is the token's, never the page's word for it.
                 let from = kws.user().unwrap_or("someone");
                 let mut line = json!({ "from": from, "text": text });
-                if let Some(id) = id {
-                    line["id"] = json!(id);
+                if let Some(line_ref) = line_ref {
+                    line["ref"] = json!(line_ref);
                 }
-                server.publish(&topic, line.to_string(), MessageType::Text);
-                return; // a publish that goes out is not answered
+                server.publish(topic, line.to_string(), MessageType::Text);
+                // Answered only when asked with an id: a client without ids learns it from
+                // the answer to its next request.
+                asked.id.as_ref()?;
+                json!({ "published": topic })
             }
-            (Err(e), _) => json!({ "publish": topic, "error": e }),
-            (_, None) => json!({ "publish": topic, "error": "starting up" }),
+            (Err(e), _) => asked.refusal(e),
+            (_, None) => asked.refusal("starting up"),
         },
-        Request::Refresh(jwt) => match kws.refresh_token(&jwt) {
+        Request::Refresh(jwt) => match kws.refresh_token(jwt) {
             Ok(()) => json!({ "refreshed": true }),
-            Err(e) => json!({ "refresh": null, "error": e.to_string() }),
+            Err(e) => asked.refusal(&e.to_string()),
         },
         Request::Unreadable(e) => json!({ "error": e }),
     };
-    kws.emit(answer.to_string(), MessageType::Text);
+    Some(answer)
 }
 
 enum Grant {
@@ -304,26 +337,25 @@ fn may(kws: &Websocket, topic: &str, grant: Grant) -> bool {
     })
 }
 
-/// What a publish says: its text (1 to `MAX_LINE` characters, trimmed) and the id its page
-/// gave it, from `"data":"<text>"` or `"data":{"text":"<text>","id":"<id>"}`. An id that is
-/// not 1 to `MAX_ID` letters, digits, `-` or `_` is dropped.
+/// What a publish says: its text (1 to `MAX_LINE` characters, trimmed) and the reference its
+/// page gave it, from `"data":"<text>"` or `"data":{"text":"<text>","ref":"<ref>"}`. A
+/// reference that is not 1 to `MAX_REF` letters, digits, `-` or `_` is dropped.
 fn said(data: &Value) -> Result<(&str, Option<&str>), &'static str> {
-    let (text, id) = match data {
+    let (text, line_ref) = match data {
         Value::String(text) => (Some(text.as_str()), None),
         Value::Object(fields) => (
             fields.get("text").and_then(Value::as_str),
-            fields.get("id").and_then(Value::as_str),
+            fields.get("ref").and_then(Value::as_str),
         ),
         _ => (None, None),
     };
-    let id = id.filter(|id| {
-        (1..=MAX_ID).contains(&id.len())
-            && id
-                .bytes()
+    let line_ref = line_ref.filter(|r| {
+        (1..=MAX_REF).contains(&r.len())
+            && r.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     match text.map(str::trim) {
-        Some(text) if !text.is_empty() && text.chars().count() <= MAX_LINE => Ok((text, id)),
+        Some(text) if !text.is_empty() && text.chars().count() <= MAX_LINE => Ok((text, line_ref)),
         _ => Err("a line is 1 to 2000 characters of text"),
     }
 }
@@ -365,9 +397,8 @@ fn tell_expiring(ep: &EventPayload) {
 /// client tries a refused subscribe again). Not to a connection already closing for it.
 fn answer_rate_limited(ep: &EventPayload) {
     if matches!(ep.error(), Some(Error::RateLimited)) && ep.kws().is_alive() {
-        let request = Request::read(ep.data(), ep.message_type());
-        ep.kws()
-            .emit(request.refusal("rate limit"), MessageType::Text);
+        let asked = Asked::read(ep.data(), ep.message_type());
+        asked.answer(ep.kws(), asked.refusal("rate limit"));
     }
 }
 

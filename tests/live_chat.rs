@@ -55,16 +55,16 @@ fn line(topic: &str, offset: u64, epoch: &Value, from: &str, text: &str) -> Valu
     json!({ "topic": topic, "offset": offset, "epoch": epoch, "data": data })
 }
 
-/// The same with the id its page gave it.
-fn line_with_id(
+/// The same with the reference its page gave it.
+fn line_with_ref(
     topic: &str,
     offset: u64,
     epoch: &Value,
     from: &str,
     text: &str,
-    id: &str,
+    line_ref: &str,
 ) -> Value {
-    let data = json!({ "from": from, "text": text, "id": id }).to_string();
+    let data = json!({ "from": from, "text": text, "ref": line_ref }).to_string();
     json!({ "topic": topic, "offset": offset, "epoch": epoch, "data": data })
 }
 
@@ -107,8 +107,9 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
     }
 
     // A line reaches everyone in the room, its sender too, stamped with the token's user
-    // whatever the page says, and with the page's id when it gave one. A publish that goes
-    // out is not answered: the sender's next message is its line.
+    // whatever the page says, and with the page's reference when it gave one. A publish
+    // without a request id that goes out is not answered: the sender's next message is its
+    // line.
     send(
         &mut alice,
         json!({ "publish": room, "data": "  hello  ", "from": "mallory" }),
@@ -118,18 +119,22 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
     assert!(epoch.is_string(), "{first}");
     assert_eq!(first, line(room, 1, &epoch, "alice", "hello"));
     assert_eq!(next(&mut alice), first);
+    // With a request id, the publish is answered too; the line and the answer travel apart
+    // (the line through the room's home shard), so their order is not told.
     send(
         &mut bob,
-        json!({ "publish": room, "data": { "text": "hi", "id": "k3x9" } }),
+        json!({ "publish": room, "data": { "text": "hi", "ref": "k3x9" }, "id": 7 }),
     );
-    let second = line_with_id(room, 2, &epoch, "bob", "hi", "k3x9");
-    assert_eq!(next(&mut bob), second);
+    let second = line_with_ref(room, 2, &epoch, "bob", "hi", "k3x9");
+    let mut got = [next(&mut bob), next(&mut bob)];
+    got.sort_by_key(|v| v.get("published").is_none());
+    assert_eq!(got, [json!({ "published": room, "id": 7 }), second.clone()]);
     assert_eq!(next(&mut alice), second);
     send(
         &mut bob,
-        json!({ "publish": room, "data": { "text": "bad id", "id": "no spaces" } }),
+        json!({ "publish": room, "data": { "text": "bad ref", "ref": "no spaces" } }),
     );
-    let third = line(room, 3, &epoch, "bob", "bad id");
+    let third = line(room, 3, &epoch, "bob", "bad ref");
     assert_eq!(next(&mut bob), third);
     assert_eq!(next(&mut alice), third);
 
@@ -148,7 +153,7 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
         json!(5),
         json!("   "),
         json!("x".repeat(2001)),
-        json!({ "id": "k" }),
+        json!({ "ref": "k" }),
     ] {
         send(&mut alice, json!({ "publish": room, "data": data }));
         assert_eq!(
@@ -161,6 +166,21 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
         next(&mut alice),
         json!({ "error": "expected a JSON object" })
     );
+    // Every answer carries its request's id: a refusal, a success, a request not understood.
+    send(&mut alice, json!({ "subscribe": "admin", "id": "a" }));
+    assert_eq!(
+        next(&mut alice),
+        json!({ "subscribe": "admin", "error": "not permitted", "id": "a" })
+    );
+    send(&mut alice, json!({ "unsubscribe": "admin", "id": [1] }));
+    assert_eq!(
+        next(&mut alice),
+        json!({ "unsubscribed": "admin", "error": "not subscribed", "id": [1] })
+    );
+    send(&mut alice, json!({ "shout": room, "id": 3 }));
+    let unread = next(&mut alice);
+    assert_eq!(unread["id"], 3, "{unread}");
+    assert!(unread["error"].is_string(), "{unread}");
 
     // bob goes away; what alice says meanwhile waits in the room's history.
     bob.close(1000, "");
@@ -170,15 +190,16 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
         assert_eq!(next(&mut alice), line(room, offset, &epoch, "alice", text));
     }
     let mut bob = join(&chat, "bob");
-    // A request right behind the recovery is answered after it, and after what it sends.
+    // A request right behind the recovery is answered after it, and after what it sends (a
+    // client without request ids relies on that order to match answers).
     send(
         &mut bob,
-        json!({ "subscribe": room, "since": { "offset": 3, "epoch": epoch } }),
+        json!({ "subscribe": room, "since": { "offset": 3, "epoch": epoch }, "id": 9 }),
     );
     send(&mut bob, json!({ "unsubscribe": "$barrier" }));
     assert_eq!(
         next(&mut bob),
-        json!({ "subscribed": room, "recovered": true, "missed": 2, "offset": 5, "epoch": epoch })
+        json!({ "subscribed": room, "recovered": true, "missed": 2, "offset": 5, "epoch": epoch, "id": 9 })
     );
     assert_eq!(next(&mut bob), line(room, 4, &epoch, "alice", "one"));
     assert_eq!(next(&mut bob), line(room, 5, &epoch, "alice", "two"));

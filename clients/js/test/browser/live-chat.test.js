@@ -98,6 +98,7 @@ class Example {
 const SNAPSHOT = `(() => ({
   status: document.getElementById('status').dataset.state,
   subscribed: document.getElementById('chat').dataset.subscribed === 'true',
+  joinFormShown: getComputedStyle(document.getElementById('join')).display !== 'none',
   lines: [...document.querySelectorAll('#log li')].map((li) => ({
     kind: li.dataset.kind,
     from: li.dataset.from ?? null,
@@ -120,7 +121,8 @@ async function join(name) {
   // The module prefills the form from the query, after which its handlers are set.
   await until(page, 'the page to load', () => true, `document.getElementById('name')?.value === ${JSON.stringify(name)}`);
   await page.eval(`document.querySelector('#join button').click()`);
-  await until(page, 'joined', (s) => s.status === 'connected' && s.subscribed);
+  const s = await until(page, 'joined', (s) => s.status === 'connected' && s.subscribed);
+  assert.equal(s.joinFormShown, false, 'the join form is gone once joined');
   return page;
 }
 
