@@ -223,6 +223,27 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
         json!({ "subscribed": room, "recovered": false, "reason": "epoch changed", "offset": 6, "epoch": epoch })
     );
 
+    // Past the rate limit (30 a second, in bursts of 30) a request is refused at once, in its
+    // form and with its id; the others are answered as usual.
+    let mut dave = join(&chat, "dave");
+    for id in 0..35 {
+        send(&mut dave, json!({ "unsubscribe": "x", "id": id }));
+    }
+    let answers: Vec<Value> = (0..35).map(|_| next(&mut dave)).collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["error"] == "rate limit")
+        .collect();
+    // At most 5: a token or more may refill while the 35 go out on a loaded machine.
+    assert!((1..=5).contains(&refused.len()), "{answers:?}");
+    assert!(
+        refused.iter().all(|a| a["unsubscribe"] == "x"),
+        "{refused:?}"
+    );
+    let mut ids: Vec<u64> = answers.iter().filter_map(|a| a["id"].as_u64()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..35).collect::<Vec<u64>>());
+
     // Token refresh over the open connection: a good one is taken, a bad one refused, and one
     // for another user closes the connection.
     let fresh = token(&chat, "alice");
