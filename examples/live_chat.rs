@@ -292,8 +292,13 @@ async fn act(kws: &Websocket, rooms: &Rooms, asked: &Asked) -> Option<Value> {
                 Err(e) => asked.refusal(&e.to_string()),
             }
         }
-        Request::Unsubscribe(topic) if kws.unsubscribe(topic) => json!({ "unsubscribed": topic }),
-        Request::Unsubscribe(topic) => json!({ "unsubscribed": topic, "error": "not subscribed" }),
+        Request::Unsubscribe(topic) => {
+            if kws.unsubscribe(topic) {
+                json!({ "unsubscribed": topic })
+            } else {
+                json!({ "unsubscribed": topic, "error": "not subscribed" })
+            }
+        }
         Request::Publish { topic, .. } if !may(kws, topic, Grant::Publish) => {
             asked.refusal("not permitted")
         }
@@ -323,6 +328,7 @@ async fn act(kws: &Websocket, rooms: &Rooms, asked: &Asked) -> Option<Value> {
     Some(answer)
 }
 
+/// What a token's grants are asked for.
 enum Grant {
     Subscribe,
     Publish,
