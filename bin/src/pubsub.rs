@@ -334,7 +334,7 @@ fn answer_rate_limited(ep: &EventPayload) {
         Ok(PubsubRequest::Unsubscribe(topic)) => {
             pubsub_reply("unsubscribe", &topic, Some(RATE_LIMIT))
         }
-        Ok(PubsubRequest::Rpc { method, id, .. }) => rpc_reply(&method, None, Err(RATE_LIMIT)),
+        Ok(PubsubRequest::Rpc { method, .. }) => rpc_reply(&method, None, Err(RATE_LIMIT)),
         Err(_) => serde_json::json!({ "error": RATE_LIMIT }).to_string(),
     };
     answer(ep.kws(), reply, id.as_ref());
