@@ -1,68 +1,64 @@
 //! The pubsub protocol's frames as the client reads them (answers, notices, envelopes, bare
-//! payloads), and the ledger that matches answers to the requests in flight. Pure: no socket,
-//! no timers; the client owns those.
-
-/**
- * Unsubscribed from to learn that the server acted on every publish sent before it: a
- * successful publish is not answered, but the server acts on one connection's requests in
- * order, so any later answer proves the earlier publishes went out. Never subscribed to.
- */
-export const BARRIER_TOPIC = '$corecast.client.barrier';
-
-/**
- * Errors the server sends the moment a request arrives. They are in order with the other
- * answers, except while the server queues the connection's requests behind one it waits on
- * (a backend hook, a topic's history): then they overtake the answers of those queued.
- */
-const OVERTAKING_ERRORS = new Set(['rate limit', 'too many requests waiting']);
-
-/** Whether an error answer may have overtaken the answers of earlier requests. */
-export function overtakes(error) {
-  return OVERTAKING_ERRORS.has(error);
-}
+//! payloads), and the ledger that matches each answer to its request by the request's `"id"`.
+//! Pure: no socket, no timers; the client owns those.
 
 const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
 const isStr = (v) => typeof v === 'string';
 const isOffset = (v) => Number.isSafeInteger(v) && v >= 0;
 
-/** The key under which a request's answer is matched. */
-export function answerKey(kind, name) {
-  return name === undefined ? kind : `${kind}:${name}`;
+/**
+ * Errors by which the server says it did not act on a request and would a little later: the
+ * connection sent too much (`--client-message-rate`), or too many of its requests wait behind
+ * a backend hook. Worth asking again, after a pause.
+ */
+const BUSY_ERRORS = new Set(['rate limit', 'too many requests waiting']);
+
+/** Whether a refusal only says "not now" (see BUSY_ERRORS). */
+export function busy(error) {
+  return BUSY_ERRORS.has(error);
+}
+
+/** An answer: which request kind and name it speaks of (`request` null: it names none). */
+function answer(request, name, ok, error, msg) {
+  const frame = { kind: 'answer', request, ok, msg };
+  if (name !== undefined) frame.name = name;
+  if (error !== undefined) frame.error = error;
+  if (own(msg, 'id')) frame.id = msg.id;
+  return frame;
 }
 
 /**
  * What a parsed JSON text frame is, or null when it is none of the protocol's frames (then it
  * is a bare publication, delivered as it came). Kinds:
- * `answer` ({key, ok, error?, msg}), `publishError` ({topic, error}), `expiring` ({seconds}),
- * `envelope` ({topic, offset, epoch, data?, binary?}), `missed` ({topic, count}),
- * `error` ({error}: a request the server could not read, or a refresh refused by rate limit).
+ * `answer` ({request, name?, id?, ok, error?, msg}: `request` one of `subscribe`,
+ * `unsubscribe`, `publish`, `refresh`, `rpc`, or null for `{"error":..,"id":..}`, which names
+ * no request; `name` its topic or RPC method; `id` as the server sent it back),
+ * `expiring` ({seconds}), `envelope` ({topic, offset, epoch, data?, binary?}),
+ * `missed` ({topic, count}), `error` ({error}: no id, so no request of this client's).
  */
 export function classify(msg) {
   if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return null;
   const error = isStr(msg.error) ? msg.error : undefined;
-  if (isStr(msg.subscribed)) {
-    return { kind: 'answer', key: answerKey('subscribe', msg.subscribed), ok: true, msg };
-  }
+  if (isStr(msg.subscribed)) return answer('subscribe', msg.subscribed, true, undefined, msg);
   if (isStr(msg.subscribe) && error !== undefined) {
-    return { kind: 'answer', key: answerKey('subscribe', msg.subscribe), ok: false, error, msg };
+    return answer('subscribe', msg.subscribe, false, error, msg);
   }
   if (isStr(msg.unsubscribed)) {
-    const ok = error === undefined;
-    return { kind: 'answer', key: answerKey('unsubscribe', msg.unsubscribed), ok, error, msg };
+    return answer('unsubscribe', msg.unsubscribed, error === undefined, error, msg);
   }
   if (isStr(msg.unsubscribe) && error !== undefined) {
-    return { kind: 'answer', key: answerKey('unsubscribe', msg.unsubscribe), ok: false, error, msg };
+    return answer('unsubscribe', msg.unsubscribe, false, error, msg);
   }
-  if (isStr(msg.publish) && error !== undefined) {
-    return { kind: 'publishError', topic: msg.publish, error };
+  if (isStr(msg.published) && error === undefined) {
+    return answer('publish', msg.published, true, undefined, msg);
   }
-  if (msg.refreshed === true) return { kind: 'answer', key: 'refresh', ok: true, msg };
+  if (isStr(msg.publish) && error !== undefined) return answer('publish', msg.publish, false, error, msg);
+  if (msg.refreshed === true) return answer('refresh', undefined, true, undefined, msg);
   if (own(msg, 'refresh') && msg.refresh === null && error !== undefined) {
-    return { kind: 'answer', key: 'refresh', ok: false, error, msg };
+    return answer('refresh', undefined, false, error, msg);
   }
   if (isStr(msg.rpc) && (own(msg, 'data') || error !== undefined)) {
-    const key = answerKey('rpc', JSON.stringify(own(msg, 'id') ? msg.id : null));
-    return { kind: 'answer', key, ok: error === undefined, error, msg };
+    return answer('rpc', msg.rpc, error === undefined, error, msg);
   }
   if (typeof msg.expiring === 'number' && Object.keys(msg).length === 1) {
     return { kind: 'expiring', seconds: msg.expiring };
@@ -78,109 +74,91 @@ export function classify(msg) {
   if (isStr(msg.topic) && isOffset(msg.missed) && !own(msg, 'data') && !own(msg, 'binary')) {
     return { kind: 'missed', topic: msg.topic, count: msg.missed };
   }
-  if (error !== undefined && Object.keys(msg).length === 1) return { kind: 'error', error };
+  if (error !== undefined) {
+    const keys = Object.keys(msg).length;
+    if (keys === 1) return { kind: 'error', error };
+    // A request the server could not read, or refused before reading it: its id says which.
+    if (keys === 2 && own(msg, 'id')) return answer(null, undefined, false, error, msg);
+  }
   return null;
 }
 
+/** Whether `frame` may answer `entry`: the same kind and name, when the answer names them. */
+function fits(entry, frame) {
+  if (frame.request === null) return true;
+  return frame.request === entry.kind && (frame.name === undefined || frame.name === entry.name);
+}
+
 /**
- * The requests of one connection that wait for the server: answered requests (subscribe,
- * unsubscribe, refresh, rpc), matched to answers first in, first out per key, since the server
- * answers one connection's requests in order; and publishes, which succeed silently.
+ * The requests of one connection waiting for their answers. Each gets the next id of the
+ * connection's counter, which its frame carries and every answer to it carries back: an answer
+ * is matched by its id, whatever the order answers come in (a refusal by the rate limit comes
+ * at once, ahead of answers that wait on a backend hook or a topic's history).
  *
- * A publish is settled by what comes after it: its refusal (`{"publish":"t","error":..}`)
- * rejects it, and the in-order answer of any request sent after it resolves it. To tell two
- * publishes of one topic apart, no two unproven publishes of a topic may stand without an
- * answered request between them: `needsBarrierBefore(topic)` says when one must be sent first.
+ * An answer without an id, from a server that does not send ids back, is matched to the
+ * oldest request of its kind and name, as such a server answers one connection in order.
  */
 export class Ledger {
   constructor() {
-    this.seq = 0;
-    /** @type {Map<string, object[]>} answered requests waiting, per key, in send order */
+    /** the last id given on this connection */
+    this.lastId = 0;
+    /** @type {Map<number, {id: number, kind: string, name?: string, meta: unknown}>} by id, in send order */
     this.waiting = new Map();
-    /** publishes not yet proven or refused, in send order */
-    this.publishes = [];
-    /** the sequence number of the last answered request sent */
-    this.lastAnswered = 0;
-    /** answered requests in flight that make the server queue what follows them */
-    this.queueing = 0;
   }
 
   /**
-   * Records an answered request about to be sent; `meta` is the caller's. `queues`: the
-   * server acts on it asynchronously (a subscribe with positions waits on the topic's home
-   * shard, an RPC on the backend), queueing the connection's later requests behind it, which
-   * an error answered at once can overtake.
+   * Records a request about to be sent: `kind` (`subscribe`, `unsubscribe`, `publish`,
+   * `refresh`, `rpc`), `name` (its topic or RPC method), `meta` the caller's. Returns the
+   * entry; its `id` goes in the frame.
    */
-  request(key, meta, { queues = false } = {}) {
-    const entry = { seq: ++this.seq, key, meta, queues };
-    if (queues) this.queueing += 1;
-    let queue = this.waiting.get(key);
-    if (!queue) this.waiting.set(key, (queue = []));
-    queue.push(entry);
-    this.lastAnswered = entry.seq;
+  request(kind, name, meta) {
+    const entry = { id: ++this.lastId, kind, name, meta };
+    this.waiting.set(entry.id, entry);
     return entry;
   }
 
-  /** Records a publish about to be sent. */
-  publish(topic, meta) {
-    const entry = { seq: ++this.seq, topic, meta };
-    this.publishes.push(entry);
-    return entry;
+  /** Forgets a request that will take no answer any more (it timed out); a late one is dropped. */
+  forget(entry) {
+    this.waiting.delete(entry.id);
   }
 
-  /** Whether a publish of `topic` now would stand beside an unproven one with no answer between. */
-  needsBarrierBefore(topic) {
-    return this.publishes.some((p) => p.topic === topic && p.seq > this.lastAnswered);
-  }
-
-  /** Whether some publish has no answered request after it to prove it. */
-  needsBarrier() {
-    const last = this.publishes[this.publishes.length - 1];
-    return last !== undefined && last.seq > this.lastAnswered;
-  }
-
-  /** Whether an answered request with this key waits. */
-  has(key) {
-    const queue = this.waiting.get(key);
-    return queue !== undefined && queue.length > 0;
+  /** How many requests wait. */
+  get size() {
+    return this.waiting.size;
   }
 
   /**
-   * Takes the request an answer (from `classify`) is for. Returns `{entry, proven}`: `entry`
-   * null when nothing waited under its key; `proven`, the publishes the answer settles as
-   * done (those sent before the request, when the answer cannot have overtaken them).
+   * Takes the request an answer (from `classify`) is for. Returns `{entry, late}`: `entry`
+   * null when none waits for it; then `late` says whether its id is one this connection gave
+   * and no longer waits for (answered, or forgotten at its timeout), an answer to drop
+   * quietly, rather than one no request of this client's ever had.
    */
   answer(frame) {
-    const queue = this.waiting.get(frame.key);
-    const entry = queue && queue.length > 0 ? queue.shift() : null;
-    if (queue && queue.length === 0) this.waiting.delete(frame.key);
-    if (entry?.queues) this.queueing -= 1;
-    let proven = [];
-    // An error answered on arrival is in order unless the server is queueing this
-    // connection's requests (then it proves nothing about the ones before it).
-    const inOrder = frame.ok || !overtakes(frame.error) || this.queueing === 0;
-    if (entry && inOrder) {
-      proven = this.publishes.filter((p) => p.seq < entry.seq);
-      this.publishes = this.publishes.filter((p) => p.seq > entry.seq);
+    if (own(frame, 'id')) {
+      const entry = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined;
+      if (entry === undefined || !fits(entry, frame)) {
+        const given = Number.isSafeInteger(frame.id) && frame.id >= 1 && frame.id <= this.lastId;
+        return { entry: null, late: entry === undefined && given };
+      }
+      this.waiting.delete(entry.id);
+      return { entry, late: false };
     }
-    return { entry, proven };
+    if (frame.request !== null) {
+      for (const entry of this.waiting.values()) {
+        if (fits(entry, frame)) {
+          this.waiting.delete(entry.id);
+          return { entry, late: false };
+        }
+      }
+    }
+    return { entry: null, late: false };
   }
 
-  /** Takes the publish a refusal of `topic` is for: the oldest unproven one, or null. */
-  refusePublish(topic) {
-    const at = this.publishes.findIndex((p) => p.topic === topic);
-    if (at < 0) return null;
-    return this.publishes.splice(at, 1)[0];
-  }
-
-  /** Everything still waiting, in send order, and forgets it (the connection is gone). */
+  /** Everything still waiting, in send order, and forgets it (the connection is gone); ids restart at 1. */
   drain() {
-    const all = [...this.publishes];
-    for (const queue of this.waiting.values()) all.push(...queue);
+    const all = [...this.waiting.values()];
     this.waiting.clear();
-    this.publishes = [];
-    this.lastAnswered = this.seq;
-    this.queueing = 0;
-    return all.sort((a, b) => a.seq - b.seq);
+    this.lastId = 0;
+    return all;
   }
 }

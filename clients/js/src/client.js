@@ -4,7 +4,7 @@
 //! topics.js, backoff.js, token.js) nor a server.
 
 import { Backoff } from './backoff.js';
-import { BARRIER_TOPIC, Ledger, answerKey, classify, overtakes } from './answers.js';
+import { Ledger, busy, classify } from './answers.js';
 import { Topics } from './topics.js';
 import { base64Bytes, jwtExpiry, refreshDelay } from './token.js';
 
@@ -30,8 +30,11 @@ function serverError(request, topic, error) {
   return new CorecastError('server', `${what}: ${error}`, { request, topic, error });
 }
 
-/** A promise with its settle functions, settled once, rejected at `timeoutMs` (0: never). */
-function deferred(timeoutMs, what) {
+/**
+ * A promise with its settle functions, settled once, rejected at `timeoutMs` (0: never), when
+ * `onTimeout` runs too.
+ */
+function deferred(timeoutMs, what, onTimeout) {
   let resolve;
   let reject;
   const promise = new Promise((res, rej) => {
@@ -58,10 +61,10 @@ function deferred(timeoutMs, what) {
     },
   };
   if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
-    d.timer = setTimeout(
-      () => d.reject(new CorecastError('timeout', `${what}: no answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    d.timer = setTimeout(() => {
+      d.reject(new CorecastError('timeout', `${what}: no answer within ${timeoutMs} ms`));
+      onTimeout?.();
+    }, timeoutMs);
   }
   return d;
 }
@@ -112,10 +115,8 @@ export class CorecastClient {
   #closing = false;
   #attempt = 0;
   #connections = 0;
-  #rpcId = 0;
   #refreshing = null;
-  #barrierQueued = false;
-  #timers = { reconnect: null, open: null, refresh: null, barrier: null, close: null };
+  #timers = { reconnect: null, open: null, refresh: null, close: null };
   #connectWaiters = [];
   #closeWaiters = [];
 
@@ -289,18 +290,15 @@ export class CorecastClient {
     if (!this.#isOpen() || (st !== undefined && !st.subscribed && !st.inFlight)) {
       return Promise.resolve({ topic });
     }
-    const d = deferred(this.#opts.requestTimeoutMs, `unsubscribe ${JSON.stringify(topic)}`);
-    d.sent = true;
-    this.#ledger.request(answerKey('unsubscribe', topic), { type: 'unsubscribe', topic, d });
-    this.#send({ unsubscribe: topic });
-    return d.promise;
+    return this.#ask('unsubscribe', topic, { unsubscribe: topic });
   }
 
   /**
    * Publishes `data` (a string goes out as its text, another JSON value as its JSON) to the
-   * topic's other subscribers. Resolves once the server has acted on it; rejects with its
-   * refusal (`not permitted`, `rate limit`, a publish hook's reason), or when the connection
-   * closes first (then it may or may not have gone out). Not queued while disconnected.
+   * topic's other subscribers. Resolves when the server answers that it handed it on
+   * (`{"published":..}`, after the publish hook when there is one); rejects with its refusal
+   * (`not permitted`, `rate limit`, a publish hook's reason), or when the connection closes
+   * first (then it may or may not have gone out). Not queued while disconnected.
    * `key`: the conflation key of a `keep-latest` topic (`--slow-consumers`).
    */
   publish(topic, data, { key } = {}) {
@@ -314,33 +312,20 @@ export class CorecastClient {
       return Promise.reject(new TypeError('key must be a non-empty string'));
     }
     if (!this.#isOpen()) return Promise.reject(this.#notConnected('publish', topic));
-    let frame;
-    try {
-      frame = JSON.stringify(key === undefined ? { publish: topic, data } : { publish: topic, data, key });
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (this.#ledger.needsBarrierBefore(topic)) this.#sendBarrier();
-    const d = deferred(this.#opts.requestTimeoutMs, `publish ${JSON.stringify(topic)}`);
-    d.sent = true;
-    this.#ledger.publish(topic, { type: 'publish', d });
-    this.#ws.send(frame);
-    this.#queueBarrier();
-    return d.promise;
+    const frame = key === undefined ? { publish: topic, data } : { publish: topic, data, key };
+    return this.#ask('publish', topic, frame);
   }
 
-  /** Asks the server's RPC hook; resolves with its answer's data, rejects with its error. */
+  /**
+   * Asks the server's RPC hook; resolves with its answer's data, rejects with its error. The
+   * request's `"id"` is the client's own, as every request's.
+   */
   rpc(method, data) {
     if (typeof method !== 'string' || method === '') {
       return Promise.reject(new TypeError('method must be a non-empty string'));
     }
     if (!this.#isOpen()) return Promise.reject(this.#notConnected('rpc', method));
-    const id = ++this.#rpcId;
-    const d = deferred(this.#opts.requestTimeoutMs, `rpc ${JSON.stringify(method)}`);
-    d.sent = true;
-    this.#ledger.request(answerKey('rpc', JSON.stringify(id)), { type: 'rpc', method, d }, { queues: true });
-    this.#send(data === undefined ? { rpc: method, id } : { rpc: method, id, data });
-    return d.promise;
+    return this.#ask('rpc', method, data === undefined ? { rpc: method } : { rpc: method, data });
   }
 
   /**
@@ -358,11 +343,7 @@ export class CorecastClient {
       );
     }
     if (!this.#isOpen()) throw this.#notConnected('refresh');
-    const d = deferred(this.#opts.requestTimeoutMs, 'refresh');
-    d.sent = true;
-    this.#ledger.request('refresh', { type: 'refresh', token, d });
-    this.#send({ refresh: token });
-    return d.promise;
+    return this.#ask('refresh', undefined, { refresh: token }, { token });
   }
 
   // ---- the connection ---------------------------------------------------------------------
@@ -478,7 +459,6 @@ export class CorecastClient {
       clearTimeout(this.#timers[key]);
       this.#timers[key] = null;
     }
-    this.#barrierQueued = false;
     this.#refreshing = null;
     if (wasOpen) this.#backoff.closed(Date.now());
     const gone = new CorecastError(
@@ -536,40 +516,48 @@ export class CorecastClient {
     for (const d of this.#connectWaiters.splice(0)) d.reject(error);
   }
 
-  #send(frame) {
-    if (!this.#isOpen()) return false;
-    this.#ws.send(JSON.stringify(frame));
-    return true;
+  /**
+   * Sends `frame` (the connection is open) with the id of a new request in the ledger; throws,
+   * with nothing recorded, when the frame cannot be written (data JSON cannot hold).
+   */
+  #sendRequest(kind, name, meta, frame) {
+    const entry = this.#ledger.request(kind, name, meta);
+    let text;
+    try {
+      text = JSON.stringify({ ...frame, id: entry.id });
+    } catch (e) {
+      this.#ledger.forget(entry);
+      throw e;
+    }
+    this.#ws.send(text);
+    return entry;
   }
 
   // ---- requests -----------------------------------------------------------------------------
 
+  /**
+   * Sends a request whose promise its answer settles (unsubscribe, publish, refresh, rpc):
+   * `name` its topic or method, `extra` more of the caller's for the answer. At its timeout
+   * the request is forgotten, and a late answer dropped.
+   */
+  #ask(kind, name, frame, extra = {}) {
+    const what = name === undefined ? kind : `${kind} ${JSON.stringify(name)}`;
+    let entry = null;
+    const d = deferred(this.#opts.requestTimeoutMs, what, () => entry && this.#ledger.forget(entry));
+    d.sent = true;
+    try {
+      entry = this.#sendRequest(kind, name, { ...extra, d }, frame);
+    } catch (e) {
+      d.reject(e);
+    }
+    return d.promise;
+  }
+
   #sendSubscribe(st, resubscribe, frame = this.#topics.frame(st)) {
     if (!this.#isOpen()) return;
-    const queues = frame.positions === true || frame.since !== undefined;
-    this.#ledger.request(
-      answerKey('subscribe', st.topic),
-      { type: 'subscribe', st, resubscribe },
-      { queues },
-    );
     st.inFlight = true;
     for (const w of st.waiters) w.sent = true;
-    this.#send(frame);
-  }
-
-  /** After the publishes of this turn, one answered request that proves them (see answers.js). */
-  #queueBarrier() {
-    if (this.#barrierQueued) return;
-    this.#barrierQueued = true;
-    queueMicrotask(() => {
-      this.#barrierQueued = false;
-      if (this.#isOpen() && this.#ledger.needsBarrier()) this.#sendBarrier();
-    });
-  }
-
-  #sendBarrier() {
-    this.#ledger.request(answerKey('unsubscribe', BARRIER_TOPIC), { type: 'barrier' });
-    this.#send({ unsubscribe: BARRIER_TOPIC });
+    this.#sendRequest('subscribe', st.topic, { st, resubscribe }, frame);
   }
 
   #scheduleRefresh() {
@@ -633,13 +621,6 @@ export class CorecastClient {
       case 'answer':
         this.#answer(frame, raw);
         break;
-      case 'publishError': {
-        const entry = this.#ledger.refusePublish(frame.topic);
-        const error = serverError('publish', frame.topic, frame.error);
-        if (entry) entry.meta.d.reject(error);
-        else this.#emitError(error);
-        break;
-      }
       case 'expiring':
         this.#emit('expiring', { seconds: frame.seconds });
         this.#autoRefresh();
@@ -664,41 +645,30 @@ export class CorecastClient {
         this.#emit('missed', { topic: frame.topic, count: frame.count });
         break;
       case 'error':
-        // A refresh refused by the rate limit is answered without its key.
-        if (this.#ledger.has('refresh') && overtakes(frame.error)) {
-          this.#answer({ kind: 'answer', key: 'refresh', ok: false, error: frame.error }, raw);
-        } else {
-          this.#emitError(new CorecastError('server', `server: ${frame.error}`, { error: frame.error }));
-        }
+        this.#emitError(new CorecastError('server', `server: ${frame.error}`, { error: frame.error }));
         break;
     }
   }
 
   #answer(frame, raw) {
-    const { entry, proven } = this.#ledger.answer(frame);
-    for (const p of proven) p.meta.d.resolve();
+    const { entry, late } = this.#ledger.answer(frame);
     if (entry === null) {
-      this.#emitError(new CorecastError('protocol', `an answer no request waited for: ${raw}`));
+      // A late answer's request was already settled by its timeout.
+      if (!late) this.#emitError(new CorecastError('protocol', `an answer no request waited for: ${raw}`));
       return;
     }
     const meta = entry.meta;
-    switch (meta.type) {
-      case 'barrier':
-        // Refused before the server reached it: the publishes stay unproven; ask again.
-        if (!frame.ok && overtakes(frame.error)) {
-          clearTimeout(this.#timers.barrier);
-          this.#timers.barrier = setTimeout(() => {
-            this.#timers.barrier = null;
-            if (this.#isOpen() && this.#ledger.publishes.length > 0) this.#sendBarrier();
-          }, 1_000);
-        }
-        break;
+    switch (entry.kind) {
       case 'subscribe':
         this.#subscribeAnswered(meta.st, meta.resubscribe, frame);
         break;
       case 'unsubscribe':
-        if (frame.ok) meta.d.resolve({ topic: meta.topic });
-        else meta.d.reject(serverError('unsubscribe', meta.topic, frame.error));
+        if (frame.ok) meta.d.resolve({ topic: entry.name });
+        else meta.d.reject(serverError('unsubscribe', entry.name, frame.error));
+        break;
+      case 'publish':
+        if (frame.ok) meta.d.resolve();
+        else meta.d.reject(serverError('publish', entry.name, frame.error));
         break;
       case 'refresh':
         if (frame.ok) {
@@ -713,7 +683,7 @@ export class CorecastClient {
         break;
       case 'rpc':
         if (frame.ok) meta.d.resolve(frame.msg.data);
-        else meta.d.reject(serverError('rpc', meta.method, frame.error));
+        else meta.d.reject(serverError('rpc', entry.name, frame.error));
         break;
     }
   }
@@ -732,7 +702,7 @@ export class CorecastClient {
       for (const w of st.waiters.splice(0)) w.resolve({ ...info });
       return;
     }
-    if (overtakes(frame.error)) {
+    if (busy(frame.error)) {
       // Too many requests at once (a reconnect with many topics): try again shortly.
       st.retryTimer = setTimeout(
         () => {

@@ -164,14 +164,27 @@ export class Backoff {
   reset(): void;
 }
 
-/** Unsubscribed from to learn that earlier publishes went out; never subscribed to. */
-export const BARRIER_TOPIC: string;
+/** Whether a refusal only says "not now": `rate limit`, `too many requests waiting`. */
+export function busy(error: string): boolean;
 /** The server's error for positions asked of a topic without history. */
 export const NO_HISTORY: string;
 
+/** The request kinds, as answers name them. */
+export type RequestKind = 'subscribe' | 'unsubscribe' | 'publish' | 'refresh' | 'rpc';
+
 export type Frame =
-  | { kind: 'answer'; key: string; ok: boolean; error?: string; msg: Record<string, unknown> }
-  | { kind: 'publishError'; topic: string; error: string }
+  | {
+      kind: 'answer';
+      /** The request the answer speaks of; null for `{"error":..,"id":..}`, which names none. */
+      request: RequestKind | null;
+      /** Its topic or RPC method. */
+      name?: string;
+      /** The request's id, as the server sent it back; absent from a server that sends none. */
+      id?: unknown;
+      ok: boolean;
+      error?: string;
+      msg: Record<string, unknown>;
+    }
   | { kind: 'expiring'; seconds: number }
   | { kind: 'envelope'; topic: string; offset: number; epoch: string; data?: string; binary?: string }
   | { kind: 'missed'; topic: string; count: number }
@@ -181,20 +194,21 @@ export type Frame =
 export function classify(msg: unknown): Frame | null;
 
 export interface LedgerEntry<M = unknown> {
-  seq: number;
-  key?: string;
-  topic?: string;
+  /** The request's id on its connection, from 1. */
+  id: number;
+  kind: RequestKind;
+  name?: string;
   meta: M;
 }
 
+/** One connection's requests waiting for answers, matched by id. */
 export class Ledger {
-  request<M>(key: string, meta: M, options?: { queues?: boolean }): LedgerEntry<M>;
-  publish<M>(topic: string, meta: M): LedgerEntry<M>;
-  needsBarrierBefore(topic: string): boolean;
-  needsBarrier(): boolean;
-  has(key: string): boolean;
-  answer(frame: Frame & { kind: 'answer' }): { entry: LedgerEntry | null; proven: LedgerEntry[] };
-  refusePublish(topic: string): LedgerEntry | null;
+  /** The last id given on this connection. */
+  readonly lastId: number;
+  readonly size: number;
+  request<M>(kind: RequestKind, name: string | undefined, meta: M): LedgerEntry<M>;
+  forget(entry: LedgerEntry): void;
+  answer(frame: Frame & { kind: 'answer' }): { entry: LedgerEntry | null; late: boolean };
   drain(): LedgerEntry[];
 }
 

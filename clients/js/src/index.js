@@ -3,7 +3,7 @@
 
 export { CorecastClient, CorecastError } from './client.js';
 export { Backoff } from './backoff.js';
-export { classify, Ledger, BARRIER_TOPIC } from './answers.js';
+export { classify, Ledger, busy } from './answers.js';
 export { Topics, NO_HISTORY } from './topics.js';
 export { jwtExpiry, refreshDelay } from './token.js';
 

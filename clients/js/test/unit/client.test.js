@@ -1,10 +1,11 @@
 //! The client against a scripted server (a fake WebSocket): resubscribe and recovery after a
-//! reconnect, no duplicate across the seam, in-flight requests failing on disconnect, publishes
-//! settled by later answers, notices, token refresh, timeouts and when not to reconnect.
+//! reconnect, no duplicate across the seam, in-flight requests failing on disconnect, every
+//! request with an id and each answer settling the request of its id whatever the order,
+//! notices, token refresh, timeouts and when not to reconnect.
 
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { BARRIER_TOPIC, CorecastClient } from '../../src/index.js';
+import { CorecastClient } from '../../src/index.js';
 import { FakeWebSocket } from '../support/fake-websocket.js';
 import { hs256, recorder, sleep } from '../support/server.js';
 
@@ -49,13 +50,13 @@ test('after a reconnect every topic is resubscribed, from its last position wher
   const h = c.subscribe('h');
   const p = c.subscribe('p');
   assert.deepEqual(ws.take(), [
-    { subscribe: 'h', positions: true },
-    { subscribe: 'p', positions: true },
+    { subscribe: 'h', positions: true, id: 1 },
+    { subscribe: 'p', positions: true, id: 2 },
   ]);
-  ws.receive({ subscribed: 'h', offset: 2, epoch: 'e1' });
-  ws.receive({ subscribe: 'p', error: 'this topic keeps no history' });
-  assert.deepEqual(ws.take(), [{ subscribe: 'p' }], 'p falls back to a plain subscription');
-  ws.receive({ subscribed: 'p' });
+  ws.receive({ subscribe: 'p', error: 'this topic keeps no history', id: 2 });
+  ws.receive({ subscribed: 'h', offset: 2, epoch: 'e1', id: 1 });
+  assert.deepEqual(ws.take(), [{ subscribe: 'p', id: 3 }], 'p falls back to a plain subscription');
+  ws.receive({ subscribed: 'p', id: 3 });
   assert.deepEqual(await h, { topic: 'h', positions: true, offset: 2, epoch: 'e1', resubscribed: false });
   assert.deepEqual(await p, { topic: 'p', positions: false, resubscribed: false });
   for (let i = 3; i <= 5; i++) ws.receive({ topic: 'h', offset: i, epoch: 'e1', data: `m${i}` });
@@ -66,9 +67,13 @@ test('after a reconnect every topic is resubscribed, from its last position wher
   assert.equal(events.of('disconnected')[0].code, 1006);
   assert.equal(events.of('disconnected')[0].reconnectInMs, 0);
   const ws2 = await reconnected(2);
-  assert.deepEqual(ws2.take(), [{ subscribe: 'h', since: { offset: 5, epoch: 'e1' } }, { subscribe: 'p' }]);
-  ws2.receive({ subscribed: 'h', recovered: true, missed: 2, offset: 7, epoch: 'e1' });
-  ws2.receive({ subscribed: 'p' });
+  // A new connection counts its ids from 1 again.
+  assert.deepEqual(ws2.take(), [
+    { subscribe: 'h', since: { offset: 5, epoch: 'e1' }, id: 1 },
+    { subscribe: 'p', id: 2 },
+  ]);
+  ws2.receive({ subscribed: 'h', recovered: true, missed: 2, offset: 7, epoch: 'e1', id: 1 });
+  ws2.receive({ subscribed: 'p', id: 2 });
   // The server's catch-up, with one it had already sent before the seam, then live.
   for (const i of [5, 6, 7, 7, 8]) ws2.receive({ topic: 'h', offset: i, epoch: 'e1', data: `m${i}` });
   assert.deepEqual(events.messages('h'), [
@@ -97,12 +102,12 @@ test('a position the server cannot recover from is reported with its reason', as
   const ws = await connected(c);
   const got = [];
   c.subscribe('h', { onMessage: (m) => got.push([m.epoch, m.offset]) });
-  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null, id: 1 });
   ws.receive({ topic: 'h', offset: 1, epoch: 'e1', data: 'a' });
   ws.closed(1006);
   const ws2 = await reconnected(2);
-  assert.deepEqual(ws2.take(), [{ subscribe: 'h', since: { offset: 1, epoch: 'e1' } }]);
-  ws2.receive({ subscribed: 'h', recovered: false, reason: 'epoch changed', offset: 3, epoch: 'e2' });
+  assert.deepEqual(ws2.take(), [{ subscribe: 'h', since: { offset: 1, epoch: 'e1' }, id: 1 }]);
+  ws2.receive({ subscribed: 'h', recovered: false, reason: 'epoch changed', offset: 3, epoch: 'e2', id: 1 });
   ws2.receive({ topic: 'h', offset: 4, epoch: 'e2', data: 'b' });
   assert.deepEqual(events.of('notRecovered'), [
     {
@@ -122,12 +127,18 @@ test('a position the server cannot recover from is reported with its reason', as
 });
 
 test('requests in flight are rejected when the connection drops; the topic is still resubscribed', async () => {
-  const { c } = client();
+  const { c, events } = client();
   const ws = await connected(c);
   const sub = c.subscribe('t');
   const pub = c.publish('t', 'x');
   const rpc = c.rpc('time');
   const unsub = c.unsubscribe('other');
+  assert.deepEqual(ws.take(), [
+    { subscribe: 't', positions: true, id: 1 },
+    { publish: 't', data: 'x', id: 2 },
+    { rpc: 'time', id: 3 },
+    { unsubscribe: 'other', id: 4 },
+  ]);
   ws.closed(1001, 'server shutting down');
   for (const p of [sub, pub, rpc, unsub]) {
     await assert.rejects(
@@ -137,15 +148,18 @@ test('requests in flight are rejected when the connection drops; the topic is st
   }
   await assert.rejects(c.publish('t', 'y'), (e) => e.kind === 'not-connected');
   const ws2 = await reconnected(2);
-  assert.deepEqual(ws2.take(), [{ subscribe: 't', positions: true }]);
+  assert.deepEqual(ws2.take(), [{ subscribe: 't', positions: true, id: 1 }]);
+  // An answer meant for the old connection's requests settles nothing on the new one.
+  ws2.receive({ published: 't', id: 2 });
+  assert.equal(events.of('error').at(-1).kind, 'protocol');
 });
 
 test('a subscribe made while disconnected is sent at the next connection and settled by its answer', async () => {
   const { c } = client();
   const early = c.subscribe('t', { history: false });
   const ws = await connected(c);
-  assert.deepEqual(ws.take(), [{ subscribe: 't' }]);
-  ws.receive({ subscribed: 't' });
+  assert.deepEqual(ws.take(), [{ subscribe: 't', id: 1 }]);
+  ws.receive({ subscribed: 't', id: 1 });
   assert.deepEqual(await early, { topic: 't', positions: false, resubscribed: false });
   assert.deepEqual(
     await c.subscribe('t'),
@@ -155,56 +169,140 @@ test('a subscribe made while disconnected is sent at the next connection and set
   assert.deepEqual(ws.take(), []);
 });
 
-test('publishes are settled by the answers that follow them', async () => {
-  const { c } = client();
+/** Whether `promise` has settled, after what is queued has run: 'pending', 'resolved' or 'rejected'. */
+async function stateOf(promise) {
+  let state = 'pending';
+  promise.then(
+    () => (state = 'resolved'),
+    () => (state = 'rejected'),
+  );
+  await settle();
+  return state;
+}
+
+test('each publish is settled by its own answer, not by the answer of a later request', async () => {
+  const { c, events } = client();
   const ws = await connected(c);
   const p1 = c.publish('t', 'one');
   const p2 = c.publish('u', { n: 2 });
-  const p3 = c.publish('t', 'three');
-  await settle();
-  const barrier = { unsubscribe: BARRIER_TOPIC };
-  assert.deepEqual(ws.take(), [
-    { publish: 't', data: 'one' },
-    { publish: 'u', data: { n: 2 } },
-    barrier, // t is published again: an answer must stand between the two
-    { publish: 't', data: 'three' },
-    barrier, // the end of the turn: proves p3
-  ]);
-  ws.receive({ error: 'not permitted', publish: 't' });
-  await assert.rejects(p1, (e) => e.kind === 'server' && e.error === 'not permitted' && e.topic === 't');
-  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
-  await p2;
-  let p3done = false;
-  p3.then(() => (p3done = true));
-  await settle();
-  assert.equal(p3done, false, 'p3 is not proven by the first barrier');
-  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
-  await p3;
-  // A later request's answer proves a publish without a barrier.
-  const p4 = c.publish('v', 'four', { key: 'AAPL' });
   const s = c.subscribe('w', { history: false });
+  const p3 = c.publish('v', 'four', { key: 'AAPL' });
   await settle();
-  assert.deepEqual(ws.take(), [{ publish: 'v', data: 'four', key: 'AAPL' }, { subscribe: 'w' }]);
-  ws.receive({ subscribed: 'w' });
-  await Promise.all([p4, s]);
+  // Nothing but the requests themselves, each with its id.
+  assert.deepEqual(ws.take(), [
+    { publish: 't', data: 'one', id: 1 },
+    { publish: 'u', data: { n: 2 }, id: 2 },
+    { subscribe: 'w', id: 3 },
+    { publish: 'v', data: 'four', key: 'AAPL', id: 4 },
+  ]);
+  ws.receive({ subscribed: 'w', id: 3 });
+  await s;
+  assert.equal(await stateOf(p1), 'pending', 'a later answer proves nothing of p1');
+  assert.equal(await stateOf(p2), 'pending');
+  ws.receive({ published: 'u', id: 2 });
+  assert.equal(await p2, undefined);
+  assert.equal(await stateOf(p1), 'pending');
+  ws.receive({ error: 'not permitted', publish: 't', id: 1 });
+  await assert.rejects(
+    p1,
+    (e) => e.kind === 'server' && e.request === 'publish' && e.error === 'not permitted' && e.topic === 't',
+  );
+  ws.receive({ published: 'v', id: 4 });
+  await p3;
+  assert.deepEqual(events.of('error'), []);
 });
 
-test('a publish refused by the rate limit is rejected; the barrier refused with it is asked again', async () => {
+test('answers out of order settle the requests of their ids: one topic, refusals first', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  const burst = Array.from({ length: 6 }, (_, i) => c.publish('t', `m${i}`));
+  const rpc = c.rpc('slow', { n: 1 });
+  const sub = c.subscribe('h');
+  const sent = ws.take();
+  assert.deepEqual(
+    sent.map((f) => f.id),
+    [1, 2, 3, 4, 5, 6, 7, 8],
+  );
+  assert.deepEqual(sent[6], { rpc: 'slow', data: { n: 1 }, id: 7 });
+  // As the server does with a publish hook and the rate limit: the refusals of the rate
+  // limit come at once (m3, m5), the rest once the hook answered, the RPC's and the
+  // subscribe's (which waited on the topic's history) last, in reverse.
+  ws.receive({ error: 'rate limit', publish: 't', id: 6 });
+  ws.receive({ error: 'rate limit', publish: 't', id: 4 });
+  for (const id of [1, 2, 3]) ws.receive({ published: 't', id });
+  ws.receive({ error: 'no swearing', publish: 't', id: 5 });
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null, id: 8 });
+  ws.receive({ rpc: 'slow', id: 7, data: 'done' });
+  const results = await Promise.allSettled(burst);
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? 'ok' : r.reason.error)),
+    ['ok', 'ok', 'ok', 'rate limit', 'no swearing', 'rate limit'],
+  );
+  assert.equal(await rpc, 'done');
+  assert.equal((await sub).offset, 0);
+  assert.deepEqual(events.of('error'), []);
+});
+
+test('refusals by the rate limit, a full lane or an unreadable request reject by id', async () => {
+  const { c, events } = client({ token: () => hs256('k', { sub: 'a' }) });
+  const ws = await connected(c);
+  const r = c.refresh('jwt-2');
+  const u = c.unsubscribe('x');
+  const p = c.publish('t', 'x');
+  assert.deepEqual(ws.take(), [
+    { refresh: 'jwt-2', id: 1 },
+    { unsubscribe: 'x', id: 2 },
+    { publish: 't', data: 'x', id: 3 },
+  ]);
+  ws.receive({ error: 'too many requests waiting', publish: 't', id: 3 });
+  ws.receive({ refresh: null, error: 'rate limit', id: 1 });
+  // A request the server could not read names nothing but its id.
+  ws.receive({ error: 'expected "subscribe", "unsubscribe", "publish", "refresh" or "rpc"', id: 2 });
+  await assert.rejects(p, (e) => e.request === 'publish' && e.error === 'too many requests waiting');
+  await assert.rejects(r, (e) => e.request === 'refresh' && e.error === 'rate limit');
+  await assert.rejects(u, (e) => e.request === 'unsubscribe' && e.error.startsWith('expected'));
+  // Without an id, an error is no request's: it is reported on its own.
+  ws.receive({ error: 'expected a JSON object' });
+  assert.deepEqual(
+    events.of('error').map((e) => [e.kind, e.error]),
+    [['server', 'expected a JSON object']],
+  );
+});
+
+test('an answer no request waits for is reported; a late one, after its timeout, is dropped', async () => {
+  const { c, events } = client({ requestTimeoutMs: 30 });
+  const ws = await connected(c);
+  await assert.rejects(c.publish('t', 'x'), (e) => e.kind === 'timeout');
+  ws.receive({ published: 't', id: 1 });
+  assert.deepEqual(events.of('error'), []);
+  ws.receive({ published: 't', id: 9 });
+  // An answer whose kind is not its id's request's is not taken for it.
+  const p = c.publish('t', 'y');
+  ws.receive({ unsubscribed: 't', id: 2 });
+  assert.deepEqual(
+    events.of('error').map((e) => e.kind),
+    ['protocol', 'protocol'],
+  );
+  ws.receive({ published: 't', id: 2 });
+  await p;
+});
+
+test('a server that sends no ids back: its answers are matched in order by kind and topic', async () => {
   const { c } = client();
   const ws = await connected(c);
+  const a = c.subscribe('a', { history: false });
+  const b = c.subscribe('b', { history: false });
+  const u = c.unsubscribe('never');
   const p = c.publish('t', 'x');
-  await settle();
   ws.take();
-  ws.receive({ error: 'rate limit', publish: 't' });
-  await assert.rejects(p, (e) => e.error === 'rate limit');
-  const q = c.publish('t', 'y');
-  await settle();
-  ws.take();
-  ws.receive({ error: 'rate limit', unsubscribe: BARRIER_TOPIC });
-  for (let i = 0; i < 300 && ws.sent.length === 0; i++) await sleep(5);
-  assert.deepEqual(ws.take(), [{ unsubscribe: BARRIER_TOPIC }]);
-  ws.receive({ error: 'not subscribed', unsubscribed: BARRIER_TOPIC });
-  await q;
+  ws.receive({ error: 'not subscribed', unsubscribed: 'never' });
+  ws.receive({ subscribed: 'b' });
+  ws.receive({ subscribe: 'a', error: 'not permitted' });
+  ws.receive({ error: 'no swearing', publish: 't' });
+  await assert.rejects(u, (e) => e.error === 'not subscribed');
+  assert.equal((await b).topic, 'b');
+  await assert.rejects(a, (e) => e.error === 'not permitted');
+  await assert.rejects(p, (e) => e.error === 'no swearing');
 });
 
 test("refusals reject with the server's error; a resubscribe refused drops the topic and says so", async () => {
@@ -214,13 +312,13 @@ test("refusals reject with the server's error; a resubscribe refused drops the t
   const u = c.unsubscribe('never');
   const r = c.rpc('time', { tz: 'UTC' });
   assert.deepEqual(ws.take(), [
-    { subscribe: 'secret', positions: true },
-    { unsubscribe: 'never' },
-    { rpc: 'time', id: 1, data: { tz: 'UTC' } },
+    { subscribe: 'secret', positions: true, id: 1 },
+    { unsubscribe: 'never', id: 2 },
+    { rpc: 'time', data: { tz: 'UTC' }, id: 3 },
   ]);
-  ws.receive({ error: 'not permitted', subscribe: 'secret' });
-  ws.receive({ error: 'not subscribed', unsubscribed: 'never' });
-  ws.receive({ rpc: 'time', id: 1, error: 'no rpc hook' });
+  ws.receive({ rpc: 'time', id: 3, error: 'no rpc hook' });
+  ws.receive({ error: 'not permitted', subscribe: 'secret', id: 1 });
+  ws.receive({ error: 'not subscribed', unsubscribed: 'never', id: 2 });
   await assert.rejects(
     s,
     (e) => e.kind === 'server' && e.request === 'subscribe' && e.error === 'not permitted',
@@ -230,13 +328,13 @@ test("refusals reject with the server's error; a resubscribe refused drops the t
   assert.deepEqual(c.topics, []);
 
   const kept = c.subscribe('kept', { history: false });
-  ws.take();
-  ws.receive({ subscribed: 'kept' });
+  assert.deepEqual(ws.take(), [{ subscribe: 'kept', id: 4 }]);
+  ws.receive({ subscribed: 'kept', id: 4 });
   await kept;
   ws.closed(1006);
   const ws2 = await reconnected(2);
-  assert.deepEqual(ws2.take(), [{ subscribe: 'kept' }]);
-  ws2.receive({ error: 'not permitted', subscribe: 'kept' });
+  assert.deepEqual(ws2.take(), [{ subscribe: 'kept', id: 1 }]);
+  ws2.receive({ error: 'not permitted', subscribe: 'kept', id: 1 });
   assert.deepEqual(events.of('unsubscribed'), [{ topic: 'kept', error: 'not permitted' }]);
   assert.equal(events.of('error').at(-1).error, 'not permitted');
   assert.deepEqual(c.topics, []);
@@ -246,11 +344,11 @@ test("unsubscribe stops the topic's messages at once and it is not resubscribed"
   const { c, events } = client();
   const ws = await connected(c);
   c.subscribe('h');
-  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null, id: 1 });
   ws.receive({ topic: 'h', offset: 1, epoch: 'e', data: 'in' });
   const u = c.unsubscribe('h');
   ws.receive({ topic: 'h', offset: 2, epoch: 'e', data: 'after' });
-  ws.receive({ unsubscribed: 'h' });
+  ws.receive({ unsubscribed: 'h', id: 2 });
   await u;
   assert.deepEqual(events.messages('h'), [[1, 'in']]);
   ws.closed(1006);
@@ -262,7 +360,7 @@ test('missed notices and gaps in offsets are events', async () => {
   const { c, events } = client();
   const ws = await connected(c);
   c.subscribe('h');
-  ws.receive({ subscribed: 'h', offset: 10, epoch: 'e' });
+  ws.receive({ subscribed: 'h', offset: 10, epoch: 'e', id: 1 });
   ws.receive({ topic: 'h', missed: 3 });
   ws.receive({ topic: 'h', offset: 14, epoch: 'e', data: 'x' });
   ws.receive({ topic: 'plain', missed: 1 });
@@ -278,7 +376,7 @@ test('binary publications arrive as bytes, bare or in the envelope', async () =>
   const { c, events } = client();
   const ws = await connected(c);
   c.subscribe('h');
-  ws.receive({ subscribed: 'h', offset: 0, epoch: null });
+  ws.receive({ subscribed: 'h', offset: 0, epoch: null, id: 1 });
   ws.receive({ topic: 'h', offset: 1, epoch: 'e', binary: 'AAEC/w==' });
   ws.receive(new Uint8Array([9, 8]).buffer);
   const [enveloped, bare] = events.of('message');
@@ -296,13 +394,14 @@ test('the token travels in the query; it is refreshed on the expiring notice and
   await settle();
   const [refresh] = ws.take();
   assert.ok(refresh.refresh.length > 20, JSON.stringify(refresh));
-  ws.receive({ refreshed: true });
+  ws.receive({ refreshed: true, id: refresh.id });
   await events.waitFor('refreshed');
   assert.deepEqual(events.of('expiring'), [{ seconds: 30 }]);
   // exp is 2 s away: the next refresh goes at about half of it, with no notice.
   for (let i = 0; i < 400 && ws.sent.length === 0; i++) await sleep(5);
-  assert.equal(ws.take().length, 1, 'refreshed ahead of exp');
-  ws.receive({ refresh: null, error: 'token expired' });
+  const [ahead] = ws.take();
+  assert.equal(typeof ahead?.refresh, 'string', 'refreshed ahead of exp');
+  ws.receive({ refresh: null, error: 'token expired', id: ahead.id });
   const [err] = await events.waitFor('error');
   assert.equal(err.request, 'refresh');
   c.close();
@@ -329,7 +428,7 @@ test('a request with no answer times out, and its late answer is not taken for a
   const { c, events } = client({ requestTimeoutMs: 30 });
   const ws = await connected(c);
   await assert.rejects(c.subscribe('slow', { history: false }), (e) => e.kind === 'timeout');
-  ws.receive({ subscribed: 'slow' });
+  ws.receive({ subscribed: 'slow', id: 1 });
   assert.deepEqual(events.of('error'), []);
   assert.deepEqual(await c.subscribe('slow'), { topic: 'slow', positions: false, resubscribed: false });
 });
@@ -338,11 +437,11 @@ test('a rate-limited subscribe is asked again; the application waits for the rea
   const { c } = client();
   const ws = await connected(c);
   const s = c.subscribe('t', { history: false });
-  ws.take();
-  ws.receive({ error: 'rate limit', subscribe: 't' });
+  assert.deepEqual(ws.take(), [{ subscribe: 't', id: 1 }]);
+  ws.receive({ error: 'rate limit', subscribe: 't', id: 1 });
   for (let i = 0; i < 500 && ws.sent.length === 0; i++) await sleep(5);
-  assert.deepEqual(ws.take(), [{ subscribe: 't' }]);
-  ws.receive({ subscribed: 't' });
+  assert.deepEqual(ws.take(), [{ subscribe: 't', id: 2 }]);
+  ws.receive({ subscribed: 't', id: 2 });
   assert.equal((await s).topic, 't');
 });
 
@@ -410,15 +509,14 @@ test('resubscriptions go out before what a connected listener sends', async () =
   const { c } = client();
   const ws = await connected(c);
   c.subscribe('t', { history: false });
-  ws.receive({ subscribed: 't' });
+  ws.receive({ subscribed: 't', id: 1 });
   ws.take();
   c.on('connected', () => c.publish('t', 'hello again').catch(() => {}));
   ws.closed(1006);
   const ws2 = await reconnected(2);
   await settle();
   assert.deepEqual(ws2.take(), [
-    { subscribe: 't' },
-    { publish: 't', data: 'hello again' },
-    { unsubscribe: BARRIER_TOPIC },
+    { subscribe: 't', id: 1 },
+    { publish: 't', data: 'hello again', id: 2 },
   ]);
 });
