@@ -1,5 +1,6 @@
 //! The client against the real `corecast` binary (`--mode pubsub`, `--history`): connect,
 //! subscribe, receive from the API and from another client, publishes settled, refusals,
+//! a burst past the rate limit whose answers come out of order behind a publish hook,
 //! permessage-deflate; a network cut (recovered, exactly what was missed) and a server killed
 //! and restarted (reconnect, resubscribe, "epoch changed" reported); a slow reader told what
 //! it missed (`--slow-consumers`), in notices that add up with the gaps in its offsets.
@@ -8,7 +9,7 @@ import { test, after } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { CorecastClient } from '../../src/index.js';
-import { Server, recorder, sleep, startProxy } from '../support/server.js';
+import { Server, recorder, sleep, startHook, startProxy } from '../support/server.js';
 
 const HISTORY = ['--history', 'h.*=1000/60s'];
 const FAST_RECONNECT = { initialDelayMs: 50, maxDelayMs: 400 };
@@ -132,6 +133,81 @@ test('a publish past the rate limit is rejected with it; the others resolve', as
   assert.deepEqual(
     events.messages('h.r').map(([, d]) => d),
     [...accepted, 'end'],
+  );
+  assert.equal(c.state, 'connected');
+});
+
+/**
+ * Publishes `end` to `topic` until the rate limit lets it through (at most 5 s): what was
+ * published before it then reaches a subscriber before it.
+ */
+async function publishEnd(c, topic) {
+  for (let i = 0; i < 50; i++) {
+    const sent = await c.publish(topic, 'end').then(
+      () => true,
+      (e) => {
+        if (e.error !== 'rate limit') throw e;
+        return sleep(100).then(() => false);
+      },
+    );
+    if (sent) return;
+  }
+  assert.fail('the last publish went out within 5 s');
+}
+
+test('behind a publish hook, rate-limit refusals overtake a burst, rejecting just the refused', async () => {
+  // Each publish waits 50 ms on the backend, one after another (a connection's requests stay
+  // in order); the rate limit refuses the ones past it the moment they arrive.
+  const hook = await startHook(async ({ data }) => {
+    await sleep(50);
+    return data === 'swear' ? { error: 'no swearing' } : {};
+  });
+  cleanup.push(() => hook.close());
+  const srv = await server([
+    ...HISTORY,
+    '--client-message-rate',
+    '10',
+    '--hook-publish',
+    hook.url('/publish'),
+  ]);
+  const { c } = client(srv.url());
+  const { c: sub, events } = client(srv.url());
+  await Promise.all([c.connect(), sub.connect()]);
+  await sub.subscribe('h.r');
+
+  const data = Array.from({ length: 16 }, (_, i) => (i === 3 ? 'swear' : `q${i}`));
+  const settled = [];
+  const burst = data.map((d, i) =>
+    c.publish('h.r', d).then(
+      () => settled.push(i),
+      (e) => {
+        settled.push(i);
+        throw e;
+      },
+    ),
+  );
+  const results = await Promise.allSettled(burst);
+  const outcome = results.map((r) => (r.status === 'fulfilled' ? 'ok' : r.reason.error));
+  const limited = data.filter((_, i) => outcome[i] === 'rate limit');
+  assert.ok(limited.length > 0, `some were past the limit: ${JSON.stringify(outcome)}`);
+  assert.ok(
+    outcome.every((o) => ['ok', 'rate limit', 'no swearing'].includes(o)),
+    JSON.stringify(outcome),
+  );
+  assert.equal(outcome[3], 'no swearing', 'the hook refused the one it refused');
+  // The answers came out of order: a refusal of the rate limit settled before the first publish.
+  assert.equal(outcome[settled[0]], 'rate limit', `settled in the order ${settled}`);
+  // The backend was asked about exactly the publishes not refused by the rate limit...
+  assert.deepEqual(
+    hook.calls.map((call) => call.data),
+    data.filter((_, i) => outcome[i] !== 'rate limit'),
+  );
+  // ...and exactly those it let through reached the subscriber, in order.
+  await publishEnd(c, 'h.r');
+  await events.waitFor('message', { pred: (m) => m.data === 'end' });
+  assert.deepEqual(
+    events.messages('h.r').map(([, d]) => d),
+    [...data.filter((_, i) => outcome[i] === 'ok'), 'end'],
   );
   assert.equal(c.state, 'connected');
 });

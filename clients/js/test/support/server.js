@@ -1,10 +1,12 @@
 //! What the end-to-end tests share: the real `corecast` binary started on 127.0.0.1 port 0
 //! (and restarted on the port it got), its HTTP API, HS256 tokens, a TCP proxy whose
-//! connections can be cut, and bounded waits on client events. Not a test of its own.
+//! connections can be cut, a backend hook, and bounded waits on client events. Not a test of
+//! its own.
 
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -209,6 +211,42 @@ export async function startProxy(target) {
     },
     close() {
       this.down();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A backend hook on 127.0.0.1:0 (docs/backend.md, "Hooks"): each call's JSON goes to
+ * `decide(call)`, whose value (or promise of one) is answered with 200 as JSON. `url(path)` is
+ * what `--hook-*` takes; `calls` every call received, in order.
+ */
+export async function startHook(decide) {
+  const calls = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', async () => {
+      let answer;
+      try {
+        const call = JSON.parse(body);
+        calls.push(call);
+        answer = JSON.stringify(await decide(call));
+      } catch (e) {
+        res.writeHead(500).end(String(e));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(answer);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = `127.0.0.1:${server.address().port}`;
+  return {
+    calls,
+    url: (path) => `http://${address}${path}`,
+    close() {
+      server.closeAllConnections?.();
       return new Promise((resolve) => server.close(resolve));
     },
   };
