@@ -84,6 +84,8 @@ impl Conn {
     ) -> Conn {
         // The handshake's 101 is the first thing the session sends.
         let mut session = Session::opened(config, now, response);
+        // Connections accepted together ping spread over the interval, not in one burst.
+        session.spread_pings(now, id.slot as u64);
         if let Some(agreement) = request.deflate {
             session.accept_deflate(agreement);
         }
@@ -321,7 +323,7 @@ impl Conn {
         let out = seam.join(epoch, after, recovered);
         let now = Instant::now();
         for (position, payload, binary) in &out {
-            self.offer_frame(history::envelope(topic, *position, payload, *binary), now);
+            self.offer_frame(history::envelope(topic, Some(*position), payload, *binary), now);
         }
         out.len()
     }
