@@ -325,8 +325,9 @@ pub fn unframe(frame: &Bytes) -> (Bytes, bool) {
 
 /// The text frame a subscriber that asked for positions gets instead of the bare payload:
 /// `{"topic":"t","offset":5,"epoch":"abcd0001","data":"<text>"}`, or `"binary":"<base64>"`
-/// for a binary payload (or text that is not UTF-8).
-pub fn envelope(topic: &str, position: Position, payload: &[u8], binary: bool) -> Bytes {
+/// for a binary payload (or text that is not UTF-8). A publication of a topic without history
+/// has no position: `{"topic":"t","data":"<text>"}`.
+pub fn envelope(topic: &str, position: Option<Position>, payload: &[u8], binary: bool) -> Bytes {
     use base64::Engine;
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let (key, value) = match (binary, std::str::from_utf8(payload)) {
@@ -336,12 +337,10 @@ pub fn envelope(topic: &str, position: Position, payload: &[u8], binary: bool) -
             quoted(&base64::engine::general_purpose::STANDARD.encode(payload)),
         ),
     };
-    let text = format!(
-        r#"{{"topic":{},"offset":{},"epoch":"{}","{key}":{value}}}"#,
-        quoted(topic),
-        position.offset,
-        position.epoch
-    );
+    let at = position.map_or(String::new(), |p| {
+        format!(r#","offset":{},"epoch":"{}""#, p.offset, p.epoch)
+    });
+    let text = format!(r#"{{"topic":{}{at},"{key}":{value}}}"#, quoted(topic));
     crate::ws::frame::encode(crate::ws::frame::OpCode::Text, text.as_bytes())
 }
 

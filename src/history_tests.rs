@@ -212,18 +212,21 @@ fn unframe_gives_the_payload_of_every_header_length() {
 
 #[test]
 fn the_envelope_names_topic_position_and_data() {
-    let frame = envelope("t\"1", at(7), b"hello", false);
+    let frame = envelope("t\"1", Some(at(7)), b"hello", false);
     let (text, binary) = unframe(&frame);
     assert!(!binary);
     assert_eq!(
         text,
         Bytes::from(r#"{"topic":"t\"1","offset":7,"epoch":"abcd0001","data":"hello"}"#)
     );
-    let (text, _) = unframe(&envelope("t", at(1), &[0, 255], true));
+    let (text, _) = unframe(&envelope("t", Some(at(1)), &[0, 255], true));
     assert_eq!(
         text,
         Bytes::from(r#"{"topic":"t","offset":1,"epoch":"abcd0001","binary":"AP8="}"#)
     );
+    // A topic without history: no position.
+    let (text, _) = unframe(&envelope("t", None, b"x", false));
+    assert_eq!(text, Bytes::from(r#"{"topic":"t","data":"x"}"#));
 }
 
 #[test]

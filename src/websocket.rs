@@ -390,10 +390,12 @@ impl Websocket {
         self.conn.topics()
     }
 
-    /// Publications of topics with history (`Builder::history`) reach this connection in the
-    /// position envelope, `{"topic":..,"offset":..,"epoch":..,"data":..}`, instead of as bare
-    /// payloads, so the client can come back with the last position it saw. Set by
-    /// `subscribe_from`; off by default.
+    /// Publications reach this connection in the envelope instead of as bare payloads:
+    /// `{"topic":..,"offset":..,"epoch":..,"data":..}` for a topic with history
+    /// (`Builder::history`), so the client can come back with the last position it saw, and
+    /// `{"topic":..,"data":..}` for any other, so it always knows a publication's topic and
+    /// never mistakes a payload for one of its own protocol's frames. Set by `subscribe_from`;
+    /// off by default.
     pub fn set_positions(&self, on: bool) {
         self.conn.set_positions(on);
     }

@@ -265,13 +265,22 @@ fn subscribe_and_answer(kws: &Websocket, topic: &str, id: Option<&Value>) {
     answer(kws, reply, id);
 }
 
-/// A new pubsub connection: notices on, and `?topics=a,b` on the upgrade: one subscription
-/// per name, each answered like a frame's, in the connection's lane like its frames.
+/// A new pubsub connection: notices on, envelopes with `?envelope=1`, and `?topics=a,b` on
+/// the upgrade: one subscription per name, each answered like a frame's, in the connection's
+/// lane like its frames.
 fn on_connect(ep: &EventPayload) {
     let kws = ep.kws();
     // Pubsub clients read JSON answers among their messages already, so they are told in
     // band when a topic's slow-consumer policy drops publications for them.
     kws.set_notices(true);
+    // `?envelope=1`: every publication in the envelope from the start, so no payload can pass
+    // for an answer.
+    if kws
+        .query("envelope")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    {
+        kws.set_positions(true);
+    }
     if let Some(list) = kws.query("topics") {
         let topics: Vec<String> = list
             .split(',')

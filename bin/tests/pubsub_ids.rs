@@ -1,7 +1,8 @@
-//! The real binary's pubsub protocol with request ids: every answer to a request that had an
-//! `"id"` carries it (subscribe, unsubscribe, an error, a refusal by the rate limit), and a
-//! publish with one is answered `{"published":..}`, so a client matches answers to requests
-//! whatever their order; a request without one is answered as it always was.
+//! The real binary's pubsub protocol with request ids and envelopes: every answer to a request
+//! that had an `"id"` carries it (subscribe, unsubscribe, an error, a refusal by the rate
+//! limit), and a publish with one is answered `{"published":..}`, so a client matches answers
+//! to requests whatever their order; a request without one is answered as it always was. With
+//! `?envelope=1` every publication comes in the envelope, so no payload passes for an answer.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -65,4 +66,24 @@ fn answers_carry_the_request_s_id() {
         }
     }
     assert!(refused > 0, "the burst went past the limit");
+}
+
+#[test]
+fn with_envelopes_no_payload_passes_for_an_answer() {
+    let bin = Bin::start(&["--mode", "pubsub"]);
+    let mut enveloped = bin.client("/ws?envelope=1");
+    let mut bare = bin.client("/ws");
+    for c in [&mut enveloped, &mut bare] {
+        c.send_text(r#"{"subscribe":"scores","id":1}"#);
+        assert_eq!(recv_json(c), json!({ "subscribed": "scores", "id": 1 }));
+    }
+    // A publisher's payload shaped like an answer to the subscriber's next request.
+    let spoof = r#"{"published":"scores","id":2}"#;
+    let (status, body) = bin.api("POST", "/api/publish/scores", &[], spoof.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        recv_json(&mut enveloped),
+        json!({ "topic": "scores", "data": spoof })
+    );
+    assert_eq!(bare.recv_text(), spoof, "without envelopes, as before");
 }

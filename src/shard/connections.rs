@@ -248,7 +248,7 @@ impl Connections {
         {
             let index = self.topics.borrow();
             let slab = self.slab.borrow();
-            // Made once, for the first subscriber that asked for positions.
+            // Made once, for the first subscriber that asked for envelopes.
             let mut enveloped: Option<Bytes> = None;
             for slot in index.members(topic) {
                 let conn = slab.get(slot);
@@ -268,7 +268,8 @@ impl Connections {
                         done.queued += 1;
                         continue;
                     }
-                    Some(position) if c.wants_positions() => enveloped
+                    // Every publication in the envelope, with its position where it has one.
+                    _ if c.wants_positions() => enveloped
                         .get_or_insert_with(|| {
                             let (payload, binary) = history::unframe(frame);
                             history::envelope(topic, position, &payload, binary)
