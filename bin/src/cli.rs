@@ -122,10 +122,12 @@ pub struct Args {
     /// Time a client has to complete its upgrade request [default: 5s]
     #[arg(long, env = "CORECAST_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
-    /// How often each client is pinged [default: 1s]
+    /// How often each client is pinged; each client's pings fall at a point of their own
+    /// within the interval [default: 25s, for many idle clients; the library's is 1s]
     #[arg(long, env = "CORECAST_PING_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub ping_interval: Option<Duration>,
-    /// Silence after which a client is dropped [default: 3 × ping interval]
+    /// Silence after which a client is dropped; silence while the server itself was behind
+    /// is not held against it [default: 3 × ping interval, 75s]
     #[arg(long, env = "CORECAST_READ_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub read_idle_timeout: Option<Duration>,
     /// Longest a write may stall before the client is dropped [default: 10s]
@@ -580,7 +582,9 @@ impl Settings {
             handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
             // Zero fields take the library's defaults, as in Go.
             config: Config {
-                ping_interval: a.ping_interval.unwrap_or_default(),
+                // A fan-out server's keep-alive, not the Go helper's 1 s (docs/operating.md);
+                // the idle timeout follows it (3 ×) unless set.
+                ping_interval: a.ping_interval.unwrap_or(Config::FAN_OUT_PING_INTERVAL),
                 read_idle_timeout: a.read_idle_timeout.unwrap_or_default(),
                 write_timeout: a.write_timeout.unwrap_or_default(),
                 max_message_size: a.max_message_size.unwrap_or_default(),

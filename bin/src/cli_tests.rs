@@ -577,7 +577,12 @@ fn the_socket_send_buffer_is_a_size() {
     let s = load(&["--socket-send-buffer", "64KiB"]).unwrap();
     assert_eq!(s.socket_send_buffer, Some(64 * 1024));
     assert_eq!(load(&[]).unwrap().socket_send_buffer, None);
-    assert_eq!(load(&["--socket-send-buffer", "0"]).unwrap().socket_send_buffer, None);
+    assert_eq!(
+        load(&["--socket-send-buffer", "0"])
+            .unwrap()
+            .socket_send_buffer,
+        None
+    );
     let e = load(&["--socket-send-buffer", "lots"]).unwrap_err();
     assert!(e.contains("--socket-send-buffer"), "{e}");
 }
@@ -662,4 +667,23 @@ fn help_lists_the_backend_flags_with_their_defaults() {
         let end = entry[2..].find("\n  -").map_or(entry.len(), |e| e + 2);
         assert!(entry[..end].contains(default), "{flag}: {}", &entry[..end]);
     }
+}
+
+#[test]
+fn keepalive_defaults_are_for_fan_out_and_a_set_interval_brings_its_idle_timeout() {
+    let s = Settings::from_args(Args::default());
+    let c = s.config.clone().effective();
+    assert_eq!(c.ping_interval, Duration::from_secs(25));
+    assert_eq!(
+        c.read_idle_timeout,
+        Duration::from_secs(75),
+        "3 pings missed"
+    );
+    let a = Args::try_parse_from(["corecast", "--ping-interval", "1s"]).unwrap();
+    let c = Settings::from_args(a).config.effective();
+    assert_eq!(c.ping_interval, Duration::from_secs(1), "the Go helper's");
+    assert_eq!(c.read_idle_timeout, Duration::from_secs(3));
+    let a = Args::try_parse_from(["corecast", "--read-idle-timeout", "120s"]).unwrap();
+    let c = Settings::from_args(a).config.effective();
+    assert_eq!(c.read_idle_timeout, Duration::from_secs(120));
 }
