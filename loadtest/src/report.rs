@@ -45,6 +45,9 @@ pub struct ServerUsage {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     pub rss_per_connection_bytes: Option<f64>,
+    /// Scenarios that hold connections (idle, topics without publishers): the server's CPU
+    /// per held connection per second of the window, in µs: what keep-alive costs.
+    pub cpu_us_per_connection_second: Option<f64>,
 }
 
 /// The upgrades scenario's counts.
@@ -191,6 +194,9 @@ impl Report {
                 s += &format!(" ({r:.0} B per connection)");
             }
             s += "\n";
+            if let Some(c) = srv.cpu_us_per_connection_second {
+                s += &format!("  keep-alive: {c:.3} CPU-µs per connection per second\n");
+            }
         }
         if let Some(c) = self.client_rss_per_connection_bytes {
             s += &format!("  generator memory: {c:.0} B per connection\n");

@@ -322,6 +322,8 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             rss_after_kib: after,
             rss_per_connection_bytes: (connected > 0)
                 .then(|| after.saturating_sub(before) as f64 * 1024.0 / connected as f64),
+            cpu_us_per_connection_second: (holding && connected > 0 && secs > 0.0)
+                .then(|| cpu * 1e6 / connected as f64 / secs),
         }
     });
     Ok(Report {

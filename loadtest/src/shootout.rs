@@ -236,6 +236,7 @@ fn server_usage(opts: &Options, st: &State, m: &Measured) -> ServerUsage {
         rss_after_kib: after,
         rss_per_connection_bytes: (m.rss_kib.is_some() && m.connected > 0)
             .then(|| after.saturating_sub(before) as f64 * 1024.0 / m.connected as f64),
+        cpu_us_per_connection_second: None,
     }
 }
 

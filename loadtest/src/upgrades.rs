@@ -208,6 +208,7 @@ fn report(
         rss_before_kib: rss.0.unwrap_or(0),
         rss_after_kib: rss.1.unwrap_or(0),
         rss_per_connection_bytes: None,
+        cpu_us_per_connection_second: None,
     });
     Report {
         scenario: opts.scenario.name().into(),
