@@ -323,7 +323,10 @@ impl Conn {
         let out = seam.join(epoch, after, recovered);
         let now = Instant::now();
         for (position, payload, binary) in &out {
-            self.offer_frame(history::envelope(topic, Some(*position), payload, *binary), now);
+            self.offer_frame(
+                history::envelope(topic, Some(*position), payload, *binary),
+                now,
+            );
         }
         out.len()
     }
