@@ -27,11 +27,11 @@ struct Args {
     /// The long run (about 20 minutes on 2 cores); default is the quick one (about 5 minutes)
     #[arg(long)]
     full: bool,
-    /// Comma-separated peers: corecast, bun, node-ws, tokio-tungstenite
+    /// Comma-separated peers: corecast, bun, node-ws, tokio-tungstenite, floor
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "corecast,bun,node-ws,tokio-tungstenite"
+        default_value = "corecast,bun,node-ws,tokio-tungstenite,floor"
     )]
     peers: Vec<String>,
     /// Comma-separated scenario ids to run (default: all)
@@ -772,7 +772,7 @@ fn main() -> ExitCode {
     let peers: Vec<Peer> = match a.peers.iter().map(|p| Peer::parse(p).ok_or(p)).collect() {
         Ok(p) => p,
         Err(bad) => {
-            eprintln!("corecast-bench: unknown peer {bad:?}: use corecast, bun, node-ws or tokio-tungstenite");
+            eprintln!("corecast-bench: unknown peer {bad:?}: use corecast, bun, node-ws, tokio-tungstenite or floor");
             return ExitCode::from(2);
         }
     };

@@ -131,13 +131,8 @@ pub fn markdown(res: &ScenarioResult) -> String {
             }
             _ => "–".into(),
         };
-        let p99 = r
-            .broadcast_latency
-            .as_ref()
-            .filter(|l| l.count > 0)
-            .or(Some(&r.latency))
-            .filter(|l| l.count > 0)
-            .map(|l| format!("{:.1} ms", l.p99_us as f64 / 1000.0))
+        let p99 = p99_ms(r)
+            .map(|ms| format!("{ms:.1} ms"))
             .or_else(|| {
                 r.shootout_steps
                     .last()
@@ -182,10 +177,65 @@ pub fn markdown(res: &ScenarioResult) -> String {
             format!("Ratios are each row's figure ÷ the `{base_name}` row's.")
         }
     );
+    if let Some(line) = against_floor(res) {
+        md += &format!("\n{line}\n");
+    }
     if !res.note.is_empty() {
         md += &format!("\n{}\n", res.note);
     }
     md
+}
+
+/// The p99 a table shows for a report: a whole broadcast's where there is one.
+fn p99_ms(r: &Report) -> Option<f64> {
+    r.broadcast_latency
+        .as_ref()
+        .filter(|l| l.count > 0)
+        .or(Some(&r.latency))
+        .filter(|l| l.count > 0)
+        .map(|l| l.p99_us as f64 / 1000.0)
+}
+
+/// corecast beside the kernel's floor (the `floor` row), each figure as corecast's ÷ the
+/// floor's: how far corecast is from the least a server can do here.
+fn against_floor(res: &ScenarioResult) -> Option<String> {
+    let report = |peer: &str| {
+        res.outcomes
+            .iter()
+            .find(|o| o.peer == peer)
+            .and_then(|o| o.report.as_ref())
+    };
+    let (ours, floor) = (report("corecast")?, report("floor")?);
+    let (a, b) = (headline(&res.id, ours)?, headline(&res.id, floor)?);
+    if a <= 0.0 || b <= 0.0 {
+        return None;
+    }
+    let mut parts = vec![format!(
+        "{} {:.2}× the floor's ({} against {})",
+        res.metric,
+        a / b,
+        fmt_num(a),
+        fmt_num(b)
+    )];
+    let cpu = |r: &Report| r.server.as_ref().and_then(|s| s.cpu_us_per_delivery);
+    if let (Some(a), Some(b)) = (cpu(ours), cpu(floor)) {
+        if !cpu_is_headline(&res.id) && b > 0.0 {
+            parts.push(format!(
+                "server CPU-µs per {} {:.2}× ({a:.2} against {b:.2})",
+                cpu_unit(&res.id),
+                a / b
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (p99_ms(ours), p99_ms(floor)) {
+        if b > 0.0 {
+            parts.push(format!("p99 {:.2}× ({a:.1} against {b:.1} ms)", a / b));
+        }
+    }
+    Some(format!(
+        "Against the kernel's floor (`floor`), corecast's {}.",
+        parts.join(", ")
+    ))
 }
 
 /// Memory per subscription, per server: the `subs` run's server bytes per connection less the
@@ -324,6 +374,56 @@ mod tests {
             "{md}"
         );
         assert!(md.ends_with("\n\nWhat the rows are.\n"), "{md}");
+    }
+
+    #[test]
+    fn a_floor_row_gives_corecasts_distance_from_it() {
+        let row = |peer: &str, rate: f64, cpu: f64, p99_us: u64| Outcome {
+            peer: peer.into(),
+            report: Some(Report {
+                deliveries_per_second: rate,
+                latency: corecast_load::report::Latency {
+                    count: 10,
+                    p99_us,
+                    ..Default::default()
+                },
+                server: Some(corecast_load::report::ServerUsage {
+                    cpu_us_per_delivery: Some(cpu),
+                    ..Default::default()
+                }),
+                ok: true,
+                ..Report::default()
+            }),
+            error: None,
+        };
+        let mut res = ScenarioResult {
+            id: "chat-100".into(),
+            title: "Chat".into(),
+            metric: "deliveries/s".into(),
+            higher_is_better: true,
+            machine: serde_json::Value::Null,
+            parameters: serde_json::Value::Null,
+            note: String::new(),
+            outcomes: vec![
+                row("corecast", 900_000.0, 0.5, 4_000),
+                row("floor", 1_000_000.0, 0.4, 2_000),
+            ],
+        };
+        let md = markdown(&res);
+        assert!(
+            md.contains("| floor | 1,000,000 | 0.90× | 2.0 ms | 0.40 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with(
+                "\n\nAgainst the kernel's floor (`floor`), corecast's deliveries/s 0.90× the \
+                 floor's (900,000 against 1,000,000), server CPU-µs per delivery 1.25× (0.50 \
+                 against 0.40), p99 2.00× (4.0 against 2.0 ms).\n"
+            ),
+            "{md}"
+        );
+        res.outcomes.pop();
+        assert!(!markdown(&res).contains("floor"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum Peer {
     Bun,
     NodeWs,
     Tokio,
+    /// The kernel's floor (`bench/peers/floor`): the least a server can do per scenario, one
+    /// write per socket per pass, no WebSocket work beyond frame boundaries.
+    Floor,
     /// Two corecast nodes in cluster mode and the nats-server between them.
     CorecastCluster,
     /// Two Socket.IO nodes with the Redis adapter and the redis-server between them.
@@ -44,11 +47,12 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub const ALL: [Peer; 7] = [
+    pub const ALL: [Peer; 8] = [
         Peer::Corecast,
         Peer::Bun,
         Peer::NodeWs,
         Peer::Tokio,
+        Peer::Floor,
         Peer::CorecastCluster,
         Peer::SocketIoRedis,
         Peer::SocketIoRecovery,
@@ -64,14 +68,14 @@ impl Peer {
         self == Peer::SocketIoRecovery
     }
 
-    /// Whether it speaks permessage-deflate (tungstenite does not).
+    /// Whether it speaks permessage-deflate (tungstenite and the floor do not).
     pub fn has_deflate(self) -> bool {
-        self != Peer::Tokio
+        !matches!(self, Peer::Tokio | Peer::Floor)
     }
 
-    /// Whether it serves wss (the tokio relay written here does not).
+    /// Whether it serves wss (the tokio relay and the floor written here do not).
     pub fn has_tls(self) -> bool {
-        self != Peer::Tokio
+        !matches!(self, Peer::Tokio | Peer::Floor)
     }
 
     /// The path clients upgrade at.
@@ -88,6 +92,7 @@ impl Peer {
             Peer::Bun => "bun",
             Peer::NodeWs => "node-ws",
             Peer::Tokio => "tokio-tungstenite",
+            Peer::Floor => "floor",
             Peer::CorecastCluster => "corecast-2-nodes",
             Peer::SocketIoRedis => "socket.io-redis-2-nodes",
             Peer::SocketIoRecovery => "socket.io",
@@ -161,6 +166,11 @@ impl Peer {
                 c.args([mode, &port.to_string()]);
                 c
             }
+            Peer::Floor => {
+                let mut c = Command::new(self.executable(root));
+                c.args([mode, &port.to_string()]);
+                c
+            }
         };
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -179,6 +189,8 @@ impl Peer {
             Peer::Bun => root.join("bench/peers/node_modules/.bin/bun"),
             Peer::NodeWs => root.join("bench/peers/node_modules/ws/package.json"),
             Peer::Tokio => root.join("bench/peers/tokio-relay/target/release/tokio-relay"),
+            // A workspace member: built with the rest by bench/run.
+            Peer::Floor => root.join("target/release/floor-peer"),
         }
     }
 }

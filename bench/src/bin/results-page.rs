@@ -124,8 +124,9 @@ fn cells(line: &str) -> Vec<&str> {
     t.split('|').map(str::trim).collect()
 }
 
-/// One overview row: corecast against Bun, from a scenario's table, if it has both.
-fn against_bun(run: &Run) -> Option<String> {
+/// One overview row: corecast against `peer` (`bun`, `floor`), from a scenario's table, if it
+/// has both; with `p99`, their p99 latencies too.
+fn against(run: &Run, peer: &str, p99: bool) -> Option<String> {
     let lines: Vec<&str> = run.markdown.lines().map(str::trim).collect();
     let header = cells(lines.iter().find(|l| l.starts_with("| server |"))?);
     let col = |name: &str| header.iter().position(|h| *h == name);
@@ -133,18 +134,26 @@ fn against_bun(run: &Run) -> Option<String> {
         let row = lines.iter().find(|l| cells(l).first() == Some(&peer))?;
         Some(cells(row))
     };
-    let (ours, bun) = (row("corecast")?, row("bun")?);
-    let ratio = bun.get(col("corecast ÷ server")?)?;
-    let cpu = header
-        .iter()
-        .position(|h| h.starts_with("server CPU-µs per "))
-        .map(|c| format!("{} : {}", ours[c], bun[c]))
-        .filter(|c| c != "– : –")
-        .unwrap_or_else(|| "–".into());
-    Some(format!(
+    let (ours, theirs) = (row("corecast")?, row(peer)?);
+    let ratio = theirs.get(col("corecast ÷ server")?)?;
+    let pair = |c: Option<usize>| {
+        c.and_then(|c| Some(format!("{} : {}", ours.get(c)?, theirs.get(c)?)))
+            .filter(|c| c != "– : –")
+            .unwrap_or_else(|| "–".into())
+    };
+    let cpu = pair(
+        header
+            .iter()
+            .position(|h| h.starts_with("server CPU-µs per ")),
+    );
+    let mut line = format!(
         "| `{}` | {} | {} | {} | {} | {} |",
-        run.scenario, header[1], ours[1], bun[1], ratio, cpu
-    ))
+        run.scenario, header[1], ours[1], theirs[1], ratio, cpu
+    );
+    if p99 {
+        line += &format!(" {} |", pair(col("p99 latency")));
+    }
+    Some(line)
 }
 
 /// The generated section, without its two marker lines; `results` is where the runs lie.
@@ -170,9 +179,25 @@ fn generate(runs: &[Run], results: &Path) -> String {
     out += "\n### corecast against Bun (uWebSockets)\n\n\
             | scenario | measure | corecast | Bun | corecast ÷ Bun | server CPU-µs per delivery (`upgrades`: per upgrade), corecast : Bun |\n\
             |---|---|---:|---:|---:|---:|\n";
-    for line in runs.iter().filter_map(against_bun) {
+    for line in runs.iter().filter_map(|r| against(r, "bun", false)) {
         out += &line;
         out.push('\n');
+    }
+    let floor: Vec<String> = runs
+        .iter()
+        .filter_map(|r| against(r, "floor", true))
+        .collect();
+    if !floor.is_empty() {
+        out += "\n### corecast against the kernel's floor\n\n\
+                `floor` (`bench/peers/floor`) does only what a scenario cannot do without: the \
+                upgrade, frame boundaries and masks, and one write per socket per pass of the \
+                same bytes corecast sends. Where a scenario's latest run had it:\n\n\
+                | scenario | measure | corecast | floor | corecast ÷ floor | server CPU-µs per delivery, corecast : floor | p99, corecast : floor |\n\
+                |---|---|---:|---:|---:|---:|---:|\n";
+        for line in floor {
+            out += &line;
+            out.push('\n');
+        }
     }
     for run in runs {
         let mut lines = run.markdown.lines().map(str::trim);
