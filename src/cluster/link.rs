@@ -341,7 +341,15 @@ async fn publish_reported(
                 Ok(Some(msg)) => {
                     if let Ok((node, part)) = wire::decode_report(&msg.payload) {
                         if heard.insert(node) {
-                            sum.add(&part);
+                            sum.add(&PublishReport {
+                                subscribers: part.subscribers,
+                                queued: part.queued,
+                                closed: part.closed,
+                                dropped: part.dropped,
+                                shards: usize::try_from(part.shards).unwrap_or(usize::MAX),
+                                nodes: 1,
+                                partial: part.partial,
+                            });
                         }
                     }
                 }
@@ -384,8 +392,18 @@ async fn receive_ops(
                     let done = here.to_topic_reported(&topic, &frame, key, None);
                     let (client, node) = (client.clone(), handle.node_id.clone());
                     tokio::spawn(async move {
-                        let answer = wire::encode_report(&node, &done.await);
-                        let _ = client.publish(reply, answer).await;
+                        let done = done.await;
+                        let part = wire::ReportPart {
+                            subscribers: done.subscribers,
+                            queued: done.queued,
+                            closed: done.closed,
+                            dropped: done.dropped,
+                            shards: done.shards as u64,
+                            partial: done.partial,
+                        };
+                        let _ = client
+                            .publish(reply, wire::encode_report(&node, &part))
+                            .await;
                     });
                 }
                 None => here.to_topic(&topic, &frame, key, None),

@@ -13,7 +13,6 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::registry::{ConnId, ShardId};
-use crate::topics::PublishReport;
 
 /// Subjects and keys of one cluster.
 #[derive(Debug, Clone)]
@@ -316,26 +315,38 @@ impl Reader<'_> {
     }
 }
 
+/// A node's part of a publish report (`topics::PublishReport`), as `Op::Publish`'s answer
+/// carries it: what its shards counted, and whether that is partial.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReportPart {
+    pub(crate) subscribers: u64,
+    pub(crate) queued: u64,
+    pub(crate) closed: u64,
+    pub(crate) dropped: u64,
+    pub(crate) shards: u64,
+    pub(crate) partial: bool,
+}
+
 /// A node's answer to `Op::Publish`: its counts as u64 (subscribers, queued, closed, dropped,
 /// shards), whether it is partial, then the node's id.
-pub(crate) fn encode_report(node: &str, report: &PublishReport) -> Bytes {
+pub(crate) fn encode_report(node: &str, part: &ReportPart) -> Bytes {
     let mut out = BytesMut::with_capacity(41 + node.len());
     for n in [
-        report.subscribers,
-        report.queued,
-        report.closed,
-        report.dropped,
-        report.shards as u64,
+        part.subscribers,
+        part.queued,
+        part.closed,
+        part.dropped,
+        part.shards,
     ] {
         out.put_u64(n);
     }
-    out.put_u8(u8::from(report.partial));
+    out.put_u8(u8::from(part.partial));
     out.put_slice(node.as_bytes());
     out.freeze()
 }
 
 /// The node and its part of a report, from `encode_report`'s bytes.
-pub(crate) fn decode_report(body: &Bytes) -> Result<(String, PublishReport), Malformed> {
+pub(crate) fn decode_report(body: &Bytes) -> Result<(String, ReportPart), Malformed> {
     let mut r = Reader { body, at: 0 };
     let (subscribers, queued, closed, dropped, shards) =
         (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
@@ -345,16 +356,15 @@ pub(crate) fn decode_report(body: &Bytes) -> Result<(String, PublishReport), Mal
         _ => return Err(Malformed),
     };
     let node = String::from_utf8(r.rest().to_vec()).map_err(|_| Malformed)?;
-    let report = PublishReport {
+    let part = ReportPart {
         subscribers,
         queued,
         closed,
         dropped,
-        shards: usize::try_from(shards).map_err(|_| Malformed)?,
-        nodes: 1,
+        shards,
         partial,
     };
-    Ok((node, report))
+    Ok((node, part))
 }
 
 /// A heartbeat: the node's live connections, then its id.
@@ -445,23 +455,22 @@ mod tests {
 
     #[test]
     fn reports_round_trip_byte_for_byte() {
-        let report = PublishReport {
+        let part = ReportPart {
             subscribers: 5,
             queued: 3,
             closed: 1,
             dropped: 1,
             shards: 2,
-            nodes: 1,
             partial: true,
         };
-        let encoded = encode_report("n1", &report);
+        let encoded = encode_report("n1", &part);
         let mut expected = Vec::new();
         for n in [5u64, 3, 1, 1, 2] {
             expected.extend(n.to_be_bytes());
         }
         expected.extend(b"\x01n1");
         assert_eq!(&encoded[..], &expected[..]);
-        assert_eq!(decode_report(&encoded), Ok(("n1".to_string(), report)));
+        assert_eq!(decode_report(&encoded), Ok(("n1".to_string(), part)));
         assert_eq!(decode_report(&encoded.slice(..40)), Err(Malformed));
         let mut bad = expected.clone();
         bad[40] = 2;

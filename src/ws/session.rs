@@ -308,15 +308,17 @@ pub fn next_ping_after(due: Instant, now: Instant, interval: Duration) -> Instan
         .unwrap_or(now + interval)
 }
 
-/// The first ping's delay for a connection given a `spread` key (its slab slot): a point in
-/// `(0, interval]` from the key's golden-ratio hash, so connections accepted together (a
-/// reconnect storm) ping spread over the interval rather than in one burst, and consecutive
-/// slots fall far apart.
+/// The first ping's delay for a connection given a `spread` key (its slab slot): one interval,
+/// then a point in `(0, interval]` from the key's golden-ratio hash, so connections accepted
+/// together (a reconnect storm) ping spread over the interval rather than in one burst, and
+/// consecutive slots fall far apart. Never before one interval: a client is not pinged sooner
+/// than the interval says, and its first answer comes well within the idle timeout (three
+/// intervals unless set).
 pub fn first_ping_delay(interval: Duration, spread: u64) -> Duration {
     const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
     let fraction = u128::from(spread.wrapping_mul(GOLDEN) >> 32) + 1; // in 1..=2^32
     let nanos = (interval.as_nanos() * fraction) >> 32;
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    interval + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// What a session reports, in the order it happened.
