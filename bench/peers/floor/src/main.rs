@@ -1,7 +1,10 @@
 //! `floor-peer`: the kernel's floor in the corecast benchmarks. One thread, one epoll set:
 //! each pass reads every ready socket once, finds client frames by their length and mask only,
-//! gathers the server bytes of the whole pass (one shared buffer for a broadcast, one per topic,
-//! one per connection for its own answers) and then gives each socket one `write`/`writev`.
+//! gathers the server bytes of the whole pass (one shared log for a broadcast, one buffer per
+//! topic, one per connection for its own answers) and then gives each socket one
+//! `write`/`writev`. A broadcast pass looks for new messages every 64 writes, so the sockets
+//! later in the pass take them in the same write: nothing waits, and no write is spent on
+//! bytes that could have gone with the next.
 //! Usage: floor-peer <relay|echo|shootout|pubsub> <port> (port 0: any; the first line on
 //! stdout names it). Binds 127.0.0.1 only.
 //! Not a WebSocket server: no UTF-8 checks, fragments, extensions, pings of its own, timeouts
@@ -55,6 +58,8 @@ struct Conn {
     /// Pubsub: its topics, and those with bytes for it this pass.
     topics: Vec<u32>,
     pending: Vec<u32>,
+    /// Relay and shootout: how far into the broadcast log it has been given (log offsets).
+    sent: u64,
 }
 
 struct Topic {
@@ -71,14 +76,18 @@ struct Floor {
     free: Vec<usize>,
     /// Connections with something to write this pass (may repeat; `Conn::dirty` decides).
     dirty: Vec<usize>,
-    /// Relay and shootout: this pass's frames to everyone.
-    batch: Vec<u8>,
+    /// Relay and shootout: the frames to everyone that some connection has yet to be given;
+    /// `log[0]` is at offset `log_base` of the whole broadcast stream.
+    log: Vec<u8>,
+    log_base: u64,
     topic_ids: HashMap<Vec<u8>, u32>,
     topics: Vec<Topic>,
     dirty_topics: Vec<u32>,
     read_buf: Vec<u8>,
     /// A pubsub payload, unmasked to be read.
     scratch: Vec<u8>,
+    /// Room for the events of one wait.
+    events: Vec<libc::epoll_event>,
 }
 
 fn errno() -> i32 {
@@ -119,44 +128,61 @@ impl Floor {
             conns: Vec::new(),
             free: Vec::new(),
             dirty: Vec::new(),
-            batch: Vec::new(),
+            log: Vec::new(),
+            log_base: 0,
             topic_ids: HashMap::new(),
             topics: Vec::new(),
             dirty_topics: Vec::new(),
             read_buf: vec![0; READ_BUF],
             scratch: Vec::new(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
         })
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
         loop {
-            // SAFETY: `events` has room for the count passed.
-            let n = unsafe {
-                libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, -1)
-            };
-            if n < 0 {
-                if errno() == libc::EINTR {
-                    continue;
-                }
-                return Err(std::io::Error::last_os_error()).context("epoll_wait");
-            }
-            for ev in &events[..n as usize] {
-                let (token, flags) = (ev.u64, ev.events);
-                if token == LISTENER {
-                    self.accept_all();
-                    continue;
-                }
-                let idx = token as usize;
-                if flags & libc::EPOLLOUT as u32 != 0 {
-                    self.drain_backlog(idx);
-                }
-                if flags & !(libc::EPOLLOUT as u32) != 0 {
-                    self.read(idx);
-                }
-            }
+            // Connections behind on the broadcast log are written at once, without sleeping.
+            let timeout = if self.log.is_empty() { -1 } else { 0 };
+            self.poll(timeout)?;
             self.flush();
         }
+    }
+
+    /// One `epoll_wait` and what it reports: accepts, backlog writes, reads.
+    fn poll(&mut self, timeout: i32) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        // SAFETY: `events` has room for the count passed.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll,
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout,
+            )
+        };
+        if n < 0 {
+            self.events = events;
+            if errno() == libc::EINTR {
+                return Ok(());
+            }
+            return Err(std::io::Error::last_os_error()).context("epoll_wait");
+        }
+        for ev in &events[..n as usize] {
+            let (token, flags) = (ev.u64, ev.events);
+            if token == LISTENER {
+                self.accept_all();
+                continue;
+            }
+            let idx = token as usize;
+            if flags & libc::EPOLLOUT as u32 != 0 {
+                self.drain_backlog(idx);
+            }
+            if flags & !(libc::EPOLLOUT as u32) != 0 {
+                self.read(idx);
+            }
+        }
+        self.events = events;
+        Ok(())
     }
 
     fn accept_all(&mut self) {
@@ -195,6 +221,7 @@ impl Floor {
                 backlog: Vec::new(),
                 topics: Vec::new(),
                 pending: Vec::new(),
+                sent: 0,
             };
             let idx = match self.free.pop() {
                 Some(i) => {
@@ -325,9 +352,12 @@ impl Floor {
         } else {
             Vec::new()
         };
+        let end = self.log_base + self.log.len() as u64;
         if let Some(c) = self.conn(idx) {
             c.upgraded = true;
             c.own.extend_from_slice(&answer);
+            // Broadcasts from now on.
+            c.sent = end;
         }
         for t in topics {
             self.subscribe(idx, &t);
@@ -399,7 +429,7 @@ impl Floor {
             _ => return false,
         }
         match self.mode {
-            Mode::Relay => wire::push_unmasked_frame(&mut self.batch, opcode, payload, mask),
+            Mode::Relay => wire::push_unmasked_frame(&mut self.log, opcode, payload, mask),
             Mode::Echo => {
                 if let Some(c) = self.conn(idx) {
                     wire::push_unmasked_frame(&mut c.own, opcode, payload, mask);
@@ -419,7 +449,7 @@ impl Floor {
                         self.mark_dirty(idx);
                     }
                     Shootout::Broadcast { rest } => {
-                        wire::push_frame(&mut self.batch, opcode, &msg);
+                        wire::push_frame(&mut self.log, opcode, &msg);
                         let result = wire::broadcast_result(rest);
                         if let Some(c) = self.conn(idx) {
                             wire::push_frame(&mut c.own, wire::OP_TEXT, &result);
@@ -466,20 +496,8 @@ impl Floor {
     fn flush(&mut self) {
         let epoll = self.epoll;
         let mut dead = Vec::new();
-        if !self.batch.is_empty() {
-            for (idx, slot) in self.conns.iter_mut().enumerate() {
-                let Some(c) = slot.as_mut().filter(|c| c.upgraded) else {
-                    continue;
-                };
-                c.dirty = false;
-                let own = std::mem::take(&mut c.own);
-                if !write(epoll, idx, c, &[&own, &self.batch]) {
-                    dead.push(idx);
-                }
-                c.own = own;
-                c.own.clear();
-            }
-            self.batch.clear();
+        if !self.log.is_empty() {
+            self.flush_log();
         }
         for &t in &self.dirty_topics {
             for &s in &self.topics[t as usize].subscribers {
@@ -533,6 +551,49 @@ impl Floor {
         }
     }
 
+    /// Gives every connection what it has yet to get of the broadcast log, one write each,
+    /// looking for new messages every `POLL_EVERY` writes; then drops what all have.
+    fn flush_log(&mut self) {
+        let epoll = self.epoll;
+        let mut writes = 0;
+        for idx in 0..self.conns.len() {
+            if writes == POLL_EVERY {
+                writes = 0;
+                // A failed look is the next pass's to report.
+                let _ = self.poll(0);
+            }
+            let end = self.log_base + self.log.len() as u64;
+            let Some(c) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if !c.upgraded || c.sent >= end {
+                continue;
+            }
+            let owed = &self.log[(c.sent - self.log_base) as usize..];
+            c.sent = end;
+            c.dirty = false;
+            let own = std::mem::take(&mut c.own);
+            let ok = write(epoll, idx, c, &[&own, owed]);
+            c.own = own;
+            c.own.clear();
+            writes += 1;
+            if !ok {
+                self.close(idx);
+            }
+        }
+        let end = self.log_base + self.log.len() as u64;
+        let given = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.upgraded)
+            .map(|c| c.sent)
+            .min()
+            .unwrap_or(end);
+        self.log.drain(..(given - self.log_base) as usize);
+        self.log_base = given;
+    }
+
     fn drain_backlog(&mut self, idx: usize) {
         let epoll = self.epoll;
         let Some(c) = self.conn(idx) else {
@@ -559,6 +620,9 @@ impl Floor {
         }
     }
 }
+
+/// Writes in a broadcast pass between two looks for new messages.
+const POLL_EVERY: usize = 64;
 
 /// The most parts one `writev` takes here; more wait in the backlog.
 const MAX_PARTS: usize = 64;
