@@ -1,5 +1,5 @@
-//! The pubsub protocol's frames as the client reads them (answers, notices, envelopes, bare
-//! payloads), and the ledger that matches each answer to its request by the request's `"id"`.
+//! The pubsub protocol's frames as the client reads them (answers, notices, envelopes), and
+//! the ledger that matches each answer to its request by the request's `"id"`.
 //! Pure: no socket, no timers; the client owns those.
 
 const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
@@ -28,13 +28,14 @@ function answer(request, name, ok, error, msg) {
 }
 
 /**
- * What a parsed JSON text frame is, or null when it is none of the protocol's frames (then it
- * is a bare publication, delivered as it came). Kinds:
+ * What a parsed JSON text frame is, or null when it is none of the protocol's frames (a bare
+ * frame: the HTTP API's emit or broadcast, which no envelope wraps). Kinds:
  * `answer` ({request, name?, id?, ok, error?, msg}: `request` one of `subscribe`,
  * `unsubscribe`, `publish`, `refresh`, `rpc`, or null for `{"error":..,"id":..}`, which names
  * no request; `name` its topic or RPC method; `id` as the server sent it back),
- * `expiring` ({seconds}), `envelope` ({topic, offset, epoch, data?, binary?}),
- * `missed` ({topic, count}), `error` ({error}: no id, so no request of this client's).
+ * `expiring` ({seconds}), `envelope` ({topic, offset?, epoch?, data?, binary?}: a
+ * publication, with its position where its topic keeps history), `missed` ({topic, count}),
+ * `error` ({error}: no id, so no request of this client's).
  */
 export function classify(msg) {
   if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return null;
@@ -70,6 +71,12 @@ export function classify(msg) {
     if (isStr(msg.binary)) {
       return { kind: 'envelope', topic: msg.topic, offset: msg.offset, epoch: msg.epoch, binary: msg.binary };
     }
+  }
+  // A publication of a topic without history, on a connection with envelopes: exactly the
+  // topic and its payload.
+  if (isStr(msg.topic) && Object.keys(msg).length === 2) {
+    if (isStr(msg.data)) return { kind: 'envelope', topic: msg.topic, data: msg.data };
+    if (isStr(msg.binary)) return { kind: 'envelope', topic: msg.topic, binary: msg.binary };
   }
   if (isStr(msg.topic) && isOffset(msg.missed) && !own(msg, 'data') && !own(msg, 'binary')) {
     return { kind: 'missed', topic: msg.topic, count: msg.missed };

@@ -1,7 +1,8 @@
 //! CorecastClient: one connection to a corecast server in `--mode pubsub`, kept up (reconnect
-//! with backoff, resubscribe, recovery from the last position seen, token refresh), with
-//! promises for requests and events for the rest. Not the protocol's pure parts (answers.js,
-//! topics.js, backoff.js, token.js) nor a server.
+//! with backoff, resubscribe, recovery from the last position seen, token refresh), asked for
+//! envelopes on every topic (`?envelope=1`), its token in a subprotocol, with promises for
+//! requests and events for the rest. Not the protocol's pure parts (answers.js, topics.js,
+//! backoff.js, token.js) nor a server.
 
 import { Backoff } from './backoff.js';
 import { Ledger, busy, classify } from './answers.js';
@@ -13,8 +14,8 @@ import { base64Bytes, jwtExpiry, refreshDelay } from './token.js';
  * `error` is its text, `request` and `topic` what was refused), `disconnected` (the connection
  * closed with the request in flight: `code`, `reason`), `not-connected`, `timeout`, `closed`
  * (the application closed the client), `cancelled` (unsubscribed before the subscribe was
- * answered), `token` (the token function failed, or no token to refresh with), `protocol` (a
- * frame nothing waited for).
+ * answered), `token` (the token function failed, no token to refresh with, or one a
+ * subprotocol cannot carry), `protocol` (a frame nothing waited for, or one that cannot be read).
  */
 export class CorecastError extends Error {
   constructor(kind, message, details = {}) {
@@ -69,14 +70,45 @@ function deferred(timeoutMs, what, onTimeout) {
   return d;
 }
 
-/** `url` with the token in its query, resolved against the page's address in a browser. */
-function connectUrl(url, param, token) {
+/**
+ * `url` resolved against the page's address in a browser, with `envelope=1` in its query (so
+ * every publication comes in an envelope that names its topic, and no payload can pass for
+ * one of the protocol's frames), and the token too when it travels there (`tokenIn: 'query'`).
+ */
+function connectUrl(url, queryToken) {
   const base = globalThis.location?.href;
   const u = base === undefined ? new URL(url) : new URL(url, base);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   if (u.protocol === 'https:') u.protocol = 'wss:';
-  if (token !== null) u.searchParams.set(param, token);
+  u.searchParams.set('envelope', '1');
+  if (queryToken !== null) u.searchParams.set(queryToken.param, queryToken.token);
   return u.toString();
+}
+
+/** The subprotocol offered beside the token's, which the server names in its 101. */
+const TOKEN_CARRIER_PROTOCOL = 'corecast';
+/** The subprotocol that carries the token: `corecast.token.<jwt>`. */
+const TOKEN_PROTOCOL_PREFIX = 'corecast.token.';
+
+/** Characters a subprotocol name may have (RFC 7230 `token`): every JWT's are among them. */
+const SUBPROTOCOL_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * The subprotocols to offer: the application's, then, with a token that travels in a
+ * subprotocol, `corecast` and `corecast.token.<token>`. Undefined when there are none.
+ */
+function offeredProtocols(own, token) {
+  const list = own === undefined || own === null ? [] : Array.isArray(own) ? [...own] : [own];
+  if (token === null) return list.length === 0 ? undefined : list;
+  if (!SUBPROTOCOL_NAME.test(token)) {
+    throw new CorecastError(
+      'token',
+      'the token has characters a subprotocol cannot carry (a JWT has none): send it with tokenIn: "query"',
+    );
+  }
+  if (!list.includes(TOKEN_CARRIER_PROTOCOL)) list.push(TOKEN_CARRIER_PROTOCOL);
+  list.push(TOKEN_PROTOCOL_PREFIX + token);
+  return list;
 }
 
 function historyMode(history) {
@@ -135,7 +167,12 @@ export class CorecastClient {
     }
     this.#url = url;
     this.#WebSocket = WS;
+    const tokenIn = options.tokenIn ?? 'protocol';
+    if (tokenIn !== 'protocol' && tokenIn !== 'query') {
+      throw new TypeError('tokenIn must be "protocol" or "query"');
+    }
     this.#opts = {
+      tokenIn,
       tokenParam: options.tokenParam ?? 'token',
       protocols: options.protocols,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
@@ -377,10 +414,14 @@ export class CorecastClient {
     this.#emit('connecting', { attempt: this.#attempt });
     let token = null;
     let url;
+    let protocols;
     try {
-      token = await this.#fetchToken(false);
+      // A token string is the current one: the last a refresh presented, else the one given.
+      token = typeof this.#tokenSource === 'function' ? await this.#fetchToken(false) : this.#token;
       if (this.#closing) return;
-      url = connectUrl(this.#url, this.#opts.tokenParam, token);
+      const inQuery = token !== null && this.#opts.tokenIn === 'query';
+      url = connectUrl(this.#url, inQuery ? { param: this.#opts.tokenParam, token } : null);
+      protocols = offeredProtocols(this.#opts.protocols, inQuery ? null : token);
     } catch (e) {
       this.#emitError(
         e instanceof CorecastError
@@ -392,7 +433,7 @@ export class CorecastClient {
     }
     let ws;
     try {
-      ws = new this.#WebSocket(url, this.#opts.protocols);
+      ws = new this.#WebSocket(url, protocols);
     } catch (e) {
       this.#emitError(
         new CorecastError('protocol', `cannot open ${this.#url}: ${e?.message ?? e}`, { cause: e }),
@@ -601,8 +642,9 @@ export class CorecastClient {
   #received(ws, raw) {
     if (ws !== this.#ws) return;
     if (typeof raw !== 'string') {
+      // Every publication comes in a (text) envelope: a binary frame is none of a topic's.
       const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : new Uint8Array(raw.buffer ?? raw);
-      this.#deliver({ topic: null, data, binary: true });
+      this.#emit('bare', { data, binary: true });
       return;
     }
     let frame = null;
@@ -614,7 +656,9 @@ export class CorecastClient {
       }
     }
     if (frame === null) {
-      this.#deliver({ topic: null, data: raw, binary: false });
+      // Outside any envelope (an emit, a broadcast, a server that ignores `envelope=1`): no
+      // topic of its own, so it is reported as it came and taken for no topic's message.
+      this.#emit('bare', { data: raw, binary: false });
       return;
     }
     switch (frame.kind) {
@@ -626,6 +670,14 @@ export class CorecastClient {
         this.#autoRefresh();
         break;
       case 'envelope': {
+        const binary = frame.binary !== undefined;
+        let data = frame.data;
+        try {
+          if (binary) data = base64Bytes(frame.binary);
+        } catch {
+          this.#emitError(new CorecastError('protocol', `an envelope whose binary is not base64: ${raw}`));
+          break;
+        }
         const { deliver, gap } = this.#topics.envelope(frame);
         if (gap)
           this.#emit('gap', {
@@ -636,9 +688,9 @@ export class CorecastClient {
             epoch: frame.epoch,
           });
         if (!deliver) break;
-        const binary = frame.binary !== undefined;
-        const data = binary ? base64Bytes(frame.binary) : frame.data;
-        this.#deliver({ topic: frame.topic, data, binary, offset: frame.offset, epoch: frame.epoch });
+        const message = { topic: frame.topic, data, binary };
+        if (frame.offset !== undefined) Object.assign(message, { offset: frame.offset, epoch: frame.epoch });
+        this.#deliver(message);
         break;
       }
       case 'missed':
@@ -729,7 +781,6 @@ export class CorecastClient {
 
   #deliver(message) {
     this.#emit('message', message);
-    if (message.topic === null) return;
     const st = this.#topics.get(message.topic);
     if (st === undefined) return;
     for (const handler of [...st.handlers]) this.#call(handler, message);

@@ -42,13 +42,22 @@ export interface CloseInfo {
 }
 
 export interface ClientOptions {
-  /** The token (JWT), or a function that fetches one; called at every connection and refresh. */
+  /**
+   * The token (JWT), or a function that fetches one; called at every connection and refresh.
+   * A reconnect with a token string uses the last one a refresh presented.
+   */
   token?: string | (() => string | Promise<string>);
-  /** Query parameter the token travels in; default "token". */
+  /**
+   * Where the token travels at the upgrade. "protocol" (default): in the subprotocols
+   * `corecast` and `corecast.token.<jwt>`, never in the URL. "query": in the URL's query
+   * (`tokenParam`), for a server behind a proxy that strips `Sec-WebSocket-Protocol`.
+   */
+  tokenIn?: 'protocol' | 'query';
+  /** Query parameter the token travels in with tokenIn "query"; default "token". */
   tokenParam?: string;
   /** The WebSocket constructor; default globalThis.WebSocket. */
   WebSocket?: WebSocketConstructor;
-  /** Subprotocols to offer (--subprotocols). */
+  /** Subprotocols of the application's to offer (--subprotocols), ahead of the token's. */
   protocols?: string | string[];
   /** false: never reconnect; an object: the backoff's settings. Default: reconnect. */
   reconnect?: boolean | ReconnectOptions;
@@ -86,19 +95,26 @@ export interface Subscription {
   resubscribed: boolean;
 }
 
+/** A publication of a topic, as its envelope named it. */
 export interface Message {
-  /** The topic; null for a publication without positions (the server does not name it), an emit or a broadcast. */
-  topic: string | null;
+  topic: string;
   data: string | Uint8Array;
   binary: boolean;
+  /** Its position, where the topic keeps history. */
   offset?: number;
   epoch?: string;
+}
+
+/** A frame outside any envelope: an emit or a broadcast of the HTTP API, no topic's. */
+export interface BareFrame {
+  data: string | Uint8Array;
+  binary: boolean;
 }
 
 export interface SubscribeOptions {
   /** "auto" (default): positions where the topic keeps history; true/"require": refuse without; false/"off": plain. */
   history?: boolean | 'auto' | 'require' | 'off';
-  /** Called with each of the topic's messages that names it (those with positions). */
+  /** Called with each of the topic's messages. */
   onMessage?: (message: Message) => void;
 }
 
@@ -111,6 +127,7 @@ export interface ClientEvents {
   notRecovered: Subscription & { recovered: false; reason: string };
   unsubscribed: { topic: string; error: string };
   message: Message;
+  bare: BareFrame;
   missed: { topic: string; count: number };
   gap: { topic: string; after: number; count: number; offset: number; epoch: string };
   expiring: { seconds: number };
@@ -186,11 +203,11 @@ export type Frame =
       msg: Record<string, unknown>;
     }
   | { kind: 'expiring'; seconds: number }
-  | { kind: 'envelope'; topic: string; offset: number; epoch: string; data?: string; binary?: string }
+  | { kind: 'envelope'; topic: string; offset?: number; epoch?: string; data?: string; binary?: string }
   | { kind: 'missed'; topic: string; count: number }
   | { kind: 'error'; error: string };
 
-/** What a parsed JSON frame is, or null for a bare publication. */
+/** What a parsed JSON frame is, or null for a bare frame (an emit or a broadcast). */
 export function classify(msg: unknown): Frame | null;
 
 export interface LedgerEntry<M = unknown> {

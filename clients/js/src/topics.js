@@ -122,11 +122,15 @@ export class Topics {
   /**
    * An envelope arrived. Returns `{deliver, gap}`: `deliver` false for a topic not wanted or
    * an offset already delivered (the seam of a recovery, a duplicate); `gap`, when offsets
-   * were skipped, `{after, count}`.
+   * were skipped, `{after, count}`. An envelope without a position (a topic without history)
+   * is delivered as it comes.
    */
   envelope(env) {
     const st = this.byName.get(env.topic);
     if (!st) return { deliver: false, gap: null };
+    // No position to keep: a topic without history, or one the application subscribed
+    // plainly (history off), whose positions it does not want recovered from.
+    if (env.offset === undefined || st.history === 'off') return { deliver: true, gap: null };
     st.hasHistory = true;
     const at = st.position;
     let gap = null;

@@ -1,16 +1,19 @@
 //! The same client in a real headless Chromium, against the real binary: a page served from
 //! this directory imports src/index.js and uses the browser's own WebSocket (with the
 //! permessage-deflate it negotiates); the test drives it over the DevTools protocol: connect,
-//! subscribe, receive, publish, a refusal, a network cut recovered, the server killed and
-//! restarted. Skipped, saying so, only where no Chromium is found and $CHROMIUM is unset.
+//! subscribe, receive (every topic in its envelope, a broadcast bare), publish, a refusal, a
+//! network cut recovered, the server killed and restarted, a client token carried in a
+//! subprotocol (the browser accepts the 101 that names `corecast`; the URL never has it).
+//! Skipped, saying so, only where no Chromium is found and $CHROMIUM is unset.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import { Chromium, chromiumPath } from './chromium.js';
-import { Server, clientRoot, startProxy } from '../support/server.js';
+import { Server, clientRoot, hs256, startProxy } from '../support/server.js';
 
 const binary = chromiumPath();
 const skip =
@@ -108,7 +111,12 @@ test('in Chromium: connect, subscribe, receive, publish, a refusal', { skip }, a
   await page.harness('call', 'b', 'publish', 'h.a', big);
   await page.harness('waitFor', 'a', 'message', { count: 5 });
   assert.deepEqual(await page.harness('messages', 'a', 'h.a'), [...numbered(1, 3), [4, big]]);
-  assert.deepEqual(await page.harness('messages', 'a', null), ['bare']);
+  // A topic without history comes in its envelope too, named, with no position.
+  assert.deepEqual(await page.harness('messages', 'a', 'plain'), ['bare']);
+  await srv.broadcast('to every page');
+  const [bare] = await page.harness('waitFor', 'a', 'bare');
+  assert.deepEqual(bare, { data: 'to every page', binary: false });
+  assert.equal((await page.harness('events', 'a', 'message')).length, 5);
   assert.deepEqual(await page.harness('events', 'a', 'error'), []);
 });
 
@@ -138,7 +146,7 @@ test('in Chromium: a network cut, then reconnect and recover exactly what was mi
   await srv.publish('plain', 'plain after');
   await page.harness('waitFor', 'cut', 'message', { count: 8 });
   assert.deepEqual(await page.harness('messages', 'cut', 'h.c'), numbered(1, 7));
-  assert.deepEqual(await page.harness('messages', 'cut', null), ['plain after']);
+  assert.deepEqual(await page.harness('messages', 'cut', 'plain'), ['plain after']);
   assert.deepEqual(await page.harness('events', 'cut', 'notRecovered'), []);
 });
 
@@ -170,7 +178,41 @@ test(
       [1, 'before'],
       [1, 'after'],
     ]);
-    assert.deepEqual(await page.harness('messages', 'restart', null), ['plain after']);
+    assert.deepEqual(await page.harness('messages', 'restart', 'plain'), ['plain after']);
     assert.equal(await page.harness('state', 'restart'), 'connected');
   },
 );
+
+test('in Chromium: the token travels in a subprotocol, and the 101 names corecast', { skip }, async () => {
+  const secret = 'browser test secret';
+  const dir = mkdtempSync(path.join(tmpdir(), 'corecast-browser-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(path.join(dir, 'secret'), secret);
+  const srv = await server([...HISTORY, '--jwt-secret-file', path.join(dir, 'secret')]);
+  const proxy = await startProxy(srv.ws);
+  cleanup.push(() => proxy.close());
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const jwt = hs256(secret, { sub: 'pat', exp, subscribe: ['h.*'], publish: ['h.*'] });
+  await page.harness('start', 'token', `ws://${proxy.address}/ws`, { token: jwt });
+  const [connected] = await page.harness('waitFor', 'token', 'connected');
+  assert.equal(connected.protocol, 'corecast');
+  // The token's grants, so the server verified the token it found in the subprotocol.
+  assert.equal((await page.harness('call', 'token', 'subscribe', 'h.t')).positions, true);
+  for (const method of ['subscribe', 'publish']) {
+    const args = method === 'publish' ? ['other', 'x'] : ['other'];
+    const refused = await page.harness('call', 'token', method, ...args);
+    assert.deepEqual([refused.kind, refused.error], ['server', `${method} "other": not permitted`]);
+  }
+  await srv.publish('h.t', 'to pat');
+  await page.harness('waitFor', 'token', 'message');
+  assert.deepEqual(await page.harness('messages', 'token', 'h.t'), [[1, 'to pat']]);
+  // The upgrade as the server read it: the token in the subprotocol alone.
+  const [{ request, response }] = proxy.heads;
+  assert.match(request, /^GET \/ws\?envelope=1 HTTP\/1\.1\r\n/);
+  assert.equal(request.split(jwt).length, 2, 'the token appears once');
+  assert.match(request, new RegExp(`^sec-websocket-protocol: corecast, corecast\\.token\\.${jwt}\r?$`, 'im'));
+  assert.match(response, /^sec-websocket-protocol: corecast\r?$/im);
+  assert.ok(!response.includes(jwt));
+  assert.deepEqual(await page.harness('events', 'token', 'error'), []);
+  await page.harness('call', 'token', 'close');
+});

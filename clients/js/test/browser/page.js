@@ -32,6 +32,7 @@ const EVENTS = [
   'notRecovered',
   'unsubscribed',
   'message',
+  'bare',
   'missed',
   'gap',
   'error',

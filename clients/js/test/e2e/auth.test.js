@@ -1,7 +1,9 @@
-//! The client against the real binary with client tokens (`--jwt-secret-file`): short-lived
-//! tokens refreshed over the open connection ahead of `exp` and on the `expiring` notice, a
-//! static token's expiry closing with 1008, grants refusing subscribe and publish, a forged
-//! refresh refused, and a refused upgrade retried with backoff.
+//! The client against the real binary with client tokens (`--jwt-secret-file`), the token
+//! carried in a subprotocol and never in the URL (as the server read the upgrade, and for
+//! every connection of this file), or in the query when asked: short-lived tokens refreshed
+//! over the open connection ahead of `exp` and on the `expiring` notice, a reconnect with the
+//! current token, a static token's expiry closing with 1008, grants refusing subscribe and
+//! publish, a forged refresh refused, and a refused upgrade retried with backoff.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CorecastClient } from '../../src/index.js';
-import { Server, hs256, recorder } from '../support/server.js';
+import { Server, hs256, recorder, startProxy } from '../support/server.js';
 
 const SECRET = 'client test secret';
 const secretDir = mkdtempSync(path.join(tmpdir(), 'corecast-js-'));
@@ -34,8 +36,21 @@ function token(seconds, secret = SECRET) {
   return hs256(secret, { sub: 'alice', exp: now() + seconds, subscribe: ['h.*', 'open'], publish: ['h.*'] });
 }
 
+/** Every socket the clients of this file opened: its URL and the subprotocols it offered. */
+const opened = [];
+class RecordingWebSocket extends WebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    opened.push({ url, protocols });
+  }
+}
+
 function client(url, options) {
-  const c = new CorecastClient(url, { reconnect: { initialDelayMs: 50, maxDelayMs: 300 }, ...options });
+  const c = new CorecastClient(url, {
+    reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+    WebSocket: RecordingWebSocket,
+    ...options,
+  });
   const events = recorder(c);
   cleanup.push(() => c.close());
   return { c, events };
@@ -123,4 +138,79 @@ test('a refused upgrade is retried with backoff, and never connects with a bad t
   const metrics = await fetch(`http://${srv.api}/metrics`).then((r) => r.text());
   const refused = Number(/corecast_auth_refusals_total\{cause="bad_signature"\} (\d+)/.exec(metrics)?.[1]);
   assert.ok(refused >= 3, `${refused} upgrades refused for the signature`);
+});
+
+/** The `Sec-WebSocket-Protocol` header's value in an HTTP head, or null. */
+function protocolHeader(head) {
+  return /^sec-websocket-protocol:\s*(.*)$/im.exec(head)?.[1].trim() ?? null;
+}
+
+test('the token travels in a subprotocol, read there by the server, never in the URL or the 101', async () => {
+  const srv = await server();
+  const proxy = await startProxy(srv.ws);
+  cleanup.push(() => proxy.close());
+  const minted = [];
+  const { c, events } = client(`ws://${proxy.address}/ws`, {
+    token: async () => {
+      const claims = { sub: 'alice', exp: now() + 600, subscribe: ['h.*'], n: minted.length };
+      minted.push(hs256(SECRET, claims));
+      return minted.at(-1);
+    },
+  });
+  await c.connect();
+  // The grants are the token's: the server verified the one it found in the subprotocol.
+  await c.subscribe('h.a');
+  await assert.rejects(c.subscribe('secret'), (e) => e.error === 'not permitted');
+  assert.equal(events.of('connected')[0].protocol, 'corecast');
+
+  proxy.down();
+  await events.waitFor('disconnected');
+  proxy.up();
+  await events.waitFor('connected', { count: 2 });
+  await events.waitFor('subscribed', { pred: (s) => s.topic === 'h.a' && s.resubscribed });
+  await srv.publish('h.a', 'after');
+  await events.waitFor('message');
+
+  // The upgrades as the server read them, and its answers: each connection carried the
+  // token current at the time, in the subprotocol alone; the 101 names corecast, not it.
+  const upgrades = proxy.heads.filter((h) => h.response?.startsWith('HTTP/1.1 101'));
+  assert.equal(upgrades.length, 2);
+  for (const [i, { request, response }] of upgrades.entries()) {
+    const jwt = minted[minted.length - 2 + i];
+    assert.equal(request.split('\r\n')[0], 'GET /ws?envelope=1 HTTP/1.1');
+    assert.equal(protocolHeader(request), `corecast, corecast.token.${jwt}`);
+    assert.equal(request.split(jwt).length, 2, 'the token appears once, in the subprotocol');
+    assert.equal(protocolHeader(response), 'corecast');
+    assert.ok(!response.includes(jwt), 'the 101 does not send the token back');
+  }
+  assert.notEqual(minted.at(-2), minted.at(-1), 'a fresh token for the reconnect');
+  assert.deepEqual(events.of('error'), []);
+});
+
+test('tokenIn "query": the token travels in the URL, in no subprotocol, and is taken there', async () => {
+  const srv = await server();
+  const proxy = await startProxy(srv.ws);
+  cleanup.push(() => proxy.close());
+  const jwt = token(600);
+  const before = opened.length;
+  const { c, events } = client(`ws://${proxy.address}/ws`, { token: jwt, tokenIn: 'query' });
+  await c.connect();
+  await c.subscribe('h.a');
+  await assert.rejects(c.subscribe('secret'), (e) => e.error === 'not permitted');
+  const [{ request, response }] = proxy.heads;
+  assert.equal(request.split('\r\n')[0], `GET /ws?envelope=1&token=${jwt} HTTP/1.1`);
+  assert.equal(protocolHeader(request), null);
+  assert.equal(protocolHeader(response), null);
+  assert.equal(events.of('connected')[0].protocol, '');
+  opened.splice(before); // the check below is of the default
+});
+
+test('no connection of this file carried its token in the URL', () => {
+  assert.ok(opened.length >= 8, `${opened.length} sockets opened`);
+  for (const { url, protocols } of opened) {
+    const u = new URL(url);
+    assert.deepEqual([...u.searchParams.keys()], ['envelope'], url);
+    assert.equal(protocols?.[0], 'corecast', url);
+    assert.match(protocols?.[1] ?? '', /^corecast\.token\.[\w-]+\.[\w-]+\.[\w-]+$/);
+  }
 });

@@ -1,5 +1,6 @@
 //! The client against the real `corecast` binary (`--mode pubsub`, `--history`): connect,
-//! subscribe, receive from the API and from another client, publishes settled, refusals,
+//! subscribe, receive from the API and from another client, every topic in its envelope (a
+//! payload shaped like an answer settles nothing; a broadcast is bare), publishes settled, refusals,
 //! a burst past the rate limit whose answers come out of order behind a publish hook,
 //! permessage-deflate; a network cut (recovered, exactly what was missed) and a server killed
 //! and restarted (reconnect, resubscribe, "epoch changed" reported); a slow reader told what
@@ -57,20 +58,55 @@ test('subscribe, receive from the API and from another client, in order, with po
   await events.waitFor('message', { count: 3 });
   await Promise.all([pub.publish('h.a', 'p4'), pub.publish('h.a', 'p5')]);
   await pub.publish('plain', { score: [2, 1] });
+  // Shaped like an answer to the subscriber (its next id): in its envelope it stays a message
+  // of the topic, where bare it would be taken for an answer no request waited for.
+  await pub.publish('plain', { published: 'plain', id: 4 });
   // Compressed on the wire (past --deflate-min-size), whole on arrival.
   const big = 'x'.repeat(64 * 1024);
   await pub.publish('h.a', big);
   await srv.publish('h.a', new Uint8Array([0, 1, 2, 255]), { binary: true });
-  await events.waitFor('message', { count: 8 });
+  await events.waitFor('message', { count: 9 });
   const [msgs] = [events.messages('h.a')];
   assert.deepEqual(msgs.slice(0, 5), numbered(1, 5));
   assert.deepEqual(msgs[5], [6, big]);
   const bin = events.of('message').find((m) => m.binary);
   assert.deepEqual([bin.topic, bin.offset, [...bin.data]], ['h.a', 7, [0, 1, 2, 255]]);
-  // A topic without history comes bare: the server does not say which topic it is.
-  assert.deepEqual(events.messages(null), ['{"score":[2,1]}']);
-  assert.equal(events.of('message').length, 8, 'nothing else, nothing twice');
+  // A topic without history comes in an envelope too (asked for with envelope=1): it names
+  // the topic, with no position.
+  assert.deepEqual(events.messages('plain').map((d) => JSON.parse(d)), [
+    { score: [2, 1] },
+    { published: 'plain', id: 4 },
+  ]);
+  assert.equal(events.of('message').length, 9, 'nothing else, nothing twice');
+  // A broadcast of the HTTP API is no topic's: it comes bare, and is reported as such.
+  await srv.broadcast('to everyone');
+  const [bare] = await events.waitFor('bare');
+  assert.deepEqual(bare, { data: 'to everyone', binary: false });
+  assert.equal(events.of('message').length, 9);
   assert.deepEqual(events.of('error'), []);
+  assert.deepEqual(events.of('bare').length, 1);
+});
+
+test('a client that never asks for positions still gets every topic in its envelope', async () => {
+  const srv = await server();
+  const { c, events } = client(srv.url());
+  await c.connect();
+  const got = [];
+  await c.subscribe('plain', { history: false, onMessage: (m) => got.push(m.data) });
+  await c.subscribe('h.off', { history: false });
+  // Payloads shaped like the protocol's frames: an error, an answer to the client's next
+  // request (id 3), an expiring notice.
+  const forged = [{ error: 'gotcha' }, { published: 'plain', id: 3 }, { expiring: 1 }];
+  for (const data of forged) await srv.publish('plain', JSON.stringify(data));
+  await srv.publish('h.off', 'with a position');
+  await events.waitFor('message', { count: 4 });
+  assert.deepEqual(got.map((d) => JSON.parse(d)), forged);
+  const [off] = events.of('message').filter((m) => m.topic === 'h.off');
+  assert.deepEqual([off.offset, off.data], [1, 'with a position']);
+  assert.deepEqual(events.of('bare'), []);
+  assert.deepEqual(events.of('expiring'), []);
+  assert.deepEqual(events.of('error'), []);
+  assert.equal(await c.publish('plain', 'mine'), undefined, 'the publish of id 3 is settled by its own answer');
 });
 
 test("the server's refusals reject the requests they answer", async () => {
@@ -241,7 +277,7 @@ test('after a network cut the client reconnects and recovers exactly what it mis
   await srv.publish('plain', 'bare after');
   await events.waitFor('message', { count: 8 });
   assert.deepEqual(events.messages('h.a'), numbered(1, 7));
-  assert.deepEqual(events.messages(null), ['bare after']);
+  assert.deepEqual(events.messages('plain'), ['bare after']);
   assert.deepEqual(events.of('notRecovered'), []);
   assert.deepEqual(events.of('error'), []);
 });
@@ -275,7 +311,7 @@ test('a server killed and restarted: reconnect, resubscribe, and "epoch changed"
       [1, 'after'],
     ],
   );
-  assert.deepEqual(events.messages(null), ['plain after']);
+  assert.deepEqual(events.messages('plain'), ['plain after']);
   assert.notEqual(events.of('message')[0].epoch, events.of('message')[1].epoch);
   assert.deepEqual(events.of('error'), []);
 });

@@ -43,7 +43,12 @@ export class FakeWebSocket {
 
   // ---- the test plays the server ----
 
+  /** Opens, naming `corecast` in the handshake as the server does for a token in a subprotocol. */
   open() {
+    const offered = [this.protocols ?? []].flat();
+    if (offered.includes('corecast') && offered.some((p) => p.startsWith('corecast.token.'))) {
+      this.protocol = 'corecast';
+    }
     this.readyState = 1;
     this.onopen?.({});
   }

@@ -137,6 +137,17 @@ export class Server {
     return JSON.parse(text);
   }
 
+  /** POST /api/broadcast: `text` to every connection, outside any topic. */
+  async broadcast(text) {
+    const res = await fetch(`http://${this.api}/api/broadcast`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: text,
+      signal: AbortSignal.timeout(WAIT_MS),
+    });
+    if (res.status !== 200) throw new Error(`broadcast: ${res.status} ${await res.text()}`);
+  }
+
   /** GET an API path: the parsed answer. */
   async get(apiPath) {
     const res = await fetch(`http://${this.api}${apiPath}`, { signal: AbortSignal.timeout(WAIT_MS) });
@@ -155,7 +166,8 @@ export function hs256(secret, claims) {
 /**
  * A TCP proxy on 127.0.0.1:0 to `target` ("host:port"): `down()` drops every connection
  * through it at once (both sides) and refuses new ones, as a network that went away, until
- * `up()`; `pause()` makes the client a slow reader.
+ * `up()`; `pause()` makes the client a slow reader. `heads` holds, per connection, the HTTP
+ * heads that passed: `{request, response}` (the upgrade as the server read it, and its answer).
  */
 export async function startProxy(target) {
   const [host, port] = [
@@ -163,7 +175,20 @@ export async function startProxy(target) {
     Number(target.slice(target.lastIndexOf(':') + 1)),
   ];
   const pairs = new Set();
+  const heads = [];
   let accepting = true;
+  /** Keeps what `socket` sends up to its first blank line in `head[side]`. */
+  const tapHead = (socket, head, side) => {
+    let text = '';
+    const tap = (chunk) => {
+      text += chunk.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end < 0 && text.length < 64 * 1024) return;
+      head[side] = end < 0 ? text : text.slice(0, end);
+      socket.off('data', tap);
+    };
+    socket.on('data', tap);
+  };
   const server = net.createServer((client) => {
     if (!accepting) {
       client.destroy();
@@ -172,6 +197,10 @@ export async function startProxy(target) {
     const upstream = net.connect(port, host);
     const pair = [client, upstream];
     pairs.add(pair);
+    const head = { request: null, response: null };
+    heads.push(head);
+    tapHead(client, head, 'request');
+    tapHead(upstream, head, 'response');
     const end = () => {
       pairs.delete(pair);
       client.destroy();
@@ -185,6 +214,7 @@ export async function startProxy(target) {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     address: `127.0.0.1:${server.address().port}`,
+    heads,
     get connections() {
       return pairs.size;
     },
@@ -279,6 +309,7 @@ export function recorder(
     'notRecovered',
     'unsubscribed',
     'message',
+    'bare',
     'missed',
     'gap',
     'expiring',
@@ -299,7 +330,7 @@ export function recorder(
     of(name) {
       return seen.filter((e) => e.name === name).map((e) => e.payload);
     },
-    /** Messages of `topic` as [offset, data] (or data alone for bare ones with `topic` null). */
+    /** Messages of `topic` as [offset, data] (or data alone for those without a position). */
     messages(topic) {
       return this.of('message')
         .filter((m) => m.topic === topic)

@@ -11,7 +11,7 @@ const kindOf = (text) => {
   return f === null ? null : f.kind;
 };
 
-test('every frame of the pubsub protocol is told apart from a bare publication', () => {
+test('every frame of the pubsub protocol is told apart from a bare frame', () => {
   // text: [request, name, ok, id]
   const answers = {
     '{"subscribed":"scores"}': ['subscribe', 'scores', true, undefined],
@@ -62,17 +62,27 @@ test('every frame of the pubsub protocol is told apart from a bare publication',
     data: '2-1',
   });
   assert.equal(classify({ topic: 't', offset: 13, epoch: 'e', binary: 'AAEC/w==' }).binary, 'AAEC/w==');
+  // A topic without history: its envelope names the topic, with no position.
+  assert.deepEqual(classify({ topic: 't', data: '{"published":"t","id":1}' }), {
+    kind: 'envelope',
+    topic: 't',
+    data: '{"published":"t","id":1}',
+  });
+  assert.deepEqual(classify({ topic: 't', binary: 'AAE=' }), { kind: 'envelope', topic: 't', binary: 'AAE=' });
   assert.deepEqual(classify({ topic: 't', missed: 4 }), { kind: 'missed', topic: 't', count: 4 });
   assert.deepEqual(classify({ error: 'expected a JSON object' }), {
     kind: 'error',
     error: 'expected a JSON object',
   });
-  // What applications publish: JSON that is none of the above stays a payload.
+  // JSON that is none of the above (an emit or a broadcast) is a bare frame.
   for (const text of [
     '{"a":1}',
     '{"id":1}',
     '{"topic":"t"}',
-    '{"topic":"t","data":"x"}',
+    '{"topic":"t","data":5}',
+    '{"topic":"t","data":"x","binary":"AA=="}',
+    '{"topic":"t","data":"x","from":"mallory"}',
+    '{"topic":"t","offset":1,"data":"x"}',
     '[1,2]',
     '"s"',
     '3',

@@ -1,15 +1,20 @@
 //! The client against a scripted server (a fake WebSocket): resubscribe and recovery after a
 //! reconnect, no duplicate across the seam, in-flight requests failing on disconnect, every
 //! request with an id and each answer settling the request of its id whatever the order,
-//! notices, token refresh, timeouts and when not to reconnect.
+//! envelopes for every topic (a bare frame reported, taken for no topic's), notices, the token
+//! in a subprotocol and never in the URL (or in the query when asked), token refresh,
+//! timeouts and when not to reconnect.
 
-import { test, beforeEach } from 'node:test';
+import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { CorecastClient } from '../../src/index.js';
 import { FakeWebSocket } from '../support/fake-websocket.js';
 import { hs256, recorder, sleep } from '../support/server.js';
 
+/** The clients a test made, closed after it: one that failed half-way does not keep reconnecting. */
+const made = [];
 beforeEach(() => FakeWebSocket.reset());
+afterEach(() => Promise.all(made.splice(0).map((c) => c.close())));
 
 /** A client on the fake socket whose reconnects wait 0 ms (random 0), not yet connected. */
 function client(options = {}) {
@@ -18,6 +23,7 @@ function client(options = {}) {
     reconnect: { initialDelayMs: 10, maxDelayMs: 10, random: () => 0 },
     ...options,
   });
+  made.push(c);
   const events = recorder(c);
   return { c, events };
 }
@@ -60,7 +66,7 @@ test('after a reconnect every topic is resubscribed, from its last position wher
   assert.deepEqual(await h, { topic: 'h', positions: true, offset: 2, epoch: 'e1', resubscribed: false });
   assert.deepEqual(await p, { topic: 'p', positions: false, resubscribed: false });
   for (let i = 3; i <= 5; i++) ws.receive({ topic: 'h', offset: i, epoch: 'e1', data: `m${i}` });
-  ws.receive('bare');
+  ws.receive({ topic: 'p', data: 'plain' });
 
   ws.closed(1006);
   await settle();
@@ -84,7 +90,7 @@ test('after a reconnect every topic is resubscribed, from its last position wher
     [7, 'm7'],
     [8, 'm8'],
   ]);
-  assert.deepEqual(events.messages(null), ['bare']);
+  assert.deepEqual(events.messages('p'), ['plain']);
   const resubscribed = events.of('subscribed').filter((s) => s.resubscribed);
   assert.deepEqual(
     resubscribed.map((s) => [s.topic, s.recovered]),
@@ -372,24 +378,150 @@ test('missed notices and gaps in offsets are events', async () => {
   assert.deepEqual(events.messages('h'), [[14, 'x']]);
 });
 
-test('binary publications arrive as bytes, bare or in the envelope', async () => {
+test('binary publications arrive as bytes in their envelopes; a binary frame outside one is bare', async () => {
   const { c, events } = client();
   const ws = await connected(c);
   c.subscribe('h');
+  c.subscribe('p', { history: false });
   ws.receive({ subscribed: 'h', offset: 0, epoch: null, id: 1 });
+  ws.receive({ subscribed: 'p', id: 2 });
   ws.receive({ topic: 'h', offset: 1, epoch: 'e', binary: 'AAEC/w==' });
+  ws.receive({ topic: 'p', binary: 'BwY=' });
   ws.receive(new Uint8Array([9, 8]).buffer);
-  const [enveloped, bare] = events.of('message');
-  assert.deepEqual([enveloped.binary, [...enveloped.data]], [true, [0, 1, 2, 255]]);
-  assert.deepEqual([bare.topic, bare.binary, [...bare.data]], [null, true, [9, 8]]);
+  ws.receive({ topic: 'p', binary: '*not base64*' });
+  const [withPosition, without] = events.of('message');
+  assert.deepEqual(
+    [withPosition.topic, withPosition.offset, withPosition.binary, [...withPosition.data]],
+    ['h', 1, true, [0, 1, 2, 255]],
+  );
+  assert.deepEqual(
+    [without.topic, 'offset' in without, without.binary, [...without.data]],
+    ['p', false, true, [7, 6]],
+  );
+  assert.equal(events.of('message').length, 2);
+  const [bare] = events.of('bare');
+  assert.deepEqual([bare.binary, [...bare.data]], [true, [9, 8]]);
+  assert.deepEqual(
+    events.of('error').map((e) => e.kind),
+    ['protocol'],
+    'an envelope that cannot be read is reported',
+  );
 });
 
-test('the token travels in the query; it is refreshed on the expiring notice and ahead of exp', async () => {
+test('every topic comes in its envelope: no payload, however it looks, passes for an answer', async () => {
+  const { c, events } = client();
+  const ws = await connected(c);
+  const got = [];
+  const sub = c.subscribe('p', { onMessage: (m) => got.push(m) });
+  ws.receive({ subscribe: 'p', error: 'this topic keeps no history', id: 1 });
+  ws.receive({ subscribed: 'p', id: 2 });
+  await sub;
+  const pub = c.publish('p', 'x');
+  assert.deepEqual(ws.take().at(-1), { publish: 'p', data: 'x', id: 3 });
+  // Another publisher's payload, shaped like the answer the publish waits for, and like an
+  // error: in its envelope it is a message of the topic, nothing more.
+  const forged = [JSON.stringify({ published: 'p', id: 3 }), JSON.stringify({ error: 'gotcha' })];
+  for (const data of forged) ws.receive({ topic: 'p', data });
+  assert.equal(await stateOf(pub), 'pending', 'the payload settled nothing');
+  assert.deepEqual(
+    got.map((m) => [m.topic, m.data, m.offset]),
+    forged.map((d) => ['p', d, undefined]),
+  );
+  assert.deepEqual(events.of('message'), got);
+  ws.receive({ published: 'p', id: 3 });
+  await pub;
+  // A text frame outside any envelope (an emit or a broadcast of the HTTP API) is reported
+  // as it came, and is no topic's message.
+  ws.receive('hello from the backend');
+  ws.receive('{"score":1}');
+  assert.deepEqual(events.of('bare'), [
+    { data: 'hello from the backend', binary: false },
+    { data: '{"score":1}', binary: false },
+  ]);
+  assert.equal(got.length, 2);
+  assert.deepEqual(events.of('error'), []);
+});
+
+test('the token travels in a subprotocol, never in the URL; envelopes are asked for in the query', async () => {
+  const jwt = hs256('k', { sub: 'a' });
+  const { c, events } = client({ token: jwt });
+  const ws = await connected(c);
+  assert.deepEqual(ws.protocols, ['corecast', `corecast.token.${jwt}`]);
+  assert.equal(ws.url, 'ws://server.test/ws?envelope=1');
+  assert.ok(!ws.url.includes(jwt), 'the token is not in the URL');
+  assert.equal(events.of('connected')[0].protocol, 'corecast');
+  await c.close();
+
+  // The application's query and subprotocols are kept, its own offers first.
+  FakeWebSocket.reset();
+  const own = new CorecastClient('ws://server.test/ws?room=7&envelope=0', {
+    WebSocket: FakeWebSocket,
+    token: jwt,
+    protocols: 'chat',
+  });
+  own.connect().catch(() => {});
+  await settle();
+  const mine = FakeWebSocket.last;
+  assert.deepEqual(mine.protocols, ['chat', 'corecast', `corecast.token.${jwt}`]);
+  assert.deepEqual(Object.fromEntries(new URL(mine.url).searchParams), { room: '7', envelope: '1' });
+  await own.close();
+
+  // Without a token nothing is offered but the application's.
+  FakeWebSocket.reset();
+  const { c: anonymous } = client();
+  const open = await connected(anonymous);
+  assert.equal(open.protocols, undefined);
+  assert.equal(open.url, 'ws://server.test/ws?envelope=1');
+  await anonymous.close();
+});
+
+test('tokenIn "query": the token goes in the query parameter and in no subprotocol', async () => {
+  const { c } = client({ token: () => 'tok.en.1', tokenIn: 'query', tokenParam: 'jwt' });
+  const ws = await connected(c);
+  assert.deepEqual(Object.fromEntries(new URL(ws.url).searchParams), { envelope: '1', jwt: 'tok.en.1' });
+  assert.equal(ws.protocols, undefined);
+  await c.close();
+  assert.throws(() => client({ tokenIn: 'header' }), /tokenIn/);
+});
+
+test('a token a subprotocol cannot carry is refused before any socket, and says what to do', async () => {
+  const { c, events } = client({ token: 'not a jwt', reconnect: false });
+  await assert.rejects(c.connect(), (e) => e.kind === 'closed');
+  assert.equal(FakeWebSocket.made.length, 0);
+  const [err] = events.of('error');
+  assert.equal(err.kind, 'token');
+  assert.match(err.message, /tokenIn: "query"/);
+});
+
+test('a reconnect uses the current token: the last one a refresh presented', async () => {
+  const first = hs256('k', { sub: 'a', n: 1 });
+  const second = hs256('k', { sub: 'a', n: 2 });
+  const { c } = client({ token: first });
+  const ws = await connected(c);
+  const refreshed = c.refresh(second);
+  const [frame] = ws.take();
+  ws.receive({ refreshed: true, id: frame.id });
+  await refreshed;
+  ws.closed(1006);
+  const ws2 = await reconnected(2);
+  assert.deepEqual(ws2.protocols, ['corecast', `corecast.token.${second}`]);
+  // A refresh refused changes nothing.
+  const refused = c.refresh(hs256('k', { sub: 'a', n: 3 }));
+  const [again] = ws2.take();
+  ws2.receive({ refresh: null, error: 'bad token signature', id: again.id });
+  await assert.rejects(refused);
+  ws2.closed(1006);
+  const ws3 = await reconnected(3);
+  assert.deepEqual(ws3.protocols, ['corecast', `corecast.token.${second}`]);
+  await c.close();
+});
+
+test('the token is refreshed on the expiring notice and ahead of exp', async () => {
   let n = 0;
   const exp = () => Math.floor(Date.now() / 1000) + 2;
   const { c, events } = client({ token: async () => hs256('k', { sub: 'a', exp: exp(), n: ++n }) });
   const ws = await connected(c);
-  assert.equal(new URL(ws.url).searchParams.get('token').split('.').length, 3);
+  assert.equal(ws.protocols[1].split('.').length, 5, 'corecast.token.<jwt>');
   ws.receive({ expiring: 30 });
   await settle();
   const [refresh] = ws.take();
@@ -419,7 +551,7 @@ test('a token function that fails counts as a failed attempt and is retried', as
   const done = c.connect();
   const ws = await reconnected(1);
   await done;
-  assert.equal(new URL(ws.url).searchParams.get('token'), 'tok');
+  assert.deepEqual(ws.protocols, ['corecast', 'corecast.token.tok']);
   assert.equal(events.of('error')[0].kind, 'token');
   assert.equal(events.of('disconnected')[0].reconnectInMs, 0);
 });

@@ -103,6 +103,30 @@ test('envelopes of topics not wanted are not delivered', () => {
   t.drop('s');
   assert.equal(t.envelope(env('s', 1)).deliver, false);
   assert.equal(t.envelope(env('other', 1)).deliver, false);
+  assert.equal(t.envelope({ kind: 'envelope', topic: 'other', data: 'x' }).deliver, false);
+});
+
+test('an envelope without a position is delivered as it comes; history off keeps no position', () => {
+  const t = new Topics();
+  const plain = t.want('p');
+  t.frame(plain);
+  t.refused(plain, NO_HISTORY);
+  t.subscribed(plain, { subscribed: 'p' });
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(t.envelope({ kind: 'envelope', topic: 'p', data: 'same' }), { deliver: true, gap: null });
+  }
+  assert.equal(plain.position, null);
+  assert.deepEqual(t.frame(plain), { subscribe: 'p' });
+
+  // A topic with history subscribed plainly: its envelopes carry positions (the connection
+  // asked for envelopes), delivered as they come and never recovered from.
+  const off = t.want('o', 'off');
+  t.frame(off);
+  t.subscribed(off, { subscribed: 'o' });
+  assert.deepEqual(t.envelope(env('o', 5)), { deliver: true, gap: null });
+  assert.deepEqual(t.envelope(env('o', 9)), { deliver: true, gap: null });
+  t.disconnected();
+  assert.deepEqual(t.frame(off), { subscribe: 'o' }, 'still plain after a reconnect');
 });
 
 test('a topic without history falls back to a plain subscription, unless history was required', () => {
