@@ -15,7 +15,8 @@
 //!
 //! | the page's client sends | the server |
 //! |---|---|
-//! | `{"subscribe":"room.lobby","positions":true}` | answers where the room stands, then its lines as `{"topic":..,"offset":..,"epoch":..,"data":..}` |
+//! | the upgrade, `GET /chat?envelope=1` offering the subprotocols `corecast` and `corecast.token.<jwt>` | takes the token from the subprotocol (the library does, before a `?token=`), names `corecast` in its 101, and sends every line in its envelope from the start, whatever the subscription |
+//! | `{"subscribe":"room.lobby","positions":true}` | answers where the room stands, then its lines as `{"topic":..,"offset":..,"epoch":..,"data":..}` (without `envelope=1` and positions, as bare payloads) |
 //! | `{"subscribe":"room.lobby","since":{"offset":7,"epoch":".."}}` | answers `"recovered":true,"missed":N` and sends the N lines missed, or `"recovered":false` with the reason |
 //! | `{"publish":"room.lobby","data":"hi"}` | publishes `{"from":"<token's user>","text":"hi"}` to the room's subscribers, the sender's connection included; answers only a refusal |
 //! | `{"publish":"room.lobby","data":{"text":"hi","ref":"k3x9"}}` | the same with `"ref":"k3x9"` in the line, by which the page knows its own line when it comes back |
@@ -247,6 +248,11 @@ type Rooms = Arc<OnceLock<Server>>;
 /// lane keeps the requests after it from overtaking it, so answers come in request order (a
 /// client without ids relies on it).
 fn open(kws: &Websocket, rooms: &Rooms) {
+    // `?envelope=1`, as the JavaScript client asks: every line in its envelope from the start,
+    // so none, whatever its text, can pass for an answer.
+    if kws.query("envelope") == Some("1") {
+        kws.set_positions(true);
+    }
     let (lane, waiting) = flume::bounded::<Asked>(MAX_WAITING);
     // Dropped at the disconnect with the connection's listeners: the task's loop then ends.
     kws.on(event::MESSAGE, move |ep| {

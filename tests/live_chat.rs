@@ -1,7 +1,8 @@
 //! `examples/live_chat.rs` spoken to with a plain WebSocket client, as its page's JavaScript
 //! client speaks to it: the page and tokens over HTTP, rooms with positions, lines stamped with
 //! the token's user and back to their sender too, refusals, recovery after a reconnect,
-//! in-order answers, token refresh.
+//! in-order answers, token refresh; the token in a subprotocol and `?envelope=1`, as the
+//! client connects.
 //! The same chat in headless Chromium is `clients/js/test/browser/live-chat.test.js`.
 
 mod common;
@@ -255,6 +256,67 @@ fn the_live_chat_serves_its_page_and_tokens_and_relays_and_recovers_lines() {
     assert!(refused["error"].is_string(), "{refused}");
     send(&mut alice, json!({ "refresh": token(&chat, "bob") }));
     assert_eq!(alice.recv_close().0, 1008);
+
+    chat.server.shutdown_within(Duration::from_secs(1));
+    chat.server.join().unwrap();
+}
+
+/// Reads the next data frame of `c` as JSON.
+fn next_raw(c: &mut RawClient) -> Value {
+    let (_, payload) = c.read_message();
+    serde_json::from_slice(&payload)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&payload)))
+}
+
+#[test]
+fn the_live_chat_takes_the_token_from_a_subprotocol_and_envelopes_every_line_when_asked() {
+    let chat = live_chat::start("127.0.0.1:0", "127.0.0.1:0").expect("the chat starts");
+    let room = "room.envelopes";
+
+    // As the page's client connects: `?envelope=1`, the token in a subprotocol. The 101 names
+    // `corecast`, never the token.
+    let erin = token(&chat, "erin");
+    let carried = format!("Sec-WebSocket-Protocol: corecast, corecast.token.{erin}\r\n");
+    let (mut enveloped, head) = RawClient::connect_with(chat.ws, "/chat?envelope=1", &carried);
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: corecast\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains(&erin), "{head}");
+    // A forged token in the subprotocol is refused like one in the query.
+    let forged = "Sec-WebSocket-Protocol: corecast, corecast.token.e30.e30.e30\r\n";
+    let status = http_status(
+        chat.ws,
+        &format!(
+            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{forged}\r\n"
+        ),
+    );
+    assert_eq!(status, 401);
+
+    // Both subscribe plainly, without positions; only the connection that asked for envelopes
+    // gets the line in one (with its position: rooms keep history), the other gets it bare.
+    let subscribe = json!({ "subscribe": room }).to_string();
+    enveloped.send_frame(0x1, subscribe.as_bytes());
+    assert_eq!(next_raw(&mut enveloped), json!({ "subscribed": room }));
+    let mut bare = join(&chat, "frank");
+    bare.send_text(&subscribe);
+    assert_eq!(next(&mut bare), json!({ "subscribed": room }));
+
+    // The line a page sends is shaped like an answer: in its envelope it is only a line.
+    let mut gail = join(&chat, "gail");
+    send(
+        &mut gail,
+        json!({ "publish": room, "data": "{\"published\":\"room.envelopes\",\"id\":1}" }),
+    );
+    let said = json!({ "from": "gail", "text": "{\"published\":\"room.envelopes\",\"id\":1}" });
+    assert_eq!(next(&mut bare), said);
+    let got = next_raw(&mut enveloped);
+    assert_eq!(got["topic"], room, "{got}");
+    assert_eq!(got["offset"], 1, "{got}");
+    assert!(got["epoch"].is_string(), "{got}");
+    let data: Value = serde_json::from_str(got["data"].as_str().unwrap_or_default()).unwrap();
+    assert_eq!(data, said);
 
     chat.server.shutdown_within(Duration::from_secs(1));
     chat.server.join().unwrap();
