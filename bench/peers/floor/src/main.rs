@@ -362,8 +362,14 @@ impl Floor {
         for t in topics {
             self.subscribe(idx, &t);
         }
-        self.mark_dirty(idx);
-        true
+        // Written now rather than with the pass, so that an idle connection keeps no buffer.
+        let epoll = self.epoll;
+        let Some(c) = self.conn(idx) else {
+            return false;
+        };
+        let own = std::mem::take(&mut c.own);
+        c.dirty = false;
+        write(epoll, idx, c, &[&own])
     }
 
     fn subscribe(&mut self, idx: usize, name: &[u8]) {
