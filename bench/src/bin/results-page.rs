@@ -141,11 +141,17 @@ fn against(run: &Run, peer: &str, p99: bool) -> Option<String> {
             .filter(|c| c != "– : –")
             .unwrap_or_else(|| "–".into())
     };
-    let cpu = pair(
-        header
-            .iter()
-            .position(|h| h.starts_with("server CPU-µs per ")),
-    );
+    let cpu_col = header
+        .iter()
+        .position(|h| h.starts_with("server CPU-µs per "));
+    let mut cpu = pair(cpu_col);
+    // Against the floor, how many times the floor's CPU corecast takes.
+    let number = |row: &[&str]| cpu_col.and_then(|c| row.get(c)?.parse::<f64>().ok());
+    if let (true, Some(a), Some(b)) = (p99, number(&ours), number(&theirs)) {
+        if b > 0.0 {
+            cpu += &format!(" ({:.2}×)", a / b);
+        }
+    }
     let mut line = format!(
         "| `{}` | {} | {} | {} | {} | {} |",
         run.scenario, header[1], ours[1], theirs[1], ratio, cpu
@@ -191,7 +197,8 @@ fn generate(runs: &[Run], results: &Path) -> String {
         out += "\n### corecast against the kernel's floor\n\n\
                 `floor` (`bench/peers/floor`) does only what a scenario cannot do without: the \
                 upgrade, frame boundaries and masks, and one write per socket per pass of the \
-                same bytes corecast sends. Where a scenario's latest run had it:\n\n\
+                same bytes corecast sends. Where a scenario's latest run had it (the CPU \
+                column's ratio: corecast's figure shown ÷ the floor's):\n\n\
                 | scenario | measure | corecast | floor | corecast ÷ floor | server CPU-µs per delivery, corecast : floor | p99, corecast : floor |\n\
                 |---|---|---:|---:|---:|---:|---:|\n";
         for line in floor {
