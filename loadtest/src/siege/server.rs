@@ -36,11 +36,11 @@ impl Limits {
         max_message_size: 64 * 1024,
     };
 
-    /// The binary's own defaults (what the soak runs with).
+    /// The binary's own defaults (what the soak runs with): pings every 25 s, idle after 75 s.
     pub const DEFAULTS: Limits = Limits {
         handshake_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_secs(1),
-        read_idle_timeout: Duration::from_secs(3),
+        ping_interval: Duration::from_secs(25),
+        read_idle_timeout: Duration::from_secs(75),
         write_timeout: Duration::from_secs(10),
         max_message_size: 1 << 20,
     };
