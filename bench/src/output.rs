@@ -276,33 +276,90 @@ pub fn subscription_memory(idle: &ScenarioResult, subs: &ScenarioResult) -> Stri
 
 /// A bar chart of the headline metric.
 pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
-    let bars: Vec<(String, f64)> = res
+    let bars: Vec<(String, f64, bool)> = res
         .outcomes
         .iter()
-        .filter_map(|o| Some((o.peer.clone(), headline(&res.id, o.report.as_ref()?)?)))
+        .filter_map(|o| {
+            let v = headline(&res.id, o.report.as_ref()?)?;
+            Some((o.peer.clone(), v, o.peer == "corecast"))
+        })
         .collect();
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0) * 1.15;
-    let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
+    bar_chart(
+        path,
+        &BarChart {
+            title: &res.title,
+            y_desc: &res.metric,
+            size: (720, 400),
+            caption_size: 20,
+            x_label_area: 36,
+            y_label_area: 90,
+            rotate_labels: false,
+            bar_margin: 18,
+            y_floor: 1.0,
+            y_format: &|v| fmt_num(v),
+        },
+        &bars,
+    )
+}
+
+/// How `bar_chart` draws.
+pub struct BarChart<'a> {
+    pub title: &'a str,
+    pub y_desc: &'a str,
+    pub size: (u32, u32),
+    pub caption_size: u32,
+    pub x_label_area: u32,
+    pub y_label_area: u32,
+    /// Labels written upright, for long ones.
+    pub rotate_labels: bool,
+    /// Room on each side of a bar, in pixels.
+    pub bar_margin: u32,
+    /// The y axis goes at least this high.
+    pub y_floor: f64,
+    pub y_format: &'a dyn Fn(f64) -> String,
+}
+
+/// One bar per `(label, value, corecast's)` to an SVG at `path`; corecast's bars in its colour.
+pub fn bar_chart(
+    path: &Path,
+    how: &BarChart<'_>,
+    bars: &[(String, f64, bool)],
+) -> anyhow::Result<()> {
+    let max = bars
+        .iter()
+        .map(|b| b.1)
+        .fold(0.0, f64::max)
+        .max(how.y_floor)
+        * 1.15;
+    let root = SVGBackend::new(path, how.size).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(&res.title, ("sans-serif", 20))
+        .caption(how.title, ("sans-serif", how.caption_size))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(90)
+        .x_label_area_size(how.x_label_area)
+        .y_label_area_size(how.y_label_area)
         .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), 0.0..max)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
+    let x_label = |x: &SegmentValue<usize>| match x {
+        SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let y_label = |v: &f64| (how.y_format)(*v);
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
         .light_line_style(WHITE)
-        .y_desc(res.metric.as_str())
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|v| fmt_num(*v))
-        .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, (name, v))| {
-        let color = if name == "corecast" {
+        .y_desc(how.y_desc)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label);
+    if how.rotate_labels {
+        mesh.x_label_style(
+            ("sans-serif", 12)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        );
+    }
+    mesh.draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, ours))| {
+        let color = if *ours {
             RGBColor(214, 80, 40)
         } else {
             RGBColor(90, 110, 140)
@@ -314,7 +371,7 @@ pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
             ],
             color.filled(),
         );
-        bar.set_margin(0, 0, 18, 18);
+        bar.set_margin(0, 0, how.bar_margin, how.bar_margin);
         bar
     }))?;
     root.present().context("writing the chart")?;
@@ -324,6 +381,36 @@ pub fn chart(res: &ScenarioResult, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bar_chart_names_every_bar() {
+        let path =
+            std::env::temp_dir().join(format!("corecast-bench-chart-{}.svg", std::process::id()));
+        let bars = vec![
+            ("corecast".to_string(), 3.0, true),
+            ("bun".to_string(), 2.0, false),
+        ];
+        for rotate_labels in [false, true] {
+            let how = BarChart {
+                title: "a title",
+                y_desc: "per second",
+                size: (400, 300),
+                caption_size: 16,
+                x_label_area: 40,
+                y_label_area: 60,
+                rotate_labels,
+                bar_margin: 4,
+                y_floor: 1.0,
+                y_format: &|v| format!("{v:.1}"),
+            };
+            bar_chart(&path, &how, &bars).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            for text in ["a title", "per second", "corecast", "bun"] {
+                assert!(svg.contains(text), "{text} in the chart");
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 
     fn refused(peer: &str, cpu: f64) -> Outcome {
         Outcome {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use corecast_load::recovery::{self, Protocol, RecoveryOptions, RecoveryReport};
 use corecast_load::ws::Target;
-use plotters::prelude::*;
 use serde::Serialize;
 
+use crate::output;
 use crate::peers::{self, Peer};
 
 /// The scenario's id: `--only recovery`, and its files' names.
@@ -448,52 +448,22 @@ fn chart(res: &RecoveryResult, path: &Path) -> anyhow::Result<()> {
             Some((label, s, o.server == Peer::Corecast.name()))
         })
         .collect();
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(0.01) * 1.15;
-    let root = SVGBackend::new(path, (900, 440)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Reconnect storm: seconds until every dropped client is back",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(250)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), 0.0..max)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(WHITE)
-        .y_desc("seconds")
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, ours))| {
-        let color = if *ours {
-            RGBColor(214, 80, 40)
-        } else {
-            RGBColor(90, 110, 140)
-        };
-        let mut bar = Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), *v),
-            ],
-            color.filled(),
-        );
-        bar.set_margin(0, 0, 8, 8);
-        bar
-    }))?;
-    root.present().context("writing the chart")?;
-    Ok(())
+    output::bar_chart(
+        path,
+        &output::BarChart {
+            title: "Reconnect storm: seconds until every dropped client is back",
+            y_desc: "seconds",
+            size: (900, 440),
+            caption_size: 18,
+            x_label_area: 250,
+            y_label_area: 70,
+            rotate_labels: true,
+            bar_margin: 8,
+            y_floor: 0.01,
+            y_format: &|v| format!("{v:.2}"),
+        },
+        &bars,
+    )
 }
 
 #[cfg(test)]
