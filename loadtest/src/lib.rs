@@ -12,6 +12,7 @@
 //! | `upgrades` | the upgrades scenario: connect, upgrade (or be refused) and close, many at a time |
 //! | `recovery` | the recovery scenario: a reconnect storm against topics with history, every publication checked across it |
 //! | `ws` | a lean WebSocket client connection on glommio |
+//! | `signal` | a one-shot event many tasks of one generator thread wait on |
 //! | `payload` | the stamp each message carries |
 //! | `tally` | per-receiver delivery accounting |
 //! | `procstat` | the server's CPU time, memory and open files from procfs |
@@ -27,6 +28,7 @@ pub mod report;
 pub mod run;
 mod shootout;
 pub mod siege;
+mod signal;
 pub mod tally;
 pub mod token;
 pub mod topics;

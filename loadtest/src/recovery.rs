@@ -16,7 +16,6 @@ use std::io::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -29,6 +28,7 @@ use hdrhistogram::Histogram;
 use crate::payload::{self, Stamp};
 use crate::procstat;
 use crate::report::Latency;
+use crate::signal::Signal;
 use crate::ws::{Target, WsConn};
 use check::StreamCheck;
 pub use report::{Phase, RecoveryReport};
@@ -216,44 +216,6 @@ impl Shared {
     fn came_back(&self) {
         self.last_back_ns
             .fetch_max(payload::now_ns(), Ordering::SeqCst);
-    }
-}
-
-/// A one-shot event of a generator thread that many tasks wait on, each in its own slot (so
-/// waiting again does not pile up wakers).
-struct Signal {
-    fired: Cell<bool>,
-    wakers: RefCell<Vec<Option<Waker>>>,
-}
-
-impl Signal {
-    fn new(slots: usize) -> Signal {
-        Signal {
-            fired: Cell::new(false),
-            wakers: RefCell::new(vec![None; slots]),
-        }
-    }
-
-    fn fire(&self) {
-        self.fired.set(true);
-        for w in self.wakers.borrow_mut().iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
-            }
-        }
-    }
-
-    async fn wait(&self, slot: usize) {
-        std::future::poll_fn(|cx| {
-            if self.fired.get() {
-                return Poll::Ready(());
-            }
-            if let Some(w) = self.wakers.borrow_mut().get_mut(slot) {
-                *w = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
     }
 }
 
@@ -782,18 +744,18 @@ async fn client_task(i: usize, slot: usize, ctx: Rc<ThreadCtx>) -> TaskResult {
                 error = Some(e.to_string());
                 break;
             }
-            Wake::Storm if ctx.done.fired.get() => break,
+            Wake::Storm if ctx.done.fired() => break,
             Wake::Storm => {
                 stormed = true;
                 c.storm(&ctx).await;
             }
             Wake::Done => break,
         }
-        if ctx.done.fired.get() {
+        if ctx.done.fired() {
             break;
         }
     }
-    if let Some(e) = error.filter(|_| !ctx.done.fired.get()) {
+    if let Some(e) = error.filter(|_| !ctx.done.fired()) {
         c.check.fault(|| format!("connection: {e}"));
     }
     if c.stage != Stage::Live && c.stage != Stage::Gone {
@@ -878,7 +840,7 @@ async fn publisher_task(slot: usize, ctx: Rc<ThreadCtx>) -> TaskResult {
     let mut seqs = vec![0u64; opts.topics];
     let mut sent = 0u64;
     let mut error = None;
-    while !shared.stop.load(Ordering::SeqCst) && !ctx.done.fired.get() {
+    while !shared.stop.load(Ordering::SeqCst) && !ctx.done.fired() {
         let due = (t0.elapsed().as_secs_f64() * opts.rate) as u64;
         while sent < due && error.is_none() {
             let k = (sent % opts.topics as u64) as usize;
@@ -941,7 +903,7 @@ async fn publisher_task(slot: usize, ctx: Rc<ThreadCtx>) -> TaskResult {
         faults.fault(format!("publisher: {e}"));
     }
     // Answer pings until the end.
-    while !ctx.done.fired.get() {
+    while !ctx.done.fired() {
         let read = async { conn.read(&mut items).await.ok().flatten().is_some() };
         let open = future::or(read, async {
             ctx.done.wait(slot).await;
@@ -1018,7 +980,7 @@ async fn thread_main(
     }
     // Watches the run's flags for this thread's tasks.
     loop {
-        if shared.storm.load(Ordering::SeqCst) && !ctx.storm.fired.get() {
+        if shared.storm.load(Ordering::SeqCst) && !ctx.storm.fired() {
             ctx.storm.fire();
         }
         if shared.done.load(Ordering::SeqCst) || !set_up {

@@ -21,6 +21,7 @@ use crate::payload::{self, Stamp};
 use crate::procstat;
 use crate::report::{Latency, Report, ServerUsage};
 use crate::shootout;
+use crate::signal::Signal;
 use crate::tally::Tally;
 use crate::topics;
 use crate::upgrades;
@@ -47,39 +48,10 @@ struct Shared {
     done: AtomicBool,
 }
 
-/// Wakes every connection task of a thread when the run ends, without a timer per connection.
-struct DoneSignal {
-    done: std::cell::Cell<bool>,
-    wakers: RefCell<Vec<Option<std::task::Waker>>>,
-}
-
-impl DoneSignal {
-    fn fire(&self) {
-        self.done.set(true);
-        for w in self.wakers.borrow_mut().iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
-            }
-        }
-    }
-
-    /// Resolves once the run has ended; `slot` is the waiting task's own place.
-    async fn wait(&self, slot: usize) {
-        std::future::poll_fn(|cx| {
-            if self.done.get() {
-                return std::task::Poll::Ready(());
-            }
-            if let Some(w) = self.wakers.borrow_mut().get_mut(slot) {
-                *w = Some(cx.waker().clone());
-            }
-            std::task::Poll::Pending
-        })
-        .await
-    }
-}
-
 struct ThreadCtx {
-    done: DoneSignal,
+    /// Wakes every connection task of the thread when the run ends, without a timer per
+    /// connection.
+    done: Signal,
     shared: Arc<Shared>,
     latency: RefCell<Histogram<u64>>,
     whole: RefCell<Histogram<u64>>,
@@ -544,10 +516,7 @@ async fn thread_main(
         };
     }
     let ctx = Rc::new(ThreadCtx {
-        done: DoneSignal {
-            done: std::cell::Cell::new(false),
-            wakers: RefCell::new(vec![None; conns.len()]),
-        },
+        done: Signal::new(conns.len()),
         shared: Arc::clone(&shared),
         latency: RefCell::new(histogram()),
         whole: RefCell::new(histogram()),
@@ -666,7 +635,7 @@ async fn conn_task(
     let mut own_back = 0u64;
     let mut items = Vec::new();
     let mut error = None;
-    while !ctx.done.done.get() {
+    while !ctx.done.fired() {
         if publishes && !shared.stop.load(Ordering::Relaxed) {
             loop {
                 let acked = match (opts.scenario, publisher) {
@@ -751,13 +720,13 @@ async fn conn_task(
             Wake::Tick => {}
             Wake::Read(Ok(Some(()))) => {}
             Wake::Read(Ok(None)) => {
-                if !ctx.done.done.get() {
+                if !ctx.done.fired() {
                     error = Some(format!("connection {i}: closed by the server"));
                 }
                 break;
             }
             Wake::Read(Err(e)) => {
-                if !ctx.done.done.get() {
+                if !ctx.done.fired() {
                     error = Some(format!("connection {i}: {e}"));
                 }
                 break;
