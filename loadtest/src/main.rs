@@ -257,22 +257,38 @@ fn recovery_run(a: &Args) -> ExitCode {
         progress: !a.quiet,
         ..defaults
     };
-    let report = match recovery::run(opts) {
+    finish(
+        recovery::run(opts),
+        |r| r.summary(),
+        |r| r.ok,
+        a.json.as_deref(),
+    )
+}
+
+/// The end of a run: its summary printed, its report written as JSON where asked, and the
+/// exit status of its verdict (failure for a run that could not be made).
+fn finish<R: serde::Serialize>(
+    run: anyhow::Result<R>,
+    summary: impl Fn(&R) -> String,
+    ok: impl Fn(&R) -> bool,
+    json: Option<&std::path::Path>,
+) -> ExitCode {
+    let report = match run {
         Ok(r) => r,
         Err(e) => {
             eprintln!("corecast-load: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", report.summary());
-    if let Some(path) = &a.json {
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json + "\n") {
+    print!("{}", summary(&report));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("corecast-load: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    if report.ok {
+    if ok(&report) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -346,26 +362,12 @@ fn main() -> ExitCode {
         socket_io: a.socket_io,
         deflate: a.deflate,
     };
-    let report = match corecast_load::run(opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("corecast-load: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.summary());
-    if let Some(path) = a.json {
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, json + "\n") {
-            eprintln!("corecast-load: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    finish(
+        corecast_load::run(opts),
+        |r| r.summary(),
+        |r| r.ok,
+        a.json.as_deref(),
+    )
 }
 
 #[cfg(test)]
