@@ -27,7 +27,7 @@ pub struct Config {
     /// Silence after which a connection is torn down with a timeout. Zero: 3 × the ping interval.
     /// Only silence the server saw on time counts: when the shard looks at a silent connection
     /// late (it was blocked or overloaded), the connection is pinged and judged again later
-    /// (`ws::session::judge_silence`, docs/behaviour.md).
+    /// (`ws::liveness::judge_silence`, docs/behaviour.md).
     pub read_idle_timeout: Duration,
     /// Longest a write may stall, or the send queue stay full, before the connection is torn
     /// down as a slow consumer. Default 10 s.

@@ -60,7 +60,7 @@
 //! | [`ws`] | RFC 6455 and RFC 7692 without I/O or a clock (public: the frame codec and deflate): |
 //! | `ws::session` | one connection's protocol state: decoder, outbound queue, close, deadlines (the server's) |
 //! | `ws::deflate` | permessage-deflate offers, and the thread's shared compressor |
-//! | `ws::frame`, `ws::queue` | the frame codec; the server's outbound queue policy |
+//! | `ws::frame`, `ws::queue`, `ws::liveness` | the frame codec; the server's outbound queue policy; the keep-alive and liveness rules |
 //! | `ws::inflate` | the thread's shared inflater, bounded |
 //! | [`http`] | the opening handshake's HTTP (pure): |
 //! | `http::upgrade` | RFC 6455 §4.2.1 checks, offered subprotocols and extensions |

@@ -229,7 +229,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["ws"], false),
     (&["ws::session"], false),
     (&["ws::deflate"], false),
-    (&["ws::frame", "ws::queue"], false),
+    (&["ws::frame", "ws::queue", "ws::liveness"], false),
     (&["ws::inflate"], false),
     (&["http"], false),
     (&["http::upgrade"], false),

@@ -17,7 +17,7 @@ use crate::registry::ConnId;
 /// set, kept between `MIN_TICK` and `MAX_TICK`, so the connections due within one tick are
 /// served by one pass, one wake-up, however their pings are spread. A 25 s ping waits at most
 /// 100 ms more (at most 10 passes a second for all of them); a 20 ms retry window, 10 ms. Far
-/// below the liveness rule's tolerance for a late look (`ws::session::LATE_TOLERANCE`).
+/// below the liveness rule's tolerance for a late look (`ws::liveness::LATE_TOLERANCE`).
 pub(crate) const MIN_TICK: Duration = Duration::from_millis(10);
 /// The coarsest tick (see `MIN_TICK`).
 pub(crate) const MAX_TICK: Duration = Duration::from_millis(100);

@@ -10,5 +10,6 @@
 pub mod deflate;
 pub mod frame;
 pub mod inflate;
+pub(crate) mod liveness;
 pub(crate) mod queue;
 pub(crate) mod session;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::ws::liveness::{LATE_TOLERANCE, MAX_LATE_RECHECKS};
 use crate::ws::queue::MAX_IOVECS;
 // The library's route settings stand in for any `Settings`.
 use crate::Config;
