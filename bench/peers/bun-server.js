@@ -26,7 +26,8 @@ const server = Bun.serve({
   },
   websocket: {
     maxPayloadLength: 16 * 1024 * 1024,
-    idleTimeout: 240,
+    // Keep-alive as Bun's users get it: idleTimeout (120 s) and sendPings (true) left at their
+    // defaults, so uWebSockets pings a connection after 104 s without traffic.
     perMessageDeflate: deflate ? { compress: "shared", decompress: "shared" } : false,
     open(ws) {
       if (mode === "pubsub") {

@@ -4,6 +4,7 @@
 //! recovery scenario (`recovery`) has tables of its own.
 //! Use `bench/run`, which builds and installs everything first.
 
+mod idle;
 mod output;
 mod peers;
 mod recovery;
@@ -124,6 +125,10 @@ struct Plan {
     with_peers: bool,
     /// A sentence under the table: what the variants' rows are.
     note: &'static str,
+    /// Connections held idle: the kernel's memory per connection is read beside the server's,
+    /// and the server's keep-alive CPU over a window of `duration_s` in its steady state
+    /// (corecast at its binary's keep-alive defaults, each peer at its own).
+    keepalive: bool,
 }
 
 /// How a variant's clients ask: what they request and what the server should answer.
@@ -197,6 +202,7 @@ const USUAL: Plan = Plan {
     rounds: QuickFull::both(1),
     with_peers: false,
     note: "",
+    keepalive: false,
 };
 
 /// Plain corecast.
@@ -225,18 +231,36 @@ const HS256: Variant = Variant {
     ask: Ask::Upgrade,
 };
 
-/// Server memory per idle connection; idle-tls is the same over TLS, so the two compare.
+/// What an idle connection costs: server memory in user space and in the kernel, and the
+/// server's keep-alive CPU; idle-tls is the same over TLS, so the two compare.
 const IDLE_10K: Plan = Plan {
     id: "idle-10k",
-    title: "10,000 idle connections: server memory",
-    metric: "server bytes per connection",
+    title: "10,000 idle connections: server memory and keep-alive CPU",
+    metric: "server user-space bytes per connection",
     higher_is_better: false,
     mode: "echo",
     scenario: Scenario::Idle,
     clients: QuickFull::both(10_000),
     messages: None,
-    duration_s: QuickFull { quick: 2, full: 5 },
+    // The keep-alive window; the hold is longer by the server's settling time (26 s for
+    // corecast, one ping interval and a second) and 3 s of slack.
+    duration_s: QuickFull { quick: 5, full: 30 },
     in_flight: 1,
+    note: "User space: the server's resident memory after the connections opened less before, \
+           over connections. Kernel: the slab objects and TCP buffer pages of the server's end \
+           of each connection, from /proc/slabinfo and /proc/net/sockstat before and after the \
+           connections opened (both ends are on this machine: each socket's objects are \
+           halved, epoll registrations are the server's, io_uring requests the server's beyond \
+           the generator's one per connection; docs/benchmarks.md, \"Idle memory\"). \
+           Keep-alive: the server's CPU clock over the window, which starts once the \
+           connections are up, the server is quiet and its keep-alive is in its steady state, \
+           over connections and seconds. Each server keeps idle connections alive as its users \
+           get by default: corecast pings every 25 s, spread over the interval (the binary's \
+           defaults; the window starts 26 s after the connections are up, so every \
+           connection's pings fall at their steady rate); Bun (idleTimeout 120 s, sendPings) \
+           pings only after 104 s of silence, past the window, so its figure is its timer \
+           sweep; Node ws and tokio-tungstenite send no pings; the floor none.",
+    keepalive: true,
     ..USUAL
 };
 
@@ -459,7 +483,7 @@ const PLANS: [Plan; 20] = [
     },
     Plan {
         id: "idle-tls",
-        title: "10,000 idle TLS connections: server memory",
+        title: "10,000 idle TLS connections: server memory and keep-alive CPU",
         tls: true,
         ..IDLE_10K
     },
@@ -829,7 +853,16 @@ fn main() -> ExitCode {
             let prepared = match variant {
                 Some(v) => tokens_for(plan, v, &a.root, a.full),
                 None => Ok((Vec::new(), Tokens::default())),
-            };
+            }
+            .map(|(mut flags, tokens)| {
+                // Outside the idle scenarios corecast pings as the harness says.
+                let corecast = matches!(peer, Peer::Corecast | Peer::CorecastCluster);
+                if corecast && !plan.keepalive {
+                    let ping = peers::HARNESS_PING.map(String::from);
+                    flags.splice(0..0, ping);
+                }
+                (flags, tokens)
+            });
             let started_peer = prepared.and_then(|(flags, tokens)| {
                 let server = peers::start(
                     peer,
@@ -843,11 +876,7 @@ fn main() -> ExitCode {
                 Ok((server, tokens))
             });
             let outcome = match started_peer {
-                Err(e) => Outcome {
-                    peer: row,
-                    report: None,
-                    error: Some(format!("{e:#}")),
-                },
+                Err(e) => Outcome::failed(row, format!("{e:#}")),
                 Ok((server, tokens)) => {
                     let path = if ask == Ask::NotFound {
                         "/nope"
@@ -863,6 +892,15 @@ fn main() -> ExitCode {
                         })
                         .collect();
                     let url = urls.join(",");
+                    // An idle plan holds the connections through the server's settling time,
+                    // the keep-alive window and some slack.
+                    let (keepalive, settle) = peer.keepalive();
+                    let window = Duration::from_secs(plan.duration_s.pick(a.full));
+                    let duration = if plan.keepalive {
+                        settle + window + Duration::from_secs(3)
+                    } else {
+                        window
+                    };
                     let opts = Options {
                         scenario: plan.scenario,
                         targets: urls
@@ -877,7 +915,7 @@ fn main() -> ExitCode {
                         url,
                         clients: plan.clients.pick(a.full),
                         messages: plan.messages.map(|m| m.pick(a.full)),
-                        duration: Duration::from_secs(plan.duration_s.pick(a.full)),
+                        duration,
                         in_flight: plan.in_flight,
                         size: plan.size,
                         threads: a.load_cpus.len().max(1),
@@ -892,8 +930,21 @@ fn main() -> ExitCode {
                         socket_io: peer == Peer::SocketIoRedis,
                         deflate: plan.deflate,
                     };
+                    let sampler = plan.keepalive.then(|| {
+                        idle::Sampler::start(idle::SampleSpec {
+                            pids: server.pids(),
+                            connections: plan.clients.pick(a.full),
+                            keepalive,
+                            settle,
+                            window,
+                        })
+                    });
                     let result = corecast_load::run(opts);
+                    let sampled = sampler.map(idle::Sampler::finish).unwrap_or_default();
                     drop(server);
+                    if let Some(why) = &sampled.missing {
+                        eprintln!("         (kernel memory or keep-alive: {why})");
+                    }
                     match result {
                         Ok(r) => {
                             let head = output::headline(plan.id, &r)
@@ -909,13 +960,11 @@ fn main() -> ExitCode {
                                 peer: row,
                                 report: Some(r),
                                 error: None,
+                                kernel: sampled.kernel,
+                                keepalive: sampled.keepalive,
                             }
                         }
-                        Err(e) => Outcome {
-                            peer: row,
-                            report: None,
-                            error: Some(format!("{e:#}")),
-                        },
+                        Err(e) => Outcome::failed(row, format!("{e:#}")),
                     }
                 }
             };
@@ -1045,6 +1094,11 @@ mod tests {
             p.size,
             p.tls
         ) + &variants(p, full)
+            + if p.keepalive {
+                " | kernel memory and keep-alive window"
+            } else {
+                ""
+            }
     }
 
     /// A plan's variants, spelled out, or nothing for a plan without.
@@ -1076,7 +1130,7 @@ mod tests {
         chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
-        idle-10k | 10,000 idle connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        idle-10k | 10,000 idle connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | kernel memory and keep-alive window\n\
         topics-10k | Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         topic-hot | One topic of 100 subscribers among 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 6s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 1, publish_topics: 1 } | cluster false | deflate false | size 64 | tls false\n\
         broadcast-100 | Broadcast to 100 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 100 | messages Some(40000) | 6s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
@@ -1084,7 +1138,7 @@ mod tests {
         broadcast-deflate | Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate true | size 1024 | tls false\n\
         broadcast-tls | Broadcast to 1,000 clients over TLS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
-        idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 2s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        idle-tls | 10,000 idle TLS connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true | kernel memory and keep-alive window\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 8000 | messages None | 5s | in flight 1 | step 2000 | sample 10 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 2 | with peers true\n\
@@ -1099,7 +1153,7 @@ mod tests {
         chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
-        idle-10k | 10,000 idle connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        idle-10k | 10,000 idle connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 30s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | kernel memory and keep-alive window\n\
         topics-10k | Topics: 10,000 clients on 100 topics, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         topics-10k-x10 | Topics: 10,000 clients on 10 of 1,000 topics each, 4 publishers × 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 1000, per_client: 10, publishers: 4, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         topic-hot | One topic of 100 subscribers among 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode pubsub | Topics | clients 10000 | messages None | 20s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 100, per_client: 1, publishers: 1, publish_topics: 1 } | cluster false | deflate false | size 64 | tls false\n\
@@ -1108,7 +1162,7 @@ mod tests {
         broadcast-deflate | Broadcast of 1 KiB JSON to 1,000 clients with permessage-deflate, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate true | size 1024 | tls false\n\
         broadcast-tls | Broadcast to 1,000 clients over TLS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
-        idle-tls | 10,000 idle TLS connections: server memory | server bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
+        idle-tls | 10,000 idle TLS connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 30s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true | kernel memory and keep-alive window\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 18000 | messages None | 5s | in flight 1 | step 2000 | sample 20 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 15s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 3 | with peers true\n\

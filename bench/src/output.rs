@@ -9,12 +9,33 @@ use corecast_load::Report;
 use plotters::prelude::*;
 use serde::Serialize;
 
+use crate::idle::{KeepAlive, KernelMemory};
+
 /// One peer's outcome in a scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub peer: String,
     pub report: Option<Report>,
     pub error: Option<String>,
+    /// Idle scenarios: the kernel's memory for the server's end of each connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelMemory>,
+    /// Idle scenarios: the server's keep-alive CPU in its steady state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<KeepAlive>,
+}
+
+impl Outcome {
+    /// A row whose server could not be run or measured.
+    pub fn failed(peer: String, error: String) -> Outcome {
+        Outcome {
+            peer,
+            report: None,
+            error: Some(error),
+            kernel: None,
+            keepalive: None,
+        }
+    }
 }
 
 /// Everything written for one scenario.
@@ -103,9 +124,20 @@ pub fn markdown(res: &ScenarioResult) -> String {
     } else {
         "exact delivery"
     };
+    // Idle scenarios: the kernel's memory and the keep-alive CPU instead of latency and CPU per
+    // delivery, which they have none of.
+    let idle = holds_idle(&res.id);
+    let (third, fourth) = if idle {
+        (
+            "kernel bytes per connection".to_string(),
+            "keep-alive CPU-µs per connection per second".to_string(),
+        )
+    } else {
+        ("p99 latency".to_string(), extra_name)
+    };
     let mut md = format!("### {}\n\n", res.title);
     md += &format!(
-        "| server | {} | {ratio_name} | p99 latency | {extra_name} | {exact_name} |\n",
+        "| server | {} | {ratio_name} | {third} | {fourth} | {exact_name} |\n",
         res.metric
     );
     md += "|---|---:|---:|---:|---:|---|\n";
@@ -153,6 +185,20 @@ pub fn markdown(res: &ScenarioResult) -> String {
         } else {
             format!("no ({} faults)", r.fault_count)
         };
+        let (p99, extra) = if idle {
+            (
+                o.kernel
+                    .as_ref()
+                    .map(|k| fmt_num(k.server_bytes_per_connection))
+                    .unwrap_or_else(|| "–".into()),
+                o.keepalive
+                    .as_ref()
+                    .map(|k| format!("{:.3}", k.cpu_us_per_connection_second))
+                    .unwrap_or_else(|| "–".into()),
+            )
+        } else {
+            (p99, extra)
+        };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} |",
@@ -180,9 +226,76 @@ pub fn markdown(res: &ScenarioResult) -> String {
     if let Some(line) = against_floor(res) {
         md += &format!("\n{line}\n");
     }
+    if idle {
+        md += &kernel_parts(res);
+    }
     if !res.note.is_empty() {
         md += &format!("\n{}\n", res.note);
     }
+    md
+}
+
+/// Scenarios that hold idle connections and report the kernel's memory and keep-alive CPU.
+fn holds_idle(id: &str) -> bool {
+    id.starts_with("idle")
+}
+
+/// The kernel's memory for the server's end of a connection, part by part, one column per
+/// server; nothing where no server had it measured.
+fn kernel_parts(res: &ScenarioResult) -> String {
+    let measured: Vec<(&str, &KernelMemory)> = res
+        .outcomes
+        .iter()
+        .filter_map(|o| Some((o.peer.as_str(), o.kernel.as_ref()?)))
+        .collect();
+    let Some((_, first)) = measured.first() else {
+        return String::new();
+    };
+    let names: Vec<&str> = measured.iter().map(|m| m.0).collect();
+    let mut md = format!(
+        "\nKernel bytes per connection at the server's end, by part (objects per connection \
+         in brackets):\n\n| part | slab caches | {} |\n|---|---|{}\n",
+        names.join(" | "),
+        "---:|".repeat(names.len())
+    );
+    for (i, part) in first.parts.iter().enumerate() {
+        let cells: Vec<String> = measured
+            .iter()
+            .map(|(_, k)| {
+                k.parts
+                    .get(i)
+                    .map(|p| {
+                        format!(
+                            "{} ({:.2})",
+                            fmt_num(p.bytes_per_connection),
+                            p.objects_per_connection
+                        )
+                    })
+                    .unwrap_or_else(|| "–".into())
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            part.part,
+            part.caches,
+            cells.join(" | ")
+        );
+    }
+    let totals: Vec<String> = measured
+        .iter()
+        .map(|(_, k)| fmt_num(k.server_bytes_per_connection))
+        .collect();
+    let both: Vec<String> = measured
+        .iter()
+        .map(|(_, k)| fmt_num(k.both_ends_bytes_per_connection))
+        .collect();
+    let _ = writeln!(md, "| server's end | | {} |", totals.join(" | "));
+    let _ = writeln!(
+        md,
+        "| both ends (the generator's too) | | {} |",
+        both.join(" | ")
+    );
     md
 }
 
@@ -425,6 +538,8 @@ mod tests {
                 ..Report::default()
             }),
             error: None,
+            kernel: None,
+            keepalive: None,
         }
     }
 
@@ -482,6 +597,8 @@ mod tests {
                 ..Report::default()
             }),
             error: None,
+            kernel: None,
+            keepalive: None,
         };
         let mut res = ScenarioResult {
             id: "chat-100".into(),
@@ -527,6 +644,8 @@ mod tests {
                 peer: "corecast".into(),
                 report: None,
                 error: Some("not run".into()),
+                kernel: None,
+                keepalive: None,
             }],
         };
         let md = subscription_memory(&result("idle-10k"), &result("subs-100k"));

@@ -125,8 +125,6 @@ impl Peer {
                     "16MiB",
                     "--send-queue-size",
                     "1024",
-                    "--ping-interval",
-                    "10s",
                     // The benchmarks' clients send as fast as the server answers, far past
                     // the default 100 messages (and 1 MiB) a second, and the peers have no
                     // such limit.
@@ -178,6 +176,42 @@ impl Peer {
         c
     }
 
+    /// What the peer does to keep idle connections alive as its users get it by default, and
+    /// how long after its connections are up that reaches its steady state within a short
+    /// hold (zero where nothing it does falls in one).
+    pub fn keepalive(self) -> (&'static str, Duration) {
+        match self {
+            // The binary's defaults: --ping-interval 25s, the first ping one interval plus a
+            // spread share of one after the upgrade; one interval and a second later, every
+            // connection pings at its steady rate.
+            Peer::Corecast | Peer::CorecastCluster => (
+                "pings every 25 s, spread over the interval; drops a client after 75 s of silence (the binary's defaults)",
+                Duration::from_secs(26),
+            ),
+            // Bun.serve's defaults (idleTimeout 120, sendPings true): uWebSockets pings after
+            // 104 s without traffic and closes 16 s later, past any short hold; what falls in
+            // one is its timer sweep over every socket each 4 s.
+            Peer::Bun => (
+                "idleTimeout 120 s with sendPings (Bun's defaults): a ping after 104 s of silence, none within the window; a timer sweep every 4 s",
+                Duration::ZERO,
+            ),
+            Peer::NodeWs => (
+                "none: ws sends no pings unless the application codes them",
+                Duration::ZERO,
+            ),
+            // Engine.IO's heartbeat (pingInterval 25 s, pingTimeout 20 s); not in an idle run.
+            Peer::SocketIoRedis | Peer::SocketIoRecovery => (
+                "an Engine.IO ping every 25 s (Socket.IO's defaults)",
+                Duration::from_secs(26),
+            ),
+            Peer::Tokio => (
+                "none: tungstenite answers pings and sends none",
+                Duration::ZERO,
+            ),
+            Peer::Floor => ("none", Duration::ZERO),
+        }
+    }
+
     /// What must exist before this peer can run.
     pub fn executable(self, root: &Path) -> PathBuf {
         match self {
@@ -194,6 +228,10 @@ impl Peer {
         }
     }
 }
+
+/// The keep-alive every scenario but the idle ones gives corecast (its `extra` flags): one
+/// ping every 10 s instead of the binary's 25 s. The idle scenarios run it at its defaults.
+pub const HARNESS_PING: [&str; 2] = ["--ping-interval", "10s"];
 
 /// A running server, killed on drop: one process, or a cluster's nodes and broker.
 pub struct Running {

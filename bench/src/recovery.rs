@@ -246,7 +246,8 @@ fn one(
     load_cpus: &[usize],
 ) -> anyhow::Result<RecoveryReport> {
     let extra: Vec<String> = if peer == Peer::Corecast {
-        vec!["--history".into(), KEEP.into()]
+        let ping = peers::HARNESS_PING.iter().map(|f| f.to_string());
+        ping.chain(["--history".into(), KEEP.into()]).collect()
     } else {
         Vec::new()
     };
