@@ -47,7 +47,7 @@
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
-//! | `shard::notify` | a wake-up signal for one thread |
+//! | `shard::notify`, `shard::coalescing` | a wake-up signal for one thread; when the flush pass writes: at once, or held briefly on a fan-out shard (pure) |
 //! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
 //! | [`history`] | topic history: positions (offset, epoch), what a topic keeps, and the seam that joins a recovery to the live stream (pure) |
 //! | `metrics` | per-shard counters and their Prometheus text |
@@ -142,7 +142,7 @@ pub use config::{Config, Deflate, RecoverHandler};
 pub use error::Error;
 pub use event::Attributes;
 pub use metrics::{ClusterMetrics, MetricsSnapshot};
-pub use server::{Builder, Server};
+pub use server::{Builder, Server, DEFAULT_WRITE_COALESCING};
 pub use shard::handle::{EventPayload, Websocket};
 pub use tls::TlsConfig;
 pub use topics::{PublishReport, SlowConsumerPolicy};

@@ -125,6 +125,8 @@ pub(crate) struct ShardMetrics {
     bytes_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
+    socket_writes: AtomicU64,
+    held_passes: AtomicU64,
     drops: [AtomicU64; DROP_CAUSES.len()],
     teardowns: [AtomicU64; TEARDOWN_CAUSES.len()],
     rejections: [AtomicU64; REJECT_STATUSES.len()],
@@ -157,11 +159,20 @@ impl ShardMetrics {
         add(&self.messages_in, 1);
         add(&self.bytes_in, bytes as u64);
     }
+    /// Messages queued so far (what `queued` counts), for the flush pass's frames per pass.
+    pub(crate) fn messages_queued(&self) -> u64 {
+        self.messages_out.load(Ordering::Relaxed)
+    }
     pub(crate) fn queued(&self) {
         add(&self.messages_out, 1);
     }
     pub(crate) fn written(&self, bytes: usize) {
         add(&self.bytes_out, bytes as u64);
+        add(&self.socket_writes, 1);
+    }
+    /// A flush pass was held to gather more per write (`shard::coalescing`).
+    pub(crate) fn held_pass(&self) {
+        add(&self.held_passes, 1);
     }
     pub(crate) fn dropped(&self, cause: DropCause) {
         add(&self.drops[cause as usize], 1);
@@ -248,6 +259,11 @@ pub struct MetricsSnapshot {
     /// Bytes written to sockets per shard: frames as sent (compressed where permessage-deflate
     /// is on), handshakes and control frames included.
     pub bytes_out: Vec<u64>,
+    /// Writes to client sockets per shard (each one `sendmsg`, or one TLS write): messages
+    /// out ÷ writes is how many messages a write carried.
+    pub socket_writes: Vec<u64>,
+    /// Flush passes a shard held to gather more per write (`Builder::write_coalescing`).
+    pub held_passes: Vec<u64>,
     /// Dropped messages by cause, summed over shards.
     pub drops: Vec<(&'static str, u64)>,
     /// Teardowns by cause, summed over shards.
@@ -356,6 +372,8 @@ impl MetricsSnapshot {
             bytes_in: load(|s| &s.bytes_in),
             messages_out: load(|s| &s.messages_out),
             bytes_out: load(|s| &s.bytes_out),
+            socket_writes: load(|s| &s.socket_writes),
+            held_passes: load(|s| &s.held_passes),
             drops: by_label(&DROP_CAUSES, |s| &s.drops),
             teardowns: by_label(&TEARDOWN_CAUSES, |s| &s.teardowns),
             handshake_failures: by_label(&HANDSHAKE_FAILURES, |s| &s.handshake_failures),
@@ -407,7 +425,7 @@ impl MetricsSnapshot {
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let per_shard: [(&str, &str, &str, &[u64]); 10] = [
+        let per_shard: [(&str, &str, &str, &[u64]); 12] = [
             (
                 "corecast_connections",
                 "gauge",
@@ -443,6 +461,18 @@ impl MetricsSnapshot {
                 "counter",
                 "Bytes written to client sockets, as sent (compressed where deflate is on).",
                 &self.bytes_out,
+            ),
+            (
+                "corecast_socket_writes_total",
+                "counter",
+                "Writes to client sockets; messages out per write is what each carried.",
+                &self.socket_writes,
+            ),
+            (
+                "corecast_held_flushes_total",
+                "counter",
+                "Flush passes held to gather more messages per write (--write-coalescing).",
+                &self.held_passes,
             ),
             (
                 "corecast_subscriptions",

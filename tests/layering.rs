@@ -216,7 +216,7 @@ const LAYERS: &[(&[&str], bool)] = &[
         &["shard::readiness", "shard::timers", "shard::socket"],
         false,
     ),
-    (&["shard::notify"], false),
+    (&["shard::notify", "shard::coalescing"], false),
     (&["topics"], false),
     (&["history"], false),
     (&["metrics"], false),

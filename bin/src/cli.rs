@@ -144,6 +144,11 @@ pub struct Args {
     /// [default: the kernel's, which grows up to net.ipv4.tcp_wmem's maximum]
     #[arg(long, env = "CORECAST_SOCKET_SEND_BUFFER", value_name = "SIZE", value_parser = parse_size)]
     pub socket_send_buffer: Option<usize>,
+    /// Longest a shard holds its writes so that more messages share each one; it holds only
+    /// while writing many clients a message or so each, and only while that gathers more per
+    /// write; 0 writes at once [default: 1ms]
+    #[arg(long, env = "CORECAST_WRITE_COALESCING", value_name = "DURATION", value_parser = parse_coalescing)]
+    pub write_coalescing: Option<Duration>,
     /// Topics one connection may subscribe to at once (pubsub mode) [default: 1000]
     #[arg(long, env = "CORECAST_MAX_TOPICS", value_name = "N", value_parser = parse_number::<usize>)]
     pub max_topics: Option<usize>,
@@ -306,6 +311,17 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err(format!(
             "invalid duration {s:?}: must be more than 0, like 2s"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// The most a shard may hold its writes: 0 (off) to 100 ms. Longer would be a latency no
+/// event stream wants, and gathers little more than 100 ms does.
+fn parse_coalescing(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d > Duration::from_millis(100) => Err(format!(
+            "invalid duration {s:?}: at most 100ms, like 1ms (0 writes at once)"
         )),
         d => Ok(d),
     }
@@ -475,6 +491,8 @@ pub struct Settings {
     pub origins: Vec<String>,
     /// `SO_SNDBUF` of client sockets (`Builder::socket_send_buffer`).
     pub socket_send_buffer: Option<usize>,
+    /// `Builder::write_coalescing`: the most a shard holds its writes.
+    pub write_coalescing: Duration,
     pub max_connections: Option<usize>,
     /// After the first SIGINT/SIGTERM: time spent draining (503s) before the shutdown starts.
     pub drain_delay: Duration,
@@ -577,6 +595,9 @@ impl Settings {
             origins: list(&a.origins),
             max_connections: a.max_connections.filter(|n| *n > 0),
             socket_send_buffer: a.socket_send_buffer.filter(|n| *n > 0),
+            write_coalescing: a
+                .write_coalescing
+                .unwrap_or(corecast::DEFAULT_WRITE_COALESCING),
             drain_delay: a.drain_delay.unwrap_or(Duration::ZERO),
             shutdown_timeout: a.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             handshake_timeout: a.handshake_timeout.unwrap_or(Duration::from_secs(5)),
@@ -879,6 +900,7 @@ fn fill_from_file(args: &mut Args, text: &str) -> Result<(), String> {
             "tls-key" => fill!(tls_key, |s: &str| Ok::<_, String>(PathBuf::from(s))),
             "max-connections" => fill!(max_connections, parse_number::<usize>),
             "socket-send-buffer" => fill!(socket_send_buffer, parse_size),
+            "write-coalescing" => fill!(write_coalescing, parse_coalescing),
             "drain-delay" => fill!(drain_delay, parse_duration),
             "shutdown-timeout" => fill!(shutdown_timeout, parse_duration),
             "handshake-timeout" => fill!(handshake_timeout, parse_duration),

@@ -573,6 +573,29 @@ fn bad_history_rules_say_what_is_wrong_on_one_line() {
 }
 
 #[test]
+fn write_coalescing_is_a_bounded_duration() {
+    assert_eq!(
+        load(&[]).unwrap().write_coalescing,
+        corecast::DEFAULT_WRITE_COALESCING
+    );
+    assert_eq!(
+        load(&["--write-coalescing", "0.5ms"])
+            .unwrap()
+            .write_coalescing,
+        Duration::from_micros(500)
+    );
+    assert_eq!(
+        load(&["--write-coalescing", "0"]).unwrap().write_coalescing,
+        Duration::ZERO
+    );
+    let e = load(&["--write-coalescing", "1s"]).unwrap_err();
+    assert!(
+        e.contains("--write-coalescing") && e.contains("at most 100ms"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_socket_send_buffer_is_a_size() {
     let s = load(&["--socket-send-buffer", "64KiB"]).unwrap();
     assert_eq!(s.socket_send_buffer, Some(64 * 1024));

@@ -57,6 +57,7 @@ fn run(s: Settings) -> anyhow::Result<()> {
     let mut builder = Server::builder()
         .bind(s.listen)
         .handshake_timeout(s.handshake_timeout)
+        .write_coalescing(s.write_coalescing)
         .route_with_config("/ws", s.config.clone(), |_| {})
         // `/ws/:id`: the id becomes the connection's UUID, in the gate below.
         .route_with_config("/ws/:id", s.config.clone(), |_| {})

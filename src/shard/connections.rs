@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use glommio::timer::Timer;
 use slab::Slab;
 
+use super::coalescing::{Coalescing, Pass};
 use super::conn::Conn;
 use super::handle::EventPayload;
 use super::link::ShardLinks;
@@ -139,18 +141,36 @@ impl Connections {
     /// The flush pass: writes every dirty connection's queue, then waits for more. Runs as one
     /// task per shard, after the tasks that queued messages have yielded, so each dirty
     /// connection's whole queue leaves in one write.
-    pub(crate) async fn flush_dirty(&self) {
+    ///
+    /// A fan-out shard may hold a pass for a bounded time first, so that more frames share
+    /// each write (`coalescing.rs`); the tasks that read and queue run meanwhile.
+    pub(crate) async fn flush_dirty(&self, mut coalescing: Coalescing) {
         let mut batch = Vec::new();
+        let mut queued_before = self.metrics().messages_queued();
         loop {
             if self.dirty.borrow().is_empty() {
                 self.flush_wanted.wait().await;
             }
+            let hold = coalescing.hold_until(Instant::now());
+            if let Some(until) = hold {
+                self.metrics().held_pass();
+                Timer::new(until.saturating_duration_since(Instant::now())).await;
+            }
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             // One clock read for the whole pass.
             let now = Instant::now();
+            let sockets = batch.len();
             for conn in batch.drain(..) {
                 conn.flush_now(now);
             }
+            let queued = self.metrics().messages_queued();
+            let pass = Pass {
+                sockets,
+                frames: queued.wrapping_sub(queued_before),
+                held: hold.is_some(),
+            };
+            queued_before = queued;
+            coalescing.handle_pass(pass, Instant::now());
             glommio::yield_if_needed().await;
         }
     }

@@ -15,7 +15,9 @@
 //! | `link.rs` | what other threads hold of a shard: bounded inbox, live count, counters |
 //! | `readiness.rs` | the epoll set that reports which open connections have bytes |
 //! | `timers.rs`, `notify.rs`, `socket.rs` | the timer heap, a wake-up signal, `sendmsg`/`recv` |
+//! | `coalescing.rs` | when the flush pass writes: at once, or held briefly on a fan-out shard |
 
+mod coalescing;
 pub(crate) mod conn;
 pub(crate) mod connections;
 pub(crate) mod dispatch;
@@ -39,6 +41,7 @@ use glommio::net::TcpListener;
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use self::coalescing::Coalescing;
 use self::link::ShardMsg;
 use self::readiness::Readiness;
 use self::shared::Shared;
@@ -60,7 +63,8 @@ pub(crate) async fn run(
     let timers = glommio::spawn_local(serve_timers(Rc::clone(&core)));
     let flusher = glommio::spawn_local({
         let conns = Rc::clone(&core.conns);
-        async move { conns.flush_dirty().await }
+        let coalescing = Coalescing::new(core.shared.options.write_coalescing);
+        async move { conns.flush_dirty(coalescing).await }
     });
     let listener = Rc::new(listener);
     let acceptor = glommio::spawn_local(accept(Rc::clone(&core), Rc::clone(&listener)));

@@ -52,6 +52,8 @@ pub(crate) struct Options {
     pub(crate) inbox_capacity: usize,
     /// `Builder::socket_send_buffer`: `SO_SNDBUF` of accepted sockets; `None`: the kernel's.
     pub(crate) socket_send_buffer: Option<usize>,
+    /// `Builder::write_coalescing`: the most a fan-out shard holds a flush pass.
+    pub(crate) write_coalescing: Duration,
 }
 
 pub(crate) struct Shared {
