@@ -258,8 +258,9 @@ const IDLE_10K: Plan = Plan {
            get by default: corecast pings every 25 s, spread over the interval (the binary's \
            defaults; the window starts 26 s after the connections are up, so every \
            connection's pings fall at their steady rate); Bun (idleTimeout 120 s, sendPings) \
-           pings only after 104 s of silence, past the window, so its figure is its timer \
-           sweep; Node ws and tokio-tungstenite send no pings; the floor none.",
+           pings only after 104 s of silence, past the window: its figure is its idle \
+           timer, which visits every socket each 4 s; Node ws and tokio-tungstenite send no \
+           pings; the floor none.",
     keepalive: true,
     ..USUAL
 };

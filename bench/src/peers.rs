@@ -190,9 +190,9 @@ impl Peer {
             ),
             // Bun.serve's defaults (idleTimeout 120, sendPings true): uWebSockets pings after
             // 104 s without traffic and closes 16 s later, past any short hold; what falls in
-            // one is its timer sweep over every socket each 4 s.
+            // one is its idle timer, which visits every socket each 4 s.
             Peer::Bun => (
-                "idleTimeout 120 s with sendPings (Bun's defaults): a ping after 104 s of silence, none within the window; a timer sweep every 4 s",
+                "idleTimeout 120 s with sendPings (Bun's defaults): a ping after 104 s of silence, none within the window; an idle timer that visits every socket each 4 s",
                 Duration::ZERO,
             ),
             Peer::NodeWs => (
