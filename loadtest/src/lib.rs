@@ -11,6 +11,8 @@
 //! | `topics` | the topics scenario's plan: who joins what, where each publish goes |
 //! | `upgrades` | the upgrades scenario: connect, upgrade (or be refused) and close, many at a time |
 //! | `recovery` | the recovery scenario: a reconnect storm against topics with history, every publication checked across it |
+//! | `listen` | the listen scenario: subscribed connections held, counting the broadcasts and publications sent from outside (a server's HTTP API) |
+//! | `many_nodes` | what `corecast-many-nodes` (many cluster nodes and generators on one machine) reads and writes: `/metrics`, the API, its result |
 //! | `ws` | a lean WebSocket client connection on glommio |
 //! | `signal` | a one-shot event many tasks of one generator thread wait on |
 //! | `payload` | the stamp each message carries |
@@ -20,6 +22,8 @@
 //! | `token` | signing keys and connection tokens for runs against a server that authenticates |
 //! | `siege` | the `corecast-siege` binary's attacks and soak against the real server |
 
+pub mod listen;
+pub mod many_nodes;
 pub mod options;
 pub mod payload;
 pub mod procstat;

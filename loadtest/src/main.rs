@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use corecast::units::parse_duration;
+use corecast_load::listen::{self, ListenOptions};
 use corecast_load::recovery::{self, Protocol, RecoveryOptions};
 use corecast_load::token::{Signing, TokenKey};
 use corecast_load::topics::TopicPlan;
@@ -27,7 +28,9 @@ struct Args {
     /// upgrades: connect, upgrade (or be refused, --expect) and close, --clients at a time;
     /// recovery: a reconnect storm, subscribers of topics with history drop at once and come
     /// back for what they missed (corecast pubsub positions, or Socket.IO's connection-state
-    /// recovery with --socket-io)
+    /// recovery with --socket-io); listen: hold connections subscribed to --topic and count
+    /// the broadcasts and publications sent through the server's HTTP API, each exactly once
+    /// and in order up to its end message (corecast-many-nodes sends them)
     scenario: Scenario,
     /// Server URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
     /// over a cluster's nodes (connection i goes to URL i mod n; the first publishes)
@@ -41,7 +44,8 @@ struct Args {
     /// publisher, upgrades: requests in all [default: until --duration]
     #[arg(long)]
     messages: Option<u64>,
-    /// How long to run (broadcast: the most to publish for, then in-flight messages drain)
+    /// How long to run (broadcast: the most to publish for, then in-flight messages drain;
+    /// listen: the most to hold, waiting for the ends)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Messages a sender may have in flight
@@ -150,6 +154,9 @@ struct Args {
     /// stream from there
     #[arg(long)]
     stale_ok: bool,
+    /// Listen: the topic every client subscribes to at its upgrade
+    #[arg(long, default_value = "everyone")]
+    topic: String,
 }
 
 fn token_place(s: &str) -> Result<TokenPlace, String> {
@@ -265,6 +272,31 @@ fn recovery_run(a: &Args) -> ExitCode {
     )
 }
 
+/// `corecast-load listen`: clients held on `--topic`, counting what the API sends.
+fn listen_run(a: &Args) -> ExitCode {
+    let defaults = match ListenOptions::new(&a.url, a.clients.unwrap_or(100)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("corecast-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = ListenOptions {
+        topic: a.topic.clone(),
+        duration: a.duration,
+        threads: a.threads,
+        cpus: a.cpus.clone(),
+        progress: !a.quiet,
+        ..defaults
+    };
+    finish(
+        listen::run(opts),
+        |r| r.summary(),
+        |r| r.ok,
+        a.json.as_deref(),
+    )
+}
+
 /// The end of a run: its summary printed, its report written as JSON where asked, and the
 /// exit status of its verdict (failure for a run that could not be made).
 fn finish<R: serde::Serialize>(
@@ -299,6 +331,9 @@ fn main() -> ExitCode {
     let a = Args::parse();
     if a.scenario == Scenario::Recovery {
         return recovery_run(&a);
+    }
+    if a.scenario == Scenario::Listen {
+        return listen_run(&a);
     }
     if let Some(dir) = &a.mint_tokens {
         return match mint(&a, dir) {

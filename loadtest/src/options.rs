@@ -31,11 +31,14 @@ pub enum Scenario {
     /// for what they missed. Run by `recovery::run` (its options and report are its own), not
     /// by `run::run`.
     Recovery,
+    /// Subscribed connections held, counting the broadcasts and publications a backend sends
+    /// through the server's HTTP API. Run by `listen::run`, not by `run::run`.
+    Listen,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--help` lists them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Broadcast,
         Scenario::Chat,
         Scenario::Echo,
@@ -44,6 +47,7 @@ impl Scenario {
         Scenario::Topics,
         Scenario::Upgrades,
         Scenario::Recovery,
+        Scenario::Listen,
     ];
 
     /// The name on the command line and in the report.
@@ -57,6 +61,7 @@ impl Scenario {
             Scenario::Topics => "topics",
             Scenario::Upgrades => "upgrades",
             Scenario::Recovery => "recovery",
+            Scenario::Listen => "listen",
         }
     }
 }
@@ -148,7 +153,8 @@ mod tests {
                 "shootout",
                 "topics",
                 "upgrades",
-                "recovery"
+                "recovery",
+                "listen"
             ]
         );
     }

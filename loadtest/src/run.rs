@@ -77,6 +77,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         Scenario::Upgrades => return upgrades::run(opts),
         // Its options and report are its own.
         Scenario::Recovery => bail!("the recovery scenario runs through recovery::run"),
+        Scenario::Listen => bail!("the listen scenario runs through listen::run"),
         _ => {}
     }
     if opts.clients == 0 || opts.threads == 0 || opts.in_flight == 0 || opts.targets.is_empty() {
