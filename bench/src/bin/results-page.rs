@@ -75,7 +75,11 @@ fn latest_runs(results: &Path) -> std::io::Result<Vec<Run>> {
             continue;
         }
         let (date, scenario) = (&stem[..10], &stem[11..]);
-        let newer = latest.get(scenario).is_none_or(|d| d.as_str() < date);
+        // Not `is_none_or`: the workspace builds with Rust 1.80.
+        let newer = match latest.get(scenario) {
+            Some(d) => d.as_str() < date,
+            None => true,
+        };
         if newer {
             latest.insert(scenario.to_string(), date.to_string());
         }
