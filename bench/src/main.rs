@@ -97,6 +97,9 @@ struct Plan {
     duration_s: QuickFull<u64>,
     /// Messages a sender may have in flight.
     in_flight: usize,
+    /// Broadcast: the publisher's messages per second, whatever comes back (an open loop);
+    /// `None`: as fast as the window opens.
+    rate: Option<f64>,
     /// Shootout: clients added per step.
     step: usize,
     /// Shootout: broadcasts timed per step.
@@ -167,6 +170,8 @@ struct Variant {
     /// Topic patterns each token grants for subscribe and for publish.
     grants: &'static [&'static str],
     ask: Ask,
+    /// More corecast flags for this row.
+    flags: &'static [&'static str],
 }
 
 /// Tokens for at most this many connections are minted; more connections take them in turn.
@@ -185,6 +190,7 @@ const USUAL: Plan = Plan {
     messages: None,
     duration_s: QuickFull::both(0),
     in_flight: 1,
+    rate: None,
     step: 0,
     sample: QuickFull::both(0),
     topics: TopicPlan {
@@ -211,6 +217,7 @@ const PLAIN: Variant = Variant {
     auth: None,
     grants: &[],
     ask: Ask::Upgrade,
+    flags: &[],
 };
 
 /// What every token of the authentication plans grants: a pattern, so the check matches it
@@ -229,6 +236,7 @@ const HS256: Variant = Variant {
     auth: Some(Signing::Hs256),
     grants: GRANTS,
     ask: Ask::Upgrade,
+    flags: &[],
 };
 
 /// What an idle connection costs: server memory in user space and in the kernel, and the
@@ -266,7 +274,7 @@ const IDLE_10K: Plan = Plan {
 };
 
 /// Every scenario, in the order they run.
-const PLANS: [Plan; 20] = [
+const PLANS: [Plan; 21] = [
     Plan {
         id: "broadcast-1k",
         title: "Broadcast to 1,000 clients, 8 in flight",
@@ -297,6 +305,44 @@ const PLANS: [Plan; 20] = [
         }),
         duration_s: QuickFull { quick: 8, full: 30 },
         in_flight: 8,
+        ..USUAL
+    },
+    // An open loop: the same messages per second to every server, so what differs is the CPU
+    // each spends on them; the load write coalescing is for (docs/behaviour.md).
+    Plan {
+        id: "broadcast-100-paced",
+        title: "Broadcast to 100 clients at 2,000 messages/s (open loop)",
+        metric: "server CPU-µs per delivery",
+        higher_is_better: false,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(100),
+        messages: Some(QuickFull {
+            quick: 16_000,
+            full: 60_000,
+        }),
+        duration_s: QuickFull {
+            quick: 15,
+            full: 45,
+        },
+        in_flight: 1_000_000,
+        rate: Some(2000.0),
+        variants: &[
+            PLAIN,
+            Variant {
+                name: "corecast-no-coalescing",
+                flags: &["--write-coalescing", "0"],
+                ..PLAIN
+            },
+        ],
+        rounds: QuickFull { quick: 2, full: 3 },
+        with_peers: true,
+        note: "One publisher sends 2,000 messages a second whatever comes back, each to all \
+               100 clients: every server gets the same work, so the figure to compare is the \
+               CPU each spends on it. corecast holds a fan-out shard's writes for up to 1 ms \
+               (`--write-coalescing`, its default) so messages share writes; \
+               corecast-no-coalescing writes every pass at once. `(2)`: the same server again, \
+               the two taking turns.",
         ..USUAL
     },
     Plan {
@@ -856,6 +902,7 @@ fn main() -> ExitCode {
                 None => Ok((Vec::new(), Tokens::default())),
             }
             .map(|(mut flags, tokens)| {
+                flags.extend(variant.iter().flat_map(|v| v.flags).map(|f| f.to_string()));
                 // Outside the idle scenarios corecast pings as the harness says.
                 let corecast = matches!(peer, Peer::Corecast | Peer::CorecastCluster);
                 if corecast && !plan.keepalive {
@@ -918,6 +965,7 @@ fn main() -> ExitCode {
                         messages: plan.messages.map(|m| m.pick(a.full)),
                         duration,
                         in_flight: plan.in_flight,
+                        rate: plan.rate,
                         size: plan.size,
                         threads: a.load_cpus.len().max(1),
                         cpus: a.load_cpus.clone(),
@@ -1095,6 +1143,7 @@ mod tests {
             p.size,
             p.tls
         ) + &variants(p, full)
+            + &p.rate.map_or(String::new(), |r| format!(" | rate {r}/s"))
             + if p.keepalive {
                 " | kernel memory and keep-alive window"
             } else {
@@ -1110,7 +1159,14 @@ mod tests {
         let each: Vec<String> = p
             .variants
             .iter()
-            .map(|v| format!("{} {:?} {:?} {:?}", v.name, v.auth, v.grants, v.ask))
+            .map(|v| {
+                let flags = if v.flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {:?}", v.flags)
+                };
+                format!("{} {:?} {:?} {:?}{flags}", v.name, v.auth, v.grants, v.ask)
+            })
             .collect();
         format!(
             " | variants [{}] × {} | with peers {}",
@@ -1128,6 +1184,7 @@ mod tests {
     const QUICK: &str = "\
         broadcast-1k | Broadcast to 1,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         broadcast-10k | Broadcast to 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 10000 | messages Some(300) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-100-paced | Broadcast to 100 clients at 2,000 messages/s (open loop) | server CPU-µs per delivery | higher is better false | mode relay | Broadcast | clients 100 | messages Some(16000) | 15s | in flight 1000000 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-no-coalescing None [] Upgrade [\"--write-coalescing\", \"0\"]] × 2 | with peers true | rate 2000/s\n\
         chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
@@ -1151,6 +1208,7 @@ mod tests {
     const FULL: &str = "\
         broadcast-1k | Broadcast to 1,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         broadcast-10k | Broadcast to 10,000 clients, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 10000 | messages Some(2000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
+        broadcast-100-paced | Broadcast to 100 clients at 2,000 messages/s (open loop) | server CPU-µs per delivery | higher is better false | mode relay | Broadcast | clients 100 | messages Some(60000) | 45s | in flight 1000000 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-no-coalescing None [] Upgrade [\"--write-coalescing\", \"0\"]] × 3 | with peers true | rate 2000/s\n\
         chat-100 | Chat, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         chat-300 | Chat, 300 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 300 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         echo-50 | Echo, 50 clients, closed loop | round trips/s | higher is better true | mode echo | Echo | clients 50 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\

@@ -56,12 +56,12 @@ pub struct ScenarioResult {
 /// Whether a scenario's headline is the server's CPU per request (refused upgrades: the rate is
 /// the generator's, the cost is the figure).
 fn cpu_is_headline(id: &str) -> bool {
-    id.starts_with("upgrades-refused")
+    id.starts_with("upgrades-refused") || id.ends_with("-paced")
 }
 
 /// What a scenario's server CPU is counted per.
 fn cpu_unit(id: &str) -> &'static str {
-    if cpu_is_headline(id) {
+    if id.starts_with("upgrades-refused") {
         "request"
     } else if id.starts_with("upgrades") {
         "upgrade"
@@ -114,8 +114,10 @@ pub fn markdown(res: &ScenarioResult) -> String {
         format!("÷ {base_name}")
     };
     // The column beside the headline: the server's CPU, or the rate where CPU is the headline.
-    let extra_name = if cpu_is_headline(&res.id) {
+    let extra_name = if res.id.starts_with("upgrades") && cpu_is_headline(&res.id) {
         "answers/s".to_string()
+    } else if cpu_is_headline(&res.id) {
+        "deliveries/s".to_string()
     } else {
         format!("server CPU-µs per {}", cpu_unit(&res.id))
     };

@@ -133,8 +133,11 @@ struct Args {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     token_ttl: Duration,
     /// Recovery: publications a second, over all topics (round robin), from one connection
-    #[arg(long, default_value_t = 50.0)]
-    rate: f64,
+    /// [default: 50]. Broadcast: messages a second from the publisher whatever comes back, an
+    /// open loop as a feed publishes (raise --in-flight so the window does not hold it back)
+    /// [default: as fast as --in-flight allows]
+    #[arg(long)]
+    rate: Option<f64>,
     /// Recovery: how long after publishing starts the clients drop
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     storm_at: Duration,
@@ -250,7 +253,7 @@ fn recovery_run(a: &Args) -> ExitCode {
     let opts = RecoveryOptions {
         clients: a.clients.unwrap_or(defaults.clients),
         topics: a.topics.unwrap_or(defaults.topics),
-        rate: a.rate,
+        rate: a.rate.unwrap_or(50.0),
         size: a.size,
         storm_at: a.storm_at,
         after: a.after,
@@ -378,6 +381,7 @@ fn main() -> ExitCode {
         messages: a.messages,
         duration: a.duration,
         in_flight: a.in_flight,
+        rate: a.rate.filter(|r| *r > 0.0),
         size: a.size,
         threads: a.threads,
         cpus: a.cpus,

@@ -94,6 +94,9 @@ pub struct Options {
     pub duration: Duration,
     /// Messages a sender may have in flight.
     pub in_flight: usize,
+    /// Broadcast: messages per second the publisher sends, whatever comes back (an open
+    /// loop, as a feed publishes); `None`: as fast as the in-flight window opens.
+    pub rate: Option<f64>,
     /// Payload size in bytes.
     pub size: usize,
     /// Generator threads.

@@ -633,6 +633,9 @@ async fn conn_task(
     };
     let mut tally = Tally::new(me, slots);
     let mut seq = 0u64;
+    // An open-loop broadcast: when the next message is due, counted from the first.
+    let mut paced_from: Option<Instant> = None;
+    let mut next_due: Option<Instant> = None;
     let mut own_back = 0u64;
     let mut items = Vec::new();
     let mut error = None;
@@ -646,6 +649,15 @@ async fn conn_task(
                 };
                 if seq >= messages || seq - acked.min(seq) >= opts.in_flight as u64 {
                     break;
+                }
+                next_due = None;
+                if let (Some(rate), Scenario::Broadcast) = (opts.rate, opts.scenario) {
+                    let from = *paced_from.get_or_insert_with(Instant::now);
+                    let due = from + Duration::from_secs_f64(seq as f64 / rate);
+                    if Instant::now() < due {
+                        next_due = Some(due);
+                        break;
+                    }
                 }
                 if let (Scenario::Topics, Some(p)) = (opts.scenario, publisher) {
                     let m = plan.publish(p, seq);
@@ -694,12 +706,19 @@ async fn conn_task(
         let broadcaster = publishes && opts.scenario == Scenario::Broadcast;
         let wake = future::or(read, async {
             if broadcaster {
-                // A completed broadcast opens the window.
+                // A completed broadcast opens the window; an open loop's next message falls due.
                 future::or(
                     async {
                         let _ = ctx.completions.1.recv_async().await;
                     },
-                    ctx.done.wait(slot_in_thread),
+                    future::or(ctx.done.wait(slot_in_thread), async {
+                        match next_due {
+                            Some(due) => {
+                                Timer::new(due.saturating_duration_since(Instant::now())).await;
+                            }
+                            None => future::pending().await,
+                        }
+                    }),
                 )
                 .await;
             } else if let Some(p) = publisher.filter(|_| opts.scenario == Scenario::Topics) {

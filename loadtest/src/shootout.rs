@@ -365,6 +365,7 @@ mod tests {
             messages: None,
             duration: Duration::from_secs(10),
             in_flight: 1,
+            rate: None,
             size: 64,
             threads: 1,
             cpus: Vec::new(),

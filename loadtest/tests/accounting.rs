@@ -113,6 +113,7 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         messages: Some(20),
         duration: Duration::from_secs(3),
         in_flight: 4,
+        rate: None,
         size: 32,
         threads: 2,
         cpus: Vec::new(),
