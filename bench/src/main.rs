@@ -274,7 +274,7 @@ const IDLE_10K: Plan = Plan {
 };
 
 /// Every scenario, in the order they run.
-const PLANS: [Plan; 21] = [
+const PLANS: [Plan; 22] = [
     Plan {
         id: "broadcast-1k",
         title: "Broadcast to 1,000 clients, 8 in flight",
@@ -548,6 +548,27 @@ const PLANS: [Plan; 21] = [
         }),
         duration_s: QuickFull { quick: 8, full: 30 },
         in_flight: 8,
+        cluster: true,
+        ..USUAL
+    },
+    // The same plan as an open loop: the same messages per second to one node and to two,
+    // so the figure is what the second node and the NATS hop cost per delivery, free of the
+    // closed loop's pacing (a window released by the slower node's deliveries).
+    Plan {
+        id: "cluster-broadcast-paced",
+        title: "Broadcast to 1,000 clients at 50 messages/s (open loop), one node against two nodes over NATS",
+        metric: "server CPU-µs per delivery",
+        higher_is_better: false,
+        mode: "relay",
+        scenario: Scenario::Broadcast,
+        clients: QuickFull::both(1000),
+        messages: Some(QuickFull {
+            quick: 500,
+            full: 1500,
+        }),
+        duration_s: QuickFull { quick: 15, full: 40 },
+        in_flight: 1_000_000,
+        rate: Some(50.0),
         cluster: true,
         ..USUAL
     },
@@ -1198,6 +1219,7 @@ mod tests {
         chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         idle-tls | 10,000 idle TLS connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true | kernel memory and keep-alive window\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(3000) | 8s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
+        cluster-broadcast-paced | Broadcast to 1,000 clients at 50 messages/s (open loop), one node against two nodes over NATS | server CPU-µs per delivery | higher is better false | mode relay | Broadcast | clients 1000 | messages Some(500) | 15s | in flight 1000000 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false | rate 50/s\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 8000 | messages None | 5s | in flight 1 | step 2000 | sample 10 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 5s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 2 | with peers true\n\
         upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 4s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 2 | with peers false\n\
@@ -1223,6 +1245,7 @@ mod tests {
         chat-tls | Chat over TLS, 100 clients all publishing | deliveries/s | higher is better true | mode relay | Chat | clients 100 | messages None | 20s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true\n\
         idle-tls | 10,000 idle TLS connections: server memory and keep-alive CPU | server user-space bytes per connection | higher is better false | mode echo | Idle | clients 10000 | messages None | 30s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls true | kernel memory and keep-alive window\n\
         cluster-broadcast | Broadcast to 1,000 clients, one node against two nodes over NATS, 8 in flight | deliveries/s | higher is better true | mode relay | Broadcast | clients 1000 | messages Some(20000) | 30s | in flight 8 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false\n\
+        cluster-broadcast-paced | Broadcast to 1,000 clients at 50 messages/s (open loop), one node against two nodes over NATS | server CPU-µs per delivery | higher is better false | mode relay | Broadcast | clients 1000 | messages Some(1500) | 40s | in flight 1000000 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster true | deflate false | size 64 | tls false | rate 50/s\n\
         shootout | websocket-shootout: most clients with broadcast p95 under 500 ms | clients | higher is better true | mode shootout | Shootout | clients 18000 | messages None | 5s | in flight 1 | step 2000 | sample 20 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false\n\
         upgrades | Upgrades: connect, upgrade and close, 64 at a time, without and with tokens | upgrades/s | higher is better true | mode echo | Upgrades | clients 64 | messages None | 15s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [corecast None [] Upgrade, corecast-hs256 Some(Hs256) [\"t*\"] Upgrade, corecast-es256 Some(Es256) [\"t*\"] Upgrade] × 3 | with peers true\n\
         upgrades-refused | Refused upgrades: a bad token's 401 against a 404, 64 at a time | server CPU-µs per request | higher is better false | mode echo | Upgrades | clients 64 | messages None | 10s | in flight 1 | step 0 | sample 0 | TopicPlan { topics: 0, per_client: 0, publishers: 0, publish_topics: 0 } | cluster false | deflate false | size 64 | tls false | variants [404 not found Some(Hs256) [\"t*\"] NotFound, 401 bad token (HS256) Some(Hs256) [\"t*\"] BadToken, 401 bad token (ES256) Some(Es256) [\"t*\"] BadToken, 401 no token Some(Hs256) [\"t*\"] NoToken] × 3 | with peers false\n\
