@@ -22,10 +22,6 @@ use crate::registry::{Registry, ShardId};
 use crate::shard::dispatch::{each_shard, send_to, Dispatch};
 use crate::shard::handle::{EventPayload, Websocket};
 use crate::shard::link::{ShardLinks, ShardMsg, DEFAULT_INBOX_CAPACITY};
-
-/// `Builder::write_coalescing`'s default: 1 ms, a fraction of a network round trip, and in
-/// the benchmarks a small share of a fan-out's p99.
-pub const DEFAULT_WRITE_COALESCING: Duration = Duration::from_millis(1);
 use crate::shard::shared::{Options, Route, RouteCallback, Shared};
 use crate::shard::state::on_shard_thread;
 use crate::shard::{self, Listener};
@@ -35,6 +31,10 @@ use crate::upgrade::Gate;
 use crate::upgrade::{Rejection, UpgradeRequest};
 use crate::ws::frame::{self, MessageType};
 use crate::{Config, Error};
+
+/// `Builder::write_coalescing`'s default: 1 ms, a fraction of a network round trip, and in
+/// the benchmarks a small share of a fan-out's p99.
+pub const DEFAULT_WRITE_COALESCING: Duration = Duration::from_millis(1);
 
 /// Configures and starts a server. See `Server::builder`.
 pub struct Builder {
