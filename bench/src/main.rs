@@ -25,7 +25,8 @@ use peers::Peer;
 #[derive(Parser, Debug)]
 #[command(name = "corecast-bench")]
 struct Args {
-    /// The long run (about 25 minutes on 2 cores); default is the quick one (about 10 minutes)
+    /// The long run (about three times the quick one); default is the quick one (about 16
+    /// minutes on 2 cores)
     #[arg(long)]
     full: bool,
     /// Comma-separated peers: corecast, bun, node-ws, tokio-tungstenite, floor
@@ -896,7 +897,7 @@ fn main() -> ExitCode {
         && peers.contains(&Peer::Corecast);
     eprintln!(
         "corecast-bench ({} mode): {} scenarios × {} servers; server on CPUs {:?}, generator on {:?}",
-        if a.full { "full, about 25 minutes" } else { "quick, about 10 minutes" },
+        if a.full { "full, about three times the quick run" } else { "quick, about 16 minutes" },
         selected.len() + usize::from(storm),
         peers.len(),
         a.server_cpus,
