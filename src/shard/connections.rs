@@ -151,14 +151,18 @@ impl Connections {
             if self.dirty.borrow().is_empty() {
                 self.flush_wanted.wait().await;
             }
-            let hold = coalescing.hold_until(Instant::now());
-            if let Some(until) = hold {
-                self.metrics().held_pass();
-                Timer::new(until.saturating_duration_since(Instant::now())).await;
-            }
+            // One clock read for the whole pass, and one more only after a hold.
+            let woke = Instant::now();
+            let hold = coalescing.hold_until(woke);
+            let now = match hold {
+                Some(until) => {
+                    self.metrics().held_pass();
+                    Timer::new(until.saturating_duration_since(woke)).await;
+                    Instant::now()
+                }
+                None => woke,
+            };
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
-            // One clock read for the whole pass.
-            let now = Instant::now();
             let sockets = batch.len();
             for conn in batch.drain(..) {
                 conn.flush_now(now);
