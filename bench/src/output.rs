@@ -114,10 +114,12 @@ pub fn markdown(res: &ScenarioResult) -> String {
         format!("÷ {base_name}")
     };
     // The column beside the headline: the server's CPU, or the rate where CPU is the headline.
-    let extra_name = if res.id.starts_with("upgrades") && cpu_is_headline(&res.id) {
-        "answers/s".to_string()
-    } else if cpu_is_headline(&res.id) {
-        "deliveries/s".to_string()
+    let extra_name = if cpu_is_headline(&res.id) {
+        let rate = match cpu_unit(&res.id) {
+            "request" => "answers/s",
+            _ => "deliveries/s",
+        };
+        rate.to_string()
     } else {
         format!("server CPU-µs per {}", cpu_unit(&res.id))
     };
