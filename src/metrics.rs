@@ -138,6 +138,7 @@ pub(crate) struct ShardMetrics {
     publish_deliveries: AtomicU64,
     publish_nanos: AtomicU64,
     subscriptions: AtomicU64,
+    connection_tasks: AtomicU64,
     inbox_refusals: AtomicU64,
     backend_events: [AtomicU64; BACKEND_EVENTS.len()],
     /// By hook (`backend::Hook` order), then outcome.
@@ -222,6 +223,13 @@ impl ShardMetrics {
     pub(crate) fn unsubscribed(&self, n: u64) {
         self.subscriptions.fetch_sub(n, Ordering::Relaxed);
     }
+    /// A connection task started (a handshake, or a parked connection taken up again).
+    pub(crate) fn task_started(&self) {
+        add(&self.connection_tasks, 1);
+    }
+    pub(crate) fn task_ended(&self) {
+        self.connection_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
     /// The shard's inbox was full and refused a message for its connections.
     pub(crate) fn inbox_refused(&self) {
         add(&self.inbox_refusals, 1);
@@ -287,6 +295,9 @@ pub struct MetricsSnapshot {
     pub publish_nanos: u64,
     /// Subscriptions held per shard.
     pub subscriptions: Vec<u64>,
+    /// Connection tasks running per shard: handshakes, closes, writes waiting for room, TLS
+    /// connections. An open plain connection with nothing waiting has none (it is parked).
+    pub connection_tasks: Vec<u64>,
     /// Messages for connections that a shard's full inbox refused, per shard.
     pub inbox_refusals: Vec<u64>,
     /// Events for the backend by outcome (`webhook_delivered`, `webhook_queue_full`,
@@ -402,6 +413,7 @@ impl MetricsSnapshot {
             publish_deliveries: load(|s| &s.publish_deliveries),
             publish_nanos: sum(&|s| s.publish_nanos.load(Ordering::Relaxed)),
             subscriptions: load(|s| &s.subscriptions),
+            connection_tasks: load(|s| &s.connection_tasks),
             inbox_refusals: load(|s| &s.inbox_refusals),
             backend_events: by_label(&BACKEND_EVENTS, |s| &s.backend_events),
             hook_calls: HOOKS
@@ -425,7 +437,7 @@ impl MetricsSnapshot {
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let per_shard: [(&str, &str, &str, &[u64]); 12] = [
+        let per_shard: [(&str, &str, &str, &[u64]); 13] = [
             (
                 "corecast_connections",
                 "gauge",
@@ -479,6 +491,12 @@ impl MetricsSnapshot {
                 "gauge",
                 "Topic subscriptions held.",
                 &self.subscriptions,
+            ),
+            (
+                "corecast_connection_tasks",
+                "gauge",
+                "Connection tasks: handshakes, closes, writes waiting for room, TLS; none for an open, idle plain connection.",
+                &self.connection_tasks,
             ),
             (
                 "corecast_publishes_total",
@@ -677,6 +695,9 @@ mod tests {
         shards[1].auth_refused(AuthRefusal::Missing);
         shards[0].subscribed(3);
         shards[0].unsubscribed(1);
+        shards[0].task_started();
+        shards[0].task_started();
+        shards[0].task_ended();
         shards[1].published(40, 1_000);
         shards[1].published(2, 1_000);
         shards[0].dropped(DropCause::RateLimited);
@@ -709,6 +730,8 @@ mod tests {
         assert!(text.contains("corecast_broadcast_fanout_seconds_count 1"));
         assert_eq!(m.subscriptions, vec![2, 0]);
         assert!(text.contains("corecast_subscriptions{shard=\"0\"} 2\n"));
+        assert_eq!(m.connection_tasks, vec![1, 0]);
+        assert!(text.contains("corecast_connection_tasks{shard=\"0\"} 1\n"));
         assert!(text.contains("corecast_publishes_total{shard=\"1\"} 2\n"));
         assert!(text.contains("corecast_publish_deliveries_total{shard=\"1\"} 42\n"));
         assert!(text.contains("corecast_publish_recipients_sum 42\n"));

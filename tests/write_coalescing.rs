@@ -1,6 +1,6 @@
 //! Write coalescing seen from outside: a fan-out shard holds its next flush pass so that
-//! frames queued apart share one write per socket, a lull is not held, and a zero bound
-//! never holds. Counted with the server's own write and hold counters; the rule's details
+//! frames queued apart share one write per socket, waits for the rest of a burst the size of
+//! the last one, a lull is not held, and a zero bound never holds. Counted with the server's own write and hold counters; the rule's details
 //! are unit-tested in `shard/coalescing.rs`.
 
 mod common;
@@ -14,6 +14,10 @@ use corecast::{Config, MessageType, MetricsSnapshot, Server};
 const CLIENTS: usize = 100;
 
 fn start(bound: Duration) -> (TestServer, Vec<Client>) {
+    start_with(bound, |_| {})
+}
+
+fn start_with(bound: Duration, setup: impl FnOnce(&corecast::Server)) -> (TestServer, Vec<Client>) {
     // No pings during the test: they would be passes of their own.
     let config = Config {
         ping_interval: Duration::from_secs(600),
@@ -25,6 +29,7 @@ fn start(bound: Duration) -> (TestServer, Vec<Client>) {
             .write_coalescing(bound)
             .route_with_config("/ws", config, |_| {}),
     );
+    setup(&server.server);
     let clients = (0..CLIENTS).map(|_| server.client("/ws")).collect();
     server.wait_connections(CLIENTS);
     (server, clients)
@@ -98,4 +103,66 @@ fn a_message_after_a_lull_is_not_held() {
     let before = holds(&server.server.metrics());
     broadcast_and_receive(&server, &mut clients, "b");
     assert_eq!(holds(&server.server.metrics()), before, "held after a lull");
+}
+
+/// Client 0's message `burst:a,b,c` broadcasts a, b and c from the shard in one go.
+fn broadcast_bursts(server: &corecast::Server) {
+    server.on(corecast::event::MESSAGE, |ep: &corecast::EventPayload| {
+        let text = String::from_utf8_lossy(ep.data()).into_owned();
+        if let Some(list) = text.strip_prefix("burst:") {
+            for item in list.split(',') {
+                ep.kws()
+                    .broadcast(item.to_string(), false, MessageType::Text);
+            }
+        }
+    });
+}
+
+/// After a pass that carried a burst of four to each socket, one broadcast and, 20 ms later,
+/// three more: waiting for the burst's rest, they leave in one write per socket; written at
+/// once, in two.
+fn a_burst_split_in_time(bound: Duration) -> (u64, u64) {
+    let (server, mut clients) = start_with(bound, broadcast_bursts);
+    // Queued in one tick of the shard: one pass, four frames a socket.
+    clients[0].send_text("burst:a,b,c,d");
+    for c in clients.iter_mut() {
+        for expected in ["a", "b", "c", "d"] {
+            assert_eq!(c.recv_text(), expected);
+        }
+    }
+    let before = server.server.metrics();
+    server.server.broadcast("w", MessageType::Text);
+    // The gap a wait for the burst spans: without one, "w" is written before "x" is queued.
+    std::thread::sleep(Duration::from_millis(20));
+    clients[0].send_text("burst:x,y,z");
+    for c in clients.iter_mut() {
+        for expected in ["w", "x", "y", "z"] {
+            assert_eq!(c.recv_text(), expected);
+        }
+    }
+    let after = server.server.metrics();
+    (
+        writes(&after) - writes(&before),
+        holds(&after) - holds(&before),
+    )
+}
+
+#[test]
+fn a_pass_waits_for_the_rest_of_a_burst_the_size_of_the_last() {
+    let (writes, holds) = a_burst_split_in_time(Duration::from_millis(500));
+    assert!(holds >= 1, "the burst's first message waited for the rest");
+    assert!(
+        writes < CLIENTS as u64 * 3 / 2,
+        "{writes} writes for a burst of four to each of {CLIENTS} sockets: split"
+    );
+}
+
+#[test]
+fn a_zero_bound_splits_the_burst() {
+    let (writes, holds) = a_burst_split_in_time(Duration::ZERO);
+    assert_eq!(holds, 0);
+    assert!(
+        writes >= 2 * CLIENTS as u64,
+        "{writes} writes: the burst was taken whole with holding off"
+    );
 }

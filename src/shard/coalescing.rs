@@ -10,7 +10,7 @@
 //! pass runs); holding helps between idle and saturated, where every message would otherwise
 //! get a pass of its own.
 //!
-//! The rule, in three parts:
+//! The rule, in four parts:
 //! * **Only fan-out passes are held.** A pass that wrote at least `FAN_OUT_SOCKETS` sockets,
 //!   fewer than 1.5 frames each, could have carried more per write; anything smaller (an echo,
 //!   a chat among a few, a lone emit) is written at once.
@@ -22,6 +22,14 @@
 //!   `QUIET_PASSES` bounds are written without waiting, so a lone message after a lull is not
 //!   delayed; and `SMALL_LIMIT` held passes in a row that were not fan-out (pings, replies, a
 //!   few emits) end holding, so traffic that is no longer fan-out is not held.
+//! * **A burst is taken whole.** A fan-out pass that is about to start with fewer frames per
+//!   socket than the fan-out pass before it waits, within the bound, until it has as many
+//!   (`Coalescing::burst_short`). A publisher that answers a whole pass with a burst (a
+//!   closed loop: each delivery releases the next message) sends it over the time it takes
+//!   to read that pass; a pass that starts on the first message of it splits the burst over
+//!   two passes, each socket then gets two writes where one would do, and the next burst
+//!   arrives split the same way, for good. Waiting for the count the last pass carried keeps
+//!   bursts whole; a pass that does not get there in the bound lowers the count.
 //!
 //! The bound (`Builder::write_coalescing`) is the most any frame waits for its write on
 //! account of holding; zero turns holding off.
@@ -57,6 +65,8 @@ pub(crate) struct Coalescing {
     bound: Duration,
     state: State,
     last_end: Option<Instant>,
+    /// What the last fan-out pass carried: (frames, sockets).
+    last_fan_out: Option<(u64, usize)>,
 }
 
 /// What one pass wrote.
@@ -88,7 +98,27 @@ impl Coalescing {
             bound,
             state: State::Direct { wait: 0 },
             last_end: None,
+            last_fan_out: None,
         }
+    }
+
+    /// The longest any pass waits on account of holding.
+    pub(crate) fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// Whether a pass about to write `sockets` sockets with `frames` frames queued for them is
+    /// a burst's first part: a fan-out pass with fewer frames per socket than the fan-out pass
+    /// before it (module doc), worth waiting for the rest within the bound.
+    pub(crate) fn burst_short(&self, sockets: usize, frames: u64) -> bool {
+        if self.bound.is_zero() || sockets < FAN_OUT_SOCKETS {
+            return false;
+        }
+        let Some((last_frames, last_sockets)) = self.last_fan_out else {
+            return false;
+        };
+        // frames / sockets < last_frames / last_sockets, without division.
+        u128::from(frames) * (last_sockets as u128) < u128::from(last_frames) * (sockets as u128)
     }
 
     /// When the pass for frames first queued at `first_dirty` may start: `None` at once.
@@ -109,6 +139,9 @@ impl Coalescing {
         self.last_end = Some(end);
         if self.bound.is_zero() {
             return;
+        }
+        if pass.fan_out() {
+            self.last_fan_out = Some((pass.frames, pass.sockets));
         }
         self.state = match self.state {
             State::Direct { wait } if pass.fan_out() && !pass.dense() => match wait {
@@ -237,11 +270,39 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_waits_for_the_rest_of_a_burst() {
+        let t = Instant::now();
+        let mut c = Coalescing::new(BOUND);
+        assert!(!c.burst_short(10_000, 10_000), "no fan-out pass seen yet");
+        c.handle_pass(pass(10_000, 80_000, false), t);
+        assert!(c.burst_short(10_000, 10_000), "one of a burst of eight");
+        assert!(c.burst_short(10_000, 79_999));
+        assert!(!c.burst_short(10_000, 80_000), "the burst is whole");
+        assert!(
+            !c.burst_short(5_000, 40_000),
+            "as many per socket, to fewer sockets"
+        );
+        assert!(
+            !c.burst_short(FAN_OUT_SOCKETS - 1, 1),
+            "a small pass is written at once"
+        );
+        // A burst that did not get whole in the bound lowers the count.
+        c.handle_pass(pass(10_000, 30_000, true), t);
+        assert!(!c.burst_short(10_000, 30_000));
+        assert!(c.burst_short(10_000, 20_000));
+        // Small passes in between say nothing about bursts.
+        c.handle_pass(pass(3, 3, false), t);
+        assert!(c.burst_short(10_000, 20_000));
+    }
+
+    #[test]
     fn a_zero_bound_never_holds() {
         let t = Instant::now();
         let mut c = Coalescing::new(Duration::ZERO);
         for _ in 0..3 {
             assert_eq!(after(&mut c, pass(10_000, 10_000, false), t), None);
         }
+        c.handle_pass(pass(10_000, 80_000, false), t);
+        assert!(!c.burst_short(10_000, 10_000));
     }
 }

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     /// The plain socket, lent by the connection task for the readiness set's reads and the
     /// flush pass's writes until the task finishes it.
     pub(crate) fd: LentSocket,
+    /// An open plain connection with nothing waiting keeps its socket here and has no task:
+    /// `wake` hands the socket to a new one (`Connections::resume`).
+    parked: Cell<Option<OwnedFd>>,
     /// Whether it is on the shard's list of connections with something to write.
     dirty: Cell<bool>,
     /// Cluster mode: the revision of this connection's claim on its UUID, 0 for none.
@@ -110,6 +113,7 @@ impl Conn {
             scheduled: Cell::new(None),
             waker: RefCell::new(None),
             fd: LentSocket::default(),
+            parked: Cell::new(None),
             dirty: Cell::new(false),
             positions: Cell::new(false),
             notices: Cell::new(false),
@@ -342,10 +346,35 @@ impl Conn {
         }
     }
 
-    pub(crate) fn wake(&self) {
+    /// Something for the connection task: a write that waits for room, a close, the teardown.
+    /// A parked connection gets a task again, with its socket.
+    pub(crate) fn wake(self: &Rc<Self>) {
         if let Some(w) = &*self.waker.borrow() {
             w.wake_by_ref();
+        } else if let Some(fd) = self.parked.take() {
+            self.conns.resume(Rc::clone(self), fd);
         }
+    }
+
+    /// The connection task ends and leaves the socket (still lent) with the connection, until
+    /// `wake`: an idle connection then holds no task and no glommio stream.
+    pub(crate) fn park(&self, fd: OwnedFd) {
+        self.waker.borrow_mut().take();
+        self.parked.set(Some(fd));
+    }
+
+    /// Shuts a parked socket down (a halting shard's last step: the readiness set then reports
+    /// it, and the connection is torn down as on a peer's reset); whether it was parked.
+    pub(crate) fn shut_down_parked(&self) -> bool {
+        let Some(fd) = self.parked.take() else {
+            return false;
+        };
+        // SAFETY: the fd is open (owned here); shutdown only ends the stream's traffic.
+        unsafe {
+            libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        self.parked.set(Some(fd));
+        true
     }
 
     /// Something was queued: the shard's flush pass writes it at the end of this tick, in one
@@ -360,7 +389,7 @@ impl Conn {
     /// The shard's flush pass: writes what the socket takes now. The connection task takes
     /// over when the socket is full (to wait for room), on an error, or once the connection is
     /// closing, since those need the socket itself.
-    pub(crate) fn flush_now(&self, now: Instant) {
+    pub(crate) fn flush_now(self: &Rc<Self>, now: Instant) {
         self.dirty.set(false);
         let Some(fd) = self.fd.get().filter(|_| self.is_open()) else {
             self.wake();

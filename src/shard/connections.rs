@@ -3,12 +3,14 @@
 //! connection's glue (`conn.rs`) nor the shard's lifecycle (`state.rs`).
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future;
 use glommio::timer::Timer;
 use slab::Slab;
 
@@ -53,6 +55,12 @@ pub(crate) struct Connections {
     /// Connections with something queued since the last flush pass.
     dirty: RefCell<Vec<Rc<Conn>>>,
     flush_wanted: LocalNotify,
+    /// Signalled after each round of work that may have queued frames (an inbox burst, a
+    /// round of reads): a pass waiting for the rest of a burst looks again.
+    queued_round: LocalNotify,
+    /// Parked connections that need a task again, with their sockets (`Conn::wake`).
+    resumes: RefCell<Vec<(Rc<Conn>, OwnedFd)>>,
+    resume_wanted: LocalNotify,
     /// This shard's subscriptions, by slab slot.
     pub(crate) topics: RefCell<TopicIndex>,
     /// Which shards hold subscribers of each topic, shared by all shards.
@@ -99,6 +107,9 @@ impl Connections {
             teardowns: LocalNotify::default(),
             dirty: RefCell::new(Vec::new()),
             flush_wanted: LocalNotify::default(),
+            queued_round: LocalNotify::default(),
+            resumes: RefCell::new(Vec::new()),
+            resume_wanted: LocalNotify::default(),
             topics: RefCell::default(),
             topic_table,
             cluster,
@@ -128,6 +139,26 @@ impl Connections {
         self.listener_cache.borrow().1.get(name).cloned()
     }
 
+    /// A parked connection needs its task again (`Conn::wake`): the shard's resume task
+    /// starts one with the socket.
+    pub(super) fn resume(&self, conn: Rc<Conn>, fd: OwnedFd) {
+        self.resumes.borrow_mut().push((conn, fd));
+        self.resume_wanted.notify();
+    }
+
+    /// Waits for parked connections that need their task again and moves them into `out`.
+    pub(crate) async fn next_resumes(&self, out: &mut Vec<(Rc<Conn>, OwnedFd)>) {
+        while self.resumes.borrow().is_empty() {
+            self.resume_wanted.wait().await;
+        }
+        std::mem::swap(out, &mut *self.resumes.borrow_mut());
+    }
+
+    /// A round of work that may have queued frames ended (an inbox burst, a round of reads).
+    pub(crate) fn round_done(&self) {
+        self.queued_round.notify();
+    }
+
     /// Puts a connection on the flush list (see `Conn::mark_dirty`).
     pub(super) fn mark_dirty(&self, conn: Rc<Conn>) {
         let mut dirty = self.dirty.borrow_mut();
@@ -153,15 +184,29 @@ impl Connections {
             }
             // One clock read for the whole pass, and one more only after a hold.
             let woke = Instant::now();
-            let hold = coalescing.hold_until(woke);
-            let now = match hold {
-                Some(until) => {
-                    self.metrics().held_pass();
-                    Timer::new(until.saturating_duration_since(woke)).await;
-                    Instant::now()
-                }
-                None => woke,
-            };
+            let mut held = false;
+            let mut now = woke;
+            if let Some(until) = coalescing.hold_until(woke) {
+                held = true;
+                Timer::new(until.saturating_duration_since(woke)).await;
+                now = Instant::now();
+            }
+            // The first part of a burst: wait for the rest, looking again after each round of
+            // work that may have queued more, within the bound.
+            let deadline = woke + coalescing.bound();
+            let frames = || self.metrics().messages_queued().wrapping_sub(queued_before);
+            while now < deadline && coalescing.burst_short(self.dirty.borrow().len(), frames()) {
+                held = true;
+                let bound = Timer::new(deadline - now);
+                future::or(self.queued_round.wait(), async {
+                    let _ = bound.await;
+                })
+                .await;
+                now = Instant::now();
+            }
+            if held {
+                self.metrics().held_pass();
+            }
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             let sockets = batch.len();
             for conn in batch.drain(..) {
@@ -171,7 +216,7 @@ impl Connections {
             let pass = Pass {
                 sockets,
                 frames: queued.wrapping_sub(queued_before),
-                held: hold.is_some(),
+                held,
             };
             queued_before = queued;
             coalescing.handle_pass(pass, Instant::now());

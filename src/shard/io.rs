@@ -1,5 +1,7 @@
 //! The connection task: the TLS handshake (wss), reads the upgrade, answers it, then writes
 //! what the flush pass could not (waiting for room) until teardown, and finishes the socket.
+//! An open plain connection with nothing waiting parks instead of keeping a task (`run`),
+//! and `resume` starts one again when it needs the socket.
 //! Reads of an open plain connection come from the shard's readiness set; a TLS connection's
 //! reads and writes all go through its task, which decrypts and encrypts. Not protocol logic:
 //! framing, the close handshake, deadlines and queue policy live in `ws::session`, handshake
@@ -8,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -47,11 +49,73 @@ pub(crate) fn serve(core: Rc<ShardCore>, stream: TcpStream) -> impl Future<Outpu
     // nor a moved-from copy of the stream (docs/architecture.md, "Memory per idle connection").
     let opening = Box::pin(open(Rc::clone(&core), stream));
     async move {
-        let _hold = core.hold_socket(fd);
-        let Some((conn, mut stream)) = opening.await else {
+        let hold = core.hold_socket(fd);
+        let Some((conn, stream)) = opening.await else {
             return;
         };
-        run(&conn, &mut stream).await;
+        // No await since `open` let go of the first descriptor: nothing looked at the hold.
+        hold.moved_to(stream.raw_fd());
+        run(&conn, stream).await;
+    }
+}
+
+/// A parked connection's task, started again with its socket (`Conn::wake`): it writes what
+/// waits for room, closes, finishes, or parks the connection again.
+pub(crate) async fn resume(core: Rc<ShardCore>, conn: Rc<Conn>, fd: OwnedFd) {
+    let _hold = core.hold_socket(fd.as_raw_fd());
+    run(&conn, OpenSocket::Bare(fd)).await;
+}
+
+/// An open connection's socket as its task holds it.
+enum OpenSocket {
+    /// A plain socket on its own: the shard reads it through its epoll set and writes it in the
+    /// flush pass, so nothing of glommio's is kept for it. glommio's stream arms a read-readiness
+    /// poll when it is built, which an open connection never uses: ~500 bytes of heap per idle
+    /// connection, and an io_uring poll that every cancel the reactor makes then searches past.
+    Bare(OwnedFd),
+    /// In glommio's stream: a TLS connection; a plain one whose socket was full once (glommio
+    /// waits for room), or that `bare` could not take out. Boxed, so that the task of a bare
+    /// one does not carry a stream's room.
+    Stream(Box<Transport>),
+}
+
+impl OpenSocket {
+    /// Takes a plain socket out of glommio's stream (onto a new descriptor: glommio's stream
+    /// cannot give its own up); as it is, when the descriptor table is full.
+    fn bare(stream: Transport) -> OpenSocket {
+        let Transport::Plain(tcp) = stream else {
+            return OpenSocket::Stream(Box::new(stream));
+        };
+        // SAFETY: `tcp` owns the descriptor and outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+        match fd.try_clone_to_owned() {
+            Ok(bare) => OpenSocket::Bare(bare),
+            Err(_) => OpenSocket::Stream(Box::new(Transport::Plain(tcp))),
+        }
+    }
+
+    /// TLS: only the task reads and writes it.
+    fn is_tls(&self) -> bool {
+        matches!(self, OpenSocket::Stream(t) if matches!(**t, Transport::Tls(_)))
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            OpenSocket::Bare(fd) => fd.as_raw_fd(),
+            OpenSocket::Stream(t) => t.tcp().as_raw_fd(),
+        }
+    }
+
+    /// Back in glommio's stream, on the same descriptor: to wait for room, or to close.
+    fn into_transport(self) -> Transport {
+        match self {
+            OpenSocket::Bare(fd) => {
+                // SAFETY: the descriptor is an open TCP socket, handed over whole.
+                let tcp = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                Transport::Plain(tcp)
+            }
+            OpenSocket::Stream(t) => *t,
+        }
     }
 }
 
@@ -161,7 +225,7 @@ async fn tls_handshake(
 
 /// The handshake, the registration and the route callback: an open connection and its
 /// socket, or `None` when the upgrade was refused or the client went.
-async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Transport)> {
+async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, OpenSocket)> {
     let Ok(remote) = stream.peer_addr() else {
         return None;
     };
@@ -179,7 +243,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         ))
     })
     .await;
-    let (mut stream, (accepted, leftover, claim)) = match accepted {
+    let (stream, (accepted, leftover, claim)) = match accepted {
         Ok(accepted) => accepted,
         Err((stream, failure)) => return refuse(&core, stream, remote, failure).await,
     };
@@ -197,15 +261,24 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         return refuse(&core, Some(stream), remote, refusal.into()).await;
     };
     core.conns.metrics().upgraded();
-    if let Transport::Plain(tcp) = &stream {
+    let mut stream = OpenSocket::bare(stream);
+    if !stream.is_tls() {
         // The shard's flush pass and readiness set take over this socket's writes and reads.
-        // SAFETY: this task owns the socket and keeps it open until `finish`, which takes the
-        // loan back before it closes the socket.
-        unsafe { conn.fd.lend(tcp.as_raw_fd()) };
+        // SAFETY: the socket stays open, held by a connection task or parked in the
+        // connection, until `finish`, which takes the loan back before it closes it.
+        unsafe { conn.fd.lend(stream.raw_fd()) };
     }
     tracing::debug!(uuid = &*conn.uuid(), %remote, "connection open");
     // Get the 101 out before the callback runs: it may take a while.
-    let _ = poll_fn(|cx| Poll::Ready(flush(&conn, &mut stream, cx, now))).await;
+    match &mut stream {
+        OpenSocket::Bare(fd) => {
+            // What does not fit now, `run` writes.
+            let _ = conn.write_queue(fd.as_fd(), now);
+        }
+        OpenSocket::Stream(t) => {
+            let _ = poll_fn(|cx| Poll::Ready(flush(&conn, t, cx, now))).await;
+        }
+    }
 
     let kws = Websocket::from_conn(Rc::clone(&conn));
     let callback = Arc::clone(&route.callback);
@@ -229,7 +302,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, Trans
         conn.drive();
     }
     drop(leftover);
-    if !conn.is_gone() && matches!(stream, Transport::Plain(_)) {
+    if !conn.is_gone() && !stream.is_tls() {
         if let Err(e) = conn.watch() {
             conn.handle_io_error(e);
         }
@@ -258,7 +331,7 @@ async fn refuse(
     stream: Option<Transport>,
     remote: SocketAddr,
     failure: Failure,
-) -> Option<(Rc<Conn>, Transport)> {
+) -> Option<(Rc<Conn>, OpenSocket)> {
     let metrics = core.conns.metrics();
     let response = match failure {
         Failure::Refused(refusal) => {
@@ -456,23 +529,40 @@ enum Step {
     Failed(io::Error),
     /// The state moved on (a server close was written, the connection was torn down).
     Changed,
+    /// A bare socket is full: it goes back into glommio's stream, which waits for room.
+    Full,
+    /// A bare socket's queue is written and the connection is not torn down: nothing is left
+    /// for the task until `Conn::wake`.
+    Idle,
 }
 
 /// Until the connection is torn down: writes what the flush pass could not (waiting for room)
 /// and a server close; a plain connection's reads come from the shard's readiness set
 /// (`Conn::read_ready`), a TLS connection's from here. Then finishes the socket as the session
-/// asks.
-async fn run(conn: &Rc<Conn>, stream: &mut Transport) {
+/// asks. A plain connection with nothing left to write parks instead (`Conn::park`): the task
+/// ends and the socket stays with the connection, so an idle connection holds no task.
+async fn run(conn: &Rc<Conn>, mut stream: OpenSocket) {
     while !conn.is_gone() {
-        let step = poll_fn(|cx| poll_io(conn, stream, cx)).await;
+        let step = poll_fn(|cx| poll_io(conn, &mut stream, cx)).await;
         match step {
             Step::Changed => conn.drive(),
             Step::Failed(e) => conn.handle_io_error(e),
+            Step::Full => stream = OpenSocket::Stream(Box::new(stream.into_transport())),
+            Step::Idle => {
+                // What the writes moved on (a close frame sent) is acted on before parking.
+                conn.drive();
+                if !conn.is_gone() && !conn.wants_write() {
+                    if let OpenSocket::Bare(fd) = stream {
+                        conn.park(fd);
+                        return;
+                    }
+                }
+            }
         }
         glommio::yield_if_needed().await;
     }
     // Boxed for the same reason as the handshake: only a closing connection needs it.
-    Box::pin(finish(conn, stream)).await;
+    Box::pin(finish(conn, stream.into_transport())).await;
 }
 
 /// The most plaintext a TLS connection encrypts at once: the queue's bytes of one flush are
@@ -480,10 +570,24 @@ async fn run(conn: &Rc<Conn>, stream: &mut Transport) {
 /// record per queued frame.
 const TLS_BATCH: usize = 64 << 10;
 
-fn poll_io(conn: &Rc<Conn>, stream: &mut Transport, cx: &mut Context<'_>) -> Poll<Step> {
+fn poll_io(conn: &Rc<Conn>, socket: &mut OpenSocket, cx: &mut Context<'_>) -> Poll<Step> {
     conn.register_waker(cx.waker());
     // One clock read for this wake.
     let now = Instant::now();
+    let stream = match socket {
+        OpenSocket::Bare(fd) => {
+            return match conn.write_queue(fd.as_fd(), now) {
+                Err(e) => Poll::Ready(Step::Failed(e)),
+                Ok(false) => {
+                    conn.write_blocked(now);
+                    Poll::Ready(Step::Full)
+                }
+                Ok(true) if conn.is_gone() => Poll::Ready(Step::Changed),
+                Ok(true) => Poll::Ready(Step::Idle),
+            };
+        }
+        OpenSocket::Stream(stream) => &mut **stream,
+    };
     if matches!(stream, Transport::Tls(_)) && conn.is_open() {
         // Decrypted into the shard's read buffer, as the readiness set's reads are: an idle
         // TLS connection holds no read buffer of its own.
@@ -586,7 +690,8 @@ fn wrote(conn: &Rc<Conn>, polled: Poll<io::Result<usize>>, now: Instant) -> io::
 /// After teardown: write what is left (the close frame) within the deadline, half-close (after
 /// a TLS close_notify), and read until the peer closes too, so it gets our close frame rather
 /// than a reset.
-async fn finish(conn: &Rc<Conn>, stream: &mut Transport) {
+async fn finish(conn: &Rc<Conn>, mut stream: Transport) {
+    let stream = &mut stream;
     // From here on only this task touches the socket.
     conn.fd.take_back();
     let Some(deadline) = conn.linger() else {

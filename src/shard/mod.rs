@@ -6,8 +6,8 @@
 //!
 //! | file | what it is |
 //! |---|---|
-//! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, timer driver, flush pass |
-//! | `io.rs` | the connection task: handshake, writes that wait for room, the final linger |
+//! | `mod.rs` | the shard thread's tasks: inbox loop, acceptor, timer driver, flush pass, resumes |
+//! | `io.rs` | the connection task: handshake, writes that wait for room, the final linger; none while a plain connection is open and idle |
 //! | `dispatch.rs` | where work for connections goes: this shard inline, other shards' inboxes, other nodes |
 //! | `state.rs` | the shard's state and lifecycle; what each inbox message does |
 //! | `shared.rs` | the state all shards share: routes, gate, listeners, registry, links |
@@ -66,6 +66,7 @@ pub(crate) async fn run(
         let coalescing = Coalescing::new(core.shared.options.write_coalescing);
         async move { conns.flush_dirty(coalescing).await }
     });
+    let resumer = glommio::spawn_local(serve_resumes(Rc::clone(&core)));
     let listener = Rc::new(listener);
     let acceptor = glommio::spawn_local(accept(Rc::clone(&core), Rc::clone(&listener)));
     while !core.is_stopped() {
@@ -82,6 +83,7 @@ pub(crate) async fn run(
             while let Ok(msg) = inbox.try_recv() {
                 core.handle(msg, now);
             }
+            core.conns.round_done();
         } else if inbox.is_disconnected() && !core.is_stopping() {
             break;
         }
@@ -95,6 +97,7 @@ pub(crate) async fn run(
     drop(timers);
     drop(flusher);
     drop(reader);
+    drop(resumer);
     core.uninstall();
 }
 
@@ -130,8 +133,21 @@ async fn serve_readiness(core: Rc<ShardCore>) {
                 conn.read_ready(share, now);
             }
         }
+        core.conns.round_done();
         // Behind the other ready tasks: the flush pass sends this round's replies in one go.
         future::yield_now().await;
+    }
+}
+
+/// Gives parked connections (no task while open and idle) a task again when they need one:
+/// a write that waits for room, a close, the teardown (`io::resume`).
+async fn serve_resumes(core: Rc<ShardCore>) {
+    let mut resumes = Vec::new();
+    loop {
+        core.conns.next_resumes(&mut resumes).await;
+        for (conn, fd) in resumes.drain(..) {
+            glommio::spawn_local(io::resume(Rc::clone(&core), conn, fd)).detach();
+        }
     }
 }
 

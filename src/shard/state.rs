@@ -15,6 +15,7 @@ use futures_lite::future;
 use glommio::timer::Timer;
 use slab::Slab;
 
+use super::conn::Conn;
 use super::connections::Connections;
 use super::link::{Refused, ShardLinks, ShardMsg};
 use super::notify::LocalNotify;
@@ -62,15 +63,25 @@ pub(crate) struct ShardCore {
 const HALT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection task's socket, known to the shard while the task runs (see
-/// `ShardCore::hold_socket`).
+/// `ShardCore::hold_socket`); the tasks holding one are what `corecast_connection_tasks` counts.
 pub(crate) struct SocketHold<'a> {
     core: &'a ShardCore,
     key: usize,
 }
 
+impl SocketHold<'_> {
+    /// The task holds its socket on another descriptor now.
+    pub(crate) fn moved_to(&self, fd: RawFd) {
+        if let Some(held) = self.core.sockets.borrow_mut().get_mut(self.key) {
+            *held = fd;
+        }
+    }
+}
+
 impl Drop for SocketHold<'_> {
     fn drop(&mut self) {
         self.core.sockets.borrow_mut().remove(self.key);
+        self.core.conns.metrics().task_ended();
         self.core.socket_closed.notify();
     }
 }
@@ -140,6 +151,7 @@ impl ShardCore {
     /// Makes the task's socket known to the shard until the guard drops.
     pub(crate) fn hold_socket(&self, fd: RawFd) -> SocketHold<'_> {
         let key = self.sockets.borrow_mut().insert(fd);
+        self.conns.metrics().task_started();
         SocketHold { core: self, key }
     }
 
@@ -155,8 +167,11 @@ impl ShardCore {
                 libc::shutdown(fd, libc::SHUT_RDWR);
             }
         }
+        // Opened after the shard's closes began (a handshake already past the drain check)
+        // and parked: torn down through the readiness set, finished by a resumed task.
+        let parked = |conns: &[Rc<Conn>]| conns.iter().filter(|c| c.shut_down_parked()).count() > 0;
         let give_up = Instant::now() + HALT_TIMEOUT;
-        while !self.sockets.borrow().is_empty() {
+        while !self.sockets.borrow().is_empty() || parked(&self.conns.snapshot()) {
             let now = Instant::now();
             if now >= give_up {
                 tracing::warn!(
