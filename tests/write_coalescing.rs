@@ -51,25 +51,32 @@ fn holds(m: &MetricsSnapshot) -> u64 {
     m.held_passes.iter().sum()
 }
 
-/// Two broadcasts queued 20 ms apart, after a pass that wrote one frame to each of 100 sockets:
-/// held, they leave in one write per socket, in order; written at once, in two.
-fn two_broadcasts_apart(bound: Duration) -> (u64, u64) {
-    let (server, mut clients) = start(bound);
-    broadcast_and_receive(&server, &mut clients, "a");
+/// The writes and held passes the server made while `f` ran.
+fn counted(server: &TestServer, f: impl FnOnce()) -> (u64, u64) {
     let before = server.server.metrics();
-    server.server.broadcast("b", MessageType::Text);
-    // The gap a hold spans: without one, "b" is written before "c" is queued.
-    std::thread::sleep(Duration::from_millis(20));
-    server.server.broadcast("c", MessageType::Text);
-    for c in clients.iter_mut() {
-        assert_eq!(c.recv_text(), "b");
-        assert_eq!(c.recv_text(), "c");
-    }
+    f();
     let after = server.server.metrics();
     (
         writes(&after) - writes(&before),
         holds(&after) - holds(&before),
     )
+}
+
+/// Two broadcasts queued 20 ms apart, after a pass that wrote one frame to each of 100 sockets:
+/// held, they leave in one write per socket, in order; written at once, in two.
+fn two_broadcasts_apart(bound: Duration) -> (u64, u64) {
+    let (server, mut clients) = start(bound);
+    broadcast_and_receive(&server, &mut clients, "a");
+    counted(&server, || {
+        server.server.broadcast("b", MessageType::Text);
+        // The gap a hold spans: without one, "b" is written before "c" is queued.
+        std::thread::sleep(Duration::from_millis(20));
+        server.server.broadcast("c", MessageType::Text);
+        for c in clients.iter_mut() {
+            assert_eq!(c.recv_text(), "b");
+            assert_eq!(c.recv_text(), "c");
+        }
+    })
 }
 
 #[test]
@@ -130,21 +137,17 @@ fn a_burst_split_in_time(bound: Duration) -> (u64, u64) {
             assert_eq!(c.recv_text(), expected);
         }
     }
-    let before = server.server.metrics();
-    server.server.broadcast("w", MessageType::Text);
-    // The gap a wait for the burst spans: without one, "w" is written before "x" is queued.
-    std::thread::sleep(Duration::from_millis(20));
-    clients[0].send_text("burst:x,y,z");
-    for c in clients.iter_mut() {
-        for expected in ["w", "x", "y", "z"] {
-            assert_eq!(c.recv_text(), expected);
+    counted(&server, || {
+        server.server.broadcast("w", MessageType::Text);
+        // The gap a wait for the burst spans: without one, "w" is written before "x" is queued.
+        std::thread::sleep(Duration::from_millis(20));
+        clients[0].send_text("burst:x,y,z");
+        for c in clients.iter_mut() {
+            for expected in ["w", "x", "y", "z"] {
+                assert_eq!(c.recv_text(), expected);
+            }
         }
-    }
-    let after = server.server.metrics();
-    (
-        writes(&after) - writes(&before),
-        holds(&after) - holds(&before),
-    )
+    })
 }
 
 #[test]
