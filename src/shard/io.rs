@@ -245,7 +245,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, OpenS
     .await;
     let (stream, (accepted, leftover, claim)) = match accepted {
         Ok(accepted) => accepted,
-        Err((stream, failure)) => return refuse(&core, stream, remote, failure).await,
+        Err((stream, failure)) => return Box::pin(refuse(&core, stream, remote, failure)).await,
     };
     let Accepted {
         route,
@@ -258,7 +258,7 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, OpenS
     let Some(conn) = register(&core.conns, &route, request, response, name, claim, now) else {
         // Another connection took the name between the check and now.
         let refusal = Refusal::name_taken();
-        return refuse(&core, Some(stream), remote, refusal.into()).await;
+        return Box::pin(refuse(&core, Some(stream), remote, refusal.into())).await;
     };
     core.conns.metrics().upgraded();
     let mut stream = OpenSocket::bare(stream);
@@ -468,11 +468,11 @@ async fn handshake(
         .as_ref()
         .filter(|b| b.has_hook(Hook::Connect))
     {
-        ask_connect_hook(backend, &mut checked).await?;
+        Box::pin(ask_connect_hook(backend, &mut checked)).await?;
     }
     let accepted = handshake::finish(checked, shared.gate.as_ref(), &shared.registry)?;
     let claim = match &accepted.name {
-        Some(name) => claim_name(core, name).await?,
+        Some(name) => Box::pin(claim_name(core, name)).await?,
         None => None,
     };
     Ok((accepted, leftover, claim))
