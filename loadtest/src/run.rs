@@ -635,11 +635,13 @@ async fn conn_task(
     let mut seq = 0u64;
     // An open-loop broadcast: when the next message is due, counted from the first.
     let mut paced_from: Option<Instant> = None;
-    let mut next_due: Option<Instant> = None;
     let mut own_back = 0u64;
     let mut items = Vec::new();
     let mut error = None;
     while !ctx.done.fired() {
+        // When the next send falls due, found afresh each turn: one left from before a stop
+        // would have fallen due for good, and the loop would never yield.
+        let mut next_due: Option<Instant> = None;
         if publishes && !shared.stop.load(Ordering::Relaxed) {
             loop {
                 let acked = match (opts.scenario, publisher) {
@@ -650,7 +652,6 @@ async fn conn_task(
                 if seq >= messages || seq - acked.min(seq) >= opts.in_flight as u64 {
                     break;
                 }
-                next_due = None;
                 if let (Some(rate), Scenario::Broadcast) = (opts.rate, opts.scenario) {
                     let from = *paced_from.get_or_insert_with(Instant::now);
                     let due = from + Duration::from_secs_f64(seq as f64 / rate);

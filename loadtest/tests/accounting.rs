@@ -104,8 +104,16 @@ fn topics_count_exactly_the_subscribers_and_a_leak_fails() {
 }
 
 fn load(server: &Server, scenario: Scenario) -> Report {
+    let report = corecast_load::run(options(server, scenario)).expect("the run completes");
+    server.shutdown_within(Duration::from_secs(1));
+    server.join().unwrap();
+    report
+}
+
+/// A small run of `scenario` against `server`.
+fn options(server: &Server, scenario: Scenario) -> Options {
     let url = format!("ws://{}/ws", server.local_addr());
-    let report = corecast_load::run(Options {
+    Options {
         scenario,
         targets: vec![Target::parse(&url).unwrap()],
         url,
@@ -126,11 +134,40 @@ fn load(server: &Server, scenario: Scenario) -> Report {
         topics: topics_plan(),
         socket_io: false,
         deflate: false,
-    })
-    .expect("the run completes");
+    }
+}
+
+#[test]
+fn an_open_loop_broadcast_ends_at_its_duration() {
+    // More messages than the duration lets the rate send: the run stops publishing at the
+    // duration, lets what is in flight arrive and ends, rather than spinning on a send that
+    // fell due after the stop.
+    let server = faulty_relay(Fault::None);
+    let opts = Options {
+        messages: Some(100_000),
+        in_flight: 100_000,
+        rate: Some(200.0),
+        duration: Duration::from_secs(1),
+        ..options(&server, Scenario::Broadcast)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(corecast_load::run(opts));
+    });
+    // The duration, the 5 s drain bound at most, and room for a slow machine.
+    let report = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the run ended by itself")
+        .expect("the run completes");
+    assert!(report.ok, "{}", report.summary());
+    assert!(
+        report.sent > 0 && report.sent < 1_000,
+        "{} sent in about a second at 200 a second",
+        report.sent
+    );
+    assert_eq!(report.deliveries, report.sent * 10);
     server.shutdown_within(Duration::from_secs(1));
     server.join().unwrap();
-    report
 }
 
 #[test]
