@@ -16,6 +16,19 @@ fn tasks(server: &Server) -> u64 {
     server.metrics().connection_tasks.iter().sum()
 }
 
+/// Waits until no connection task runs: every open connection is parked.
+fn wait_parked(server: &TestServer, what: &str) {
+    wait_until(|| tasks(&server.server) == 0, what);
+}
+
+/// Broadcasts `text` and waits until each of `clients` has it.
+fn broadcast_to(server: &TestServer, clients: &mut [Client], text: &str) {
+    server.server.broadcast(text.to_string(), MessageType::Text);
+    for c in clients.iter_mut() {
+        assert_eq!(c.recv_text(), text);
+    }
+}
+
 #[test]
 fn idle_connections_park_and_are_taken_up_for_closes() {
     let (report, uuids) = uuid_reporter();
@@ -25,16 +38,10 @@ fn idle_connections_park_and_are_taken_up_for_closes() {
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.client("/ws")).collect();
     server.wait_connections(CLIENTS);
     let first = next_uuid(&uuids).0;
-    wait_until(
-        || tasks(&server.server) == 0,
-        "every open, idle connection parked",
-    );
+    wait_parked(&server, "every open, idle connection parked");
 
     // Writes do not need a task: the flush pass writes a parked connection's socket.
-    server.server.broadcast("to all", MessageType::Text);
-    for c in clients.iter_mut() {
-        assert_eq!(c.recv_text(), "to all");
-    }
+    broadcast_to(&server, &mut clients, "to all");
     assert_eq!(
         tasks(&server.server),
         0,
@@ -58,16 +65,10 @@ fn idle_connections_park_and_are_taken_up_for_closes() {
     // Their TCP closes end the server's lingers (it reads until the peer closes too).
     drop((closed_by_server, closing));
     server.wait_connections(CLIENTS - 2);
-    wait_until(
-        || tasks(&server.server) == 0,
-        "the closes' tasks ended and nothing else woke",
-    );
+    wait_parked(&server, "the closes' tasks ended and nothing else woke");
 
     // The connections left still get everything.
-    server.server.broadcast("still here", MessageType::Text);
-    for c in clients.iter_mut() {
-        assert_eq!(c.recv_text(), "still here");
-    }
+    broadcast_to(&server, &mut clients, "still here");
 }
 
 #[test]
@@ -81,7 +82,7 @@ fn a_full_socket_takes_a_task_and_the_client_gets_every_message() {
     );
     let mut slow = RawClient::connect_small_window(server.addr(), "/ws");
     server.wait_connections(1);
-    wait_until(|| tasks(&server.server) == 0, "the connection parked");
+    wait_parked(&server, "the connection parked");
     // Far more than a 4 KiB receive window and a 16 KiB send buffer hold, less than the
     // send queue's 100 messages: the socket fills and nothing is dropped.
     let payload = "x".repeat(16 << 10);
@@ -108,7 +109,7 @@ fn a_shutdown_finishes_parked_connections() {
     let server = TestServer::start(Server::builder().shards(2).route("/ws", |_| {}));
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.client("/ws")).collect();
     server.wait_connections(CLIENTS);
-    wait_until(|| tasks(&server.server) == 0, "every connection parked");
+    wait_parked(&server, "every connection parked");
     server.server.shutdown_within(Duration::from_secs(5));
     for c in clients.iter_mut() {
         let (code, _) = c.recv_close();
