@@ -168,33 +168,46 @@ struct MessageState {
     utf8_valid: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Status {
-    Open,
-    /// A close frame was decoded; later input is ignored (RFC 6455 §5.5.1).
-    Closed,
-    Failed(ProtocolError),
-}
-
 /// Incremental decoder of client-to-server frames.
+///
+/// Between reads an idle decoder holds only its rules: the state of a frame or message that
+/// a read left incomplete is boxed (`Partial`) and dropped once it completes, so an open,
+/// idle connection pays nothing for it.
 #[derive(Debug)]
 pub struct Decoder {
     max_message_size: usize,
-    /// Partial frame header; inline so an idle decoder holds no heap.
+    partial: Option<Box<Partial>>,
+    /// The violation that ended decoding, returned again to any later feed.
+    failed: Option<Box<ProtocolError>>,
+    /// True when decoding a client's frames (which must be masked), false for a server's
+    /// (which must not be: RFC 6455 §5.1).
+    masked: bool,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message.
+    deflate: bool,
+    /// A close frame was decoded; later input is ignored (RFC 6455 §5.5.1).
+    closed: bool,
+}
+
+/// What a decoder checks frames against, passed to the partial state it drives.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    max_message_size: usize,
+    masked: bool,
+    deflate: bool,
+}
+
+/// The part of a frame or message received so far.
+#[derive(Debug, Default)]
+struct Partial {
+    /// Partial frame header.
     header: [u8; MAX_CLIENT_HEADER],
-    header_len: usize,
+    header_len: u8,
     frame: Option<FrameState>,
     /// Payload of the control frame being read.
     control: Vec<u8>,
     message: Option<MessageState>,
     /// Unmasked payload of the data message being reassembled.
     message_buf: Vec<u8>,
-    status: Status,
-    /// True when decoding a client's frames (which must be masked), false for a server's
-    /// (which must not be: RFC 6455 §5.1).
-    masked: bool,
-    /// permessage-deflate was agreed: RSV1 marks a compressed message.
-    deflate: bool,
 }
 
 impl Decoder {
@@ -202,15 +215,11 @@ impl Decoder {
     pub fn new(max_message_size: usize) -> Self {
         Decoder {
             max_message_size,
-            header: [0; MAX_CLIENT_HEADER],
-            header_len: 0,
-            frame: None,
-            control: Vec::new(),
-            message: None,
-            message_buf: Vec::new(),
-            status: Status::Open,
+            partial: None,
+            failed: None,
             masked: true,
             deflate: false,
+            closed: false,
         }
     }
 
@@ -239,117 +248,151 @@ impl Decoder {
         input: &[u8],
         out: &mut impl Extend<Inbound>,
     ) -> Result<(), ProtocolError> {
-        match &self.status {
-            Status::Open => {}
-            Status::Closed => return Ok(()),
-            Status::Failed(err) => return Err(err.clone()),
+        if let Some(err) = &self.failed {
+            return Err(ProtocolError::clone(err));
         }
-        let result = self.feed_frames(input, out);
-        if let Err(err) = &result {
-            self.release();
-            self.status = Status::Failed(err.clone());
+        if self.closed {
+            return Ok(());
         }
-        result
+        let rules = Rules {
+            max_message_size: self.max_message_size,
+            masked: self.masked,
+            deflate: self.deflate,
+        };
+        // Most reads end on a frame boundary: their state lives on the stack and is boxed
+        // only when a read leaves a frame or message incomplete.
+        let result = match self.partial.as_deref_mut() {
+            Some(partial) => partial.feed_frames(rules, input, out),
+            None => {
+                let mut partial = Partial::default();
+                let result = partial.feed_frames(rules, input, out);
+                if !partial.is_empty() {
+                    self.partial = Some(Box::new(partial));
+                }
+                result
+            }
+        };
+        match result {
+            Ok(closed) => {
+                self.closed = closed;
+                if closed || self.partial.as_ref().is_some_and(|p| p.is_empty()) {
+                    // Nothing after a close frame is processed (RFC 6455 §5.5.1).
+                    self.partial = None;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.partial = None;
+                self.failed = Some(Box::new(err.clone()));
+                Err(err)
+            }
+        }
     }
 
     /// Bytes held for an incomplete frame or message (for memory accounting / tests).
     pub fn buffered(&self) -> usize {
-        self.header_len + self.control.len() + self.message_buf.len()
+        self.partial.as_ref().map_or(0, |p| {
+            usize::from(p.header_len) + p.control.len() + p.message_buf.len()
+        })
     }
 
     /// Whether a close frame has been decoded (later input is ignored).
     pub fn is_closed(&self) -> bool {
-        self.status == Status::Closed
+        self.closed
+    }
+}
+
+impl Partial {
+    /// Nothing received that is not yet a whole frame or message.
+    fn is_empty(&self) -> bool {
+        self.header_len == 0 && self.frame.is_none() && self.message.is_none()
     }
 
-    fn release(&mut self) {
-        self.header_len = 0;
-        self.frame = None;
-        self.control = Vec::new();
-        self.message = None;
-        self.message_buf = Vec::new();
-    }
-
+    /// Decodes what `input` completes; `Ok(true)` once a close frame is decoded.
     fn feed_frames(
         &mut self,
+        rules: Rules,
         mut input: &[u8],
         out: &mut impl Extend<Inbound>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         loop {
             let mut frame = match self.frame {
                 Some(frame) => frame,
-                None => match self.read_header(&mut input)? {
+                None => match self.read_header(rules, &mut input)? {
                     Some(frame) => frame,
                     // Header incomplete: its bytes are kept, all input consumed.
-                    None => return Ok(()),
+                    None => return Ok(false),
                 },
             };
             self.read_payload(&mut frame, &mut input)?;
             if frame.done < frame.len {
                 self.frame = Some(frame);
-                return Ok(());
+                return Ok(false);
             }
             self.frame = None;
-            self.finish_frame(frame, out)?;
-            if self.status == Status::Closed {
-                // Nothing after a close frame is processed (RFC 6455 §5.5.1).
-                self.release();
-                return Ok(());
+            if self.finish_frame(rules, frame, out)? {
+                return Ok(true);
             }
             if input.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
         }
     }
 
     /// Accumulates header bytes; returns the frame once its header is complete and accepted.
-    fn read_header(&mut self, input: &mut &[u8]) -> Result<Option<FrameState>, ProtocolError> {
+    fn read_header(
+        &mut self,
+        rules: Rules,
+        input: &mut &[u8],
+    ) -> Result<Option<FrameState>, ProtocolError> {
         loop {
-            let need = if self.header_len < 2 {
+            let have = usize::from(self.header_len);
+            let need = if have < 2 {
                 2
             } else {
-                header_len(self.header[1], self.masked)
+                header_len(self.header[1], rules.masked)
             };
-            if self.header_len >= need {
+            if have >= need {
                 break;
             }
-            let take = (need - self.header_len).min(input.len());
+            let take = (need - have).min(input.len());
             let (src, rest) = (input.get(..take), input.get(take..));
-            let dst = self.header.get_mut(self.header_len..self.header_len + take);
+            let dst = self.header.get_mut(have..have + take);
             if let (Some(src), Some(rest), Some(dst)) = (src, rest, dst) {
                 dst.copy_from_slice(src);
                 *input = rest;
             }
-            self.header_len += take;
-            if self.header_len < need {
+            // At most MAX_CLIENT_HEADER (14): `need` never exceeds it.
+            self.header_len = (have + take) as u8;
+            if have + take < need {
                 return Ok(None);
             }
             if need == 2 {
                 // Fail fast on the first two bytes, before waiting for the rest.
-                self.check_first_bytes()?;
+                self.check_first_bytes(rules)?;
             }
         }
-        let frame = self.parse_header()?;
+        let frame = self.parse_header(rules)?;
         self.header_len = 0;
         Ok(Some(frame))
     }
 
     /// Checks what the first two header bytes alone decide (RFC 6455 §5.2, §5.4, §5.5).
-    fn check_first_bytes(&self) -> Result<(), ProtocolError> {
+    fn check_first_bytes(&self, rules: Rules) -> Result<(), ProtocolError> {
         let [b0, b1, ..] = self.header;
         let opcode =
             OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::Protocol("reserved opcode"))?;
         // §5.2: RSV1-3 must be 0 unless an extension defines them. permessage-deflate defines
         // RSV1, on the first frame of a data message only (RFC 7692 §6, §6.1).
-        let rsv1_allowed = self.deflate && matches!(opcode, OpCode::Text | OpCode::Binary);
+        let rsv1_allowed = rules.deflate && matches!(opcode, OpCode::Text | OpCode::Binary);
         if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_allowed) {
             return Err(ProtocolError::Protocol("reserved bits set"));
         }
-        if b1 & 0x80 == 0 && self.masked {
+        if b1 & 0x80 == 0 && rules.masked {
             // §5.1: a server must close on an unmasked client frame.
             return Err(ProtocolError::Protocol("client frame not masked"));
         }
-        if b1 & 0x80 != 0 && !self.masked {
+        if b1 & 0x80 != 0 && !rules.masked {
             // §5.1: a client must close on a masked server frame.
             return Err(ProtocolError::Protocol("server frame masked"));
         }
@@ -384,7 +427,7 @@ impl Decoder {
     }
 
     /// Reads the length and mask from a complete header and applies the size limit.
-    fn parse_header(&mut self) -> Result<FrameState, ProtocolError> {
+    fn parse_header(&mut self, rules: Rules) -> Result<FrameState, ProtocolError> {
         let h = self.header;
         let fin = h[0] & 0x80 != 0;
         let opcode =
@@ -402,26 +445,25 @@ impl Decoder {
             n => (u64::from(n), [h[2], h[3], h[4], h[5]]),
         };
         // An unmasked frame is copied as if masked with zeros.
-        let mask = if self.masked { mask } else { [0; 4] };
+        let mask = if rules.masked { mask } else { [0; 4] };
         if len >> 63 != 0 {
             // §5.2: the most significant bit of a 64-bit length must be 0.
             return Err(ProtocolError::Protocol(
                 "64-bit payload length with top bit set",
             ));
         }
-        let too_large = ProtocolError::TooLarge {
-            limit: self.max_message_size,
-        };
+        let limit = rules.max_message_size;
+        let too_large = ProtocolError::TooLarge { limit };
         // Checked before any payload is buffered, so a declared size cannot reserve memory.
         let len = usize::try_from(len).map_err(|_| too_large.clone())?;
-        if len > self.max_message_size {
+        if len > limit {
             return Err(too_large);
         }
         if opcode.is_control() {
             self.control = Vec::new();
         } else {
             let total = self.message_buf.len().checked_add(len);
-            if total.map_or(true, |t| t > self.max_message_size) {
+            if total.map_or(true, |t| t > limit) {
                 return Err(too_large);
             }
             if opcode != OpCode::Continuation {
@@ -472,28 +514,29 @@ impl Decoder {
         Ok(())
     }
 
-    /// Handles a frame whose payload is complete.
+    /// Handles a frame whose payload is complete; `Ok(true)` for a close frame.
     fn finish_frame(
         &mut self,
+        rules: Rules,
         frame: FrameState,
         out: &mut impl Extend<Inbound>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         match frame.opcode {
             OpCode::Ping => out.extend(Some(Inbound::Ping(take_bytes(&mut self.control)))),
             OpCode::Pong => out.extend(Some(Inbound::Pong(take_bytes(&mut self.control)))),
             OpCode::Close => {
                 let payload = std::mem::take(&mut self.control);
                 out.extend(Some(parse_close(&payload)?));
-                self.status = Status::Closed;
+                return Ok(true);
             }
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if !frame.fin {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if let Some(mut msg) = self.message.take() {
                     if msg.compressed {
                         let compressed = std::mem::take(&mut self.message_buf);
-                        let limit = self.max_message_size;
+                        let limit = rules.max_message_size;
                         self.message_buf = inflate(&compressed, limit).map_err(|e| match e {
                             InflateError::TooLarge => ProtocolError::TooLarge { limit },
                             InflateError::Corrupt => {
@@ -513,7 +556,7 @@ impl Decoder {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 }
 
