@@ -21,28 +21,33 @@ struct Span {
     len: u32,
 }
 
-/// Name/value pairs as spans, boxed so a head kept per connection holds no spare capacity.
-type Pairs = Box<[(Span, Span)]>;
+/// The index's first entries: method, path, raw query; the query pairs follow, then the
+/// header pairs.
+const FIXED_SPANS: usize = 3;
 
 /// A parsed HTTP/1.1 request head, kept for the whole life of the connection. Memory-lean:
-/// every string (method, path, query, decoded query pairs, headers) lives in one text buffer,
-/// so a head costs two or three allocations however many headers it has.
-#[derive(Debug, Clone)]
+/// every string (method, path, query, decoded query pairs, headers) and the index of where
+/// each one lies share one allocation, however many headers the head has.
+#[derive(Clone)]
 pub struct RequestHead {
-    text: Box<str>,
-    method: Span,
-    path: Span,
-    raw_query: Span,
-    query: Pairs,
-    headers: Pairs,
+    /// The strings, then the index: each string's start and length as little-endian
+    /// integers of `width` bytes (2, or 4 for a text over 64 KiB).
+    data: Box<[u8]>,
+    /// Where the index starts: the strings' length. `data[..text_len]` is UTF-8, being the
+    /// concatenation of `&str`s (`TextBuilder`).
+    text_len: u32,
+    /// How many query pairs the index holds; header pairs fill the rest.
+    query_pairs: u32,
+    width: u8,
     /// The `x` of `HTTP/1.x`, needed for the 1.1 rule of RFC 6455 §4.2.1.
     minor_version: u8,
 }
 
-/// Builds the single text buffer of a head.
+/// Builds the single text buffer of a head and the spans that index it.
 #[derive(Default)]
 struct TextBuilder {
     text: String,
+    spans: Vec<Span>,
 }
 
 impl TextBuilder {
@@ -52,6 +57,31 @@ impl TextBuilder {
         Span {
             start: start as u32,
             len: s.len() as u32,
+        }
+    }
+
+    /// Lays the text and its index out in one buffer.
+    fn finish(self, query_pairs: usize, minor_version: u8) -> RequestHead {
+        let width: u8 = if self.text.len() <= usize::from(u16::MAX) {
+            2
+        } else {
+            4
+        };
+        let text_len = self.text.len();
+        let mut data = self.text.into_bytes();
+        data.reserve_exact(self.spans.len() * 2 * usize::from(width));
+        for span in &self.spans {
+            for n in [span.start, span.len] {
+                let bytes = n.to_le_bytes();
+                data.extend_from_slice(bytes.get(..usize::from(width)).unwrap_or_default());
+            }
+        }
+        RequestHead {
+            data: data.into_boxed_slice(),
+            text_len: text_len as u32,
+            query_pairs: query_pairs as u32,
+            width,
+            minor_version,
         }
     }
 }
@@ -76,51 +106,73 @@ impl RequestHead {
         let method = b.push(method);
         let path = b.push(path);
         let raw_query_span = b.push(raw_query);
+        b.spans.extend([method, path, raw_query_span]);
         // A name or value that needs no decoding points into the raw query rather than being
         // stored twice (a subscriber's `?topics=...` is kept for the connection's whole life).
-        let mut decoded = |piece: &str, at: usize| match decode_form(piece) {
-            Cow::Borrowed(same) => Span {
-                start: raw_query_span.start + at as u32,
-                len: same.len() as u32,
-            },
-            Cow::Owned(other) => b.push(&other),
-        };
-        let query = query_pieces(raw_query)
-            .map(|((n, n_at), (v, v_at))| (decoded(n, n_at), decoded(v, v_at)))
-            .collect();
-        let headers = headers.map(|(n, v)| (b.push(n), b.push(v))).collect();
-        RequestHead {
-            text: b.text.into_boxed_str(),
-            method,
-            path,
-            raw_query: raw_query_span,
-            query,
-            headers,
-            minor_version,
+        let mut query_pairs = 0;
+        for ((n, n_at), (v, v_at)) in query_pieces(raw_query) {
+            for (piece, at) in [(n, n_at), (v, v_at)] {
+                let span = match decode_form(piece) {
+                    Cow::Borrowed(same) => Span {
+                        start: raw_query_span.start + at as u32,
+                        len: same.len() as u32,
+                    },
+                    Cow::Owned(other) => b.push(&other),
+                };
+                b.spans.push(span);
+            }
+            query_pairs += 1;
         }
+        for (n, v) in headers {
+            let pair = [b.push(n), b.push(v)];
+            b.spans.extend(pair);
+        }
+        b.finish(query_pairs, minor_version)
     }
 
-    /// The string a span points at (heads are under 4 GiB: parsing limits them to a few KiB).
-    fn get(&self, span: Span) -> &str {
-        let start = span.start as usize;
-        self.text
-            .get(start..start + span.len as usize)
-            .unwrap_or_default()
+    /// The strings (heads are under 4 GiB: parsing limits them to a few KiB).
+    fn text(&self) -> &str {
+        let bytes = self.data.get(..self.text_len as usize).unwrap_or_default();
+        // SAFETY: `TextBuilder::finish` put exactly the pushed `&str`s, concatenated, before
+        // `text_len`, and `data` is never changed afterwards.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    /// The `i`th string of the index.
+    fn string(&self, i: usize) -> &str {
+        let width = usize::from(self.width);
+        let at = self.text_len as usize + i * 2 * width;
+        let int = |at: usize| {
+            let mut bytes = [0; 4];
+            if let (Some(dst), Some(src)) = (bytes.get_mut(..width), self.data.get(at..at + width))
+            {
+                dst.copy_from_slice(src);
+            }
+            u32::from_le_bytes(bytes) as usize
+        };
+        let (start, len) = (int(at), int(at + width));
+        self.text().get(start..start + len).unwrap_or_default()
+    }
+
+    /// The strings of the index as pairs, from its `first` string up to its end or `count`
+    /// pairs.
+    fn pairs(&self, first: usize, count: usize) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let strings = (self.data.len() - self.text_len as usize) / (2 * usize::from(self.width));
+        (first..strings)
+            .step_by(2)
+            .take(count)
+            .map(move |i| (self.string(i), self.string(i + 1)))
     }
 
     /// The whole text buffer, to check what a head stores.
     #[cfg(test)]
-    pub(super) fn text(&self) -> &str {
-        &self.text
-    }
-
-    fn pairs<'a>(&'a self, pairs: &'a Pairs) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        pairs.iter().map(|(n, v)| (self.get(*n), self.get(*v)))
+    pub(super) fn stored_text(&self) -> &str {
+        self.text()
     }
 
     /// The request method, case as sent (methods are case-sensitive, RFC 9110 §9.1).
     pub fn method(&self) -> &str {
-        self.get(self.method)
+        self.string(0)
     }
 
     /// The target path without `?query` (or fragment), not percent-decoded.
@@ -128,12 +180,12 @@ impl RequestHead {
     /// An absolute-form target (`http://host/p`, RFC 9112 §3.2.2) yields its
     /// path part; an empty path reads as `/`.
     pub fn path(&self) -> &str {
-        self.get(self.path)
+        self.string(1)
     }
 
     /// The query string as sent, without the `?`; empty when there is none.
     pub fn raw_query(&self) -> &str {
-        self.get(self.raw_query)
+        self.string(2)
     }
 
     /// The minor HTTP version: 1 for `HTTP/1.1`, 0 for `HTTP/1.0`.
@@ -150,7 +202,7 @@ impl RequestHead {
 
     /// All decoded query pairs, in the order sent.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.pairs(&self.query)
+        self.pairs(FIXED_SPANS, self.query_pairs as usize)
     }
 
     /// The first header called `name` (case-insensitive, RFC 9110 §5.1),
@@ -183,7 +235,7 @@ impl RequestHead {
 
     /// All headers as sent: names in their original case, values untrimmed.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.pairs(&self.headers)
+        self.pairs(FIXED_SPANS + 2 * self.query_pairs as usize, usize::MAX)
     }
 
     /// Trimmed values of every header called `name`, in order.
@@ -205,6 +257,18 @@ impl RequestHead {
     /// Whether any header called `name` lists `token`, case-insensitively.
     pub(super) fn has_token(&self, name: &str, token: &str) -> bool {
         self.list_items(name).any(|t| t.eq_ignore_ascii_case(token))
+    }
+}
+
+impl fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", &self.method())
+            .field("path", &self.path())
+            .field("query", &self.raw_query())
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .field("minor_version", &self.minor_version)
+            .finish()
     }
 }
 
@@ -343,6 +407,30 @@ mod tests {
         assert_eq!(h.http_minor_version(), 1);
         let all: Vec<_> = h.headers().collect();
         assert_eq!(all, [("Host", "x"), ("Upgrade", "websocket")]);
+    }
+
+    #[test]
+    fn a_head_is_one_allocation_with_a_narrow_index() {
+        let (h, _) =
+            complete(b"GET /ws?a=%41&b=2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
+        // The strings, then 2-byte starts and lengths: method, path, query, 2 query pairs, 2
+        // headers: 11 strings.
+        assert_eq!(h.stored_text(), "GET/wsa=%41&b=2AHostxUpgradewebsocket");
+        assert_eq!(h.data.len(), h.stored_text().len() + 11 * 4);
+        assert_eq!(std::mem::size_of::<RequestHead>(), 32);
+        let pairs: Vec<_> = h.query_pairs().collect();
+        assert_eq!(pairs, [("a", "A"), ("b", "2")]);
+    }
+
+    #[test]
+    fn a_head_over_64_kib_has_a_wide_index() {
+        let long = "v".repeat(70_000);
+        let h = RequestHead::new("GET", "/p?q=1", &[("X-Long", &long), ("X-After", "z")]);
+        assert_eq!(h.width, 4);
+        assert_eq!(h.header("x-long"), Some(&*long));
+        assert_eq!(h.header("x-after"), Some("z"));
+        assert_eq!(h.query("q"), Some("1"));
+        assert_eq!(h.headers().count(), 2);
     }
 
     #[test]
