@@ -61,7 +61,7 @@
 //! | `ws::session` | one connection's protocol state: decoder, outbound queue, close, deadlines (the server's) |
 //! | `ws::deflate` | permessage-deflate offers, and the thread's shared compressor |
 //! | `ws::frame`, `ws::queue`, `ws::liveness` | the frame codec; the server's outbound queue policy; the keep-alive and liveness rules |
-//! | `ws::inflate` | the thread's shared inflater, bounded |
+//! | `ws::inflate`, `ws::stamp` | the thread's shared inflater, bounded; deadlines in 8 bytes |
 //! | [`http`] | the opening handshake's HTTP (pure): |
 //! | `http::upgrade` | RFC 6455 §4.2.1 checks, offered subprotocols and extensions |
 //! | `http::head` | request-head parsing and header access |

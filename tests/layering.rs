@@ -230,7 +230,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["ws::session"], false),
     (&["ws::deflate"], false),
     (&["ws::frame", "ws::queue", "ws::liveness"], false),
-    (&["ws::inflate"], false),
+    (&["ws::inflate", "ws::stamp"], false),
     (&["http"], false),
     (&["http::upgrade"], false),
     (&["http::head"], false),

@@ -30,6 +30,7 @@ use crate::topics;
 
 use crate::ws::queue::{Displace, Droppable, Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
+use crate::ws::stamp::Stamp;
 use crate::{Config, Error};
 
 /// A listener registered on one connection.
@@ -51,8 +52,8 @@ pub(crate) struct Conn {
     gone: Cell<bool>,
     close_forced: Cell<bool>,
     /// Earliest entry this connection has in the shard's timer heap.
-    pub(crate) scheduled: Cell<Option<Instant>>,
-    waker: RefCell<Option<Waker>>,
+    pub(crate) scheduled: Cell<Option<Stamp>>,
+    waker: Cell<Option<Waker>>,
     /// The plain socket, lent by the connection task for the readiness set's reads and the
     /// flush pass's writes until the task finishes it.
     pub(crate) fd: LentSocket,
@@ -111,7 +112,7 @@ impl Conn {
             close_forced: Cell::new(false),
             claim: Cell::new(0),
             scheduled: Cell::new(None),
-            waker: RefCell::new(None),
+            waker: Cell::new(None),
             fd: LentSocket::default(),
             parked: Cell::new(None),
             dirty: Cell::new(false),
@@ -339,18 +340,16 @@ impl Conn {
 
     /// Remembers the task to wake when there is something to write or decide.
     pub(crate) fn register_waker(&self, waker: &Waker) {
-        let mut w = self.waker.borrow_mut();
-        match &*w {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *w = Some(waker.clone()),
-        }
+        let kept = self.waker.take().filter(|old| old.will_wake(waker));
+        self.waker.set(kept.or_else(|| Some(waker.clone())));
     }
 
     /// Something for the connection task: a write that waits for room, a close, the teardown.
     /// A parked connection gets a task again, with its socket.
     pub(crate) fn wake(self: &Rc<Self>) {
-        if let Some(w) = &*self.waker.borrow() {
+        if let Some(w) = self.waker.take() {
             w.wake_by_ref();
+            self.waker.set(Some(w));
         } else if let Some(fd) = self.parked.take() {
             self.conns.resume(Rc::clone(self), fd);
         }
@@ -359,7 +358,7 @@ impl Conn {
     /// The connection task ends and leaves the socket (still lent) with the connection, until
     /// `wake`: an idle connection then holds no task and no glommio stream.
     pub(crate) fn park(&self, fd: OwnedFd) {
-        self.waker.borrow_mut().take();
+        self.waker.take();
         self.parked.set(Some(fd));
     }
 
@@ -652,7 +651,7 @@ impl Conn {
 
     /// The timer heap found this connection due at `now`.
     pub(crate) fn on_timer(self: &Rc<Self>, now: Instant) {
-        if self.scheduled.get().is_some_and(|s| s <= now) {
+        if self.scheduled.get().is_some_and(|s| s.instant() <= now) {
             self.scheduled.set(None);
         }
         if self.is_gone() {
@@ -920,4 +919,16 @@ pub(crate) fn since_epoch() -> Duration {
 /// epoch; `now` itself for a time already past.
 fn instant_of(secs: u64, now: Instant, since: Duration) -> Instant {
     now + Duration::from_secs(secs).saturating_sub(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+
+    /// Every open connection holds one: a field added here is paid by every idle connection
+    /// (docs/architecture.md, "Memory per idle connection").
+    #[test]
+    fn a_connection_stays_within_its_size() {
+        assert!(std::mem::size_of::<Conn>() <= 488, "{}", std::mem::size_of::<Conn>());
+    }
 }

@@ -12,6 +12,7 @@ use glommio::timer::Timer;
 
 use super::notify::LocalNotify;
 use crate::registry::ConnId;
+use crate::ws::stamp::Stamp;
 
 /// The timers' resolution: a deadline is rounded up to a tick of 1/64 of how far ahead it was
 /// set, kept between `MIN_TICK` and `MAX_TICK`, so the connections due within one tick are
@@ -44,7 +45,8 @@ fn round_up(epoch: Instant, at: Instant, tick: Duration) -> Instant {
 /// Entries may be stale (a connection that moved its deadline or went away): each is checked
 /// against the connection when it comes due, which costs less than removing it from the heap.
 pub(crate) struct Timers {
-    heap: RefCell<BinaryHeap<Reverse<(Instant, usize, u64)>>>,
+    /// (when, slot, generation): 24 bytes an entry.
+    heap: RefCell<BinaryHeap<Reverse<(Stamp, usize, u64)>>>,
     earlier: LocalNotify,
     /// Where the ticks count from.
     epoch: Instant,
@@ -64,9 +66,9 @@ impl Timers {
     /// Makes sure connection `id` is looked at by the end of the tick that holds `at`.
     /// `scheduled` is the connection's own record of its earliest entry, so a later deadline
     /// adds nothing.
-    pub(crate) fn schedule(&self, scheduled: &Cell<Option<Instant>>, id: ConnId, at: Instant) {
+    pub(crate) fn schedule(&self, scheduled: &Cell<Option<Stamp>>, id: ConnId, at: Instant) {
         let ahead = at.saturating_duration_since(Instant::now());
-        let at = round_up(self.epoch, at, tick_for(ahead));
+        let at = Stamp::of(round_up(self.epoch, at, tick_for(ahead)));
         if scheduled.get().is_some_and(|s| s <= at) {
             return;
         }
@@ -81,10 +83,14 @@ impl Timers {
     }
 
     fn next(&self) -> Option<Instant> {
-        self.heap.borrow().peek().map(|Reverse((at, ..))| *at)
+        self.heap
+            .borrow()
+            .peek()
+            .map(|Reverse((at, ..))| at.instant())
     }
 
     fn pop_due(&self, now: Instant, due: &mut Vec<(usize, u64)>) {
+        let now = Stamp::of(now);
         let mut heap = self.heap.borrow_mut();
         while let Some(Reverse((at, slot, generation))) = heap.peek().copied() {
             if at > now {

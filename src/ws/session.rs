@@ -22,6 +22,7 @@ use super::deflate::{self, Agreement, Deflate};
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
 use super::liveness::{answer_window, first_ping_delay, judge_silence, next_ping_after, Liveness};
 use super::queue::{Displace, Droppable, OutboundQueue, Push};
+use super::stamp::Stamp;
 
 /// What a session needs of its route's settings, every duration and size already resolved
 /// (no zero meaning "default"). The library's `Config` is one.
@@ -99,7 +100,7 @@ pub const RATE_LIMIT_REASON: &str = "rate limit";
 pub struct RateLimit {
     /// When `tokens` was last brought up to date (the time of the last whole token earned, so
     /// the fraction of one earned since is not lost).
-    pub refilled: Instant,
+    pub refilled: Stamp,
     /// Messages that may still be sent now.
     pub tokens: u32,
     /// Messages refused since the bucket was last full.
@@ -121,7 +122,7 @@ impl RateLimit {
     /// A full bucket at `now`.
     pub fn full(rate: u32, now: Instant) -> RateLimit {
         RateLimit {
-            refilled: now,
+            refilled: Stamp::of(now),
             tokens: rate,
             refused: 0,
         }
@@ -131,7 +132,7 @@ impl RateLimit {
     /// than `rate`. A clock that did not move (or went back) changes nothing.
     pub fn refill(self, rate: u32, now: Instant) -> RateLimit {
         const NANOS: u128 = 1_000_000_000;
-        let Some(elapsed) = now.checked_duration_since(self.refilled) else {
+        let Some(elapsed) = now.checked_duration_since(self.refilled.instant()) else {
             return self;
         };
         let earned = elapsed.as_nanos() * u128::from(rate) / NANOS;
@@ -146,7 +147,7 @@ impl RateLimit {
         // Only the time the whole tokens took is used up; the rest counts towards the next.
         let used = Duration::from_nanos((earned * NANOS / u128::from(rate)) as u64);
         RateLimit {
-            refilled: self.refilled + used,
+            refilled: Stamp::of(self.refilled.instant() + used),
             tokens: tokens as u32,
             refused: self.refused,
         }
@@ -273,12 +274,12 @@ enum Phase {
     Open,
     /// The server queued a close frame; past the deadline (if any) the close completes anyway.
     Closing {
-        deadline: Option<Instant>,
+        deadline: Option<Stamp>,
     },
     /// Over: only the queued bytes (a close frame) are left to write, until `linger`; with no
     /// linger the socket is dropped at once.
     Closed {
-        linger: Option<Instant>,
+        linger: Option<Stamp>,
     },
 }
 
@@ -312,13 +313,13 @@ pub struct Session<C> {
     /// Decoded frames not yet acted on, and events not yet reported. Empty, and holding no
     /// heap memory, between inputs.
     pending: VecDeque<Pending>,
-    last_inbound: Instant,
+    last_inbound: Stamp,
     /// Rechecks granted since the peer was last heard because the shard looked late
     /// (`judge_silence`); `recheck_at` is when the last one judges.
     late_rechecks: u8,
-    recheck_at: Option<Instant>,
-    next_ping: Instant,
-    write_blocked_since: Option<Instant>,
+    recheck_at: Option<Stamp>,
+    next_ping: Stamp,
+    write_blocked_since: Option<Stamp>,
     /// Pings received since the queue last held no unwritten pong.
     unanswered_pings: u32,
     /// permessage-deflate: the window the client allows the server, in bits; 0 when not agreed.
@@ -338,10 +339,10 @@ impl<C: Settings> Session<C> {
             out: OutboundQueue::new(config.send_queue_size()),
             phase: Phase::Open,
             pending: VecDeque::new(),
-            last_inbound: now,
+            last_inbound: Stamp::of(now),
             late_rechecks: 0,
             recheck_at: None,
-            next_ping: now + config.ping_interval(),
+            next_ping: Stamp::of(now + config.ping_interval()),
             write_blocked_since: None,
             unanswered_pings: 0,
             deflate_window: 0,
@@ -370,7 +371,7 @@ impl<C: Settings> Session<C> {
     /// Moves the first ping of a session opened at `now` to `first_ping_delay` for `spread`
     /// (the shard passes the connection's slot), so pings are spread over the interval.
     pub fn spread_pings(&mut self, now: Instant, spread: u64) {
-        self.next_ping = now + first_ping_delay(self.config.ping_interval(), spread);
+        self.next_ping = Stamp::of(now + first_ping_delay(self.config.ping_interval(), spread));
     }
 
     /// The settings the session runs with.
@@ -401,7 +402,7 @@ impl<C: Settings> Session<C> {
         if self.phase != Phase::Open {
             return;
         }
-        self.last_inbound = now;
+        self.last_inbound = Stamp::of(now);
         self.late_rechecks = 0;
         self.recheck_at = None;
         if let Err(e) = self.decoder.feed(bytes, &mut Frames(&mut self.pending)) {
@@ -445,7 +446,7 @@ impl<C: Settings> Session<C> {
 
     /// The socket took nothing: the peer is not reading. Starts (or keeps) the stall clock.
     pub fn handle_write_blocked(&mut self, now: Instant) {
-        self.write_blocked_since.get_or_insert(now);
+        self.write_blocked_since.get_or_insert(Stamp::of(now));
     }
 
     /// Runs whatever is due at `now`: the idle and write timeouts, expired waiting messages, the
@@ -459,9 +460,9 @@ impl<C: Settings> Session<C> {
                     Liveness::Alive => {}
                     Liveness::Recheck(at) => {
                         self.late_rechecks += 1;
-                        self.recheck_at = Some(at);
+                        self.recheck_at = Some(Stamp::of(at));
                         // The peer is judged on a ping it was sent after the shard caught up.
-                        if now < self.next_ping {
+                        if now < self.next_ping.instant() {
                             self.out.push_ping(Bytes::from_static(&PING_FRAME));
                         }
                     }
@@ -471,10 +472,13 @@ impl<C: Settings> Session<C> {
                     }
                 }
                 let write_timeout = self.config.write_timeout();
-                let stalled = [self.write_blocked_since, self.out.full_since()]
-                    .into_iter()
-                    .flatten()
-                    .any(|since| now >= since + write_timeout);
+                let stalled = [
+                    self.write_blocked_since.map(Stamp::instant),
+                    self.out.full_since(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|since| now >= since + write_timeout);
                 if stalled {
                     self.end(Some(SessionError::WriteTimeout(write_timeout)), None);
                     return;
@@ -482,9 +486,10 @@ impl<C: Settings> Session<C> {
                 for framed in self.out.expire(now) {
                     self.report(Event::Dropped(frame::payload(&framed)));
                 }
-                if now >= self.next_ping {
+                if now >= self.next_ping.instant() {
+                    let interval = self.config.ping_interval();
                     self.next_ping =
-                        next_ping_after(self.next_ping, now, self.config.ping_interval());
+                        Stamp::of(next_ping_after(self.next_ping.instant(), now, interval));
                     // Once per ping interval: an idle connection gives back what a burst left.
                     self.out.compact();
                     self.out.push_ping(Bytes::from_static(&PING_FRAME));
@@ -492,7 +497,7 @@ impl<C: Settings> Session<C> {
             }
             Phase::Closing {
                 deadline: Some(deadline),
-            } if now >= deadline => self.complete_close(None),
+            } if now >= deadline.instant() => self.complete_close(None),
             Phase::Closing { .. } | Phase::Closed { .. } => {}
         }
     }
@@ -561,7 +566,9 @@ impl<C: Settings> Session<C> {
         if self.phase != Phase::Open {
             return;
         }
-        self.phase = Phase::Closing { deadline };
+        self.phase = Phase::Closing {
+            deadline: deadline.map(Stamp::of),
+        };
         // A server frame is unmasked; its code, when it has one, is the first two payload bytes.
         if let [_, len, hi, lo, ..] = close_frame[..] {
             if len >= 2 {
@@ -608,9 +615,10 @@ impl<C: Settings> Session<C> {
             Phase::Open => {
                 let write_timeout = self.config.write_timeout();
                 [
-                    Some(self.next_ping),
+                    Some(self.next_ping.instant()),
                     Some(self.idle_deadline()),
-                    self.write_blocked_since.map(|s| s + write_timeout),
+                    self.write_blocked_since
+                        .map(|s| s.instant() + write_timeout),
                     self.out.full_since().map(|s| s + write_timeout),
                     self.out.next_expiry(),
                 ]
@@ -618,7 +626,7 @@ impl<C: Settings> Session<C> {
                 .flatten()
                 .min()
             }
-            Phase::Closing { deadline } => deadline,
+            Phase::Closing { deadline } => deadline.map(Stamp::instant),
             Phase::Closed { .. } => None,
         }
     }
@@ -642,7 +650,7 @@ impl<C: Settings> Session<C> {
                 Pending::Violation(violation) => {
                     self.out
                         .push_close(frame::encode_close(violation.close_code(), ""));
-                    let linger = self.linger_from(self.last_inbound);
+                    let linger = self.linger_from(self.last_inbound.instant());
                     self.end(Some(SessionError::Protocol(violation)), linger);
                     None
                 }
@@ -657,7 +665,7 @@ impl<C: Settings> Session<C> {
     /// and wait for the peer's end); `None` means drop the socket at once.
     pub fn linger(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Closed { linger } => linger,
+            Phase::Closed { linger } => linger.map(Stamp::instant),
             _ => None,
         }
     }
@@ -668,7 +676,8 @@ impl<C: Settings> Session<C> {
     /// recheck granted for a late look (`judge_silence`).
     fn idle_deadline(&self) -> Instant {
         self.recheck_at
-            .unwrap_or(self.last_inbound + self.config.read_idle_timeout())
+            .map(Stamp::instant)
+            .unwrap_or(self.last_inbound.instant() + self.config.read_idle_timeout())
     }
 
     /// What an inbound frame means now; `None` when it ended the session (its `Closed` is
@@ -680,7 +689,7 @@ impl<C: Settings> Session<C> {
                     return Some(Event::Message { data, binary });
                 };
                 // The last read is the best "now" a frame decoded from it has.
-                let now = self.last_inbound;
+                let now = self.last_inbound.instant();
                 let (messages, bytes) = (
                     self.config.client_message_rate(),
                     self.config.client_byte_rate(),
@@ -717,7 +726,7 @@ impl<C: Settings> Session<C> {
                     code => Some(SessionError::PeerClosed { code, reason }),
                 };
                 // The last read is the best "now" a frame decoded from it has.
-                let linger = self.linger_from(self.last_inbound);
+                let linger = self.linger_from(self.last_inbound.instant());
                 self.end(error, linger);
                 None
             }
@@ -741,7 +750,9 @@ impl<C: Settings> Session<C> {
     /// Over: what the peer sent and is not yet acted on is dropped, and `Closed` is reported
     /// after whatever was reported before.
     fn end(&mut self, error: Option<SessionError>, linger: Option<Instant>) {
-        self.phase = Phase::Closed { linger };
+        self.phase = Phase::Closed {
+            linger: linger.map(Stamp::of),
+        };
         self.write_blocked_since = None;
         self.drop_inbound();
         self.report(Event::Closed(error));
