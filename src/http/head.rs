@@ -14,12 +14,32 @@ use super::tokens::{split_unquoted, trim_ows};
 /// Most header fields a request head may carry; more is [`HttpError::Malformed`].
 pub const MAX_HEADERS: usize = 64;
 
-/// Where one string lives in a head's text.
+/// Where one string lives: in the head's text, or in `COMMON`.
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
     start: u32,
     len: u32,
+    common: bool,
 }
+
+/// Header names and values most WebSocket handshakes carry, as browsers and client libraries
+/// send them. A head's method, path, header name or value found in here is not stored: its
+/// span points here, so a browser's handshake keeps its key, host, origin, cookies and user
+/// agent but not the names around them, nor `websocket`, `Upgrade` or `13`.
+const COMMON: &str = concat!(
+    "GET/HostUpgradeConnectionkeep-alive, Upgradewebsocket",
+    "Sec-WebSocket-KeySec-WebSocket-Version13",
+    "Sec-WebSocket-Extensionspermessage-deflate; client_max_window_bits",
+    "Sec-WebSocket-ProtocolOriginUser-AgentPragmano-cacheCache-Control",
+    "Accept*/*Accept-Encodinggzip, deflate, br, zstdAccept-Languageen-US,en;q=0.9",
+    "Sec-Fetch-DestSec-Fetch-ModeSec-Fetch-Sitesame-origincross-site",
+    "CookieAuthorizationX-Forwarded-ForX-Forwarded-ProtoX-Real-IPhttps",
+    "hostupgradeconnectionsec-websocket-keysec-websocket-versionsec-websocket-extensions",
+    "sec-websocket-protocoloriginuser-agent",
+);
+
+/// Longest string looked up in `COMMON`.
+const MAX_COMMON: usize = 64;
 
 /// The index's first entries: method, path, raw query; the query pairs follow, then the
 /// header pairs.
@@ -57,21 +77,39 @@ impl TextBuilder {
         Span {
             start: start as u32,
             len: s.len() as u32,
+            common: false,
         }
     }
 
-    /// Lays the text and its index out in one buffer.
+    /// `push`, unless `s` is in `COMMON`.
+    fn push_or_share(&mut self, s: &str) -> Span {
+        let found = (!s.is_empty() && s.len() <= MAX_COMMON)
+            .then(|| COMMON.find(s))
+            .flatten();
+        match found {
+            Some(start) => Span {
+                start: start as u32,
+                len: s.len() as u32,
+                common: true,
+            },
+            None => self.push(s),
+        }
+    }
+
+    /// Lays the text and its index out in one buffer. A span into `COMMON` starts past the
+    /// text: at the text's length plus its place in `COMMON`.
     fn finish(self, query_pairs: usize, minor_version: u8) -> RequestHead {
-        let width: u8 = if self.text.len() <= usize::from(u16::MAX) {
+        let text_len = self.text.len();
+        let width: u8 = if text_len + COMMON.len() <= usize::from(u16::MAX) {
             2
         } else {
             4
         };
-        let text_len = self.text.len();
         let mut data = self.text.into_bytes();
         data.reserve_exact(self.spans.len() * 2 * usize::from(width));
         for span in &self.spans {
-            for n in [span.start, span.len] {
+            let start = span.start + if span.common { text_len as u32 } else { 0 };
+            for n in [start, span.len] {
                 let bytes = n.to_le_bytes();
                 data.extend_from_slice(bytes.get(..usize::from(width)).unwrap_or_default());
             }
@@ -103,8 +141,9 @@ impl RequestHead {
     ) -> RequestHead {
         let (path, raw_query) = split_target(target);
         let mut b = TextBuilder::default();
-        let method = b.push(method);
-        let path = b.push(path);
+        let method = b.push_or_share(method);
+        let path = b.push_or_share(path);
+        // Always stored: decoded query pieces point into it.
         let raw_query_span = b.push(raw_query);
         b.spans.extend([method, path, raw_query_span]);
         // A name or value that needs no decoding points into the raw query rather than being
@@ -116,6 +155,7 @@ impl RequestHead {
                     Cow::Borrowed(same) => Span {
                         start: raw_query_span.start + at as u32,
                         len: same.len() as u32,
+                        common: false,
                     },
                     Cow::Owned(other) => b.push(&other),
                 };
@@ -124,7 +164,7 @@ impl RequestHead {
             query_pairs += 1;
         }
         for (n, v) in headers {
-            let pair = [b.push(n), b.push(v)];
+            let pair = [b.push_or_share(n), b.push_or_share(v)];
             b.spans.extend(pair);
         }
         b.finish(query_pairs, minor_version)
@@ -151,7 +191,11 @@ impl RequestHead {
             u32::from_le_bytes(bytes) as usize
         };
         let (start, len) = (int(at), int(at + width));
-        self.text().get(start..start + len).unwrap_or_default()
+        match start.checked_sub(self.text_len as usize) {
+            None => self.text().get(start..start + len),
+            Some(common) => COMMON.get(common..common + len),
+        }
+        .unwrap_or_default()
     }
 
     /// The strings of the index as pairs, from its `first` string up to its end or `count`
@@ -413,13 +457,40 @@ mod tests {
     fn a_head_is_one_allocation_with_a_narrow_index() {
         let (h, _) =
             complete(b"GET /ws?a=%41&b=2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
-        // The strings, then 2-byte starts and lengths: method, path, query, 2 query pairs, 2
-        // headers: 11 strings.
-        assert_eq!(h.stored_text(), "GET/wsa=%41&b=2AHostxUpgradewebsocket");
+        // The strings not in COMMON, then 2-byte starts and lengths: method, path, query, 2
+        // query pairs, 2 headers: 11 strings.
+        assert_eq!(h.stored_text(), "/wsa=%41&b=2A");
         assert_eq!(h.data.len(), h.stored_text().len() + 11 * 4);
         assert_eq!(std::mem::size_of::<RequestHead>(), 32);
         let pairs: Vec<_> = h.query_pairs().collect();
         assert_eq!(pairs, [("a", "A"), ("b", "2")]);
+    }
+
+    #[test]
+    fn a_browser_handshake_stores_only_what_is_its_own() {
+        let buf = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\n\
+            Pragma: no-cache\r\nCache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (X11)\r\n\
+            Upgrade: websocket\r\nOrigin: https://example.com\r\nSec-WebSocket-Version: 13\r\n\
+            Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.9\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+        let (h, _) = complete(buf);
+        assert_eq!(
+            h.stored_text(),
+            "/chatexample.comMozilla/5.0 (X11)https://example.comdGhlIHNhbXBsZSBub25jZQ=="
+        );
+        // Read back whole, wherever each string lives.
+        assert_eq!(h.method(), "GET");
+        assert_eq!(h.header("pragma"), Some("no-cache"));
+        assert_eq!(h.header("sec-websocket-version"), Some("13"));
+        assert_eq!(h.header("accept-encoding"), Some("gzip, deflate, br"));
+        assert_eq!(
+            h.header("sec-websocket-key"),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
+        let names: Vec<_> = h.headers().map(|(n, _)| n).collect();
+        assert_eq!(names[..3], ["Host", "Connection", "Pragma"]);
+        assert_eq!(names.len(), 12);
     }
 
     #[test]
