@@ -929,6 +929,10 @@ mod tests {
     /// (docs/architecture.md, "Memory per idle connection").
     #[test]
     fn a_connection_stays_within_its_size() {
-        assert!(std::mem::size_of::<Conn>() <= 488, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 488,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }
