@@ -138,11 +138,16 @@ pub async fn drain_and_close(stream: &mut TcpStream) {
     drain(stream).await;
 }
 
+/// The buffer `drain` reads into and discards.
+const DRAIN_BUFFER: usize = 256;
+
 /// Reads and discards until the peer ends the stream (or it fails): the second half of
 /// `drain_and_close`, for a stream already half-closed. Bound it with a timeout.
 pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S) {
     // On the heap: a buffer in this future would be carried by every task that can call it.
-    let mut sink = vec![0u8; 4096];
+    // Small: what a closing peer still sends is a close frame or the tail of a message, and
+    // every connection of a mass close (a shutdown) holds one until its peer closes.
+    let mut sink = vec![0u8; DRAIN_BUFFER];
     while let Ok(n) = stream.read(&mut sink).await {
         if n == 0 {
             break;
@@ -203,6 +208,17 @@ mod tests {
             let (head, read_past) = block_on(read_head_with(&mut s, 8192, &scratch)).unwrap();
             assert_eq!(head.path(), "/ws");
             assert_eq!([&read_past[..], s.data].concat(), b"rest", "scratch {size}");
+        }
+    }
+
+    #[test]
+    fn drain_reads_to_the_end_whatever_the_peer_still_sends() {
+        // More than the small buffer holds, in pieces and at once.
+        let tail = vec![7u8; 10 * DRAIN_BUFFER + 3];
+        for chunk in [1, 100, DRAIN_BUFFER, 4096] {
+            let mut s = Dribble { data: &tail, chunk };
+            block_on(drain(&mut s));
+            assert!(s.data.is_empty(), "chunk {chunk}: {} left", s.data.len());
         }
     }
 
