@@ -79,24 +79,35 @@ fn two_broadcasts_apart(bound: Duration) -> (u64, u64) {
     })
 }
 
-#[test]
-fn a_sparse_fan_out_holds_the_next_pass_so_frames_share_writes() {
-    let (writes, holds) = two_broadcasts_apart(Duration::from_millis(500));
-    assert!(holds >= 1, "the pass after a sparse fan-out is held");
+/// (writes, holds) of a run where a held pass should have gathered frames sent apart.
+fn assert_gathered((writes, holds): (u64, u64), what: &str) {
+    assert!(holds >= 1, "no pass was held: {what}");
     assert!(
         writes < CLIENTS as u64 * 3 / 2,
-        "{writes} writes for two frames to each of {CLIENTS} sockets: not gathered"
+        "{writes} writes for {what} to each of {CLIENTS} sockets: not gathered"
+    );
+}
+
+/// (writes, holds) of a run with holding off: every pass written at once.
+fn assert_written_apart((writes, holds): (u64, u64), what: &str) {
+    assert_eq!(holds, 0);
+    assert!(
+        writes >= 2 * CLIENTS as u64,
+        "{writes} writes: {what} were written together"
+    );
+}
+
+#[test]
+fn a_sparse_fan_out_holds_the_next_pass_so_frames_share_writes() {
+    assert_gathered(
+        two_broadcasts_apart(Duration::from_millis(500)),
+        "two frames",
     );
 }
 
 #[test]
 fn a_zero_bound_writes_every_pass_at_once() {
-    let (writes, holds) = two_broadcasts_apart(Duration::ZERO);
-    assert_eq!(holds, 0);
-    assert!(
-        writes >= 2 * CLIENTS as u64,
-        "{writes} writes: the two broadcasts were written together"
-    );
+    assert_written_apart(two_broadcasts_apart(Duration::ZERO), "the two broadcasts");
 }
 
 #[test]
@@ -152,20 +163,13 @@ fn a_burst_split_in_time(bound: Duration) -> (u64, u64) {
 
 #[test]
 fn a_pass_waits_for_the_rest_of_a_burst_the_size_of_the_last() {
-    let (writes, holds) = a_burst_split_in_time(Duration::from_millis(500));
-    assert!(holds >= 1, "the burst's first message waited for the rest");
-    assert!(
-        writes < CLIENTS as u64 * 3 / 2,
-        "{writes} writes for a burst of four to each of {CLIENTS} sockets: split"
+    assert_gathered(
+        a_burst_split_in_time(Duration::from_millis(500)),
+        "a burst of four",
     );
 }
 
 #[test]
 fn a_zero_bound_splits_the_burst() {
-    let (writes, holds) = a_burst_split_in_time(Duration::ZERO);
-    assert_eq!(holds, 0);
-    assert!(
-        writes >= 2 * CLIENTS as u64,
-        "{writes} writes: the burst was taken whole with holding off"
-    );
+    assert_written_apart(a_burst_split_in_time(Duration::ZERO), "the burst's frames");
 }
