@@ -37,6 +37,7 @@ use crate::backend::Hook;
 use crate::event::{self, EventName};
 use crate::handshake::{self, Accepted, Admission, Checked, Refusal, RequestData};
 use crate::metrics::HandshakeFailure;
+use crate::registry;
 use crate::runtime::{self, HeadError};
 use crate::Error;
 
@@ -395,7 +396,7 @@ fn register(
             uuid
         }
         None => loop {
-            let uuid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+            let uuid = registry::random_uuid();
             // A v4 collision is practically impossible, but a taken UUID is never handed out.
             if conns.registry.insert(Arc::clone(&uuid), id) {
                 break uuid;
