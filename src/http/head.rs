@@ -14,7 +14,7 @@ use super::tokens::{split_unquoted, trim_ows};
 /// Most header fields a request head may carry; more is [`HttpError::Malformed`].
 pub const MAX_HEADERS: usize = 64;
 
-/// Where one string lives: in the head's text, or in `COMMON`.
+/// Where one string lives: in the head's text, or (`common`) at index `start` of `COMMON`.
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
     start: u32,
@@ -23,23 +23,60 @@ struct Span {
 }
 
 /// Header names and values most WebSocket handshakes carry, as browsers and client libraries
-/// send them. A head's method, path, header name or value found in here is not stored: its
-/// span points here, so a browser's handshake keeps its key, host, origin, cookies and user
-/// agent but not the names around them, nor `websocket`, `Upgrade` or `13`.
-const COMMON: &str = concat!(
-    "GET/HostUpgradeConnectionkeep-alive, Upgradewebsocket",
-    "Sec-WebSocket-KeySec-WebSocket-Version13",
-    "Sec-WebSocket-Extensionspermessage-deflate; client_max_window_bits",
-    "Sec-WebSocket-ProtocolOriginUser-AgentPragmano-cacheCache-Control",
-    "Accept*/*Accept-Encodinggzip, deflate, br, zstdAccept-Languageen-US,en;q=0.9",
-    "Sec-Fetch-DestSec-Fetch-ModeSec-Fetch-Sitesame-origincross-site",
-    "CookieAuthorizationX-Forwarded-ForX-Forwarded-ProtoX-Real-IPhttps",
-    "hostupgradeconnectionsec-websocket-keysec-websocket-versionsec-websocket-extensions",
-    "sec-websocket-protocoloriginuser-agent",
-);
-
-/// Longest string looked up in `COMMON`.
-const MAX_COMMON: usize = 64;
+/// send them, and the usual method and path. A head's method, path, header name or value that
+/// is one of these is not stored: its index entry names it here, so a browser's handshake
+/// keeps its key, host, origin, cookies and user agent but not the names around them, nor
+/// `websocket`, `Upgrade` or `13`.
+const COMMON: &[&str] = &[
+    "GET",
+    "/",
+    "Host",
+    "Upgrade",
+    "websocket",
+    "Connection",
+    "keep-alive, Upgrade",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "13",
+    "Sec-WebSocket-Extensions",
+    "permessage-deflate; client_max_window_bits",
+    "permessage-deflate",
+    "Sec-WebSocket-Protocol",
+    "Origin",
+    "User-Agent",
+    "Pragma",
+    "no-cache",
+    "Cache-Control",
+    "Accept",
+    "*/*",
+    "Accept-Encoding",
+    "gzip, deflate, br, zstd",
+    "gzip, deflate, br",
+    "gzip, deflate",
+    "Accept-Language",
+    "en-US,en;q=0.9",
+    "Sec-Fetch-Dest",
+    "Sec-Fetch-Mode",
+    "Sec-Fetch-Site",
+    "same-origin",
+    "cross-site",
+    "Cookie",
+    "Authorization",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "https",
+    "http",
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "origin",
+    "user-agent",
+];
 
 /// The index's first entries: method, path, raw query; the query pairs follow, then the
 /// header pairs.
@@ -81,14 +118,11 @@ impl TextBuilder {
         }
     }
 
-    /// `push`, unless `s` is in `COMMON`.
+    /// `push`, unless `s` is one of `COMMON`.
     fn push_or_share(&mut self, s: &str) -> Span {
-        let found = (!s.is_empty() && s.len() <= MAX_COMMON)
-            .then(|| COMMON.find(s))
-            .flatten();
-        match found {
-            Some(start) => Span {
-                start: start as u32,
+        match COMMON.iter().position(|common| *common == s) {
+            Some(i) => Span {
+                start: i as u32,
                 len: s.len() as u32,
                 common: true,
             },
@@ -96,8 +130,8 @@ impl TextBuilder {
         }
     }
 
-    /// Lays the text and its index out in one buffer. A span into `COMMON` starts past the
-    /// text: at the text's length plus its place in `COMMON`.
+    /// Lays the text and its index out in one buffer. An entry of `COMMON` starts past the
+    /// text: at the text's length plus its index in `COMMON`.
     fn finish(self, query_pairs: usize, minor_version: u8) -> RequestHead {
         let text_len = self.text.len();
         let width: u8 = if text_len + COMMON.len() <= usize::from(u16::MAX) {
@@ -182,18 +216,19 @@ impl RequestHead {
     fn string(&self, i: usize) -> &str {
         let width = usize::from(self.width);
         let at = self.text_len as usize + i * 2 * width;
-        let int = |at: usize| {
-            let mut bytes = [0; 4];
-            if let (Some(dst), Some(src)) = (bytes.get_mut(..width), self.data.get(at..at + width))
-            {
-                dst.copy_from_slice(src);
-            }
-            u32::from_le_bytes(bytes) as usize
+        let int = |at: usize| match self.data.get(at..at + width) {
+            Some(&[a, b]) => usize::from(u16::from_le_bytes([a, b])),
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+            _ => 0,
         };
         let (start, len) = (int(at), int(at + width));
+        if len == 0 {
+            // An empty string may start at the text's end, where `COMMON`'s indices begin.
+            return "";
+        }
         match start.checked_sub(self.text_len as usize) {
             None => self.text().get(start..start + len),
-            Some(common) => COMMON.get(common..common + len),
+            Some(common) => COMMON.get(common).copied(),
         }
         .unwrap_or_default()
     }
@@ -459,7 +494,7 @@ mod tests {
             complete(b"GET /ws?a=%41&b=2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
         // The strings not in COMMON, then 2-byte starts and lengths: method, path, query, 2
         // query pairs, 2 headers: 11 strings.
-        assert_eq!(h.stored_text(), "/wsa=%41&b=2A");
+        assert_eq!(h.stored_text(), "/wsa=%41&b=2Ax");
         assert_eq!(h.data.len(), h.stored_text().len() + 11 * 4);
         assert_eq!(std::mem::size_of::<RequestHead>(), 32);
         let pairs: Vec<_> = h.query_pairs().collect();
