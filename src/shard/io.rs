@@ -230,9 +230,9 @@ async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, OpenS
     let Ok(remote) = stream.peer_addr() else {
         return None;
     };
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (`Listener::bind`).
     if let Some(bytes) = core.shared.options.socket_send_buffer {
-        // Best effort, like TCP_NODELAY: a socket the kernel refuses it for keeps its own.
+        // Best effort: a socket the kernel refuses it for keeps its own.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
     let timeout = core.shared.options.handshake_timeout;
@@ -720,7 +720,9 @@ async fn finish(conn: &Rc<Conn>, mut stream: Transport) {
         },
     )
     .await;
-    let _ = stream.close().await;
+    // Dropping the stream closes the socket. `close` would first shut down both directions,
+    // which after the half-close and the peer's end fails (ENOTCONN): a wasted system call per
+    // connection.
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -305,6 +305,9 @@ impl Listener {
         }
         let socket = new_socket(addr)?;
         socket.set_reuse_port(true)?;
+        // Every accepted socket inherits it (Linux copies the listener's TCP options into the
+        // sockets it accepts): one `setsockopt` per listener rather than per connection.
+        socket.set_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         let fd = socket.into_raw_fd();
@@ -348,4 +351,24 @@ fn new_socket(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_socket;
+
+    /// `Listener::bind` sets TCP_NODELAY once, on the listener, because the kernel copies it
+    /// into every socket it accepts; the connections' sockets are not set one by one.
+    #[test]
+    fn an_accepted_socket_inherits_the_listeners_nodelay() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let socket = new_socket(addr).unwrap();
+        socket.set_nodelay(true).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(8).unwrap();
+        let listener: std::net::TcpListener = socket.into();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }
