@@ -1,7 +1,8 @@
 //! Write coalescing seen from outside: a fan-out shard holds its next flush pass so that
-//! frames queued apart share one write per socket, waits for the rest of a burst the size of
-//! the last one, a lull is not held, and a zero bound never holds. Counted with the server's own write and hold counters; the rule's details
-//! are unit-tested in `shard/coalescing.rs`.
+//! frames queued apart share one write per socket, ends the hold once they do, waits for the
+//! rest of a burst the size of the last one, a lull is not held, and a zero bound never holds.
+//! Counted with the server's own write and hold counters; the rule's details are unit-tested
+//! in `shard/coalescing.rs`.
 
 mod common;
 
@@ -102,6 +103,16 @@ fn a_sparse_fan_out_holds_the_next_pass_so_frames_share_writes() {
     assert_gathered(
         two_broadcasts_apart(Duration::from_millis(500)),
         "two frames",
+    );
+}
+
+#[test]
+fn a_held_pass_goes_once_each_socket_has_a_second_frame() {
+    // A bound far past every wait of this test: the frames arrive only if the hold ends when
+    // "c" is queued, not at its bound.
+    assert_gathered(
+        two_broadcasts_apart(Duration::from_secs(600)),
+        "two frames under a long bound",
     );
 }
 

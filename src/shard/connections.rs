@@ -184,18 +184,15 @@ impl Connections {
             }
             // One clock read for the whole pass, and one more only after a hold.
             let woke = Instant::now();
-            let mut held = false;
             let mut now = woke;
-            if let Some(until) = coalescing.hold_until(woke) {
-                held = true;
-                Timer::new(until.saturating_duration_since(woke)).await;
-                now = Instant::now();
-            }
-            // The first part of a burst: wait for the rest, looking again after each round of
-            // work that may have queued more, within the bound.
+            let holding = coalescing.hold_until(woke).is_some();
+            let mut held = holding;
             let deadline = woke + coalescing.bound();
+            // A held pass waits until it carries more than a frame per write, the first part of
+            // a burst for the rest (`Coalescing::short`), looking again after each round of
+            // work that may have queued more, within the bound.
             let frames = || self.metrics().messages_queued().wrapping_sub(queued_before);
-            while now < deadline && coalescing.burst_short(self.dirty.borrow().len(), frames()) {
+            while now < deadline && coalescing.short(holding, self.dirty.borrow().len(), frames()) {
                 held = true;
                 let bound = Timer::new(deadline - now);
                 future::or(self.queued_round.wait(), async {
