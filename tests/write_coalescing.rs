@@ -1,6 +1,7 @@
 //! Write coalescing seen from outside: a fan-out shard holds its next flush pass so that
 //! frames queued apart share one write per socket, ends the hold once they do, waits for the
-//! rest of a burst the size of the last one, a lull is not held, and a zero bound never holds.
+//! rest of a burst the size of the last one (up to eight a socket), a lull is not held, and a
+//! zero bound never holds.
 //! Counted with the server's own write and hold counters; the rule's details are unit-tested
 //! in `shard/coalescing.rs`.
 
@@ -178,6 +179,23 @@ fn a_pass_waits_for_the_rest_of_a_burst_the_size_of_the_last() {
         a_burst_split_in_time(Duration::from_millis(500)),
         "a burst of four",
     );
+}
+
+#[test]
+fn a_pass_of_eight_a_socket_does_not_wait_for_a_bigger_burst() {
+    // After a pass of ten a socket, one of eight would wait for ten; with a bound far past
+    // every wait of this test, its frames arrive only if it goes at once.
+    let (server, mut clients) = start_with(Duration::from_secs(600), broadcast_bursts);
+    let ten: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    let eight: Vec<String> = (0..8).map(|i| format!("e{i}")).collect();
+    for burst in [&ten, &eight] {
+        clients[0].send_text(&format!("burst:{}", burst.join(",")));
+        for c in clients.iter_mut() {
+            for expected in burst.iter() {
+                assert_eq!(&c.recv_text(), expected);
+            }
+        }
+    }
 }
 
 #[test]

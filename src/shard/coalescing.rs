@@ -31,7 +31,8 @@
 //!   to read that pass; a pass that starts on the first message of it splits the burst over
 //!   two passes, each socket then gets two writes where one would do, and the next burst
 //!   arrives split the same way, for good. Waiting for the count the last pass carried keeps
-//!   bursts whole; a pass that does not get there in the bound lowers the count.
+//!   bursts whole; a pass that does not get there in the bound lowers the count, and one that
+//!   already carries `BURST_ENOUGH` frames per socket does not wait.
 //!
 //! The bound (`Builder::write_coalescing`) is the most any frame waits for its write on
 //! account of holding; zero turns holding off.
@@ -50,6 +51,12 @@ pub(crate) const QUIET_PASSES: u32 = 4;
 
 /// Held passes in a row that were not fan-out before holding ends.
 pub(crate) const SMALL_LIMIT: u32 = 8;
+
+/// Frames per socket from which a pass goes without waiting for the rest of a burst: a write
+/// of eight frames already spreads its fixed cost thin, and waiting for more only adds
+/// latency. A chat among 100 (every client publishing to all) otherwise waited for passes of
+/// 35 frames a write instead of 18, for the same CPU per delivery and 0.5 ms more at p50.
+pub(crate) const BURST_ENOUGH: u64 = 8;
 
 /// Whether the flush pass writes at once or holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +118,13 @@ impl Coalescing {
 
     /// Whether a pass about to write `sockets` sockets with `frames` frames queued for them is
     /// a burst's first part: a fan-out pass with fewer frames per socket than the fan-out pass
-    /// before it (module doc), worth waiting for the rest within the bound.
+    /// before it (module doc), worth waiting for the rest within the bound, unless it already
+    /// carries `BURST_ENOUGH` per socket.
     fn burst_short(&self, sockets: usize, frames: u64) -> bool {
         if self.bound.is_zero() || sockets < FAN_OUT_SOCKETS {
+            return false;
+        }
+        if frames >= sockets as u64 * BURST_ENOUGH {
             return false;
         }
         let Some((last_frames, last_sockets)) = self.last_fan_out else {
@@ -310,6 +321,19 @@ mod tests {
         // Small passes in between say nothing about bursts.
         c.handle_pass(pass(3, 3, false), t);
         assert!(c.burst_short(10_000, 20_000));
+    }
+
+    #[test]
+    fn a_pass_with_enough_per_socket_does_not_wait_for_the_rest() {
+        let t = Instant::now();
+        let mut c = Coalescing::new(BOUND);
+        c.handle_pass(pass(100, 3_500, false), t);
+        assert!(c.burst_short(100, 100 * BURST_ENOUGH - 1));
+        assert!(
+            !c.burst_short(100, 100 * BURST_ENOUGH),
+            "eight a socket: go"
+        );
+        assert!(!c.short(true, 100, 1_800), "a chat's pass of 18 a socket");
     }
 
     #[test]
