@@ -185,7 +185,7 @@ fn a_pass_waits_for_the_rest_of_a_burst_the_size_of_the_last() {
 fn a_pass_of_eight_a_socket_does_not_wait_for_a_bigger_burst() {
     // After a pass of ten a socket, one of eight would wait for ten; with a bound far past
     // every wait of this test, its frames arrive only if it goes at once.
-    let (server, mut clients) = start_with(Duration::from_secs(600), broadcast_bursts);
+    let (_server, mut clients) = start_with(Duration::from_secs(600), broadcast_bursts);
     let ten: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
     let eight: Vec<String> = (0..8).map(|i| format!("e{i}")).collect();
     for burst in [&ten, &eight] {
