@@ -110,6 +110,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrades: Option<UpgradeStats>,
     pub fault_count: u64,
+    /// The first faults in full; after a receiver's, how many bytes the server had sent it
+    /// that were still unread in its socket at the end (not a fault of its own: it tells a
+    /// message the server never sent from one this side never read).
     pub faults: Vec<String>,
     pub ok: bool,
 }

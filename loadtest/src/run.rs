@@ -259,9 +259,19 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             }
             delivered += t.delivered;
             fault_count += t.fault_count;
-            for f in t.faults {
+            for f in &t.faults {
                 if faults.len() < 20 {
                     faults.push(f.to_string());
+                }
+            }
+            // Whose a fault was: bytes unread at the end were sent, and not read here.
+            if let (false, Some(unread)) = (t.faults.is_empty(), t.unread_at_end) {
+                if faults.len() < 21 {
+                    faults.push(format!(
+                        "connection {}: {unread} bytes the server sent were unread in its \
+                         socket at the end",
+                        t.receiver()
+                    ));
                 }
             }
         }
@@ -807,6 +817,7 @@ async fn conn_task(
         }
     }
     let pings = conn.pings;
+    tally.unread_at_end = conn.unread_bytes();
     conn.close().await;
     (tally, pings, error)
 }

@@ -66,6 +66,8 @@ pub struct Tally {
     pub fault_count: u64,
     /// The first few, in full.
     pub faults: Vec<Fault>,
+    /// Bytes left unread in the receiver's socket when it stopped (`WsConn::unread_bytes`).
+    pub unread_at_end: Option<usize>,
 }
 
 impl Tally {
@@ -78,6 +80,7 @@ impl Tally {
             delivered: 0,
             fault_count: 0,
             faults: Vec::new(),
+            unread_at_end: None,
         }
     }
 

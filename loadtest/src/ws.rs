@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::time::Duration;
 
 use std::sync::{Arc, OnceLock};
@@ -150,6 +150,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 /// One client connection.
 pub struct WsConn {
     stream: Box<dyn Io>,
+    /// The TCP socket under `stream`, for `unread_bytes`.
+    fd: RawFd,
     decoder: Decoder,
     buf: Box<[u8]>,
     mask_state: u32,
@@ -182,6 +184,7 @@ impl WsConn {
         timeout: Duration,
     ) -> io::Result<WsConn> {
         let tcp = open_socket(target.addr, source, timeout)?;
+        let fd = tcp.as_raw_fd();
         let stream: Box<dyn Io> = if target.tls {
             let name = ServerName::try_from(target.host.clone())
                 .or_else(|_| ServerName::try_from("localhost"))
@@ -192,6 +195,7 @@ impl WsConn {
         };
         let mut conn = WsConn {
             stream,
+            fd,
             decoder: Decoder::for_server_frames(64 << 20),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             mask_state: 0x9e37_79b9,
@@ -202,6 +206,16 @@ impl WsConn {
         };
         conn.handshake(target, i).await?;
         Ok(conn)
+    }
+
+    /// Bytes the server sent that wait unread in this end's socket (`FIONREAD`; TLS records
+    /// still sealed). After a run, a receiver with messages missing tells with it whose they
+    /// were: bytes waiting mean the server sent them and this side did not read them.
+    pub fn unread_bytes(&self) -> Option<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: `fd` is the open socket `stream` owns; FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut n) };
+        (r == 0).then(|| usize::try_from(n).unwrap_or(0))
     }
 
     async fn handshake(&mut self, target: &Target, i: usize) -> io::Result<()> {

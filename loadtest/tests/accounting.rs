@@ -198,6 +198,14 @@ fn a_dropped_message_fails_the_run() {
         "{:?}",
         r.faults
     );
+    // Never sent: nothing of it waits in the receivers' sockets, and the report says so.
+    assert!(
+        r.faults
+            .iter()
+            .any(|f| f.ends_with(": 0 bytes the server sent were unread in its socket at the end")),
+        "{:?}",
+        r.faults
+    );
 }
 
 #[test]
