@@ -189,9 +189,9 @@ impl Builder {
     /// lone message after a lull is written at once. A held pass goes as soon as it carries
     /// 1.5 frames per socket, before the bound when they are in by then. A fan-out pass that
     /// would start with fewer frames per socket than the last one (and fewer than eight) also
-    /// waits, within the bound, for the rest of the burst. Each write costs a few microseconds in the kernel
-    /// whatever it carries, so between idle and saturated this cuts CPU per delivery, for at
-    /// most this much added latency (docs/behaviour.md, "Write coalescing").
+    /// waits, within the bound, for the rest of the burst. Each write costs a few microseconds
+    /// in the kernel whatever it carries, so between idle and saturated this cuts CPU per
+    /// delivery, for at most this much added latency (docs/behaviour.md, "Write coalescing").
     pub fn write_coalescing(mut self, bound: Duration) -> Self {
         self.options.write_coalescing = bound;
         self

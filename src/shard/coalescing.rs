@@ -19,7 +19,8 @@
 //!   where waiting gathers nothing: the shard writes at once again for `RETRY_AFTER` passes
 //!   before it tries once more.
 //! * **A hold ends once it pays.** A held pass goes as soon as it carries more than one frame
-//!   per socket on the whole, before the bound if the frames are in by then (`Coalescing::short`).
+//!   per socket on the whole, before the bound if the frames are in by then
+//!   (`Coalescing::short`).
 //! * **A quiet shard writes at once.** Frames that find the shard idle since at least
 //!   `QUIET_PASSES` bounds are written without waiting, so a lone message after a lull is not
 //!   delayed; and `SMALL_LIMIT` held passes in a row that were not fan-out (pings, replies, a
@@ -55,7 +56,7 @@ pub(crate) const SMALL_LIMIT: u32 = 8;
 /// Frames per socket from which a pass goes without waiting for the rest of a burst: a write
 /// of eight frames already spreads its fixed cost thin, and waiting for more only adds
 /// latency. A chat among 100 (every client publishing to all) otherwise waited for passes of
-/// 35 frames a write instead of 18, for the same CPU per delivery and 0.5 ms more at p50.
+/// 35 frames a write instead of 18: 7% less CPU per delivery for 0.6 ms more at p50.
 pub(crate) const BURST_ENOUGH: u64 = 8;
 
 /// Whether the flush pass writes at once or holds.
