@@ -96,11 +96,12 @@ fn topics_count_exactly_the_subscribers_and_a_leak_fails() {
 
     let r = load(&pubsub_server(true), Scenario::Topics);
     assert!(!r.ok);
-    assert!(
-        r.faults.iter().any(|f| f.starts_with("unexpected message")),
-        "{:?}",
-        r.faults
-    );
+    assert_fault(&r, |f| f.starts_with("unexpected message"));
+}
+
+/// Asserts that one of the report's faults (or notes) matches `what`.
+fn assert_fault(r: &Report, what: impl Fn(&str) -> bool) {
+    assert!(r.faults.iter().any(|f| what(f)), "{:?}", r.faults);
 }
 
 fn load(server: &Server, scenario: Scenario) -> Report {
@@ -191,47 +192,31 @@ fn an_honest_relay_passes_with_every_delivery_counted() {
 fn a_dropped_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Drop), Scenario::Broadcast);
     assert!(!r.ok);
-    assert!(
-        r.faults
-            .iter()
-            .any(|f| f.starts_with("missing:") && f.contains("message 5 of sender 0")),
-        "{:?}",
-        r.faults
-    );
+    assert_fault(&r, |f| {
+        f.starts_with("missing:") && f.contains("message 5 of sender 0")
+    });
     // Never sent: nothing of it waits in the receivers' sockets, and the report says so.
-    assert!(
-        r.faults
-            .iter()
-            .any(|f| f.ends_with(": 0 bytes the server sent were unread in its socket at the end")),
-        "{:?}",
-        r.faults
-    );
+    assert_fault(&r, |f| {
+        f.ends_with(": 0 bytes the server sent were unread in its socket at the end")
+    });
 }
 
 #[test]
 fn a_duplicated_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Duplicate), Scenario::Chat);
     assert!(!r.ok);
-    assert!(
-        r.faults
-            .iter()
-            .any(|f| f.starts_with("duplicate:") && f.contains("message 5")),
-        "{:?}",
-        r.faults
-    );
+    assert_fault(&r, |f| {
+        f.starts_with("duplicate:") && f.contains("message 5")
+    });
 }
 
 #[test]
 fn a_reordered_message_fails_the_run() {
     let r = load(&faulty_relay(Fault::Reorder), Scenario::Broadcast);
     assert!(!r.ok);
-    assert!(
-        r.faults
-            .iter()
-            .any(|f| f.starts_with("reordered:") && f.contains("message 5 of sender 0")),
-        "{:?}",
-        r.faults
-    );
+    assert_fault(&r, |f| {
+        f.starts_with("reordered:") && f.contains("message 5 of sender 0")
+    });
     // Reordered, not lost: every message still arrived once.
     assert_eq!(r.deliveries, r.expected_deliveries);
 }
