@@ -103,13 +103,18 @@ impl Chat {
                 _ => {}
             }
         }
+        // The body is read before any answer, a refusal's too: closing with bytes unread
+        // makes the kernel reset the connection, and the caller may lose the answer with it.
+        let mut body = Vec::new();
+        if length <= MAX_BODY {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
         let (status, answer) = if !self.authorized(&authorization) {
             (401, json!({ "error": "unauthorized" }))
         } else if length > MAX_BODY {
             (413, json!({ "error": "too large" }))
         } else {
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body)?;
             match serde_json::from_slice(&body) {
                 Ok(request) => self.call(&path, &request),
                 Err(_) => (400, json!({ "error": "expected JSON" })),
