@@ -6,6 +6,7 @@
 //! What depends on time is decided by pure functions of the time read once by the caller
 //! (`is_live`, `warning_due`), so the tests below move instants by hand.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -46,6 +47,35 @@ pub(crate) enum Work {
         except: Option<ConnId>,
         retention: Retention,
     },
+}
+
+/// What the link takes in one go: one item of work, or what one round of a shard's work
+/// handed over (`ClusterHandle::begin_round`), in order.
+#[derive(Debug)]
+pub(crate) enum Handover {
+    One(Work),
+    Batch(Vec<Work>),
+}
+
+impl Work {
+    /// Counts work the link could not take as lost, where each kind is counted, and answers a
+    /// reported publication's other nodes with nothing known.
+    fn refused(self, handle: &ClusterHandle, why: &str) {
+        match self {
+            Work::Op(_) => handle.dropped(1, why),
+            Work::Publish { report, .. } => {
+                unknown_reach(report.as_ref());
+                handle.dropped(1, why);
+            }
+            Work::Record { .. } => handle.history_lost(1, why),
+        }
+    }
+}
+
+thread_local! {
+    /// The round open on this thread, if any (`ClusterHandle::begin_round`): the handle it is
+    /// for, by address, and the work it queued.
+    static ROUND: RefCell<Option<(usize, Vec<Work>)>> = const { RefCell::new(None) };
 }
 
 /// Requests that must not be dropped.
@@ -89,7 +119,7 @@ fn unknown_reach(report: Option<&flume::Sender<PublishReport>>) {
 
 /// The link's end of the channels.
 pub(crate) struct LinkInbox {
-    pub(crate) work: flume::Receiver<Work>,
+    pub(crate) work: flume::Receiver<Handover>,
     pub(crate) control: flume::Receiver<Control>,
 }
 
@@ -122,7 +152,7 @@ pub(crate) struct ClusterHandle {
     pub(crate) node_id: Arc<str>,
     pub(crate) heartbeat: Duration,
     claim_timeout: Duration,
-    work: flume::Sender<Work>,
+    work: flume::Sender<Handover>,
     control: flume::Sender<Control>,
     pub(crate) stats: LinkStats,
     /// Other nodes by id: connections and when their last heartbeat came.
@@ -164,7 +194,8 @@ impl ClusterHandle {
     }
 
     /// Hands cross-node work to the link, or, when NATS is down or the link is this far
-    /// behind, drops it and counts it: a shard never waits on NATS.
+    /// behind, drops it and counts it: a shard never waits on NATS. During a round of this
+    /// thread's shard it waits for the round's end (`begin_round`).
     pub(crate) fn send(&self, work: Work) {
         if let Work::Publish { topic, report, .. } = &work {
             if self.keeps_history(topic) {
@@ -173,16 +204,53 @@ impl ClusterHandle {
             }
         }
         if !self.stats.connected.load(Ordering::Acquire) {
-            if let Work::Publish { report, .. } = &work {
-                unknown_reach(report.as_ref());
-            }
-            return self.dropped(1, "NATS is not connected");
+            return work.refused(self, "NATS is not connected");
         }
-        if let Err(refused) = self.work.try_send(work) {
-            if let Work::Publish { report, .. } = refused.into_inner() {
-                unknown_reach(report.as_ref());
+        let me = self as *const ClusterHandle as usize;
+        let work = ROUND.with(|round| match &mut *round.borrow_mut() {
+            Some((handle, queued)) if *handle == me => {
+                queued.push(work);
+                None
             }
-            self.dropped(1, "the NATS link is behind");
+            _ => Some(work),
+        });
+        if let Some(work) = work {
+            self.hand_over(Handover::One(work));
+        }
+    }
+
+    /// Opens a round of a shard's work (an inbox burst, a round of reads) on this thread: the
+    /// cross-node work it hands over goes to the link in one hand-over, at `end_round`. Why:
+    /// each hand-over may wake the link thread, and a link woken per message publishes per
+    /// message; the node behind NATS then gets a burst one message at a time and writes each
+    /// to its sockets in a pass of its own. One hand-over per round keeps a burst whole
+    /// through NATS. Rounds never await, so nothing else of the thread's runs in between.
+    pub(crate) fn begin_round(&self) {
+        let me = self as *const ClusterHandle as usize;
+        ROUND.with(|round| {
+            round.borrow_mut().get_or_insert_with(|| (me, Vec::new()));
+        });
+    }
+
+    /// Ends this thread's round: what it queued goes to the link, in order, in one hand-over.
+    pub(crate) fn end_round(&self) {
+        let Some((_, mut work)) = ROUND.with(|round| round.borrow_mut().take()) else {
+            return;
+        };
+        match work.len() {
+            0 => {}
+            1 => self.hand_over(Handover::One(work.remove(0))),
+            _ => self.hand_over(Handover::Batch(work)),
+        }
+    }
+
+    fn hand_over(&self, work: Handover) {
+        if let Err(refused) = self.work.try_send(work) {
+            let why = "the NATS link is behind";
+            match refused.into_inner() {
+                Handover::One(work) => work.refused(self, why),
+                Handover::Batch(items) => items.into_iter().for_each(|w| w.refused(self, why)),
+            }
         }
     }
 
@@ -214,33 +282,6 @@ impl ClusterHandle {
         self.history
             .get()
             .is_some_and(|rules| rules.retention(topic).is_some())
-    }
-
-    /// Hands a publication of a topic with history to the link for its stream (see
-    /// `Work::Record`), or, when NATS is down or the link this far behind, counts it lost:
-    /// no node delivers it, and no position is given to it. Called on the topic's home shard,
-    /// which never waits.
-    pub(crate) fn record(
-        &self,
-        topic: Arc<str>,
-        frame: Bytes,
-        key: u64,
-        except: Option<ConnId>,
-        retention: Retention,
-    ) {
-        if !self.stats.connected.load(Ordering::Acquire) {
-            return self.history_lost(1, "NATS is not connected");
-        }
-        let work = Work::Record {
-            topic,
-            frame,
-            key,
-            except,
-            retention,
-        };
-        if self.work.try_send(work).is_err() {
-            self.history_lost(1, "the NATS link is behind");
-        }
     }
 
     /// Counts `n` publications of topics with history that no stream took, and warns at most
@@ -550,10 +591,20 @@ mod tests {
         Bytes::from_static(b"\x81\x01x")
     }
 
+    fn record(key: u64) -> Work {
+        Work::Record {
+            topic: "t1".into(),
+            frame: frame(),
+            key,
+            except: None,
+            retention: retention(),
+        }
+    }
+
     #[test]
     fn with_nats_down_a_history_publication_is_counted_lost_and_a_recovery_unavailable() {
         let (h, inbox) = ClusterHandle::new("c".into(), "me".into(), SECOND, SECOND);
-        h.record("t1".into(), frame(), 0, None, retention());
+        h.send(record(0));
         assert_eq!(h.stats.history_lost.load(Ordering::Relaxed), 1);
         assert!(inbox.work.is_empty());
         // Answered at once, without asking the link: nothing can be told.
@@ -567,6 +618,84 @@ mod tests {
         let (done, window) = flume::bounded(1);
         h.window("t1".into(), done);
         assert_eq!(window.try_recv().unwrap(), None);
+    }
+
+    fn broadcast(byte: u8) -> Work {
+        Work::Op(Op::Broadcast {
+            frame: Bytes::from(vec![0x81, 1, byte]),
+        })
+    }
+
+    fn frames(items: &[Work]) -> Vec<u8> {
+        items
+            .iter()
+            .map(|w| match w {
+                Work::Op(Op::Broadcast { frame }) => frame[2],
+                other => panic!("not a broadcast: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_round_hands_its_work_over_once_in_order_and_only_its_own_handles() {
+        let (h, inbox) = ClusterHandle::new("c".into(), "me".into(), SECOND, SECOND);
+        let (other, other_inbox) = ClusterHandle::new("c".into(), "you".into(), SECOND, SECOND);
+        h.stats.connected.store(true, Ordering::Release);
+        other.stats.connected.store(true, Ordering::Release);
+        h.begin_round();
+        for byte in 1..=3 {
+            h.send(broadcast(byte));
+        }
+        // Another server's handle on the same thread is not in this round.
+        other.send(broadcast(9));
+        assert!(matches!(other_inbox.work.try_recv(), Ok(Handover::One(_))));
+        assert!(inbox.work.is_empty(), "held for the round's end");
+        h.end_round();
+        match inbox.work.try_recv() {
+            Ok(Handover::Batch(items)) => assert_eq!(frames(&items), [1, 2, 3]),
+            other => panic!("one batch expected, got {other:?}"),
+        }
+        assert!(inbox.work.is_empty());
+        // After the round, and on other threads, work goes at once.
+        h.send(broadcast(4));
+        assert!(matches!(inbox.work.try_recv(), Ok(Handover::One(_))));
+        h.begin_round();
+        let h2 = Arc::clone(&h);
+        std::thread::spawn(move || h2.send(broadcast(5)))
+            .join()
+            .unwrap();
+        assert!(matches!(inbox.work.try_recv(), Ok(Handover::One(_))));
+        // A round of one item hands it over alone; an empty one hands nothing.
+        h.send(broadcast(6));
+        h.end_round();
+        assert!(matches!(inbox.work.try_recv(), Ok(Handover::One(_))));
+        h.begin_round();
+        h.end_round();
+        assert!(inbox.work.is_empty());
+    }
+
+    #[test]
+    fn a_refused_round_counts_each_item_where_its_kind_is_counted() {
+        let (h, inbox) = ClusterHandle::new("c".into(), "me".into(), SECOND, SECOND);
+        h.stats.connected.store(true, Ordering::Release);
+        // Fill the link's queue.
+        while h.work.try_send(Handover::One(broadcast(0))).is_ok() {}
+        let (report, part) = flume::bounded(1);
+        h.begin_round();
+        h.send(broadcast(1));
+        h.send(record(0));
+        h.send(Work::Publish {
+            topic: "t".into(),
+            frame: frame(),
+            key: 0,
+            report: Some(report),
+        });
+        h.end_round();
+        assert_eq!(h.stats.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(h.stats.history_lost.load(Ordering::Relaxed), 1);
+        let part = part.try_recv().expect("answered at once");
+        assert!(part.partial && part.nodes == 0, "{part:?}");
+        assert_eq!(inbox.work.len(), WORK_QUEUE);
     }
 
     #[test]
@@ -597,12 +726,12 @@ mod tests {
         assert!(part.partial && part.nodes == 0, "{part:?}");
         h.send(publish("other"));
         assert!(
-            matches!(inbox.work.try_recv(), Ok(Work::Publish { topic, .. }) if &*topic == "other")
+            matches!(inbox.work.try_recv(), Ok(Handover::One(Work::Publish { topic, .. })) if &*topic == "other")
         );
-        h.record("t1".into(), frame(), 7, None, retention());
+        h.send(record(7));
         assert!(matches!(
             inbox.work.try_recv(),
-            Ok(Work::Record { topic, key: 7, .. }) if &*topic == "t1"
+            Ok(Handover::One(Work::Record { topic, key: 7, .. })) if &*topic == "t1"
         ));
         assert_eq!(h.stats.history_lost.load(Ordering::Relaxed), 0);
         // A recovery is asked of the link.

@@ -23,7 +23,7 @@ use futures_lite::StreamExt;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle as Task;
 
-use crate::cluster::handle::{ClusterHandle, Control, LinkInbox, Work};
+use crate::cluster::handle::{ClusterHandle, Control, Handover, LinkInbox, Work};
 use crate::cluster::streams::{Cursor, Streams};
 use crate::cluster::wire::{self, Op, Subjects};
 use crate::cluster::ClusterConfig;
@@ -239,18 +239,49 @@ fn on_event(handle: &ClusterHandle, event: Event) {
 }
 
 /// Publishes cross-node work in the order shards handed it over. A topic with history goes
-/// to its stream (`Work::Record`, from its home shard), never to its core subject.
+/// to its stream (`Work::Record`, from its home shard), never to its core subject. A round's
+/// batch is published item by item before the link waits again, so its messages leave in
+/// one write to NATS.
 async fn publish_work(
     client: Client,
     subjects: Subjects,
-    work: flume::Receiver<Work>,
+    work: flume::Receiver<Handover>,
     handle: Arc<ClusterHandle>,
     streams: Arc<Streams>,
 ) {
-    let all = subjects.all();
+    let link = WorkLink {
+        all: subjects.all(),
+        client,
+        subjects,
+        handle,
+        streams,
+    };
     while let Ok(item) = work.recv_async().await {
+        match item {
+            Handover::One(item) => link.publish(item).await,
+            Handover::Batch(items) => {
+                for item in items {
+                    link.publish(item).await;
+                }
+            }
+        }
+    }
+}
+
+/// What publishing cross-node work needs.
+struct WorkLink {
+    client: Client,
+    subjects: Subjects,
+    all: String,
+    handle: Arc<ClusterHandle>,
+    streams: Arc<Streams>,
+}
+
+impl WorkLink {
+    async fn publish(&self, item: Work) {
+        let (client, handle) = (&self.client, &self.handle);
         let (subject, body) = match item {
-            Work::Op(op) => (all.clone(), op.encode()),
+            Work::Op(op) => (self.all.clone(), op.encode()),
             Work::Publish {
                 topic,
                 frame,
@@ -262,8 +293,7 @@ async fn publish_work(
                     key,
                     frame,
                 };
-                publish_reported(&client, &all, op, &handle, report).await;
-                continue;
+                return publish_reported(client, &self.all, op, handle, report).await;
             }
             Work::Publish {
                 topic, frame, key, ..
@@ -271,12 +301,11 @@ async fn publish_work(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(wire::KEY_HEADER, key.to_string());
                 let sent = client
-                    .publish_with_headers(subjects.topic(&topic), headers, frame)
+                    .publish_with_headers(self.subjects.topic(&topic), headers, frame)
                     .await;
-                count_sent(&handle, sent.is_ok());
-                continue;
+                return count_sent(handle, sent.is_ok());
             }
-            Work::Publish { topic, frame, .. } => (subjects.topic(&topic), frame),
+            Work::Publish { topic, frame, .. } => (self.subjects.topic(&topic), frame),
             Work::Record {
                 topic,
                 frame,
@@ -284,12 +313,14 @@ async fn publish_work(
                 except,
                 retention,
             } => {
-                streams.publish(topic, frame, key, except, retention).await;
-                continue;
+                return self
+                    .streams
+                    .publish(topic, frame, key, except, retention)
+                    .await;
             }
         };
         let sent = client.publish(subject, body).await;
-        count_sent(&handle, sent.is_ok());
+        count_sent(handle, sent.is_ok());
     }
 }
 

@@ -154,8 +154,20 @@ impl Connections {
         std::mem::swap(out, &mut *self.resumes.borrow_mut());
     }
 
+    /// A round of work that may queue frames begins (an inbox burst, a round of reads): the
+    /// cross-node work it makes goes to the link in one hand-over at its end
+    /// (`ClusterHandle::begin_round`).
+    pub(crate) fn begin_round(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.begin_round();
+        }
+    }
+
     /// A round of work that may have queued frames ended (an inbox burst, a round of reads).
     pub(crate) fn round_done(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.end_round();
+        }
         self.queued_round.notify();
     }
 

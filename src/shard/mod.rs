@@ -78,6 +78,7 @@ pub(crate) async fn run(
         if let Some(msg) = next {
             // One clock read for the burst.
             let now = Instant::now();
+            core.conns.begin_round();
             core.handle(msg, now);
             // Take a burst in one go: the connections it touched flush once, after it.
             while let Ok(msg) = inbox.try_recv() {
@@ -128,6 +129,7 @@ async fn serve_readiness(core: Rc<ShardCore>) {
         let share = (ROUND_BYTES / n).clamp(MIN_READ, connections::SCRATCH);
         // One clock read for the round.
         let now = Instant::now();
+        core.conns.begin_round();
         for &key in &keys[..n] {
             if let Some(conn) = core.conns.by_key(key) {
                 conn.read_ready(share, now);

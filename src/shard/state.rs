@@ -22,6 +22,7 @@ use super::notify::LocalNotify;
 use super::readiness::Readiness;
 use super::shared::Shared;
 use crate::auth::RefusalLimit;
+use crate::cluster::handle::Work;
 use crate::event::EventName;
 use crate::history::Retention;
 use crate::registry::{ConnId, ShardId};
@@ -340,7 +341,13 @@ impl ShardCore {
         if let (Some(retention), Some(cluster)) = (retention, &self.conns.cluster) {
             // A name no subscriber can hold reaches nobody, and is not kept.
             if crate::topics::check_name(&topic).is_ok() {
-                cluster.record(topic, frame, key, except, retention);
+                cluster.send(Work::Record {
+                    topic,
+                    frame,
+                    key,
+                    except,
+                    retention,
+                });
             }
         } else if let Some(retention) = retention {
             let position =
