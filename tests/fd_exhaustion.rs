@@ -66,6 +66,8 @@ fn the_shard_survives_emfile_and_serves_again() {
     spare
         .connect(&ts.addr().into())
         .expect("connect needs no new descriptor");
+    // The server takes a connection once its first bytes are in (TCP_DEFER_ACCEPT).
+    spare.send(b"G").expect("send needs no new descriptor");
     wait_until(
         || String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("accept failed"),
         "the shard's accept-failed warning",

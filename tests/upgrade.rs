@@ -382,3 +382,50 @@ fn a_stopped_servers_address_is_free_again_at_once() {
     again.shutdown_within(Duration::ZERO);
     let _ = again.join();
 }
+
+/// More connections at once than one round accepts (64): the listener stays ready for the
+/// rest, and every one of them upgrades.
+#[test]
+fn a_burst_of_connects_larger_than_one_accept_round_all_upgrade() {
+    let ts = TestServer::start(Server::builder().shards(1).route("/ws/:id", |_| {}));
+    let request = |i: usize| format!("GET /ws/{i} HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n");
+    // Every request is sent before any answer is read, so the backlog holds them together.
+    let mut streams: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = TcpStream::connect(ts.addr()).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.write_all(request(i).as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut streams {
+        let head = read_head(s);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    }
+    ts.wait_connections(200);
+}
+
+/// A request that arrives in two parts: the first read finds only part of it, the handshake
+/// waits for the rest and answers it whole, whenever it comes.
+#[test]
+fn a_request_in_two_parts_upgrades() {
+    let ts = TestServer::start(Server::builder().shards(1).route("/ws/:id", |_| {}));
+    let request = format!("GET /ws/1 HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n");
+    let (first, rest) = request.split_at(20);
+    let mut s = TcpStream::connect(ts.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(first.as_bytes()).unwrap();
+    // The pause only makes two segments likely; the test holds whatever the timing.
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(rest.as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ts.wait_connections(1);
+    ts.server
+        .broadcast("after two parts", corecast::MessageType::Text);
+    let mut frame = [0u8; 17];
+    std::io::Read::read_exact(&mut s, &mut frame).unwrap();
+    assert_eq!(&frame[..2], &[0x81, 15]);
+    assert_eq!(&frame[2..], b"after two parts");
+}

@@ -30,6 +30,7 @@ use super::conn::{since_epoch, Conn};
 use super::connections::Connections;
 use super::handle::Websocket;
 use super::shared::Route;
+use super::socket;
 use super::state::ShardCore;
 use crate::backend::link::BackendLink;
 use crate::backend::wire::{self, ConnectVerdict, EventBody};
@@ -43,12 +44,16 @@ use crate::Error;
 
 /// Serves one accepted socket from handshake to close. The shard knows the socket while this
 /// runs: when it halts it shuts the socket down, which ends whatever this task waits on.
-pub(crate) fn serve(core: Rc<ShardCore>, stream: TcpStream) -> impl Future<Output = ()> {
-    let fd = stream.as_raw_fd();
+pub(crate) fn serve(
+    core: Rc<ShardCore>,
+    socket: OwnedFd,
+    remote: SocketAddr,
+) -> impl Future<Output = ()> {
+    let fd = socket.as_raw_fd();
     // Boxed here, outside the task's own state, so it is freed once the connection is open:
     // an idle connection's task carries only what `run` needs, not the handshake's futures
     // nor a moved-from copy of the stream (docs/architecture.md, "Memory per idle connection").
-    let opening = Box::pin(open(Rc::clone(&core), stream));
+    let opening = Box::pin(open(Rc::clone(&core), socket, remote));
     async move {
         let hold = core.hold_socket(fd);
         let Some((conn, stream)) = opening.await else {
@@ -84,8 +89,10 @@ impl OpenSocket {
     /// Takes a plain socket out of glommio's stream (onto a new descriptor: glommio's stream
     /// cannot give its own up); as it is, when the descriptor table is full.
     fn bare(stream: Transport) -> OpenSocket {
-        let Transport::Plain(tcp) = stream else {
-            return OpenSocket::Stream(Box::new(stream));
+        let tcp = match stream {
+            Transport::Fresh(fd) => return OpenSocket::Bare(fd),
+            Transport::Plain(tcp) => tcp,
+            tls @ Transport::Tls(_) => return OpenSocket::Stream(Box::new(tls)),
         };
         // SAFETY: `tcp` owns the descriptor and outlives this borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
@@ -103,7 +110,7 @@ impl OpenSocket {
     fn raw_fd(&self) -> RawFd {
         match self {
             OpenSocket::Bare(fd) => fd.as_raw_fd(),
-            OpenSocket::Stream(t) => t.tcp().as_raw_fd(),
+            OpenSocket::Stream(t) => t.raw_fd(),
         }
     }
 
@@ -123,6 +130,12 @@ impl OpenSocket {
 /// A connection's socket: plain TCP, which the shard reads and writes itself on the raw fd
 /// once the connection is open, or TLS, which only this task reads and writes.
 enum Transport {
+    /// A plain socket as accepted, on its own descriptor: its handshake is read, and a refusal
+    /// written, with plain non-blocking calls, and it moves into glommio's stream (`Plain`)
+    /// only when it has to wait (the request is not all in, the answer does not fit). An
+    /// upgrade that arrives whole, as nearly all do, never builds a stream: no io_uring poll
+    /// armed and cancelled, no copy of the descriptor to take the socket back out.
+    Fresh(OwnedFd),
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -133,7 +146,14 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
+            Transport::Fresh(fd) => match socket::recv(fd.as_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Pin::new(this.into_stream()).poll_read(cx, buf)
+                }
+                done => Poll::Ready(done),
+            },
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
@@ -146,7 +166,14 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
+            Transport::Fresh(fd) => match socket::send_vectored(fd.as_fd(), &[buf]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Pin::new(this.into_stream()).poll_write(cx, buf)
+                }
+                done => Poll::Ready(done),
+            },
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
@@ -154,6 +181,8 @@ impl AsyncWrite for Transport {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            // Nothing is buffered: each write went to the kernel.
+            Transport::Fresh(_) => Poll::Ready(Ok(())),
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
@@ -161,6 +190,9 @@ impl AsyncWrite for Transport {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            Transport::Fresh(fd) => {
+                Poll::Ready(socket2::SockRef::from(&*fd).shutdown(Shutdown::Write))
+            }
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_close(cx),
         }
@@ -168,10 +200,33 @@ impl AsyncWrite for Transport {
 }
 
 impl Transport {
-    fn tcp(&self) -> &TcpStream {
+    fn raw_fd(&self) -> RawFd {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => s.get_ref().0,
+            Transport::Fresh(fd) => fd.as_raw_fd(),
+            Transport::Plain(s) => s.as_raw_fd(),
+            Transport::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+
+    /// Moves a `Fresh` socket into glommio's stream, to wait on it; the others as they are.
+    fn into_stream(&mut self) -> &mut Transport {
+        if let Transport::Fresh(fd) = self {
+            // SAFETY: `fd` is an open TCP socket; the stream takes it over, and the `OwnedFd`
+            // that held it is let go of below without closing it.
+            let tcp = unsafe { TcpStream::from_raw_fd(fd.as_raw_fd()) };
+            if let Transport::Fresh(fd) = std::mem::replace(self, Transport::Plain(tcp)) {
+                let _ = fd.into_raw_fd();
+            }
+        }
+        self
+    }
+
+    /// Shuts the socket down in `how`.
+    async fn shutdown(&self, how: Shutdown) {
+        match self {
+            Transport::Fresh(fd) => drop(socket2::SockRef::from(fd).shutdown(how)),
+            Transport::Plain(s) => drop(s.shutdown(how).await),
+            Transport::Tls(s) => drop(s.get_ref().0.shutdown(how).await),
         }
     }
 
@@ -181,7 +236,7 @@ impl Transport {
             s.get_mut().1.send_close_notify();
             let _ = s.flush().await;
         }
-        let _ = self.tcp().shutdown(Shutdown::Write).await;
+        self.shutdown(Shutdown::Write).await;
     }
 }
 
@@ -189,13 +244,17 @@ impl Transport {
 /// comes with the socket to answer on, if there is still one.
 async fn accept(
     core: &Rc<ShardCore>,
-    stream: TcpStream,
+    socket: OwnedFd,
     remote: SocketAddr,
 ) -> Result<(Transport, Upgrade), (Option<Transport>, Failure)> {
     let mut transport = match &core.shared.tls {
-        None => Transport::Plain(stream),
-        // Boxed: a plain connection's handshake future does not carry the TLS one's room.
-        Some(tls) => Box::pin(tls_handshake(&tls.acceptor, stream)).await?,
+        None => Transport::Fresh(socket),
+        Some(tls) => {
+            // SAFETY: an open TCP socket, handed over whole.
+            let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+            // Boxed: a plain connection's handshake future does not carry the TLS one's room.
+            Box::pin(tls_handshake(&tls.acceptor, stream)).await?
+        }
     };
     match handshake(core, &mut transport, remote).await {
         Ok(upgrade) => Ok((transport, upgrade)),
@@ -226,17 +285,18 @@ async fn tls_handshake(
 
 /// The handshake, the registration and the route callback: an open connection and its
 /// socket, or `None` when the upgrade was refused or the client went.
-async fn open(core: Rc<ShardCore>, stream: TcpStream) -> Option<(Rc<Conn>, OpenSocket)> {
-    let Ok(remote) = stream.peer_addr() else {
-        return None;
-    };
+async fn open(
+    core: Rc<ShardCore>,
+    socket: OwnedFd,
+    remote: SocketAddr,
+) -> Option<(Rc<Conn>, OpenSocket)> {
     // TCP_NODELAY comes from the listener (`Listener::bind`).
     if let Some(bytes) = core.shared.options.socket_send_buffer {
         // Best effort: a socket the kernel refuses it for keeps its own.
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(bytes);
     }
     let timeout = core.shared.options.handshake_timeout;
-    let accepted = future::or(accept(&core, stream, remote), async {
+    let accepted = future::or(accept(&core, socket, remote), async {
         Timer::new(timeout).await;
         Err((
             None,
@@ -367,7 +427,7 @@ async fn refuse(
         )
         .await;
     }
-    let _ = stream.tcp().shutdown(Shutdown::Both).await;
+    stream.shutdown(Shutdown::Both).await;
     None
 }
 
@@ -635,7 +695,10 @@ fn flush(
     cx: &mut Context<'_>,
     now: Instant,
 ) -> io::Result<()> {
-    match stream {
+    // An open connection's socket is bare or in glommio's stream, never fresh; should one be,
+    // it waits for room in the stream.
+    match stream.into_stream() {
+        Transport::Fresh(_) => Ok(()),
         Transport::Plain(tcp) => {
             // SAFETY: `tcp` owns the descriptor and outlives this borrow (glommio's stream does
             // not implement `AsFd`).

@@ -31,13 +31,14 @@ mod socket;
 pub(crate) mod state;
 mod timers;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use glommio::net::TcpListener;
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -59,7 +60,8 @@ pub(crate) async fn run(
     inbox: flume::Receiver<ShardMsg>,
 ) {
     let core = ShardCore::install(id, shared, readiness);
-    let reader = glommio::spawn_local(serve_readiness(Rc::clone(&core)));
+    let listener = Rc::new(listener);
+    let reader = glommio::spawn_local(serve_readiness(Rc::clone(&core), Rc::clone(&listener)));
     let timers = glommio::spawn_local(serve_timers(Rc::clone(&core)));
     let flusher = glommio::spawn_local({
         let conns = Rc::clone(&core.conns);
@@ -67,8 +69,6 @@ pub(crate) async fn run(
         async move { conns.flush_dirty(coalescing).await }
     });
     let resumer = glommio::spawn_local(serve_resumes(Rc::clone(&core)));
-    let listener = Rc::new(listener);
-    let acceptor = glommio::spawn_local(accept(Rc::clone(&core), Rc::clone(&listener)));
     while !core.is_stopped() {
         let next = future::or(async { inbox.recv_async().await.ok() }, async {
             core.finished().await;
@@ -89,8 +89,7 @@ pub(crate) async fn run(
             break;
         }
     }
-    stop_listening(&listener);
-    drop(acceptor);
+    listener.stop(&core.conns.readiness);
     core.halt_sockets().await;
     if let Some(backend) = &core.conns.backend {
         backend.drain().await;
@@ -111,10 +110,10 @@ const ROUND_BYTES: usize = 16 << 10;
 /// The least one ready connection may read in a round: a whole small message in one `recv`.
 const MIN_READ: usize = 4 << 10;
 
-/// Reads every open connection that has bytes, one `recv` each, as the readiness set reports
-/// them; then lets the flush pass write the replies before looking again, and sleeps on the set
-/// (one poll for the whole shard) when nothing is ready.
-async fn serve_readiness(core: Rc<ShardCore>) {
+/// Reads every open connection that has bytes, one `recv` each, and accepts what the listener
+/// holds, as the readiness set reports them; then lets the flush pass write the replies before
+/// looking again, and sleeps on the set (one poll for the whole shard) when nothing is ready.
+async fn serve_readiness(core: Rc<ShardCore>, listener: Rc<Listener>) {
     let mut keys = [0u64; readiness::BATCH];
     loop {
         let n = core.conns.readiness.ready(&mut keys);
@@ -131,7 +130,9 @@ async fn serve_readiness(core: Rc<ShardCore>) {
         let now = Instant::now();
         core.conns.begin_round();
         for &key in &keys[..n] {
-            if let Some(conn) = core.conns.by_key(key) {
+            if key == readiness::LISTENER {
+                listener.accept_ready(&core);
+            } else if let Some(conn) = core.conns.by_key(key) {
                 conn.read_ready(share, now);
             }
         }
@@ -168,39 +169,6 @@ async fn serve_timers(core: Rc<ShardCore>) {
     }
 }
 
-/// Accepts connections for the shard's whole life, draining and stopping included: upgrades
-/// then get 503 (the upgrade decision sees the drain), so a load balancer or a client is told
-/// why rather than refused at the TCP level. The shard's run loop ends listening once every
-/// connection is closed. Errors such as running out of file descriptors are logged and
-/// retried after a short, growing pause: they never end the shard.
-async fn accept(core: Rc<ShardCore>, listener: Rc<Listener>) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        match listener.inner.accept().await {
-            Ok(stream) => {
-                backoff = Duration::from_millis(5);
-                glommio::spawn_local(io::serve(Rc::clone(&core), stream)).detach();
-            }
-            Err(e) => {
-                tracing::warn!(shard = core.id().0, error = %e, "accept failed; retrying");
-                Timer::new(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-/// Stops the listening socket now. Closing the fd is not enough: an accept still in flight in
-/// io_uring holds the socket open (and listening) until the ring is torn down, which the
-/// kernel finishes later, after the shard thread has gone.
-fn stop_listening(listener: &Listener) {
-    // SAFETY: shutdown on the fd the listener owns, still open; on Linux it ends listening and
-    // fails the pending accept.
-    unsafe {
-        libc::shutdown(listener.fd, libc::SHUT_RDWR);
-    }
-}
-
 /// How long a shard may take to report that it is accepting.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Memory glommio registers per ring: sockets need little (docs/architecture.md, "glommio facts").
@@ -231,7 +199,11 @@ pub(crate) fn spawn(
             Ok(bound) => bound,
             Err(e) => return ready.fail(listen_error(i, addr, e)),
         };
-        match Readiness::new() {
+        let readiness = Readiness::new().and_then(|r| {
+            r.watch(listener.socket.as_fd(), readiness::LISTENER)?;
+            Ok(r)
+        });
+        match readiness {
             Ok(readiness) => {
                 ready.ok(local);
                 run(ShardId(i), shared, listener, readiness, inbox).await;
@@ -284,22 +256,46 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// A listening socket on the shared port, and its fd (glommio's listener does not expose it).
-pub(crate) struct Listener {
-    inner: TcpListener,
-    fd: std::os::fd::RawFd,
-}
-
 /// Listen backlog: bursts of thousands of connects are normal for a fan-out server.
 const BACKLOG: i32 = 4096;
+
+/// Connections one round accepts at most: the listener stays ready (level-triggered) for the
+/// rest, which the next round takes, after the connections ready meanwhile had their reads.
+const ACCEPT_BATCH: usize = 64;
+/// The first pause after an accept failed for want of resources (descriptors, memory); each
+/// failure in a row doubles it, up to `MAX_ACCEPT_PAUSE`.
+const MIN_ACCEPT_PAUSE: Duration = Duration::from_millis(5);
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_millis(500);
+
+/// A non-blocking listening socket on the shared port, in the shard's readiness set: the shard
+/// accepts with plain `accept4` calls when the set reports it, as many as are waiting, rather
+/// than one io_uring accept at a time. Why: glommio's accept made five more system calls per
+/// connection (it tries a non-blocking accept first, switching the listener's flags there and
+/// back, and asks for the peer's address again), and its stream armed a poll on each socket
+/// that an upgrade arriving whole never needs (`io::Transport::Fresh`).
+///
+/// It accepts for the shard's whole life, draining and stopping included: upgrades then get
+/// 503 (the upgrade decision sees the drain), so a load balancer or a client is told why
+/// rather than refused at the TCP level; the shard's run loop ends listening once every
+/// connection is closed (`stop`). Errors such as running out of file descriptors are logged
+/// and the listener leaves the set for a short, growing pause: they never end the shard.
+pub(crate) struct Listener {
+    socket: std::net::TcpListener,
+    /// Set once it stopped listening: a failed accept is then the end, not a pause.
+    stopped: Cell<bool>,
+    /// The next pause after a failed accept.
+    pause: Cell<Duration>,
+}
 
 impl Listener {
     /// Binds with SO_REUSEPORT so every shard accepts on the same port and the kernel spreads
     /// connections between them. The first shard (`first`) claims the address: it fails, as
     /// any server does, where something already listens there (`ensure_free`); the others
     /// join it on the port it bound.
+    ///
+    /// A connection is handed over once its first bytes are in, or after about a second
+    /// without any (`defer_accept`).
     pub(crate) fn bind(addr: std::net::SocketAddr, first: bool) -> std::io::Result<Listener> {
-        use std::os::fd::{FromRawFd, IntoRawFd};
         if first {
             // Right before the bind, so that the window another start can slip into is this
             // function's few system calls.
@@ -310,17 +306,78 @@ impl Listener {
         // Every accepted socket inherits it (Linux copies the listener's TCP options into the
         // sockets it accepts): one `setsockopt` per listener rather than per connection.
         socket.set_nodelay(true)?;
+        // Accepting stops at EAGAIN rather than blocking the shard; the accepted sockets stay
+        // blocking, as every call the shard makes on them says MSG_DONTWAIT or goes through
+        // glommio.
+        socket.set_nonblocking(true)?;
+        defer_accept(&socket)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
-        let fd = socket.into_raw_fd();
-        // SAFETY: `fd` is a bound, listening TCP socket whose ownership moves to the listener.
-        let inner = unsafe { TcpListener::from_raw_fd(fd) };
-        Ok(Listener { inner, fd })
+        Ok(Listener {
+            socket: socket.into(),
+            stopped: Cell::new(false),
+            pause: Cell::new(MIN_ACCEPT_PAUSE),
+        })
     }
 
     /// The bound address (with the real port after binding port 0).
     pub(crate) fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.inner.local_addr().map_err(std::io::Error::from)
+        self.socket.local_addr()
+    }
+
+    /// Accepts the connections waiting, up to `ACCEPT_BATCH`, each into a connection task.
+    fn accept_ready(self: &Rc<Self>, core: &Rc<ShardCore>) {
+        for _ in 0..ACCEPT_BATCH {
+            match self.socket.accept() {
+                Ok((socket, remote)) => {
+                    self.pause.set(MIN_ACCEPT_PAUSE);
+                    let fd = std::os::fd::OwnedFd::from(socket);
+                    glommio::spawn_local(io::serve(Rc::clone(core), fd, remote)).detach();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // The client gave up before it was accepted: the next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
+                Err(_) if self.stopped.get() => return,
+                Err(e) => {
+                    tracing::warn!(shard = core.id().0, error = %e, "accept failed; retrying");
+                    return self.pause_accepting(core);
+                }
+            }
+        }
+    }
+
+    /// Leaves the readiness set (a level-triggered listener that cannot be accepted from would
+    /// report itself every round) and comes back after the pause, which doubles each time.
+    fn pause_accepting(self: &Rc<Self>, core: &Rc<ShardCore>) {
+        core.conns.readiness.unwatch(self.socket.as_fd());
+        let (listener, core) = (Rc::clone(self), Rc::clone(core));
+        glommio::spawn_local(async move {
+            loop {
+                let pause = listener.pause.get();
+                listener.pause.set((pause * 2).min(MAX_ACCEPT_PAUSE));
+                Timer::new(pause).await;
+                if listener.stopped.get() {
+                    return;
+                }
+                let watched = core
+                    .conns
+                    .readiness
+                    .watch(listener.socket.as_fd(), readiness::LISTENER);
+                match watched {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(shard = core.id().0, error = %e, "cannot watch the listener; retrying"),
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Stops listening now: out of the readiness set, and shut down, which ends listening on
+    /// Linux (connections still in its backlog are reset).
+    fn stop(&self, readiness: &Readiness) {
+        self.stopped.set(true);
+        readiness.unwatch(self.socket.as_fd());
+        let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
     }
 
     /// Fails with "address in use" where a socket already listens on `addr`: another process,
@@ -345,6 +402,33 @@ impl Listener {
             other => other,
         }
     }
+}
+
+/// Has the kernel hand over a connection only once its first bytes are in, or, for one that
+/// sends nothing, after its first SYN-ACK retransmission (a second): its handshake timeout
+/// starts then. Why: a client sends its upgrade request right after connecting, and a
+/// connection accepted before the request is in has its first read come back empty and must
+/// wait for the rest (on loopback, nearly every one under load: 97% in the `upgrades` plan).
+/// Accepted after the request, it is read, answered and watched with one call each. A second,
+/// not the handshake timeout: the kernel counts the wait in SYN-ACK retransmissions (1, 3,
+/// 7 s...), and a longer one would add up to 7 s before a silent connection's timeout starts.
+fn defer_accept(socket: &socket2::Socket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let seconds: libc::c_int = 1;
+    // SAFETY: `socket` is open; the kernel copies the option's value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A TCP socket for `addr` with SO_REUSEADDR, as every listener here has.

@@ -1,7 +1,7 @@
-//! The shard's one readiness source for its open connections: an epoll set, drained without
-//! blocking and slept on through a single glommio poll when empty. Not the reads and writes
-//! themselves (the connection glue does those) nor the handshake, which still reads through
-//! glommio's own stream.
+//! The shard's one readiness source for its open connections and its listener: an epoll set,
+//! drained without blocking and slept on through a single glommio poll when empty. Not the
+//! reads, writes and accepts themselves (the connection glue and the listener do those) nor
+//! the handshake's waits, which go through glommio's own stream.
 //!
 //! Why: glommio's stream read arms a fresh one-shot io_uring poll (an allocation, a submission,
 //! a completion and a task wake-up) after every read that does not fill the buffer, i.e. after
@@ -23,6 +23,10 @@ pub(crate) const BATCH: usize = 256;
 pub(crate) struct Readiness {
     epoll: OwnedFd,
 }
+
+/// The key the shard's listener carries in the set (`Listener`): no connection's, whose slot
+/// would have to be 2^32 - 1.
+pub(crate) const LISTENER: u64 = u64::MAX;
 
 /// The key an event carries: the slot, and the low half of the generation (a slot would have to
 /// be reused 2^32 times while an event for it is in flight to be mistaken).
