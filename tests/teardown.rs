@@ -221,3 +221,29 @@ fn close_all_deadline_force_closes_with_timeout() {
     assert!(e.is_timeout);
     assert_eq!(ts.server.connections(), 0);
 }
+
+/// A close the client begins: the server answers with its close frame and then ends the
+/// stream itself (RFC 6455 §7.1.1: the server closes the TCP connection first), cleanly, with
+/// a FIN after the frame and never a reset, while the client is still open.
+#[test]
+fn a_client_close_gets_the_answer_then_a_clean_end_of_stream() {
+    use std::io::Read;
+    let ts = TestServer::start(Server::builder().shards(1).route("/ws", |_| {}));
+    let mut s = std::net::TcpStream::connect(ts.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    assert!(read_head(&mut s).starts_with("HTTP/1.1 101"));
+    ts.wait_connections(1);
+    // Close 1000, masked with a zero key.
+    s.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).unwrap();
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [0x88, 0x02, 0x03, 0xe8]);
+    let mut rest = [0u8; 16];
+    assert_eq!(s.read(&mut rest).expect("an end of stream, not a reset"), 0);
+    ts.wait_connections(0);
+}

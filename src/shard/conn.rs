@@ -528,6 +528,11 @@ impl Conn {
         self.session.borrow().linger()
     }
 
+    /// After teardown: whether it ended on the peer's close frame (`Session::peer_closed`).
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.session.borrow().peer_closed()
+    }
+
     /// Acts on what the session reports: events for listeners, the one teardown; then makes
     /// sure queued bytes get written and the timer heap knows the next deadline.
     pub(crate) fn drive(self: &Rc<Self>) {

@@ -114,14 +114,11 @@ impl OpenSocket {
         }
     }
 
-    /// Back in glommio's stream, on the same descriptor: to wait for room, or to close.
+    /// As a transport, on the same descriptor: to wait for room, or to close. A bare socket
+    /// goes into glommio's stream only once it has to wait (`Transport::Fresh`).
     fn into_transport(self) -> Transport {
         match self {
-            OpenSocket::Bare(fd) => {
-                // SAFETY: the descriptor is an open TCP socket, handed over whole.
-                let tcp = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-                Transport::Plain(tcp)
-            }
+            OpenSocket::Bare(fd) => Transport::Fresh(fd),
             OpenSocket::Stream(t) => *t,
         }
     }
@@ -130,11 +127,12 @@ impl OpenSocket {
 /// A connection's socket: plain TCP, which the shard reads and writes itself on the raw fd
 /// once the connection is open, or TLS, which only this task reads and writes.
 enum Transport {
-    /// A plain socket as accepted, on its own descriptor: its handshake is read, and a refusal
-    /// written, with plain non-blocking calls, and it moves into glommio's stream (`Plain`)
-    /// only when it has to wait (the request is not all in, the answer does not fit). An
-    /// upgrade that arrives whole, as nearly all do, never builds a stream: no io_uring poll
-    /// armed and cancelled, no copy of the descriptor to take the socket back out.
+    /// A plain socket on its own descriptor, as accepted or as a closing connection's: read
+    /// and written with plain non-blocking calls, it moves into glommio's stream (`Plain`)
+    /// only when it has to wait (the request is not all in, the answer does not fit, the peer
+    /// has yet to close). An upgrade that arrives whole, as nearly all do, never builds a
+    /// stream: no io_uring poll armed and cancelled, no copy of the descriptor to take the
+    /// socket back out; nor does a close the peer began (`finish`).
     Fresh(OwnedFd),
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -219,6 +217,21 @@ impl Transport {
             }
         }
         self
+    }
+
+    /// A plain socket on its own descriptor with nothing left to read, or at its end: closing
+    /// it sends the peer a FIN after what was written, not a reset. Reads (and drops) what is
+    /// there; false for any other socket, which waits for the peer's end instead.
+    fn nothing_unread(&self) -> bool {
+        let Transport::Fresh(fd) = self else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        match socket::recv(fd.as_fd(), &mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
     }
 
     /// Shuts the socket down in `how`.
@@ -695,8 +708,12 @@ fn flush(
     cx: &mut Context<'_>,
     now: Instant,
 ) -> io::Result<()> {
-    // An open connection's socket is bare or in glommio's stream, never fresh; should one be,
-    // it waits for room in the stream.
+    if let Transport::Fresh(fd) = stream {
+        if conn.write_queue(fd.as_fd(), now)? {
+            return Ok(());
+        }
+        // Full: wait for room in glommio's stream.
+    }
     match stream.into_stream() {
         Transport::Fresh(_) => Ok(()),
         Transport::Plain(tcp) => {
@@ -773,7 +790,7 @@ async fn finish(conn: &Rc<Conn>, mut stream: Transport) {
                 }
             })
             .await;
-            if flushed {
+            if flushed && !(conn.peer_closed() && stream.nothing_unread()) {
                 stream.shutdown_write().await;
                 runtime::drain(stream).await;
             }

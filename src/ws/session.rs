@@ -277,9 +277,11 @@ enum Phase {
         deadline: Option<Stamp>,
     },
     /// Over: only the queued bytes (a close frame) are left to write, until `linger`; with no
-    /// linger the socket is dropped at once.
+    /// linger the socket is dropped at once. `peer_closed`: it ended on the peer's close frame,
+    /// after which the peer sends nothing more (RFC 6455 §5.5.1).
     Closed {
         linger: Option<Stamp>,
+        peer_closed: bool,
     },
 }
 
@@ -665,9 +667,22 @@ impl<C: Settings> Session<C> {
     /// and wait for the peer's end); `None` means drop the socket at once.
     pub fn linger(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Closed { linger } => linger.map(Stamp::instant),
+            Phase::Closed { linger, .. } => linger.map(Stamp::instant),
             _ => None,
         }
+    }
+
+    /// After `Closed`: whether the session ended on the peer's close frame. The peer then sends
+    /// nothing more, so once the answer is written the socket may be closed without waiting
+    /// for the peer's end of the stream: nothing unread is left to turn the close into a reset.
+    pub fn peer_closed(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Closed {
+                peer_closed: true,
+                ..
+            }
+        )
     }
 
     // ---- inside ------------------------------------------------------------------------------
@@ -728,6 +743,9 @@ impl<C: Settings> Session<C> {
                 // The last read is the best "now" a frame decoded from it has.
                 let linger = self.linger_from(self.last_inbound.instant());
                 self.end(error, linger);
+                if let Phase::Closed { peer_closed, .. } = &mut self.phase {
+                    *peer_closed = true;
+                }
                 None
             }
         }
@@ -752,6 +770,7 @@ impl<C: Settings> Session<C> {
     fn end(&mut self, error: Option<SessionError>, linger: Option<Instant>) {
         self.phase = Phase::Closed {
             linger: linger.map(Stamp::of),
+            peer_closed: false,
         };
         self.write_blocked_since = None;
         self.drop_inbound();

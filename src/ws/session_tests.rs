@@ -231,6 +231,7 @@ fn a_server_close_sends_the_queue_then_the_close_frame_then_completes() {
     write_all(&mut s, t1);
     assert_eq!(events(&mut s), ["close", "closed"]);
     assert_eq!(s.linger(), Some(t1 + Duration::from_secs(10)));
+    assert!(!s.peer_closed(), "the peer's close frame is still to come");
 }
 
 #[test]
@@ -309,6 +310,10 @@ fn the_peers_close_is_answered_with_its_code_after_earlier_replies() {
     expected.extend_from_slice(&frame::encode_close(1000, ""));
     assert_eq!(pending(&s), expected);
     assert_eq!(s.linger(), Some(t0 + Duration::from_secs(10)));
+    assert!(
+        s.peer_closed(),
+        "the peer sends nothing after its close frame"
+    );
 }
 
 #[test]
