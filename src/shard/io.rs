@@ -148,7 +148,7 @@ impl AsyncRead for Transport {
         match this {
             Transport::Fresh(fd) => match socket::recv(fd.as_fd(), buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    Pin::new(this.into_stream()).poll_read(cx, buf)
+                    Pin::new(this.waitable()).poll_read(cx, buf)
                 }
                 done => Poll::Ready(done),
             },
@@ -168,7 +168,7 @@ impl AsyncWrite for Transport {
         match this {
             Transport::Fresh(fd) => match socket::send_vectored(fd.as_fd(), &[buf]) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    Pin::new(this.into_stream()).poll_write(cx, buf)
+                    Pin::new(this.waitable()).poll_write(cx, buf)
                 }
                 done => Poll::Ready(done),
             },
@@ -207,7 +207,7 @@ impl Transport {
     }
 
     /// Moves a `Fresh` socket into glommio's stream, to wait on it; the others as they are.
-    fn into_stream(&mut self) -> &mut Transport {
+    fn waitable(&mut self) -> &mut Transport {
         if let Transport::Fresh(fd) = self {
             // SAFETY: `fd` is an open TCP socket; the stream takes it over, and the `OwnedFd`
             // that held it is let go of below without closing it.
@@ -714,7 +714,7 @@ fn flush(
         }
         // Full: wait for room in glommio's stream.
     }
-    match stream.into_stream() {
+    match stream.waitable() {
         Transport::Fresh(_) => Ok(()),
         Transport::Plain(tcp) => {
             // SAFETY: `tcp` owns the descriptor and outlives this borrow (glommio's stream does
