@@ -140,7 +140,7 @@ const WARM_UP_CONNECTIONS: usize = 300;
 /// allocator then holds what ordinary traffic of that size needs, so the RSS goal measures
 /// what an attack leaves behind beyond it.
 fn warm_up(server: &ServerProcess, token: Option<&str>) -> anyhow::Result<()> {
-    let fds = server.fds();
+    let fds = steady_fds(server);
     let path = client::with_token("/ws", token);
     let mut conns = Vec::with_capacity(WARM_UP_CONNECTIONS);
     for _ in 0..WARM_UP_CONNECTIONS {
@@ -160,9 +160,9 @@ fn warm_up(server: &ServerProcess, token: Option<&str>) -> anyhow::Result<()> {
 
 /// The server's open files at rest: the most of a few samples 10 ms apart. A shard waiting on
 /// its readiness set holds one more descriptor than a shard at work (a duplicate of the set's
-/// epoll, made for each wait), so one sample taken while the healthy client keeps it busy may
-/// come out one short, and the open-files goal would then ask for less than the server holds
-/// at rest.
+/// epoll, made for each wait), so one sample taken while the healthy client keeps it busy, or
+/// while the shard accepts (the start's readiness probe wakes it), may come out one short, and
+/// the open-files goal would then ask for less than the server holds at rest.
 fn steady_fds(server: &ServerProcess) -> usize {
     (0..10)
         .map(|_| {
