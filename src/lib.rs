@@ -30,7 +30,7 @@
 //! | `server` | `Server::builder()`, the `Server` handle: start the shards, hand them work, drain, stop |
 //! | `cluster::link`, `backend::nats` | cluster mode's NATS link: one thread per node, cross-node work in and out, UUID claims, heartbeats; the thread that publishes forwarded events to NATS |
 //! | `cluster::streams` | cluster mode's topic history in JetStream: a stream per topic, publishing to it, a consumer per node and topic handing it to the shards with positions, recovery and the window |
-//! | `shard` | one pinned glommio executor: its tasks (inbox, acceptor, readiness reads, timers, flush pass) |
+//! | `shard` | one pinned glommio executor: its tasks (inbox, readiness reads and accepts, timers, flush pass) |
 //! | `shard::io` | the connection task: TLS and upgrade I/O, writes that wait for room, the final linger |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
 //! | `shard::dispatch` | where work for connections goes: the caller's shard inline, other shards' bounded inboxes, other nodes |

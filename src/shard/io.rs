@@ -86,8 +86,9 @@ enum OpenSocket {
 }
 
 impl OpenSocket {
-    /// Takes a plain socket out of glommio's stream (onto a new descriptor: glommio's stream
-    /// cannot give its own up); as it is, when the descriptor table is full.
+    /// A plain socket on its own descriptor: a fresh one as it is, one in glommio's stream
+    /// taken out onto a new descriptor (the stream cannot give its own up), or left in the
+    /// stream when the descriptor table is full. TLS stays in its stream.
     fn bare(stream: Transport) -> OpenSocket {
         let tcp = match stream {
             Transport::Fresh(fd) => return OpenSocket::Bare(fd),
