@@ -32,6 +32,7 @@
 //! | `cluster::streams` | cluster mode's topic history in JetStream: a stream per topic, publishing to it, a consumer per node and topic handing it to the shards with positions, recovery and the window |
 //! | `shard` | one pinned glommio executor: its tasks (inbox, readiness reads and accepts, timers, flush pass) |
 //! | `shard::io` | the connection task: TLS and upgrade I/O, writes that wait for room, the final linger |
+//! | `shard::transport` | a connection's socket as its task holds it: bare, fresh (plain calls until it must wait), in glommio's stream, or TLS |
 //! | `websocket` | the methods of the `Websocket` handle users hold |
 //! | `shard::dispatch` | where work for connections goes: the caller's shard inline, other shards' bounded inboxes, other nodes |
 //! | `shard::state` | one shard's state and lifecycle, and what each inbox message does |

@@ -195,6 +195,7 @@ const LAYERS: &[(&[&str], bool)] = &[
     (&["cluster::streams"], false),
     (&["shard"], false),
     (&["shard::io"], false),
+    (&["shard::transport"], false),
     (&["websocket"], false),
     (&["shard::dispatch"], false),
     (&["shard::state"], false),

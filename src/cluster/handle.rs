@@ -206,9 +206,8 @@ impl ClusterHandle {
         if !self.stats.connected.load(Ordering::Acquire) {
             return work.refused(self, "NATS is not connected");
         }
-        let me = self as *const ClusterHandle as usize;
         let work = ROUND.with(|round| match &mut *round.borrow_mut() {
-            Some((handle, queued)) if *handle == me => {
+            Some((handle, queued)) if *handle == self.round_key() => {
                 queued.push(work);
                 None
             }
@@ -226,7 +225,7 @@ impl ClusterHandle {
     /// to its sockets in a pass of its own. One hand-over per round keeps a burst whole
     /// through NATS. Rounds never await, so nothing else of the thread's runs in between.
     pub(crate) fn begin_round(&self) {
-        let me = self as *const ClusterHandle as usize;
+        let me = self.round_key();
         ROUND.with(|round| {
             round.borrow_mut().get_or_insert_with(|| (me, Vec::new()));
         });
@@ -242,6 +241,12 @@ impl ClusterHandle {
             1 => self.hand_over(Handover::One(work.remove(0))),
             _ => self.hand_over(Handover::Batch(work)),
         }
+    }
+
+    /// What names this handle in a thread's round: its address (a thread's shard serves one
+    /// server, hence one handle, while a round is open).
+    fn round_key(&self) -> usize {
+        self as *const ClusterHandle as usize
     }
 
     fn hand_over(&self, work: Handover) {

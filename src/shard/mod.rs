@@ -30,6 +30,7 @@ pub(crate) mod shared;
 mod socket;
 pub(crate) mod state;
 mod timers;
+mod transport;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -272,7 +273,7 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 /// than one io_uring accept at a time. Why: glommio's accept made five more system calls per
 /// connection (it tries a non-blocking accept first, switching the listener's flags there and
 /// back, and asks for the peer's address again), and its stream armed a poll on each socket
-/// that an upgrade arriving whole never needs (`io::Transport::Fresh`).
+/// that an upgrade arriving whole never needs (`transport::Transport::Fresh`).
 ///
 /// It accepts for the shard's whole life, draining and stopping included: upgrades then get
 /// 503 (the upgrade decision sees the drain), so a load balancer or a client is told why
