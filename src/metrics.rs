@@ -152,24 +152,32 @@ fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// `add` for a counter that only its shard's thread writes (those counted per message or per
+/// write): a load and a store, without the locked instruction of `fetch_add`, which cost a
+/// chat among 300 clients 9% of the server's CPU when counting every queued message. Readers
+/// on other threads see a value at most an increment behind.
+fn add_own(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 impl ShardMetrics {
     pub(crate) fn upgraded(&self) {
         add(&self.upgrades, 1);
     }
     pub(crate) fn received(&self, bytes: usize) {
-        add(&self.messages_in, 1);
-        add(&self.bytes_in, bytes as u64);
+        add_own(&self.messages_in, 1);
+        add_own(&self.bytes_in, bytes as u64);
     }
     /// Messages queued so far (what `queued` counts), for the flush pass's frames per pass.
     pub(crate) fn messages_queued(&self) -> u64 {
         self.messages_out.load(Ordering::Relaxed)
     }
     pub(crate) fn queued(&self) {
-        add(&self.messages_out, 1);
+        add_own(&self.messages_out, 1);
     }
     pub(crate) fn written(&self, bytes: usize) {
-        add(&self.bytes_out, bytes as u64);
-        add(&self.socket_writes, 1);
+        add_own(&self.bytes_out, bytes as u64);
+        add_own(&self.socket_writes, 1);
     }
     /// A flush pass was held to gather more per write (`shard::coalescing`).
     pub(crate) fn held_pass(&self) {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::connections::Connections;
 use super::handle::{EventPayload, Websocket};
 use super::readiness;
-use super::socket::{recv, send_vectored, LentSocket};
+use super::socket::{gather, recv, send_vectored, LentSocket};
 use crate::auth::{self, Expiry};
 use crate::backend::wire::{EventBody, Origin};
 use crate::event::{self, Attributes, EventName};
@@ -413,7 +413,14 @@ impl Conn {
                 }
                 let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
                 let n = session.poll_transmit(&mut slices);
-                send_vectored(fd, &slices[..n])
+                if n > 1 {
+                    let mut buf = self.conns.gather.borrow_mut();
+                    let mut out: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+                    let m = gather(&slices[..n], &mut buf, &mut out);
+                    send_vectored(fd, &out[..m])
+                } else {
+                    send_vectored(fd, &slices[..n])
+                }
             };
             match result {
                 Ok(written) => self.wrote(now, written),

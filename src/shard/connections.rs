@@ -20,6 +20,7 @@ use super::handle::EventPayload;
 use super::link::ShardLinks;
 use super::notify::LocalNotify;
 use super::readiness::{self, Readiness};
+use super::socket;
 use super::timers::Timers;
 use crate::auth::{RefusalLimit, Verifier};
 use crate::backend::link::BackendLink;
@@ -48,6 +49,9 @@ pub(crate) struct Connections {
     /// One read buffer for every connection of the shard: a connection holds bytes only for
     /// an incomplete frame, never a buffer of its own while idle.
     pub(crate) scratch: RefCell<Box<[u8]>>,
+    /// Where a write's short frames are copied together (`socket::gather`); borrowed only
+    /// for the length of one write.
+    pub(crate) gather: RefCell<Box<[u8]>>,
     /// Reports which open connections have bytes to read.
     pub(crate) readiness: Readiness,
     /// Signalled after every teardown.
@@ -103,6 +107,7 @@ impl Connections {
             next_generation: Cell::new(0),
             timers: Timers::default(),
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
+            gather: RefCell::new(vec![0; socket::GATHER].into_boxed_slice()),
             readiness,
             teardowns: LocalNotify::default(),
             dirty: RefCell::new(Vec::new()),

@@ -1,5 +1,6 @@
-//! The raw socket calls the shard makes itself: a vectored, non-blocking send and a
-//! non-blocking receive. Not the waiting: the readiness set and glommio's stream do that.
+//! The raw socket calls the shard makes itself: a vectored, non-blocking send (with short
+//! frames gathered into one buffer first) and a non-blocking receive. Not the waiting: the
+//! readiness set and glommio's stream do that.
 
 use std::cell::Cell;
 use std::io;
@@ -34,6 +35,57 @@ impl LentSocket {
     pub(crate) fn get(&self) -> Option<BorrowedFd<'_>> {
         self.0.get()
     }
+}
+
+/// Slices shorter than this are copied into the shard's gather buffer before a write; longer
+/// ones go to the kernel as they are, where copying them twice would cost more than their
+/// iovec does.
+pub(crate) const GATHER_BELOW: usize = 2048;
+
+/// Size of the shard's gather buffer: 64 iovecs of a kilobyte each fit.
+pub(crate) const GATHER: usize = 64 << 10;
+
+/// Rewrites `slices` for one write with fewer iovecs: each run of slices shorter than
+/// `GATHER_BELOW` is copied, while `buf` has room, into one region of `buf`; the others are
+/// kept as they are. Fills `out` (at least as long as `slices`) and returns how many it filled.
+///
+/// Why: the kernel's copy of a `sendmsg` pays per iovec. A write of 32 chat messages of 100
+/// bytes each, one iovec per frame, spent a quarter of the server's CPU in `_copy_from_iter`
+/// where one region of the same bytes costs it one copy.
+pub(crate) fn gather<'a>(slices: &[&'a [u8]], buf: &'a mut [u8], out: &mut [&'a [u8]]) -> usize {
+    /// A region of `buf`, or the index of a slice kept as it is.
+    #[derive(Clone, Copy)]
+    enum Piece {
+        Copied(usize, usize),
+        Kept(usize),
+    }
+    let mut pieces = [Piece::Kept(0); MAX_IOVECS];
+    let (mut n, mut used) = (0usize, 0usize);
+    for (i, s) in slices.iter().enumerate().take(MAX_IOVECS) {
+        let end = used + s.len();
+        if s.len() < GATHER_BELOW && end <= buf.len() {
+            buf[used..end].copy_from_slice(s);
+            match n.checked_sub(1).map(|last| &mut pieces[last]) {
+                Some(Piece::Copied(_, run_end)) if *run_end == used => *run_end = end,
+                _ => {
+                    pieces[n] = Piece::Copied(used, end);
+                    n += 1;
+                }
+            }
+            used = end;
+        } else {
+            pieces[n] = Piece::Kept(i);
+            n += 1;
+        }
+    }
+    let buf: &'a [u8] = buf;
+    for (o, p) in out.iter_mut().zip(&pieces[..n]) {
+        *o = match *p {
+            Piece::Copied(start, end) => &buf[start..end],
+            Piece::Kept(i) => slices[i],
+        };
+    }
+    n
 }
 
 /// `sendmsg` with every slice at once (at most `MAX_IOVECS`); never blocks and never raises
@@ -75,5 +127,46 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gathered<'a>(slices: &[&'a [u8]], buf: &'a mut [u8]) -> Vec<&'a [u8]> {
+        let mut out: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+        let n = gather(slices, buf, &mut out);
+        out[..n].to_vec()
+    }
+
+    #[test]
+    fn short_slices_become_one_region() {
+        let mut buf = [0u8; 16];
+        let out = gathered(&[b"ab", b"c", b"", b"def"], &mut buf);
+        assert_eq!(out, [&b"abcdef"[..]]);
+    }
+
+    #[test]
+    fn a_long_slice_is_kept_between_two_runs() {
+        let long = vec![7u8; GATHER_BELOW];
+        let mut buf = [0u8; 16];
+        let out = gathered(&[b"ab", &long, b"cd", b"e"], &mut buf);
+        assert_eq!(out, [&b"ab"[..], &long[..], &b"cde"[..]]);
+    }
+
+    #[test]
+    fn what_does_not_fit_is_kept_and_the_bytes_keep_their_order() {
+        let mut buf = [0u8; 4];
+        let out = gathered(&[b"abc", b"de", b"f"], &mut buf);
+        // "de" does not fit after "abc"; "f" does, in a run of its own after it.
+        assert_eq!(out, [&b"abc"[..], &b"de"[..], &b"f"[..]]);
+        assert_eq!(out.concat(), b"abcdef");
+    }
+
+    #[test]
+    fn nothing_in_nothing_out() {
+        let mut buf = [0u8; 4];
+        assert!(gathered(&[], &mut buf).is_empty());
     }
 }
