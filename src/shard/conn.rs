@@ -28,7 +28,7 @@ use crate::metrics::{self, DropCause};
 use crate::registry::ConnId;
 use crate::topics;
 
-use crate::ws::queue::{Displace, Droppable, Push, MAX_IOVECS};
+use crate::ws::queue::{Displace, Droppable, FrameBytes, Push, MAX_IOVECS};
 use crate::ws::session::{Event, Session};
 use crate::ws::stamp::Stamp;
 use crate::{Config, Error};
@@ -238,7 +238,7 @@ impl Conn {
     /// (`tell_dropped`) once it holds no borrow of the shard's tables.
     pub(crate) fn offer_droppable(
         self: &Rc<Self>,
-        frame: Bytes,
+        frame: FrameBytes,
         tag: Droppable,
         displace: Displace,
     ) -> Push {
@@ -329,7 +329,7 @@ impl Conn {
         let now = Instant::now();
         for (position, payload, binary) in &out {
             self.offer_frame(
-                history::envelope(topic, Some(*position), payload, *binary),
+                history::envelope(topic, Some(*position), payload, *binary).into(),
                 now,
             );
         }
@@ -596,7 +596,7 @@ impl Conn {
     /// Queues an already framed data message. Fails once the connection is closing or gone,
     /// and counts the drop.
     pub(crate) fn send_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> Result<(), Error> {
-        if self.offer_frame(frame, now) {
+        if self.offer_frame(frame.into(), now) {
             Ok(())
         } else {
             self.conns.metrics().dropped(DropCause::Closed);
@@ -606,7 +606,7 @@ impl Conn {
 
     /// Queues an already framed data message if the connection is open; false (and nothing
     /// counted) if not: a broadcast's way to skip connections that are no longer targets.
-    pub(crate) fn offer_frame(self: &Rc<Self>, frame: Bytes, now: Instant) -> bool {
+    pub(crate) fn offer_frame(self: &Rc<Self>, frame: FrameBytes, now: Instant) -> bool {
         let push = self.session.borrow_mut().send(now, frame);
         match push {
             Push::Queued => {}

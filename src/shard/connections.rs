@@ -30,7 +30,7 @@ use crate::history::{self, Histories, HistoryRules, Position};
 use crate::metrics::ShardMetrics;
 use crate::registry::{ConnId, Registry, ShardId};
 use crate::topics::{self, PublishReport, SlowConsumerPolicy, TopicIndex, TopicRules, TopicTable};
-use crate::ws::queue::{Displace, Droppable, Push};
+use crate::ws::queue::{Displace, Droppable, FrameBytes, Push};
 
 /// Size of the shard's read buffer: the most one `recv` takes.
 pub(crate) const SCRATCH: usize = 64 << 10;
@@ -331,8 +331,9 @@ impl Connections {
         {
             let index = self.topics.borrow();
             let slab = self.slab.borrow();
+            let shared = FrameBytes::shared(frame.clone());
             // Made once, for the first subscriber that asked for envelopes.
-            let mut enveloped: Option<Bytes> = None;
+            let mut enveloped: Option<FrameBytes> = None;
             for slot in index.members(topic) {
                 let conn = slab.get(slot);
                 if conn.is_some_and(|c| Some(c.id) == except) {
@@ -355,10 +356,10 @@ impl Connections {
                     _ if c.wants_positions() => enveloped
                         .get_or_insert_with(|| {
                             let (payload, binary) = history::unframe(frame);
-                            history::envelope(topic, position, &payload, binary)
+                            FrameBytes::shared(history::envelope(topic, position, &payload, binary))
                         })
                         .clone(),
-                    _ => frame.clone(),
+                    _ => shared.clone(),
                 };
                 let push = match droppable {
                     Some((tag, displace)) => c.offer_droppable(out, tag, displace),

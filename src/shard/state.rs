@@ -27,6 +27,7 @@ use crate::event::EventName;
 use crate::history::Retention;
 use crate::registry::{ConnId, ShardId};
 use crate::topics::PublishReport;
+use crate::ws::queue::FrameBytes;
 
 thread_local! {
     /// The shard this thread runs, if it is a shard thread.
@@ -202,6 +203,7 @@ impl ShardCore {
             }
             ShardMsg::Broadcast { frame, except } => {
                 let now = Instant::now();
+                let frame = FrameBytes::shared(frame);
                 // Pushing never runs listeners, so the slab can stay borrowed. A connection
                 // already closing is no longer a target (nor an error).
                 self.conns.for_each(|c| {

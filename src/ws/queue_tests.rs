@@ -295,3 +295,27 @@ fn notices_add_up_until_one_is_started() {
     assert_eq!(written(&q), b"5><1><1>xX");
     assert_eq!(drop_oldest(&mut q, b"y", A), Push::Closed);
 }
+
+#[test]
+fn a_shared_frame_costs_a_queue_no_more_than_a_bytes() {
+    // Every connection holds its first queued frame inline: the enum must not grow it.
+    assert_eq!(
+        std::mem::size_of::<FrameBytes>(),
+        std::mem::size_of::<Bytes>()
+    );
+    let shared = FrameBytes::shared(Bytes::from_static(b"\x81\x02hi"));
+    let mut a = OutboundQueue::new(4);
+    let mut b = OutboundQueue::new(4);
+    let now = Instant::now();
+    let window = std::time::Duration::from_secs(1);
+    assert_eq!(
+        a.push_data_from(shared.clone(), None, now, window),
+        Push::Queued
+    );
+    assert_eq!(b.push_data_from(shared, None, now, window), Push::Queued);
+    let mut out: [&[u8]; 2] = [&[]; 2];
+    assert_eq!(a.slices(&mut out), 1);
+    assert_eq!(out[0], b"\x81\x02hi");
+    assert_eq!(b.slices(&mut out), 1);
+    assert_eq!(out[0], b"\x81\x02hi");
+}

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use super::deflate::{self, Agreement, Deflate};
 use super::frame::{self, Decoder, Inbound, OpCode, ProtocolError};
 use super::liveness::{answer_window, first_ping_delay, judge_silence, next_ping_after, Liveness};
-use super::queue::{Displace, Droppable, OutboundQueue, Push};
+use super::queue::{Displace, Droppable, FrameBytes, OutboundQueue, Push};
 use super::stamp::Stamp;
 
 /// What a session needs of its route's settings, every duration and size already resolved
@@ -508,22 +508,27 @@ impl<C: Settings> Session<C> {
     /// ends (`Push::Waiting`). `Push::Closed` once the session is closing or closed. With
     /// permessage-deflate it goes out compressed when that pays; the compressed frame of the
     /// same `frame` is shared with every other connection of this thread.
-    pub fn send(&mut self, now: Instant, frame: Bytes) -> Push {
+    pub fn send(&mut self, now: Instant, frame: impl Into<FrameBytes>) -> Push {
         if self.phase != Phase::Open {
             return Push::Closed;
         }
         let window = self.config.retry_window();
-        let (sent, plain) = self.outgoing(frame);
+        let (sent, plain) = self.outgoing(frame.into());
         self.out.push_data_from(sent, plain, now, window)
     }
 
     /// `send` for a publication of a topic whose slow-consumer policy lets a full queue drop
     /// it (`OutboundQueue::push_droppable`): it never waits.
-    pub fn send_droppable(&mut self, frame: Bytes, tag: Droppable, displace: Displace) -> Push {
+    pub fn send_droppable(
+        &mut self,
+        frame: impl Into<FrameBytes>,
+        tag: Droppable,
+        displace: Displace,
+    ) -> Push {
         if self.phase != Phase::Open {
             return Push::Closed;
         }
-        let (sent, _) = self.outgoing(frame);
+        let (sent, _) = self.outgoing(frame.into());
         self.out.push_droppable(sent, tag, displace)
     }
 
@@ -538,12 +543,15 @@ impl<C: Settings> Session<C> {
 
     /// A data frame as it goes out (compressed where permessage-deflate is on) and, when that
     /// differs, the frame as given, which is what a drop reports.
-    fn outgoing(&self, frame: Bytes) -> (Bytes, Option<Bytes>) {
+    fn outgoing(&self, frame: FrameBytes) -> (FrameBytes, Option<FrameBytes>) {
         match (self.config.deflate(), self.deflate_window) {
             (Some(settings), bits @ 1..) => {
-                let sent = deflate::compress_frame(&frame, settings, bits);
-                let plain = (sent.as_ptr() != frame.as_ptr()).then_some(frame);
-                (sent, plain)
+                let sent = deflate::compress_frame(frame.as_bytes(), settings, bits);
+                if sent.as_ptr() == frame.as_ptr() {
+                    (frame, None)
+                } else {
+                    (sent.into(), Some(frame))
+                }
             }
             _ => (frame, None),
         }
