@@ -49,9 +49,9 @@ pub(crate) const GATHER: usize = 64 << 10;
 /// `GATHER_BELOW` is copied, while `buf` has room, into one region of `buf`; the others are
 /// kept as they are. Fills `out` (at least as long as `slices`) and returns how many it filled.
 ///
-/// Why: the kernel's copy of a `sendmsg` pays per iovec. A write of 32 chat messages of 100
-/// bytes each, one iovec per frame, spent a quarter of the server's CPU in `_copy_from_iter`
-/// where one region of the same bytes costs it one copy.
+/// Why: the kernel's copy of a `sendmsg` pays per iovec. Writes of about 32 chat messages of
+/// 100 bytes, one iovec per frame, put 11.5% of the server's CPU in `_copy_from_iter` (the
+/// floor, writing one buffer, 2.4%); gathered, 1.7% there and 3% here.
 pub(crate) fn gather<'a>(slices: &[&'a [u8]], buf: &'a mut [u8], out: &mut [&'a [u8]]) -> usize {
     /// A region of `buf`, or the index of a slice kept as it is.
     #[derive(Clone, Copy)]
