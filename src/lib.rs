@@ -47,7 +47,7 @@
 //! | `backend::client` | a minimal HTTP/1.1 client on glommio: POST a JSON body to the backend, keep-alive, bounded by a timeout |
 //! | `cluster::handle` | what shards and `Server` hold of the NATS link: bounded queues, claims, the node view |
 //! | `shard::link` | what other threads hold of a shard: bounded inbox, live count, counters |
-//! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` and `recv` |
+//! | `shard::readiness`, `shard::timers`, `shard::socket` | the epoll set of connections with bytes to read; the timer heap; `sendmsg` (short frames gathered first) and `recv` |
 //! | `shard::notify`, `shard::coalescing` | a wake-up signal for one thread; when the flush pass writes: at once, or held briefly on a fan-out shard (pure) |
 //! | [`topics`] | the topic-name rule (public); one shard's subscription index and the table of which shards hold each topic (the server's) |
 //! | [`history`] | topic history: positions (offset, epoch), what a topic keeps, and the seam that joins a recovery to the live stream (pure) |
