@@ -349,11 +349,10 @@ impl OutboundQueue {
     /// never a reason to tear the connection down.
     pub fn push_droppable(
         &mut self,
-        frame: impl Into<FrameBytes>,
+        frame: FrameBytes,
         tag: Droppable,
         displace: Displace,
     ) -> Push {
-        let frame = frame.into();
         if self.closed {
             return Push::Closed;
         }

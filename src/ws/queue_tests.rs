@@ -164,7 +164,11 @@ fn pub_(topic: u64, key: u64) -> Droppable {
 }
 
 fn drop_oldest(q: &mut OutboundQueue, bytes: &'static [u8], topic: u64) -> Push {
-    q.push_droppable(Bytes::from_static(bytes), pub_(topic, 0), Displace::Oldest)
+    q.push_droppable(
+        Bytes::from_static(bytes).into(),
+        pub_(topic, 0),
+        Displace::Oldest,
+    )
 }
 
 #[test]
@@ -205,7 +209,11 @@ fn a_queue_full_of_plain_messages_drops_the_new_publication() {
 fn keep_latest_replaces_the_same_key_and_moves_it_last() {
     let mut q = OutboundQueue::new(3);
     let latest = |q: &mut OutboundQueue, b: &'static [u8], key| {
-        q.push_droppable(Bytes::from_static(b), pub_(A, key), Displace::SameKey)
+        q.push_droppable(
+            Bytes::from_static(b).into(),
+            pub_(A, key),
+            Displace::SameKey,
+        )
     };
     latest(&mut q, b"a1", 1);
     latest(&mut q, b"b1", 2);
@@ -223,7 +231,11 @@ fn keep_latest_replaces_the_same_key_and_moves_it_last() {
 fn keep_latest_drops_a_superseded_value_before_any_key_s_latest() {
     let mut q = OutboundQueue::new(3);
     let latest = |q: &mut OutboundQueue, b: &'static [u8], key| {
-        q.push_droppable(Bytes::from_static(b), pub_(A, key), Displace::SameKey)
+        q.push_droppable(
+            Bytes::from_static(b).into(),
+            pub_(A, key),
+            Displace::SameKey,
+        )
     };
     // Queued while there was room: key 1 twice.
     latest(&mut q, b"a1", 1);
