@@ -73,7 +73,15 @@ fn a_subscriber_that_comes_back_gets_what_it_missed_then_the_live_stream_without
         assert_eq!(v["offset"].as_u64().unwrap(), last + 1);
         last += 1;
     }
-    // Gone for a while, then back on another connection with the last position seen.
+    // Gone until the topic holds more than it saw (the publisher thread may not have run in
+    // between on a busy machine), then back on another connection with the last position seen.
+    wait_until(
+        || {
+            futures_lite::future::block_on(ts.server.history_window("t1"))
+                .is_some_and(|(_, newest, _)| newest > last)
+        },
+        "a publication past the last one seen",
+    );
     drop(sub);
     let mut back = ts.client("/ws");
     back.send_text(&format!("sub t1 {last} {epoch}"));

@@ -31,6 +31,19 @@ fn publish(bin: &Bin, topic: &str, data: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Waits until `topic`'s history holds offset `last` (`GET /api/topics/{topic}`): the API
+/// answers a publish once the topic's home shard has it to record, and a subscriber whose
+/// shard asks before that is answered with the position before it.
+fn wait_recorded(bin: &Bin, topic: &str, last: u64) {
+    wait_until(
+        || {
+            let (_, body) = bin.api("GET", &format!("/api/topics/{topic}"), &[], b"");
+            serde_json::from_str::<Value>(&body).is_ok_and(|v| v["history"]["last"] == last)
+        },
+        &format!("{topic} to record offset {last}"),
+    );
+}
+
 /// A client subscribed to `topic` with positions; the answer it got.
 fn subscribe_with_positions(bin: &Bin, topic: &str) -> (Client, Value) {
     let mut c = bin.client("/ws");
@@ -257,6 +270,7 @@ fn a_restarted_binary_answers_epoch_changed() {
                 "offset": 0, "epoch": null })
     );
     publish(&bin, "t1", "after");
+    wait_recorded(&bin, "t1", 1);
     let (mut c, answer) = subscribe_since(&bin, "t1", since);
     assert_eq!(answer["recovered"], false, "{answer}");
     assert_eq!(answer["reason"], "epoch changed", "{answer}");
